@@ -1,0 +1,1 @@
+"""cnnbench.bench: latency and throughput, measured so that the figures can be trusted."""

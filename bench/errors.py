@@ -1,0 +1,2 @@
+class BenchError(Exception):
+    """A problem with a model or an option of `bench`, meant for the user."""

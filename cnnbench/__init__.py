@@ -1,0 +1,3 @@
+"""cnnbench: image classifiers from Keras training to production speed."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""cnnbench.convert: Keras to self-describing ONNX, verified on every export."""

@@ -1,0 +1,2 @@
+class ConvertError(Exception):
+    """A problem with a model to convert or a conversion option, meant for the user."""

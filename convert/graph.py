@@ -1,0 +1,72 @@
+"""Graph surgery after tracing: weights become initializers, names follow the contract,
+constant sub-graphs fold, unused initializers and opset imports go."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from cnnbench.infer.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME
+
+
+def inputs_to_initializers(model: Any, arrays: dict[str, np.ndarray]) -> None:
+    from onnx import numpy_helper
+
+    graph = model.graph
+    kept = [i for i in graph.input if i.name not in arrays]
+    used = {i.name for i in graph.input} & arrays.keys()
+    for name in sorted(used):
+        graph.initializer.append(numpy_helper.from_array(arrays[name], name))
+    del graph.input[:]
+    graph.input.extend(kept)
+
+
+def apply_contract_names(model: Any) -> None:
+    """Input `image`, output `probs`, first dim of both named `batch`."""
+    graph = model.graph
+    (inp,) = graph.input
+    (out,) = graph.output
+    _rename_value(graph, inp.name, INPUT_NAME)
+    _rename_value(graph, out.name, OUTPUT_NAME)
+    for value in (inp, out):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.ClearField("dim_value")
+        dim.dim_param = BATCH_DIM
+
+
+def _rename_value(graph: Any, old: str, new: str) -> None:
+    if old == new:
+        return
+    for node in graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+    for value in list(graph.input) + list(graph.output):
+        if value.name == old:
+            value.name = new
+
+
+def fold_and_clean(model: Any) -> Any:
+    """Fold constant sub-graphs (weight transposes, batch-norm arithmetic) with ONNX
+    Runtime's basic level, which rewrites only with standard ONNX ops, then drop
+    unused opset imports. Returns a new ModelProto."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="cnnbench-") as tmp:
+        raw, folded = os.path.join(tmp, "raw.onnx"), os.path.join(tmp, "folded.onnx")
+        onnx.save(model, raw)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = folded
+        options.log_severity_level = 3  # it reports each unused initializer it drops
+        ort.InferenceSession(raw, options, providers=["CPUExecutionProvider"])
+        result = onnx.load(folded)
+    used_domains = {node.domain or "" for node in result.graph.node}
+    imports = [op for op in result.opset_import if (op.domain or "") in used_domains | {""}]
+    del result.opset_import[:]
+    result.opset_import.extend(imports)
+    result.producer_name = "cnnbench"
+    return result

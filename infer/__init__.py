@@ -1,0 +1,1 @@
+"""cnnbench.infer: the runtime. Model contract, sessions, the folder pipeline, CSV."""

@@ -1,0 +1,68 @@
+"""Click options for running a model, written once here and reused by `bench`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from cnnbench.infer.session import Provider, RuntimeOptions
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'224' or '224x192' (height x width) -> (h, w)."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise click.BadParameter(f"expected N or HxW with positive integers, got {text!r}")
+    return (values[0], values[-1])
+
+
+def parse_floats(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def runtime_options(f: Callable) -> Callable:
+    """--provider, --device-id, --threads."""
+    for option in reversed(
+        [
+            click.option(
+                "--provider",
+                type=click.Choice(list(Provider), case_sensitive=False),
+                default=Provider.AUTO,
+                show_default=True,
+                help="auto = CUDA when a CUDA session really loads, else CPU.",
+            ),
+            click.option(
+                "--device-id",
+                type=click.IntRange(min=0),
+                default=0,
+                show_default=True,
+                help="GPU index for cuda/tensorrt.",
+            ),
+            click.option(
+                "--threads",
+                type=click.IntRange(min=0),
+                default=0,
+                help="ONNX Runtime intra-op threads (0 = all cores).",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def make_runtime(provider: str, device_id: int, threads: int, **extra: object) -> RuntimeOptions:
+    return RuntimeOptions(
+        provider=Provider(provider), device_id=device_id, threads=threads, **extra
+    )

@@ -1,0 +1,165 @@
+"""ONNX Runtime sessions: provider choice that trusts only what actually loaded."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import importlib.metadata
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from cnnbench.infer.errors import InferError
+
+CUDA_HINT = "pip install 'cnnbench[cuda]' (CUDA 13 and cuDNN 9 from pip; needs an NVIDIA driver)"
+
+
+class Provider(enum.StrEnum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+
+ORT_NAMES = {
+    Provider.CPU: "CPUExecutionProvider",
+    Provider.CUDA: "CUDAExecutionProvider",
+    Provider.TENSORRT: "TensorrtExecutionProvider",
+}
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How to run a model: the options `infer` and `bench` share."""
+
+    provider: Provider = Provider.AUTO
+    device_id: int = 0
+    threads: int = 0  # intra-op threads; 0 lets ONNX Runtime use every core
+    trt_cache: str | None = None
+    trt_fp16: bool = False
+
+
+def check_ort_install() -> str | None:
+    """A warning when both ORT distributions are installed (they overwrite each other)."""
+    found = []
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            importlib.metadata.distribution(dist)
+            found.append(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    if len(found) == 2:
+        return (
+            "both onnxruntime and onnxruntime-gpu are installed and overwrite each other's "
+            "files; fix with: pip uninstall -y onnxruntime onnxruntime-gpu && "
+            "pip install onnxruntime-gpu"
+        )
+    return None
+
+
+def import_ort():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        hint = check_ort_install() or "pip install onnxruntime-gpu (or onnxruntime)"
+        raise InferError(f"cannot import onnxruntime ({e}); {hint}") from e
+    return onnxruntime
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence C++-level stderr (ORT's loud provider-load errors) for the block."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def _provider_entry(provider: Provider, opts: RuntimeOptions) -> tuple[str, dict[str, str]]:
+    name = ORT_NAMES[provider]
+    if provider is Provider.CUDA:
+        return name, {"device_id": str(opts.device_id), "cudnn_conv_algo_search": "HEURISTIC"}
+    if provider is Provider.TENSORRT:
+        trt = {"device_id": str(opts.device_id), "trt_fp16_enable": str(opts.trt_fp16)}
+        if opts.trt_cache:
+            trt |= {
+                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": opts.trt_cache,
+                "trt_timing_cache_enable": "True",
+                "trt_timing_cache_path": opts.trt_cache,
+            }
+        return name, trt
+    return name, {}
+
+
+def _try_session(model_path: str, provider: Provider, opts: RuntimeOptions):
+    ort = import_ort()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if opts.threads:
+        so.intra_op_num_threads = opts.threads
+    providers = [_provider_entry(provider, opts)]
+    if provider is Provider.TENSORRT:
+        providers.append(_provider_entry(Provider.CUDA, opts))
+    if provider is not Provider.CPU:
+        providers.append(_provider_entry(Provider.CPU, opts))
+    try:
+        with quiet_stderr():
+            session = ort.InferenceSession(model_path, so, providers=providers)
+    except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
+        raise InferError(f"cannot load {model_path} with ONNX Runtime: {_first_line(e)}") from e
+    return session
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def create_session(model_path: str, opts: RuntimeOptions):
+    """A session on the asked provider; `auto` tries CUDA and falls back to CPU.
+
+    ONNX Runtime lists CUDA as available whenever the GPU wheel is installed and falls back
+    to CPU silently, so the providers the session reports are the only truth.
+    """
+    if not os.path.isfile(model_path):
+        raise InferError(f"model file not found: {model_path}")
+    if opts.provider is Provider.AUTO:
+        ort = import_ort()
+        if ORT_NAMES[Provider.CUDA] in ort.get_available_providers():
+            session = _try_session(model_path, Provider.CUDA, opts)
+            if ORT_NAMES[Provider.CUDA] in session.get_providers():
+                return session
+        return _try_session(model_path, Provider.CPU, opts)
+    session = _try_session(model_path, opts.provider, opts)
+    wanted = ORT_NAMES[opts.provider]
+    if wanted not in session.get_providers():
+        raise InferError(
+            f"provider {opts.provider.value} did not load ({_why_not(opts.provider)}); "
+            f"use --provider cpu, or install GPU support: {CUDA_HINT}"
+        )
+    return session
+
+
+def _why_not(provider: Provider) -> str:
+    ort = import_ort()
+    if ORT_NAMES[provider] not in ort.get_available_providers():
+        return f"this onnxruntime build has no {ORT_NAMES[provider]}"
+    return "no usable GPU, driver, or CUDA/cuDNN libraries were found"
+
+
+def active_provider(session) -> Provider:
+    first = session.get_providers()[0]
+    return next(p for p, name in ORT_NAMES.items() if name == first)

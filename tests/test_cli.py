@@ -1,0 +1,62 @@
+"""The app shell: help everywhere, version, python -m, lazy TensorFlow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from cnnbench import __version__
+from cnnbench.cli import cli
+
+
+@pytest.mark.parametrize("args", [[], ["train"], ["convert"], ["infer"], ["bench"]])
+def test_help_everywhere(args: list[str]) -> None:
+    for flag in ("--help", "-h"):
+        result = CliRunner().invoke(cli, [*args, flag])
+        assert result.exit_code == 0, result.output
+        assert "Example:" in result.output
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_python_dash_m() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnbench", "--version"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert __version__ in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["infer", "bench"])
+def test_help_does_not_import_tensorflow(command: str) -> None:
+    code = (
+        "import sys; from cnnbench.cli import cli\n"
+        f"try:\n    cli(['{command}', '--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
+        "assert 'keras' not in sys.modules, 'keras imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "cnnbench.infer.pipeline",
+        "cnnbench.bench.measure",
+        "cnnbench.bench.cli",
+        "cnnbench.convert.cli",
+        "cnnbench.training.registry",
+    ],
+)
+def test_import_has_no_tensorflow(module: str) -> None:
+    code = f"import sys, {module}; assert 'tensorflow' not in sys.modules"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,1 @@
+"""cnnbench.training: the architectures of the seed notes, datasets, training runs."""

@@ -1,0 +1,2 @@
+class TrainError(Exception):
+    """A problem with an architecture, a dataset or a training option, meant for the user."""

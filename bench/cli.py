@@ -1,24 +1,49 @@
-"""`cnnbench bench`: a thin shell over the measurement library."""
+"""`cnnbench bench`: a thin shell over `run_bench` and the writers."""
 
 from __future__ import annotations
 
-import json
+import os
 
 import click
 
 from cnnbench.bench.errors import BenchError
-from cnnbench.bench.measure import PERCENTILE_METHOD, BenchConfig, bench_model, machine_facts
-from cnnbench.infer.options import make_runtime, runtime_options
+from cnnbench.bench.measure import Timing
+from cnnbench.bench.run import DEFAULT_MAX_BATCH, Baseline, BenchConfig, run_bench
+from cnnbench.infer.options import parse_size, runtime_options
+from cnnbench.infer.preprocess import ForeignOptions, Layout
+from cnnbench.infer.session import Provider, RuntimeOptions
 
 
-def parse_batch_sizes(ctx: click.Context, param: click.Parameter, text: str) -> tuple[int, ...]:
+def parse_batch_sizes(
+    ctx: click.Context, param: click.Parameter, text: str | None
+) -> tuple[int, ...] | None:
+    if text is None:
+        return None
     try:
         sizes = tuple(int(v) for v in text.split(","))
     except ValueError:
         sizes = ()
     if not sizes or min(sizes) < 1:
         raise click.BadParameter(f"expected comma-separated positive integers, got {text!r}")
-    return sizes
+    return tuple(dict.fromkeys(sizes))
+
+
+def check_outputs(paths: dict[str, str | None]) -> None:
+    """Fail before measuring, not after minutes of it, when an output cannot be written."""
+    for option, path in paths.items():
+        if path is None:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise click.BadParameter(
+                f"cannot write {path}: folder {folder} does not exist or is not writable",
+                param_hint=option,
+            )
+    plot = paths.get("--plot")
+    if plot and not plot.lower().endswith(".png"):
+        raise click.BadParameter(
+            f"give a file name ending in .png, got {plot!r}", param_hint="--plot"
+        )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,79 +51,159 @@ def parse_batch_sizes(ctx: click.Context, param: click.Parameter, text: str) -> 
     "--model",
     "models",
     multiple=True,
-    required=True,
     type=click.Path(dir_okay=False),
     help="ONNX model (repeatable).",
 )
-@click.option("--batch-sizes", default="1,8", show_default=True, callback=parse_batch_sizes)
-@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
-@click.option("--iterations", type=click.IntRange(min=1), help="Timed runs per batch size.")
+@click.option(
+    "--arch",
+    "archs",
+    help="Zoo: 'all' or registry names, e.g. vgg16,resnet50; "
+    "built with random weights, converted once and cached.",
+)
+@runtime_options(provider_list=True)
+@click.option(
+    "--batch-sizes",
+    callback=parse_batch_sizes,
+    help="e.g. 1,8,32. Default: 1, 2, 4, ... until throughput stops improving.",
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_BATCH,
+    show_default=True,
+    help="Largest batch of the sweep.",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Untimed runs before each configuration.",
+)
+@click.option("--iterations", type=click.IntRange(min=1), help="Runs per window.")
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0.01),
-    default=3.0,
+    type=click.FloatRange(min=0.001),
+    default=1.0,
     show_default=True,
-    help="Seconds of timed runs per batch size (when --iterations is not given).",
+    help="Seconds per window (when --iterations is not given).",
 )
-@runtime_options
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Time cap per configuration while windows disagree.",
+)
+@click.option("--size", help="Foreign models with dynamic height/width: N or HxW.")
+@click.option(
+    "--layout",
+    type=click.Choice(list(Layout), case_sensitive=False),
+    help="Foreign models: input layout.",
+)
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False),
+    help="Also run the infer pipeline on this folder (decode included).",
+)
+@click.option(
+    "--baseline",
+    type=click.Choice(list(Baseline), case_sensitive=False),
+    help="Also time the zoo models in Keras.",
+)
+@click.option(
+    "--max-latency-ms",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Recommend the fastest configuration whose p99 stays under this.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    help="Zoo models' cache [default: $CNNBENCH_CACHE or ~/.cache/cnnbench].",
+)
+@click.option("--no-peak", is_flag=True, help="Skip the matmul peak measurement.")
 @click.option(
     "--json",
     "json_path",
     type=click.Path(dir_okay=False),
-    help="Write every figure and the machine's facts as JSON.",
+    help="Every figure, the methodology and the machine's facts.",
 )
-def bench(
-    models: tuple[str, ...],
-    batch_sizes: tuple[int, ...],
-    warmup: int,
-    iterations: int | None,
-    duration: float,
-    provider: str,
-    device_id: int,
-    threads: int,
-    json_path: str | None,
-) -> None:
-    """Measure latency and throughput of ONNX models per batch size.
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="One row per result.")
+@click.option(
+    "--markdown",
+    "md_path",
+    type=click.Path(dir_okay=False),
+    help="The tables as Markdown, for a README.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    help="PNG: throughput vs batch size, latency percentiles (needs matplotlib).",
+)
+def bench(**opts: object) -> None:
+    """Measure latency and throughput per model, provider and batch size.
 
     \b
     Example:
       cnnbench bench --model model.onnx --batch-sizes 1,8,32 --json bench.json
+      cnnbench bench --arch all --provider cpu --markdown zoo.md
     """
-    cfg = BenchConfig(
-        models=models,
-        batch_sizes=batch_sizes,
-        warmup=warmup,
-        iterations=iterations,
-        duration=duration,
-        runtime=make_runtime(provider, device_id, threads),
-    )
+    outputs = {
+        "--json": opts["json_path"],
+        "--csv": opts["csv_path"],
+        "--markdown": opts["md_path"],
+        "--plot": opts["plot_path"],
+    }
+    check_outputs(outputs)
     try:
-        results = [r for path in models for r in bench_model(path, cfg)]
+        cfg = _config(opts)
+        report = run_bench(cfg, log=lambda line: click.echo(line, err=True))
+        _write(report, cfg, outputs)
     except BenchError as e:
         raise click.ClickException(str(e)) from e
-    click.echo(
-        f"{'model':<24} {'provider':<8} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} "
-        f"{'p99 ms':>9} {'img/s':>9}"
+
+
+def _config(opts: dict) -> BenchConfig:
+    from cnnbench.bench.zoo import default_cache_dir, parse_archs
+
+    timing = Timing(
+        warmup=opts["warmup"],
+        iterations=opts["iterations"],
+        duration=opts["duration"],
+        max_seconds=opts["max_seconds"],
     )
-    for r in results:
-        s = r.stats
-        click.echo(
-            f"{r.model[-24:]:<24} {r.provider:<8} {r.batch_size:>5} {s['p50_ms']:>9.3f} "
-            f"{s['p90_ms']:>9.3f} {s['p99_ms']:>9.3f} {s['throughput_ips']:>9.1f}"
-        )
-    click.echo(
-        f"warm-up {warmup} runs excluded; percentiles: numpy '{PERCENTILE_METHOD}'", err=True
+    return BenchConfig(
+        models=opts["models"],
+        archs=parse_archs(opts["archs"]) if opts["archs"] else (),
+        providers=opts["providers"],
+        batch_sizes=opts["batch_sizes"],
+        max_batch=opts["max_batch"],
+        timing=timing,
+        runtime=RuntimeOptions(Provider.CPU, opts["device_id"], opts["threads"]),
+        foreign=ForeignOptions(
+            layout=Layout(opts["layout"]) if opts["layout"] else None,
+            size=parse_size(opts["size"]),
+        ),
+        images=opts["images"],
+        baseline=Baseline(opts["baseline"]) if opts["baseline"] else None,
+        max_latency_ms=opts["max_latency_ms"],
+        cache_dir=opts["cache_dir"] or default_cache_dir(),
+        peak=not opts["no_peak"],
     )
-    if json_path:
-        doc = {
-            "machine": machine_facts(),
-            "config": {
-                "batch_sizes": list(batch_sizes),
-                "warmup": warmup,
-                "iterations": iterations,
-                "duration_s": duration,
-            },
-            "results": [r.to_dict() for r in results],
-        }
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2)
+
+
+def _write(report, cfg: BenchConfig, outputs: dict[str, str | None]) -> None:
+    from cnnbench.bench.report import render, write_csv, write_json, write_markdown
+
+    click.echo(render(report, cfg))
+    if outputs["--json"]:
+        write_json(outputs["--json"], report, cfg)
+    if outputs["--csv"]:
+        write_csv(outputs["--csv"], report)
+    if outputs["--markdown"]:
+        write_markdown(outputs["--markdown"], report, cfg)
+    if outputs["--plot"]:
+        from cnnbench.bench.plot import write_plot
+
+        write_plot(outputs["--plot"], report)

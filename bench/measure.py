@@ -1,138 +1,139 @@
-"""Measurement: warm-up apart, perf_counter_ns around exactly the measured call,
-raw latencies kept as floats and formatted only by the writers."""
+"""Measurement: warm-up apart, perf_counter_ns around exactly the measured call, windows
+repeated until they agree, raw latencies kept as floats and formatted only by the writers.
+
+The rules are pure functions (`windows_agree`, `next_batch_size`) so they can be tested
+without a model.
+"""
 
 from __future__ import annotations
 
-import os
-import platform
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from cnnbench import __version__
-from cnnbench.bench.errors import BenchError
-from cnnbench.infer.errors import InferError
-from cnnbench.infer.preprocess import resolve_input_format
-from cnnbench.infer.session import RuntimeOptions, active_provider, create_session
-
 PERCENTILES = (50, 90, 95, 99)
-PERCENTILE_METHOD = "linear"  # numpy's default: interpolates between closest ranks
+# numpy's default, Hyndman & Fan type 7: interpolates linearly between the closest ranks.
+PERCENTILE_METHOD = "linear"
+STABLE_WINDOWS = 3  # perf_analyzer: three windows in a row ...
+STABLE_TOLERANCE = 0.10  # ... within 10% of each other
+SWEEP_MIN_GAIN = 0.05  # a doubling of the batch must buy 5% more img/s to go on
 
 
 @dataclass(frozen=True)
-class BenchConfig:
-    models: tuple[str, ...]
-    batch_sizes: tuple[int, ...] = (1, 8)
-    warmup: int = 5
-    iterations: int | None = None
-    duration: float = 3.0
-    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+class Timing:
+    """How long to measure one configuration."""
+
+    warmup: int = 5  # runs, excluded; stops early after one window's duration
+    iterations: int | None = None  # runs per window; None: `duration` seconds per window
+    duration: float = 1.0  # seconds per window
+    max_seconds: float = 30.0  # cap per configuration: report unstable with the spread
 
 
 @dataclass
-class BenchResult:
-    model: str
-    provider: str
+class Measurement:
+    """The latencies of the windows that agreed (or of the last ones at the cap)."""
+
     batch_size: int
     latencies_ms: list[float]
-    cold_start_ms: float
-    threads: int
+    window_ips: list[float]  # img/s of every window, in order
+    warmup_runs: int
+    stable: bool
 
     @property
+    def spread(self) -> float:
+        """(max - min) / min of the reported windows' img/s."""
+        return relative_spread(self.window_ips[-STABLE_WINDOWS:])
+
     def stats(self) -> dict[str, float]:
-        lat = np.asarray(self.latencies_ms)
-        figures = {
-            "min_ms": float(lat.min()),
-            "mean_ms": float(lat.mean()),
-            "max_ms": float(lat.max()),
-        }
-        for p in PERCENTILES:
-            figures[f"p{p}_ms"] = float(np.percentile(lat, p, method=PERCENTILE_METHOD))
-        figures["throughput_ips"] = self.batch_size * len(lat) / (lat.sum() / 1e3)
-        return figures
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data.update(self.stats)
-        data["iterations"] = len(self.latencies_ms)
-        return data
+        return latency_stats(self.latencies_ms, self.batch_size)
 
 
-def time_runs(run: object, warmup: int, iterations: int | None, duration: float) -> list[float]:
-    """Call `run()` `warmup` times untimed, then time each call (ms) until the count or
-    the duration is reached."""
-    for _ in range(warmup):
+def latency_stats(latencies_ms: Sequence[float], batch_size: int) -> dict[str, float]:
+    lat = np.asarray(latencies_ms, dtype=np.float64)
+    figures = {"min_ms": float(lat.min()), "mean_ms": float(lat.mean())}
+    for p in PERCENTILES:
+        figures[f"p{p}_ms"] = float(np.percentile(lat, p, method=PERCENTILE_METHOD))
+    figures["max_ms"] = float(lat.max())
+    figures["throughput_ips"] = batch_size * len(lat) / (lat.sum() / 1e3)
+    return figures
+
+
+def relative_spread(values: Sequence[float]) -> float:
+    lo, hi = min(values), max(values)
+    return (hi - lo) / lo if lo > 0 else float("inf")
+
+
+def windows_agree(
+    window_ips: Sequence[float], count: int = STABLE_WINDOWS, tol: float = STABLE_TOLERANCE
+) -> bool:
+    """True when the last `count` windows are within `tol` of each other (perf_analyzer)."""
+    return len(window_ips) >= count and relative_spread(window_ips[-count:]) <= tol
+
+
+def next_batch_size(
+    history: Sequence[tuple[int, float]], max_batch: int, min_gain: float = SWEEP_MIN_GAIN
+) -> int | None:
+    """The doubling sweep's next batch size, or None to stop.
+
+    `history` is [(batch, img/s), ...] in the order measured. Stop when the last batch did
+    not beat the best earlier one by `min_gain`, or when doubling passes `max_batch`.
+    """
+    if not history:
+        return 1
+    last_batch, last_ips = history[-1]
+    earlier = [ips for _, ips in history[:-1]]
+    if earlier and last_ips < max(earlier) * (1 + min_gain):
+        return None
+    nxt = last_batch * 2
+    return nxt if nxt <= max_batch else None
+
+
+def _warm_up(run: Callable[[], object], timing: Timing) -> int:
+    deadline = time.perf_counter() + timing.duration
+    done = 0
+    while done < timing.warmup:
         run()
-    latencies: list[float] = []
-    deadline = time.perf_counter_ns() + int(duration * 1e9)
-    while True:
-        t0 = time.perf_counter_ns()
-        run()
-        t1 = time.perf_counter_ns()
-        latencies.append((t1 - t0) / 1e6)
-        if iterations is not None:
-            if len(latencies) >= iterations:
-                break
-        elif t1 >= deadline:
+        done += 1
+        if time.perf_counter() >= deadline:
             break
-    return latencies
+    return done
 
 
-def bench_model(path: str, cfg: BenchConfig) -> list[BenchResult]:
-    t0 = time.perf_counter_ns()
-    try:
-        session = create_session(path, cfg.runtime)
-        fmt = resolve_input_format(session)
-    except InferError as e:
-        raise BenchError(str(e)) from e
-    results = []
-    rng = np.random.default_rng(0)
-    for i, batch in enumerate(cfg.batch_sizes):
-        images = rng.integers(0, 256, (batch, *fmt.size, fmt.channels), dtype=np.uint8)
-        feed = {fmt.input_name: fmt.to_model_input(images)}
-        cold = 0.0
-        if i == 0:
-            session.run(None, feed)
-            cold = (time.perf_counter_ns() - t0) / 1e6
-        latencies = time_runs(
-            lambda feed=feed: session.run(None, feed), cfg.warmup, cfg.iterations, cfg.duration
-        )
-        results.append(
-            BenchResult(
-                model=path,
-                provider=active_provider(session).value,
-                batch_size=batch,
-                latencies_ms=latencies,
-                cold_start_ms=cold,
-                threads=cfg.runtime.threads or os.cpu_count() or 1,
-            )
-        )
-    return results
+def _window(run: Callable[[], object], timing: Timing) -> list[float]:
+    """One window: perf_counter_ns around each call, nothing else inside the timed span."""
+    clock = time.perf_counter_ns
+    out: list[float] = []
+    append = out.append
+    if timing.iterations is not None:
+        for _ in range(timing.iterations):
+            t0 = clock()
+            run()
+            append(clock() - t0)
+    else:
+        deadline = clock() + int(timing.duration * 1e9)
+        t1 = 0
+        while t1 < deadline:
+            t0 = clock()
+            run()
+            t1 = clock()
+            append(t1 - t0)
+    return [ns / 1e6 for ns in out]
 
 
-def machine_facts() -> dict:
-    import onnxruntime as ort
-
-    return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "onnxruntime": ort.__version__,
-        "available_providers": ort.get_available_providers(),
-        "cnnbench": __version__,
-        "command": " ".join(sys.argv),
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def measure(run: Callable[[], object], batch_size: int, timing: Timing) -> Measurement:
+    """Warm up, then time windows until three agree within 10% or the time cap passes."""
+    warm = _warm_up(run, timing)
+    cap = time.perf_counter() + timing.max_seconds
+    windows: list[list[float]] = []
+    ips: list[float] = []
+    while True:
+        lat = _window(run, timing)
+        windows.append(lat)
+        ips.append(batch_size * len(lat) / (sum(lat) / 1e3))
+        stable = windows_agree(ips)
+        if stable or time.perf_counter() >= cap:
+            break
+    kept = [x for w in windows[-STABLE_WINDOWS:] for x in w]
+    return Measurement(batch_size, kept, ips, warm, stable)

@@ -32,17 +32,47 @@ def parse_floats(text: str | None) -> tuple[float, ...] | None:
         raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def runtime_options(f: Callable) -> Callable:
-    """--provider, --device-id, --threads."""
+def parse_providers(
+    ctx: click.Context | None, param: click.Parameter | None, text: str | None
+) -> tuple[Provider, ...] | None:
+    """'cpu,cuda' -> (CPU, CUDA); None, 'all' or 'auto' -> None (every provider that loads)."""
+    if text is None or text.strip().lower() in ("all", "auto"):
+        return None
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    known = [p.value for p in Provider if p is not Provider.AUTO]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown provider {', '.join(unknown) or repr(text)}; choose from "
+            f"{', '.join(known)} (comma-separated) or all"
+        )
+    return tuple(dict.fromkeys(Provider(n) for n in names))
+
+
+def runtime_options(f: Callable | None = None, *, provider_list: bool = False) -> Callable:
+    """--provider, --device-id, --threads. With `provider_list`, --provider takes a
+    comma-separated list and defaults to every provider that loads (`bench`)."""
+    if f is None:
+        return lambda g: runtime_options(g, provider_list=provider_list)
+    provider = (
+        click.option(
+            "--provider",
+            "providers",
+            callback=parse_providers,
+            help="Comma-separated: cpu,cuda,tensorrt. Default: every provider that loads.",
+        )
+        if provider_list
+        else click.option(
+            "--provider",
+            type=click.Choice(list(Provider), case_sensitive=False),
+            default=Provider.AUTO,
+            show_default=True,
+            help="auto = CUDA when a CUDA session really loads, else CPU.",
+        )
+    )
     for option in reversed(
         [
-            click.option(
-                "--provider",
-                type=click.Choice(list(Provider), case_sensitive=False),
-                default=Provider.AUTO,
-                show_default=True,
-                help="auto = CUDA when a CUDA session really loads, else CPU.",
-            ),
+            provider,
             click.option(
                 "--device-id",
                 type=click.IntRange(min=0),

@@ -110,6 +110,8 @@ def test_bench_writes_json(digits_run, tmp_path: Path) -> None:
             "1,4",
             "--iterations",
             "20",
+            "--max-seconds",
+            "2",
             "--json",
             str(out),
         ],
@@ -119,7 +121,7 @@ def test_bench_writes_json(digits_run, tmp_path: Path) -> None:
     assert doc["machine"]["onnxruntime"] == ort.__version__
     assert [r["batch_size"] for r in doc["results"]] == [1, 4]
     for r in doc["results"]:
-        assert r["iterations"] == 20
+        assert r["iterations"] == 3 * 20  # three windows of --iterations runs agreed
         assert r["provider"] == "cpu"
         assert r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"]
         assert r["throughput_ips"] > 0

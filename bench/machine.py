@@ -1,0 +1,61 @@
+"""The machine's facts, recorded with every result: CPU, GPU, versions, command line."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+from cnnbench import __version__
+
+
+def machine_facts() -> dict:
+    import onnxruntime as ort
+
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "gpus": gpu_facts(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "available_providers": ort.get_available_providers(),
+        "cnnbench": __version__,
+        "command": " ".join(sys.argv),
+    }
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def gpu_facts() -> list[dict[str, str]]:
+    """Name, driver and memory of each NVIDIA GPU, from nvidia-smi; [] when there is none."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    query = "--query-gpu=name,driver_version,memory.total"
+    try:
+        out = subprocess.run(
+            [smi, query, "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        name, driver, memory = (part.strip() for part in line.split(",", 2))
+        gpus.append({"name": name, "driver": driver, "memory": memory})
+    return gpus

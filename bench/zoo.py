@@ -1,0 +1,101 @@
+"""The architecture zoo: every registry entry built with random weights, converted once
+and cached, so `bench --arch all` compares the architectures in one table."""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cnnbench import __version__
+from cnnbench.bench.errors import BenchError
+
+ZOO_SEED = 0
+SMALL_INPUT = 32  # architectures taking inputs this small are MNIST-style: 10 classes
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    onnx_path: str
+    keras_path: str
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("CNNBENCH_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "cnnbench"
+    )
+
+
+def parse_archs(text: str) -> tuple[str, ...]:
+    """'all' or comma-separated registry names; an unknown one lists the known."""
+    from cnnbench.training.registry import ARCHITECTURES
+
+    if text.strip().lower() == "all":
+        return tuple(ARCHITECTURES)
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in ARCHITECTURES]
+    if unknown or not names:
+        known = ", ".join(ARCHITECTURES)
+        raise BenchError(
+            f"unknown architecture {', '.join(unknown) or text!r}; known: all, {known}"
+        )
+    return names
+
+
+def zoo_classes(input_size: int) -> int:
+    return 10 if input_size <= SMALL_INPUT else 1000
+
+
+def zoo_model(name: str, cache_dir: str, log: Callable[[str], None]) -> ZooModel:
+    """The cached ONNX of `name` with random weights (seed 0), converting it when missing."""
+    from cnnbench.training.registry import get_arch
+
+    spec = get_arch(name)
+    classes = zoo_classes(spec.input_size)
+    stem = f"{name}-{spec.input_size}x{spec.channels}-{classes}c-seed{ZOO_SEED}-v{__version__}"
+    model = ZooModel(
+        name, os.path.join(cache_dir, f"{stem}.onnx"), os.path.join(cache_dir, f"{stem}.keras")
+    )
+    if os.path.isfile(model.onnx_path) and os.path.isfile(model.keras_path):
+        return model
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+    except OSError as e:
+        raise BenchError(f"cannot create cache folder {cache_dir}: {e.strerror}") from e
+    log(f"zoo: building {name} ({classes} classes, random weights) and converting it ...")
+    _convert(name, classes, model)
+    return model
+
+
+def _convert(name: str, classes: int, model: ZooModel) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from cnnbench.convert.errors import ConvertError
+    from cnnbench.convert.export import ConvertConfig, export_onnx
+    from cnnbench.training.errors import TrainError
+    from cnnbench.training.registry import build
+
+    keras.utils.set_random_seed(ZOO_SEED)
+    tmp = f"{model.keras_path}.tmp{os.getpid()}.keras"
+    try:
+        build(name, classes).save(tmp)
+        os.replace(tmp, model.keras_path)
+        keras.backend.clear_session()
+        gc.collect()
+        cfg = ConvertConfig(
+            model=model.keras_path,
+            output=model.onnx_path,
+            architecture=name,
+            dataset="random weights (cnnbench bench zoo)",
+        )
+        export_onnx(cfg)
+    except (TrainError, ConvertError) as e:
+        raise BenchError(f"zoo: cannot prepare {name}: {e}") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        keras.backend.clear_session()
+        gc.collect()

@@ -21,6 +21,7 @@ CONV_OPS = {"Conv": (0, 1), "ConvInteger": (0, 1), "QLinearConv": (0, 3)}
 MATMUL_OPS = {"MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3), "Gemm": (0, 1)}
 # Initializers of these types are weights; int64 ones are shapes and axes, not parameters.
 WEIGHT_TYPES = {1, 2, 3, 10, 11, 16}  # float, uint8, int8, float16, double, bfloat16
+PRECISION_OF_TYPE = {1: "fp32", 2: "int8", 3: "int8", 10: "fp16", 11: "fp64", 16: "bf16"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class GraphFacts:
     params: int
     macs_per_image: int
     macs_by_op: dict[str, int]
+    weights_precision: str  # the element type holding most of the weights
 
     @property
     def gflops_per_image(self) -> float:
@@ -39,11 +41,21 @@ class GraphFacts:
             "gmacs_per_image": self.macs_per_image / 1e9,
             "gflops_per_image": self.gflops_per_image,
             "macs_by_op": self.macs_by_op,
+            "weights_precision": self.weights_precision,
         }
 
 
 def count_params(model) -> int:
     return sum(math.prod(t.dims) for t in model.graph.initializer if t.data_type in WEIGHT_TYPES)
+
+
+def weights_precision(model) -> str:
+    """fp32, fp16, int8, ...: the type of the majority of the weights' elements."""
+    counts: Counter[str] = Counter()
+    for t in model.graph.initializer:
+        if t.data_type in PRECISION_OF_TYPE:
+            counts[PRECISION_OF_TYPE[t.data_type]] += math.prod(t.dims)
+    return counts.most_common(1)[0][0] if counts else "unknown"
 
 
 def _fix_input_shape(model, shape: tuple[int, ...]) -> None:
@@ -113,7 +125,8 @@ def graph_facts(path: str | Any, input_shape: tuple[int, ...]) -> GraphFacts:
             by_op[node.op_type] += macs
     batch = input_shape[0]
     macs = sum(by_op.values()) // batch
-    return GraphFacts(count_params(model), macs, {k: v // batch for k, v in by_op.items()})
+    by_image = {k: v // batch for k, v in by_op.items()}
+    return GraphFacts(count_params(model), macs, by_image, weights_precision(model))
 
 
 PEAK_INPUT = "a"

@@ -19,6 +19,7 @@ PERCENTILE_METHOD = "linear"
 STABLE_WINDOWS = 3  # perf_analyzer: three windows in a row ...
 STABLE_TOLERANCE = 0.10  # ... within 10% of each other
 SWEEP_MIN_GAIN = 0.05  # a doubling of the batch must buy 5% more img/s to go on
+REPEATABLE = 0.05  # window medians further apart than this: say the machine is noisy
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Measurement:
     batch_size: int
     latencies_ms: list[float]
     window_ips: list[float]  # img/s of every window, in order
+    window_p50_ms: list[float]  # median latency of every window, in order
     warmup_runs: int
     stable: bool
 
@@ -45,6 +47,11 @@ class Measurement:
     def spread(self) -> float:
         """(max - min) / min of the reported windows' img/s."""
         return relative_spread(self.window_ips[-STABLE_WINDOWS:])
+
+    @property
+    def p50_spread(self) -> float:
+        """(max - min) / min of the reported windows' median latencies."""
+        return relative_spread(self.window_p50_ms[-STABLE_WINDOWS:])
 
     def stats(self) -> dict[str, float]:
         return latency_stats(self.latencies_ms, self.batch_size)
@@ -136,4 +143,5 @@ def measure(run: Callable[[], object], batch_size: int, timing: Timing) -> Measu
         if stable or time.perf_counter() >= cap:
             break
     kept = [x for w in windows[-STABLE_WINDOWS:] for x in w]
-    return Measurement(batch_size, kept, ips, warm, stable)
+    p50s = [float(np.percentile(w, 50, method=PERCENTILE_METHOD)) for w in windows]
+    return Measurement(batch_size, kept, ips, p50s, warm, stable)

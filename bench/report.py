@@ -14,6 +14,7 @@ from cnnbench.bench.errors import BenchError
 from cnnbench.bench.measure import (
     PERCENTILE_METHOD,
     PERCENTILES,
+    REPEATABLE,
     STABLE_TOLERANCE,
     STABLE_WINDOWS,
     SWEEP_MIN_GAIN,
@@ -37,6 +38,8 @@ def methodology(cfg: BenchConfig) -> dict[str, str]:
         "windows": f"windows of {window} repeated until {STABLE_WINDOWS} in a row agree within "
         f"{STABLE_TOLERANCE:.0%} in img/s (perf_analyzer's rule) or {t.max_seconds:g} s; "
         f"figures over those {STABLE_WINDOWS} windows, spread = (max-min)/min of their img/s",
+        "repeatability": f"p50 spread = (max-min)/min of the windows' medians; above "
+        f"{REPEATABLE:.0%} the report says the machine was too noisy",
         "cold_start": "session creation and first run, timed apart, never in the figures",
         "percentiles": f"numpy.percentile method='{PERCENTILE_METHOD}' (Hyndman-Fan type 7)",
         "throughput": "images per second = batch x runs / summed latency",
@@ -76,7 +79,8 @@ RESULT_COLUMNS = [
     *[Column(f"p{p} ms", _stat(f"p{p}_ms"), ".3f") for p in PERCENTILES],
     Column("max ms", _stat("max_ms"), ".3f"),
     Column("img/s", _stat("throughput_ips"), ".1f", 9),
-    Column("±", lambda r: 100 * r.spread, ".1f", 5),
+    Column("±ips%", lambda r: 100 * r.spread, ".1f", 5),
+    Column("±p50%", lambda r: 100 * r.p50_spread, ".1f", 5),
     Column("GFLOP/s", lambda r: r.gflops_per_s, ".1f"),
     Column("%peak", lambda r: r.peak_pct, ".0f", 5),
     Column("copies img/s", _copies, ".1f", 12),
@@ -136,7 +140,16 @@ def notes(report: BenchReport) -> list[str]:
         out.append(
             f"machine too noisy: {len(unstable)} of {len(report.results)} configurations did not "
             f"settle ({STABLE_WINDOWS} windows within {STABLE_TOLERANCE:.0%}) before the time "
-            f"cap; worst spread {worst:.0%}; their figures are less repeatable"
+            f"cap; worst img/s spread {worst:.0%}"
+        )
+    wobbly = [r for r in report.results if r.p50_spread > REPEATABLE]
+    if wobbly:
+        worst = max(wobbly, key=lambda r: r.p50_spread)
+        out.append(
+            f"machine too noisy for {REPEATABLE:.0%} repeatability at the median: in "
+            f"{len(wobbly)} of {len(report.results)} configurations the windows' p50 differ "
+            f"by more (worst {worst.p50_spread:.0%}: {worst.model} {worst.provider} batch "
+            f"{worst.batch_size}); expect a rerun to differ about as much"
         )
     return out
 
@@ -183,7 +196,7 @@ def precision_lines(report: BenchReport, table: Callable = text_table) -> list[s
             best = report.best(m.model, provider)
             if best is not None:
                 rows.append(best)
-    columns = [RESULT_COLUMNS[i] for i in (0, 1, 2, 3, 5, 8, 9)]
+    columns = [RESULT_COLUMNS[i] for i in (0, 1, 2, 3, 5, 8, 10, 11, 12)]
     return ["best configuration per precision:", "", *table(columns, rows)]
 
 
@@ -222,7 +235,15 @@ def to_json(report: BenchReport, cfg: BenchConfig) -> dict:
 CSV_FIELDNAMES = (
     *("model", "architecture", "precision", "provider", "batch_size", "threads"),
     *("min_ms", "mean_ms", *[f"p{p}_ms" for p in PERCENTILES], "max_ms", "throughput_ips"),
-    *("spread", "stable", "iterations", "gflops_per_s", "peak_pct", "copies_throughput_ips"),
+    *(
+        "spread",
+        "p50_spread",
+        "stable",
+        "iterations",
+        "gflops_per_s",
+        "peak_pct",
+        "copies_throughput_ips",
+    ),
 )
 
 
@@ -231,6 +252,7 @@ def csv_rows(report: BenchReport) -> Iterable[dict]:
         row = {k: getattr(r, k) for k in CSV_FIELDNAMES[:6]} | r.stats
         yield row | {
             "spread": r.spread,
+            "p50_spread": r.p50_spread,
             "stable": r.stable,
             "iterations": r.iterations,
             "gflops_per_s": r.gflops_per_s,

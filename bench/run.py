@@ -75,7 +75,9 @@ class Result:
     stats: dict[str, float]
     stable: bool
     spread: float
+    p50_spread: float
     window_ips: list[float]
+    window_p50_ms: list[float]
     warmup_runs: int
     iterations: int
     latencies_ms: list[float]
@@ -227,7 +229,7 @@ def _model_info(target: Target, session, cfg: BenchConfig, report: BenchReport) 
         model=target.label,
         path=target.path,
         architecture=spec.architecture if spec else "unknown",
-        precision=spec.precision if spec else "unknown",
+        precision=spec.precision if spec else facts.weights_precision,
         input_shape=list(input_shape(fmt, 1)),
         facts=facts.to_dict(),
         fmt=fmt,
@@ -326,7 +328,9 @@ def _result(
         stats=stats,
         stable=m.stable,
         spread=m.spread,
+        p50_spread=m.p50_spread,
         window_ips=m.window_ips,
+        window_p50_ms=m.window_p50_ms,
         warmup_runs=m.warmup_runs,
         iterations=len(m.latencies_ms),
         latencies_ms=m.latencies_ms,

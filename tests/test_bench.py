@@ -109,6 +109,7 @@ def test_outputs_json_csv_markdown_plot(tiny: Path, tmp_path: Path) -> None:
     assert len(row["latencies_ms"]) == row["iterations"] and len(row["window_ips"]) >= 3
     assert row["gflops_per_s"] > 0 and row["peak_pct"] > 0
     model = doc["models"][0]
+    assert model["precision"] == "fp32"  # no spec: read from the weights' element type
     assert model["facts"]["gmacs_per_image"] * 1e9 == pytest.approx(EXPECTED_MACS)
     assert model["cold_start"]["cpu"]["session_ms"] > 0
     assert doc["recommendations"][0]["fits"] is True

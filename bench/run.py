@@ -154,7 +154,11 @@ def _check(cfg: BenchConfig) -> None:
 
 
 def _targets(cfg: BenchConfig, log: Callable[[str], None]) -> list[Target]:
-    targets = [Target(os.path.basename(p), p) for p in cfg.models]
+    names = [os.path.basename(p) for p in cfg.models]
+    # the file name labels a model, unless two files share it: then the path does
+    targets = [
+        Target(n if names.count(n) == 1 else p, p) for n, p in zip(names, cfg.models, strict=True)
+    ]
     for name in cfg.archs:
         zm = zoo_model(name, cfg.cache_dir, log)
         targets.append(Target(name, zm.onnx_path, zm.keras_path))

@@ -207,3 +207,17 @@ def test_nothing_to_measure_and_bad_outputs(tiny: Path, tmp_path: Path) -> None:
     assert_one_line_error(code, output, "does not exist")
     code, output = run(["bench", "--arch", "lenet9"])
     assert_one_line_error(code, output, "unknown architecture", "mnist_cnn")
+
+
+def test_bench_modules_import_neither_tensorflow_nor_matplotlib() -> None:
+    import subprocess
+    import sys
+
+    modules = "run, zoo, report, extras, plot, flops, runners, machine, cli"
+    code = (
+        f"import sys\nfrom cnnbench.bench import {modules}\n"
+        "heavy = {'tensorflow', 'keras', 'matplotlib', 'tf2onnx'} & set(sys.modules)\n"
+        "assert not heavy, heavy"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr

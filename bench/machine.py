@@ -17,6 +17,7 @@ def machine_facts() -> dict:
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
+        "load_average": load_average(),
         "gpus": gpu_facts(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -25,6 +26,14 @@ def machine_facts() -> dict:
         "cnnbench": __version__,
         "command": " ".join(sys.argv),
     }
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages when the run started: other processes at work."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def cpu_model() -> str:

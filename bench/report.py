@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from cnnbench.bench.run import BenchConfig, BenchReport
 
 SCHEMA = "cnnbench.bench/1"
+BUSY_LOAD = 1.0  # a 1-minute load average this high before we start: someone else is running
 
 
 def methodology(cfg: BenchConfig) -> dict[str, str]:
@@ -134,6 +135,12 @@ def notes(report: BenchReport) -> list[str]:
     out += [f"peak {p}: {g:.1f} GFLOP/s (float32 MatMul)" for p, g in report.peaks_gflops.items()]
     for m in report.models:
         out += [f"{m.model} on {p}: sweep ended: {why}" for p, why in m.sweep_end.items()]
+    load, cores = report.machine.get("load_average"), report.machine.get("cores") or 1
+    if load and load[0] >= BUSY_LOAD:
+        out.append(
+            f"other processes were running: load average {load[0]:.1f} on {cores} cores when "
+            "the run started; all-core figures (--threads 0) suffer most, try --threads 1"
+        )
     unstable = [r for r in report.results if not r.stable]
     if unstable:
         worst = max(r.spread for r in unstable)

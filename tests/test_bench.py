@@ -98,8 +98,9 @@ def test_outputs_json_csv_markdown_plot(tiny: Path, tmp_path: Path) -> None:
     assert doc["schema"] == SCHEMA
     for key in ("methodology", "machine", "config", "providers", "peaks_gflops", "models"):
         assert key in doc
-    for key in ("cpu", "cores", "gpus", "onnxruntime", "available_providers", "command"):
+    for key in ("cpu", "cores", "load_average", "gpus", "onnxruntime", "available_providers"):
         assert key in doc["machine"]
+    assert doc["machine"]["command"]  # sys.argv joined: here, pytest's
     assert doc["providers"] == ["cpu"] and doc["peaks_gflops"]["cpu"] > 0
     assert [r["batch_size"] for r in doc["results"]] == [1, 4]
     row = doc["results"][0]

@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cnnbench.bench.errors import BenchError
 from cnnbench.bench.measure import (
@@ -88,22 +88,59 @@ RESULT_COLUMNS = [
     Column("copies img/s", _copies, ".1f", 12),
 ]
 
-MODEL_COLUMNS = [
-    Column("model", lambda m: m.model, "", 20),
-    Column("architecture", lambda m: m.architecture, "", 12),
-    Column("prec", lambda m: m.precision, "", 7),
-    Column("input", lambda m: "x".join(map(str, m.input_shape[1:])), "", 11),
-    Column("params M", lambda m: m.facts["params"] / 1e6, ".2f", 9),
-    Column("GFLOPs/img", lambda m: m.facts["gflops_per_image"], ".3f", 10),
-    Column(
-        "cold start ms",
-        lambda m: "  ".join(
-            f"{p}: {c['session_ms']:.0f}+{c['first_run_ms']:.0f}" for p, c in m.cold_start.items()
-        ),
-        "",
-        20,
-    ),
+
+class SummaryRow(NamedTuple):
+    """One model on one provider: its facts, batch 1, and its best batch."""
+
+    info: Any  # ModelInfo
+    provider: str
+    first: Any  # Result at the smallest batch measured
+    best: Any  # Result with the highest img/s
+
+
+def _cold(row: SummaryRow) -> str:
+    c = row.info.cold_start.get(row.provider)
+    return f"{c['session_ms']:.0f}+{c['first_run_ms']:.0f}" if c else "-"
+
+
+SUMMARY_COLUMNS = [
+    Column("model", lambda s: s.info.model, "", 20),
+    Column("architecture", lambda s: s.info.architecture, "", 12),
+    Column("prec", lambda s: s.info.precision, "", 7),
+    Column("provider", lambda s: s.provider, "", 8),
+    Column("input", lambda s: "x".join(map(str, s.info.input_shape[1:])), "", 11),
+    Column("params M", lambda s: s.info.facts["params"] / 1e6, ".2f", 9),
+    Column("GFLOPs/img", lambda s: s.info.facts["gflops_per_image"], ".3f", 10),
+    Column("batch", lambda s: s.first.batch_size, "d", 5),
+    Column("p50 ms", lambda s: s.first.stats["p50_ms"], ".3f"),
+    Column("p99 ms", lambda s: s.first.stats["p99_ms"], ".3f"),
+    Column("best img/s", lambda s: s.best.stats["throughput_ips"], ".1f", 10),
+    Column("at batch", lambda s: s.best.batch_size, "d", 8),
+    Column("%peak", lambda s: s.best.peak_pct, ".0f", 5),
+    Column("cold ms", _cold, "", 9),
 ]
+
+
+SUMMARY_TITLE = (
+    "summary: batch = the smallest measured, best = the highest img/s, "
+    "cold = session creation + first run in ms"
+)
+
+
+def summary_rows(report: BenchReport) -> list[SummaryRow]:
+    rows = []
+    for info in report.models:
+        for provider in report.providers:
+            mine = [r for r in report.results if r.model == info.model and r.provider == provider]
+            if mine:
+                first = min(mine, key=lambda r: r.batch_size)
+                rows.append(SummaryRow(info, provider, first, report.best(info.model, provider)))
+    return rows
+
+
+def present(columns: list[Column], rows: list[Any]) -> list[Column]:
+    """The columns with at least one value (no 'copies' column without a GPU)."""
+    return [c for c in columns if any(c.value(r) is not None for r in rows)] if rows else columns
 
 
 def _cells(columns: list[Column], row: Any) -> list[str]:
@@ -212,8 +249,10 @@ def render(report: BenchReport, cfg: BenchConfig, markdown: bool = False) -> str
     """The whole report as readable text, or as Markdown for a README."""
     table = markdown_table if markdown else text_table
     bullet = "- " if markdown else ""
-    lines = [*table(RESULT_COLUMNS, report.results), ""]
-    lines += [*table(MODEL_COLUMNS, report.models), ""]
+    summary = summary_rows(report)
+    gap = [""] if markdown else []
+    lines = [*table(present(RESULT_COLUMNS, report.results), report.results), ""]
+    lines += [SUMMARY_TITLE, *gap, *table(present(SUMMARY_COLUMNS, summary), summary), ""]
     if precision := precision_lines(report, table):
         lines += [*precision, ""]
     lines += [bullet + line for line in extra_lines(report) + notes(report)]

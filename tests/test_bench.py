@@ -208,6 +208,10 @@ def test_nothing_to_measure_and_bad_outputs(tiny: Path, tmp_path: Path) -> None:
     assert_one_line_error(code, output, "does not exist")
     code, output = run(["bench", "--arch", "lenet9"])
     assert_one_line_error(code, output, "unknown architecture", "mnist_cnn")
+    code, output = run(["bench", "--model", str(tiny), "--baseline", "keras"])
+    assert_one_line_error(code, output, "--baseline keras needs --arch")
+    code, output = run(["bench", "--model", str(tiny), "--images", str(tmp_path / "none")])
+    assert_one_line_error(code, output, "is not a folder")
 
 
 def test_bench_modules_import_neither_tensorflow_nor_matplotlib() -> None:

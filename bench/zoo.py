@@ -12,7 +12,7 @@ from cnnbench import __version__
 from cnnbench.bench.errors import BenchError
 
 ZOO_SEED = 0
-SMALL_INPUT = 32  # architectures taking inputs this small are MNIST-style: 10 classes
+ZOO_CLASSES = 1000  # as the registry's reference parameter counts: an ImageNet head for all
 
 
 @dataclass(frozen=True)
@@ -44,16 +44,12 @@ def parse_archs(text: str) -> tuple[str, ...]:
     return names
 
 
-def zoo_classes(input_size: int) -> int:
-    return 10 if input_size <= SMALL_INPUT else 1000
-
-
 def zoo_model(name: str, cache_dir: str, log: Callable[[str], None]) -> ZooModel:
     """The cached ONNX of `name` with random weights (seed 0), converting it when missing."""
     from cnnbench.training.registry import get_arch
 
     spec = get_arch(name)
-    classes = zoo_classes(spec.input_size)
+    classes = ZOO_CLASSES
     stem = f"{name}-{spec.input_size}x{spec.channels}-{classes}c-seed{ZOO_SEED}-v{__version__}"
     model = ZooModel(
         name, os.path.join(cache_dir, f"{stem}.onnx"), os.path.join(cache_dir, f"{stem}.keras")

@@ -45,7 +45,11 @@ def main() -> int:
         noisy = max(a[key]["p50_spread"], b[key]["p50_spread"]) > AGREE
         name = " ".join(map(str, key))
         print(f"{name[-34:]:<34} {p1:>9.3f} {p2:>9.3f} {diff:>7.1%} {'yes' if noisy else 'no':>7}")
-    said_noisy = any("too noisy" in n for doc in (first, second) for n in doc["notes"])
+    said_noisy = any(
+        "too noisy" in n or "other processes were running" in n
+        for doc in (first, second)
+        for n in doc["notes"]
+    )
     verdict = "agree" if worst <= AGREE else ("flagged noisy" if said_noisy else "DISAGREE")
     print(f"worst median difference {worst:.1%} (limit {AGREE:.0%}): {verdict}")
     return 0 if verdict != "DISAGREE" else 1

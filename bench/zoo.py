@@ -4,11 +4,11 @@ and cached, so `bench --arch all` compares the architectures in one table."""
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cnnbench import __version__
 from cnnbench.bench.errors import BenchError
 
 ZOO_SEED = 0
@@ -44,13 +44,29 @@ def parse_archs(text: str) -> tuple[str, ...]:
     return names
 
 
+def source_digest(spec: object) -> str:
+    """Changes whenever the registry entry or a training or convert source changes: a
+    cached model is never an older version of the architecture or of its export."""
+    import cnnbench.convert
+    import cnnbench.training
+
+    digest = hashlib.sha256(f"{spec!r} seed={ZOO_SEED}".encode())
+    for package in (cnnbench.training, cnnbench.convert):
+        folder = os.path.dirname(package.__file__)
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), "rb") as f:
+                    digest.update(f.read())
+    return digest.hexdigest()[:12]
+
+
 def zoo_model(name: str, cache_dir: str, log: Callable[[str], None]) -> ZooModel:
     """The cached ONNX of `name` with random weights (seed 0), converting it when missing."""
     from cnnbench.training.registry import get_arch
 
     spec = get_arch(name)
     classes = ZOO_CLASSES
-    stem = f"{name}-{spec.input_size}x{spec.channels}-{classes}c-seed{ZOO_SEED}-v{__version__}"
+    stem = f"{name}-{spec.input_size}x{spec.channels}-{classes}c-{source_digest(spec)}"
     model = ZooModel(
         name, os.path.join(cache_dir, f"{stem}.onnx"), os.path.join(cache_dir, f"{stem}.keras")
     )

@@ -76,6 +76,8 @@ def load_keras(path: str) -> Any:
         )
     import keras
 
+    import cnnbench.training.layers  # noqa: F401  registers cnnbench's custom layers for loading
+
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as e:  # Keras raises many types for bad archives and unknown layers

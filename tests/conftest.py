@@ -41,3 +41,14 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> DigitsRun:
     return DigitsRun(
         root / "run", Path(result.model_path), onnx_path, root / "heldout", result.val_accuracy
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 classes x 4 real-photo crops (40x40 JPEG), plus one non-image file to skip."""
+    from cnnbench.training.samples import write_photo_folder
+
+    root = tmp_path_factory.mktemp("tiny")
+    write_photo_folder(str(root), per_class=4, size=40, photos=("china", "flower"))
+    (root / "china" / "notes.txt").write_text("not an image")
+    return root

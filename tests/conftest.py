@@ -31,7 +31,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> DigitsRun:
         TrainConfig(
             arch="mnist_cnn",
             out=str(root / "run"),
-            epochs=6,
+            epochs=10,  # 97-98% held-out; the issue asks >= 97%
             export_val=str(root / "heldout"),
             verbose=0,
         )

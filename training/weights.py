@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from typing import Any
 
 from cnnbench.training.errors import TrainError
@@ -54,7 +55,9 @@ def load_base_weights(base: Any, arch: str, weights: str | None) -> None:
             f"{os.path.basename(IMAGENET_FILES[arch])}"
         )
     try:
-        base.load_weights(path)
+        with warnings.catch_warnings():  # a mismatched file warns per layer, then raises
+            warnings.simplefilter("ignore", UserWarning)
+            base.load_weights(path)
     except Exception as e:  # h5py and Keras raise many types for a mismatched file
         raise TrainError(
             f"cannot load {path} into the {arch} base: {str(e).splitlines()[0]}; it needs "

@@ -37,6 +37,7 @@ def write_history(stages: Sequence[dict[str, list[float]]], path: str) -> list[d
 def plot_history(rows: list[dict[str, Any]], path: str) -> None:
     """Loss and accuracy per epoch, training and validation."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(10, 4), layout="constrained")
     epochs = [r["epoch"] for r in rows]
@@ -45,6 +46,7 @@ def plot_history(rows: list[dict[str, Any]], path: str) -> None:
             if rows and key in rows[0]:
                 ax.plot(epochs, [r[key] for r in rows], marker="o", label=label)
         ax.set(title=metric, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
     fig.savefig(path, dpi=100)
 

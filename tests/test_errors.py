@@ -161,3 +161,11 @@ def test_train_imagenet_without_internet(tmp_path: Path) -> None:
         code, output, "cannot download the ImageNet weights", "--weights /path/to"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_train_undecodable_image(tmp_path: Path) -> None:
+    data = class_folder(tmp_path / "data", {"china": 3, "flower": 3})
+    (data / "flower" / "broken.jpg").write_bytes(b"not a jpeg")
+    args = ["train", "mlp", "--data", str(data), "--img-size", "8", "--epochs", "1"]
+    code, output = run([*args, "--out", str(tmp_path / "run")])
+    assert_one_line_error(code, output, "cannot decode", "broken.jpg", "fix or remove it")

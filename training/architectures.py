@@ -7,7 +7,7 @@ in `resnet.py`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cnnbench.training.layers import BN_MOMENTUM
@@ -64,17 +64,18 @@ def classifier_head(
     hidden: Sequence[int],
     dropout: float,
     batch_norm: bool = False,
-    **dense: Any,
+    dense_args: Callable[[], dict[str, Any]] = dict,
 ) -> Any:
-    """Flatten, hidden Dense+ReLU layers (optionally BN) each followed by dropout, softmax."""
+    """Flatten, hidden Dense+ReLU layers (optionally BN) each followed by dropout, softmax.
+    `dense_args()` gives every Dense layer its extra arguments (fresh initializers)."""
     layers = _keras().layers
     x = layers.Flatten(name="flatten")(x)
     for i, units in enumerate(hidden, start=1):
-        x = layers.Dense(units, activation="relu", name=f"fc{i}", **dense)(x)
+        x = layers.Dense(units, activation="relu", name=f"fc{i}", **dense_args())(x)
         if batch_norm:
             x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"fc{i}_bn")(x)
         x = layers.Dropout(dropout, name=f"fc{i}_drop")(x)
-    return layers.Dense(num_classes, activation="softmax", name="probs", **dense)(x)
+    return layers.Dense(num_classes, activation="softmax", name="probs", **dense_args())(x)
 
 
 def mnist_cnn(num_classes: int, size: int = 28, channels: int = 1) -> Any:
@@ -101,12 +102,7 @@ def mlp(num_classes: int, size: int = 32, channels: int = 3) -> Any:
             "kernel_regularizer": keras.regularizers.L2(0.01),
         }
 
-    layers = keras.layers
-    x = layers.Flatten(name="flatten")(x)
-    for i, units in enumerate((512, 256), start=1):
-        x = layers.Dense(units, activation="relu", name=f"fc{i}", **dense_args())(x)
-        x = layers.Dropout(0.5, name=f"fc{i}_drop")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probs", **dense_args())(x)
+    outputs = classifier_head(x, num_classes, (512, 256), 0.5, dense_args=dense_args)
     return keras.Model(inputs, outputs, name="mlp")
 
 

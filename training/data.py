@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,6 +167,31 @@ def to_tf(source: Source, size: int, channels: int) -> Any:
 
     ds = tf.data.Dataset.from_tensor_slices((list(source.paths), source.targets))
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
+
+
+@contextmanager
+def decode_errors(dataset: Dataset) -> Iterator[None]:
+    """Turn TensorFlow's decode failure inside a pipeline into an error naming the file."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as e:
+        paths = dataset.train.paths + dataset.val.paths
+        bad = next((p for p in paths if not _decodes(p)), None)
+        if bad is None:
+            raise
+        raise TrainError(f"cannot decode {bad} as an image: fix or remove it") from e
+
+
+def _decodes(path: str) -> bool:
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+    except tf.errors.InvalidArgumentError:
+        return False
+    return True
 
 
 def write_image_folder(images: Iterable[tuple[Any, int]], labels: tuple[str, ...], out: str) -> int:

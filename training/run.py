@@ -12,7 +12,14 @@ import numpy as np
 
 from cnnbench import __version__
 from cnnbench.training import report
-from cnnbench.training.data import DataOptions, Dataset, load_dataset, to_tf, write_image_folder
+from cnnbench.training.data import (
+    DataOptions,
+    Dataset,
+    decode_errors,
+    load_dataset,
+    to_tf,
+    write_image_folder,
+)
 from cnnbench.training.errors import TrainError
 from cnnbench.training.registry import ARCHITECTURES, ArchSpec, build, check_size, get_arch
 
@@ -138,10 +145,11 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     data = pipelines(dataset, size, channels, cfg)
     if cfg.freeze_base:
         model.get_layer(BASE).trainable = False
-    histories = [fit(model, data, cfg, cfg.learning_rate)]
-    if cfg.unfreeze_top:
-        unfreeze_top(model.get_layer(BASE), cfg.unfreeze_top)
-        histories.append(fit(model, data, cfg, cfg.learning_rate * FINE_TUNE_LR_FACTOR))
+    with decode_errors(dataset):
+        histories = [fit(model, data, cfg, cfg.learning_rate)]
+        if cfg.unfreeze_top:
+            unfreeze_top(model.get_layer(BASE), cfg.unfreeze_top)
+            histories.append(fit(model, data, cfg, cfg.learning_rate * FINE_TUNE_LR_FACTOR))
     return _write_run(cfg, model, dataset, data[1], histories)
 
 

@@ -52,7 +52,9 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
-def test_trains_converts_and_infers_with_parity(name: str, tiny_folder: Path, tmp_path: Path):
+def test_trains_converts_and_infers_with_parity(
+    name: str, tiny_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """One training step on a tiny photo folder, then convert and infer through the
     library calls the commands use; the CSV agrees with Keras on every image."""
     import keras
@@ -72,12 +74,15 @@ def test_trains_converts_and_infers_with_parity(name: str, tiny_folder: Path, tm
             batch_size=8,
             img_size=size,
             val_split=0.25,
+            val=str(tiny_folder) if name == "mnist_cnn" else None,  # --val DIR once
             augment=name == "simple_vgg",
             eager=True,  # tracing the train step of ResNet50 alone takes ~25 s here
             verbose=0,
         )
     )
-    assert (result.num_train, result.num_val, result.skipped) == (6, 2, 1)
+    counts = (8, 8, 2) if name == "mnist_cnn" else (6, 2, 1)
+    assert (result.num_train, result.num_val, result.skipped) == counts
+    assert f"skipped {counts[2]} non-image file(s)" in caplog.text
     assert all((tmp_path / "run" / f).is_file() for f in RUN_FILES)
     assert len(read_rows(tmp_path / "run" / "history.csv")) == 1
     onnx_path = tmp_path / "model.onnx"

@@ -3,6 +3,8 @@
 Every model takes uint8 NHWC images and scales inside the graph (the model contract), every
 layer has a deterministic name, and variants are tables walked by one loop. The ResNets are
 in `resnet.py`.
+
+Importing this module imports Keras; the registry imports it only in `build()`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cnnbench.training.layers import BN_MOMENTUM
+import keras
+
+from cnnbench.training.layers import BN_MOMENTUM, CaffePreprocess
 
 # VGG as a table: an int is a 3x3 conv with that many filters, "M" a 2x2 max-pool.
 VGG_CFGS: dict[str, tuple[int | str, ...]] = {
@@ -40,20 +44,12 @@ INCEPTION_TABLE: tuple[tuple[str, int, tuple[int, int], tuple[int, int], int] | 
 )
 
 
-def _keras() -> Any:
-    import keras
-
-    return keras
-
-
 def image_input(size: int, channels: int, caffe: bool = False) -> tuple[Any, Any]:
     """The uint8 input and its in-graph preprocessing, shared by every architecture:
     scaling to [0, 1], or (`caffe`) keras.applications' BGR-minus-ImageNet-mean."""
-    layers = _keras().layers
+    layers = keras.layers
     inputs = layers.Input((size, size, channels), dtype="uint8", name="image")
     if caffe:
-        from cnnbench.training.layers import CaffePreprocess
-
         return inputs, CaffePreprocess(name="preprocess")(inputs)
     return inputs, layers.Rescaling(1.0 / 255, name="scale")(inputs)
 
@@ -68,7 +64,7 @@ def classifier_head(
 ) -> Any:
     """Flatten, hidden Dense+ReLU layers (optionally BN) each followed by dropout, softmax.
     `dense_args()` gives every Dense layer its extra arguments (fresh initializers)."""
-    layers = _keras().layers
+    layers = keras.layers
     x = layers.Flatten(name="flatten")(x)
     for i, units in enumerate(hidden, start=1):
         x = layers.Dense(units, activation="relu", name=f"fc{i}", **dense_args())(x)
@@ -80,7 +76,6 @@ def classifier_head(
 
 def mnist_cnn(num_classes: int, size: int = 28, channels: int = 1) -> Any:
     """The seed notes' small MNIST CNN."""
-    keras = _keras()
     layers = keras.layers
     inputs, x = image_input(size, channels)
     x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1")(x)
@@ -93,7 +88,6 @@ def mnist_cnn(num_classes: int, size: int = 28, channels: int = 1) -> Any:
 
 def mlp(num_classes: int, size: int = 32, channels: int = 3) -> Any:
     """The seed notes' "simple NN": 3072-512-256-N, L2(0.01), dropout 0.5, TruncatedNormal."""
-    keras = _keras()
     inputs, x = image_input(size, channels)
 
     def dense_args() -> dict[str, Any]:  # a fresh initializer per layer
@@ -112,7 +106,6 @@ def alexnet(num_classes: int, size: int = 224, channels: int = 3) -> Any:
 
     conv1 pads "same", so a 224 input gives the paper's 55/27/13/6 feature maps (56 here).
     """
-    keras = _keras()
     layers = keras.layers
     inputs, x = image_input(size, channels)
     for i, (filters, kernel, stride, pool) in enumerate(ALEXNET_CONVS, start=1):
@@ -127,7 +120,7 @@ def alexnet(num_classes: int, size: int = 224, channels: int = 3) -> Any:
 
 def vgg_features(x: Any, cfg: Sequence[int | str], batch_norm: bool) -> Any:
     """Walk a VGG table; layer names follow keras.applications (block1_conv1, block1_pool)."""
-    layers = _keras().layers
+    layers = keras.layers
     block, conv = 1, 1
     for item in cfg:
         if item == "M":
@@ -147,7 +140,6 @@ def vgg16(num_classes: int, size: int = 224, channels: int = 3, weights: str | N
     keras.applications, its convolutions a nested model named "base" for fine-tuning."""
     from cnnbench.training.weights import load_base_weights
 
-    keras = _keras()
     base_in = keras.layers.Input((size, size, channels), name="base_input")
     base = keras.Model(base_in, vgg_features(base_in, VGG_CFGS["vgg16"], False), name="base")
     load_base_weights(base, "vgg16", weights)
@@ -160,7 +152,6 @@ def vgg16(num_classes: int, size: int = 224, channels: int = 3, weights: str | N
 def simple_vgg(num_classes: int, size: int = 64, channels: int = 3) -> Any:
     """The seed notes' SimpleVGGNet (64x64): VGG blocks of 32, 2x64, 3x128 filters with batch
     normalisation, then Dense 512 + BN + dropout."""
-    keras = _keras()
     inputs, x = image_input(size, channels)
     x = vgg_features(x, VGG_CFGS["simple_vgg"], batch_norm=True)
     outputs = classifier_head(x, num_classes, (512,), 0.5, batch_norm=True)
@@ -171,7 +162,7 @@ def inception_module(
     x: Any, c1: int, c2: tuple[int, int], c3: tuple[int, int], c4: int, name: str
 ) -> Any:
     """Four parallel paths (1x1; 1x1->3x3; 1x1->5x5; 3x3 max-pool->1x1), concatenated."""
-    layers = _keras().layers
+    layers = keras.layers
 
     def conv(t: Any, filters: int, kernel: int, suffix: str) -> Any:
         return layers.Conv2D(
@@ -190,7 +181,6 @@ def googlenet(num_classes: int, size: int = 224, channels: int = 3) -> Any:
     """GoogLeNet: the notes' B1 (7x7 conv) and B2 (1x1 then 3x3 conv) stem, the paper's
     nine Inception modules, global average pooling, dropout 0.4. No auxiliary classifiers
     (one output keeps the model contract) and no LRN."""
-    keras = _keras()
     layers = keras.layers
     inputs, x = image_input(size, channels)
 

@@ -36,8 +36,8 @@ class RuntimeOptions:
     provider: Provider = Provider.AUTO
     device_id: int = 0
     threads: int = 0  # intra-op threads; 0 lets ONNX Runtime use every core
-    trt_cache: str | None = None
-    trt_fp16: bool = False
+    trt_cache: str | None = None  # TensorRT engine + timing cache folder (None: no cache)
+    trt_fp16: bool = False  # let TensorRT pick fp16 kernels
 
 
 def check_ort_install() -> str | None:
@@ -69,20 +69,23 @@ def import_ort():
 
 @contextlib.contextmanager
 def quiet_stderr() -> Iterator[None]:
-    """Silence C++-level stderr (ORT's loud provider-load errors) for the block."""
+    """Silence C++-level stderr (ORT's loud provider-load errors) for the block.
+
+    ORT writes to file descriptor 2 whatever `sys.stderr` is, so the descriptor is what
+    gets redirected."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stderr.flush()
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
     try:
         with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), fd)
+            os.dup2(null.fileno(), 2)
         yield
     finally:
-        os.dup2(saved, fd)
+        os.dup2(saved, 2)
         os.close(saved)
 
 
@@ -112,6 +115,8 @@ def _try_session(model_path: str, provider: Provider, opts: RuntimeOptions):
         so.intra_op_num_threads = opts.threads
     providers = [_provider_entry(provider, opts)]
     if provider is Provider.TENSORRT:
+        if opts.trt_cache:
+            os.makedirs(opts.trt_cache, exist_ok=True)
         providers.append(_provider_entry(Provider.CUDA, opts))
     if provider is not Provider.CPU:
         providers.append(_provider_entry(Provider.CPU, opts))
@@ -134,6 +139,11 @@ def create_session(model_path: str, opts: RuntimeOptions):
     ONNX Runtime lists CUDA as available whenever the GPU wheel is installed and falls back
     to CPU silently, so the providers the session reports are the only truth.
     """
+    return choose_session(model_path, opts)[0]
+
+
+def choose_session(model_path: str, opts: RuntimeOptions):
+    """`create_session`, plus one line saying which provider was chosen and why."""
     if not os.path.isfile(model_path):
         raise InferError(f"model file not found: {model_path}")
     if opts.provider is Provider.AUTO:
@@ -141,8 +151,12 @@ def create_session(model_path: str, opts: RuntimeOptions):
         if ORT_NAMES[Provider.CUDA] in ort.get_available_providers():
             session = _try_session(model_path, Provider.CUDA, opts)
             if ORT_NAMES[Provider.CUDA] in session.get_providers():
-                return session
-        return _try_session(model_path, Provider.CPU, opts)
+                return session, f"provider cuda (device {opts.device_id}), chosen by auto"
+            why = _why_not(Provider.CUDA)
+        else:
+            why = f"this onnxruntime build has no {ORT_NAMES[Provider.CUDA]}"
+        session = _try_session(model_path, Provider.CPU, opts)
+        return session, f"provider cpu, chosen by auto (CUDA not used: {why})"
     session = _try_session(model_path, opts.provider, opts)
     wanted = ORT_NAMES[opts.provider]
     if wanted not in session.get_providers():
@@ -150,7 +164,7 @@ def create_session(model_path: str, opts: RuntimeOptions):
             f"provider {opts.provider.value} did not load ({_why_not(opts.provider)}); "
             f"use --provider cpu, or install GPU support: {CUDA_HINT}"
         )
-    return session
+    return session, f"provider {opts.provider.value}"
 
 
 def _why_not(provider: Provider) -> str:

@@ -1,0 +1,202 @@
+"""How fast is `cnnbench infer` against its two limits, and is its memory flat?
+
+- ResNet50 (model-bound): end-to-end img/s of `run_infer` over a folder of real JPEG
+  photos vs the bare `session.run` loop at the same batch size (target >= 0.9x).
+- mnist_cnn (decode-bound): end-to-end img/s vs the decode-only rate of the same files
+  with the same decode function and thread count (target >= 0.8x).
+- Peak RSS of `cnnbench infer` on a 1,000-file and a 50,000-file folder (target: within 10%).
+
+Run under the shared benchmark lock, from the repository root:
+
+    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/infer_speed.py
+
+Needs the `train` extra (TensorFlow) to build and convert the two models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cnnbench.infer.images import read_into, scan_inputs
+from cnnbench.infer.pipeline import InferConfig, run_infer
+from cnnbench.infer.preprocess import resolve_input_format
+from cnnbench.infer.session import Provider, RuntimeOptions, create_session
+
+CPU = RuntimeOptions(provider=Provider.CPU)
+
+
+def source_photos() -> list[np.ndarray]:
+    """Real RGB photos bundled with scikit-learn and scikit-image (nothing downloaded)."""
+    from skimage import data
+    from sklearn.datasets import load_sample_images
+
+    photos = list(load_sample_images().images)
+    for name in ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "camera"):
+        try:
+            image = getattr(data, name)()
+        except Exception:  # an image that would need a download is skipped
+            continue
+        photos.append(image if image.ndim == 3 else np.stack([image] * 3, axis=-1))
+    return photos
+
+
+def make_photo_folder(folder: Path, count: int) -> Path:
+    """`count` distinct 500x375 JPEGs: random crops, flips and qualities of real photos."""
+    if folder.exists() and len(list(folder.glob("*.jpg"))) == count:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    photos = source_photos()
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        ch, cw = int(h * rng.uniform(0.6, 1)), int(w * rng.uniform(0.6, 1))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = photo[y : y + ch, x : x + cw][:, :: rng.choice([1, -1])]
+        image = cv2.resize(crop, (500, 375), interpolation=cv2.INTER_AREA)
+        quality = [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))]
+        _, enc = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), quality)
+        (folder / f"photo_{i:05d}.jpg").write_bytes(enc.tobytes())
+    return folder
+
+
+def make_linked_folder(folder: Path, source: Path, count: int) -> Path:
+    """`count` hard links of one photo: a big folder built in seconds."""
+    if folder.exists() and len(os.listdir(folder)) == count:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        target = folder / f"img_{i:06d}.jpg"
+        if not target.exists():
+            os.link(source, target)
+    return folder
+
+
+def make_models(work: Path) -> dict[str, Path]:
+    """ResNet50 (random weights, caffe preprocessing in-graph) and mnist_cnn, as ONNX."""
+    models = {"resnet50": work / "resnet50.onnx", "mnist_cnn": work / "mnist_cnn.onnx"}
+    if all(p.exists() for p in models.values()):
+        return models
+    import keras
+
+    from cnnbench.training.registry import build
+
+    keras.applications.ResNet50(weights=None).save(work / "resnet50.keras")
+    build("mnist_cnn", 10).save(work / "mnist_cnn.keras")
+    cli = [sys.executable, "-m", "cnnbench", "convert"]
+    resnet = [str(work / "resnet50.keras"), "-o", str(models["resnet50"])]
+    subprocess.run([*cli, *resnet, "--preprocess", "imagenet-caffe"], check=True)
+    subprocess.run(
+        [*cli, str(work / "mnist_cnn.keras"), "-o", str(models["mnist_cnn"])], check=True
+    )
+    return models
+
+
+def bare_session_rate(model: Path, folder: Path, batch: int, seconds: float) -> float:
+    """img/s of `session.run` alone on one batch of real decoded photos."""
+    session = create_session(str(model), CPU)
+    fmt = resolve_input_format(session)
+    buf = np.empty((batch, *fmt.size, fmt.channels), dtype=np.uint8)
+    for item, out in zip(scan_inputs((str(folder),), (".jpg",)), buf, strict=False):
+        read_into(item.path, out)
+    feed = {fmt.input_name: fmt.to_model_input(buf)}
+    session.run(None, feed)  # warm-up
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        session.run(None, feed)
+        runs += 1
+    return runs * batch / (time.perf_counter() - start)
+
+
+def decode_only_rate(model: Path, folder: Path, workers: int, limit: int) -> float:
+    """img/s of reading + decoding + resizing the files into the model's input size, on
+    `workers` threads, with the pipeline's own `read_into`."""
+    session = create_session(str(model), CPU)
+    fmt = resolve_input_format(session)
+    paths = [item.path for item in scan_inputs((str(folder),), (".jpg",))][:limit]
+    chunks = [paths[i : i + 8] for i in range(0, len(paths), 8)]
+
+    def work(chunk: list[str]) -> None:
+        out = np.empty((*fmt.size, fmt.channels), dtype=np.uint8)
+        for path in chunk:
+            read_into(path, out, fmt.bgr)
+
+    with ThreadPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        start = time.perf_counter()
+        list(pool.map(work, chunks))
+        return len(paths) / (time.perf_counter() - start)
+
+
+def end_to_end_rate(model: Path, folder: Path, out: Path, batch: int, limit: int) -> float:
+    cfg = InferConfig(
+        model=str(model),
+        inputs=(str(folder),),
+        output=str(out),
+        batch_size=batch,
+        limit=limit,
+        progress=False,
+        runtime=CPU,
+    )
+    return run_infer(cfg).images_per_second
+
+
+def peak_rss_mb(model: Path, folder: Path, out: Path) -> tuple[float, float]:
+    """Peak RSS (MB) and wall seconds of a `cnnbench infer` subprocess."""
+    args = [sys.executable, "-m", "cnnbench", "infer", str(model), str(folder), "-o", str(out)]
+    start = time.perf_counter()
+    proc = subprocess.Popen([*args, "--no-progress"], stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, f"infer failed on {folder}"
+    return usage.ru_maxrss / 1024, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/infer-bench"))
+    parser.add_argument("--photos", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--resnet-images", type=int, default=800)
+    parser.add_argument("--big", type=int, default=50_000)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    workers = os.cpu_count() or 1
+    photos = make_photo_folder(args.work / "photos", args.photos)
+    models = make_models(args.work)
+    out = args.work / "pred.csv"
+    res = {"machine": platform.processor() or platform.machine(), "cores": workers}
+    res["batch"] = args.batch
+    e2e = end_to_end_rate(models["resnet50"], photos, out, args.batch, args.resnet_images)
+    bare = bare_session_rate(models["resnet50"], photos, args.batch, 20.0)
+    res["resnet50"] = {"end_to_end": e2e, "bare_session_run": bare, "ratio": e2e / bare}
+    e2e = end_to_end_rate(models["mnist_cnn"], photos, out, args.batch, args.photos)
+    dec = decode_only_rate(models["mnist_cnn"], photos, workers, args.photos)
+    res["mnist_cnn"] = {"end_to_end": e2e, "decode_only": dec, "ratio": e2e / dec}
+    first = next(photos.glob("*.jpg"))
+    small = make_linked_folder(args.work / "files_1k", first, 1000)
+    big = make_linked_folder(args.work / f"files_{args.big // 1000}k", first, args.big)
+    rss_small, t_small = peak_rss_mb(models["mnist_cnn"], small, out)
+    rss_big, t_big = peak_rss_mb(models["mnist_cnn"], big, out)
+    res["rss"] = {
+        "files_1000_mb": rss_small,
+        f"files_{args.big}_mb": rss_big,
+        "ratio": rss_big / rss_small,
+        "seconds": [t_small, t_big],
+    }
+    print(json.dumps(res, indent=2))
+    (args.work / "infer_speed.json").write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

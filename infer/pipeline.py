@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import itertools
 import json
 import os
@@ -139,6 +140,8 @@ def _check_config(cfg: InferConfig) -> tuple[str, ...]:
     targets = [cfg.output, cfg.errors_path] + ([cfg.summary] if cfg.summary else [])
     for path in targets:
         out_dir = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+            raise InferError(f"cannot write {path}: it is a folder or a read-only file")
         if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
             raise InferError(
                 f"cannot write {path}: folder {out_dir} does not exist or is not writable"
@@ -342,7 +345,8 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     `report` receives progress lines meant for the user (the provider chosen, and why).
     """
     inputs = _check_config(cfg)
-    session, note = choose_session(cfg.model, cfg.runtime)
+    # Decoder threads share the cores with ORT's: idle ORT threads must not spin.
+    session, note = choose_session(cfg.model, dataclasses.replace(cfg.runtime, spinning=False))
     fmt = resolve_input_format(session, cfg.foreign)
     provider = active_provider(session)
     batch_size = cfg.batch_size or DEFAULT_BATCH_SIZE[provider]

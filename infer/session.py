@@ -38,6 +38,9 @@ class RuntimeOptions:
     threads: int = 0  # intra-op threads; 0 lets ONNX Runtime use every core
     trt_cache: str | None = None  # TensorRT engine + timing cache folder (None: no cache)
     trt_fp16: bool = False  # let TensorRT pick fp16 kernels
+    # ORT's idle intra-op threads spin waiting for work; off, they leave the cores to
+    # other threads (infer's decoders) between runs.
+    spinning: bool = True
 
 
 def check_ort_install() -> str | None:
@@ -94,12 +97,13 @@ def _provider_entry(provider: Provider, opts: RuntimeOptions) -> tuple[str, dict
     if provider is Provider.CUDA:
         return name, {"device_id": str(opts.device_id), "cudnn_conv_algo_search": "HEURISTIC"}
     if provider is Provider.TENSORRT:
-        trt = {"device_id": str(opts.device_id), "trt_fp16_enable": str(opts.trt_fp16)}
+        # Booleans as "1"/"0": the one spelling every ORT version's option parser accepts.
+        trt = {"device_id": str(opts.device_id), "trt_fp16_enable": str(int(opts.trt_fp16))}
         if opts.trt_cache:
             trt |= {
-                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_enable": "1",
                 "trt_engine_cache_path": opts.trt_cache,
-                "trt_timing_cache_enable": "True",
+                "trt_timing_cache_enable": "1",
                 "trt_timing_cache_path": opts.trt_cache,
             }
         return name, trt
@@ -113,6 +117,8 @@ def _try_session(model_path: str, provider: Provider, opts: RuntimeOptions):
     so.log_severity_level = 3
     if opts.threads:
         so.intra_op_num_threads = opts.threads
+    if not opts.spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [_provider_entry(provider, opts)]
     if provider is Provider.TENSORRT:
         if opts.trt_cache:

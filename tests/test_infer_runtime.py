@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +139,56 @@ def test_formula_escaping_round_trips(name: str) -> None:
     cell = safe_cell(name)
     assert not cell.startswith(("=", "+", "-", "@", "\t"))
     assert unsafe_cell(cell) == name
+
+
+def test_tensorrt_options_carry_cache_and_fp16(tiny_model: Path, tmp_path: Path) -> None:
+    from cnnbench.infer.session import _provider_entry
+
+    opts = RuntimeOptions(Provider.TENSORRT, device_id=1, trt_cache=str(tmp_path), trt_fp16=True)
+    name, options = _provider_entry(Provider.TENSORRT, opts)
+    assert name == "TensorrtExecutionProvider"
+    assert options == {
+        "device_id": "1",
+        "trt_fp16_enable": "1",
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": str(tmp_path),
+        "trt_timing_cache_enable": "1",
+        "trt_timing_cache_path": str(tmp_path),
+    }
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        return
+    try:
+        session, note = choose_session(str(tiny_model), opts)
+    except InferError as e:  # no GPU or no TensorRT libraries here
+        assert "pip install 'cnnbench[cuda]'" in str(e)
+    else:
+        assert session.get_providers()[0] == "TensorrtExecutionProvider" and "tensorrt" in note
+
+
+def test_both_ort_distributions_are_reported(tiny_model: Path, images: Path, tmp_path: Path):
+    """Metadata of a second ORT distribution on the path, as `pip install onnxruntime`
+    beside `onnxruntime-gpu` leaves it."""
+    installed = {"onnxruntime", "onnxruntime-gpu"}
+    present = {d for d in installed if _has(d)}
+    other = next(iter(installed - present), None)
+    if other is None:
+        pytest.skip("both distributions are really installed here")
+    info = tmp_path / "site" / f"{other.replace('-', '_')}-1.31.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {other}\nVersion: 1.31.1\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    args = [sys.executable, "-m", "cnnbench", "infer", str(tiny_model), str(images)]
+    proc = subprocess.run(
+        [*args, "-o", str(tmp_path / "p.csv")], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "both onnxruntime and onnxruntime-gpu are installed" in proc.stderr
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu" in proc.stderr
+
+
+def _has(dist: str) -> bool:
+    try:
+        importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True

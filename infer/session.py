@@ -5,13 +5,18 @@ from __future__ import annotations
 import contextlib
 import enum
 import importlib.metadata
+import io
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cnnbench.infer.errors import InferError
 
+TENSORRT_HINT = (
+    "install TensorRT 10 (e.g. pip install tensorrt) and put its libraries on LD_LIBRARY_PATH"
+)
 CUDA_HINT = "pip install 'cnnbench[cuda]' (CUDA 13 and cuDNN 9 from pip; needs an NVIDIA driver)"
 
 
@@ -71,25 +76,48 @@ def import_ort():
 
 
 @contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
-    """Silence C++-level stderr (ORT's loud provider-load errors) for the block.
+def quiet_stderr() -> Iterator[list[str]]:
+    """Keep C++-level stderr (ORT's loud provider-load errors) off the terminal for the
+    block; the list it yields holds what was written, for a one-line reason.
 
     ORT writes to file descriptor 2 whatever `sys.stderr` is, so the descriptor is what
     gets redirected."""
+    captured: list[str] = []
     with contextlib.suppress(AttributeError, OSError, ValueError):
         sys.stderr.flush()
     try:
         saved = os.dup(2)
     except OSError:  # no stderr at all
-        yield
+        yield captured
         return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    python_text = io.StringIO()  # ORT's Python layer prints its EP fallback notice
+    with (
+        tempfile.TemporaryFile() as log,
+        contextlib.redirect_stdout(python_text),
+        contextlib.redirect_stderr(python_text),
+    ):
+        try:
+            os.dup2(log.fileno(), 2)
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            captured.extend(python_text.getvalue().splitlines())
+            captured.extend(log.read().decode("utf-8", "replace").splitlines())
+
+
+def load_error(lines: list[str]) -> str | None:
+    """The reason in ORT's provider-load log, e.g. 'libcublasLt.so.13: cannot open
+    shared object file: No such file or directory'."""
+    for line in lines:
+        if "Please install TensorRT libraries" in line:
+            return f"TensorRT libraries not found: {TENSORRT_HINT}"
+    for line in lines:
+        if "with error: " in line:
+            return line.split("with error: ", 1)[1].strip()
+    errors = [line for line in lines if "[E:onnxruntime" in line]
+    return errors[0].rsplit("] ", 1)[-1].strip() if errors else None
 
 
 def _provider_entry(provider: Provider, opts: RuntimeOptions) -> tuple[str, dict[str, str]]:
@@ -111,6 +139,7 @@ def _provider_entry(provider: Provider, opts: RuntimeOptions) -> tuple[str, dict
 
 
 def _try_session(model_path: str, provider: Provider, opts: RuntimeOptions):
+    """A session and what ORT logged while loading its providers."""
     ort = import_ort()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -127,11 +156,11 @@ def _try_session(model_path: str, provider: Provider, opts: RuntimeOptions):
     if provider is not Provider.CPU:
         providers.append(_provider_entry(Provider.CPU, opts))
     try:
-        with quiet_stderr():
+        with quiet_stderr() as log:
             session = ort.InferenceSession(model_path, so, providers=providers)
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
         raise InferError(f"cannot load {model_path} with ONNX Runtime: {_first_line(e)}") from e
-    return session
+    return session, log
 
 
 def _first_line(e: BaseException) -> str:
@@ -155,29 +184,30 @@ def choose_session(model_path: str, opts: RuntimeOptions):
     if opts.provider is Provider.AUTO:
         ort = import_ort()
         if ORT_NAMES[Provider.CUDA] in ort.get_available_providers():
-            session = _try_session(model_path, Provider.CUDA, opts)
+            session, log = _try_session(model_path, Provider.CUDA, opts)
             if ORT_NAMES[Provider.CUDA] in session.get_providers():
                 return session, f"provider cuda (device {opts.device_id}), chosen by auto"
-            why = _why_not(Provider.CUDA)
+            why = _why_not(Provider.CUDA, log)
         else:
             why = f"this onnxruntime build has no {ORT_NAMES[Provider.CUDA]}"
-        session = _try_session(model_path, Provider.CPU, opts)
+        session, _ = _try_session(model_path, Provider.CPU, opts)
         return session, f"provider cpu, chosen by auto (CUDA not used: {why})"
-    session = _try_session(model_path, opts.provider, opts)
+    session, log = _try_session(model_path, opts.provider, opts)
     wanted = ORT_NAMES[opts.provider]
     if wanted not in session.get_providers():
         raise InferError(
-            f"provider {opts.provider.value} did not load ({_why_not(opts.provider)}); "
+            f"provider {opts.provider.value} did not load ({_why_not(opts.provider, log)}); "
             f"use --provider cpu, or install GPU support: {CUDA_HINT}"
         )
     return session, f"provider {opts.provider.value}"
 
 
-def _why_not(provider: Provider) -> str:
+def _why_not(provider: Provider, log: list[str] | None = None) -> str:
     ort = import_ort()
     if ORT_NAMES[provider] not in ort.get_available_providers():
         return f"this onnxruntime build has no {ORT_NAMES[provider]}"
-    return "no usable GPU, driver, or CUDA/cuDNN libraries were found"
+    detail = load_error(log or [])
+    return detail or "no usable GPU, driver, or CUDA/cuDNN libraries were found"
 
 
 def active_provider(session) -> Provider:

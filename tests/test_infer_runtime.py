@@ -21,7 +21,7 @@ from cnnbench.infer.errors import InferError
 from cnnbench.infer.output import OutputLock, safe_cell, unsafe_cell
 from cnnbench.infer.preprocess import resolve_input_format
 from cnnbench.infer.runner import BoundRunner, PlainRunner
-from cnnbench.infer.session import Provider, RuntimeOptions, choose_session
+from cnnbench.infer.session import Provider, RuntimeOptions, choose_session, load_error
 
 
 def save_graph(path: Path, inp_shape: list, out_shape: list, op: str = "Identity") -> Path:
@@ -192,3 +192,19 @@ def _has(dist: str) -> bool:
     except importlib.metadata.PackageNotFoundError:
         return False
     return True
+
+
+def test_load_error_names_the_missing_library(tiny_model: Path) -> None:
+    """ORT's own load log (kept off the terminal) gives the one-line reason."""
+    from cnnbench.infer.session import _try_session
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has no CUDA provider")
+    session, log = _try_session(str(tiny_model), Provider.CUDA, RuntimeOptions())
+    if "CUDAExecutionProvider" in session.get_providers():
+        pytest.skip("a GPU is present: CUDA loads here")
+    reason = load_error(log)
+    assert reason and "\n" not in reason
+    with pytest.raises(InferError) as e:
+        choose_session(str(tiny_model), RuntimeOptions(provider=Provider.CUDA))
+    assert reason in str(e.value)

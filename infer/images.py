@@ -54,11 +54,20 @@ def scan_inputs(inputs: tuple[str, ...], extensions: tuple[str, ...]) -> Iterato
     for text in inputs:
         if text.startswith("@"):
             yield from _scan_list(text[1:], extensions)
+        elif single_dir:
+            yield from scan(text, extensions)
         elif os.path.isdir(text):
-            prefix = "" if single_dir else f"{_posix(text).rstrip('/')}/"
-            yield from _scan_dir(text, prefix, extensions, frozenset())
+            yield from _scan_dir(text, f"{_posix(text).rstrip('/')}/", extensions, frozenset())
         else:
             yield Item(text, _posix(text))
+
+
+def scan(root: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Iterator[Item]:
+    """Files under one folder in sorted order, streamed (a file: itself)."""
+    if not os.path.isdir(root):
+        yield Item(root, _posix(root))
+        return
+    yield from _scan_dir(root, "", extensions, frozenset())
 
 
 def _posix(path: str) -> str:

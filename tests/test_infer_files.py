@@ -216,3 +216,34 @@ def test_foreign_model_matches_numpy(foreign_model: Path, photo_jpeg: bytes, tmp
     probs = session.run(None, {"input": x.astype(np.float32)})[0][0]
     ours = {row["label" + s]: float(row["score" + s]) for s in ("", "_2", "_3", "_4")}
     assert ours == pytest.approx({"abcd"[i]: float(p) for i, p in enumerate(probs)}, abs=2e-6)
+
+
+def test_resume_cuts_a_torn_line_and_checks_columns(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    folder = tmp_path / "img"
+    folder.mkdir()
+    for i in range(10):
+        (folder / f"{i}.jpg").write_bytes(photo_jpeg)
+    out = tmp_path / "p.csv"
+    args = ["infer", str(tiny_model), str(folder), "-o", str(out), "--batch-size", "3"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:5]) + lines[5][:7])  # killed in the middle of row 5
+    result = CliRunner().invoke(cli, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "4 already done (resumed)" in result.output
+    assert [r["path"] for r in read_csv(out)] == [f"{i}.jpg" for i in range(10)]
+    result = CliRunner().invoke(cli, [*args, "--resume", "--top-k", "2"])
+    assert result.exit_code != 0 and "use the same --top-k" in result.output
+
+
+def test_symlink_loop_is_scanned_once(tiny_model: Path, photo_jpeg: bytes, tmp_path: Path):
+    folder = tmp_path / "img"
+    (folder / "a").mkdir(parents=True)
+    (folder / "a" / "x.jpg").write_bytes(photo_jpeg)
+    os.symlink(folder, folder / "a" / "loop")
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(cli, ["infer", str(tiny_model), str(folder), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [r["path"] for r in read_csv(out)] == ["a/x.jpg"], "the loop is not followed"

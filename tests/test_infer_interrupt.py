@@ -15,7 +15,7 @@ import pytest
 
 from cnnbench.infer.output import unsafe_cell
 
-FILES = 300
+FILES = 600
 
 
 @pytest.fixture()

@@ -110,22 +110,22 @@ def build_spec(
 
 def lower_precision(proto: Any, cfg: ConvertConfig, path: str, calibration: Any) -> Any:
     """The fp32 proto at `cfg.precision`; int8 quantizes through scratch files beside `path`."""
+    if cfg.precision is Precision.FP32:
+        return proto
+    import onnx
+
+    from cnnbench.convert.precision import quantize_int8, to_fp16
+
+    external = needs_external(proto, cfg.external_data)
+    fp32, lowered = f"{path}.fp32.onnx", f"{path}.{cfg.precision.value}.onnx"
+    save_model(proto, fp32, external)
+    del proto
     if cfg.precision is Precision.FP16:
-        from cnnbench.convert.precision import to_fp16
-
-        return to_fp16(proto)
-    if cfg.precision is Precision.INT8:
-        import onnx
-
-        from cnnbench.convert.precision import quantize_int8
-
-        external = needs_external(proto, cfg.external_data)
-        fp32, int8 = f"{path}.fp32.onnx", f"{path}.int8.onnx"
-        save_model(proto, fp32, external)
-        del proto
-        quantize_int8(fp32, int8, calibration, external)
-        return onnx.load(int8)
-    return proto
+        # Shape inference from the file: in memory it stops at protobuf's 2 GB.
+        onnx.shape_inference.infer_shapes_path(fp32, lowered)
+        return to_fp16(onnx.load(lowered))
+    quantize_int8(fp32, lowered, calibration, external)
+    return onnx.load(lowered)
 
 
 def export_onnx(cfg: ConvertConfig, report: Callable[[str], None] | None = None) -> str:

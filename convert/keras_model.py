@@ -14,7 +14,7 @@ import numpy as np
 from cnnbench.convert.config import Preprocess
 from cnnbench.convert.errors import ConvertError
 
-REFERENCE_CHUNK = 16  # images per Keras call, so real-image checks keep memory flat
+REFERENCE_CHUNK = 2  # images per Keras call: eager Keras holds every activation of a call
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ KEEP_FLOAT_OPS = ("Softmax",)  # quantized probabilities would tie at 1/255 step
 
 
 def to_fp16(model: Any) -> Any:
-    """fp16 weights and activations inside; the graph's inputs and outputs keep their types."""
+    """fp16 weights and activations inside; the graph's inputs and outputs keep their types.
+    `model` must carry inferred shapes (onnx.shape_inference.infer_shapes_path)."""
     import warnings
 
     from onnxconverter_common.float16 import convert_float_to_float16
@@ -29,7 +30,9 @@ def to_fp16(model: Any) -> Any:
     casts = [n.name for n in model.graph.node if n.op_type == "Cast" and set(n.input) & inputs]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # one line per tiny weight it rounds
-        return convert_float_to_float16(model, keep_io_types=True, node_block_list=casts)
+        return convert_float_to_float16(
+            model, keep_io_types=True, disable_shape_infer=True, node_block_list=casts
+        )
 
 
 def calibration_reader(images: np.ndarray, dtype: np.dtype) -> Any:

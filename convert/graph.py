@@ -9,12 +9,20 @@ from typing import Any
 
 import numpy as np
 
+from cnnbench.convert.errors import ConvertError
+from cnnbench.convert.writer import PROTO_LIMIT, save_model
 from cnnbench.infer.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME
 
 
 def inputs_to_initializers(model: Any, arrays: dict[str, np.ndarray]) -> None:
     from onnx import numpy_helper
 
+    big = [name for name, array in arrays.items() if array.nbytes > PROTO_LIMIT]
+    if big:
+        raise ConvertError(
+            f"weight {big[0]} holds {arrays[big[0]].nbytes / 1e9:.1f} GB; cnnbench converts "
+            "models whose single weights are under 2 GB (the total may be larger)"
+        )
     graph = model.graph
     kept = [i for i in graph.input if i.name not in arrays]
     used = {i.name for i in graph.input} & arrays.keys()
@@ -55,8 +63,6 @@ def fold_and_clean(model: Any, external: bool = False) -> Any:
     (needed past protobuf's 2 GB). Returns a new ModelProto; `model` loses its weights
     once they are on disk, so two copies are never held at once."""
     import onnx
-
-    from cnnbench.convert.writer import save_model
 
     with tempfile.TemporaryDirectory(prefix="cnnbench-") as tmp:
         raw, folded = os.path.join(tmp, "raw.onnx"), os.path.join(tmp, "folded.onnx")

@@ -63,6 +63,7 @@ def staged(output: str) -> Iterator[str]:
     try:
         yield path
         if os.path.exists(path + DATA_SUFFIX):
+            shutil.copymode(path, path + DATA_SUFFIX)  # onnx writes it owner-only
             os.replace(path + DATA_SUFFIX, output + DATA_SUFFIX)
         os.replace(path, output)
     finally:

@@ -95,3 +95,15 @@ def test_calibration_folder_without_images(bad_models: Path, tmp_path: Path) -> 
 def test_preprocess_on_a_uint8_model(digits_run, tmp_path: Path) -> None:
     args = [str(digits_run.keras_path), "--preprocess", "scale"]
     assert_refused(args, tmp_path / "m.onnx", "would scale twice")
+
+
+def test_single_weight_over_2gb_is_refused() -> None:
+    import numpy as np
+    import onnx
+
+    from cnnbench.convert.errors import ConvertError
+    from cnnbench.convert.graph import inputs_to_initializers
+
+    huge = np.broadcast_to(np.float32(0), (2**29 + 1,))  # 2 GB by shape, no memory used
+    with pytest.raises(ConvertError, match=r"weight w holds 2\.1 GB"):
+        inputs_to_initializers(onnx.ModelProto(), {"w": huge})

@@ -117,13 +117,12 @@ def held_out_accuracy(model: Path, heldout: Path, tmp_path: Path) -> float:
 
 
 def test_int8_digits_loses_at_most_one_point(digits_run, tmp_path: Path) -> None:
-    from cnnbench.training.data import Split, load_dataset, write_image_folder
+    from cnnbench.training.data import DataOptions, load_dataset, write_image_folder
 
-    data = load_dataset("digits", 28, 1, 0.2, 0)  # the digits_run split: calibrate on train
+    data = load_dataset(DataOptions("digits", 28, 1))  # the digits_run split: calibrate on train
     calib = tmp_path / "calib"
-    write_image_folder(
-        Split(data.train.images[:256], data.train.targets[:256]), data.labels, str(calib)
-    )
+    train = data.train.take(np.arange(256))
+    write_image_folder(zip(train.images, train.targets, strict=True), data.labels, str(calib))
     out = tmp_path / "digits-int8.onnx"
     args = [
         "--precision",

@@ -9,12 +9,20 @@ from typing import Any
 
 import numpy as np
 
+from cnnbench.convert.errors import ConvertError
+from cnnbench.convert.writer import PROTO_LIMIT, save_model
 from cnnbench.infer.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME
 
 
 def inputs_to_initializers(model: Any, arrays: dict[str, np.ndarray]) -> None:
     from onnx import numpy_helper
 
+    big = [name for name, array in arrays.items() if array.nbytes > PROTO_LIMIT]
+    if big:
+        raise ConvertError(
+            f"weight {big[0]} holds {arrays[big[0]].nbytes / 1e9:.1f} GB; cnnbench converts "
+            "models whose single weights are under 2 GB (the total may be larger)"
+        )
     graph = model.graph
     kept = [i for i in graph.input if i.name not in arrays]
     used = {i.name for i in graph.input} & arrays.keys()
@@ -48,21 +56,19 @@ def _rename_value(graph: Any, old: str, new: str) -> None:
             value.name = new
 
 
-def fold_and_clean(model: Any) -> Any:
+def fold_and_clean(model: Any, external: bool = False) -> Any:
     """Fold constant sub-graphs (weight transposes, batch-norm arithmetic) with ONNX
     Runtime's basic level, which rewrites only with standard ONNX ops, then drop
-    unused opset imports. Returns a new ModelProto."""
+    unused opset imports. `external`: pass the weights through external data files
+    (needed past protobuf's 2 GB). Returns a new ModelProto; `model` loses its weights
+    once they are on disk, so two copies are never held at once."""
     import onnx
-    import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="cnnbench-") as tmp:
         raw, folded = os.path.join(tmp, "raw.onnx"), os.path.join(tmp, "folded.onnx")
-        onnx.save(model, raw)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.optimized_model_filepath = folded
-        options.log_severity_level = 3  # it reports each unused initializer it drops
-        ort.InferenceSession(raw, options, providers=["CPUExecutionProvider"])
+        save_model(model, raw, external)
+        del model.graph.initializer[:]
+        _ort_basic_optimize(raw, folded, external)
         result = onnx.load(folded)
     used_domains = {node.domain or "" for node in result.graph.node}
     imports = [op for op in result.opset_import if (op.domain or "") in used_domains | {""}]
@@ -70,3 +76,21 @@ def fold_and_clean(model: Any) -> Any:
     result.opset_import.extend(imports)
     result.producer_name = "cnnbench"
     return result
+
+
+def _ort_basic_optimize(src: str, dst: str, external: bool) -> None:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = dst
+    options.log_severity_level = 3  # it reports each unused initializer it drops
+    if external:
+        name = os.path.basename(dst) + ".data"
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", name
+        )
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+        )
+    ort.InferenceSession(src, options, providers=["CPUExecutionProvider"])

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
+
 import click
 
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.images import IMAGE_EXTENSIONS
-from cnnbench.infer.options import make_runtime, parse_floats, parse_size, runtime_options
-from cnnbench.infer.pipeline import InferConfig, run_infer
+from cnnbench.infer.options import (
+    make_runtime,
+    parse_floats,
+    parse_size,
+    runtime_options,
+    tensorrt_options,
+)
+from cnnbench.infer.pipeline import InferConfig, InferSummary, run_infer
 from cnnbench.infer.preprocess import ForeignOptions, Layout
-from cnnbench.infer.session import check_ort_install
+from cnnbench.infer.runner import DEFAULT_BATCH_SIZE
+from cnnbench.infer.session import Provider, check_ort_install
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,15 +37,25 @@ from cnnbench.infer.session import check_ort_install
     type=click.Path(dir_okay=False),
     help="CSV of unreadable files (path,error). Default: OUTPUT.errors.csv.",
 )
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option(
+    "--batch-size",
+    type=int,
+    help=f"Images per session run. Default: {DEFAULT_BATCH_SIZE[Provider.CPU]} on CPU, "
+    f"{DEFAULT_BATCH_SIZE[Provider.CUDA]} on GPU.",
+)
 @click.option(
     "--workers", type=click.IntRange(min=0), default=0, help="Decode threads (0 = one per core)."
 )
 @click.option("--top-k", type=int, default=1, show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), help="Stop after N files.")
-@click.option("--extensions", help="Comma-separated file extensions to read.")
+@click.option("--limit", type=int, help="Only the first N files of the inputs.")
+@click.option("--extensions", help="Comma-separated file extensions to read, e.g. jpg,png.")
+@click.option(
+    "--resume", is_flag=True, help="Skip files already in the output or errors CSV; append."
+)
+@click.option("--summary", type=click.Path(dir_okay=False), help="Also write the summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @runtime_options
+@tensorrt_options
 @click.option(
     "--layout",
     type=click.Choice(list(Layout), case_sensitive=False),
@@ -51,69 +71,87 @@ def infer(
     model: str,
     inputs: tuple[str, ...],
     output: str,
-    errors: str | None,
-    batch_size: int,
-    workers: int,
-    top_k: int,
-    limit: int | None,
     extensions: str | None,
     no_progress: bool,
     provider: str,
     device_id: int,
     threads: int,
-    layout: str | None,
-    size: str | None,
-    mean: str | None,
-    std: str | None,
-    scale: float | None,
-    bgr: bool,
-    labels: str | None,
+    trt_cache: str,
+    fp16: bool,
+    **options,
 ) -> None:
-    """Classify every image under INPUTS (folders, recursive, or files) into a CSV.
+    """Classify every image under INPUTS (folders, recursive; files; @list.txt) into a CSV.
+
+    Unreadable files go to the errors CSV; a run with bad files still exits 0. Ctrl-C
+    finishes the batches in flight and exits 130; --resume finishes a stopped run.
 
     \b
     Example:
       cnnbench infer model.onnx photos/ -o predictions.csv --top-k 3
+      cnnbench infer model.onnx @files.txt -o predictions.csv --resume
     """
     if warning := check_ort_install():
         click.echo(f"warning: {warning}", err=True)
-    foreign = ForeignOptions(
-        layout=Layout(layout) if layout else None,
-        size=parse_size(size),
-        mean=parse_floats(mean),
-        std=parse_floats(std),
-        scale=scale,
-        bgr=bgr,
-        labels_path=labels,
-    )
-    exts = (
-        tuple(f".{e.strip().lstrip('.').lower()}" for e in extensions.split(","))
-        if extensions
-        else IMAGE_EXTENSIONS
-    )
     cfg = InferConfig(
         model=model,
         inputs=inputs,
         output=output,
-        errors=errors,
-        batch_size=batch_size,
-        workers=workers,
-        top_k=top_k,
-        extensions=exts,
-        limit=limit,
+        errors=options["errors"],
+        batch_size=options["batch_size"],
+        workers=options["workers"],
+        top_k=options["top_k"],
+        extensions=parse_extensions(extensions),
+        limit=options["limit"],
         progress=not no_progress,
-        runtime=make_runtime(provider, device_id, threads),
-        foreign=foreign,
+        resume=options["resume"],
+        summary=options["summary"],
+        runtime=make_runtime(provider, device_id, threads, trt_cache=trt_cache, trt_fp16=fp16),
+        foreign=foreign_options(options),
     )
     try:
-        summary = run_infer(cfg)
+        summary = run_infer(cfg, report=lambda line: click.echo(line, err=True))
     except InferError as e:
         raise click.ClickException(str(e)) from e
+    click.echo(summary_line(summary, cfg), err=True)
+    if summary.interrupted:
+        again = " ".join(shlex.quote(a) for a in sys.argv)
+        again = again if "--resume" in sys.argv else f"{again} --resume"
+        click.echo(f"interrupted: rows so far are saved; to finish, run: {again}", err=True)
+        sys.exit(130)
+
+
+def parse_extensions(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return IMAGE_EXTENSIONS
+    return tuple(f".{e.strip().lstrip('.').lower()}" for e in text.split(",") if e.strip())
+
+
+def foreign_options(options: dict) -> ForeignOptions:
+    return ForeignOptions(
+        layout=Layout(options["layout"]) if options["layout"] else None,
+        size=parse_size(options["size"]),
+        mean=parse_floats(options["mean"]),
+        std=parse_floats(options["std"]),
+        scale=options["scale"],
+        bgr=options["bgr"],
+        labels_path=options["labels"],
+    )
+
+
+def summary_line(summary: InferSummary, cfg: InferConfig) -> str:
     line = (
         f"{summary.images} images, {summary.errors} errors, "
         f"{summary.images_per_second:.1f} img/s, {summary.seconds:.2f} s, "
         f"provider {summary.provider}, batch {summary.batch_size}"
     )
+    if summary.skipped:
+        line += f", {summary.skipped} already done (resumed)"
     if summary.accuracy is not None:
         line += f", accuracy {summary.accuracy:.2%} ({summary.correct}/{summary.labelled})"
-    click.echo(line, err=True)
+        per_class = ", ".join(
+            f"{label} {c / t:.0%}" for label, (c, t) in sorted(summary.per_class.items())
+        )
+        line += f"\nper class: {per_class}"
+    if summary.errors:
+        line += f"\n{summary.errors} files failed: see {cfg.errors_path}"
+    return line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import click
@@ -90,6 +91,25 @@ def runtime_options(f: Callable | None = None, *, provider_list: bool = False) -
     ):
         f = option(f)
     return f
+
+
+def default_trt_cache() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "cnnbench", "tensorrt")
+
+
+def tensorrt_options(f: Callable) -> Callable:
+    """--trt-cache, --fp16 (TensorRT only)."""
+    f = click.option(
+        "--fp16", is_flag=True, help="TensorRT: allow fp16 kernels (faster, small accuracy loss)."
+    )(f)
+    return click.option(
+        "--trt-cache",
+        type=click.Path(file_okay=False),
+        default=default_trt_cache,
+        show_default="~/.cache/cnnbench/tensorrt",
+        help="TensorRT: engine and timing cache folder (the first run builds, later ones load).",
+    )(f)
 
 
 def make_runtime(provider: str, device_id: int, threads: int, **extra: object) -> RuntimeOptions:

@@ -1,19 +1,26 @@
 """The folder pipeline: scan -> threaded decode into batch buffers -> session.run -> CSV.
 
 Decoding of the next batches runs on a thread pool (OpenCV releases the GIL) while the
-session runs the current one (ONNX Runtime releases it too). At most `depth` batches are
-in flight, so memory stays flat whatever the folder size.
+session runs the current one (ONNX Runtime releases it too). At most `DEPTH` batches are
+in flight, so memory stays flat whatever the folder size. Every file ends as exactly one
+row, in the predictions CSV or in the errors CSV; rows are flushed per batch, so a killed
+run can be finished with `resume`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import itertools
+import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -22,28 +29,51 @@ import cv2
 import numpy as np
 
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.images import IMAGE_EXTENSIONS, Item, decode, resize_into, scan
+from cnnbench.infer.images import (
+    IMAGE_EXTENSIONS,
+    Item,
+    expand_inputs,
+    read_into,
+    reason,
+    scan_inputs,
+)
+from cnnbench.infer.output import (
+    ERROR_FIELDNAMES,
+    OutputLock,
+    ResumeState,
+    default_errors_path,
+    fieldnames,
+    read_resume_state,
+    safe_cell,
+)
 from cnnbench.infer.preprocess import ForeignOptions, InputFormat, resolve_input_format
-from cnnbench.infer.session import RuntimeOptions, active_provider, create_session
+from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, make_runner
+from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, choose_session
 
-ERROR_FIELDNAMES = ("path", "error")
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+DEPTH = 3  # batches in flight: one running, two decoding
+Report = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class InferConfig:
     model: str
-    inputs: tuple[str, ...]
+    inputs: tuple[str, ...]  # folders, files, or '@list.txt'
     output: str
-    errors: str | None = None
-    batch_size: int = 32
+    errors: str | None = None  # default: OUTPUT.errors.csv
+    batch_size: int | None = None  # None: the provider's default
     workers: int = 0  # decode threads; 0 = one per core
     top_k: int = 1
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS
-    limit: int | None = None
+    limit: int | None = None  # only the first N files of the inputs
     progress: bool = True
+    resume: bool = False  # skip files already in the output or errors CSV, append
+    summary: str | None = None  # JSON file for the summary
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     foreign: ForeignOptions = field(default_factory=ForeignOptions)
+
+    @property
+    def errors_path(self) -> str:
+        return self.errors or default_errors_path(self.output)
 
 
 @dataclass
@@ -55,6 +85,9 @@ class InferSummary:
     batch_size: int = 0
     correct: int = 0
     labelled: int = 0
+    skipped: int = 0  # already done by an earlier run (--resume)
+    interrupted: bool = False
+    per_class: dict[str, list[int]] = field(default_factory=dict)  # label -> [correct, total]
 
     @property
     def images_per_second(self) -> float:
@@ -64,37 +97,63 @@ class InferSummary:
     def accuracy(self) -> float | None:
         return self.correct / self.labelled if self.labelled else None
 
+    def count(self, truth: str, hit: bool) -> None:
+        entry = self.per_class.setdefault(truth, [0, 0])
+        entry[0] += hit
+        entry[1] += 1
+        self.correct += hit
+        self.labelled += 1
 
-def fieldnames(top_k: int, with_truth: bool) -> list[str]:
-    names = ["path", "label", "score"]
-    for k in range(2, top_k + 1):
-        names += [f"label_{k}", f"score_{k}"]
-    return names + (["true_label", "correct"] if with_truth else [])
+    def to_dict(self) -> dict:
+        return {
+            "images": self.images,
+            "errors": self.errors,
+            "skipped": self.skipped,
+            "seconds": self.seconds,
+            "images_per_second": self.images_per_second,
+            "provider": self.provider,
+            "batch_size": self.batch_size,
+            "interrupted": self.interrupted,
+            "accuracy": self.accuracy,
+            "correct": self.correct,
+            "labelled": self.labelled,
+            "per_class": {
+                k: {"correct": c, "total": t, "accuracy": c / t}
+                for k, (c, t) in sorted(self.per_class.items())
+            },
+        }
 
 
-def safe_cell(text: str) -> str:
-    """Keep spreadsheets from reading a file name as a formula."""
-    return f"'{text}" if text.startswith(FORMULA_PREFIXES) else text
-
-
-def _check_config(cfg: InferConfig) -> None:
-    if cfg.batch_size < 1:
+def _check_config(cfg: InferConfig) -> tuple[str, ...]:
+    """Everything checkable before the model loads; returns the validated inputs."""
+    if cfg.batch_size is not None and cfg.batch_size < 1:
         raise InferError(f"--batch-size must be a positive integer, got {cfg.batch_size}")
     if cfg.top_k < 1:
         raise InferError(f"--top-k must be a positive integer, got {cfg.top_k}")
-    for path in cfg.inputs:
-        if not os.path.exists(path):
-            raise InferError(f"input path does not exist: {path}")
-    out_dir = os.path.dirname(os.path.abspath(cfg.output))
-    if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
-        raise InferError(
-            f"cannot write {cfg.output}: folder {out_dir} does not exist or is not writable"
-        )
+    if cfg.limit is not None and cfg.limit < 1:
+        raise InferError(f"--limit must be a positive integer, got {cfg.limit}")
+    if cfg.runtime.trt_fp16 and cfg.runtime.provider is not Provider.TENSORRT:
+        raise InferError("--fp16 applies to --provider tensorrt only")
+    if not cfg.inputs:
+        raise InferError("no INPUT given: pass folders, image files or @list.txt")
+    inputs = expand_inputs(cfg.inputs)
+    targets = [cfg.output, cfg.errors_path] + ([cfg.summary] if cfg.summary else [])
+    for path in targets:
+        out_dir = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+            raise InferError(f"cannot write {path}: it is a folder or a read-only file")
+        if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
+            raise InferError(
+                f"cannot write {path}: folder {out_dir} does not exist or is not writable"
+            )
+    if len({os.path.abspath(p) for p in targets}) < len(targets):
+        raise InferError("--output, --errors and --summary must be different files")
+    return inputs
 
 
-def iter_items(cfg: InferConfig) -> Iterator[Item]:
+def iter_items(inputs: tuple[str, ...], cfg: InferConfig) -> Iterator[Item]:
     """Every input file in order; raises when there is none at all."""
-    items = (item for root in cfg.inputs for item in scan(root, cfg.extensions))
+    items = scan_inputs(inputs, cfg.extensions)
     items = islice(items, cfg.limit) if cfg.limit is not None else items
     first = next(items, None)
     if first is None:
@@ -112,44 +171,51 @@ def _truth_for(item: Item, labels: set[str]) -> str | None:
     return parts[-2] if len(parts) >= 2 and parts[-2] in labels else None
 
 
-class _Decoder:
-    """Fills preallocated uint8 batch buffers on a thread pool."""
+def _has_class_folders(inputs: tuple[str, ...], labels: set[str]) -> bool:
+    """True when some input folder has subfolders named like the model's labels."""
+    for root in inputs:
+        if os.path.isdir(root):
+            with os.scandir(root) as entries:
+                if any(e.is_dir() and e.name in labels for e in entries):
+                    return True
+    return False
 
-    def __init__(self, fmt: InputFormat, batch_size: int, workers: int, depth: int) -> None:
-        self.fmt = fmt
+
+class _Decoder:
+    """Fills preallocated uint8 batch buffers on a thread pool, a few images per task."""
+
+    def __init__(self, fmt: InputFormat, batch_size: int, workers: int) -> None:
+        self.fmt, self.workers = fmt, workers
         shape = (batch_size, fmt.size[0], fmt.size[1], fmt.channels)
-        self.free = deque(np.empty(shape, dtype=np.uint8) for _ in range(depth))
+        self.free = deque(np.zeros(shape, dtype=np.uint8) for _ in range(DEPTH))
         self.pool = ThreadPoolExecutor(
             max_workers=workers, initializer=cv2.setNumThreads, initargs=(1,)
         )
 
-    def _load(self, item: Item, out: np.ndarray) -> str | None:
-        try:
-            with open(item.path, "rb") as f:
-                data = f.read()
-            resize_into(decode(data, self.fmt.channels, self.fmt.bgr), out)
-        except (OSError, ValueError, cv2.error) as e:
-            return _reason(e)
-        return None
+    def _load(self, items: list[Item], out: np.ndarray) -> list[str | None]:
+        reasons: list[str | None] = []
+        for item, dst in zip(items, out, strict=True):
+            try:
+                if item.error is not None:
+                    reasons.append(item.error)
+                    continue
+                read_into(item.path, dst, self.fmt.bgr)
+                reasons.append(None)
+            except (OSError, ValueError, cv2.error, MemoryError) as e:
+                reasons.append(reason(e))
+        return reasons
 
     def submit(self, items: list[Item]) -> tuple[list[Item], np.ndarray, list[Future]]:
         buf = self.free.popleft()
-        return items, buf, [self.pool.submit(self._load, it, buf[i]) for i, it in enumerate(items)]
+        step = max(1, -(-len(items) // (2 * self.workers)))
+        futures = [
+            self.pool.submit(self._load, items[i : i + step], buf[i : min(i + step, len(items))])
+            for i in range(0, len(items), step)
+        ]
+        return items, buf, futures
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _reason(e: BaseException) -> str:
-    if isinstance(e, FileNotFoundError):
-        return "file not found (broken symlink or removed during the run)"
-    if isinstance(e, PermissionError):
-        return "permission denied"
-    if isinstance(e, IsADirectoryError):
-        return "is a directory"
-    if isinstance(e, cv2.error):
-        return "OpenCV could not decode the image"
-    return str(e) or type(e).__name__
 
 
 def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
@@ -161,34 +227,24 @@ def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 class _Writer:
     """Runs finished batches through the model and writes their rows in input order."""
 
-    def __init__(
-        self,
-        session,
-        fmt: InputFormat,
-        cfg: InferConfig,
-        out_f,
-        err_f,
-        summary: InferSummary,
-        with_truth: bool,
-    ) -> None:
-        self.session, self.fmt, self.cfg, self.summary = session, fmt, cfg, summary
-        self.out_f, self.err_f = out_f, err_f
-        self.rows = csv.DictWriter(out_f, fieldnames=fieldnames(cfg.top_k, with_truth))
-        self.errors = csv.DictWriter(err_f, fieldnames=ERROR_FIELDNAMES)
+    def __init__(self, runner, fmt: InputFormat, cfg: InferConfig, files, summary, truth):
+        self.runner, self.fmt, self.top_k, self.summary = runner, fmt, cfg.top_k, summary
+        self.out_f, self.err_f = files
+        self.rows = csv.DictWriter(self.out_f, fieldnames=fieldnames(cfg.top_k, truth))
+        self.errors = csv.DictWriter(self.err_f, fieldnames=ERROR_FIELDNAMES)
         self.labels = fmt.labels
-        self.truth = set(fmt.labels) if with_truth else None
-        self.rows.writeheader()
-        self.errors.writeheader()
+        self.truth = set(fmt.labels) if truth else None
 
     def finish(self, items: list[Item], buf: np.ndarray, futures: list[Future]) -> None:
-        reasons = [f.result() for f in futures]
+        reasons = [r for f in futures for r in f.result()]
         ok = [i for i, r in enumerate(reasons) if r is None]
-        for item, reason in zip(items, reasons, strict=True):
-            if reason is not None:
-                self.errors.writerow({"path": safe_cell(item.name), "error": reason})
+        for item, why in zip(items, reasons, strict=True):
+            if why is not None:
+                self.errors.writerow({"path": safe_cell(item.name), "error": why})
         if ok:
-            batch = buf[: len(items)] if len(ok) == len(items) else buf[ok]
-            probs = self.session.run(None, {self.fmt.input_name: self.fmt.to_model_input(batch)})[0]
+            if len(ok) < len(items):
+                buf[: len(ok)] = buf[ok]  # compact the readable images to the front
+            probs = self.runner.run(buf, len(ok))
             self._write_rows([items[i] for i in ok], probs)
         self.summary.images += len(ok)
         self.summary.errors += len(items) - len(ok)
@@ -196,7 +252,7 @@ class _Writer:
         self.err_f.flush()
 
     def _write_rows(self, items: list[Item], probs: np.ndarray) -> None:
-        k = min(self.cfg.top_k, probs.shape[1])
+        k = min(self.top_k, probs.shape[1])
         top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         for item, p, idx in zip(items, probs, top, strict=True):
             row = {"path": safe_cell(item.name)}
@@ -210,27 +266,11 @@ class _Writer:
                 if truth is not None:
                     hit = truth == self._label(idx[0])
                     row["correct"] = int(hit)
-                    self.summary.labelled += 1
-                    self.summary.correct += hit
+                    self.summary.count(truth, hit)
             self.rows.writerow(row)
 
     def _label(self, j: int) -> str:
         return self.labels[j] if j < len(self.labels) else str(j)
-
-
-def default_errors_path(output: str) -> str:
-    root, ext = os.path.splitext(output)
-    return f"{root}.errors{ext or '.csv'}"
-
-
-def _has_class_folders(inputs: tuple[str, ...], labels: set[str]) -> bool:
-    """True when some input folder has subfolders named like the model's labels."""
-    for root in inputs:
-        if os.path.isdir(root):
-            with os.scandir(root) as entries:
-                if any(e.is_dir() and e.name in labels for e in entries):
-                    return True
-    return False
 
 
 class _NoProgress:
@@ -251,41 +291,120 @@ def _progress(enabled: bool):
     return tqdm(unit="img", file=sys.stderr, dynamic_ncols=True)
 
 
-def run_infer(cfg: InferConfig) -> InferSummary:
-    """Classify every image under the inputs; write predictions and errors CSV."""
-    _check_config(cfg)
-    session = create_session(cfg.model, cfg.runtime)
+class _StopOnSigint:
+    """The first Ctrl-C asks the loop to stop after the batches in flight; a second one
+    interrupts at once (the default handler is back)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __enter__(self) -> _StopOnSigint:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _pending_items(items: Iterator[Item], state: ResumeState | None, summary) -> Iterator[Item]:
+    for item in items:
+        if state is not None and item.name in state.done:
+            summary.skipped += 1
+        else:
+            yield item
+
+
+@contextlib.contextmanager
+def _open_outputs(cfg: InferConfig, columns: list[str], state: ResumeState | None):
+    """The two CSV files, appended to when resuming, with their headers written."""
+    with contextlib.ExitStack() as stack:
+        files = []
+        for path, names, has_header in (
+            (cfg.output, columns, state is not None and state.output_has_header),
+            (cfg.errors_path, ERROR_FIELDNAMES, state is not None and state.errors_has_header),
+        ):
+            f = stack.enter_context(
+                open(path, "a" if has_header else "w", newline="", encoding="utf-8")
+            )
+            if not has_header:
+                csv.writer(f).writerow(names)
+            files.append(f)
+        yield files
+
+
+def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
+    """Classify every image under the inputs; write predictions and errors CSV.
+
+    `report` receives progress lines meant for the user (the provider chosen, and why).
+    """
+    inputs = _check_config(cfg)
+    # Decoder threads share the cores with ORT's: idle ORT threads must not spin.
+    session, note = choose_session(cfg.model, dataclasses.replace(cfg.runtime, spinning=False))
     fmt = resolve_input_format(session, cfg.foreign)
-    summary = InferSummary(provider=active_provider(session).value, batch_size=cfg.batch_size)
-    with_truth = _has_class_folders(cfg.inputs, set(fmt.labels))
-    items = iter_items(cfg)
-    decoder = _Decoder(fmt, cfg.batch_size, cfg.workers or os.cpu_count() or 1, depth=3)
+    provider = active_provider(session)
+    batch_size = cfg.batch_size or DEFAULT_BATCH_SIZE[provider]
+    (report or (lambda line: None))(f"{note}, batch size {batch_size}")
+    summary = InferSummary(provider=provider.value, batch_size=batch_size)
+    with_truth = _has_class_folders(inputs, set(fmt.labels))
+    items = iter_items(inputs, cfg)
+    with OutputLock(cfg.output):
+        columns = fieldnames(cfg.top_k, with_truth)
+        state = read_resume_state(cfg.output, cfg.errors_path, columns) if cfg.resume else None
+        runner = make_runner(session, fmt, provider, cfg.runtime.device_id)
+        with _open_outputs(cfg, columns, state) as files:
+            writer = _Writer(runner, fmt, cfg, files, summary, with_truth)
+            _run_loop(_pending_items(items, state, summary), writer, fmt, cfg, summary)
+    if cfg.summary:
+        _write_summary(cfg, summary)
+    return summary
+
+
+def _run_loop(items, writer: _Writer, fmt: InputFormat, cfg: InferConfig, summary) -> None:
+    """Keep DEPTH batches in flight; finish them in order; stop cleanly on Ctrl-C."""
+    decoder = _Decoder(fmt, summary.batch_size, cfg.workers or os.cpu_count() or 1)
+    writer.runner.warm_up(decoder.free[0])
     progress = _progress(cfg.progress)
+    pending: deque = deque()
+
+    def finish_oldest() -> None:
+        batch_items, buf, futures = pending.popleft()
+        writer.finish(batch_items, buf, futures)
+        decoder.free.append(buf)
+        progress.update(summary.images + summary.errors - progress.n)
+
     start = time.perf_counter()
     try:
-        with (
-            open(cfg.output, "w", newline="", encoding="utf-8") as out_f,
-            open(
-                cfg.errors or default_errors_path(cfg.output), "w", newline="", encoding="utf-8"
-            ) as err_f,
-        ):
-            writer = _Writer(session, fmt, cfg, out_f, err_f, summary, with_truth)
-            pending: deque = deque()
-
-            def finish_oldest() -> None:
-                items, buf, futures = pending.popleft()
-                writer.finish(items, buf, futures)
-                decoder.free.append(buf)
-                progress.update(summary.images + summary.errors - progress.n)
-
-            for batch in _batches(items, cfg.batch_size):
+        with _StopOnSigint() as stop:
+            for batch in _batches(items, summary.batch_size):
                 if not decoder.free:
                     finish_oldest()
                 pending.append(decoder.submit(batch))
+                if stop.requested:
+                    break
             while pending:
                 finish_oldest()
+            summary.interrupted = stop.requested
     finally:
+        summary.seconds = time.perf_counter() - start
         decoder.close()
         progress.close()
-    summary.seconds = time.perf_counter() - start
-    return summary
+
+
+def _write_summary(cfg: InferConfig, summary: InferSummary) -> None:
+    doc = summary.to_dict() | {
+        "model": cfg.model,
+        "inputs": list(cfg.inputs),
+        "output": cfg.output,
+        "errors_csv": cfg.errors_path,
+    }
+    tmp = f"{cfg.summary}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2, ensure_ascii=False)
+    os.replace(tmp, cfg.summary)

@@ -5,13 +5,18 @@ from __future__ import annotations
 import contextlib
 import enum
 import importlib.metadata
+import io
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cnnbench.infer.errors import InferError
 
+TENSORRT_HINT = (
+    "install TensorRT 10 (e.g. pip install tensorrt) and put its libraries on LD_LIBRARY_PATH"
+)
 CUDA_HINT = "pip install 'cnnbench[cuda]' (CUDA 13 and cuDNN 9 from pip; needs an NVIDIA driver)"
 
 
@@ -36,8 +41,11 @@ class RuntimeOptions:
     provider: Provider = Provider.AUTO
     device_id: int = 0
     threads: int = 0  # intra-op threads; 0 lets ONNX Runtime use every core
-    trt_cache: str | None = None
-    trt_fp16: bool = False
+    trt_cache: str | None = None  # TensorRT engine + timing cache folder (None: no cache)
+    trt_fp16: bool = False  # let TensorRT pick fp16 kernels
+    # ORT's idle intra-op threads spin waiting for work; off, they leave the cores to
+    # other threads (infer's decoders) between runs.
+    spinning: bool = True
 
 
 def check_ort_install() -> str | None:
@@ -68,22 +76,48 @@ def import_ort():
 
 
 @contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
-    """Silence C++-level stderr (ORT's loud provider-load errors) for the block."""
+def quiet_stderr() -> Iterator[list[str]]:
+    """Keep C++-level stderr (ORT's loud provider-load errors) off the terminal for the
+    block; the list it yields holds what was written, for a one-line reason.
+
+    ORT writes to file descriptor 2 whatever `sys.stderr` is, so the descriptor is what
+    gets redirected."""
+    captured: list[str] = []
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stderr.flush()
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
-        yield
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield captured
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
+    python_text = io.StringIO()  # ORT's Python layer prints its EP fallback notice
+    with (
+        tempfile.TemporaryFile() as log,
+        contextlib.redirect_stdout(python_text),
+        contextlib.redirect_stderr(python_text),
+    ):
+        try:
+            os.dup2(log.fileno(), 2)
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            captured.extend(python_text.getvalue().splitlines())
+            captured.extend(log.read().decode("utf-8", "replace").splitlines())
+
+
+def load_error(lines: list[str]) -> str | None:
+    """The reason in ORT's provider-load log, e.g. 'libcublasLt.so.13: cannot open
+    shared object file: No such file or directory'."""
+    for line in lines:
+        if "Please install TensorRT libraries" in line:
+            return f"TensorRT libraries not found: {TENSORRT_HINT}"
+    for line in lines:
+        if "with error: " in line:
+            return line.split("with error: ", 1)[1].strip()
+    errors = [line for line in lines if "[E:onnxruntime" in line]
+    return errors[0].rsplit("] ", 1)[-1].strip() if errors else None
 
 
 def _provider_entry(provider: Provider, opts: RuntimeOptions) -> tuple[str, dict[str, str]]:
@@ -91,12 +125,13 @@ def _provider_entry(provider: Provider, opts: RuntimeOptions) -> tuple[str, dict
     if provider is Provider.CUDA:
         return name, {"device_id": str(opts.device_id), "cudnn_conv_algo_search": "HEURISTIC"}
     if provider is Provider.TENSORRT:
-        trt = {"device_id": str(opts.device_id), "trt_fp16_enable": str(opts.trt_fp16)}
+        # Booleans as "1"/"0": the one spelling every ORT version's option parser accepts.
+        trt = {"device_id": str(opts.device_id), "trt_fp16_enable": str(int(opts.trt_fp16))}
         if opts.trt_cache:
             trt |= {
-                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_enable": "1",
                 "trt_engine_cache_path": opts.trt_cache,
-                "trt_timing_cache_enable": "True",
+                "trt_timing_cache_enable": "1",
                 "trt_timing_cache_path": opts.trt_cache,
             }
         return name, trt
@@ -104,23 +139,28 @@ def _provider_entry(provider: Provider, opts: RuntimeOptions) -> tuple[str, dict
 
 
 def _try_session(model_path: str, provider: Provider, opts: RuntimeOptions):
+    """A session and what ORT logged while loading its providers."""
     ort = import_ort()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     if opts.threads:
         so.intra_op_num_threads = opts.threads
+    if not opts.spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [_provider_entry(provider, opts)]
     if provider is Provider.TENSORRT:
+        if opts.trt_cache:
+            os.makedirs(opts.trt_cache, exist_ok=True)
         providers.append(_provider_entry(Provider.CUDA, opts))
     if provider is not Provider.CPU:
         providers.append(_provider_entry(Provider.CPU, opts))
     try:
-        with quiet_stderr():
+        with quiet_stderr() as log:
             session = ort.InferenceSession(model_path, so, providers=providers)
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
         raise InferError(f"cannot load {model_path} with ONNX Runtime: {_first_line(e)}") from e
-    return session
+    return session, log
 
 
 def _first_line(e: BaseException) -> str:
@@ -134,30 +174,40 @@ def create_session(model_path: str, opts: RuntimeOptions):
     ONNX Runtime lists CUDA as available whenever the GPU wheel is installed and falls back
     to CPU silently, so the providers the session reports are the only truth.
     """
+    return choose_session(model_path, opts)[0]
+
+
+def choose_session(model_path: str, opts: RuntimeOptions):
+    """`create_session`, plus one line saying which provider was chosen and why."""
     if not os.path.isfile(model_path):
         raise InferError(f"model file not found: {model_path}")
     if opts.provider is Provider.AUTO:
         ort = import_ort()
         if ORT_NAMES[Provider.CUDA] in ort.get_available_providers():
-            session = _try_session(model_path, Provider.CUDA, opts)
+            session, log = _try_session(model_path, Provider.CUDA, opts)
             if ORT_NAMES[Provider.CUDA] in session.get_providers():
-                return session
-        return _try_session(model_path, Provider.CPU, opts)
-    session = _try_session(model_path, opts.provider, opts)
+                return session, f"provider cuda (device {opts.device_id}), chosen by auto"
+            why = _why_not(Provider.CUDA, log)
+        else:
+            why = f"this onnxruntime build has no {ORT_NAMES[Provider.CUDA]}"
+        session, _ = _try_session(model_path, Provider.CPU, opts)
+        return session, f"provider cpu, chosen by auto (CUDA not used: {why})"
+    session, log = _try_session(model_path, opts.provider, opts)
     wanted = ORT_NAMES[opts.provider]
     if wanted not in session.get_providers():
         raise InferError(
-            f"provider {opts.provider.value} did not load ({_why_not(opts.provider)}); "
+            f"provider {opts.provider.value} did not load ({_why_not(opts.provider, log)}); "
             f"use --provider cpu, or install GPU support: {CUDA_HINT}"
         )
-    return session
+    return session, f"provider {opts.provider.value}"
 
 
-def _why_not(provider: Provider) -> str:
+def _why_not(provider: Provider, log: list[str] | None = None) -> str:
     ort = import_ort()
     if ORT_NAMES[provider] not in ort.get_available_providers():
         return f"this onnxruntime build has no {ORT_NAMES[provider]}"
-    return "no usable GPU, driver, or CUDA/cuDNN libraries were found"
+    detail = load_error(log or [])
+    return detail or "no usable GPU, driver, or CUDA/cuDNN libraries were found"
 
 
 def active_provider(session) -> Provider:

@@ -31,7 +31,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> DigitsRun:
         TrainConfig(
             arch="mnist_cnn",
             out=str(root / "run"),
-            epochs=6,
+            epochs=10,  # 97-98% held-out; the issue asks >= 97%
             export_val=str(root / "heldout"),
             verbose=0,
         )
@@ -41,3 +41,90 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> DigitsRun:
     return DigitsRun(
         root / "run", Path(result.model_path), onnx_path, root / "heldout", result.val_accuracy
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 classes x 4 real-photo crops (40x40 JPEG), plus one non-image file to skip."""
+    from cnnbench.training.samples import write_photo_folder
+
+    root = tmp_path_factory.mktemp("tiny")
+    write_photo_folder(str(root), per_class=4, size=40, photos=("china", "flower"))
+    (root / "china" / "notes.txt").write_text("not an image")
+    return root
+
+
+def _tiny_classifier(path: Path, *, uint8_nhwc: bool, labels: tuple[str, ...], hw=(8, 8)) -> Path:
+    """A real ONNX classifier without TensorFlow: mean colour -> linear -> softmax.
+
+    uint8_nhwc: our contract (input `image` uint8 [batch,H,W,3], spec in the metadata);
+    otherwise a foreign float NCHW model [batch,3,H,W] without a spec.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cnnbench.infer.contract import ModelSpec, write_spec
+
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(3, len(labels))).astype(np.float32)
+    h, w = hw
+    if uint8_nhwc:
+        inp = helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", h, w, 3])
+        nodes = [
+            helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMean", ["f", "axes12"], ["m"], keepdims=0),
+        ]
+        axes = numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "axes12")
+        scale = 1 / 255.0
+    else:
+        inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, h, w])
+        nodes = [helper.make_node("ReduceMean", ["input", "axes23"], ["m"], keepdims=0)]
+        axes = numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes23")
+        scale = 1.0
+    nodes += [
+        helper.make_node("MatMul", ["m", "W"], ["logits0"]),
+        helper.make_node("Mul", ["logits0", "s"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", len(labels)])
+    inits = [
+        axes,
+        numpy_helper.from_array(weights, "W"),
+        numpy_helper.from_array(np.array(scale * 4, dtype=np.float32), "s"),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [inp], [out], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    if uint8_nhwc:
+        write_spec(model, ModelSpec(input_size=hw, channels=3, labels=labels))
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A contract model (uint8 NHWC, spec inside) with labels cat, dog, fish."""
+    root = tmp_path_factory.mktemp("tiny")
+    return _tiny_classifier(root / "tiny.onnx", uint8_nhwc=True, labels=("cat", "dog", "fish"))
+
+
+@pytest.fixture(scope="session")
+def foreign_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A foreign float NCHW [N,3,8,8] model with no cnnbench spec, 4 classes."""
+    root = tmp_path_factory.mktemp("foreign")
+    return _tiny_classifier(root / "foreign.onnx", uint8_nhwc=False, labels=tuple("abcd"))
+
+
+@pytest.fixture(scope="session")
+def photo_jpeg() -> bytes:
+    """A real photo (scikit-learn's sample image), 500x375 JPEG bytes."""
+    import cv2
+    from sklearn.datasets import load_sample_images
+
+    image = load_sample_images().images[0]  # china.jpg, RGB 427x640
+    small = cv2.resize(image, (500, 375), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+    assert ok
+    return data.tobytes()

@@ -60,3 +60,22 @@ def test_import_has_no_tensorflow(module: str) -> None:
     code = f"import sys, {module}; assert 'tensorflow' not in sys.modules"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_train_list_is_quick_and_complete() -> None:
+    """`train --list` names every architecture with its size and parameter count, without
+    importing TensorFlow (the counts are stored; test_architectures checks them)."""
+    code = (
+        "import sys; from cnnbench.cli import cli\n"
+        "try:\n    cli(['train', '--list'])\nexcept SystemExit:\n    pass\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    from cnnbench.training.registry import ARCHITECTURES
+
+    lines = proc.stdout.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == list(ARCHITECTURES)
+    for line, spec in zip(lines, ARCHITECTURES.values(), strict=True):
+        size = f"{spec.input_size}x{spec.input_size}x{spec.channels}"
+        assert line.split()[1:3] == [size, f"{spec.reference_params:,}"]

@@ -1,44 +1,94 @@
-"""Datasets: the bundled scikit-learn digits, and image folders with a subfolder per class."""
+"""Datasets: the bundled scikit-learn digits, and image folders with a subfolder per class,
+both as tf.data pipelines of (uint8 image, class index) that cache and prefetch."""
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 from cnnbench.training.errors import TrainError
 
+log = logging.getLogger("cnnbench.training")
+
 BUNDLED = ("digits",)
+# What tf.io.decode_image reads; anything else in a class folder is skipped and counted.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 @dataclass(frozen=True)
-class Split:
-    images: np.ndarray  # uint8 [n, h, w, c]
+class Source:
+    """Where a split's images come from: files to decode, or arrays already in memory."""
+
     targets: np.ndarray  # int [n]
+    paths: tuple[str, ...] = ()
+    images: np.ndarray | None = None  # uint8 [n, h, w, c]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def take(self, index: np.ndarray) -> Source:
+        paths = tuple(self.paths[i] for i in index) if self.paths else ()
+        images = None if self.images is None else self.images[index]
+        return Source(self.targets[index], paths, images)
 
 
 @dataclass(frozen=True)
 class Dataset:
     name: str
     labels: tuple[str, ...]
-    train: Split
-    val: Split
+    train: Source
+    val: Source
+    skipped: int = 0  # non-image files left out
 
 
-def load_dataset(data: str, size: int, channels: int, val_split: float, seed: int) -> Dataset:
-    if data == "digits":
-        images, targets, labels = _digits(size, channels)
+@dataclass(frozen=True)
+class DataOptions:
+    data: str
+    size: int
+    channels: int
+    val_split: float = 0.2
+    val: str | None = None
+    seed: int = 0
+
+
+def load_dataset(opts: DataOptions) -> Dataset:
+    if opts.data == "digits":
+        if opts.val:
+            raise TrainError("--val is for image folders; digits is split with --val-split")
+        source, labels, skipped = _digits(opts.size, opts.channels), DIGIT_LABELS, 0
+    elif os.path.isdir(opts.data):
+        labels, source, skipped = scan_folder(opts.data)
     else:
         raise TrainError(
-            f"unknown dataset {data!r}: pass --data digits or a folder with one subfolder per class"
+            f"data folder not found: {opts.data}; pass --data digits or a folder with one "
+            "subfolder per class"
         )
-    train, val = _split(images, targets, val_split, seed)
-    return Dataset(data, labels, train, val)
+    if opts.val:
+        val_labels, val, val_skipped = scan_folder(opts.val)
+        if val_labels != labels:
+            raise TrainError(
+                f"--val {opts.val} has classes {list(val_labels)}, but --data has "
+                f"{list(labels)}: give both the same class subfolders"
+            )
+        train, skipped = source, skipped + val_skipped
+    else:
+        train, val = split(source, opts.val_split, opts.seed)
+    if skipped:
+        log.warning("skipped %d non-image file(s) (not %s)", skipped, ", ".join(IMAGE_EXTENSIONS))
+    return Dataset(opts.data, labels, train, val, skipped)
 
 
-def _digits(size: int, channels: int) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+DIGIT_LABELS = tuple(str(d) for d in range(10))
+
+
+def _digits(size: int, channels: int) -> Source:
     """scikit-learn's 1,797 8x8 handwritten digits (values 0-16), as uint8 images."""
     try:
         from sklearn.datasets import load_digits
@@ -51,27 +101,108 @@ def _digits(size: int, channels: int) -> tuple[np.ndarray, np.ndarray, tuple[str
     )[..., None]
     if channels == 3:
         images = np.repeat(images, 3, axis=-1)
-    return images, digits.target.astype(np.int64), tuple(str(d) for d in range(10))
+    return Source(digits.target.astype(np.int64), images=images)
 
 
-def _split(
-    images: np.ndarray, targets: np.ndarray, val_split: float, seed: int
-) -> tuple[Split, Split]:
+def scan_folder(root: str) -> tuple[tuple[str, ...], Source, int]:
+    """(labels, files, skipped count) of a folder with one subfolder per class, sorted."""
+    if not os.path.isdir(root):
+        raise TrainError(f"data folder not found: {root}")
+    labels = tuple(sorted(e.name for e in os.scandir(root) if e.is_dir()))
+    if len(labels) < 2:
+        raise TrainError(
+            f"{root} has {len(labels)} class folder(s); training needs at least two "
+            "subfolders, one per class, each holding that class's images"
+        )
+    paths, targets, skipped = [], [], 0
+    for index, label in enumerate(labels):
+        files = sorted(_files(os.path.join(root, label)))
+        images = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+        if not images:
+            raise TrainError(
+                f"class folder {os.path.join(root, label)} has no images "
+                f"({', '.join(IMAGE_EXTENSIONS)}): add some or remove the folder"
+            )
+        skipped += len(files) - len(images)
+        paths += images
+        targets += [index] * len(images)
+    return labels, Source(np.asarray(targets, np.int64), tuple(paths)), skipped
+
+
+def _files(folder: str) -> Iterable[str]:
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            if not name.startswith("."):
+                yield os.path.join(dirpath, name)
+
+
+def split(source: Source, val_split: float, seed: int) -> tuple[Source, Source]:
+    """A stratified split: `val_split` of every class (at least one image when it has two)."""
     if not 0.0 < val_split < 1.0:
         raise TrainError(f"--val-split must be between 0 and 1, got {val_split}")
-    order = np.random.default_rng(seed).permutation(len(images))
-    n_val = max(1, round(len(images) * val_split))
-    val, train = order[:n_val], order[n_val:]
-    return Split(images[train], targets[train]), Split(images[val], targets[val])
+    rng = np.random.default_rng(seed)
+    val: list[int] = []
+    for target in np.unique(source.targets):
+        members = rng.permutation(np.flatnonzero(source.targets == target))
+        n_val = min(len(members) - 1, max(1, round(len(members) * val_split)))
+        val += members[:n_val].tolist()
+    is_val = np.zeros(len(source), bool)
+    is_val[val] = True
+    return source.take(np.flatnonzero(~is_val)), source.take(np.flatnonzero(is_val))
 
 
-def write_image_folder(split: Split, labels: tuple[str, ...], out_dir: str) -> int:
-    """Write a split as PNG files, one subfolder per class; returns the file count."""
+def to_tf(source: Source, size: int, channels: int) -> Any:
+    """An unbatched, cached tf.data.Dataset of (uint8 [size, size, channels], target)."""
+    import tensorflow as tf
+
+    if source.images is not None:
+        return tf.data.Dataset.from_tensor_slices((source.images, source.targets)).cache()
+
+    def load(path: Any, target: Any) -> tuple[Any, Any]:
+        image = tf.io.decode_image(
+            tf.io.read_file(path), channels=channels, expand_animations=False
+        )
+        image = tf.image.resize(image, (size, size), antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), target
+
+    ds = tf.data.Dataset.from_tensor_slices((list(source.paths), source.targets))
+    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
+
+
+@contextmanager
+def decode_errors(dataset: Dataset) -> Iterator[None]:
+    """Turn TensorFlow's decode failure inside a pipeline into an error naming the file."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as e:
+        paths = dataset.train.paths + dataset.val.paths
+        bad = next((p for p in paths if not _decodes(p)), None)
+        if bad is None:
+            raise
+        raise TrainError(f"cannot decode {bad} as an image: fix or remove it") from e
+
+
+def _decodes(path: str) -> bool:
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+    except tf.errors.InvalidArgumentError:
+        return False
+    return True
+
+
+def write_image_folder(images: Iterable[tuple[Any, int]], labels: tuple[str, ...], out: str) -> int:
+    """Write (image, target) pairs as PNG files, one subfolder per class; returns the count."""
     for label in labels:
-        os.makedirs(os.path.join(out_dir, label), exist_ok=True)
-    for i, (image, target) in enumerate(zip(split.images, split.targets, strict=True)):
-        path = os.path.join(out_dir, labels[target], f"{i:05d}.png")
+        os.makedirs(os.path.join(out, label), exist_ok=True)
+    count = 0
+    for count, (image, target) in enumerate(images, start=1):
+        path = os.path.join(out, labels[int(target)], f"{count - 1:05d}.png")
+        image = np.asarray(image)
         rgb_or_gray = image if image.shape[-1] == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         if not cv2.imwrite(path, rgb_or_gray):
             raise TrainError(f"cannot write {path}")
-    return len(split.images)
+    return count

@@ -1,19 +1,30 @@
-"""A training run: build, fit, evaluate, and write the run folder."""
+"""A training run: data, build, fit (and a second fine-tuning stage), evaluate, and write
+the run folder."""
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import random
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from cnnbench import __version__
-from cnnbench.training.data import load_dataset, write_image_folder
+from cnnbench.training import report
+from cnnbench.training.data import (
+    DataOptions,
+    Dataset,
+    decode_errors,
+    load_dataset,
+    to_tf,
+    write_image_folder,
+)
 from cnnbench.training.errors import TrainError
-from cnnbench.training.registry import build, get_arch
+from cnnbench.training.registry import ARCHITECTURES, ArchSpec, build, check_size, get_arch
+
+BASE = "base"  # the nested model that --weights, --freeze-base and --unfreeze-top act on
+FINE_TUNE_LR_FACTOR = 0.1  # the second stage's learning rate, relative to --lr
 
 
 @dataclass(frozen=True)
@@ -27,8 +38,14 @@ class TrainConfig:
     img_size: int | None = None
     channels: int | None = None
     val_split: float = 0.2
+    val: str | None = None
     seed: int = 0
     export_val: str | None = None
+    augment: bool = False
+    weights: str | None = None  # "imagenet", a file, or None
+    freeze_base: bool = False
+    unfreeze_top: int = 0  # > 0: a second stage with the base's top N weight layers trainable
+    eager: bool = False  # no tf.function tracing: quicker for a handful of steps
     verbose: int = 2
 
 
@@ -39,13 +56,29 @@ class TrainResult:
     val_accuracy: float
     num_train: int
     num_val: int
+    skipped: int = 0
+
+
+def check_options(cfg: TrainConfig, spec: ArchSpec) -> None:
+    if (cfg.freeze_base or cfg.unfreeze_top) and not spec.weights:
+        with_base = ", ".join(n for n, s in ARCHITECTURES.items() if s.weights)
+        raise TrainError(
+            f"--freeze-base and --unfreeze-top act on a pretrained base; {cfg.arch} has none "
+            f"(use one of: {with_base})"
+        )
+    if cfg.unfreeze_top and not cfg.freeze_base:
+        raise TrainError("--unfreeze-top N is a second stage after --freeze-base: add it")
+    if cfg.unfreeze_top < 0:
+        raise TrainError(f"--unfreeze-top must be positive, got {cfg.unfreeze_top}")
 
 
 def _prepare_out(out: str) -> None:
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
-        raise TrainError(f"cannot create run folder {out}: {e.strerror}") from e
+        raise TrainError(
+            f"cannot create run folder {out}: {e.strerror}; choose another --out"
+        ) from e
     if not os.access(out, os.W_OK):
         raise TrainError(f"run folder {out} is not writable: choose another --out")
 
@@ -58,60 +91,112 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def run_training(cfg: TrainConfig) -> TrainResult:
-    spec = get_arch(cfg.arch)
-    size, channels = cfg.img_size or spec.input_size, cfg.channels or spec.channels
-    _prepare_out(cfg.out)
-    dataset = load_dataset(cfg.data, size, channels, cfg.val_split, cfg.seed)
-    seed_everything(cfg.seed)
+def pipelines(dataset: Dataset, size: int, channels: int, cfg: TrainConfig) -> tuple[Any, Any]:
+    """Batched, prefetched tf.data pipelines: training (shuffled, augmented), validation."""
+    import tensorflow as tf
+
+    from cnnbench.training.augment import augment_batches
+
+    train = to_tf(dataset.train, size, channels).shuffle(
+        len(dataset.train), seed=cfg.seed, reshuffle_each_iteration=True
+    )
+    train = train.batch(cfg.batch_size)
+    if cfg.augment:
+        train = augment_batches(train, channels, cfg.seed)
+    val = to_tf(dataset.val, size, channels).batch(cfg.batch_size)
+    return train.prefetch(tf.data.AUTOTUNE), val.prefetch(tf.data.AUTOTUNE)
+
+
+def fit(model: Any, data: tuple[Any, Any], cfg: TrainConfig, learning_rate: float) -> dict:
     import keras
 
-    model = build(cfg.arch, len(dataset.labels), size, channels)
     model.compile(
-        optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        run_eagerly=cfg.eager,
     )
+    train, val = data
     history = model.fit(
-        dataset.train.images,
-        dataset.train.targets,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        validation_data=(dataset.val.images, dataset.val.targets),
-        verbose=cfg.verbose,
+        train, validation_data=val, epochs=cfg.epochs, verbose=cfg.verbose, shuffle=False
     )
-    model_path = os.path.join(cfg.out, "model.keras")
-    labels_path = os.path.join(cfg.out, "labels.txt")
+    return history.history
+
+
+def unfreeze_top(base: Any, n: int) -> None:
+    """Make the top `n` weight layers of `base` trainable; BatchNormalization stays frozen."""
+    base.trainable = True
+    weighted = [layer for layer in base.layers if layer.weights]
+    top = {id(layer) for layer in weighted[-n:]}
+    for layer in base.layers:
+        is_bn = type(layer).__name__ == "BatchNormalization"
+        layer.trainable = id(layer) in top and not is_bn
+
+
+def run_training(cfg: TrainConfig) -> TrainResult:
+    spec = get_arch(cfg.arch)
+    check_options(cfg, spec)
+    size, channels = cfg.img_size or spec.input_size, cfg.channels or spec.channels
+    check_size(spec, size)
+    dataset = load_dataset(DataOptions(cfg.data, size, channels, cfg.val_split, cfg.val, cfg.seed))
+    seed_everything(cfg.seed)
+    model = build(cfg.arch, len(dataset.labels), size, channels, cfg.weights)
+    _prepare_out(cfg.out)  # after the checks and the weights, so a failed start leaves nothing
+    data = pipelines(dataset, size, channels, cfg)
+    if cfg.freeze_base:
+        model.get_layer(BASE).trainable = False
+    with decode_errors(dataset):
+        histories = [fit(model, data, cfg, cfg.learning_rate)]
+        if cfg.unfreeze_top:
+            unfreeze_top(model.get_layer(BASE), cfg.unfreeze_top)
+            histories.append(fit(model, data, cfg, cfg.learning_rate * FINE_TUNE_LR_FACTOR))
+    return _write_run(cfg, model, dataset, data[1], histories)
+
+
+def _write_run(
+    cfg: TrainConfig, model: Any, dataset: Dataset, val: Any, histories: list[dict]
+) -> TrainResult:
+    out = cfg.out
+    model_path, labels_path = os.path.join(out, "model.keras"), os.path.join(out, "labels.txt")
     model.save(model_path)
     with open(labels_path, "w", encoding="utf-8") as f:
         f.write("".join(f"{label}\n" for label in dataset.labels))
-    _write_history(history.history, os.path.join(cfg.out, "history.csv"))
-    _write_config(cfg, size, channels, os.path.join(cfg.out, "config.json"))
+    rows = report.write_history(histories, os.path.join(out, report.HISTORY_FILE))
+    report.plot_history(rows, os.path.join(out, report.HISTORY_PLOT))
+    targets = dataset.val.targets
+    predicted = model.predict(val, verbose=0).argmax(axis=1)
+    accuracy = report.write_class_report(
+        targets, predicted, dataset.labels, os.path.join(out, report.REPORT_FILE)
+    )
+    report.plot_confusion(
+        targets, predicted, dataset.labels, os.path.join(out, report.CONFUSION_PLOT)
+    )
+    report.write_config(
+        _config_record(cfg, model, dataset, accuracy), os.path.join(out, report.CONFIG_FILE)
+    )
     if cfg.export_val:
-        write_image_folder(dataset.val, dataset.labels, cfg.export_val)
-    probs = model.predict(dataset.val.images, batch_size=256, verbose=0)
-    accuracy = float(np.mean(probs.argmax(axis=1) == dataset.val.targets))
+        size, channels = model.inputs[0].shape[1], model.inputs[0].shape[3]
+        images = to_tf(dataset.val, size, channels).as_numpy_iterator()
+        write_image_folder(images, dataset.labels, cfg.export_val)
     return TrainResult(
-        model_path, labels_path, accuracy, len(dataset.train.targets), len(dataset.val.targets)
+        model_path, labels_path, accuracy, len(dataset.train), len(dataset.val), dataset.skipped
     )
 
 
-def _write_history(history: dict[str, list[float]], path: str) -> None:
-    keys = list(history)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["epoch", *keys])
-        for epoch, values in enumerate(zip(*(history[k] for k in keys), strict=True), start=1):
-            writer.writerow([epoch, *(f"{v:.6f}" for v in values)])
-
-
-def _write_config(cfg: TrainConfig, size: int, channels: int, path: str) -> None:
+def _config_record(cfg: TrainConfig, model: Any, dataset: Dataset, accuracy: float) -> dict:
     import keras
     import tensorflow as tf
 
-    record = asdict(cfg) | {
+    _, size, _, channels = model.inputs[0].shape
+    return asdict(cfg) | {
         "img_size": size,
         "channels": channels,
+        "labels": list(dataset.labels),
+        "num_train": len(dataset.train),
+        "num_val": len(dataset.val),
+        "skipped_files": dataset.skipped,
+        "params": model.count_params(),
+        "val_accuracy": accuracy,
         "versions": {
             "cnnbench": __version__,
             "tensorflow": tf.__version__,
@@ -119,5 +204,3 @@ def _write_config(cfg: TrainConfig, size: int, channels: int, path: str) -> None
             "numpy": np.__version__,
         },
     }
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2)

@@ -1,0 +1,134 @@
+"""The Keras side: load a `.keras` file, check it is a single-input image classifier, and
+build the uint8 -> model input adapter used both in the traced graph and as the reference."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cnnbench.convert.config import Preprocess
+from cnnbench.convert.errors import ConvertError
+
+REFERENCE_CHUNK = 2  # images per Keras call: eager Keras holds every activation of a call
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the Keras model says about its input and output."""
+
+    size: tuple[int, int]
+    channels: int
+    num_classes: int
+    input_dtype: str
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_keras(path: str) -> Any:
+    if not os.path.isfile(path):
+        raise ConvertError(f"model file not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ConvertError(
+            f"{path} is not a Keras .keras file (a zip archive); save the model "
+            "with model.save('model.keras')"
+        )
+    import keras
+
+    import cnnbench.training.layers  # noqa: F401  registers cnnbench's custom layers for loading
+
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # Keras raises many types for bad archives and unknown layers
+        raise ConvertError(
+            f"{path} is not a Keras .keras file Keras can load: {str(e).splitlines()[0]}"
+        ) from e
+
+
+def model_facts(model: Any) -> ModelFacts:
+    """Check that `model` is a single-input image classifier, and describe it."""
+    if len(model.inputs) != 1:
+        raise ConvertError(
+            f"model has {len(model.inputs)} inputs; cnnbench converts image classifiers "
+            "with one image input"
+        )
+    if len(model.outputs) != 1:
+        raise ConvertError(f"model has {len(model.outputs)} outputs; an image classifier has one")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[3] not in (1, 3) or None in shape[1:]:
+        raise ConvertError(
+            f"model input shape is {shape}; an image classifier takes "
+            "(batch, height, width, 1 or 3) with fixed height and width"
+        )
+    out = tuple(model.outputs[0].shape)
+    if len(out) != 2 or out[1] is None:
+        raise ConvertError(
+            f"model output shape is {out}; an image classifier outputs (batch, classes)"
+        )
+    return ModelFacts((shape[1], shape[2]), shape[3], out[1], str(model.inputs[0].dtype))
+
+
+def preprocess_fn(kind: Preprocess, channels: int) -> Any:
+    """0..255 pixels (any dtype) -> what a float-input model expects, as TensorFlow ops."""
+    import tensorflow as tf
+
+    # Plain lists, not tf.constant: constants made outside the traced function would be
+    # captured as extra graph inputs.
+    mean_caffe = [103.939, 116.779, 123.68]
+    mean_torch = [0.485, 0.456, 0.406]
+    std_torch = [0.229, 0.224, 0.225]
+
+    def apply(image: Any) -> Any:
+        x = tf.cast(image, tf.float32)
+        if kind is Preprocess.SCALE:
+            return x / 255.0
+        if kind is Preprocess.IMAGENET_CAFFE and channels == 3:
+            return x[..., ::-1] - mean_caffe
+        if kind is Preprocess.IMAGENET_TORCH and channels == 3:
+            return (x / 255.0 - mean_torch) / std_torch
+        return x
+
+    return apply
+
+
+def to_uint8(image: Any) -> Any:
+    """Float pixels -> the uint8 a uint8 model takes (rounded, clipped)."""
+    import tensorflow as tf
+
+    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+
+def input_adapter(facts: ModelFacts, preprocess: Preprocess) -> Any:
+    """The function from the exported input (uint8 or float pixels) to the model's input."""
+    if facts.input_dtype != "uint8":
+        return preprocess_fn(preprocess, facts.channels)
+    if preprocess is not Preprocess.NONE:
+        raise ConvertError(
+            f"the model already takes uint8 images and scales them itself; "
+            f"--preprocess {preprocess.value} would scale twice: leave it out"
+        )
+    return lambda image: image if image.dtype.name == "uint8" else to_uint8(image)
+
+
+def keras_reference(model: Any, facts: ModelFacts, preprocess: Preprocess) -> Any:
+    """Keras' own probabilities for uint8 images, through the same preprocessing."""
+    prep = input_adapter(facts, preprocess)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        chunks = [
+            np.asarray(model(prep(images[i : i + REFERENCE_CHUNK]), training=False), np.float32)
+            for i in range(0, len(images), REFERENCE_CHUNK)
+        ]
+        return np.concatenate(chunks)
+
+    return predict

@@ -1,0 +1,81 @@
+"""Lower precisions: fp16 for GPUs, int8 static QDQ quantization for CPUs with VNNI.
+
+Both keep the contract's uint8 (or float32) `image` input and float32 `probs` output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cnnbench.convert.errors import ConvertError
+from cnnbench.infer.contract import INPUT_NAME
+
+CALIBRATION_BATCH = 8
+KEEP_FLOAT_OPS = ("Softmax",)  # quantized probabilities would tie at 1/255 steps
+
+
+def to_fp16(model: Any) -> Any:
+    """fp16 weights and activations inside; the graph's inputs and outputs keep their types.
+    `model` must carry inferred shapes (onnx.shape_inference.infer_shapes_path)."""
+    import warnings
+
+    from onnxconverter_common.float16 import convert_float_to_float16
+
+    # The converter rewrites a Cast's output type but not its `to` attribute, so the
+    # uint8 -> float Cast on the input would be left inconsistent: keep it in float32.
+    # Remove when onnxconverter-common handles Cast nodes (still so in 1.16).
+    inputs = {i.name for i in model.graph.input}
+    casts = [n.name for n in model.graph.node if n.op_type == "Cast" and set(n.input) & inputs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # one line per tiny weight it rounds
+        return convert_float_to_float16(
+            model, keep_io_types=True, disable_shape_infer=True, node_block_list=casts
+        )
+
+
+def calibration_reader(images: np.ndarray, dtype: np.dtype) -> Any:
+    """ONNX Runtime's calibration reader over uint8 images, fed as the model's input dtype:
+    the model's own preprocessing is in the graph, so calibration sees real activations."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(range(0, len(images), CALIBRATION_BATCH))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            start = next(self.batches, None)
+            if start is None:
+                return None
+            return {INPUT_NAME: images[start : start + CALIBRATION_BATCH].astype(dtype)}
+
+    return Reader()
+
+
+def quantize_int8(src: str, dst: str, images: np.ndarray, external: bool) -> None:
+    """Static QDQ quantization of `src` into `dst`: uint8 activations, int8 per-channel
+    weights (the U8S8 pair ONNX Runtime's VNNI kernels run fastest), MinMax ranges."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    model = onnx.load(src, load_external_data=False)
+    exclude = [n.name for n in model.graph.node if n.op_type in KEEP_FLOAT_OPS]
+    elem_type = model.graph.input[0].type.tensor_type.elem_type
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    del model
+    try:
+        quantize_static(
+            src,
+            dst,
+            calibration_reader(images, dtype),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=exclude,
+            use_external_data_format=external,
+        )
+    except Exception as e:  # the quantizer raises bare exceptions for unsupported graphs
+        raise ConvertError(f"int8 quantization failed: {str(e).splitlines()[0]}") from e

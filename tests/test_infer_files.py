@@ -1,0 +1,249 @@
+"""Exactly once: every file under the inputs ends in one row, predictions or errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cnnbench.cli import cli
+from cnnbench.infer.images import decode, jpeg_size, load_image, reduction_for
+from cnnbench.infer.output import unsafe_cell
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    ok, data = cv2.imencode(".png", image)
+    assert ok
+    path.write_bytes(data.tobytes())
+
+
+def make_zoo(root: Path, photo: bytes) -> tuple[set[str], set[str]]:
+    """Good and bad files of every kind; returns (names that decode, names that fail)."""
+    root.mkdir()
+    good, bad = set(), set()
+
+    def add(name: str, data: bytes, ok: bool) -> None:
+        (root / name).write_bytes(data)
+        (good if ok else bad).add(name)
+
+    add("photo.jpg", photo, True)
+    add("truncated.jpg", photo[: len(photo) // 3], False)
+    add("header_only.jpg", photo[:200], False)
+    add("zero.jpg", b"", False)
+    add("text.png", b"this is not a png\n", False)
+    add("café_日本.jpg", photo, True)
+    add('comma, "quote".jpg', photo, True)
+    add("=HYPERLINK(1).jpg", photo, True)
+    add("'apostrophe.jpg", photo, True)
+    rng = np.random.default_rng(1)
+    write_png(root / "gray.png", rng.integers(0, 255, (40, 30), dtype=np.uint8))
+    write_png(root / "rgba.png", rng.integers(0, 255, (40, 30, 4), dtype=np.uint8))
+    write_png(root / "deep16.png", rng.integers(0, 65535, (40, 30, 3), dtype=np.uint16))
+    write_png(root / "one_pixel.png", np.full((1, 1, 3), 7, dtype=np.uint8))
+    huge = cv2.resize(cv2.imdecode(np.frombuffer(photo, np.uint8), 1), (6000, 4000))
+    (root / "huge.jpg").write_bytes(cv2.imencode(".jpg", huge)[1].tobytes())
+    good |= {"gray.png", "rgba.png", "deep16.png", "one_pixel.png", "huge.jpg"}
+    os.symlink(root / "missing-target.jpg", root / "broken_link.jpg")
+    bad.add("broken_link.jpg")
+    (root / "sub").mkdir()
+    add("sub/nested.jpeg", photo, True)
+    (root / "notes.txt").write_text("not an image extension: not scanned")
+    if os.geteuid() != 0:  # root reads files whatever their mode: chmod cannot make one fail
+        add("locked.jpg", photo, False)
+        (root / "locked.jpg").chmod(0)
+    return good, bad
+
+
+def test_every_file_lands_once(tiny_model: Path, photo_jpeg: bytes, tmp_path: Path) -> None:
+    good, bad = make_zoo(tmp_path / "zoo", photo_jpeg)
+    out = tmp_path / "pred.csv"
+    result = CliRunner().invoke(
+        cli,
+        ["infer", str(tiny_model), str(tmp_path / "zoo"), "-o", str(out), "--batch-size", "4"],
+    )
+    assert result.exit_code == 0, result.output
+    rows, errors = read_csv(out), read_csv(tmp_path / "pred.errors.csv")
+    predicted = [unsafe_cell(r["path"]) for r in rows]
+    failed = {unsafe_cell(r["path"]): r["error"] for r in errors}
+    assert sorted(predicted) == sorted(good), "sorted input order, each good file once"
+    assert predicted == sorted(predicted)
+    assert set(failed) == bad and len(errors) == len(bad)
+    assert "empty" in failed["zero.jpg"]
+    assert "truncated" in failed["truncated.jpg"]
+    assert "not a readable image" in failed["text.png"]
+    assert "broken symlink" in failed["broken_link.jpg"]
+    if "locked.jpg" in failed:
+        assert failed["locked.jpg"] == "permission denied"
+    assert f"{len(bad)} files failed" in result.output
+    raw = out.read_text(encoding="utf-8")
+    assert "\n'=HYPERLINK(1).jpg," in raw, "a formula-like name must not stay live"
+    assert "\n''apostrophe.jpg," in raw
+    assert '"comma, ""quote"".jpg"' in raw
+
+
+def test_odd_formats_become_what_the_model_takes(tmp_path: Path) -> None:
+    deep = np.full((4, 5, 3), 65535, dtype=np.uint16)
+    deep[0, 0] = (0, 32768, 65535)  # BGR in OpenCV's order
+    write_png(tmp_path / "d.png", deep)
+    image = decode((tmp_path / "d.png").read_bytes(), 3)
+    assert image.dtype == np.uint8 and image.shape == (4, 5, 3)
+    assert tuple(image[0, 0]) == (255, 128, 0), "16-bit scaled to 8-bit, RGB order"
+    rgba = np.zeros((3, 3, 4), dtype=np.uint8)
+    rgba[..., 2], rgba[..., 3] = 200, 0  # red, fully transparent
+    write_png(tmp_path / "a.png", rgba)
+    assert tuple(decode((tmp_path / "a.png").read_bytes(), 3)[1, 1]) == (200, 0, 0)
+    write_png(tmp_path / "g.png", np.full((3, 3), 90, dtype=np.uint8))
+    assert tuple(decode((tmp_path / "g.png").read_bytes(), 3)[0, 0]) == (90, 90, 90)
+    assert decode((tmp_path / "a.png").read_bytes(), 1).shape == (3, 3, 1)
+
+
+def test_large_jpeg_decodes_reduced_and_close(photo_jpeg: bytes) -> None:
+    full = cv2.imdecode(np.frombuffer(photo_jpeg, np.uint8), cv2.IMREAD_COLOR_RGB)
+    big = cv2.imencode(".jpg", cv2.resize(full, (2000, 1500)), [cv2.IMWRITE_JPEG_QUALITY, 95])[1]
+    data = big.tobytes()
+    assert jpeg_size(data) == (1500, 2000)
+    assert jpeg_size(b"\x89PNG....") is None
+    assert reduction_for(data, (224, 224)) == 4  # 1500 / 4 = 375 >= 224; / 8 would not be
+    assert reduction_for(data, (28, 28)) == 8
+    assert reduction_for(data, (1000, 1000)) == 1
+    reduced = decode(data, 3, target=(224, 224))
+    assert reduced.shape == (375, 500, 3)
+    reference = cv2.resize(decode(data, 3), (224, 224), interpolation=cv2.INTER_AREA)
+    ours = cv2.resize(reduced, (224, 224), interpolation=cv2.INTER_AREA)
+    assert np.abs(ours.astype(int) - reference.astype(int)).mean() < 3
+
+
+@pytest.mark.parametrize("target", [None, (28, 28)])
+def test_exif_orientation_is_applied(tmp_path: Path, photo_jpeg: bytes, target) -> None:
+    from PIL import Image
+
+    (tmp_path / "p.jpg").write_bytes(photo_jpeg)
+    photo = Image.open(tmp_path / "p.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    photo.save(tmp_path / "rot.jpg", exif=exif.tobytes())
+    image = decode((tmp_path / "rot.jpg").read_bytes(), 3, target=target)
+    h, w = image.shape[:2]
+    assert h > w, f"portrait after EXIF rotation, got {image.shape}"
+
+
+def test_summary_json_and_per_class_accuracy(tiny_model: Path, tmp_path: Path) -> None:
+    red, blue = np.zeros((20, 20, 3), np.uint8), np.zeros((20, 20, 3), np.uint8)
+    red[..., 2], blue[..., 0] = 255, 255
+    for label, image in (("cat", red), ("dog", blue)):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(3):
+            write_png(tmp_path / "data" / label / f"{i}.png", image)
+    out, summary = tmp_path / "p.csv", tmp_path / "s.json"
+    args = ["infer", str(tiny_model), str(tmp_path / "data"), "-o", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--summary", str(summary), "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    assert list(rows[0]) == [
+        "path",
+        "label",
+        "score",
+        "label_2",
+        "score_2",
+        "true_label",
+        "correct",
+    ]
+    doc = json.loads(summary.read_text())
+    assert doc["images"] == 6 and doc["errors"] == 0 and doc["provider"] == "cpu"
+    assert set(doc["per_class"]) == {"cat", "dog"}
+    for label, entry in doc["per_class"].items():
+        hits = [r["correct"] == "1" for r in rows if r["true_label"] == label]
+        assert entry["correct"] == sum(hits) and entry["total"] == 3
+    assert doc["correct"] == sum(r["label"] == r["true_label"] for r in rows)
+    assert "per class:" in result.output
+
+
+def test_inputs_as_files_lists_and_folders(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        for name in ("x.jpg", "y.jpg", "z.JPG"):
+            (tmp_path / folder / name).write_bytes(photo_jpeg)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{tmp_path / 'b' / 'y.jpg'}\n\n{tmp_path / 'gone.jpg'}\n")
+    out = tmp_path / "p.csv"
+    monkeypatch.chdir(tmp_path)
+    args = ["infer", str(tiny_model), "a", f"@{listing}", "-o", str(out), "--no-progress"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert [r["path"] for r in read_csv(out)] == [
+        "a/x.jpg",
+        "a/y.jpg",
+        "a/z.JPG",
+        f"{tmp_path}/b/y.jpg",
+    ]
+    assert [r["path"] for r in read_csv(tmp_path / "p.errors.csv")] == [f"{tmp_path}/gone.jpg"]
+    result = CliRunner().invoke(
+        cli, [*args[:3], "-o", str(out), "--extensions", "jpg", "--limit", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert [r["path"] for r in read_csv(out)] == ["x.jpg", "y.jpg"]
+
+
+def test_foreign_model_matches_numpy(foreign_model: Path, photo_jpeg: bytes, tmp_path: Path):
+    import onnxruntime as ort
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "p.jpg").write_bytes(photo_jpeg)
+    out = tmp_path / "p.csv"
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    args = ["infer", str(foreign_model), str(tmp_path / "img"), "-o", str(out), "--top-k", "4"]
+    args += ["--mean", ",".join(map(str, mean)), "--std", ",".join(map(str, std))]
+    (tmp_path / "labels.txt").write_text("a\nb\nc\nd\n")
+    args += ["--labels", str(tmp_path / "labels.txt")]
+    result = CliRunner().invoke(cli, [*args, "--scale", str(1 / 255), "--bgr"])
+    assert result.exit_code == 0, result.output
+    row = read_csv(out)[0]
+    x = load_image(str(tmp_path / "img" / "p.jpg"), (8, 8), 3, bgr=True).astype(np.float32)
+    x = ((x / 255 - np.float32(mean)) / np.float32(std)).transpose(2, 0, 1)[None]
+    session = ort.InferenceSession(str(foreign_model), providers=["CPUExecutionProvider"])
+    probs = session.run(None, {"input": x.astype(np.float32)})[0][0]
+    ours = {row["label" + s]: float(row["score" + s]) for s in ("", "_2", "_3", "_4")}
+    assert ours == pytest.approx({"abcd"[i]: float(p) for i, p in enumerate(probs)}, abs=2e-6)
+
+
+def test_resume_cuts_a_torn_line_and_checks_columns(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    folder = tmp_path / "img"
+    folder.mkdir()
+    for i in range(10):
+        (folder / f"{i}.jpg").write_bytes(photo_jpeg)
+    out = tmp_path / "p.csv"
+    args = ["infer", str(tiny_model), str(folder), "-o", str(out), "--batch-size", "3"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:5]) + lines[5][:7])  # killed in the middle of row 5
+    result = CliRunner().invoke(cli, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "4 already done (resumed)" in result.output
+    assert [r["path"] for r in read_csv(out)] == [f"{i}.jpg" for i in range(10)]
+    result = CliRunner().invoke(cli, [*args, "--resume", "--top-k", "2"])
+    assert result.exit_code != 0 and "use the same --top-k" in result.output
+
+
+def test_symlink_loop_is_scanned_once(tiny_model: Path, photo_jpeg: bytes, tmp_path: Path):
+    folder = tmp_path / "img"
+    (folder / "a").mkdir(parents=True)
+    (folder / "a" / "x.jpg").write_bytes(photo_jpeg)
+    os.symlink(folder, folder / "a" / "loop")
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(cli, ["infer", str(tiny_model), str(folder), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [r["path"] for r in read_csv(out)] == ["a/x.jpg"], "the loop is not followed"

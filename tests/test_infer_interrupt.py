@@ -1,0 +1,112 @@
+"""Killed and resumed, with real subprocesses and real signals."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from cnnbench.infer.output import unsafe_cell
+
+FILES = 600
+
+
+@pytest.fixture()
+def slow_folder(tmp_path: Path) -> Path:
+    """FILES hard links of one photo PNG: slow enough to decode (~10 ms each on one thread)
+    to be stopped in the middle."""
+    from sklearn.datasets import load_sample_images
+
+    image = cv2.resize(load_sample_images().images[1], (600, 450))
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    first = folder / "img_0000.png"
+    first.write_bytes(cv2.imencode(".png", image)[1].tobytes())
+    for i in range(1, FILES):
+        os.link(first, folder / ("sub" if i % 3 == 0 else "") / f"img_{i:04d}.png")
+    (folder / "broken.png").write_bytes(b"nope")
+    return folder
+
+
+def command(model: Path, folder: Path, out: Path, *extra: str) -> list[str]:
+    args = [sys.executable, "-m", "cnnbench", "infer", str(model), str(folder), "-o", str(out)]
+    return [*args, "--batch-size", "8", "--workers", "1", "--no-progress", *extra]
+
+
+def start(model: Path, folder: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        command(model, folder, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for_rows(out: Path, rows: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if out.exists() and out.read_bytes().count(b"\n") > rows:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    raise AssertionError(f"{out} never reached {rows} rows")
+
+
+def paths(csv_path: Path) -> list[str]:
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        return [unsafe_cell(r["path"]) for r in csv.DictReader(f)]
+
+
+def assert_exactly_once(folder: Path, out: Path) -> None:
+    done = paths(out) + paths(out.with_name(out.stem + ".errors.csv"))
+    expected = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
+    assert len(done) == len(set(done)), "duplicate rows"
+    assert sorted(done) == expected, "missing rows"
+
+
+def resume(model: Path, folder: Path, out: Path) -> subprocess.CompletedProcess:
+    args = command(model, folder, out, "--resume")
+    return subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_sigkill_then_resume(tiny_model: Path, slow_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred.csv"
+    proc = start(tiny_model, slow_folder, out)
+    wait_for_rows(out, 40, proc)
+    # a second run on the same output while the first holds it: refused, nothing changed
+    second = subprocess.run(
+        command(tiny_model, slow_folder, out), capture_output=True, text=True, check=False
+    )
+    assert second.returncode == 1 and "another cnnbench infer is writing" in second.stderr
+    proc.kill()  # SIGKILL: no handler runs, no flush, no cleanup
+    proc.wait()
+    written = len(paths(out))
+    assert 40 <= written < FILES, "killed mid-run"
+    written += len(paths(out.with_name("pred.errors.csv")))
+    done = resume(tiny_model, slow_folder, out)
+    assert done.returncode == 0, done.stderr
+    assert f"{written} already done (resumed)" in done.stderr
+    assert_exactly_once(slow_folder, out)
+
+
+def test_sigint_finishes_batch_and_says_how_to_resume(
+    tiny_model: Path, slow_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pred.csv"
+    proc = start(tiny_model, slow_folder, out)
+    wait_for_rows(out, 20, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    raw = out.read_bytes()
+    assert raw.endswith(b"\n"), "the batch in flight was finished and flushed"
+    assert len(paths(out)) < FILES
+    assert not Path(f"{out}.lock").exists()
+    done = resume(tiny_model, slow_folder, out)
+    assert done.returncode == 0, done.stderr
+    assert_exactly_once(slow_folder, out)

@@ -9,7 +9,7 @@ import click
 from cnnbench.bench.errors import BenchError
 from cnnbench.bench.measure import Timing
 from cnnbench.bench.run import DEFAULT_MAX_BATCH, Baseline, BenchConfig, run_bench
-from cnnbench.infer.options import parse_size, runtime_options
+from cnnbench.infer.options import parse_size, runtime_options, tensorrt_options
 from cnnbench.infer.preprocess import ForeignOptions, Layout
 from cnnbench.infer.session import Provider, RuntimeOptions
 
@@ -61,6 +61,7 @@ def check_outputs(paths: dict[str, str | None]) -> None:
     "built with random weights, converted once and cached.",
 )
 @runtime_options(provider_list=True)
+@tensorrt_options
 @click.option(
     "--batch-sizes",
     callback=parse_batch_sizes,
@@ -180,7 +181,13 @@ def _config(opts: dict) -> BenchConfig:
         batch_sizes=opts["batch_sizes"],
         max_batch=opts["max_batch"],
         timing=timing,
-        runtime=RuntimeOptions(Provider.CPU, opts["device_id"], opts["threads"]),
+        runtime=RuntimeOptions(
+            Provider.CPU,
+            opts["device_id"],
+            opts["threads"],
+            trt_cache=opts["trt_cache"],
+            trt_fp16=opts["fp16"],
+        ),
         foreign=ForeignOptions(
             layout=Layout(opts["layout"]) if opts["layout"] else None,
             size=parse_size(opts["size"]),

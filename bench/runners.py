@@ -4,6 +4,7 @@ made on each (plain `session.run` on CPU; IO binding with the input already on t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import time
 from collections.abc import Callable
@@ -18,13 +19,7 @@ OOM_MARKERS = ("out of memory", "bad_alloc", "failed to allocate", "alloc_failed
 
 
 def with_provider(runtime: RuntimeOptions, provider: Provider) -> RuntimeOptions:
-    return RuntimeOptions(
-        provider=provider,
-        device_id=runtime.device_id,
-        threads=runtime.threads,
-        trt_cache=runtime.trt_cache,
-        trt_fp16=runtime.trt_fp16,
-    )
+    return dataclasses.replace(runtime, provider=provider)
 
 
 def candidate_providers(asked: tuple[Provider, ...] | None) -> tuple[Provider, ...]:

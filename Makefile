@@ -17,7 +17,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	$(BIN)/cnnbench train mnist_cnn --data digits --epochs 8 --out $(DEMO)/run --export-val $(DEMO)/heldout
+	$(BIN)/cnnbench train mnist_cnn --data digits --epochs 10 --out $(DEMO)/run --export-val $(DEMO)/heldout
 	$(BIN)/cnnbench convert $(DEMO)/run/model.keras -o $(DEMO)/digits.onnx
 	$(BIN)/cnnbench infer $(DEMO)/digits.onnx $(DEMO)/heldout -o $(DEMO)/predictions.csv --no-progress
 	$(BIN)/cnnbench bench --model $(DEMO)/digits.onnx --batch-sizes 1,8,32 --duration 2 --json $(DEMO)/bench.json

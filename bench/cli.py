@@ -9,7 +9,7 @@ import click
 from cnnbench.bench.errors import BenchError
 from cnnbench.bench.measure import Timing
 from cnnbench.bench.run import DEFAULT_MAX_BATCH, Baseline, BenchConfig, run_bench
-from cnnbench.infer.options import parse_size, runtime_options, tensorrt_options
+from cnnbench.infer.options import parse_size, runtime_options, shape_options, tensorrt_options
 from cnnbench.infer.preprocess import ForeignOptions, Layout
 from cnnbench.infer.session import Provider, RuntimeOptions
 
@@ -96,12 +96,7 @@ def check_outputs(paths: dict[str, str | None]) -> None:
     show_default=True,
     help="Time cap per configuration while windows disagree.",
 )
-@click.option("--size", help="Foreign models with dynamic height/width: N or HxW.")
-@click.option(
-    "--layout",
-    type=click.Choice(list(Layout), case_sensitive=False),
-    help="Foreign models: input layout.",
-)
+@shape_options
 @click.option(
     "--images",
     type=click.Path(file_okay=False),

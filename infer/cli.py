@@ -14,6 +14,7 @@ from cnnbench.infer.options import (
     parse_floats,
     parse_size,
     runtime_options,
+    shape_options,
     tensorrt_options,
 )
 from cnnbench.infer.pipeline import InferConfig, InferSummary, run_infer
@@ -56,12 +57,7 @@ from cnnbench.infer.session import Provider, check_ort_install
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @runtime_options
 @tensorrt_options
-@click.option(
-    "--layout",
-    type=click.Choice(list(Layout), case_sensitive=False),
-    help="Foreign models: input layout.",
-)
-@click.option("--size", help="Foreign models: input size N or HxW.")
+@shape_options
 @click.option("--mean", help="Foreign models: per-channel mean, e.g. 0.485,0.456,0.406.")
 @click.option("--std", help="Foreign models: per-channel std, e.g. 0.229,0.224,0.225.")
 @click.option("--scale", type=float, help="Foreign models: multiply pixels by this first.")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import click
 
+from cnnbench.infer.preprocess import Layout
 from cnnbench.infer.session import Provider, RuntimeOptions
 
 
@@ -91,6 +92,18 @@ def runtime_options(f: Callable | None = None, *, provider_list: bool = False) -
     ):
         f = option(f)
     return f
+
+
+def shape_options(f: Callable) -> Callable:
+    """--layout and --size, for foreign models that do not say their input."""
+    f = click.option(
+        "--size", help="Foreign models: input size N or HxW (needed when height/width are dynamic)."
+    )(f)
+    return click.option(
+        "--layout",
+        type=click.Choice(list(Layout), case_sensitive=False),
+        help="Foreign models: input layout.",
+    )(f)
 
 
 def default_trt_cache() -> str:

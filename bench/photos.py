@@ -13,14 +13,10 @@ SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field
 
 def source_photos() -> list[np.ndarray]:
     """The bundled photos as uint8 RGB arrays (gray ones as 3 channels)."""
-    import skimage.data
-    from sklearn.datasets import load_sample_images
+    from cnnbench.training.samples import SKLEARN_PHOTOS, load_photo
 
-    photos = list(load_sample_images().images)
-    for name in SKIMAGE_PHOTOS:
-        image = getattr(skimage.data, name)()
-        photos.append(np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image)
-    return photos
+    photos = [load_photo(name) for name in (*SKLEARN_PHOTOS, *SKIMAGE_PHOTOS)]
+    return [np.repeat(p[..., None], 3, axis=2) if p.ndim == 2 else p for p in photos]
 
 
 def random_crop(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:

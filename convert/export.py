@@ -20,7 +20,7 @@ from cnnbench.convert.keras_model import (
 from cnnbench.convert.real_images import RealImages, calibration_images, verification_images
 from cnnbench.convert.writer import check_writable, needs_external, save_model, staged
 from cnnbench.infer.contract import INPUT_NAME, ModelSpec, read_labels, write_spec
-from cnnbench.infer.errors import InferError
+from cnnbench.infer.errors import InferError, first_line
 
 __all__ = ["ConvertConfig", "InputDtype", "Precision", "Preprocess", "export_onnx"]
 
@@ -71,7 +71,7 @@ def to_onnx(model: Any, facts: ModelFacts, cfg: ConvertConfig) -> Any:
     try:
         proto, arrays = trace_to_onnx(model, call, spec, cfg.opset)
     except Exception as e:  # tf2onnx raises bare exceptions for unsupported ops
-        raise ConvertError(f"tf2onnx could not convert the model: {str(e).splitlines()[0]}") from e
+        raise ConvertError(f"tf2onnx could not convert the model: {first_line(e)}") from e
     inputs_to_initializers(proto, arrays)
     del arrays
     apply_contract_names(proto)

@@ -13,6 +13,7 @@ import numpy as np
 
 from cnnbench.convert.config import Preprocess
 from cnnbench.convert.errors import ConvertError
+from cnnbench.infer.errors import first_line
 
 REFERENCE_CHUNK = 2  # images per Keras call: eager Keras holds every activation of a call
 
@@ -51,7 +52,7 @@ def load_keras(path: str) -> Any:
         return keras.saving.load_model(path, compile=False)
     except Exception as e:  # Keras raises many types for bad archives and unknown layers
         raise ConvertError(
-            f"{path} is not a Keras .keras file Keras can load: {str(e).splitlines()[0]}"
+            f"{path} is not a Keras .keras file Keras can load: {first_line(e)}"
         ) from e
 
 

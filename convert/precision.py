@@ -11,6 +11,7 @@ import numpy as np
 
 from cnnbench.convert.errors import ConvertError
 from cnnbench.infer.contract import INPUT_NAME
+from cnnbench.infer.errors import first_line
 
 CALIBRATION_BATCH = 8
 KEEP_FLOAT_OPS = ("Softmax",)  # quantized probabilities would tie at 1/255 steps
@@ -78,4 +79,4 @@ def quantize_int8(src: str, dst: str, images: np.ndarray, external: bool) -> Non
             use_external_data_format=external,
         )
     except Exception as e:  # the quantizer raises bare exceptions for unsupported graphs
-        raise ConvertError(f"int8 quantization failed: {str(e).splitlines()[0]}") from e
+        raise ConvertError(f"int8 quantization failed: {first_line(e)}") from e

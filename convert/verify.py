@@ -15,6 +15,7 @@ from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.keras_model import ModelFacts
 from cnnbench.convert.real_images import RealImages
 from cnnbench.infer.contract import INPUT_NAME
+from cnnbench.infer.errors import first_line
 
 # (max abs difference of probabilities, minimum top-1 agreement); None: informative only
 TOLERANCES: dict[Precision, tuple[float | None, float]] = {
@@ -118,7 +119,7 @@ def open_session(path: str, precision: Precision) -> Any:
         return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # ORT raises its own Fail/InvalidGraph types, not exported
         raise ConvertError(
-            f"ONNX Runtime cannot load the {precision.value} export: {str(e).splitlines()[0]}"
+            f"ONNX Runtime cannot load the {precision.value} export: {first_line(e)}"
         ) from e
 
 
@@ -128,7 +129,7 @@ def checker_check(path: str) -> Check:
     try:
         onnx.checker.check_model(path, full_check=True)
     except onnx.checker.ValidationError as e:
-        return Check("onnx.checker (full)", str(e).splitlines()[0][:60], "must pass", False)
+        return Check("onnx.checker (full)", first_line(e)[:60], "must pass", False)
     return Check("onnx.checker (full)", "passed", "must pass", True)
 
 

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from cnnbench.infer.errors import InferError
+from cnnbench.infer.errors import InferError, first_line
 
 TENSORRT_HINT = (
     "install TensorRT 10 (e.g. pip install tensorrt) and put its libraries on LD_LIBRARY_PATH"
@@ -159,13 +159,8 @@ def _try_session(model_path: str, provider: Provider, opts: RuntimeOptions):
         with quiet_stderr() as log:
             session = ort.InferenceSession(model_path, so, providers=providers)
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
-        raise InferError(f"cannot load {model_path} with ONNX Runtime: {_first_line(e)}") from e
+        raise InferError(f"cannot load {model_path} with ONNX Runtime: {first_line(e)}") from e
     return session, log
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def create_session(model_path: str, opts: RuntimeOptions):

@@ -7,7 +7,7 @@ import socket
 import warnings
 from typing import Any
 
-from cnnbench.training.errors import TrainError
+from cnnbench.training.errors import TrainError, first_line
 
 ORIGIN = "https://storage.googleapis.com/tensorflow/keras-applications"
 # keras.applications' no-top weight files: the base without its 1000-class head.
@@ -33,7 +33,7 @@ def fetch_imagenet(arch: str) -> str:
     try:
         return keras.utils.get_file(fname, url, cache_subdir="models")
     except Exception as e:  # urllib and Keras raise several types for a failed download
-        reason = str(e).splitlines()[0].split(" -- ")[-1] if str(e) else type(e).__name__
+        reason = first_line(e).split(" -- ")[-1]
         raise TrainError(
             f"cannot download the ImageNet weights for {arch} ({reason}); without internet, "
             f"fetch {url} on a machine that has it and pass --weights /path/to/{fname}"
@@ -60,7 +60,7 @@ def load_base_weights(base: Any, arch: str, weights: str | None) -> None:
             base.load_weights(path)
     except Exception as e:  # h5py and Keras raise many types for a mismatched file
         raise TrainError(
-            f"cannot load {path} into the {arch} base: {str(e).splitlines()[0]}; it needs "
+            f"cannot load {path} into the {arch} base: {first_line(e)}; it needs "
             f"keras.applications' no-top weights ({os.path.basename(IMAGENET_FILES[arch])}) "
             "or a .weights.h5 saved from this base"
         ) from e

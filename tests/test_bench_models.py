@@ -48,7 +48,9 @@ def test_zoo_with_keras_baseline_and_end_to_end(digits_run, tmp_path: Path) -> N
     assert doc["models"][0]["architecture"] == "mnist_cnn"
     assert doc["models"][0]["input_shape"] == [1, 28, 28, 1]
     runtimes = {(b["runtime"], b["batch_size"]) for b in doc["baselines"]}
-    assert runtimes == {(r, b) for r in ("keras predict", "tf.function") for b in (1, 8)}
+    # Batch 1 and the CPU's best batch size (on a busy machine that can be batch 1 too).
+    best = max(doc["results"], key=lambda r: r["throughput_ips"])["batch_size"]
+    assert runtimes == {(r, b) for r in ("keras predict", "tf.function") for b in {1, best}}
     assert all(b["ort_speedup"] > 0 for b in doc["baselines"])
     (e2e,) = doc["end_to_end"]
     assert e2e["images"] == len(list(digits_run.heldout.rglob("*.png")))

@@ -161,6 +161,9 @@ def summary_line(summary: InferSummary, cfg: InferConfig) -> str:
             f"{label} {c / t:.0%}" for label, (c, t) in sorted(summary.per_class.items())
         )
         line += f"\nper class: {per_class}"
+    if summary.per_worker:
+        workers = ", ".join(f"{w} {n}" for w, n in sorted(summary.per_worker.items()))
+        line += f"\nray: rows per worker: {workers}; start-up {summary.startup_seconds:.2f} s"
     if summary.errors:
         line += f"\n{summary.errors} files failed: see {cfg.errors_path}"
     return line

@@ -144,19 +144,34 @@ def decode_batch(batch: dict, size: tuple[int, int], channels: int, bgr: bool) -
     }
 
 
+def worker_session(model_ref, runtime: RuntimeOptions):
+    """A session on a worker from the model bytes in the object store. ORT reads the
+    file while creating the session, so the temporary copy is removed right after."""
+    import ray
+
+    with tempfile.TemporaryDirectory(prefix="cnnbench-model-") as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        with open(path, "wb") as f:
+            f.write(ray.get(model_ref))
+        return create_session(path, dataclasses.replace(runtime, spinning=False))
+
+
+def probe_worker(model: list, runtime: RuntimeOptions) -> str:
+    """Ray task placed like an inference actor: the provider a worker gets, or
+    'error: why' when it cannot load the model (returned, so Ray logs no traceback)."""
+    try:
+        return active_provider(worker_session(model[0], runtime)).value
+    except InferError as e:
+        return f"error: {e}"
+
+
 class Predictor:
     """Ray Data actor: one ONNX Runtime session, created once, for every batch it gets."""
 
     def __init__(
         self, model: list, fmt: InputFormat, runtime: RuntimeOptions, batch_size: int, top_k: int
     ) -> None:
-        import ray
-
-        self.tmp = tempfile.TemporaryDirectory(prefix="cnnbench-model-")
-        path = os.path.join(self.tmp.name, "model.onnx")
-        with open(path, "wb") as f:
-            f.write(ray.get(model[0]))
-        session = create_session(path, dataclasses.replace(runtime, spinning=False))
+        session = worker_session(model[0], runtime)
         self.provider = active_provider(session)
         self.runner = make_runner(session, fmt, self.provider, runtime.device_id)
         self.buf = np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8)
@@ -319,7 +334,7 @@ def _dataset(ray, job: _Job, fmt: InputFormat, model_ref, cfg, opts, batch_size:
         fn_constructor_kwargs={
             "model": [model_ref],
             "fmt": fmt,
-            "runtime": dataclasses.replace(cfg.runtime, device_id=0),  # the actor's own GPU
+            "runtime": _actor_runtime(cfg.runtime),
             "batch_size": batch_size,
             "top_k": cfg.top_k,
         },
@@ -329,14 +344,32 @@ def _dataset(ray, job: _Job, fmt: InputFormat, model_ref, cfg, opts, batch_size:
     )
 
 
-def _worker_error(ray, e: Exception) -> InferError:
-    """One line from a failed Ray job: the worker's own InferError when there is one."""
-    cause: BaseException | None = e
-    while cause is not None:
-        if isinstance(cause, InferError):
-            return InferError(f"a Ray worker failed: {cause}")
-        cause = getattr(cause, "cause", None) or cause.__cause__
-    return InferError(f"the Ray job failed: {first_line(e)}")
+def _check_workers(ray, model_ref, cfg: InferConfig, opts: RayOptions, report: Report) -> None:
+    """Load the model once where an inference actor would run, before the job starts:
+    a worker that cannot gives one clear line here instead of a failed job."""
+    gpus = _num_gpus(opts, cfg.runtime)
+    _pool(ray, opts, gpus)  # the resources fit
+    probe = ray.remote(probe_worker).options(num_cpus=1, num_gpus=gpus, max_retries=0)
+    answer = ray.get(probe.remote([model_ref], _actor_runtime(cfg.runtime)))
+    if answer.startswith("error: "):
+        raise InferError(f"a Ray worker cannot load the model: {answer[7:]}")
+    report(f"ray: inference workers load {cfg.model} on provider {answer}")
+
+
+def _actor_runtime(runtime: RuntimeOptions) -> RuntimeOptions:
+    return dataclasses.replace(runtime, device_id=0)  # Ray gives each actor its own GPU(s)
+
+
+def _worker_error(e: Exception) -> InferError:
+    """One line from a failed Ray job. A worker's exception reaches the driver as text
+    (its traceback); the last line of that is the reason, the worker's InferError when
+    it raised one."""
+    marker = f"{InferError.__module__}.{InferError.__name__}: "
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if marker in line:
+            return InferError(f"a Ray worker failed: {line.split(marker, 1)[1]}")
+    return InferError(f"the Ray job failed: {lines[-1] if lines else type(e).__name__}")
 
 
 def _consume(ray, ds, collector: _Collector, summary: InferSummary, progress: bool) -> None:
@@ -353,7 +386,7 @@ def _consume(ray, ds, collector: _Collector, summary: InferSummary, progress: bo
                     break
             summary.interrupted = stop.requested
     except ray.exceptions.RayError as e:
-        raise _worker_error(ray, e) from e
+        raise _worker_error(e) from e
     finally:
         summary.seconds = time.perf_counter() - start
     if not summary.interrupted and collector.job.pending:
@@ -401,15 +434,17 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
     summary = InferSummary(batch_size=batch_size)
     items = iter_items(inputs, cfg)
     with OutputLock(cfg.output):
-        parts = Parts(cfg.output, _job_key(cfg, model, columns, opts.block_size), cfg.resume)
         start = time.perf_counter()
         owned = connect(ray, opts.address, report)
         summary.startup_seconds = time.perf_counter() - start
         try:
+            model_ref = ray.put(model)
+            _check_workers(ray, model_ref, cfg, opts, report)
+            parts = Parts(cfg.output, _job_key(cfg, model, columns, opts.block_size), cfg.resume)
             job = _plan(ray, items, opts.block_size, parts, summary)
             collector = _Collector(job, parts, fmt, cfg, with_truth)
             if job.pending:
-                ds = _dataset(ray, job, fmt, ray.put(model), cfg, opts, batch_size)
+                ds = _dataset(ray, job, fmt, model_ref, cfg, opts, batch_size)
                 _consume(ray, ds, collector, summary, cfg.progress)
         finally:
             if owned:

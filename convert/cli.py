@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import enum
-import os
 from typing import Any
 
 import click
 
 from cnnbench.convert.config import ConvertConfig, InputDtype, Precision, Preprocess
 from cnnbench.convert.errors import ConvertError
+from cnnbench.training.tf_logs import quiet_tensorflow
 
 
 def enum_option(name: str, default: enum.Enum, help_text: str) -> Any:
@@ -49,7 +49,6 @@ def convert(model: str, output: str, no_verify: bool, external_data: bool, **opt
       cnnbench convert vgg16.keras -o vgg16-int8.onnx --preprocess imagenet-caffe \\
           --precision int8 --calibration photos/
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     from cnnbench.convert.export import export_onnx
 
     cfg = ConvertConfig(
@@ -66,7 +65,8 @@ def convert(model: str, output: str, no_verify: bool, external_data: bool, **opt
         external_data=True if external_data else None,
     )
     try:
-        path = export_onnx(cfg, report=lambda line: click.echo(line, err=True))
+        with quiet_tensorflow():
+            path = export_onnx(cfg, report=lambda line: click.echo(line, err=True))
     except ConvertError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"wrote {path}", err=True)

@@ -5,6 +5,9 @@ Both keep the contract's uint8 (or float32) `image` input and float32 `probs` ou
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -66,17 +69,34 @@ def quantize_int8(src: str, dst: str, images: np.ndarray, external: bool) -> Non
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
     del model
     try:
-        quantize_static(
-            src,
-            dst,
-            calibration_reader(images, dtype),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=exclude,
-            use_external_data_format=external,
-        )
+        with _quiet_root_logger():
+            quantize_static(
+                src,
+                dst,
+                calibration_reader(images, dtype),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=exclude,
+                use_external_data_format=external,
+            )
     except Exception as e:  # the quantizer raises bare exceptions for unsupported graphs
         raise ConvertError(f"int8 quantization failed: {first_line(e)}") from e
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """The quantizer gives advice through `logging.warning` on the root logger, which
+    also installs a stderr handler for every later log line: hold back both."""
+    root = logging.getLogger()
+    placeholder = logging.NullHandler()  # root has a handler: no basicConfig()
+    root.addHandler(placeholder)
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+        root.removeHandler(placeholder)

@@ -142,8 +142,10 @@ def opencv_check(path: str, session_probs: np.ndarray, images: np.ndarray) -> Ch
         net.setInput(images)
         probs = net.forward()
     except cv2.error as e:
-        reason = str(e).strip().splitlines()[-1]
-        return Check("OpenCV DNN top-1", f"not loadable: {reason:.60}", "informative", None)
+        # cv2.error carries the failed assertion and the function apart from the path.
+        reason = f"{getattr(e, 'err', '') or str(e).strip()} in {getattr(e, 'func', '?')}"
+        loadable = f"OpenCV {cv2.__version__} cannot load it ({reason:.50})"
+        return Check("OpenCV DNN top-1", loadable, "informative", None)
     _, agree = compare(session_probs, probs.reshape(session_probs.shape))
     return Check("OpenCV DNN top-1", f"{agree:.1%}", "informative", None)
 

@@ -167,5 +167,10 @@ def test_train_undecodable_image(tmp_path: Path) -> None:
     data = class_folder(tmp_path / "data", {"china": 3, "flower": 3})
     (data / "flower" / "broken.jpg").write_bytes(b"not a jpeg")
     args = ["train", "mlp", "--data", str(data), "--img-size", "8", "--epochs", "1"]
-    code, output = run([*args, "--out", str(tmp_path / "run")])
-    assert_one_line_error(code, output, "cannot decode", "broken.jpg", "fix or remove it")
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "earlier.txt").write_text("a file of an earlier run")
+    for out in (tmp_path / "run", tmp_path / "kept"):
+        code, output = run([*args, "--out", str(out)])
+        assert_one_line_error(code, output, "cannot decode", "broken.jpg", "fix or remove it")
+    assert not (tmp_path / "run").exists(), "a failed run leaves no run folder of its own"
+    assert os.listdir(tmp_path / "kept") == ["earlier.txt"], "a folder given is left as it was"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import ctypes
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -90,6 +93,44 @@ def test_every_file_lands_once(tiny_model: Path, photo_jpeg: bytes, tmp_path: Pa
     assert "\n'=HYPERLINK(1).jpg," in raw, "a formula-like name must not stay live"
     assert "\n''apostrophe.jpg," in raw
     assert '"comma, ""quote"".jpg"' in raw
+
+
+def drop_file_capabilities() -> None:
+    """In a child of root: give up CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (prctl
+    PR_CAPBSET_DROP), so that file modes apply to it as to any user."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="test_every_file_lands_once covers it")
+def test_unreadable_files_as_root_without_override(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """Root reads files whatever their mode, so run `infer` without that privilege: a file
+    and a folder with mode 000 end as error rows, the readable photo as a prediction."""
+    (tmp_path / "in" / "closed").mkdir(parents=True)
+    for name in ("ok.jpg", "locked.jpg", "closed/inside.jpg"):
+        (tmp_path / "in" / name).write_bytes(photo_jpeg)
+    (tmp_path / "in" / "locked.jpg").chmod(0)
+    (tmp_path / "in" / "closed").chmod(0)
+    cmd = [sys.executable, "-m", "cnnbench", "infer", str(tiny_model), str(tmp_path / "in")]
+    proc = subprocess.run(
+        [*cmd, "-o", str(tmp_path / "pred.csv"), "--no-progress"],
+        preexec_fn=drop_file_capabilities,
+        capture_output=True,
+        text=True,
+    )
+    (tmp_path / "in" / "closed").chmod(0o755)  # let pytest clean it up
+    assert proc.returncode == 0, proc.stderr
+    assert [r["path"] for r in read_csv(tmp_path / "pred.csv")] == ["ok.jpg"]
+    failed = {r["path"]: r["error"] for r in read_csv(tmp_path / "pred.errors.csv")}
+    assert failed == {
+        "closed": "cannot list folder: permission denied",
+        "locked.jpg": "permission denied",
+    }
+    assert "2 files failed" in proc.stderr
 
 
 def test_odd_formats_become_what_the_model_takes(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +151,41 @@ def test_custom_layers_reload_in_a_fresh_process(tmp_path: Path) -> None:
         "ResidualUnit",
         str(build("resnet34", 2, 32).count_params()),
     ]
+
+
+TF_LOG_PROBE = """
+import contextlib, sys
+from cnnbench.training.tf_logs import quiet_tensorflow
+with (quiet_tensorflow() if sys.argv[1] == "quiet" else contextlib.nullcontext()):
+    import tensorflow as tf
+    tf.constant([1.0]) * 2
+    print("kept: ours", file=sys.stderr)
+print("after the block", file=sys.stderr)
+"""
+
+
+def test_tensorflow_log_lines_are_filtered_and_ours_kept():
+    """TF 2.21 ignores TF_CPP_MIN_LOG_LEVEL for its absl start-up lines: the control run
+    shows them (if it stops doing so, tf_logs.py can go), the filtered run does not."""
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    runs = {
+        mode: subprocess.run(
+            [sys.executable, "-c", TF_LOG_PROBE, mode], capture_output=True, text=True, env=env
+        )
+        for mode in ("plain", "quiet")
+    }
+    absl = re.compile(r"^[IWE]\d{4} ", re.MULTILINE)
+    assert absl.search(runs["plain"].stderr), runs["plain"].stderr
+    quiet = runs["quiet"]
+    assert quiet.returncode == 0, quiet.stderr
+    assert not absl.search(quiet.stderr), quiet.stderr
+    assert "kept: ours\n" in quiet.stderr and quiet.stderr.endswith("after the block\n")
+
+
+def test_tensorflow_log_filter_keeps_real_errors():
+    from cnnbench.training.tf_logs import _dropped
+
+    assert _dropped(b"I0000 00:00:1795548090.080245    2056 port.cc:153] oneDNN custom ops")
+    assert _dropped(b"E0000 00:00:17.1  2056 cuda_platform.cc:52] failed call to cuInit: x")
+    assert not _dropped(b"E0000 00:00:17.1  2056 op_kernel.cc:1857] OP_REQUIRES failed")
+    assert not _dropped(b"Error: I0000 is not a prefix here")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
 
 from cnnbench.training.errors import TrainError
 from cnnbench.training.registry import ARCHITECTURES, get_arch
+from cnnbench.training.tf_logs import quiet_tensorflow
 
 
 def list_architectures() -> None:
@@ -77,7 +77,6 @@ def train(arch: str | None, out: str | None, list_archs: bool, **options: Any) -
         return
     if arch is None or out is None:
         raise click.UsageError("give an architecture and --out (or --list)")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     weights = options.pop("weights")
     options |= {
         "channels": int(options["channels"]) if options["channels"] else None,
@@ -88,7 +87,8 @@ def train(arch: str | None, out: str | None, list_archs: bool, **options: Any) -
         get_arch(arch)
         from cnnbench.training.run import TrainConfig, run_training
 
-        result = run_training(TrainConfig(arch=arch, out=out, **options))
+        with quiet_tensorflow():
+            result = run_training(TrainConfig(arch=arch, out=out, **options))
     except TrainError as e:
         raise click.ClickException(str(e)) from e
     click.echo(

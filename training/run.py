@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -72,7 +73,9 @@ def check_options(cfg: TrainConfig, spec: ArchSpec) -> None:
         raise TrainError(f"--unfreeze-top must be positive, got {cfg.unfreeze_top}")
 
 
-def _prepare_out(out: str) -> None:
+def _prepare_out(out: str) -> bool:
+    """Create the run folder; True when this run created it."""
+    created = not os.path.exists(out)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
@@ -81,6 +84,7 @@ def _prepare_out(out: str) -> None:
         ) from e
     if not os.access(out, os.W_OK):
         raise TrainError(f"run folder {out} is not writable: choose another --out")
+    return created
 
 
 def seed_everything(seed: int) -> None:
@@ -141,16 +145,21 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     dataset = load_dataset(DataOptions(cfg.data, size, channels, cfg.val_split, cfg.val, cfg.seed))
     seed_everything(cfg.seed)
     model = build(cfg.arch, len(dataset.labels), size, channels, cfg.weights)
-    _prepare_out(cfg.out)  # after the checks and the weights, so a failed start leaves nothing
-    data = pipelines(dataset, size, channels, cfg)
-    if cfg.freeze_base:
-        model.get_layer(BASE).trainable = False
-    with decode_errors(dataset):
-        histories = [fit(model, data, cfg, cfg.learning_rate)]
-        if cfg.unfreeze_top:
-            unfreeze_top(model.get_layer(BASE), cfg.unfreeze_top)
-            histories.append(fit(model, data, cfg, cfg.learning_rate * FINE_TUNE_LR_FACTOR))
-    return _write_run(cfg, model, dataset, data[1], histories)
+    created = _prepare_out(cfg.out)  # after the checks and the weights
+    try:
+        data = pipelines(dataset, size, channels, cfg)
+        if cfg.freeze_base:
+            model.get_layer(BASE).trainable = False
+        with decode_errors(dataset):
+            histories = [fit(model, data, cfg, cfg.learning_rate)]
+            if cfg.unfreeze_top:
+                unfreeze_top(model.get_layer(BASE), cfg.unfreeze_top)
+                histories.append(fit(model, data, cfg, cfg.learning_rate * FINE_TUNE_LR_FACTOR))
+        return _write_run(cfg, model, dataset, data[1], histories)
+    except BaseException:  # a failed or interrupted run leaves no run folder of its own
+        if created:
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise
 
 
 def _write_run(

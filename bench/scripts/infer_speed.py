@@ -3,7 +3,9 @@
 - ResNet50 (model-bound): end-to-end img/s of `run_infer` over a folder of real JPEG
   photos vs the bare `session.run` loop at the same batch size (target >= 0.9x).
 - mnist_cnn (decode-bound): end-to-end img/s vs the decode-only rate of the same files
-  with the same decode function and thread count (target >= 0.8x).
+  with the same decode function and thread count (target >= 0.8x), over 500x375 photos
+  (fp32 and int8) and over larger photos (`--sizes`, default 2 MP and 12 MP), where
+  decoding costs more than the model.
 - A model with almost no compute (mean colour, 224x224 input): purely decode-bound, the
   same comparison as mnist_cnn's.
 - Peak RSS of `cnnbench infer` on a 1,000-file and a 50,000-file folder (target: within 10%).
@@ -18,6 +20,7 @@ Needs the `train` extra (TensorFlow) to build and convert the two models.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -53,8 +56,10 @@ def source_photos() -> list[np.ndarray]:
     return photos
 
 
-def make_photo_folder(folder: Path, count: int) -> Path:
-    """`count` distinct 500x375 JPEGs: random crops, flips and qualities of real photos."""
+def make_photo_folder(folder: Path, count: int, size: tuple[int, int] = (500, 375)) -> Path:
+    """`count` distinct JPEGs of `size` (w, h): random crops, flips and qualities of real
+    photos. Sizes above the sources' (at most 640x512) are upscaled: smoother than a real
+    camera photo of that size, so they compress better and decode faster than one."""
     if folder.exists() and len(list(folder.glob("*.jpg"))) == count:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -66,7 +71,8 @@ def make_photo_folder(folder: Path, count: int) -> Path:
         ch, cw = int(h * rng.uniform(0.6, 1)), int(w * rng.uniform(0.6, 1))
         y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
         crop = photo[y : y + ch, x : x + cw][:, :: rng.choice([1, -1])]
-        image = cv2.resize(crop, (500, 375), interpolation=cv2.INTER_AREA)
+        shrink = size[0] <= cw and size[1] <= ch
+        image = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
         quality = [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))]
         _, enc = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), quality)
         (folder / f"photo_{i:05d}.jpg").write_bytes(enc.tobytes())
@@ -85,28 +91,31 @@ def make_linked_folder(folder: Path, source: Path, count: int) -> Path:
     return folder
 
 
-def make_models(work: Path) -> dict[str, Path]:
-    """ResNet50 (random weights, caffe preprocessing in-graph) and mnist_cnn, as ONNX."""
-    models = {"resnet50": work / "resnet50.onnx", "mnist_cnn": work / "mnist_cnn.onnx"}
+def make_models(work: Path, calibration: Path) -> dict[str, Path]:
+    """ResNet50 (random weights, caffe preprocessing in-graph) and mnist_cnn as ONNX, and
+    mnist_cnn quantized to int8 (calibrated on the photos)."""
+    names = ("resnet50", "mnist_cnn", "mnist_cnn_int8")
+    models = {name: work / f"{name}.onnx" for name in names}
     if all(p.exists() for p in models.values()):
         return models
     import keras
 
-    from cnnbench.convert.export import ConvertConfig, Preprocess, export_onnx
+    from cnnbench.convert.export import ConvertConfig, Precision, Preprocess, export_onnx
     from cnnbench.training.registry import build
 
     keras.applications.ResNet50(weights=None).save(work / "resnet50.keras")
     build("mnist_cnn", 10).save(work / "mnist_cnn.keras")
-    for name, preprocess in (
-        ("resnet50", Preprocess.IMAGENET_CAFFE),
-        ("mnist_cnn", Preprocess.NONE),
-    ):
-        keras_path, onnx_path = str(work / f"{name}.keras"), str(models[name])
-        try:
-            export_onnx(ConvertConfig(keras_path, onnx_path, preprocess=preprocess), report=print)
-        except Exception as e:  # the foundation's convert fails on in-graph caffe preprocessing
-            print(f"{name}: --preprocess {preprocess.value} failed ({e}); converting without it")
-            export_onnx(ConvertConfig(keras_path, onnx_path), report=print)
+    configs = {
+        "resnet50": ConvertConfig("", "", preprocess=Preprocess.IMAGENET_CAFFE),
+        "mnist_cnn": ConvertConfig("", ""),
+        "mnist_cnn_int8": ConvertConfig(
+            "", "", precision=Precision.INT8, calibration=str(calibration)
+        ),
+    }
+    for name, cfg in configs.items():
+        keras_name = name.removesuffix("_int8")
+        cfg = dataclasses.replace(cfg, model=str(work / f"{keras_name}.keras"))
+        export_onnx(dataclasses.replace(cfg, output=str(models[name])), report=print)
     return models
 
 
@@ -209,6 +218,27 @@ def peak_rss_mb(model: Path, folder: Path, out: Path) -> tuple[float, float]:
     return int(proc.stdout.split()[-1]) / 1024, time.perf_counter() - start
 
 
+def mnist_rates(model: Path, photos: Path, args, workers: int, count: int = 0) -> dict:
+    """End-to-end vs decode-only (target >= 0.8), and vs the bound of decode and model
+    sharing the cores, 1 / (1/decode + 1/model)."""
+    count = count or args.photos
+    m = best_of(
+        args.rounds,
+        end_to_end=lambda: end_to_end_rate(
+            model, photos, args.work / "pred.csv", args.batch, count
+        ),
+        decode_only=lambda: decode_only_rate(model, photos, workers, count),
+        bare_session_run=lambda: bare_session_rate(model, photos, args.batch, 3.0),
+    )
+    serial = 1 / (1 / m["decode_only"] + 1 / m["bare_session_run"])
+    return m | {
+        "files": count,
+        "ratio": m["end_to_end"] / m["decode_only"],
+        "decode_plus_model_bound": serial,
+        "ratio_to_bound": m["end_to_end"] / serial,
+    }
+
+
 def best_of(rounds: int, **runs) -> dict[str, float]:
     """Each measurement `rounds` times, interleaved, keeping the best: other jobs on a
     shared machine only ever slow a run down."""
@@ -227,11 +257,17 @@ def main() -> None:
     parser.add_argument("--resnet-images", type=int, default=192)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--big", type=int, default=50_000)
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: [tuple(map(int, s.split("x"))) for s in text.split(",") if s],
+        default=[(1600, 1200), (4032, 3024)],
+        help="further photo sizes WxH for the mnist_cnn comparison (comma-separated)",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     workers = os.cpu_count() or 1
     photos = make_photo_folder(args.work / "photos", args.photos)
-    models = make_models(args.work)
+    models = make_models(args.work, photos)
     out = args.work / "pred.csv"
     res = {"machine": platform.processor() or platform.machine(), "cores": workers}
     res |= {"batch": args.batch, "rounds": args.rounds, "photos": args.photos}
@@ -247,18 +283,13 @@ def main() -> None:
         "ratio": r["end_to_end"] / r["bare_session_run"],
         "ratio_no_spinning": r["end_to_end"] / r["bare_no_spinning"],
     }
-    m = best_of(
-        args.rounds,
-        end_to_end=lambda: end_to_end_rate(mnist, photos, out, args.batch, args.photos),
-        decode_only=lambda: decode_only_rate(mnist, photos, workers, args.photos),
-        bare_session_run=lambda: bare_session_rate(mnist, photos, args.batch, 3.0),
-    )
-    serial = 1 / (1 / m["decode_only"] + 1 / m["bare_session_run"])
-    res["mnist_cnn"] = m | {
-        "ratio": m["end_to_end"] / m["decode_only"],
-        "decode_plus_model_bound": serial,
-        "ratio_to_bound": m["end_to_end"] / serial,
-    }
+    res["mnist_cnn"] = mnist_rates(mnist, photos, args, workers)
+    res["mnist_cnn_int8"] = mnist_rates(models["mnist_cnn_int8"], photos, args, workers)
+    for size in args.sizes:
+        # Same number of pixels per round as the 500x375 folder, at least 200 files.
+        count = max(200, args.photos * 500 * 375 // (size[0] * size[1]))
+        folder = make_photo_folder(args.work / f"photos_{size[0]}x{size[1]}", count, size)
+        res[f"mnist_cnn_{size[0]}x{size[1]}"] = mnist_rates(mnist, folder, args, workers, count)
     tiny = make_pixel_mean_model(args.work / "pixel_mean.onnx")
     t = best_of(
         args.rounds,

@@ -290,7 +290,9 @@ def _pool(ray, opts: RayOptions, gpus: float):
     asking for more would wait forever. Every actor takes one CPU; one is left for decoding."""
     have = ray.cluster_resources()
     cpus, have_gpus = int(have.get("CPU", 0)), have.get("GPU", 0.0)
-    most = max(1, cpus - 1)
+    if cpus < 2:
+        raise InferError(f"the Ray cluster has {cpus} CPUs: the Ray engine needs at least 2")
+    most = cpus - 1
     if gpus:
         most = min(most, int(have_gpus // gpus))
         if most < max(1, opts.workers):
@@ -376,7 +378,7 @@ def _consume(ray, ds, collector: _Collector, summary: InferSummary, progress: bo
     """Pull rows until every block is written or Ctrl-C; Ray Data shows the progress."""
     ray.data.DataContext.get_current().enable_progress_bars = progress
     if not progress:  # Ray Data's own log lines on the console are progress too
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     start = time.perf_counter()
     try:
         with StopOnSigint() as stop:

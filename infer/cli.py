@@ -125,7 +125,12 @@ def infer(
     if summary.interrupted:
         again = " ".join(shlex.quote(a) for a in sys.argv)
         again = again if "--resume" in sys.argv else f"{again} --resume"
-        click.echo(f"interrupted: rows so far are saved; to finish, run: {again}", err=True)
+        saved = (
+            "rows so far are"
+            if engine == Engine.LOCAL
+            else f"finished blocks are in {output}.parts"
+        )
+        click.echo(f"interrupted: {saved} saved; to finish, run: {again}", err=True)
         sys.exit(130)
 
 

@@ -102,6 +102,12 @@ def committed_blocks(out: Path) -> list[str]:
     return [n for n in names if n.endswith(".csv") and not n.endswith(".errors.csv")]
 
 
+def committed_rows(out: Path) -> int:
+    """Files in the committed blocks: their predictions and errors shards."""
+    shards = [Path(f"{out}.parts") / n for n in committed_blocks(out)]
+    return sum(len(paths(p)) + len(paths(p.with_name(p.stem + ".errors.csv"))) for p in shards)
+
+
 def wait_for_blocks(out: Path, blocks: int, proc: subprocess.Popen, timeout=120) -> None:
     deadline = time.monotonic() + timeout
     while len(committed_blocks(out)) < blocks:
@@ -128,8 +134,7 @@ def test_kill_driver_then_resume_exactly_once(
     proc.wait()
     done = committed_blocks(out)
     assert 3 <= len(done) < 25 and not out.exists(), "killed mid-run, before the merge"
-    rows = sum(len(paths(Path(f"{out}.parts") / n)) for n in done)
-    rows += sum(len(paths(Path(f"{out}.parts") / n.replace(".csv", ".errors.csv"))) for n in done)
+    rows = committed_rows(out)
     resumed = infer(
         tiny_model, slow_folder, out, "--engine", "ray", "--address", ray_address,
         "--batch-size", "8", "--block-size", "25", "--resume",
@@ -140,6 +145,26 @@ def test_kill_driver_then_resume_exactly_once(
     local = tmp_path / "local.csv"
     assert infer(tiny_model, slow_folder, local, "--batch-size", "8").exit_code == 0
     assert_same_files(local, out)
+
+
+@pytest.mark.slow
+def test_sigint_keeps_finished_blocks_and_resume_finishes(
+    ray_address: str, tiny_model: Path, slow_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pred.csv"
+    command = ray_command(tiny_model, slow_folder, out, ray_address)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_blocks(out, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert f"finished blocks are in {out}.parts saved" in stderr and "Traceback" not in stderr
+    assert not out.exists() and not Path(f"{out}.lock").exists()
+    rows = committed_rows(out)
+    done = subprocess.run([*command, "--resume"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"{rows} already done (resumed)" in done.stderr
+    assert_exactly_once(slow_folder, out)
 
 
 def ray_workers(title: str) -> list[int]:

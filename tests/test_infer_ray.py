@@ -262,3 +262,26 @@ def test_ray_not_installed_says_how_to_install(tiny_model: Path, tmp_path: Path)
     assert result.returncode == 1
     assert result.stderr.strip().endswith("pip install 'cnnbench[ray]'"), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_parts_count_only_for_the_same_files_and_job(tmp_path: Path) -> None:
+    """The shards folder on its own: a block is done only for the very files it was
+    written for, a different job is refused, and the merge follows block order."""
+    from cnnbench.infer.errors import InferError
+    from cnnbench.infer.parts import Parts, names_digest
+
+    out, columns = tmp_path / "p.csv", ["path", "label", "score"]
+    job = {"model_sha256": "m", "block_size": 2}
+    digests = [names_digest(["a", "b"]), names_digest(["c"])]
+    parts = Parts(str(out), job, resume=False)
+    parts.write_block(1, digests[1], columns, [], [{"path": "c", "error": "empty file"}])
+    rows = [{"path": n, "label": "x", "score": "0.5"} for n in ("a", "b")]
+    parts.write_block(0, digests[0], columns, rows, [])
+    again = Parts(str(out), job, resume=True)
+    assert again.is_done(0, digests[0]) and again.is_done(1, digests[1])
+    assert not again.is_done(0, names_digest(["a", "new"])), "other files: redo the block"
+    with pytest.raises(InferError, match="another model_sha256"):
+        Parts(str(out), job | {"model_sha256": "other"}, resume=True)
+    again.merge(digests, str(out), str(tmp_path / "p.errors.csv"))
+    assert paths(out) == ["a", "b"] and paths(tmp_path / "p.errors.csv") == ["c"]
+    assert not Parts(str(out), job, resume=False).is_done(0, digests[0]), "a fresh run"

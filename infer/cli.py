@@ -13,12 +13,15 @@ from cnnbench.infer.options import (
     make_runtime,
     parse_floats,
     parse_size,
+    ray_config,
+    ray_options,
     runtime_options,
     shape_options,
     tensorrt_options,
 )
 from cnnbench.infer.pipeline import InferConfig, InferSummary, run_infer
 from cnnbench.infer.preprocess import ForeignOptions, Layout
+from cnnbench.infer.ray_engine import Engine, run_ray_infer
 from cnnbench.infer.runner import DEFAULT_BATCH_SIZE
 from cnnbench.infer.session import Provider, check_ort_install
 
@@ -45,7 +48,10 @@ from cnnbench.infer.session import Provider, check_ort_install
     f"{DEFAULT_BATCH_SIZE[Provider.CUDA]} on GPU.",
 )
 @click.option(
-    "--workers", type=click.IntRange(min=0), default=0, help="Decode threads (0 = one per core)."
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Local: decode threads (0 = one per core). Ray: inference actors (0 = autoscale).",
 )
 @click.option("--top-k", type=int, default=1, show_default=True)
 @click.option("--limit", type=int, help="Only the first N files of the inputs.")
@@ -55,6 +61,7 @@ from cnnbench.infer.session import Provider, check_ort_install
 )
 @click.option("--summary", type=click.Path(dir_okay=False), help="Also write the summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@ray_options
 @runtime_options
 @tensorrt_options
 @shape_options
@@ -74,6 +81,7 @@ def infer(
     threads: int,
     trt_cache: str,
     fp16: bool,
+    engine: str,
     **options,
 ) -> None:
     """Classify every image under INPUTS (folders, recursive; files; @list.txt) into a CSV.
@@ -85,6 +93,7 @@ def infer(
     Example:
       cnnbench infer model.onnx photos/ -o predictions.csv --top-k 3
       cnnbench infer model.onnx @files.txt -o predictions.csv --resume
+      cnnbench infer model.onnx /shared/photos -o predictions.csv --engine ray --address auto
     """
     if warning := check_ort_install():
         click.echo(f"warning: {warning}", err=True)
@@ -94,7 +103,7 @@ def infer(
         output=output,
         errors=options["errors"],
         batch_size=options["batch_size"],
-        workers=options["workers"],
+        workers=options["workers"] if engine == Engine.LOCAL else 0,
         top_k=options["top_k"],
         extensions=parse_extensions(extensions),
         limit=options["limit"],
@@ -104,15 +113,24 @@ def infer(
         runtime=make_runtime(provider, device_id, threads, trt_cache=trt_cache, trt_fp16=fp16),
         foreign=foreign_options(options),
     )
+    report = lambda line: click.echo(line, err=True)  # noqa: E731
     try:
-        summary = run_infer(cfg, report=lambda line: click.echo(line, err=True))
+        if engine == Engine.RAY:
+            summary = run_ray_infer(cfg, ray_config(options), report)
+        else:
+            summary = run_infer(cfg, report)
     except InferError as e:
         raise click.ClickException(str(e)) from e
     click.echo(summary_line(summary, cfg), err=True)
     if summary.interrupted:
         again = " ".join(shlex.quote(a) for a in sys.argv)
         again = again if "--resume" in sys.argv else f"{again} --resume"
-        click.echo(f"interrupted: rows so far are saved; to finish, run: {again}", err=True)
+        saved = (
+            "rows so far are"
+            if engine == Engine.LOCAL
+            else f"finished blocks are in {output}.parts"
+        )
+        click.echo(f"interrupted: {saved} saved; to finish, run: {again}", err=True)
         sys.exit(130)
 
 
@@ -148,6 +166,9 @@ def summary_line(summary: InferSummary, cfg: InferConfig) -> str:
             f"{label} {c / t:.0%}" for label, (c, t) in sorted(summary.per_class.items())
         )
         line += f"\nper class: {per_class}"
+    if summary.per_worker:
+        workers = ", ".join(f"{w} {n}" for w, n in sorted(summary.per_worker.items()))
+        line += f"\nray: rows per worker: {workers}; start-up {summary.startup_seconds:.2f} s"
     if summary.errors:
         line += f"\n{summary.errors} files failed: see {cfg.errors_path}"
     return line

@@ -203,6 +203,21 @@ def read_into(path: str, out: np.ndarray, bgr: bool = False) -> None:
     resize_into(decode(data, out.shape[2], bgr, target=out.shape[:2]), out)
 
 
+def load_items(items: list[Item], out: np.ndarray, bgr: bool = False) -> list[str | None]:
+    """Read each item into its row of `out`; per item, None or why it could not be read."""
+    reasons: list[str | None] = []
+    for item, dst in zip(items, out, strict=True):
+        try:
+            if item.error is not None:
+                reasons.append(item.error)
+                continue
+            read_into(item.path, dst, bgr)
+            reasons.append(None)
+        except (OSError, ValueError, cv2.error, MemoryError) as e:
+            reasons.append(reason(e))
+    return reasons
+
+
 def load_image(path: str, size: tuple[int, int], channels: int, bgr: bool = False) -> np.ndarray:
     """Read, decode and resize one file exactly as the pipeline does."""
     out = np.empty((size[0], size[1], channels), dtype=np.uint8)

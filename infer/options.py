@@ -8,6 +8,7 @@ from collections.abc import Callable
 import click
 
 from cnnbench.infer.preprocess import Layout
+from cnnbench.infer.ray_engine import Engine, RayOptions
 from cnnbench.infer.session import Provider, RuntimeOptions
 
 
@@ -128,4 +129,47 @@ def tensorrt_options(f: Callable) -> Callable:
 def make_runtime(provider: str, device_id: int, threads: int, **extra: object) -> RuntimeOptions:
     return RuntimeOptions(
         provider=Provider(provider), device_id=device_id, threads=threads, **extra
+    )
+
+
+def ray_options(f: Callable) -> Callable:
+    """--engine and the options of the Ray engine."""
+    for option in (
+        click.option(
+            "--block-size",
+            type=click.IntRange(min=1),
+            default=RayOptions.block_size,
+            show_default=True,
+            help="Ray: files per block (the unit of shards and --resume).",
+        ),
+        click.option(
+            "--num-gpus-per-worker",
+            type=click.FloatRange(min=0),
+            help="Ray: GPUs per inference actor. Default: 1 with --provider cuda or "
+            "tensorrt, else 0.",
+        ),
+        click.option(
+            "--address",
+            help="Ray: cluster address, auto or HOST:PORT or "
+            "ray://HOST:PORT. Default: $RAY_ADDRESS, else a running cluster, else a "
+            "local one started for the run.",
+        ),
+        click.option(
+            "--engine",
+            type=click.Choice(list(Engine), case_sensitive=False),
+            default=Engine.LOCAL.value,
+            show_default=True,
+            help="local: this machine; ray: a Ray Data job (pip install 'cnnbench[ray]').",
+        ),
+    ):
+        f = option(f)
+    return f
+
+
+def ray_config(options: dict) -> RayOptions:
+    return RayOptions(
+        address=options["address"],
+        workers=options["workers"],
+        num_gpus_per_worker=options["num_gpus_per_worker"],
+        block_size=options["block_size"],
     )

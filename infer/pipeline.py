@@ -33,8 +33,7 @@ from cnnbench.infer.images import (
     IMAGE_EXTENSIONS,
     Item,
     expand_inputs,
-    read_into,
-    reason,
+    load_items,
     scan_inputs,
 )
 from cnnbench.infer.output import (
@@ -88,6 +87,10 @@ class InferSummary:
     skipped: int = 0  # already done by an earlier run (--resume)
     interrupted: bool = False
     per_class: dict[str, list[int]] = field(default_factory=dict)  # label -> [correct, total]
+    # --engine ray only: rows (predictions and errors) per inference actor, and the
+    # seconds spent connecting to or starting the cluster (not in `seconds`)
+    per_worker: dict[str, int] = field(default_factory=dict)
+    startup_seconds: float = 0.0
 
     @property
     def images_per_second(self) -> float:
@@ -105,7 +108,7 @@ class InferSummary:
         self.labelled += 1
 
     def to_dict(self) -> dict:
-        return {
+        doc = {
             "images": self.images,
             "errors": self.errors,
             "skipped": self.skipped,
@@ -122,9 +125,12 @@ class InferSummary:
                 for k, (c, t) in sorted(self.per_class.items())
             },
         }
+        if self.per_worker:
+            doc |= {"per_worker": self.per_worker, "startup_seconds": self.startup_seconds}
+        return doc
 
 
-def _check_config(cfg: InferConfig) -> tuple[str, ...]:
+def check_config(cfg: InferConfig) -> tuple[str, ...]:
     """Everything checkable before the model loads; returns the validated inputs."""
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise InferError(f"--batch-size must be a positive integer, got {cfg.batch_size}")
@@ -165,13 +171,13 @@ def iter_items(inputs: tuple[str, ...], cfg: InferConfig) -> Iterator[Item]:
     return itertools.chain((first,), items)
 
 
-def _truth_for(item: Item, labels: set[str]) -> str | None:
-    """The class-subfolder name of an item, when it names one of the model's labels."""
-    parts = item.name.split("/")
+def truth_for(name: str, labels: set[str]) -> str | None:
+    """The class-subfolder name of a file, when it names one of the model's labels."""
+    parts = name.split("/")
     return parts[-2] if len(parts) >= 2 and parts[-2] in labels else None
 
 
-def _has_class_folders(inputs: tuple[str, ...], labels: set[str]) -> bool:
+def has_class_folders(inputs: tuple[str, ...], labels: set[str]) -> bool:
     """True when some input folder has subfolders named like the model's labels."""
     for root in inputs:
         if os.path.isdir(root):
@@ -193,17 +199,7 @@ class _Decoder:
         )
 
     def _load(self, items: list[Item], out: np.ndarray) -> list[str | None]:
-        reasons: list[str | None] = []
-        for item, dst in zip(items, out, strict=True):
-            try:
-                if item.error is not None:
-                    reasons.append(item.error)
-                    continue
-                read_into(item.path, dst, self.fmt.bgr)
-                reasons.append(None)
-            except (OSError, ValueError, cv2.error, MemoryError) as e:
-                reasons.append(reason(e))
-        return reasons
+        return load_items(items, out, self.fmt.bgr)
 
     def submit(self, items: list[Item]) -> tuple[list[Item], np.ndarray, list[Future]]:
         buf = self.free.popleft()
@@ -218,7 +214,7 @@ class _Decoder:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
     it = iter(items)
     while batch := list(islice(it, size)):
         yield batch
@@ -252,25 +248,45 @@ class _Writer:
         self.err_f.flush()
 
     def _write_rows(self, items: list[Item], probs: np.ndarray) -> None:
-        k = min(self.top_k, probs.shape[1])
-        top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        top = top_indices(probs, self.top_k)
         for item, p, idx in zip(items, probs, top, strict=True):
-            row = {"path": safe_cell(item.name)}
-            for rank, j in enumerate(idx, start=1):
-                suffix = "" if rank == 1 else f"_{rank}"
-                row[f"label{suffix}"] = safe_cell(self._label(j))
-                row[f"score{suffix}"] = f"{float(p[j]):.6f}"
-            if self.truth is not None:
-                truth = _truth_for(item, self.truth)
-                row["true_label"] = safe_cell(truth or "")
-                if truth is not None:
-                    hit = truth == self._label(idx[0])
-                    row["correct"] = int(hit)
-                    self.summary.count(truth, hit)
+            row = prediction_row(item.name, idx, p[idx], self.labels, self.truth, self.summary)
             self.rows.writerow(row)
 
-    def _label(self, j: int) -> str:
-        return self.labels[j] if j < len(self.labels) else str(j)
+
+def top_indices(probs: np.ndarray, top_k: int) -> np.ndarray:
+    """Per row, the indices of the `top_k` highest probabilities, best first (stable)."""
+    k = min(top_k, probs.shape[1])
+    return np.argsort(-probs, axis=1, kind="stable")[:, :k]
+
+
+def prediction_row(
+    name: str,
+    idx: np.ndarray,
+    scores: np.ndarray,
+    labels: tuple[str, ...],
+    truth_labels: set[str] | None,
+    summary: InferSummary,
+) -> dict:
+    """One predictions-CSV row (top-k labels and scores, and the truth when the file
+    sits in a class folder); counts it in the summary's accuracy."""
+    row = {"path": safe_cell(name)}
+    for rank, (j, score) in enumerate(zip(idx, scores, strict=True), start=1):
+        suffix = "" if rank == 1 else f"_{rank}"
+        row[f"label{suffix}"] = safe_cell(_label(labels, j))
+        row[f"score{suffix}"] = f"{float(score):.6f}"
+    if truth_labels is not None:
+        truth = truth_for(name, truth_labels)
+        row["true_label"] = safe_cell(truth or "")
+        if truth is not None:
+            hit = truth == _label(labels, idx[0])
+            row["correct"] = int(hit)
+            summary.count(truth, hit)
+    return row
+
+
+def _label(labels: tuple[str, ...], j: int) -> str:
+    return labels[j] if j < len(labels) else str(j)
 
 
 class _NoProgress:
@@ -291,7 +307,7 @@ def _progress(enabled: bool):
     return tqdm(unit="img", file=sys.stderr, dynamic_ncols=True)
 
 
-class _StopOnSigint:
+class StopOnSigint:
     """The first Ctrl-C asks the loop to stop after the batches in flight; a second one
     interrupts at once (the default handler is back)."""
 
@@ -303,7 +319,7 @@ class _StopOnSigint:
         self.requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def __enter__(self) -> _StopOnSigint:
+    def __enter__(self) -> StopOnSigint:
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGINT, self._handle)
         return self
@@ -344,7 +360,7 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
 
     `report` receives progress lines meant for the user (the provider chosen, and why).
     """
-    inputs = _check_config(cfg)
+    inputs = check_config(cfg)
     # Decoder threads share the cores with ORT's: idle ORT threads must not spin.
     session, note = choose_session(cfg.model, dataclasses.replace(cfg.runtime, spinning=False))
     fmt = resolve_input_format(session, cfg.foreign)
@@ -352,7 +368,7 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     batch_size = cfg.batch_size or DEFAULT_BATCH_SIZE[provider]
     (report or (lambda line: None))(f"{note}, batch size {batch_size}")
     summary = InferSummary(provider=provider.value, batch_size=batch_size)
-    with_truth = _has_class_folders(inputs, set(fmt.labels))
+    with_truth = has_class_folders(inputs, set(fmt.labels))
     items = iter_items(inputs, cfg)
     with OutputLock(cfg.output):
         columns = fieldnames(cfg.top_k, with_truth)
@@ -362,7 +378,7 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
             writer = _Writer(runner, fmt, cfg, files, summary, with_truth)
             _run_loop(_pending_items(items, state, summary), writer, fmt, cfg, summary)
     if cfg.summary:
-        _write_summary(cfg, summary)
+        write_summary(cfg, summary)
     return summary
 
 
@@ -381,8 +397,8 @@ def _run_loop(items, writer: _Writer, fmt: InputFormat, cfg: InferConfig, summar
 
     start = time.perf_counter()
     try:
-        with _StopOnSigint() as stop:
-            for batch in _batches(items, summary.batch_size):
+        with StopOnSigint() as stop:
+            for batch in batched(items, summary.batch_size):
                 if not decoder.free:
                     finish_oldest()
                 pending.append(decoder.submit(batch))
@@ -397,7 +413,7 @@ def _run_loop(items, writer: _Writer, fmt: InputFormat, cfg: InferConfig, summar
         progress.close()
 
 
-def _write_summary(cfg: InferConfig, summary: InferSummary) -> None:
+def write_summary(cfg: InferConfig, summary: InferSummary) -> None:
     doc = summary.to_dict() | {
         "model": cfg.model,
         "inputs": list(cfg.inputs),

@@ -40,7 +40,8 @@ def test_help_does_not_import_tensorflow(command: str) -> None:
         "import sys; from cnnbench.cli import cli\n"
         f"try:\n    cli(['{command}', '--help'])\nexcept SystemExit:\n    pass\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
-        "assert 'keras' not in sys.modules, 'keras imported'"
+        "assert 'keras' not in sys.modules, 'keras imported'\n"
+        "assert 'ray' not in sys.modules, 'ray imported'"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,460 @@
+"""`cnnbench infer --engine ray`: the folder pipeline as a Ray Data job.
+
+The driver lists the inputs exactly as the local engine does and cuts the sorted listing
+into fixed blocks. Ray Data then decodes and resizes them in CPU tasks and runs them
+through an actor pool (one ONNX Runtime session per actor, made once, on the actor's GPU
+when it has one); the two stages stream, so decoding overlaps inference. The rows come
+back to the driver, which writes a block's shards once all of its rows have arrived and,
+at the end, merges the shards into the output in input order (see parts.py).
+
+The model file is read once by the driver and put in Ray's object store; each actor
+writes it to a private temporary file for ONNX Runtime, so worker nodes need no copy of
+the model. The images are read by the decode tasks: on a multi-node cluster they must
+be at the same path on every node (a shared file system). Ray is imported lazily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import os
+import socket
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnnbench.infer.errors import InferError, first_line
+from cnnbench.infer.images import Item, load_items, reason
+from cnnbench.infer.output import OutputLock, fieldnames, safe_cell
+from cnnbench.infer.parts import Parts, names_digest
+from cnnbench.infer.pipeline import (
+    InferConfig,
+    InferSummary,
+    StopOnSigint,
+    batched,
+    check_config,
+    has_class_folders,
+    iter_items,
+    prediction_row,
+    top_indices,
+    write_summary,
+)
+from cnnbench.infer.preprocess import InputFormat, resolve_input_format
+from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, make_runner
+from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, create_session
+
+RAY_HINT = "pip install 'cnnbench[ray]'"
+CONNECT_TIMEOUT_S = 3.0
+DECODE_CPUS = 0.5  # per decode task
+Report = Callable[[str], None]
+
+
+class Engine(enum.StrEnum):
+    LOCAL = "local"  # threads on this machine (pipeline.py)
+    RAY = "ray"  # a Ray Data job on a Ray cluster
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How the job runs on Ray; the rows do not depend on any of these but block_size."""
+
+    address: str | None = None  # None: RAY_ADDRESS, else a running cluster, else a local one
+    workers: int = 0  # inference actors; 0: autoscale between 1 and what the cluster holds
+    num_gpus_per_worker: float | None = None  # None: 1 for cuda/tensorrt, else 0
+    block_size: int = 1000  # files per block: the unit of shards and of --resume
+
+
+def import_ray():
+    """Ray and Ray Data, or one line saying how to install them."""
+    try:
+        import ray
+        import ray.data  # the [data] part of the extra
+    except ImportError as e:
+        raise InferError(
+            f"--engine ray needs Ray Data, which is not installed ({e}); install it with: "
+            f"{RAY_HINT}"
+        ) from e
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes, when nothing listens at HOST:PORT."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise InferError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S):
+            pass
+    except OSError as e:
+        raise InferError(
+            f"no Ray cluster at {address} ({reason(e)}): start one there with "
+            "`ray start --head`, or leave out --address to start a local one"
+        ) from e
+
+
+def connect(ray, address: str | None, report: Report) -> bool:
+    """Connect this driver to a cluster, or start a local one; say which. Returns True
+    when this call made the connection (and so must end it)."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address not in (None, "auto"):
+        _check_reachable(address)
+    if ray.is_initialized():
+        report("ray: using this process's connection to its cluster")
+        return False
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+    try:
+        if address is not None:
+            ray.init(address=address, **quiet)
+            report(f"ray: connected to the cluster at {address}")
+            return True
+        try:
+            ray.init(address="auto", **quiet)
+            report("ray: connected to the running cluster (found by address=auto)")
+        except ConnectionError:
+            ray.init(**quiet)
+            cpus = int(ray.cluster_resources().get("CPU", 0))
+            report(f"ray: no cluster running; started a local one ({cpus} CPUs) for this run")
+    except ConnectionError as e:
+        raise InferError(
+            f"no Ray cluster at {address}: {first_line(e)}; start one with `ray start --head`"
+        ) from e
+    return True
+
+
+def decode_batch(batch: dict, size: tuple[int, int], channels: int, bgr: bool) -> dict:
+    """Ray Data task: read and resize a batch of files; a failure becomes its reason."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    columns = zip(batch["path"], batch["name"], batch["error"], strict=True)
+    items = [Item(path, name, error or None) for path, name, error in columns]
+    images = np.zeros((len(items), *size, channels), dtype=np.uint8)
+    reasons = load_items(items, images, bgr)
+    return {
+        "block": batch["block"],
+        "index": batch["index"],
+        "name": batch["name"],
+        "error": np.array([r or "" for r in reasons], dtype=object),
+        "image": images,
+    }
+
+
+def worker_session(model_ref, runtime: RuntimeOptions):
+    """A session on a worker from the model bytes in the object store. ORT reads the
+    file while creating the session, so the temporary copy is removed right after."""
+    import ray
+
+    with tempfile.TemporaryDirectory(prefix="cnnbench-model-") as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        with open(path, "wb") as f:
+            f.write(ray.get(model_ref))
+        return create_session(path, dataclasses.replace(runtime, spinning=False))
+
+
+def probe_worker(model: list, runtime: RuntimeOptions) -> str:
+    """Ray task placed like an inference actor: the provider a worker gets, or
+    'error: why' when it cannot load the model (returned, so Ray logs no traceback)."""
+    try:
+        return active_provider(worker_session(model[0], runtime)).value
+    except InferError as e:
+        return f"error: {e}"
+
+
+class Predictor:
+    """Ray Data actor: one ONNX Runtime session, created once, for every batch it gets."""
+
+    def __init__(
+        self, model: list, fmt: InputFormat, runtime: RuntimeOptions, batch_size: int, top_k: int
+    ) -> None:
+        session = worker_session(model[0], runtime)
+        self.provider = active_provider(session)
+        self.runner = make_runner(session, fmt, self.provider, runtime.device_id)
+        self.buf = np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8)
+        self.runner.warm_up(self.buf)
+        self.top_k = min(top_k, self.runner.run(self.buf, 1).shape[1])
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, batch: dict) -> dict:
+        errors = batch["error"]
+        n, ok = len(errors), np.flatnonzero(errors == "")
+        top = np.zeros((n, self.top_k), dtype=np.int64)
+        scores = np.zeros((n, self.top_k), dtype=np.float32)
+        for start in range(0, len(ok), len(self.buf)):
+            rows = ok[start : start + len(self.buf)]
+            self.buf[: len(rows)] = batch["image"][rows]
+            probs = self.runner.run(self.buf, len(rows))
+            top[rows] = top_indices(probs, self.top_k)
+            scores[rows] = np.take_along_axis(probs, top[rows], axis=1)
+        return {
+            "block": batch["block"],
+            "index": batch["index"],
+            "name": batch["name"],
+            "error": errors,
+            "top": top,
+            "score": scores,
+            "worker": np.full(n, self.worker, dtype=object),
+            "provider": np.full(n, self.provider.value, dtype=object),
+        }
+
+
+@dataclass
+class _Job:
+    """What the driver keeps: per block its digest, and the size of those still to do."""
+
+    digests: list[str]
+    pending: dict[int, int]
+    refs: list
+
+
+def _plan(ray, items: Iterator[Item], block_size: int, parts: Parts, summary) -> _Job:
+    """Cut the listing into blocks; put the ones not done yet in the object store."""
+    import pyarrow as pa
+
+    job = _Job([], {}, [])
+    for k, chunk in enumerate(batched(items, block_size)):
+        digest = names_digest(item.name for item in chunk)
+        job.digests.append(digest)
+        if parts.is_done(k, digest):
+            summary.skipped += len(chunk)
+            continue
+        job.pending[k] = len(chunk)
+        table = pa.table(
+            {
+                "block": pa.array([k] * len(chunk), pa.int64()),
+                "index": pa.array(range(len(chunk)), pa.int64()),
+                # absolute: workers do not run in the driver's working directory
+                "path": [os.path.abspath(item.path) for item in chunk],
+                "name": [item.name for item in chunk],
+                "error": [item.error or "" for item in chunk],
+            }
+        )
+        job.refs.append(ray.put(table))
+    return job
+
+
+class _Collector:
+    """Gathers rows per block; a complete block becomes its shards. A row seen twice
+    (a retried task) replaces the first copy, so each file counts once."""
+
+    def __init__(self, job: _Job, parts: Parts, fmt: InputFormat, cfg: InferConfig, truth):
+        self.job, self.parts, self.labels = job, parts, fmt.labels
+        self.truth = set(fmt.labels) if truth else None
+        self.columns = fieldnames(cfg.top_k, truth)
+        self.rows: dict[int, dict[int, tuple]] = {}
+        self.providers: set[str] = set()
+
+    def add(self, batch: dict, summary: InferSummary) -> None:
+        columns = ("block", "index", "name", "error", "top", "score", "worker")
+        for block, index, *row in zip(*(batch[c] for c in columns), strict=True):
+            if block in self.job.pending:
+                got = self.rows.setdefault(int(block), {})
+                got[int(index)] = row
+                if len(got) == self.job.pending[block]:
+                    self._write(int(block), summary)
+        self.providers.update(batch["provider"])
+
+    def _write(self, block: int, summary: InferSummary) -> None:
+        got = self.rows.pop(block)
+        del self.job.pending[block]
+        predictions, errors = [], []
+        workers = Counter()
+        for i in range(len(got)):
+            name, error, top, score, worker = got[i]
+            workers[worker] += 1
+            if error:
+                errors.append({"path": safe_cell(name), "error": error})
+            else:
+                predictions.append(
+                    prediction_row(name, top, score, self.labels, self.truth, summary)
+                )
+        self.parts.write_block(block, self.job.digests[block], self.columns, predictions, errors)
+        summary.images += len(predictions)
+        summary.errors += len(errors)
+        for worker, rows in workers.items():
+            summary.per_worker[worker] = summary.per_worker.get(worker, 0) + rows
+
+
+def _num_gpus(opts: RayOptions, runtime: RuntimeOptions) -> float:
+    if opts.num_gpus_per_worker is not None:
+        return opts.num_gpus_per_worker
+    return 1.0 if runtime.provider in (Provider.CUDA, Provider.TENSORRT) else 0.0
+
+
+def _pool(ray, opts: RayOptions, gpus: float):
+    """Actors for the inference stage, checked against what the cluster holds: a job
+    asking for more would wait forever. Every actor takes one CPU; one is left for decoding."""
+    have = ray.cluster_resources()
+    cpus, have_gpus = int(have.get("CPU", 0)), have.get("GPU", 0.0)
+    if cpus < 2:
+        raise InferError(f"the Ray cluster has {cpus} CPUs: the Ray engine needs at least 2")
+    most = cpus - 1
+    if gpus:
+        most = min(most, int(have_gpus // gpus))
+        if most < max(1, opts.workers):
+            raise InferError(
+                f"the Ray cluster has {have_gpus:g} GPUs; {max(1, opts.workers)} workers x "
+                f"--num-gpus-per-worker {gpus:g} do not fit: use --provider cpu "
+                "(or --num-gpus-per-worker 0), or add GPU nodes"
+            )
+    if opts.workers > most:
+        raise InferError(
+            f"--workers {opts.workers} does not fit the Ray cluster ({cpus} CPUs, "
+            f"{have_gpus:g} GPUs; one CPU per worker and one left for decoding): use at most {most}"
+        )
+    if opts.workers:
+        return ray.data.ActorPoolStrategy(size=opts.workers)
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=most)
+
+
+def _dataset(ray, job: _Job, fmt: InputFormat, model_ref, cfg, opts, batch_size: int):
+    """listing blocks -> decode tasks -> inference actors, as one streaming Dataset."""
+    gpus = _num_gpus(opts, cfg.runtime)
+    ds = ray.data.from_arrow_refs(job.refs)
+    ds = ds.map_batches(
+        decode_batch,
+        batch_size=batch_size,
+        batch_format="numpy",
+        fn_kwargs={"size": fmt.size, "channels": fmt.channels, "bgr": fmt.bgr},
+        # Two decoders per core overlap their file reads (network file systems). Resources
+        # unlike the actors' also keep Ray Data from fusing decode into the actor stage,
+        # where an actor would decode and infer in turn instead of at the same time.
+        num_cpus=DECODE_CPUS,
+    )
+    # Ray Data's defaults retry what dies: a decode task is run again (max_retries=-1),
+    # a dead actor is restarted and its batch retried (max_restarts=-1,
+    # max_task_retries=-1). The driver keeps a row per (block, index), so a retried
+    # batch cannot add a row twice.
+    return ds.map_batches(
+        Predictor,
+        batch_size=batch_size,
+        batch_format="numpy",
+        fn_constructor_kwargs={
+            "model": [model_ref],
+            "fmt": fmt,
+            "runtime": _actor_runtime(cfg.runtime),
+            "batch_size": batch_size,
+            "top_k": cfg.top_k,
+        },
+        compute=_pool(ray, opts, gpus),
+        num_cpus=1,
+        num_gpus=gpus,
+    )
+
+
+def _check_workers(ray, model_ref, cfg: InferConfig, opts: RayOptions, report: Report) -> None:
+    """Load the model once where an inference actor would run, before the job starts:
+    a worker that cannot gives one clear line here instead of a failed job."""
+    gpus = _num_gpus(opts, cfg.runtime)
+    _pool(ray, opts, gpus)  # the resources fit
+    probe = ray.remote(probe_worker).options(num_cpus=1, num_gpus=gpus, max_retries=0)
+    answer = ray.get(probe.remote([model_ref], _actor_runtime(cfg.runtime)))
+    if answer.startswith("error: "):
+        raise InferError(f"a Ray worker cannot load the model: {answer[7:]}")
+    report(f"ray: inference workers load {cfg.model} on provider {answer}")
+
+
+def _actor_runtime(runtime: RuntimeOptions) -> RuntimeOptions:
+    return dataclasses.replace(runtime, device_id=0)  # Ray gives each actor its own GPU(s)
+
+
+def _worker_error(e: Exception) -> InferError:
+    """One line from a failed Ray job. A worker's exception reaches the driver as text
+    (its traceback); the last line of that is the reason, the worker's InferError when
+    it raised one."""
+    marker = f"{InferError.__module__}.{InferError.__name__}: "
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if marker in line:
+            return InferError(f"a Ray worker failed: {line.split(marker, 1)[1]}")
+    return InferError(f"the Ray job failed: {lines[-1] if lines else type(e).__name__}")
+
+
+def _consume(ray, ds, collector: _Collector, summary: InferSummary, progress: bool) -> None:
+    """Pull rows until every block is written or Ctrl-C; Ray Data shows the progress."""
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    if not progress:  # Ray Data's own log lines on the console are progress too
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    start = time.perf_counter()
+    try:
+        with StopOnSigint() as stop:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                collector.add(batch, summary)
+                if stop.requested:
+                    break
+            summary.interrupted = stop.requested
+    except ray.exceptions.RayError as e:
+        raise _worker_error(e) from e
+    finally:
+        summary.seconds = time.perf_counter() - start
+    if not summary.interrupted and collector.job.pending:
+        raise InferError(
+            f"the Ray job ended with {len(collector.job.pending)} blocks unfinished; "
+            "rerun with --resume to redo them"
+        )
+
+
+def _read_model(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise InferError(f"cannot read model file {path}: {reason(e)}") from e
+
+
+def _job_key(cfg: InferConfig, model: bytes, columns: list[str], block_size: int) -> dict:
+    import hashlib
+
+    return {
+        "model_sha256": hashlib.sha256(model).hexdigest(),
+        "inputs": [os.path.abspath(p) if not p.startswith("@") else p for p in cfg.inputs],
+        "columns": columns,
+        "block_size": block_size,
+        "foreign": repr(cfg.foreign),
+    }
+
+
+def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = None) -> InferSummary:
+    """`run_infer` on a Ray cluster: the same rows, in the same order, in the same files."""
+    report = report or (lambda line: None)
+    if opts.block_size < 1:
+        raise InferError(f"--block-size must be a positive integer, got {opts.block_size}")
+    ray = import_ray()
+    inputs = check_config(cfg)
+    # The driver only needs the model's input format and labels: a one-thread CPU session.
+    session = create_session(cfg.model, RuntimeOptions(provider=Provider.CPU, threads=1))
+    fmt = resolve_input_format(session, cfg.foreign)
+    model = _read_model(cfg.model)
+    with_truth = has_class_folders(inputs, set(fmt.labels))
+    columns = fieldnames(cfg.top_k, with_truth)
+    gpu = _num_gpus(opts, cfg.runtime) > 0
+    batch_size = cfg.batch_size or DEFAULT_BATCH_SIZE[Provider.CUDA if gpu else Provider.CPU]
+    summary = InferSummary(batch_size=batch_size)
+    items = iter_items(inputs, cfg)
+    with OutputLock(cfg.output):
+        start = time.perf_counter()
+        owned = connect(ray, opts.address, report)
+        summary.startup_seconds = time.perf_counter() - start
+        try:
+            model_ref = ray.put(model)
+            _check_workers(ray, model_ref, cfg, opts, report)
+            parts = Parts(cfg.output, _job_key(cfg, model, columns, opts.block_size), cfg.resume)
+            job = _plan(ray, items, opts.block_size, parts, summary)
+            collector = _Collector(job, parts, fmt, cfg, with_truth)
+            if job.pending:
+                ds = _dataset(ray, job, fmt, model_ref, cfg, opts, batch_size)
+                _consume(ray, ds, collector, summary, cfg.progress)
+        finally:
+            if owned:
+                ray.shutdown()
+        summary.provider = ",".join(sorted(collector.providers)) or "none"
+        if not summary.interrupted:
+            parts.merge(job.digests, cfg.output, cfg.errors_path)
+            parts.remove()
+    if cfg.summary:
+        write_summary(cfg, summary)
+    return summary

@@ -1,0 +1,287 @@
+"""`infer --engine ray` on a real local Ray cluster: the same rows as the local engine,
+exactly once through a killed driver, a killed worker and --resume, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_infer_files import make_zoo
+from test_infer_interrupt import assert_exactly_once, paths
+from test_infer_interrupt import slow_folder as slow_folder  # the fixture
+
+from cnnbench.cli import cli
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    """A real Ray cluster of this test process: 2 CPUs, a 300 MB object store, no
+    dashboard, on loopback only; shut down when the module's tests are done (memory
+    is shared with other work on this machine)."""
+    # Ray would otherwise advertise the machine's network address; read at import.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        object_store_memory=300 * 2**20,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def infer(model: Path, inputs: Path, out: Path, *extra: str):
+    args = ["infer", str(model), str(inputs), "-o", str(out), "--no-progress", *extra]
+    return CliRunner().invoke(cli, args)
+
+
+def ray_command(model: Path, folder: Path, out: Path, address: str, *extra: str) -> list[str]:
+    args = [sys.executable, "-m", "cnnbench", "infer", str(model), str(folder), "-o", str(out)]
+    args += ["--engine", "ray", "--address", address, "--no-progress"]
+    return [*args, "--batch-size", "8", "--block-size", "25", *extra]
+
+
+def assert_same_files(a: Path, b: Path) -> None:
+    assert a.read_bytes() == b.read_bytes()
+    errors = [p.with_name(f"{p.stem}.errors.csv") for p in (a, b)]
+    assert errors[0].read_bytes() == errors[1].read_bytes()
+
+
+def test_ray_rows_equal_local_rows_with_bad_files(
+    ray_address: str, tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    good, bad = make_zoo(tmp_path / "zoo", photo_jpeg)
+    local, remote = tmp_path / "local.csv", tmp_path / "ray.csv"
+    assert infer(tiny_model, tmp_path / "zoo", local, "--top-k", "2").exit_code == 0
+    summary = tmp_path / "s.json"
+    ray_args = ["--engine", "ray", "--address", ray_address, "--summary", str(summary)]
+    result = infer(tiny_model, tmp_path / "zoo", remote, "--top-k", "2", *ray_args)
+    result_small = infer(
+        tiny_model, tmp_path / "zoo", tmp_path / "small.csv", "--top-k", "2", *ray_args,
+        "--block-size", "3", "--batch-size", "2",
+    )  # fmt: skip
+    assert result.exit_code == 0 and result_small.exit_code == 0, result.output
+    assert_same_files(local, remote)
+    assert_same_files(local, tmp_path / "small.csv")
+    doc = json.loads(summary.read_text())
+    assert (doc["images"], doc["errors"]) == (len(good), len(bad))
+    assert sum(doc["per_worker"].values()) == len(good) + len(bad)
+    assert f"{len(bad)} files failed" in result.output
+    assert not Path(f"{remote}.parts").exists() and not Path(f"{remote}.lock").exists()
+
+
+@pytest.mark.slow
+def test_ray_matches_local_with_class_folders(ray_address: str, digits_run, tmp_path: Path):
+    local, remote = tmp_path / "local.csv", tmp_path / "ray.csv"
+    assert infer(digits_run.onnx_path, digits_run.heldout, local, "--top-k", "3").exit_code == 0
+    ray_args = ["--engine", "ray", "--address", ray_address, "--block-size", "50"]
+    result = infer(digits_run.onnx_path, digits_run.heldout, remote, "--top-k", "3", *ray_args)
+    assert result.exit_code == 0, result.output
+    assert "true_label" in remote.read_text().splitlines()[0]
+    assert_same_files(local, remote)
+    assert "accuracy" in result.output
+
+
+def committed_blocks(out: Path) -> list[str]:
+    folder = Path(f"{out}.parts")
+    names = os.listdir(folder) if folder.exists() else []
+    return [n for n in names if n.endswith(".csv") and not n.endswith(".errors.csv")]
+
+
+def committed_rows(out: Path) -> int:
+    """Files in the committed blocks: their predictions and errors shards."""
+    shards = [Path(f"{out}.parts") / n for n in committed_blocks(out)]
+    return sum(len(paths(p)) + len(paths(p.with_name(p.stem + ".errors.csv"))) for p in shards)
+
+
+def wait_for_blocks(out: Path, blocks: int, proc: subprocess.Popen, timeout=120) -> None:
+    deadline = time.monotonic() + timeout
+    while len(committed_blocks(out)) < blocks:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"fewer than {blocks} blocks in {timeout} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_kill_driver_then_resume_exactly_once(
+    ray_address: str, tiny_model: Path, slow_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pred.csv"
+    proc = subprocess.Popen(
+        ray_command(tiny_model, slow_folder, out, ray_address),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_blocks(out, 3, proc)
+    second = infer(tiny_model, slow_folder, out, "--engine", "ray", "--address", ray_address)
+    assert second.exit_code == 1 and "another cnnbench infer is writing" in second.output
+    proc.kill()  # SIGKILL: no handler runs; Ray ends the dead driver's tasks and actors
+    proc.wait()
+    done = committed_blocks(out)
+    assert 3 <= len(done) < 25 and not out.exists(), "killed mid-run, before the merge"
+    rows = committed_rows(out)
+    resumed = infer(
+        tiny_model, slow_folder, out, "--engine", "ray", "--address", ray_address,
+        "--batch-size", "8", "--block-size", "25", "--resume",
+    )  # fmt: skip
+    assert resumed.exit_code == 0, resumed.output
+    assert f"{rows} already done (resumed)" in resumed.output
+    assert_exactly_once(slow_folder, out)
+    local = tmp_path / "local.csv"
+    assert infer(tiny_model, slow_folder, local, "--batch-size", "8").exit_code == 0
+    assert_same_files(local, out)
+
+
+@pytest.mark.slow
+def test_sigint_keeps_finished_blocks_and_resume_finishes(
+    ray_address: str, tiny_model: Path, slow_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pred.csv"
+    command = ray_command(tiny_model, slow_folder, out, ray_address)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_blocks(out, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert f"finished blocks are in {out}.parts saved" in stderr and "Traceback" not in stderr
+    assert not out.exists() and not Path(f"{out}.lock").exists()
+    rows = committed_rows(out)
+    done = subprocess.run([*command, "--resume"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"{rows} already done (resumed)" in done.stderr
+    assert_exactly_once(slow_folder, out)
+
+
+def ray_workers(title: str) -> list[int]:
+    """Processes of this test's Ray cluster (descendants of this process) whose title
+    starts with `title`, e.g. 'ray::MapWorker(MapBatches(Predictor))'."""
+    parents, titles = {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+            titles[int(entry)] = cmd.decode("utf-8", "replace")
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    return [pid for pid, t in titles.items() if t.startswith(title) and ours(pid)]
+
+
+@pytest.mark.slow
+def test_killed_worker_is_restarted_and_its_block_redone(
+    ray_address: str, tiny_model: Path, slow_folder: Path, tmp_path: Path
+) -> None:
+    out, summary = tmp_path / "pred.csv", tmp_path / "s.json"
+    proc = subprocess.Popen(
+        ray_command(tiny_model, slow_folder, out, ray_address, "--summary", str(summary)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_blocks(out, 2, proc)
+    actors = ray_workers("ray::MapWorker(MapBatches(Predictor))")
+    assert len(actors) == 1, actors
+    os.kill(actors[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stderr
+    assert_exactly_once(slow_folder, out)
+    workers = json.loads(summary.read_text())["per_worker"]
+    assert len(workers) == 2, f"the killed actor was replaced by a new one: {workers}"
+    assert sum(workers.values()) == len(paths(out)) + len(paths(tmp_path / "pred.errors.csv"))
+
+
+def test_one_line_errors(ray_address: str, tiny_model: Path, tmp_path: Path, photo_jpeg) -> None:
+    (tmp_path / "img").mkdir()
+    for i in range(3):
+        (tmp_path / "img" / f"{i}.jpg").write_bytes(photo_jpeg)
+    out = tmp_path / "p.csv"
+
+    def error(*extra: str, model: Path = tiny_model) -> str:
+        result = infer(model, tmp_path / "img", out, "--engine", "ray", *extra)
+        assert result.exit_code == 1, result.output
+        lines = result.output.splitlines()
+        assert all(line.startswith("ray: ") for line in lines[:-1]), result.output
+        assert lines[-1].startswith("Error: ") and "Traceback" not in result.output
+        return lines[-1]
+
+    started = time.monotonic()
+    assert "no Ray cluster at 127.0.0.1:1 (" in error("--address", "127.0.0.1:1")
+    assert time.monotonic() - started < 10
+    cluster = ["--address", ray_address]
+    assert "does not fit the Ray cluster" in error(*cluster, "--workers", "5")
+    assert "the Ray cluster has 0 GPUs" in error(*cluster, "--num-gpus-per-worker", "1")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    assert "cannot load" in error(*cluster, model=broken)
+    # A model the driver reads but the workers cannot load: they are asked for CUDA,
+    # which this machine does not have (the workers' own error comes back, in one line).
+    workers_cuda = error(*cluster, "--provider", "cuda", "--num-gpus-per-worker", "0")
+    assert "a Ray worker cannot load the model: provider cuda did not load" in workers_cuda
+    assert not out.exists()
+    # resuming parts written for another model is refused
+    assert infer(tiny_model, tmp_path / "img", out, "--engine", "ray", *cluster).exit_code == 0
+    os.makedirs(f"{out}.parts")
+    Path(f"{out}.parts/manifest.json").write_text(json.dumps({"model_sha256": "0"}))
+    assert "cannot resume" in error(*cluster, "--resume")
+
+
+def test_ray_not_installed_says_how_to_install(tiny_model: Path, tmp_path: Path) -> None:
+    """Python's own way to make an import fail: a None entry in sys.modules."""
+    code = "import sys; sys.modules['ray'] = None; from cnnbench.cli import main; main()"
+    args = ["infer", str(tiny_model), str(tmp_path), "-o", str(tmp_path / "p.csv")]
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args, "--engine", "ray"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("pip install 'cnnbench[ray]'"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_parts_count_only_for_the_same_files_and_job(tmp_path: Path) -> None:
+    """The shards folder on its own: a block is done only for the very files it was
+    written for, a different job is refused, and the merge follows block order."""
+    from cnnbench.infer.errors import InferError
+    from cnnbench.infer.parts import Parts, names_digest
+
+    out, columns = tmp_path / "p.csv", ["path", "label", "score"]
+    job = {"model_sha256": "m", "block_size": 2}
+    digests = [names_digest(["a", "b"]), names_digest(["c"])]
+    parts = Parts(str(out), job, resume=False)
+    parts.write_block(1, digests[1], columns, [], [{"path": "c", "error": "empty file"}])
+    rows = [{"path": n, "label": "x", "score": "0.5"} for n in ("a", "b")]
+    parts.write_block(0, digests[0], columns, rows, [])
+    again = Parts(str(out), job, resume=True)
+    assert again.is_done(0, digests[0]) and again.is_done(1, digests[1])
+    assert not again.is_done(0, names_digest(["a", "new"])), "other files: redo the block"
+    with pytest.raises(InferError, match="another model_sha256"):
+        Parts(str(out), job | {"model_sha256": "other"}, resume=True)
+    again.merge(digests, str(out), str(tmp_path / "p.errors.csv"))
+    assert paths(out) == ["a", "b"] and paths(tmp_path / "p.errors.csv") == ["c"]
+    assert not Parts(str(out), job, resume=False).is_done(0, digests[0]), "a fresh run"

@@ -7,7 +7,7 @@ DEMO   := demo
 
 .PHONY: install demo test lint format clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[train,dev,ray]'

@@ -95,6 +95,8 @@ def infer(
       cnnbench infer model.onnx @files.txt -o predictions.csv --resume
       cnnbench infer model.onnx /shared/photos -o predictions.csv --engine ray --address auto
     """
+    if engine == Engine.LOCAL:
+        check_local_engine_options()
     if warning := check_ort_install():
         click.echo(f"warning: {warning}", err=True)
     cfg = InferConfig(
@@ -150,6 +152,21 @@ def foreign_options(options: dict) -> ForeignOptions:
         bgr=options["bgr"],
         labels_path=options["labels"],
     )
+
+
+RAY_ONLY = ("address", "num_gpus_per_worker", "block_size")
+
+
+def check_local_engine_options() -> None:
+    """A Ray option given to the local engine would be silently ignored: refuse it."""
+    ctx = click.get_current_context()
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in RAY_ONLY
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    ]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} only apply with --engine ray: add it")
 
 
 def summary_line(summary: InferSummary, cfg: InferConfig) -> str:

@@ -75,6 +75,8 @@ def test_bad_inputs_are_one_line_and_write_nothing(
     assert_refused([*base, "@" + str(tmp_path / "no.txt")], tmp_path, "list file does not exist")
     assert_refused([*base, "--top-k", "0"], tmp_path, "--top-k")
     assert_refused([*base, "--fp16"], tmp_path, "tensorrt")
+    ray_only = ["--address", "auto", "--block-size", "10"]
+    assert_refused([*base, *ray_only], tmp_path, "--address, --block-size", "--engine ray")
 
 
 def test_not_an_image_classifier_says_why(images: Path, tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, cr
 RAY_HINT = "pip install 'cnnbench[ray]'"
 CONNECT_TIMEOUT_S = 3.0
 DECODE_CPUS = 0.5  # per decode task
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 Report = Callable[[str], None]
 
 
@@ -116,6 +117,9 @@ def connect(ray, address: str | None, report: Report) -> bool:
             ray.init(address="auto", **quiet)
             report("ray: connected to the running cluster (found by address=auto)")
         except ConnectionError:
+            # Ray warns that token authentication is on by default: this cluster is this
+            # run's own, on this machine, and ends with it.
+            logging.getLogger(TOKEN_AUTH_LOGGER).setLevel(logging.ERROR)
             ray.init(**quiet)
             cpus = int(ray.cluster_resources().get("CPU", 0))
             report(f"ray: no cluster running; started a local one ({cpus} CPUs) for this run")

@@ -13,7 +13,6 @@ from cnnbench.bench.measure import measure
 from cnnbench.bench.runners import with_provider
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.session import Provider
-from cnnbench.training.tf_logs import quiet_tensorflow
 
 if TYPE_CHECKING:
     from cnnbench.bench.run import BenchConfig, BenchReport, Result, Target
@@ -89,8 +88,7 @@ def keras_baselines(
             r.batch_size: r for r in cpu if r.batch_size in (1, best.batch_size)
         }.values():
             log(f"keras baseline: {target.label}, batch {result.batch_size} ...")
-            with quiet_tensorflow():
-                rows += _keras_rows(target, result, cfg, report)
+            rows += _keras_rows(target, result, cfg, report)
     return rows
 
 

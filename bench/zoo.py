@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cnnbench.bench.errors import BenchError
-from cnnbench.training.tf_logs import quiet_tensorflow
 
 ZOO_SEED = 0
 ZOO_CLASSES = 1000  # as the registry's reference parameter counts: an ImageNet head for all
@@ -78,8 +77,7 @@ def zoo_model(name: str, cache_dir: str, log: Callable[[str], None]) -> ZooModel
     except OSError as e:
         raise BenchError(f"cannot create cache folder {cache_dir}: {e.strerror}") from e
     log(f"zoo: building {name} ({classes} classes, random weights) and converting it ...")
-    with quiet_tensorflow():
-        _convert(name, classes, model)
+    _convert(name, classes, model)
     return model
 
 

@@ -6,6 +6,7 @@ from cnnbench import __version__
 from cnnbench.bench.cli import bench
 from cnnbench.convert.cli import convert
 from cnnbench.infer.cli import infer
+from cnnbench.native_logs import filtered_native_stderr
 from cnnbench.training.cli import train
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -23,6 +24,7 @@ def cli() -> None:
       cnnbench infer model.onnx images/ -o predictions.csv
       cnnbench bench --model model.onnx
     """
+    click.get_current_context().with_resource(filtered_native_stderr())
 
 
 for command in (train, convert, infer, bench):

@@ -9,7 +9,6 @@ import click
 
 from cnnbench.convert.config import ConvertConfig, InputDtype, Precision, Preprocess
 from cnnbench.convert.errors import ConvertError
-from cnnbench.training.tf_logs import quiet_tensorflow
 
 
 def enum_option(name: str, default: enum.Enum, help_text: str) -> Any:
@@ -65,8 +64,7 @@ def convert(model: str, output: str, no_verify: bool, external_data: bool, **opt
         external_data=True if external_data else None,
     )
     try:
-        with quiet_tensorflow():
-            path = export_onnx(cfg, report=lambda line: click.echo(line, err=True))
+        path = export_onnx(cfg, report=lambda line: click.echo(line, err=True))
     except ConvertError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"wrote {path}", err=True)

@@ -155,8 +155,8 @@ def test_custom_layers_reload_in_a_fresh_process(tmp_path: Path) -> None:
 
 TF_LOG_PROBE = """
 import contextlib, sys
-from cnnbench.training.tf_logs import quiet_tensorflow
-with (quiet_tensorflow() if sys.argv[1] == "quiet" else contextlib.nullcontext()):
+from cnnbench.native_logs import filtered_native_stderr
+with (filtered_native_stderr() if sys.argv[1] == "quiet" else contextlib.nullcontext()):
     import tensorflow as tf
     tf.constant([1.0]) * 2
     print("kept: ours", file=sys.stderr)
@@ -166,7 +166,8 @@ print("after the block", file=sys.stderr)
 
 def test_tensorflow_log_lines_are_filtered_and_ours_kept():
     """TF 2.21 ignores TF_CPP_MIN_LOG_LEVEL for its absl start-up lines: the control run
-    shows them (if it stops doing so, tf_logs.py can go), the filtered run does not."""
+    shows them (if it stops doing so, native_logs.py can drop them), the filtered run does
+    not."""
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
     runs = {
         mode: subprocess.run(
@@ -182,10 +183,14 @@ def test_tensorflow_log_lines_are_filtered_and_ours_kept():
     assert "kept: ours\n" in quiet.stderr and quiet.stderr.endswith("after the block\n")
 
 
-def test_tensorflow_log_filter_keeps_real_errors():
-    from cnnbench.training.tf_logs import _dropped
+def test_native_log_filter_keeps_real_errors():
+    from cnnbench.native_logs import dropped as _dropped
 
     assert _dropped(b"I0000 00:00:1795548090.080245    2056 port.cc:153] oneDNN custom ops")
     assert _dropped(b"E0000 00:00:17.1  2056 cuda_platform.cc:52] failed call to cuInit: x")
     assert not _dropped(b"E0000 00:00:17.1  2056 op_kernel.cc:1857] OP_REQUIRES failed")
     assert not _dropped(b"Error: I0000 is not a prefix here")
+    ray = b"[2026-11-24 20:29:25,719 E 8736 8736] core_worker.cc:2465: Actor with class name: "
+    assert _dropped(ray + b"'X' and ID: '02ae' has constructor arguments in the object store "
+                    b"and max_restarts > 0. If the arguments ...")  # fmt: skip
+    assert not _dropped(ray.replace(b"Actor with", b"Worker crashed; actor with"))

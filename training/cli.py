@@ -8,7 +8,6 @@ import click
 
 from cnnbench.training.errors import TrainError
 from cnnbench.training.registry import ARCHITECTURES, get_arch
-from cnnbench.training.tf_logs import quiet_tensorflow
 
 
 def list_architectures() -> None:
@@ -87,8 +86,7 @@ def train(arch: str | None, out: str | None, list_archs: bool, **options: Any) -
         get_arch(arch)
         from cnnbench.training.run import TrainConfig, run_training
 
-        with quiet_tensorflow():
-            result = run_training(TrainConfig(arch=arch, out=out, **options))
+        result = run_training(TrainConfig(arch=arch, out=out, **options))
     except TrainError as e:
         raise click.ClickException(str(e)) from e
     click.echo(

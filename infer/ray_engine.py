@@ -30,8 +30,8 @@ import numpy as np
 
 from cnnbench.infer.errors import InferError, first_line
 from cnnbench.infer.images import Item, load_items, reason
-from cnnbench.infer.output import OutputLock, fieldnames, safe_cell
-from cnnbench.infer.parts import Parts, names_digest
+from cnnbench.infer.output import OutputLock, fieldnames, read_resume_state, safe_cell
+from cnnbench.infer.parts import Parts, names_digest, parts_dir
 from cnnbench.infer.pipeline import (
     InferConfig,
     InferSummary,
@@ -422,6 +422,28 @@ def _job_key(cfg: InferConfig, model: bytes, columns: list[str], block_size: int
     }
 
 
+def _finished_earlier(cfg: InferConfig, columns: list[str], items, summary) -> bool:
+    """--resume where a run already finished: its output is there and its parts folder
+    gone. True when every listed file has its row (nothing to do, as with the local
+    engine); an output that lacks rows was not left by a Ray run, which merges only at
+    the end: refused, as Ray's unit of resume is the parts folder."""
+    if os.path.isdir(parts_dir(cfg.output)) or not os.path.exists(cfg.output):
+        return False
+    done = read_resume_state(cfg.output, cfg.errors_path, columns).done
+    listed = missing = 0
+    for item in items:
+        listed += 1
+        missing += item.name not in done
+    if missing:
+        raise InferError(
+            f"cannot resume {cfg.output} with --engine ray: it lacks {missing} files and "
+            f"there is no {parts_dir(cfg.output)} folder (it was not left by a stopped Ray "
+            "run); finish it with --engine local --resume, or rerun without --resume"
+        )
+    summary.skipped, summary.provider = listed, "none"
+    return True
+
+
 def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = None) -> InferSummary:
     """`run_infer` on a Ray cluster: the same rows, in the same order, in the same files."""
     report = report or (lambda line: None)
@@ -440,6 +462,10 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
     summary = InferSummary(batch_size=batch_size)
     items = iter_items(inputs, cfg)
     with OutputLock(cfg.output):
+        if cfg.resume and _finished_earlier(cfg, columns, items, summary):
+            if cfg.summary:
+                write_summary(cfg, summary)
+            return summary
         start = time.perf_counter()
         owned = connect(ray, opts.address, report)
         summary.startup_seconds = time.perf_counter() - start

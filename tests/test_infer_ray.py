@@ -82,6 +82,17 @@ def test_ray_rows_equal_local_rows_with_bad_files(
     assert sum(doc["per_worker"].values()) == len(good) + len(bad)
     assert f"{len(bad)} files failed" in result.output
     assert not Path(f"{remote}.parts").exists() and not Path(f"{remote}.lock").exists()
+    before = remote.read_bytes()
+    again = infer(tiny_model, tmp_path / "zoo", remote, "--top-k", "2", *ray_args, "--resume")
+    assert again.exit_code == 0, again.output
+    assert "0 images, 0 errors" in again.output and "ray: " not in again.output
+    assert f"{len(good) + len(bad)} already done (resumed)" in again.output
+    assert remote.read_bytes() == before, "a finished run's output is left as it is"
+    lines = local.read_text(encoding="utf-8").splitlines(keepends=True)
+    local.write_text("".join(lines[:-2]), encoding="utf-8")  # a local run, stopped
+    refused = infer(tiny_model, tmp_path / "zoo", local, "--top-k", "2", *ray_args, "--resume")
+    assert refused.exit_code == 1 and "lacks 2 files" in refused.output, refused.output
+    assert "--engine local --resume" in refused.output
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from cnnbench.bench.errors import BenchError
@@ -132,7 +134,7 @@ def check_outputs(paths: dict[str, str | None]) -> None:
     type=click.Path(dir_okay=False),
     help="PNG: throughput vs batch size, latency percentiles (needs matplotlib).",
 )
-def bench(**opts: object) -> None:
+def bench(**opts: Any) -> None:
     """Measure latency and throughput per model, provider and batch size.
 
     \b

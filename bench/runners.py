@@ -88,11 +88,10 @@ def device_runner(
     for out in session.get_outputs():
         binding.bind_output(out.name, "cuda", device_id)
 
-    def run() -> None:
+    def run(keep_alive: object = value) -> None:  # the device buffer must outlive the binding
         session.run_with_iobinding(binding)
         binding.synchronize_outputs()
 
-    run.keep_alive = value  # the device buffer must outlive the binding
     return run
 
 

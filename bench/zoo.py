@@ -53,7 +53,7 @@ def source_digest(spec: object) -> str:
 
     digest = hashlib.sha256(f"{spec!r} seed={ZOO_SEED}".encode())
     for package in (cnnbench.training, cnnbench.convert):
-        folder = os.path.dirname(package.__file__)
+        folder = package.__path__[0]
         for name in sorted(os.listdir(folder)):
             if name.endswith(".py"):
                 with open(os.path.join(folder, name), "rb") as f:

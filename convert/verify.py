@@ -59,7 +59,7 @@ def image_sets(facts: ModelFacts, real: RealImages | None) -> list[ImageSet]:
     return sets
 
 
-def input_dtype(session: Any) -> type:
+def input_dtype(session: Any) -> type[np.generic]:
     return np.float32 if session.get_inputs()[0].type == "tensor(float)" else np.uint8
 
 

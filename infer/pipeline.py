@@ -20,11 +20,12 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -279,7 +280,7 @@ def prediction_row(
         row["true_label"] = safe_cell(truth or "")
         if truth is not None:
             hit = truth == _label(labels, idx[0])
-            row["correct"] = int(hit)
+            row["correct"] = str(int(hit))
             summary.count(truth, hit)
     return row
 
@@ -301,7 +302,7 @@ class StopOnSigint:
 
     def __init__(self) -> None:
         self.requested = False
-        self.previous = None
+        self.previous: Callable[[int, FrameType | None], Any] | int | None = None
 
     def _handle(self, signum: int, frame: object) -> None:
         self.requested = True
@@ -408,5 +409,6 @@ def write_summary(cfg: InferConfig, summary: InferSummary) -> None:
         "output": cfg.output,
         "errors_csv": cfg.errors_path,
     }
+    assert cfg.summary is not None, "called only with --summary"
     with atomic_open(cfg.summary) as f:
         json.dump(doc, f, indent=2, ensure_ascii=False)

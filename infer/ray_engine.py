@@ -250,7 +250,7 @@ class _Collector:
         self.job, self.parts, self.labels = job, parts, fmt.labels
         self.truth = set(fmt.labels) if truth else None
         self.columns = fieldnames(cfg.top_k, truth)
-        self.rows: dict[int, dict[int, tuple]] = {}
+        self.rows: dict[int, dict[int, list]] = {}
         self.providers: set[str] = set()
 
     def add(self, batch: dict, summary: InferSummary) -> None:
@@ -267,7 +267,7 @@ class _Collector:
         got = self.rows.pop(block)
         del self.job.pending[block]
         predictions, errors = [], []
-        workers = Counter()
+        workers: Counter[str] = Counter()
         for i in range(len(got)):
             name, error, top, score, worker = got[i]
             workers[worker] += 1

@@ -12,7 +12,7 @@ import numpy as np
 
 from cnnbench.convert.config import Preprocess
 from cnnbench.convert.errors import ConvertError
-from cnnbench.infer.errors import first_line
+from cnnbench.errors import first_line
 
 REFERENCE_CHUNK = 2  # images per Keras call: eager Keras holds every activation of a call
 

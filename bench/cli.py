@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
 import click
 
 from cnnbench.bench.errors import BenchError
 from cnnbench.bench.measure import Timing
 from cnnbench.bench.run import DEFAULT_MAX_BATCH, Baseline, BenchConfig, run_bench
+from cnnbench.files import unwritable
 from cnnbench.infer.options import parse_size, runtime_options, shape_options, tensorrt_options
 from cnnbench.infer.preprocess import ForeignOptions, Layout
 from cnnbench.infer.session import Provider, RuntimeOptions
@@ -33,12 +34,8 @@ def check_outputs(paths: dict[str, str | None]) -> None:
     for option, path in paths.items():
         if path is None:
             continue
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            raise click.BadParameter(
-                f"cannot write {path}: folder {folder} does not exist or is not writable",
-                param_hint=option,
-            )
+        if why := unwritable(path):
+            raise click.BadParameter(f"cannot write {path}: {why}", param_hint=option)
     plot = paths.get("--plot")
     if plot and not plot.lower().endswith(".png"):
         raise click.BadParameter(
@@ -137,7 +134,7 @@ def check_outputs(paths: dict[str, str | None]) -> None:
     type=click.Path(dir_okay=False),
     help="PNG: throughput vs batch size, latency percentiles (needs matplotlib).",
 )
-def bench(**opts: object) -> None:
+def bench(**opts: Any) -> None:
     """Measure latency and throughput per model, provider and batch size.
 
     \b

@@ -33,6 +33,7 @@ def end_to_end(
     with the best model-only throughput."""
     from cnnbench.infer.pipeline import InferConfig, run_infer
 
+    assert cfg.images is not None, "called only with --images"
     rows = []
     for target in targets:
         for provider in report.providers:
@@ -100,6 +101,7 @@ def _keras_rows(target: Target, ort: Result, cfg: BenchConfig, report: BenchRepo
 
     info = next(m for m in report.models if m.model == target.label)
     model = keras.saving.load_model(target.keras_path, compile=False)
+    assert info.fmt is not None, "resolved when the model was measured"
     x = make_images(info.fmt, ort.batch_size)  # the very images ONNX Runtime was given
     graph = tf.function(lambda t: model(t, training=False))
     runs = {

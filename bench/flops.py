@@ -7,7 +7,6 @@ they are a rounding error next to the convolutions of these models.
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from cnnbench.bench.errors import BenchError
+from cnnbench.files import atomic_path
 
 # op type -> (index of the data input, index of the weight input) for the kinds counted
 CONV_OPS = {"Conv": (0, 1), "ConvInteger": (0, 1), "QLinearConv": (0, 3)}
@@ -148,7 +148,6 @@ def write_matmul_model(path: str, n: int) -> str:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    tmp = f"{path}.tmp{os.getpid()}"
-    onnx.save(model, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        onnx.save(model, tmp)
     return path

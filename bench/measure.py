@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
 PERCENTILES = (50, 90, 95, 99)
 # numpy's default, Hyndman & Fan type 7: interpolates linearly between the closest ranks.
-PERCENTILE_METHOD = "linear"
+PERCENTILE_METHOD: Final = "linear"
 STABLE_WINDOWS = 3  # perf_analyzer: three windows in a row ...
 STABLE_TOLERANCE = 0.10  # ... within 10% of each other
 SWEEP_MIN_GAIN = 0.05  # a doubling of the batch must buy 5% more img/s to go on

@@ -4,6 +4,7 @@ and scikit-image (nothing is downloaded): random crops of each photo, written as
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -42,3 +43,26 @@ def write_sample_photos(folder: str, count: int, seed: int = 0, size: int = 256)
             raise OSError(f"cannot write {path}")
         paths.append(path)
     return paths
+
+
+def write_sized_photos(folder: Path, count: int, size: tuple[int, int] = (500, 375)) -> Path:
+    """`count` distinct JPEGs of `size` (w, h): random crops, flips and qualities of real
+    photos. Sizes above the sources' (at most 640x512) are upscaled: smoother than a real
+    camera photo of that size, so they compress better and decode faster than one."""
+    if folder.exists() and len(list(folder.glob("*.jpg"))) == count:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    photos = source_photos()
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        ch, cw = int(h * rng.uniform(0.6, 1)), int(w * rng.uniform(0.6, 1))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = photo[y : y + ch, x : x + cw][:, :: rng.choice([1, -1])]
+        shrink = size[0] <= cw and size[1] <= ch
+        image = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+        quality = [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))]
+        _, enc = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), quality)
+        (folder / f"photo_{i:05d}.jpg").write_bytes(enc.tobytes())
+    return folder

@@ -3,10 +3,10 @@ provider and precision. matplotlib is imported only here (the `plot` extra)."""
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from cnnbench.bench.errors import BenchError
+from cnnbench.files import atomic_path, unwritable
 
 if TYPE_CHECKING:
     from cnnbench.bench.run import BenchReport
@@ -36,9 +36,8 @@ def series(report: BenchReport) -> dict[str, list]:
 def write_plot(path: str, report: BenchReport) -> None:
     if not path.lower().endswith(".png"):
         raise BenchError(f"--plot writes PNG: give a file name ending in .png, got {path!r}")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise BenchError(f"cannot write {path}: folder {folder} does not exist")
+    if why := unwritable(path):
+        raise BenchError(f"cannot write {path}: {why}")
     plt = _pyplot()
     fig, (ax_ips, ax_lat) = plt.subplots(1, 2, figsize=(13, 5))
     for label, rows in series(report).items():
@@ -62,11 +61,8 @@ def write_plot(path: str, report: BenchReport) -> None:
         ax.grid(True, which="both", alpha=0.3)
     ax_ips.legend(fontsize="small")
     fig.tight_layout()
-    tmp = f"{path}.tmp{os.getpid()}.png"
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -19,6 +17,7 @@ from cnnbench.bench.measure import (
     STABLE_WINDOWS,
     SWEEP_MIN_GAIN,
 )
+from cnnbench.files import atomic_open, unwritable
 
 if TYPE_CHECKING:
     from cnnbench.bench.run import BenchConfig, BenchReport
@@ -189,12 +188,12 @@ def notes(report: BenchReport) -> list[str]:
         )
     wobbly = [r for r in report.results if r.p50_spread > REPEATABLE]
     if wobbly:
-        worst = max(wobbly, key=lambda r: r.p50_spread)
+        w = max(wobbly, key=lambda r: r.p50_spread)
         out.append(
             f"machine too noisy for {REPEATABLE:.0%} repeatability at the median: in "
             f"{len(wobbly)} of {len(report.results)} configurations the windows' p50 differ "
-            f"by more (worst {worst.p50_spread:.0%}: {worst.model} {worst.provider} batch "
-            f"{worst.batch_size}); expect a rerun to differ about as much"
+            f"by more (worst {w.p50_spread:.0%}: {w.model} {w.provider} batch "
+            f"{w.batch_size}); expect a rerun to differ about as much"
         )
     return out
 
@@ -310,17 +309,10 @@ def csv_rows(report: BenchReport) -> Iterable[dict]:
 
 def atomic_write(path: str, write: Callable[[Any], None], newline: str | None = None) -> None:
     """Write through a temporary file beside `path`: never a half-written output."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise BenchError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".cnnbench-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    if why := unwritable(path):
+        raise BenchError(f"cannot write {path}: {why}")
+    with atomic_open(path, newline=newline) as f:
+        write(f)
 
 
 def write_json(path: str, report: BenchReport, cfg: BenchConfig) -> None:

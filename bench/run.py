@@ -261,7 +261,8 @@ def _batch_plan(session, cfg: BenchConfig, info: ModelInfo, provider: str) -> tu
 def bench_target(target: Target, provider: Provider, cfg: BenchConfig, report: BenchReport) -> None:
     session, session_ms = timed_session(target.path, with_provider(cfg.runtime, provider))
     info = _model_info(target, session, cfg, report)
-    fmt: InputFormat = info.fmt
+    fmt = info.fmt
+    assert fmt is not None, "_model_info resolves it"
     first = _runner(
         session,
         fmt.input_name,
@@ -274,7 +275,7 @@ def bench_target(target: Target, provider: Provider, cfg: BenchConfig, report: B
     info.cold_start[provider.value] = {"session_ms": session_ms, "first_run_ms": _now_ms() - t0}
     planned = _batch_plan(session, cfg, info, provider.value)
     history: list[tuple[int, float]] = []
-    batch = planned[0] if planned else 1
+    batch: int | None = planned[0] if planned else 1
     while batch is not None:
         try:
             result = _measure_batch(session, info, provider, batch, cfg, report)
@@ -311,7 +312,8 @@ def _now_ms() -> float:
 def _measure_batch(
     session, info: ModelInfo, provider: Provider, batch: int, cfg: BenchConfig, report: BenchReport
 ) -> Result:
-    fmt: InputFormat = info.fmt
+    fmt = info.fmt
+    assert fmt is not None, "_model_info resolves it"
     array = fmt.to_model_input(make_images(fmt, batch))
     m = measure(
         _runner(session, fmt.input_name, array, provider, cfg.runtime.device_id), batch, cfg.timing

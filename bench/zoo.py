@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cnnbench.bench.errors import BenchError
+from cnnbench.files import atomic_path
 
 ZOO_SEED = 0
 ZOO_CLASSES = 1000  # as the registry's reference parameter counts: an ImageNet head for all
@@ -52,7 +53,7 @@ def source_digest(spec: object) -> str:
 
     digest = hashlib.sha256(f"{spec!r} seed={ZOO_SEED}".encode())
     for package in (cnnbench.training, cnnbench.convert):
-        folder = os.path.dirname(package.__file__)
+        folder = package.__path__[0]
         for name in sorted(os.listdir(folder)):
             if name.endswith(".py"):
                 with open(os.path.join(folder, name), "rb") as f:
@@ -90,10 +91,9 @@ def _convert(name: str, classes: int, model: ZooModel) -> None:
     from cnnbench.training.registry import build
 
     keras.utils.set_random_seed(ZOO_SEED)
-    tmp = f"{model.keras_path}.tmp{os.getpid()}.keras"
     try:
-        build(name, classes).save(tmp)
-        os.replace(tmp, model.keras_path)
+        with atomic_path(model.keras_path, suffix=".keras") as tmp:
+            build(name, classes).save(tmp)
         keras.backend.clear_session()
         gc.collect()
         cfg = ConvertConfig(
@@ -106,7 +106,5 @@ def _convert(name: str, classes: int, model: ZooModel) -> None:
     except (TrainError, ConvertError) as e:
         raise BenchError(f"zoo: cannot prepare {name}: {e}") from e
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         keras.backend.clear_session()
         gc.collect()

@@ -35,7 +35,7 @@ def dropped(line: bytes) -> bool:
     if line.startswith(_ABSL_PREAMBLE) or _RAY_ACTOR_ARGS.match(line):
         return True
     match = _ABSL_LINE.match(line)
-    return bool(match) and (match[1] != b"E" or bool(_HARMLESS_ABSL_ERRORS.search(match[2])))
+    return match is not None and (match[1] != b"E" or bool(_HARMLESS_ABSL_ERRORS.search(match[2])))
 
 
 def _forward(read_fd: int, write_fd: int) -> None:

@@ -39,7 +39,19 @@ FOLDER = click.Path(file_okay=False)
 @click.option("--verify-images", type=FOLDER, help="Real images to verify on as well.")
 @click.option("--external-data", is_flag=True, help="Weights in OUTPUT.data (automatic > 2 GB).")
 @click.option("--no-verify", is_flag=True, help="Skip the checks against Keras.")
-def convert(model: str, output: str, no_verify: bool, external_data: bool, **options: str) -> None:
+def convert(
+    model: str,
+    output: str,
+    labels: str | None,
+    opset: int,
+    input_dtype: str,
+    preprocess: str,
+    precision: str,
+    calibration: str | None,
+    verify_images: str | None,
+    external_data: bool,
+    no_verify: bool,
+) -> None:
     """Export a Keras image classifier (.keras) to self-describing ONNX.
 
     \b
@@ -53,13 +65,13 @@ def convert(model: str, output: str, no_verify: bool, external_data: bool, **opt
     cfg = ConvertConfig(
         model=model,
         output=output,
-        labels=options["labels"],
-        opset=int(options["opset"]),
-        input_dtype=InputDtype(options["input_dtype"]),
-        preprocess=Preprocess(options["preprocess"]),
-        precision=Precision(options["precision"]),
-        calibration=options["calibration"],
-        verify_images=options["verify_images"],
+        labels=labels,
+        opset=opset,
+        input_dtype=InputDtype(input_dtype),
+        preprocess=Preprocess(preprocess),
+        precision=Precision(precision),
+        calibration=calibration,
+        verify_images=verify_images,
         verify=not no_verify,
         external_data=True if external_data else None,
     )

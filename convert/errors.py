@@ -1,2 +1,5 @@
-class ConvertError(Exception):
+from cnnbench.errors import CnnbenchError
+
+
+class ConvertError(CnnbenchError):
     """A problem with a model to convert or a conversion option, meant for the user."""

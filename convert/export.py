@@ -15,10 +15,10 @@ from cnnbench.convert.keras_model import (
     keras_reference,
     load_keras,
     model_facts,
-    sha256_file,
 )
 from cnnbench.convert.real_images import RealImages, calibration_images, verification_images
 from cnnbench.convert.writer import check_writable, needs_external, save_model, staged
+from cnnbench.files import sha256_file
 from cnnbench.infer.contract import INPUT_NAME, ModelSpec, read_labels, write_spec
 from cnnbench.infer.errors import InferError, first_line
 

@@ -3,7 +3,6 @@ build the uint8 -> model input adapter used both in the traced graph and as the 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import zipfile
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ import numpy as np
 
 from cnnbench.convert.config import Preprocess
 from cnnbench.convert.errors import ConvertError
-from cnnbench.infer.errors import first_line
+from cnnbench.errors import first_line
 
 REFERENCE_CHUNK = 2  # images per Keras call: eager Keras holds every activation of a call
 
@@ -26,14 +25,6 @@ class ModelFacts:
     channels: int
     num_classes: int
     input_dtype: str
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_keras(path: str) -> Any:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from cnnbench.convert.errors import ConvertError
+from cnnbench.errors import first_line
 from cnnbench.infer.contract import INPUT_NAME
-from cnnbench.infer.errors import first_line
 
 CALIBRATION_BATCH = 8
 KEEP_FLOAT_OPS = ("Softmax",)  # quantized probabilities would tie at 1/255 steps

@@ -14,8 +14,8 @@ from cnnbench.convert.config import Precision
 from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.keras_model import ModelFacts
 from cnnbench.convert.real_images import RealImages
+from cnnbench.errors import first_line
 from cnnbench.infer.contract import INPUT_NAME
-from cnnbench.infer.errors import first_line
 
 # (max abs difference of probabilities, minimum top-1 agreement); None: informative only
 TOLERANCES: dict[Precision, tuple[float | None, float]] = {
@@ -59,7 +59,7 @@ def image_sets(facts: ModelFacts, real: RealImages | None) -> list[ImageSet]:
     return sets
 
 
-def input_dtype(session: Any) -> type:
+def input_dtype(session: Any) -> type[np.generic]:
     return np.float32 if session.get_inputs()[0].type == "tensor(float)" else np.uint8
 
 

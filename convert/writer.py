@@ -3,28 +3,24 @@ renamed into place only once verified; models past protobuf's 2 GB go to externa
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
+from cnnbench import files
 from cnnbench.convert.errors import ConvertError
+from cnnbench.files import unwritable
 
 PROTO_LIMIT = 2**31 - 2**26  # protobuf's 2 GiB cap on one message, less room for the graph
 DATA_SUFFIX = ".data"
 
 
 def check_writable(path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ConvertError(f"cannot write {path}: it is a folder; give a file name ending .onnx")
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise ConvertError(
-            f"cannot write {path}: folder {folder} does not exist or is not writable; "
-            "choose another output path"
+    if why := unwritable(path):
+        hint = (
+            "give a file name ending .onnx" if os.path.isdir(path) else "choose another output path"
         )
+        raise ConvertError(f"cannot write {path}: {why}; {hint}")
 
 
 def weight_bytes(model: Any) -> int:
@@ -53,18 +49,7 @@ def save_model(model: Any, path: str, external: bool) -> None:
     )
 
 
-@contextmanager
-def staged(output: str) -> Iterator[str]:
-    """Yield a path named like `output` in a staging folder beside it (scratch files may go
-    in the same folder). On success move it, and its external data, into place; on any
-    error leave nothing behind."""
-    stage = tempfile.mkdtemp(prefix=".cnnbench-", dir=os.path.dirname(os.path.abspath(output)))
-    path = os.path.join(stage, os.path.basename(output))
-    try:
-        yield path
-        if os.path.exists(path + DATA_SUFFIX):
-            shutil.copymode(path, path + DATA_SUFFIX)  # onnx writes it owner-only
-            os.replace(path + DATA_SUFFIX, output + DATA_SUFFIX)
-        os.replace(path, output)
-    finally:
-        shutil.rmtree(stage)
+def staged(output: str) -> contextlib.AbstractContextManager[str]:
+    """A path named like `output` in a hidden staging folder beside it (scratch files may go
+    there too), moved into place with its external data once the block succeeds."""
+    return files.staged(output, companions=(DATA_SUFFIX,))

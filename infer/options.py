@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -126,7 +127,7 @@ def tensorrt_options(f: Callable) -> Callable:
     )(f)
 
 
-def make_runtime(provider: str, device_id: int, threads: int, **extra: object) -> RuntimeOptions:
+def make_runtime(provider: str, device_id: int, threads: int, **extra: Any) -> RuntimeOptions:
     return RuntimeOptions(
         provider=Provider(provider), device_id=device_id, threads=threads, **extra
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import fcntl
 import os
 from dataclasses import dataclass
+
+import filelock
 
 from cnnbench.infer.errors import InferError
 
@@ -77,40 +79,27 @@ def read_resume_state(output: str, errors: str, columns: list[str]) -> ResumeSta
 class OutputLock:
     """An exclusive lock beside the output, so that two runs never write it at once.
 
-    flock is released by the kernel when the holder dies, so a SIGKILL leaves no stale
-    lock; the file is removed on a clean exit, after checking that it is still ours.
+    filelock takes an OS lock on `OUTPUT.lock` (flock on POSIX, LockFileEx on Windows),
+    released by the kernel when the holder dies, so a SIGKILL leaves no stale lock; the
+    file is removed on a clean exit, while still held (a waiter that opened the removed
+    file retries on the new one).
     """
 
     def __init__(self, output: str) -> None:
         self.path = f"{output}.lock"
-        self.fd: int | None = None
+        self.lock = filelock.FileLock(self.path, timeout=0)
 
     def __enter__(self) -> OutputLock:
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise InferError(
-                    f"another cnnbench infer is writing {self.path[:-5]} (lock {self.path}); "
-                    "wait for it to finish or choose another -o"
-                ) from None
-            if _same_file(fd, self.path):
-                self.fd = fd
-                return self
-            os.close(fd)  # removed by the previous holder between open and flock: retry
+        try:
+            self.lock.acquire()
+        except filelock.Timeout:
+            raise InferError(
+                f"another cnnbench infer is writing {self.path[:-5]} (lock {self.path}); "
+                "wait for it to finish or choose another -o"
+            ) from None
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self.fd is not None
-        os.unlink(self.path)
-        os.close(self.fd)
-        self.fd = None
-
-
-def _same_file(fd: int, path: str) -> bool:
-    try:
-        a, b = os.fstat(fd), os.stat(path)
-    except FileNotFoundError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        self.lock.release()

@@ -20,6 +20,7 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 
+from cnnbench.files import atomic_open
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.output import ERROR_FIELDNAMES
 
@@ -28,15 +29,6 @@ MANIFEST = "manifest.json"
 
 def parts_dir(output: str) -> str:
     return f"{output}.parts"
-
-
-def file_digest(path: str) -> str:
-    """sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def names_digest(names: Iterable[str]) -> str:
@@ -48,12 +40,8 @@ def names_digest(names: Iterable[str]) -> str:
 
 
 def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_open(path, newline="") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _csv_text(columns: Sequence[str], rows: Iterable[dict]) -> str:
@@ -105,17 +93,13 @@ class Parts:
     def merge(self, digests: Sequence[str], output: str, errors_path: str) -> None:
         """Every block's shards, in block order, into the two outputs (each atomically)."""
         for path, errors in ((errors_path, True), (output, False)):
-            tmp = f"{path}.tmp"
-            with open(tmp, "wb") as out:
+            with atomic_open(path, "wb") as out:
                 for block, digest in enumerate(digests):
                     with open(self._path(block, digest, errors), "rb") as shard:
                         header = shard.readline()
                         if block == 0:
                             out.write(header)
                         shutil.copyfileobj(shard, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -24,10 +24,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
+from cnnbench.files import Report, atomic_open, unwritable
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.images import (
     IMAGE_EXTENSIONS,
@@ -49,8 +52,10 @@ from cnnbench.infer.preprocess import ForeignOptions, InputFormat, resolve_input
 from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, make_runner
 from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, choose_session
 
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
 DEPTH = 3  # batches in flight: one running, two decoding
-Report = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -145,13 +150,8 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
     inputs = expand_inputs(cfg.inputs)
     targets = [cfg.output, cfg.errors_path] + ([cfg.summary] if cfg.summary else [])
     for path in targets:
-        out_dir = os.path.dirname(os.path.abspath(path))
-        if os.path.isdir(path) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-            raise InferError(f"cannot write {path}: it is a folder or a read-only file")
-        if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
-            raise InferError(
-                f"cannot write {path}: folder {out_dir} does not exist or is not writable"
-            )
+        if why := unwritable(path):
+            raise InferError(f"cannot write {path}: {why}")
     if len({os.path.abspath(p) for p in targets}) < len(targets):
         raise InferError("--output, --errors and --summary must be different files")
     return inputs
@@ -280,7 +280,7 @@ def prediction_row(
         row["true_label"] = safe_cell(truth or "")
         if truth is not None:
             hit = truth == _label(labels, idx[0])
-            row["correct"] = int(hit)
+            row["correct"] = str(int(hit))
             summary.count(truth, hit)
     return row
 
@@ -289,22 +289,11 @@ def _label(labels: tuple[str, ...], j: int) -> str:
     return labels[j] if j < len(labels) else str(j)
 
 
-class _NoProgress:
-    n = 0
-
-    def update(self, n: int) -> None:
-        self.n += n
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(enabled: bool):
-    if not enabled or not sys.stderr.isatty():
-        return _NoProgress()
+def _progress(enabled: bool) -> tqdm:
+    """A bar on a terminal only (tqdm's disable=None), never with --no-progress."""
     from tqdm import tqdm
 
-    return tqdm(unit="img", file=sys.stderr, dynamic_ncols=True)
+    return tqdm(unit="img", file=sys.stderr, dynamic_ncols=True, disable=None if enabled else True)
 
 
 class StopOnSigint:
@@ -313,7 +302,7 @@ class StopOnSigint:
 
     def __init__(self) -> None:
         self.requested = False
-        self.previous = None
+        self.previous: Callable[[int, FrameType | None], Any] | int | None = None
 
     def _handle(self, signum: int, frame: object) -> None:
         self.requested = True
@@ -420,7 +409,6 @@ def write_summary(cfg: InferConfig, summary: InferSummary) -> None:
         "output": cfg.output,
         "errors_csv": cfg.errors_path,
     }
-    tmp = f"{cfg.summary}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    assert cfg.summary is not None, "called only with --summary"
+    with atomic_open(cfg.summary) as f:
         json.dump(doc, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, cfg.summary)

@@ -23,11 +23,12 @@ import socket
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+from cnnbench.files import Report
 from cnnbench.infer.errors import InferError, first_line
 from cnnbench.infer.images import Item, load_items, reason
 from cnnbench.infer.output import OutputLock, fieldnames, read_resume_state, safe_cell
@@ -52,7 +53,6 @@ RAY_HINT = "pip install 'cnnbench[ray]'"
 CONNECT_TIMEOUT_S = 3.0
 DECODE_CPUS = 0.5  # per decode task
 TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
-Report = Callable[[str], None]
 
 
 class Engine(enum.StrEnum):
@@ -118,7 +118,8 @@ def connect(ray, address: str | None, report: Report) -> bool:
             report("ray: connected to the running cluster (found by address=auto)")
         except ConnectionError:
             # Ray warns that token authentication is on by default: this cluster is this
-            # run's own, on this machine, and ends with it.
+            # run's own, on this machine, and ends with it. Remove when ray.init() of a
+            # local cluster stops logging that warning.
             logging.getLogger(TOKEN_AUTH_LOGGER).setLevel(logging.ERROR)
             ray.init(**quiet)
             cpus = int(ray.cluster_resources().get("CPU", 0))
@@ -249,7 +250,7 @@ class _Collector:
         self.job, self.parts, self.labels = job, parts, fmt.labels
         self.truth = set(fmt.labels) if truth else None
         self.columns = fieldnames(cfg.top_k, truth)
-        self.rows: dict[int, dict[int, tuple]] = {}
+        self.rows: dict[int, dict[int, list]] = {}
         self.providers: set[str] = set()
 
     def add(self, batch: dict, summary: InferSummary) -> None:
@@ -266,7 +267,7 @@ class _Collector:
         got = self.rows.pop(block)
         del self.job.pending[block]
         predictions, errors = [], []
-        workers = Counter()
+        workers: Counter[str] = Counter()
         for i in range(len(got)):
             name, error, top, score, worker = got[i]
             workers[worker] += 1

@@ -8,6 +8,8 @@ batch is copied into one preallocated device buffer (4x fewer bytes than float32
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from cnnbench.infer.preprocess import InputFormat
@@ -43,7 +45,7 @@ class BoundRunner:
         self.device, self.device_id = device, device_id
         self.output_name = session.get_outputs()[0].name
         self.binding = session.io_binding()
-        self.input = None  # OrtValue on the device, created on the first batch
+        self.input: Any = None  # an onnxruntime.OrtValue on the device, made on the first batch
 
     def run(self, buf: np.ndarray, n: int) -> np.ndarray:
         x = np.ascontiguousarray(self.fmt.to_model_input(buf))

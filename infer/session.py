@@ -81,7 +81,9 @@ def quiet_stderr() -> Iterator[list[str]]:
     block; the list it yields holds what was written, for a one-line reason.
 
     ORT writes to file descriptor 2 whatever `sys.stderr` is, so the descriptor is what
-    gets redirected."""
+    gets redirected; its Python layer print()s the provider fallback notice on stdout, so
+    that is captured too. Remove when ONNX Runtime reports provider-load failures only
+    through its logger (`log_severity_level`) or an exception."""
     captured: list[str] = []
     with contextlib.suppress(AttributeError, OSError, ValueError):
         sys.stderr.flush()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import SLOW_FOLDER_FILES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -128,3 +129,21 @@ def photo_jpeg() -> bytes:
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
     assert ok
     return data.tobytes()
+
+
+@pytest.fixture()
+def slow_folder(tmp_path: Path) -> Path:
+    """SLOW_FOLDER_FILES hard links of one photo PNG: slow enough to decode (~10 ms each on
+    one thread) to be stopped in the middle."""
+    import cv2
+    from sklearn.datasets import load_sample_images
+
+    image = cv2.resize(load_sample_images().images[1], (600, 450))
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    first = folder / "img_0000.png"
+    first.write_bytes(cv2.imencode(".png", image)[1].tobytes())
+    for i in range(1, SLOW_FOLDER_FILES):
+        os.link(first, folder / ("sub" if i % 3 == 0 else "") / f"img_{i:04d}.png")
+    (folder / "broken.png").write_bytes(b"nope")
+    return folder

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import pytest
 from bench_helpers import EXPECTED_MACS, EXPECTED_PARAMS, FAST, bench, write_classifier
-from test_errors import assert_one_line_error, run
+from helpers import assert_one_line_error, run
 
 from cnnbench.bench.extras import bottleneck, recommend
 from cnnbench.bench.flops import graph_facts

@@ -80,3 +80,16 @@ def test_train_list_is_quick_and_complete() -> None:
     for line, spec in zip(lines, ARCHITECTURES.values(), strict=True):
         size = f"{spec.input_size}x{spec.input_size}x{spec.channels}"
         assert line.split()[1:3] == [size, f"{spec.reference_params:,}"]
+
+
+def test_imports_where_fcntl_does_not_exist() -> None:
+    """Windows has no fcntl: the shell, every stage's commands and infer's output lock
+    must import all the same (a None entry in sys.modules makes `import fcntl` fail)."""
+    code = (
+        "import sys; sys.modules['fcntl'] = None\n"
+        "import cnnbench.cli, cnnbench.infer.pipeline, cnnbench.infer.ray_engine\n"
+        "from cnnbench.infer.output import OutputLock\n"
+        "print('imported')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and "imported" in proc.stdout, proc.stderr

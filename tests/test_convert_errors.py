@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_errors import assert_one_line_error, run  # tests/ is on sys.path under pytest
+from helpers import assert_one_line_error, run
 
 
 @pytest.fixture(scope="module")

@@ -6,26 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from cnnbench.cli import cli
-
-
-def run(args: list[str]) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, args)
-    assert not isinstance(result.exception, Exception) or isinstance(
-        result.exception, SystemExit
-    ), f"traceback: {result.exception!r}"
-    return result.exit_code, result.output
-
-
-def assert_one_line_error(code: int, output: str, *needles: str) -> None:
-    assert code != 0
-    lines = [line for line in output.splitlines() if line.startswith("Error")]
-    assert len(lines) == 1, output
-    assert "Traceback" not in output
-    for needle in needles:
-        assert needle in lines[0], output
+from helpers import assert_one_line_error, run
 
 
 def test_missing_model_file(tmp_path: Path) -> None:

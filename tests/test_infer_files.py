@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import make_zoo, write_png
 
 from cnnbench.cli import cli
 from cnnbench.infer.images import decode, jpeg_size, load_image, reduction_for
@@ -23,49 +24,6 @@ from cnnbench.infer.output import unsafe_cell
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
-
-
-def write_png(path: Path, image: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", image)
-    assert ok
-    path.write_bytes(data.tobytes())
-
-
-def make_zoo(root: Path, photo: bytes) -> tuple[set[str], set[str]]:
-    """Good and bad files of every kind; returns (names that decode, names that fail)."""
-    root.mkdir()
-    good, bad = set(), set()
-
-    def add(name: str, data: bytes, ok: bool) -> None:
-        (root / name).write_bytes(data)
-        (good if ok else bad).add(name)
-
-    add("photo.jpg", photo, True)
-    add("truncated.jpg", photo[: len(photo) // 3], False)
-    add("header_only.jpg", photo[:200], False)
-    add("zero.jpg", b"", False)
-    add("text.png", b"this is not a png\n", False)
-    add("café_日本.jpg", photo, True)
-    add('comma, "quote".jpg', photo, True)
-    add("=HYPERLINK(1).jpg", photo, True)
-    add("'apostrophe.jpg", photo, True)
-    rng = np.random.default_rng(1)
-    write_png(root / "gray.png", rng.integers(0, 255, (40, 30), dtype=np.uint8))
-    write_png(root / "rgba.png", rng.integers(0, 255, (40, 30, 4), dtype=np.uint8))
-    write_png(root / "deep16.png", rng.integers(0, 65535, (40, 30, 3), dtype=np.uint16))
-    write_png(root / "one_pixel.png", np.full((1, 1, 3), 7, dtype=np.uint8))
-    huge = cv2.resize(cv2.imdecode(np.frombuffer(photo, np.uint8), 1), (6000, 4000))
-    (root / "huge.jpg").write_bytes(cv2.imencode(".jpg", huge)[1].tobytes())
-    good |= {"gray.png", "rgba.png", "deep16.png", "one_pixel.png", "huge.jpg"}
-    os.symlink(root / "missing-target.jpg", root / "broken_link.jpg")
-    bad.add("broken_link.jpg")
-    (root / "sub").mkdir()
-    add("sub/nested.jpeg", photo, True)
-    (root / "notes.txt").write_text("not an image extension: not scanned")
-    if os.geteuid() != 0:  # root reads files whatever their mode: chmod cannot make one fail
-        add("locked.jpg", photo, False)
-        (root / "locked.jpg").chmod(0)
-    return good, bad
 
 
 def test_every_file_lands_once(tiny_model: Path, photo_jpeg: bytes, tmp_path: Path) -> None:

@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import cv2
-import pytest
-
-from cnnbench.infer.output import unsafe_cell
-
-FILES = 600
-
-
-@pytest.fixture()
-def slow_folder(tmp_path: Path) -> Path:
-    """FILES hard links of one photo PNG: slow enough to decode (~10 ms each on one thread)
-    to be stopped in the middle."""
-    from sklearn.datasets import load_sample_images
-
-    image = cv2.resize(load_sample_images().images[1], (600, 450))
-    folder = tmp_path / "photos"
-    (folder / "sub").mkdir(parents=True)
-    first = folder / "img_0000.png"
-    first.write_bytes(cv2.imencode(".png", image)[1].tobytes())
-    for i in range(1, FILES):
-        os.link(first, folder / ("sub" if i % 3 == 0 else "") / f"img_{i:04d}.png")
-    (folder / "broken.png").write_bytes(b"nope")
-    return folder
+from helpers import SLOW_FOLDER_FILES as FILES
+from helpers import assert_exactly_once, paths
 
 
 def command(model: Path, folder: Path, out: Path, *extra: str) -> list[str]:
@@ -54,18 +31,6 @@ def wait_for_rows(out: Path, rows: int, proc: subprocess.Popen, timeout: float =
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.01)
     raise AssertionError(f"{out} never reached {rows} rows")
-
-
-def paths(csv_path: Path) -> list[str]:
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        return [unsafe_cell(r["path"]) for r in csv.DictReader(f)]
-
-
-def assert_exactly_once(folder: Path, out: Path) -> None:
-    done = paths(out) + paths(out.with_name(out.stem + ".errors.csv"))
-    expected = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
-    assert len(done) == len(set(done)), "duplicate rows"
-    assert sorted(done) == expected, "missing rows"
 
 
 def resume(model: Path, folder: Path, out: Path) -> subprocess.CompletedProcess:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_infer_files import make_zoo
-from test_infer_interrupt import assert_exactly_once, paths
-from test_infer_interrupt import slow_folder as slow_folder  # the fixture
+from helpers import assert_exactly_once, make_zoo, paths
 
 from cnnbench.cli import cli
+
+pytest.importorskip("ray", reason="needs the ray extra: pip install 'cnnbench[ray]'")
 
 
 @pytest.fixture(scope="module")

@@ -194,7 +194,7 @@ def googlenet(num_classes: int, size: int = 224, channels: int = 3) -> Any:
     x = pool(x, "pool2")
     stage = "2"
     for row in INCEPTION_TABLE:
-        if row == "M":
+        if isinstance(row, str):  # "M"
             x = pool(x, f"pool{stage}")
         else:
             stage = row[0][0]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from cnnbench.training.errors import TrainError
@@ -61,7 +59,26 @@ def list_architectures() -> None:
     help="Also write the validation split as an image folder (one subfolder per class).",
 )
 @click.option("--list", "list_archs", is_flag=True, help="List the architectures and exit.")
-def train(arch: str | None, out: str | None, list_archs: bool, **options: Any) -> None:
+def train(
+    arch: str | None,
+    out: str | None,
+    data: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    img_size: int | None,
+    channels: str | None,
+    val_split: float,
+    val: str | None,
+    seed: int,
+    augment: bool,
+    weights: str,
+    freeze_base: bool,
+    unfreeze_top: int | None,
+    eager: bool,
+    export_val: str | None,
+    list_archs: bool,
+) -> None:
     """Train ARCH and write RUN_DIR: model.keras, labels.txt, history, report, config.
 
     \b
@@ -76,17 +93,30 @@ def train(arch: str | None, out: str | None, list_archs: bool, **options: Any) -
         return
     if arch is None or out is None:
         raise click.UsageError("give an architecture and --out (or --list)")
-    weights = options.pop("weights")
-    options |= {
-        "channels": int(options["channels"]) if options["channels"] else None,
-        "weights": None if weights.lower() == "none" else weights,
-        "unfreeze_top": options["unfreeze_top"] or 0,
-    }
     try:
         get_arch(arch)
         from cnnbench.training.run import TrainConfig, run_training
 
-        result = run_training(TrainConfig(arch=arch, out=out, **options))
+        cfg = TrainConfig(
+            arch=arch,
+            out=out,
+            data=data,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            img_size=img_size,
+            channels=int(channels) if channels else None,
+            val_split=val_split,
+            val=val,
+            seed=seed,
+            export_val=export_val,
+            augment=augment,
+            weights=None if weights.lower() == "none" else weights,
+            freeze_base=freeze_base,
+            unfreeze_top=unfreeze_top or 0,
+            eager=eager,
+        )
+        result = run_training(cfg)
     except TrainError as e:
         raise click.ClickException(str(e)) from e
     click.echo(

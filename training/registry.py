@@ -149,7 +149,11 @@ def build(
     check_size(spec, size)
     if num_classes < 2:
         raise TrainError(f"{name} needs at least 2 classes, got {num_classes}")
-    kwargs = {"num_classes": num_classes, "size": size, "channels": channels or spec.channels}
+    kwargs: dict[str, Any] = {
+        "num_classes": num_classes,
+        "size": size,
+        "channels": channels or spec.channels,
+    }
     if weights is not None:
         if not spec.weights:
             with_base = ", ".join(n for n, s in ARCHITECTURES.items() if s.weights)

@@ -19,7 +19,7 @@ CONFIG_FILE = "config.json"
 
 def write_history(stages: Sequence[dict[str, list[float]]], path: str) -> list[dict[str, Any]]:
     """One row per epoch over all training stages; returns the rows."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for stage, history in enumerate(stages, start=1):
         for i in range(len(next(iter(history.values()), []))):
             rows.append({"epoch": len(rows) + 1, "stage": stage} | {

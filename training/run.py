@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from cnnbench import __version__
+from cnnbench.files import unwritable_folder
 from cnnbench.training import report
 from cnnbench.training.data import (
     DataOptions,
@@ -82,8 +83,8 @@ def _prepare_out(out: str) -> bool:
         raise TrainError(
             f"cannot create run folder {out}: {e.strerror}; choose another --out"
         ) from e
-    if not os.access(out, os.W_OK):
-        raise TrainError(f"run folder {out} is not writable: choose another --out")
+    if why := unwritable_folder(out):
+        raise TrainError(f"cannot use run folder {out}: {why}; choose another --out")
     return created
 
 

@@ -20,7 +20,6 @@ Needs the `train` extra (TensorFlow) to build and convert the two models.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -33,50 +32,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cnnbench.bench.photos import write_sized_photos as make_photo_folder
+from cnnbench.bench.workloads import best_of, make_models
 from cnnbench.infer.images import read_into, scan_inputs
 from cnnbench.infer.pipeline import InferConfig, run_infer
 from cnnbench.infer.preprocess import resolve_input_format
 from cnnbench.infer.session import Provider, RuntimeOptions, create_session
 
 CPU = RuntimeOptions(provider=Provider.CPU)
-
-
-def source_photos() -> list[np.ndarray]:
-    """Real RGB photos bundled with scikit-learn and scikit-image (nothing downloaded)."""
-    from skimage import data
-    from sklearn.datasets import load_sample_images
-
-    photos = list(load_sample_images().images)
-    for name in ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "camera"):
-        try:
-            image = getattr(data, name)()
-        except Exception:  # an image that would need a download is skipped
-            continue
-        photos.append(image if image.ndim == 3 else np.stack([image] * 3, axis=-1))
-    return photos
-
-
-def make_photo_folder(folder: Path, count: int, size: tuple[int, int] = (500, 375)) -> Path:
-    """`count` distinct JPEGs of `size` (w, h): random crops, flips and qualities of real
-    photos. Sizes above the sources' (at most 640x512) are upscaled: smoother than a real
-    camera photo of that size, so they compress better and decode faster than one."""
-    if folder.exists() and len(list(folder.glob("*.jpg"))) == count:
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    photos = source_photos()
-    for i in range(count):
-        photo = photos[i % len(photos)]
-        h, w = photo.shape[:2]
-        ch, cw = int(h * rng.uniform(0.6, 1)), int(w * rng.uniform(0.6, 1))
-        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        crop = photo[y : y + ch, x : x + cw][:, :: rng.choice([1, -1])]
-        shrink = size[0] <= cw and size[1] <= ch
-        image = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-        quality = [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))]
-        _, enc = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), quality)
-        (folder / f"photo_{i:05d}.jpg").write_bytes(enc.tobytes())
-    return folder
 
 
 def make_linked_folder(folder: Path, source: Path, count: int) -> Path:
@@ -89,34 +52,6 @@ def make_linked_folder(folder: Path, source: Path, count: int) -> Path:
         if not target.exists():
             os.link(source, target)
     return folder
-
-
-def make_models(work: Path, calibration: Path) -> dict[str, Path]:
-    """ResNet50 (random weights, caffe preprocessing in-graph) and mnist_cnn as ONNX, and
-    mnist_cnn quantized to int8 (calibrated on the photos)."""
-    names = ("resnet50", "mnist_cnn", "mnist_cnn_int8")
-    models = {name: work / f"{name}.onnx" for name in names}
-    if all(p.exists() for p in models.values()):
-        return models
-    import keras
-
-    from cnnbench.convert.export import ConvertConfig, Precision, Preprocess, export_onnx
-    from cnnbench.training.registry import build
-
-    keras.applications.ResNet50(weights=None).save(work / "resnet50.keras")
-    build("mnist_cnn", 10).save(work / "mnist_cnn.keras")
-    configs = {
-        "resnet50": ConvertConfig("", "", preprocess=Preprocess.IMAGENET_CAFFE),
-        "mnist_cnn": ConvertConfig("", ""),
-        "mnist_cnn_int8": ConvertConfig(
-            "", "", precision=Precision.INT8, calibration=str(calibration)
-        ),
-    }
-    for name, cfg in configs.items():
-        keras_name = name.removesuffix("_int8")
-        cfg = dataclasses.replace(cfg, model=str(work / f"{keras_name}.keras"))
-        export_onnx(dataclasses.replace(cfg, output=str(models[name])), report=print)
-    return models
 
 
 def make_pixel_mean_model(path: Path, size: int = 224) -> Path:
@@ -237,16 +172,6 @@ def mnist_rates(model: Path, photos: Path, args, workers: int, count: int = 0) -
         "decode_plus_model_bound": serial,
         "ratio_to_bound": m["end_to_end"] / serial,
     }
-
-
-def best_of(rounds: int, **runs) -> dict[str, float]:
-    """Each measurement `rounds` times, interleaved, keeping the best: other jobs on a
-    shared machine only ever slow a run down."""
-    best = dict.fromkeys(runs, 0.0)
-    for _ in range(rounds):
-        for name, run in runs.items():
-            best[name] = max(best[name], run())
-    return best
 
 
 def main() -> None:

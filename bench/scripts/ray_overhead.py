@@ -24,8 +24,8 @@ import platform
 import time
 from pathlib import Path
 
-from infer_speed import best_of, make_models, make_photo_folder
-
+from cnnbench.bench.photos import write_sized_photos as make_photo_folder
+from cnnbench.bench.workloads import best_of, make_models
 from cnnbench.infer.pipeline import InferConfig, run_infer
 from cnnbench.infer.ray_engine import RayOptions, run_ray_infer
 from cnnbench.infer.session import Provider, RuntimeOptions

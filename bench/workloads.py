@@ -1,0 +1,46 @@
+"""What the benchmark scripts (bench/scripts/) measure on and how they keep a figure:
+the converted models and the best-of-rounds rule. Needs the `train` extra for the models."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+
+def make_models(work: Path, calibration: Path) -> dict[str, Path]:
+    """ResNet50 (random weights, caffe preprocessing in-graph) and mnist_cnn as ONNX, and
+    mnist_cnn quantized to int8 (calibrated on the photos)."""
+    names = ("resnet50", "mnist_cnn", "mnist_cnn_int8")
+    models = {name: work / f"{name}.onnx" for name in names}
+    if all(p.exists() for p in models.values()):
+        return models
+    import keras
+
+    from cnnbench.convert.export import ConvertConfig, Precision, Preprocess, export_onnx
+    from cnnbench.training.registry import build
+
+    keras.applications.ResNet50(weights=None).save(work / "resnet50.keras")
+    build("mnist_cnn", 10).save(work / "mnist_cnn.keras")
+    configs = {
+        "resnet50": ConvertConfig("", "", preprocess=Preprocess.IMAGENET_CAFFE),
+        "mnist_cnn": ConvertConfig("", ""),
+        "mnist_cnn_int8": ConvertConfig(
+            "", "", precision=Precision.INT8, calibration=str(calibration)
+        ),
+    }
+    for name, cfg in configs.items():
+        keras_name = name.removesuffix("_int8")
+        cfg = dataclasses.replace(cfg, model=str(work / f"{keras_name}.keras"))
+        export_onnx(dataclasses.replace(cfg, output=str(models[name])), report=print)
+    return models
+
+
+def best_of(rounds: int, **runs: Callable[[], float]) -> dict[str, float]:
+    """Each measurement `rounds` times, interleaved, keeping the best: other jobs on a
+    shared machine only ever slow a run down."""
+    best = dict.fromkeys(runs, 0.0)
+    for _ in range(rounds):
+        for name, run in runs.items():
+            best[name] = max(best[name], run())
+    return best

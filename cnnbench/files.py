@@ -1,0 +1,94 @@
+"""File plumbing every stage shares: atomic writes, output-path checks, hashing, and the
+type of the callback that receives progress lines meant for the user.
+
+Imports no stage. Messages are returned, not raised, so each stage raises its own error
+type (see `cnnbench.errors`) with its own hint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+Report = Callable[[str], None]
+"""Receives one line for the user (a provider chosen and why, a table row, a warning)."""
+
+
+def unwritable_folder(folder: str) -> str | None:
+    """Why files cannot be created in `folder`, or None when they can."""
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        return f"folder {folder} does not exist or is not writable"
+    return None
+
+
+def unwritable(path: str) -> str | None:
+    """Why a file cannot be written at `path`, or None: checked before any work starts,
+    so a bad output path fails in a second, not after the work."""
+    if os.path.isdir(path):
+        return "it is a folder"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return "it is a read-only file"
+    return unwritable_folder(os.path.dirname(os.path.abspath(path)))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
+    """A hidden temporary path beside `path` (same folder, so the rename is atomic) for a
+    writer that takes a file name (onnx.save, savefig, keras' save). When the block
+    succeeds it is renamed onto `path`; on any error it is removed and `path` is left as
+    it was. `suffix` keeps an extension that the writer insists on (`.keras`, `.png`)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w", newline: str | None = None) -> Iterator[IO[Any]]:
+    """`open(path, mode)` through `atomic_path`: the file is flushed to disk and renamed into
+    place when the block succeeds, so a reader never sees it half-written. Text is UTF-8."""
+    encoding = None if "b" in mode else "utf-8"
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding, newline=newline) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def staged(output: str, companions: tuple[str, ...] = ()) -> Iterator[str]:
+    """`atomic_path` for a writer that names further files after its output (ONNX external
+    data in `OUTPUT.data`, referenced from the model by that very name): yield a path named
+    like `output` in a hidden staging folder beside it, where scratch files may go too. On
+    success move it, and each `output + suffix` of `companions` that was written, into
+    place (the main file last); on any error leave nothing behind."""
+    folder = os.path.dirname(os.path.abspath(output))
+    stage = tempfile.mkdtemp(prefix=".cnnbench-", dir=folder)
+    path = os.path.join(stage, os.path.basename(output))
+    try:
+        yield path
+        for suffix in companions:
+            if os.path.exists(path + suffix):
+                # onnx writes external data owner-only (0600) whatever the umask: give it
+                # the main file's mode. Remove when onnx.save honours the umask.
+                shutil.copymode(path, path + suffix)
+                os.replace(path + suffix, output + suffix)
+        os.replace(path, output)
+    finally:
+        shutil.rmtree(stage)
+
+
+def sha256_file(path: str) -> str:
+    """The sha256 of a file's bytes, hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -1,0 +1,88 @@
+"""Helpers shared by several test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from click.testing import CliRunner
+
+from cnnbench.cli import cli
+from cnnbench.infer.output import unsafe_cell
+
+SLOW_FOLDER_FILES = 600  # files in conftest's slow_folder
+
+
+def run(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, args)
+    assert not isinstance(result.exception, Exception) or isinstance(
+        result.exception, SystemExit
+    ), f"traceback: {result.exception!r}"
+    return result.exit_code, result.output
+
+
+def assert_one_line_error(code: int, output: str, *needles: str) -> None:
+    assert code != 0
+    lines = [line for line in output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1, output
+    assert "Traceback" not in output
+    for needle in needles:
+        assert needle in lines[0], output
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    ok, data = cv2.imencode(".png", image)
+    assert ok
+    path.write_bytes(data.tobytes())
+
+
+def make_zoo(root: Path, photo: bytes) -> tuple[set[str], set[str]]:
+    """Good and bad files of every kind; returns (names that decode, names that fail)."""
+    root.mkdir()
+    good, bad = set(), set()
+
+    def add(name: str, data: bytes, ok: bool) -> None:
+        (root / name).write_bytes(data)
+        (good if ok else bad).add(name)
+
+    add("photo.jpg", photo, True)
+    add("truncated.jpg", photo[: len(photo) // 3], False)
+    add("header_only.jpg", photo[:200], False)
+    add("zero.jpg", b"", False)
+    add("text.png", b"this is not a png\n", False)
+    add("café_日本.jpg", photo, True)
+    add('comma, "quote".jpg', photo, True)
+    add("=HYPERLINK(1).jpg", photo, True)
+    add("'apostrophe.jpg", photo, True)
+    rng = np.random.default_rng(1)
+    write_png(root / "gray.png", rng.integers(0, 255, (40, 30), dtype=np.uint8))
+    write_png(root / "rgba.png", rng.integers(0, 255, (40, 30, 4), dtype=np.uint8))
+    write_png(root / "deep16.png", rng.integers(0, 65535, (40, 30, 3), dtype=np.uint16))
+    write_png(root / "one_pixel.png", np.full((1, 1, 3), 7, dtype=np.uint8))
+    huge = cv2.resize(cv2.imdecode(np.frombuffer(photo, np.uint8), 1), (6000, 4000))
+    (root / "huge.jpg").write_bytes(cv2.imencode(".jpg", huge)[1].tobytes())
+    good |= {"gray.png", "rgba.png", "deep16.png", "one_pixel.png", "huge.jpg"}
+    os.symlink(root / "missing-target.jpg", root / "broken_link.jpg")
+    bad.add("broken_link.jpg")
+    (root / "sub").mkdir()
+    add("sub/nested.jpeg", photo, True)
+    (root / "notes.txt").write_text("not an image extension: not scanned")
+    if os.geteuid() != 0:  # root reads files whatever their mode: chmod cannot make one fail
+        add("locked.jpg", photo, False)
+        (root / "locked.jpg").chmod(0)
+    return good, bad
+
+
+def paths(csv_path: Path) -> list[str]:
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        return [unsafe_cell(r["path"]) for r in csv.DictReader(f)]
+
+
+def assert_exactly_once(folder: Path, out: Path) -> None:
+    done = paths(out) + paths(out.with_name(out.stem + ".errors.csv"))
+    expected = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
+    assert len(done) == len(set(done)), "duplicate rows"
+    assert sorted(done) == expected, "missing rows"

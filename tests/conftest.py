@@ -128,3 +128,19 @@ def photo_jpeg() -> bytes:
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
     assert ok
     return data.tobytes()
+
+
+@pytest.fixture(scope="session")
+def cuda_missing(tiny_model: Path) -> str | None:
+    """Why CUDA does not run here (None: it does), from one session probe per test session.
+
+    `get_available_providers()` lists CUDA wherever onnxruntime-gpu is installed, GPU or
+    not: only the providers a real session reports are the truth."""
+    from cnnbench.infer.errors import InferError
+    from cnnbench.infer.session import Provider, RuntimeOptions, create_session
+
+    try:
+        create_session(str(tiny_model), RuntimeOptions(provider=Provider.CUDA))
+    except InferError as e:
+        return f"no CUDA session loads here: {e}"
+    return None

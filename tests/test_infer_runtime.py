@@ -110,7 +110,9 @@ def test_bound_runner_pads_and_matches_plain(foreign_model: Path) -> None:
         buf = buf[::-1].copy()
 
 
-def test_auto_says_why_it_chose_cpu(tiny_model: Path) -> None:
+def test_auto_says_why_it_chose_cpu(tiny_model: Path, cuda_missing: str | None) -> None:
+    if cuda_missing is None:
+        pytest.skip("a GPU is present: auto chooses CUDA here (tests/test_gpu.py checks that)")
     session, note = choose_session(str(tiny_model), RuntimeOptions())
     assert session.get_providers()[0] == "CPUExecutionProvider"
     assert note.startswith("provider cpu, chosen by auto (CUDA not used: ")

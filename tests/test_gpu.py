@@ -119,17 +119,19 @@ def infer_rows(model: Path, folder: Path, out: Path, *args: str) -> tuple[dict, 
         return {row["path"]: row for row in csv.DictReader(f)}, result.output
 
 
-@pytest.mark.parametrize("batch", [8, 7], ids=["full-batches", "partial-last-batch"])
+@pytest.mark.parametrize(
+    ("batch", "files"),
+    [(8, 64), (7, 67)],  # 64 = 8 x 8; 67 = 9 x 7 + 4: the last batch is padded on the GPU
+    ids=["full-batches", "partial-last-batch"],
+)
 def test_infer_on_cuda_matches_cpu_for_every_file(
-    cnn: Path, photos: Path, tmp_path: Path, batch: int
+    cnn: Path, photos: Path, tmp_path: Path, batch: int, files: int
 ) -> None:
-    limit = ["--limit", "56", "--batch-size", str(batch)]  # 56 = 7 x 8 = 8 x 7
-    if batch == 7:
-        limit[1] = "60"  # 60 = 8 x 7 + 4: the last batch is padded on the GPU
+    limit = ["--limit", str(files), "--batch-size", str(batch)]
     cpu, _ = infer_rows(cnn, photos, tmp_path / "cpu.csv", "--provider", "cpu", *limit)
     gpu, output = infer_rows(cnn, photos, tmp_path / "gpu.csv", "--provider", "cuda", *limit)
     assert f"provider cuda, batch size {batch}" in output
-    assert len(cpu) == int(limit[1]) and cpu.keys() == gpu.keys()
+    assert len(cpu) == files and cpu.keys() == gpu.keys()
     for name, row in cpu.items():
         assert gpu[name]["label"] == row["label"], name
         assert abs(float(gpu[name]["score"]) - float(row["score"])) <= 1e-3, name

@@ -180,7 +180,9 @@ def test_both_ort_distributions_are_reported(tiny_model: Path, images: Path, tmp
     info = tmp_path / "site" / f"{other.replace('-', '_')}-1.31.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {other}\nVersion: 1.31.1\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    # prepended: cnnbench itself may come from PYTHONPATH (pip install --target)
+    path = os.pathsep.join(p for p in (str(tmp_path / "site"), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
     args = [sys.executable, "-m", "cnnbench", "infer", str(tiny_model), str(images)]
     proc = subprocess.run(
         [*args, "-o", str(tmp_path / "p.csv")], env=env, capture_output=True, text=True

@@ -28,7 +28,9 @@ SWEEP_SHORT=${GPU_CHECK_SWEEP_SHORT:-1,32,256,1024} # the others: the budget all
 PROVIDER=cuda
 [[ ${GPU_CHECK_DRY_RUN:-0} == 1 ]] && PROVIDER=cpu
 
-export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+# PYTHONSAFEPATH: `python -m` must not put the checkout first on sys.path: its cnnbench/
+# folder would shadow the installed package, whose stages the checkout keeps elsewhere.
+export PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 TF_CPP_MIN_LOG_LEVEL=2
 mkdir -p "$OUT" "$WORK/bench" "$WORK/models"
 rm -f "$WORK"/steps.jsonl "$WORK"/bench/*.json "$WORK"/infer-*.json "$WORK"/decode.json
 LOG="$OUT/gpu_check.log"

@@ -117,13 +117,13 @@ bench_one() { # STEM MAX_SECONDS BATCH_SIZES [bench options]
         --json "$WORK/bench/$stem.json"
 }
 bench_one resnet50-fp16 60 "$SWEEP"
-bench_one resnet50-fp32 60 "$SWEEP" --no-peak
 step decode 30 $PY "$HELPER" decode "$WORK/photos" --size 224 --json "$WORK/decode.json"
 for batch in 64 256; do
     step "infer-b$batch" 45 $PY -m cnnbench infer "$WORK/models/resnet50-fp16.onnx" "$WORK/photos" \
         --provider $PROVIDER --batch-size "$batch" -o "$WORK/infer-resnet50-fp16-b$batch.csv" \
         --summary "$WORK/infer-resnet50-fp16-b$batch.json" --no-progress
 done
+bench_one resnet50-fp32 60 "$SWEEP" --no-peak
 for arch in vgg16 googlenet resnet34 alexnet simple_vgg mnist_cnn mlp; do
     for precision in fp16 fp32; do
         bench_one "$arch-$precision" 40 "$SWEEP_SHORT" --no-peak

@@ -118,19 +118,6 @@ def foreign_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def photo_jpeg() -> bytes:
-    """A real photo (scikit-learn's sample image), 500x375 JPEG bytes."""
-    import cv2
-    from sklearn.datasets import load_sample_images
-
-    image = load_sample_images().images[0]  # china.jpg, RGB 427x640
-    small = cv2.resize(image, (500, 375), interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
-    assert ok
-    return data.tobytes()
-
-
-@pytest.fixture(scope="session")
 def cuda_missing(tiny_model: Path) -> str | None:
     """Why CUDA does not run here (None: it does), from one session probe per test session.
 
@@ -144,3 +131,16 @@ def cuda_missing(tiny_model: Path) -> str | None:
     except InferError as e:
         return f"no CUDA session loads here: {e}"
     return None
+
+
+@pytest.fixture(scope="session")
+def photo_jpeg() -> bytes:
+    """A real photo (scikit-learn's sample image), 500x375 JPEG bytes."""
+    import cv2
+    from sklearn.datasets import load_sample_images
+
+    image = load_sample_images().images[0]  # china.jpg, RGB 427x640
+    small = cv2.resize(image, (500, 375), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+    assert ok
+    return data.tobytes()

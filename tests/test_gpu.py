@@ -145,9 +145,13 @@ def test_io_binding_runner_agrees_with_session_run(cnn: Path, photos: Path) -> N
     plain, bound = PlainRunner(session, fmt), BoundRunner(session, fmt, "cuda", 0)
     bound.warm_up(buf)
     for n in (16, 5, 16, 1):  # the device buffer is reused, partly filled batches included
-        got, expected = bound.run(buf, n), plain.run(buf, n)
+        got = bound.run(buf, n)
         assert got.shape == (n, CLASSES)
-        np.testing.assert_allclose(got, expected, atol=1e-5)
+        # the same batch shape runs the same kernels: only the binding can make a difference
+        np.testing.assert_allclose(got, plain.run(buf, len(buf))[:n], rtol=0, atol=1e-6)
+        # exactly n rows, as session.run gets them on CPU: cuDNN may pick other algorithms
+        # (TF32 rounding), so the tolerance is the CPU-vs-CUDA one
+        np.testing.assert_allclose(got, plain.run(buf, n), rtol=0, atol=1e-3)
         buf = np.ascontiguousarray(buf[::-1])
 
 

@@ -87,6 +87,7 @@ def device_runner(
     binding.bind_ortvalue_input(input_name, value)
     for out in session.get_outputs():
         binding.bind_output(out.name, "cuda", device_id)
+    binding.synchronize_inputs()  # the one host-to-device copy has landed before any run
 
     def run(keep_alive: object = value) -> None:  # the device buffer must outlive the binding
         session.run_with_iobinding(binding)

@@ -55,6 +55,9 @@ class BoundRunner:
             )
             self.binding.bind_ortvalue_input(self.fmt.input_name, self.input)
         self.input.update_inplace(x)
+        # A copy from pageable host memory may still be in flight when cudaMemcpy returns,
+        # and the provider runs on its own stream: wait for it (ORT's SynchronizeBoundInputs).
+        self.binding.synchronize_inputs()
         self.binding.bind_output(self.output_name, "cpu")
         self.session.run_with_iobinding(self.binding)
         return self.binding.copy_outputs_to_cpu()[0][:n]

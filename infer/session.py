@@ -140,9 +140,34 @@ def _provider_entry(provider: Provider, opts: RuntimeOptions) -> tuple[str, dict
     return name, {}
 
 
+_preloaded = False
+
+
+def preload_gpu_libraries() -> None:
+    """Load CUDA and cuDNN from pip's `nvidia` packages, once, before the first GPU session.
+
+    The CUDA provider's library has no RPATH to site-packages, so without this (or an
+    `import torch` first, or LD_LIBRARY_PATH) `pip install 'cnnbench[cuda]'` alone never
+    loads CUDA (ONNX Runtime docs, CUDA provider, "Preload DLLs", 1.21 and later). It
+    print()s what it cannot load instead of raising: that stays off the terminal, and the
+    session's own load log gives the reason when CUDA then fails.
+    """
+    global _preloaded
+    if _preloaded:
+        return
+    _preloaded = True
+    preload = getattr(import_ort(), "preload_dlls", None)
+    if preload is None:  # onnxruntime < 1.21
+        return
+    with quiet_stderr(), contextlib.suppress(OSError, RuntimeError):
+        preload()
+
+
 def _try_session(model_path: str, provider: Provider, opts: RuntimeOptions):
     """A session and what ORT logged while loading its providers."""
     ort = import_ort()
+    if provider is not Provider.CPU:
+        preload_gpu_libraries()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3

@@ -119,6 +119,22 @@ def foreign_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cuda_missing(tiny_model: Path) -> str | None:
+    """Why CUDA does not run here (None: it does), from one session probe per test session.
+
+    `get_available_providers()` lists CUDA wherever onnxruntime-gpu is installed, GPU or
+    not: only the providers a real session reports are the truth."""
+    from cnnbench.infer.errors import InferError
+    from cnnbench.infer.session import Provider, RuntimeOptions, create_session
+
+    try:
+        create_session(str(tiny_model), RuntimeOptions(provider=Provider.CUDA))
+    except InferError as e:
+        return f"no CUDA session loads here: {e}"
+    return None
+
+
+@pytest.fixture(scope="session")
 def photo_jpeg() -> bytes:
     """A real photo (scikit-learn's sample image), 500x375 JPEG bytes."""
     import cv2

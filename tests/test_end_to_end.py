@@ -106,6 +106,8 @@ def test_bench_writes_json(digits_run, tmp_path: Path) -> None:
             "bench",
             "--model",
             str(digits_run.onnx_path),
+            "--provider",
+            "cpu",  # every provider that loads would add CUDA rows on a GPU machine
             "--batch-sizes",
             "1,4",
             "--iterations",

@@ -137,7 +137,9 @@ def test_exif_orientation_is_applied(tmp_path: Path, photo_jpeg: bytes, target) 
     assert h > w, f"portrait after EXIF rotation, got {image.shape}"
 
 
-def test_summary_json_and_per_class_accuracy(tiny_model: Path, tmp_path: Path) -> None:
+def test_summary_json_and_per_class_accuracy(
+    tiny_model: Path, tmp_path: Path, cuda_missing: str | None
+) -> None:
     red, blue = np.zeros((20, 20, 3), np.uint8), np.zeros((20, 20, 3), np.uint8)
     red[..., 2], blue[..., 0] = 255, 255
     for label, image in (("cat", red), ("dog", blue)):
@@ -159,7 +161,8 @@ def test_summary_json_and_per_class_accuracy(tiny_model: Path, tmp_path: Path) -
         "correct",
     ]
     doc = json.loads(summary.read_text())
-    assert doc["images"] == 6 and doc["errors"] == 0 and doc["provider"] == "cpu"
+    auto_choice = "cpu" if cuda_missing else "cuda"
+    assert doc["images"] == 6 and doc["errors"] == 0 and doc["provider"] == auto_choice
     assert set(doc["per_class"]) == {"cat", "dog"}
     for label, entry in doc["per_class"].items():
         hits = [r["correct"] == "1" for r in rows if r["true_label"] == label]

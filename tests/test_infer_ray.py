@@ -225,7 +225,9 @@ def test_killed_worker_is_restarted_and_its_block_redone(
     assert sum(workers.values()) == len(paths(out)) + len(paths(tmp_path / "pred.errors.csv"))
 
 
-def test_one_line_errors(ray_address: str, tiny_model: Path, tmp_path: Path, photo_jpeg) -> None:
+def test_one_line_errors(
+    ray_address: str, tiny_model: Path, tmp_path: Path, photo_jpeg, cuda_missing: str | None
+) -> None:
     (tmp_path / "img").mkdir()
     for i in range(3):
         (tmp_path / "img" / f"{i}.jpg").write_bytes(photo_jpeg)
@@ -250,8 +252,9 @@ def test_one_line_errors(ray_address: str, tiny_model: Path, tmp_path: Path, pho
     assert "cannot load" in error(*cluster, model=broken)
     # A model the driver reads but the workers cannot load: they are asked for CUDA,
     # which this machine does not have (the workers' own error comes back, in one line).
-    workers_cuda = error(*cluster, "--provider", "cuda", "--num-gpus-per-worker", "0")
-    assert "a Ray worker cannot load the model: provider cuda did not load" in workers_cuda
+    if cuda_missing:
+        workers_cuda = error(*cluster, "--provider", "cuda", "--num-gpus-per-worker", "0")
+        assert "a Ray worker cannot load the model: provider cuda did not load" in workers_cuda
     assert not out.exists()
     # resuming parts written for another model is refused
     assert infer(tiny_model, tmp_path / "img", out, "--engine", "ray", *cluster).exit_code == 0

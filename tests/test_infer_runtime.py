@@ -110,7 +110,9 @@ def test_bound_runner_pads_and_matches_plain(foreign_model: Path) -> None:
         buf = buf[::-1].copy()
 
 
-def test_auto_says_why_it_chose_cpu(tiny_model: Path) -> None:
+def test_auto_says_why_it_chose_cpu(tiny_model: Path, cuda_missing: str | None) -> None:
+    if cuda_missing is None:
+        pytest.skip("a GPU is present: auto chooses CUDA here (tests/test_gpu.py checks that)")
     session, note = choose_session(str(tiny_model), RuntimeOptions())
     assert session.get_providers()[0] == "CPUExecutionProvider"
     assert note.startswith("provider cpu, chosen by auto (CUDA not used: ")
@@ -178,7 +180,9 @@ def test_both_ort_distributions_are_reported(tiny_model: Path, images: Path, tmp
     info = tmp_path / "site" / f"{other.replace('-', '_')}-1.31.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {other}\nVersion: 1.31.1\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    # prepended: cnnbench itself may come from PYTHONPATH (pip install --target)
+    path = os.pathsep.join(p for p in (str(tmp_path / "site"), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
     args = [sys.executable, "-m", "cnnbench", "infer", str(tiny_model), str(images)]
     proc = subprocess.run(
         [*args, "-o", str(tmp_path / "p.csv")], env=env, capture_output=True, text=True

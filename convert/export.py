@@ -11,6 +11,7 @@ from cnnbench.convert.config import ConvertConfig, InputDtype, Precision, Prepro
 from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.keras_model import (
     ModelFacts,
+    graph_preprocessing,
     input_adapter,
     keras_reference,
     load_keras,
@@ -21,6 +22,7 @@ from cnnbench.convert.real_images import RealImages, calibration_images, verific
 from cnnbench.convert.writer import check_writable, needs_external, save_model, staged
 from cnnbench.infer.contract import INPUT_NAME, ModelSpec, read_labels, write_spec
 from cnnbench.infer.errors import InferError, first_line
+from cnnbench.infer.resize import DEFAULT_POLICY
 
 __all__ = ["ConvertConfig", "InputDtype", "Precision", "Preprocess", "export_onnx"]
 
@@ -87,10 +89,23 @@ def build_spec(
     import tensorflow as tf
     import tf2onnx
 
+    from cnnbench.training.data import read_model_policy
+    from cnnbench.training.errors import TrainError
+
+    try:
+        policy = read_model_policy(cfg.model) or DEFAULT_POLICY
+    except TrainError as e:
+        raise ConvertError(str(e)) from e
     return ModelSpec(
         input_size=facts.size,
         channels=facts.channels,
         labels=labels,
+        channel_order="GRAY" if facts.channels == 1 else "RGB",
+        layout="NHWC",
+        input_dtype=cfg.input_dtype.value,
+        pixel_range=(0, 255),
+        preprocessing=graph_preprocessing(model, facts, cfg.preprocess),
+        **policy.to_dict(),
         architecture=cfg.architecture or model.name,
         dataset=cfg.dataset,
         source_sha256=sha256_file(cfg.model),
@@ -144,6 +159,7 @@ def export_onnx(cfg: ConvertConfig, report: Callable[[str], None] | None = None)
     with staged(cfg.output) as path:
         proto = lower_precision(proto, cfg, path, calibration)
         write_spec(proto, build_spec(cfg, model, facts, labels))
+        proto.producer_name, proto.producer_version = "cnnbench", __version__
         save_model(proto, path, needs_external(proto, cfg.external_data))
         del proto
         if cfg.verify:

@@ -36,6 +36,7 @@ from cnnbench.infer.pipeline import (
     InferConfig,
     InferSummary,
     StopOnSigint,
+    batch_size_for,
     batched,
     check_config,
     has_class_folders,
@@ -45,7 +46,8 @@ from cnnbench.infer.pipeline import (
     write_summary,
 )
 from cnnbench.infer.preprocess import InputFormat, resolve_input_format
-from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, make_runner
+from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
+from cnnbench.infer.runner import make_runner
 from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, create_session
 
 RAY_HINT = "pip install 'cnnbench[ray]'"
@@ -130,7 +132,13 @@ def connect(ray, address: str | None, report: Report) -> bool:
     return True
 
 
-def decode_batch(batch: dict, size: tuple[int, int], channels: int, bgr: bool) -> dict:
+def decode_batch(
+    batch: dict,
+    size: tuple[int, int],
+    channels: int,
+    bgr: bool,
+    policy: ResizePolicy = DEFAULT_POLICY,
+) -> dict:
     """Ray Data task: read and resize a batch of files; a failure becomes its reason."""
     import cv2
 
@@ -138,7 +146,7 @@ def decode_batch(batch: dict, size: tuple[int, int], channels: int, bgr: bool) -
     columns = zip(batch["path"], batch["name"], batch["error"], strict=True)
     items = [Item(path, name, error or None) for path, name, error in columns]
     images = np.zeros((len(items), *size, channels), dtype=np.uint8)
-    reasons = load_items(items, images, bgr)
+    reasons = load_items(items, images, bgr, policy)
     return {
         "block": batch["block"],
         "index": batch["index"],
@@ -323,7 +331,12 @@ def _dataset(ray, job: _Job, fmt: InputFormat, model_ref, cfg, opts, batch_size:
         decode_batch,
         batch_size=batch_size,
         batch_format="numpy",
-        fn_kwargs={"size": fmt.size, "channels": fmt.channels, "bgr": fmt.bgr},
+        fn_kwargs={
+            "size": fmt.size,
+            "channels": fmt.channels,
+            "bgr": fmt.bgr,
+            "policy": fmt.policy,
+        },
         # Two decoders per core overlap their file reads (network file systems). Resources
         # unlike the actors' also keep Ray Data from fusing decode into the actor stage,
         # where an actor would decode and infer in turn instead of at the same time.
@@ -458,7 +471,7 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
     with_truth = has_class_folders(inputs, set(fmt.labels))
     columns = fieldnames(cfg.top_k, with_truth)
     gpu = _num_gpus(opts, cfg.runtime) > 0
-    batch_size = cfg.batch_size or DEFAULT_BATCH_SIZE[Provider.CUDA if gpu else Provider.CPU]
+    batch_size = batch_size_for(fmt, cfg.batch_size, Provider.CUDA if gpu else Provider.CPU)
     summary = InferSummary(batch_size=batch_size)
     items = iter_items(inputs, cfg)
     with OutputLock(cfg.output):

@@ -266,3 +266,109 @@ def test_old_spec_without_new_keys_still_loads() -> None:
     bad = dict(v1, crop_mode="zoom")
     with pytest.raises(Exception, match="crop_mode"):
         ModelSpec.from_json(json.dumps(bad))
+
+
+def test_inspect_our_export_a_foreign_model_and_a_non_onnx_file(
+    tiny_model: Path, zoo_model: Path, tmp_path: Path
+) -> None:
+    code, output = invoke(["inspect", str(tiny_model)])
+    assert code == 0, output
+    assert "input  image: uint8 [batch,8,8,3]" in output
+    assert "output probs: float [batch,3]  <- classifier output" in output
+    assert "spec (cnnbench.spec): format_version 2" in output
+    assert "0..255, preprocessing inside the model" in output
+    assert "labels 3" in output
+    report = tmp_path / "zoo.json"
+    code, output = invoke(["inspect", str(zoo_model), "--json", str(report)])
+    assert code == 0, output
+    assert "infer needs: --preset imagenet|inception|caffe|raw" in output
+    doc = json.loads(report.read_text())
+    assert doc["spec"] is None
+    assert doc["opsets"] == {"ai.onnx": 11}
+    assert doc["will_do"]["fixed_batch"] == 1
+    assert doc["will_do"]["output"] == "logits"
+    assert doc["will_do"]["layout"] == "nchw"
+    assert doc["params"] == 6 * 3 * 3 * 3 + 6 * CLASSES + CLASSES
+    # Conv: 56x56 outputs x 6 filters x 27 taps; Gemm: 6 x 5
+    assert doc["gflops_per_image"] == pytest.approx(2 * (56 * 56 * 6 * 27 + 6 * CLASSES) / 1e9)
+    code, output = invoke(["inspect", str(zoo_model), "--preset", "imagenet"])
+    assert "shorter side to 256, centre crop 224x224 (crop_pct 0.875), bilinear" in output
+    text = tmp_path / "notes.onnx"
+    text.write_text("these are notes, not a model\n" * 20)
+    code, output = invoke(["inspect", str(text)])
+    assert_one_line_error(code, output, "is not an ONNX model")
+
+
+def photo_folder(root: Path) -> Path:
+    """Two classes of real photos of different shapes (landscape, portrait, wide)."""
+    from sklearn.datasets import load_sample_images
+
+    china, flower = load_sample_images().images
+    shapes = ((0, 0, 427, 640), (0, 100, 427, 300), (100, 0, 200, 640))
+    for label, photo in (("china", china), ("flower", flower)):
+        (root / label).mkdir(parents=True)
+        for i, (y, x, h, w) in enumerate(shapes):
+            crop = cv2.cvtColor(photo[y : y + h, x : x + w], cv2.COLOR_RGB2BGR)
+            assert cv2.imwrite(str(root / label / f"{i}.jpg"), crop)
+    return root
+
+
+@pytest.mark.slow
+def test_trained_as_served(tmp_path: Path) -> None:
+    """Training reads a folder with the run's resize policy, through infer's own decoder;
+    the policy travels in the .keras file into the spec; infer feeds identical pixels."""
+    from cnnbench import __version__
+    from cnnbench.convert.export import ConvertConfig, export_onnx
+    from cnnbench.infer.resize import Interpolation, ResizePolicy
+    from cnnbench.training.data import scan_folder, to_tf
+    from cnnbench.training.run import TrainConfig, run_training
+
+    folder = photo_folder(tmp_path / "photos")
+    policy = ResizePolicy(CropMode.CENTER, 0.8, Interpolation.BICUBIC)
+    cfg = TrainConfig(
+        arch="mnist_cnn",
+        out=str(tmp_path / "run"),
+        data=str(folder),
+        epochs=1,
+        img_size=32,
+        channels=3,
+        val_split=0.34,
+        eager=True,
+        verbose=0,
+        resize=policy,
+    )
+    result = run_training(cfg)
+    onnx_path = tmp_path / "m.onnx"
+    export_onnx(ConvertConfig(model=result.model_path, output=str(onnx_path)))
+
+    model = onnx.load(str(onnx_path))
+    assert (model.producer_name, model.producer_version) == ("cnnbench", __version__)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    fmt = resolve_input_format(session)
+    assert fmt.policy == policy
+    spec = fmt.spec
+    assert spec is not None and spec.format_version == 2
+    assert (spec.layout, spec.input_dtype, spec.pixel_range) == ("NHWC", "uint8", (0, 255))
+    assert (spec.channel_order, spec.preprocessing) == ("RGB", "x * 0.0039215686")
+    assert (spec.crop_mode, spec.crop_pct, spec.interpolation) == ("center", 0.8, "bicubic")
+
+    _, source, _ = scan_folder(str(folder))
+    trained = np.stack([image for image, _ in to_tf(source, 32, 3, policy).as_numpy_iterator()])
+    decoder = _Decoder(fmt, len(source), workers=2)
+    try:
+        from cnnbench.infer.images import Item
+
+        _, served, futures = decoder.submit([Item(p, p) for p in source.paths])
+        assert all(r is None for f in futures for r in f.result())
+    finally:
+        decoder.close()
+    assert trained.shape == served.shape == (6, 32, 32, 3)
+    assert np.array_equal(trained, served)
+
+
+@pytest.mark.slow
+def test_digits_export_spec_is_gray_and_old_defaults(digits_run) -> None:
+    session = ort.InferenceSession(str(digits_run.onnx_path), providers=["CPUExecutionProvider"])
+    spec = resolve_input_format(session).spec
+    assert spec is not None
+    assert (spec.channel_order, spec.crop_mode, spec.interpolation) == ("GRAY", "squash", "area")

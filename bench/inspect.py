@@ -219,7 +219,7 @@ def render(found: Inspection) -> list[str]:
             lines.append(f"  infer needs: {found.needs}")
         else:
             lines.append(f"  pixels: {fmt.describe_pixels()}")
-        lines.append(f"  resize: {fmt.describe_resize()}")
+            lines.append(f"  resize: {fmt.describe_resize()}")
         lines += [f"  {note}" for note in fmt.notes]
     if found.problem:
         lines.append(f"  infer would stop: {found.problem}")

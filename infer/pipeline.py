@@ -241,13 +241,21 @@ class _Writer:
         for item, why in zip(items, reasons, strict=True):
             if why is not None:
                 self.errors.writerow({"path": safe_cell(item.name), "error": why})
+        written = 0
         if ok:
             if len(ok) < len(items):
                 buf[: len(ok)] = buf[ok]  # compact the readable images to the front
             probs = self.runner.run(buf, len(ok))
-            self._write_rows([items[i] for i in ok], probs)
-        self.summary.images += len(ok)
-        self.summary.errors += len(items) - len(ok)
+            finite = np.isfinite(probs).all(axis=1)
+            for i in np.flatnonzero(~finite):
+                why = "the model's output for this image is not finite (NaN or inf)"
+                self.errors.writerow({"path": safe_cell(items[ok[i]].name), "error": why})
+            self._write_rows(
+                [items[i] for i, f in zip(ok, finite, strict=True) if f], probs[finite]
+            )
+            written = int(finite.sum())
+        self.summary.images += written
+        self.summary.errors += len(items) - written
         self.out_f.flush()
         self.err_f.flush()
 

@@ -362,7 +362,8 @@ def _pixels(
     if need_pixels and not options.says_pixels:
         raise InferError(
             f"model has no cnnbench spec, so how its {dtype.name} input {inp.name} wants its "
-            f"pixels is unknown: pass --preset {PRESET_NAMES} (or --mean/--std/--scale); see docs/models.md"
+            f"pixels is unknown: pass --preset {PRESET_NAMES} (or --mean/--std/--scale); "
+            "see docs/models.md"
         )
     base = PRESETS[options.preset][0] if options.preset else Pixels()
     pixels = Pixels(

@@ -372,3 +372,50 @@ def test_digits_export_spec_is_gray_and_old_defaults(digits_run) -> None:
     spec = resolve_input_format(session).spec
     assert spec is not None
     assert (spec.channel_order, spec.crop_mode, spec.interpolation) == ("GRAY", "squash", "area")
+
+
+def test_non_finite_model_output_is_an_error_row_not_a_nan_row(photos: Path, tmp_path: Path):
+    """sqrt(mean pixel - 1000): NaN for every image."""
+    nodes = [
+        helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0),
+        helper.make_node("Sub", ["m", "k"], ["d"]),
+        helper.make_node("Sqrt", ["d"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"),
+        numpy_helper.from_array(np.array(1000, dtype=np.float32), "k"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "nan",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, tmp_path / "nan.onnx")
+    out = tmp_path / "p.csv"
+    args = ["infer", str(tmp_path / "nan.onnx"), str(photos), "-o", str(out), "--preset", "raw"]
+    code, output = invoke(args)
+    assert code == 0, output
+    assert read_rows(out) == []
+    errors = read_rows(tmp_path / "p.errors.csv")
+    assert len(errors) == 4 and all("not finite" in e["error"] for e in errors)
+
+
+def test_bench_follows_the_fixed_batch_and_needs_a_preset_only_for_images(
+    zoo_model: Path, photos: Path
+) -> None:
+    fast = ["--duration", "0.05", "--max-seconds", "1", "--warmup", "1", "--no-peak"]
+    args = ["bench", "--model", str(zoo_model), "--provider", "cpu", *fast]
+    code, output = invoke([*args, "--batch-sizes", "1,8"])
+    assert_one_line_error(code, output, "--batch-sizes 1,8", "fixed batch of 1")
+    code, output = invoke([*args, "--size", "300"])
+    assert_one_line_error(code, output, "--size 300x300", "224x224")
+    code, output = invoke(args)  # random pixels: no preprocessing needed
+    assert code == 0, output
+    code, output = invoke([*args, "--images", str(photos)])
+    assert_one_line_error(code, output, "--preset")
+    code, output = invoke([*args, "--images", str(photos), "--preset", "imagenet"])
+    assert code == 0, output

@@ -39,6 +39,7 @@ from cnnbench.infer.pipeline import (
     batch_size_for,
     batched,
     check_config,
+    describe_format,
     has_class_folders,
     iter_items,
     prediction_row,
@@ -188,7 +189,7 @@ class Predictor:
         self.runner = make_runner(session, fmt, self.provider, runtime.device_id)
         self.buf = np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8)
         self.runner.warm_up(self.buf)
-        self.top_k = min(top_k, self.runner.run(self.buf, 1).shape[1])
+        self.top_k = min(top_k, self.runner.raw(self.buf, 1).shape[1])
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: dict) -> dict:
@@ -473,6 +474,9 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
     gpu = _num_gpus(opts, cfg.runtime) > 0
     batch_size = batch_size_for(fmt, cfg.batch_size, Provider.CUDA if gpu else Provider.CPU)
     summary = InferSummary(batch_size=batch_size)
+    summary.preprocessing = f"{fmt.describe_pixels()}; {fmt.describe_resize()}"
+    for line in describe_format(fmt):
+        report(line)
     items = iter_items(inputs, cfg)
     with OutputLock(cfg.output):
         if cfg.resume and _finished_earlier(cfg, columns, items, summary):

@@ -99,7 +99,7 @@ def check_output(runner, buf: np.ndarray) -> None:
     """Run one batch of black images before anything is written: the model must run on
     what will be fed, and give one score per label."""
     fmt = runner.fmt
-    out = runner.raw(np.zeros_like(buf[: fmt.batch or 1]), 1)
+    out = runner.raw(np.zeros_like(buf), 1)  # the whole buffer: IO binding keeps its shape
     if out.ndim != 2 or out.shape[1] != len(fmt.labels):
         what = f"{len(fmt.labels)} labels" if out.ndim == 2 else "one row of scores per image"
         raise InferError(

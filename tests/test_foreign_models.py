@@ -419,3 +419,23 @@ def test_bench_follows_the_fixed_batch_and_needs_a_preset_only_for_images(
     assert_one_line_error(code, output, "--preset")
     code, output = invoke([*args, "--images", str(photos), "--preset", "imagenet"])
     assert code == 0, output
+
+
+def test_output_check_keeps_the_bound_runner_shape(tmp_path: Path) -> None:
+    """The pre-run check goes through IO binding (the GPU path, here on the CPU device)
+    with the full batch, so the bound input keeps the shape every batch has."""
+    from cnnbench.infer.runner import BoundRunner, PlainRunner, check_output
+
+    model = foreign_classifier(tmp_path / "dyn.onnx", batch="N", size=32)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    fmt = resolve_input_format(session, ForeignOptions(preset=Preset.IMAGENET))
+    buf = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    bound, plain = BoundRunner(session, fmt, "cpu", 0), PlainRunner(session, fmt)
+    check_output(bound, buf)
+    check_output(plain, buf)
+    np.testing.assert_allclose(bound.run(buf, 3), plain.run(buf, 3), rtol=1e-5)
+    assert (
+        bound.scorer.describe()
+        == plain.scorer.describe()
+        == ("softmax (auto: the output rows are not probabilities)")
+    )

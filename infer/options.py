@@ -151,7 +151,7 @@ def preprocess_options(f: Callable) -> Callable:
             "--preset",
             type=click.Choice(list(Preset), case_sensitive=False),
             help="Models without a cnnbench spec: how their pixels are prepared "
-            "(see docs/models.md); the options above override its parts.",
+            "(see docs/models.md); the options after it override its parts.",
         ),
     ):
         f = option(f)

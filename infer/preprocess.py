@@ -351,9 +351,8 @@ def _pixels(
 ) -> tuple[Pixels, tuple[str, ...]]:
     """The preset's pixel transform with the explicit options over it, validated."""
     if dtype == np.uint8:
-        if options.says_pixels and not (
-            options.preset is Preset.RAW and options.mean is options.std is options.scale is None
-        ):
+        explicit = (options.mean, options.std, options.scale)
+        if any(v is not None for v in explicit) or options.preset not in (None, Preset.RAW):
             raise InferError(
                 f"model input {inp.name} is uint8: it takes 0..255 pixels as they are, so "
                 "--mean, --std, --scale and presets other than raw do not apply"

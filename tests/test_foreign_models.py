@@ -439,3 +439,32 @@ def test_output_check_keeps_the_bound_runner_shape(tmp_path: Path) -> None:
         == plain.scorer.describe()
         == ("softmax (auto: the output rows are not probabilities)")
     )
+
+
+def test_opencv_check_names_the_engine_that_loads(tmp_path: Path) -> None:
+    """OpenCV 5's default engine refuses QDQ int8; convert's check falls back to the classic
+    engine and says so."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from cnnbench.convert.verify import opencv_check
+
+    fp32 = foreign_classifier(tmp_path / "m.onnx", size=32, batch="N")
+    model = onnx.load(fp32)
+    del model.graph.output[0]  # one output, as cnnbench's exports have
+    onnx.save(model, fp32)
+    rng = np.random.default_rng(0)
+    batches = iter([{"data": rng.random((1, 3, 32, 32), dtype=np.float32)} for _ in range(4)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self) -> dict | None:
+            return next(batches, None)
+
+    int8 = tmp_path / "m_int8.onnx"
+    quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QDQ)
+    x = rng.random((2, 3, 32, 32), dtype=np.float32)
+    for path in (fp32, int8):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        check = opencv_check(str(path), session.run(None, {"data": x})[0], x)
+        engine = "classic" if path == int8 else "default"
+        assert check.name == f"OpenCV DNN top-1 ({engine} engine)", check
+        assert check.value.endswith("%")

@@ -252,12 +252,6 @@ def _model_info(target: Target, session, cfg: BenchConfig, report: BenchReport) 
 def _batch_plan(session, cfg: BenchConfig, info: ModelInfo, provider: str) -> tuple[int, ...]:
     """The asked batch sizes, or () for the sweep; a fixed batch dim allows only itself."""
     fixed = session.get_inputs()[0].shape[0]
-    if isinstance(fixed, int) and cfg.batch_sizes and set(cfg.batch_sizes) != {fixed}:
-        sizes = ",".join(map(str, cfg.batch_sizes))
-        raise BenchError(
-            f"--batch-sizes {sizes} contradicts {info.model}'s fixed batch of {fixed}: "
-            "leave --batch-sizes out"
-        )
     if isinstance(fixed, int):
         info.sweep_end[provider] = f"the model's batch dimension is fixed at {fixed}"
         return (fixed,)

@@ -117,8 +117,8 @@ def graph_preprocessing(model: Any, facts: ModelFacts, preprocess: Preprocess) -
     if facts.input_dtype != "uint8":
         return GRAPH_PREPROCESSING[preprocess]
     first = next((la for la in model.layers if type(la).__name__ != "InputLayer"), None)
-    kind = type(first).__name__ if first is not None else ""
-    if kind == "Rescaling":
+    kind = type(first).__name__
+    if first is not None and kind == "Rescaling":
         scale, offset = first.scale, first.offset
         if isinstance(scale, int | float) and isinstance(offset, int | float):
             return f"x * {scale:.8g}" + (f" + {offset:g}" if offset else "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -172,9 +173,12 @@ def output_options(f: Callable) -> Callable:
     )(f)
 
 
-def foreign_options(options: dict) -> ForeignOptions:
+def foreign_options(options: dict[str, Any]) -> ForeignOptions:
     """The ForeignOptions from a command's options (those it does not have stay None)."""
-    get = options.get
+
+    def get(name: str) -> Any:
+        return options.get(name)
+
     return ForeignOptions(
         layout=Layout(get("layout")) if get("layout") else None,
         size=parse_size(get("size")),

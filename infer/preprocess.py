@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -169,7 +170,7 @@ def shape_text(shape: list) -> str:
     return "[" + ",".join(str(d) if d not in (None, "") else "?" for d in shape) + "]"
 
 
-def choose_output(outputs: list, name: str | None) -> object:
+def choose_output(outputs: list, name: str | None) -> Any:
     """The output named `name`, else the one shaped [batch, classes]; errors list them all."""
     listing = ", ".join(f"{o.name} {shape_text(o.shape)}" for o in outputs)
     if name is not None:
@@ -253,13 +254,13 @@ def check_labels(fmt: InputFormat, options: ForeignOptions) -> None:
 
 def _check_fixed(inp, hw: list, size: tuple[int, int] | None) -> tuple[int, int] | None:
     """The input's fixed (h, w), or `size`; an error when they disagree."""
-    fixed = tuple(hw) if all(isinstance(v, int) and v > 0 for v in hw) else None
+    fixed = (hw[0], hw[1]) if all(isinstance(v, int) and v > 0 for v in hw) else None
     if size is not None and fixed is not None and size != fixed:
         raise InferError(
             f"--size {size[0]}x{size[1]} contradicts the model's fixed input "
             f"{fixed[0]}x{fixed[1]} ({inp.name} {shape_text(inp.shape)}): leave --size out"
         )
-    return size or fixed  # type: ignore[return-value]
+    return size or fixed
 
 
 def _from_spec(spec: ModelSpec, options: ForeignOptions, inp) -> InputFormat:
@@ -375,7 +376,7 @@ def _pixels(
         raise InferError(f"--scale must be positive, got {pixels.scale:g}")
     if any(v == 0 for v in pixels.std):
         raise InferError(f"--std has a 0 ({','.join(f'{v:g}' for v in pixels.std)}): std divides")
-    notes = ()
+    notes: tuple[str, ...] = ()
     units = [*pixels.mean, *pixels.std]
     if pixels.scale == 1.0 and units and all(0 <= abs(v) <= 1 for v in units):
         notes = (

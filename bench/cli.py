@@ -10,8 +10,14 @@ from cnnbench.bench.errors import BenchError
 from cnnbench.bench.measure import Timing
 from cnnbench.bench.run import DEFAULT_MAX_BATCH, Baseline, BenchConfig, run_bench
 from cnnbench.files import unwritable
-from cnnbench.infer.options import parse_size, runtime_options, shape_options, tensorrt_options
-from cnnbench.infer.preprocess import ForeignOptions, Layout
+from cnnbench.infer.options import (
+    foreign_options,
+    output_options,
+    preprocess_options,
+    runtime_options,
+    shape_options,
+    tensorrt_options,
+)
 from cnnbench.infer.session import Provider, RuntimeOptions
 
 
@@ -94,6 +100,7 @@ def check_outputs(paths: dict[str, str | None]) -> None:
     help="Time cap per configuration while windows disagree.",
 )
 @shape_options
+@preprocess_options
 @click.option(
     "--images",
     type=click.Path(file_okay=False),
@@ -180,10 +187,7 @@ def _config(opts: dict) -> BenchConfig:
             trt_cache=opts["trt_cache"],
             trt_fp16=opts["fp16"],
         ),
-        foreign=ForeignOptions(
-            layout=Layout(opts["layout"]) if opts["layout"] else None,
-            size=parse_size(opts["size"]),
-        ),
+        foreign=foreign_options(opts),
         images=opts["images"],
         baseline=Baseline(opts["baseline"]) if opts["baseline"] else None,
         max_latency_ms=opts["max_latency_ms"],
@@ -206,3 +210,35 @@ def _write(report, cfg: BenchConfig, outputs: dict[str, str | None]) -> None:
         from cnnbench.bench.plot import write_plot
 
         write_plot(outputs["--plot"], report)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(dir_okay=False))
+@shape_options
+@preprocess_options
+@output_options
+@click.option("--labels", type=click.Path(dir_okay=False), help="Labels file, one per line.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write it as JSON.")
+def inspect(model: str, json_path: str | None, **opts: object) -> None:
+    """Show what cnnbench reads from MODEL (any ONNX file) and what infer will do with it:
+    inputs, outputs, layout, fixed dimensions, spec, preprocessing, labels, opset,
+    producer, parameters and GFLOPs per image. The infer options given are applied.
+
+    \b
+    Example:
+      cnnbench inspect model.onnx
+      cnnbench inspect resnet50.onnx --preset imagenet --json resnet50.json
+    """
+    import json
+
+    from cnnbench.bench.inspect import inspect_model, render
+
+    check_outputs({"--json": json_path})
+    try:
+        found = inspect_model(model, foreign_options(opts))
+    except BenchError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo("\n".join(render(found)))
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(found.to_dict(), f, indent=2, ensure_ascii=False)

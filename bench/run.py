@@ -231,7 +231,7 @@ def _model_info(target: Target, session, cfg: BenchConfig, report: BenchReport) 
     if info is not None:
         return info
     try:
-        fmt = resolve_input_format(session, cfg.foreign)
+        fmt = resolve_input_format(session, cfg.foreign, need_pixels=cfg.images is not None)
     except InferError as e:
         raise BenchError(f"{target.path}: {e}") from e
     spec = fmt.spec

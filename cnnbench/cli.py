@@ -3,7 +3,7 @@
 import click
 
 from cnnbench import __version__
-from cnnbench.bench.cli import bench
+from cnnbench.bench.cli import bench, inspect
 from cnnbench.convert.cli import convert
 from cnnbench.infer.cli import infer
 from cnnbench.native_logs import filtered_native_stderr
@@ -23,11 +23,12 @@ def cli() -> None:
       cnnbench convert run/model.keras -o model.onnx
       cnnbench infer model.onnx images/ -o predictions.csv
       cnnbench bench --model model.onnx
+      cnnbench inspect model.onnx
     """
     click.get_current_context().with_resource(filtered_native_stderr())
 
 
-for command in (train, convert, infer, bench):
+for command in (train, convert, infer, bench, inspect):
     cli.add_command(command)
 
 

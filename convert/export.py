@@ -11,6 +11,7 @@ from cnnbench.convert.config import ConvertConfig, InputDtype, Precision, Prepro
 from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.keras_model import (
     ModelFacts,
+    graph_preprocessing,
     input_adapter,
     keras_reference,
     load_keras,
@@ -21,6 +22,7 @@ from cnnbench.convert.writer import check_writable, needs_external, save_model, 
 from cnnbench.files import sha256_file
 from cnnbench.infer.contract import INPUT_NAME, ModelSpec, read_labels, write_spec
 from cnnbench.infer.errors import InferError, first_line
+from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
 
 __all__ = ["ConvertConfig", "InputDtype", "Precision", "Preprocess", "export_onnx"]
 
@@ -78,8 +80,23 @@ def to_onnx(model: Any, facts: ModelFacts, cfg: ConvertConfig) -> Any:
     return fold_and_clean(proto, needs_external(proto, cfg.external_data))
 
 
+def model_policy(cfg: ConvertConfig) -> ResizePolicy:
+    """The resize policy `train` stored in the .keras file, else cnnbench's default."""
+    from cnnbench.training.data import read_model_policy
+    from cnnbench.training.errors import TrainError
+
+    try:
+        return read_model_policy(cfg.model) or DEFAULT_POLICY
+    except TrainError as e:
+        raise ConvertError(str(e)) from e
+
+
 def build_spec(
-    cfg: ConvertConfig, model: Any, facts: ModelFacts, labels: tuple[str, ...]
+    cfg: ConvertConfig,
+    model: Any,
+    facts: ModelFacts,
+    labels: tuple[str, ...],
+    policy: ResizePolicy,
 ) -> ModelSpec:
     import keras
     import onnx
@@ -91,6 +108,12 @@ def build_spec(
         input_size=facts.size,
         channels=facts.channels,
         labels=labels,
+        channel_order="GRAY" if facts.channels == 1 else "RGB",
+        layout="NHWC",
+        input_dtype=cfg.input_dtype.value,
+        pixel_range=(0, 255),
+        preprocessing=graph_preprocessing(model, facts, cfg.preprocess),
+        **policy.to_dict(),
         architecture=cfg.architecture or model.name,
         dataset=cfg.dataset,
         source_sha256=sha256_file(cfg.model),
@@ -138,12 +161,16 @@ def export_onnx(cfg: ConvertConfig, report: Callable[[str], None] | None = None)
     model = load_keras(cfg.model)
     facts = model_facts(model)
     labels = resolve_labels(cfg, facts.num_classes)
-    calibration = calibration_images(cfg.calibration, facts)
-    real = verification_images(cfg.verify_images, calibration, facts) if cfg.verify else None
+    policy = model_policy(cfg)
+    calibration = calibration_images(cfg.calibration, facts, policy)
+    real = (
+        verification_images(cfg.verify_images, calibration, facts, policy) if cfg.verify else None
+    )
     proto = to_onnx(model, facts, cfg)
     with staged(cfg.output) as path:
         proto = lower_precision(proto, cfg, path, calibration)
-        write_spec(proto, build_spec(cfg, model, facts, labels))
+        write_spec(proto, build_spec(cfg, model, facts, labels, policy))
+        proto.producer_name, proto.producer_version = "cnnbench", __version__
         save_model(proto, path, needs_external(proto, cfg.external_data))
         del proto
         if cfg.verify:

@@ -93,6 +93,31 @@ def preprocess_fn(kind: Preprocess, channels: int) -> Any:
     return apply
 
 
+GRAPH_PREPROCESSING = {
+    Preprocess.NONE: "none: the model takes 0..255 as they are",
+    Preprocess.SCALE: "x / 255",
+    Preprocess.IMAGENET_CAFFE: "RGB to BGR, minus 103.939,116.779,123.68",
+    Preprocess.IMAGENET_TORCH: "(x / 255 - 0.485,0.456,0.406) / 0.229,0.224,0.225",
+}
+
+
+def graph_preprocessing(model: Any, facts: ModelFacts, preprocess: Preprocess) -> str:
+    """What the exported graph does to the 0..255 pixels before the network, in words: the
+    --preprocess adapter, or the Keras model's own first layer (cnnbench's architectures
+    scale or subtract the caffe mean inside)."""
+    if facts.input_dtype != "uint8":
+        return GRAPH_PREPROCESSING[preprocess]
+    first = next((la for la in model.layers if type(la).__name__ != "InputLayer"), None)
+    kind = type(first).__name__
+    if first is not None and kind == "Rescaling":
+        scale, offset = first.scale, first.offset
+        if isinstance(scale, int | float) and isinstance(offset, int | float):
+            return f"x * {scale:.8g}" + (f" + {offset:g}" if offset else "")
+    if kind == "CaffePreprocess":
+        return GRAPH_PREPROCESSING[Preprocess.IMAGENET_CAFFE]
+    return "inside the model (uint8 input; see the model's own documentation)"
+
+
 def to_uint8(image: Any) -> Any:
     """Float pixels -> the uint8 a uint8 model takes (rounded, clipped)."""
     import tensorflow as tf

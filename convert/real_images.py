@@ -1,5 +1,6 @@
 """Real images for int8 calibration and the real-image checks, decoded and resized exactly
-as `cnnbench infer` does, so calibration sees what inference will see."""
+as `cnnbench infer` does (with the model's resize policy), so calibration sees what
+inference will see."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.keras_model import ModelFacts
 from cnnbench.infer.images import load_image, scan
+from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
 
 CALIBRATION_LIMIT = 256  # images; MinMax ranges settle well before this on CNNs
 VERIFY_LIMIT = 500
@@ -22,14 +24,20 @@ class RealImages:
     images: np.ndarray  # uint8 [n, h, w, c]
 
 
-def load_folder(folder: str, facts: ModelFacts, limit: int, option: str) -> np.ndarray:
+def load_folder(
+    folder: str,
+    facts: ModelFacts,
+    limit: int,
+    option: str,
+    policy: ResizePolicy = DEFAULT_POLICY,
+) -> np.ndarray:
     """Up to `limit` images from `folder` (sorted, recursive), unreadable files skipped."""
     if not os.path.isdir(folder):
         raise ConvertError(f"{option} {folder}: not a folder; give a folder of images")
     images = []
     for item in scan(folder):
         try:
-            images.append(load_image(item.path, facts.size, facts.channels))
+            images.append(load_image(item.path, facts.size, facts.channels, policy=policy))
         except (ValueError, OSError):
             continue  # a corrupt file is not a reason to refuse the rest
         if len(images) == limit:
@@ -41,18 +49,23 @@ def load_folder(folder: str, facts: ModelFacts, limit: int, option: str) -> np.n
     return np.stack(images)
 
 
-def calibration_images(folder: str | None, facts: ModelFacts) -> np.ndarray | None:
-    return (
-        None if folder is None else load_folder(folder, facts, CALIBRATION_LIMIT, "--calibration")
-    )
+def calibration_images(
+    folder: str | None, facts: ModelFacts, policy: ResizePolicy = DEFAULT_POLICY
+) -> np.ndarray | None:
+    if folder is None:
+        return None
+    return load_folder(folder, facts, CALIBRATION_LIMIT, "--calibration", policy)
 
 
 def verification_images(
-    verify_folder: str | None, calibration: np.ndarray | None, facts: ModelFacts
+    verify_folder: str | None,
+    calibration: np.ndarray | None,
+    facts: ModelFacts,
+    policy: ResizePolicy = DEFAULT_POLICY,
 ) -> RealImages | None:
     """Held-out images when given, else the calibration images, else None."""
     if verify_folder is not None:
-        images = load_folder(verify_folder, facts, VERIFY_LIMIT, "--verify-images")
+        images = load_folder(verify_folder, facts, VERIFY_LIMIT, "--verify-images", policy)
         return RealImages(f"real, {len(images)} images", images)
     if calibration is not None:
         return RealImages(f"calibration, {len(calibration)} images", calibration)

@@ -133,21 +133,39 @@ def checker_check(path: str) -> Check:
     return Check("onnx.checker (full)", "passed", "must pass", True)
 
 
-def opencv_check(path: str, session_probs: np.ndarray, images: np.ndarray) -> Check:
-    """OpenCV DNN reads the file and agrees on top-1 (informative: OpenCV lacks some ops)."""
+# OpenCV 5's engines, tried in order: its default (new, falling back to classic on load)
+# refuses QDQ int8 files, which the classic engine loads; classic fails on fp16 ones.
+OPENCV_ENGINES = (("ENGINE_AUTO", "default"), ("ENGINE_CLASSIC", "classic"))
+
+
+def _opencv_forward(path: str, images: np.ndarray, engine: int | None) -> np.ndarray:
     import cv2
 
-    try:
-        net = cv2.dnn.readNetFromONNX(path)
-        net.setInput(images)
-        probs = net.forward()
-    except cv2.error as e:
-        # cv2.error carries the failed assertion and the function apart from the path.
-        reason = f"{getattr(e, 'err', '') or str(e).strip()} in {getattr(e, 'func', '?')}"
-        loadable = f"OpenCV {cv2.__version__} cannot load it ({reason:.50})"
-        return Check("OpenCV DNN top-1", loadable, "informative", None)
-    _, agree = compare(session_probs, probs.reshape(session_probs.shape))
-    return Check("OpenCV DNN top-1", f"{agree:.1%}", "informative", None)
+    net = cv2.dnn.readNetFromONNX(path) if engine is None else cv2.dnn.readNetFromONNX(path, engine)
+    net.setInput(images)
+    return net.forward()
+
+
+def opencv_check(path: str, session_probs: np.ndarray, images: np.ndarray) -> Check:
+    """OpenCV DNN reads the file and agrees on top-1 (informative: OpenCV lacks some ops).
+    Each engine OpenCV has is tried; the check names the one that loaded."""
+    import cv2
+
+    engines = [
+        (getattr(cv2.dnn, attr), name) for attr, name in OPENCV_ENGINES if hasattr(cv2.dnn, attr)
+    ]
+    reasons = []
+    for engine, name in engines or [(None, "default")]:
+        try:
+            probs = _opencv_forward(path, images, engine)
+        except cv2.error as e:
+            # cv2.error carries the failed assertion and the function apart from the path.
+            reasons.append(f"{name}: {getattr(e, 'err', '') or str(e).strip()}")
+            continue
+        _, agree = compare(session_probs, probs.reshape(session_probs.shape))
+        return Check(f"OpenCV DNN top-1 ({name} engine)", f"{agree:.1%}", "informative", None)
+    loadable = f"OpenCV {cv2.__version__} cannot load it ({'; '.join(reasons):.50})"
+    return Check("OpenCV DNN top-1", loadable, "informative", None)
 
 
 def print_table(checks: list[Check], report: Callable[[str], None]) -> None:

@@ -10,9 +10,10 @@ import click
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.images import IMAGE_EXTENSIONS
 from cnnbench.infer.options import (
+    foreign_options,
     make_runtime,
-    parse_floats,
-    parse_size,
+    output_options,
+    preprocess_options,
     ray_config,
     ray_options,
     runtime_options,
@@ -20,7 +21,6 @@ from cnnbench.infer.options import (
     tensorrt_options,
 )
 from cnnbench.infer.pipeline import InferConfig, InferSummary, run_infer
-from cnnbench.infer.preprocess import ForeignOptions, Layout
 from cnnbench.infer.ray_engine import Engine, run_ray_infer
 from cnnbench.infer.runner import DEFAULT_BATCH_SIZE
 from cnnbench.infer.session import Provider, check_ort_install
@@ -65,10 +65,8 @@ from cnnbench.infer.session import Provider, check_ort_install
 @runtime_options
 @tensorrt_options
 @shape_options
-@click.option("--mean", help="Foreign models: per-channel mean, e.g. 0.485,0.456,0.406.")
-@click.option("--std", help="Foreign models: per-channel std, e.g. 0.229,0.224,0.225.")
-@click.option("--scale", type=float, help="Foreign models: multiply pixels by this first.")
-@click.option("--bgr", is_flag=True, help="Foreign models: feed BGR instead of RGB.")
+@preprocess_options
+@output_options
 @click.option("--labels", type=click.Path(dir_okay=False), help="Labels file, one per line.")
 def infer(
     model: str,
@@ -142,18 +140,6 @@ def parse_extensions(text: str | None) -> tuple[str, ...]:
     return tuple(f".{e.strip().lstrip('.').lower()}" for e in text.split(",") if e.strip())
 
 
-def foreign_options(options: dict) -> ForeignOptions:
-    return ForeignOptions(
-        layout=Layout(options["layout"]) if options["layout"] else None,
-        size=parse_size(options["size"]),
-        mean=parse_floats(options["mean"]),
-        std=parse_floats(options["std"]),
-        scale=options["scale"],
-        bgr=options["bgr"],
-        labels_path=options["labels"],
-    )
-
-
 RAY_ONLY = ("address", "num_gpus_per_worker", "block_size")
 
 
@@ -177,6 +163,8 @@ def summary_line(summary: InferSummary, cfg: InferConfig) -> str:
     )
     if summary.skipped:
         line += f", {summary.skipped} already done (resumed)"
+    if summary.scores:
+        line += f", scores {summary.scores}"
     if summary.accuracy is not None:
         line += f", accuracy {summary.accuracy:.2%} ({summary.correct}/{summary.labelled})"
         per_class = ", ".join(

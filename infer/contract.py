@@ -3,6 +3,10 @@
 A contract model has one uint8 NHWC RGB input named `image` (batch dim `batch`), one
 float32 output `probs` of shape [batch, classes], and a JSON `ModelSpec` stored under
 `cnnbench.spec` in the ONNX `metadata_props`.
+
+Format 2 added what another runtime needs to feed the file right: layout, input dtype,
+pixel range, the preprocessing inside the graph and the resize policy. Format 1 files
+lack those keys and read with the values cnnbench used then (NHWC, 0..255, squash, area).
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnbench.infer.errors import InferError
+from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probs"
 BATCH_DIM = "batch"
 SPEC_KEY = "cnnbench.spec"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+CHANNEL_ORDERS = ("RGB", "BGR", "GRAY")
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,24 @@ class ModelSpec:
     opset: int = 0
     versions: Mapping[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # format 2: how to feed the file (defaults: what format 1 files meant)
+    layout: str = "NHWC"
+    input_dtype: str = "uint8"
+    pixel_range: tuple[float, float] = (0, 255)
+    preprocessing: str = ""  # what the graph does to the pixels, e.g. "x / 255"
+    crop_mode: str = DEFAULT_POLICY.crop_mode.value
+    crop_pct: float = DEFAULT_POLICY.crop_pct
+    interpolation: str = DEFAULT_POLICY.interpolation.value
+
+    @property
+    def resize_policy(self) -> ResizePolicy:
+        return ResizePolicy.from_dict(
+            {
+                "crop_mode": self.crop_mode,
+                "crop_pct": self.crop_pct,
+                "interpolation": self.interpolation,
+            }
+        )
 
     @property
     def num_classes(self) -> int:
@@ -48,6 +72,7 @@ class ModelSpec:
         data = dataclasses.asdict(self)
         data["input_size"] = list(self.input_size)
         data["labels"] = list(self.labels)
+        data["pixel_range"] = list(self.pixel_range)
         data["versions"] = dict(self.versions)
         return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
@@ -91,14 +116,24 @@ class ModelSpec:
             "created_by",
             "route",
             "precision",
+            "layout",
+            "input_dtype",
+            "preprocessing",
         ):
             if key in values and not isinstance(values[key], str):
                 raise InferError(f"{SPEC_KEY}: key {key!r} must be a string, got {values[key]!r}")
-        if values.get("channel_order", "RGB") not in ("RGB", "BGR", "GRAY"):
+        order = values.get("channel_order", "RGB")
+        if not isinstance(order, str) or order.upper() not in CHANNEL_ORDERS:
             raise InferError(
-                f"{SPEC_KEY}: key 'channel_order' must be RGB, BGR or GRAY, "
-                f"got {values['channel_order']!r}"
+                f"{SPEC_KEY}: key 'channel_order' must be RGB, BGR or GRAY, got {order!r}"
             )
+        if "pixel_range" in values:
+            values["pixel_range"] = _range(values["pixel_range"])
+        try:
+            policy = ResizePolicy.from_dict(values)
+        except ValueError as e:
+            raise InferError(f"{SPEC_KEY}: {e}") from e
+        values |= policy.to_dict()
         if "opset" in values and not isinstance(values["opset"], int):
             raise InferError(f"{SPEC_KEY}: key 'opset' must be an integer, got {values['opset']!r}")
         if "versions" in values and not isinstance(values["versions"], dict):
@@ -119,6 +154,18 @@ def _size(value: Any) -> tuple[int, int]:
             f"{SPEC_KEY}: key 'input_size' must be [height, width] of positive "
             f"integers, got {value!r}"
         )
+    return (value[0], value[1])
+
+
+def _range(value: Any) -> tuple[float, float]:
+    ok = (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and value[0] < value[1]
+    )
+    if not ok:
+        raise InferError(f"{SPEC_KEY}: key 'pixel_range' must be [low, high], got {value!r}")
     return (value[0], value[1])
 
 

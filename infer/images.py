@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from cnnbench.infer.errors import InferError
+from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy, resize_to
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 JPEG_MAGIC = b"\xff\xd8"
@@ -185,25 +186,24 @@ def decode(
     return image.reshape(image.shape[0], image.shape[1], channels)
 
 
-def resize_into(image: np.ndarray, out: np.ndarray) -> None:
-    """Resize HxWxC `image` into the preallocated `out` (area when shrinking)."""
-    h, w = out.shape[:2]
-    if image.shape[:2] == (h, w):
-        out[...] = image
-        return
-    interp = cv2.INTER_AREA if image.shape[0] > h and image.shape[1] > w else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (w, h), interpolation=interp)
-    out[...] = resized.reshape(out.shape)
+def resize_into(image: np.ndarray, out: np.ndarray, policy: ResizePolicy = DEFAULT_POLICY) -> None:
+    """Resize HxWxC `image` into the preallocated `out` by `policy` (see resize.py)."""
+    resize_to(image, out, policy)
 
 
-def read_into(path: str, out: np.ndarray, bgr: bool = False) -> None:
+def read_into(
+    path: str, out: np.ndarray, bgr: bool = False, policy: ResizePolicy = DEFAULT_POLICY
+) -> None:
     """Read, decode and resize one file into `out` (H, W, C) exactly as the pipeline does."""
     with open(path, "rb") as f:
         data = f.read()
-    resize_into(decode(data, out.shape[2], bgr, target=out.shape[:2]), out)
+    target = policy.decode_target(out.shape[:2])
+    resize_into(decode(data, out.shape[2], bgr, target=target), out, policy)
 
 
-def load_items(items: list[Item], out: np.ndarray, bgr: bool = False) -> list[str | None]:
+def load_items(
+    items: list[Item], out: np.ndarray, bgr: bool = False, policy: ResizePolicy = DEFAULT_POLICY
+) -> list[str | None]:
     """Read each item into its row of `out`; per item, None or why it could not be read."""
     reasons: list[str | None] = []
     for item, dst in zip(items, out, strict=True):
@@ -211,15 +211,21 @@ def load_items(items: list[Item], out: np.ndarray, bgr: bool = False) -> list[st
             if item.error is not None:
                 reasons.append(item.error)
                 continue
-            read_into(item.path, dst, bgr)
+            read_into(item.path, dst, bgr, policy)
             reasons.append(None)
         except (OSError, ValueError, cv2.error, MemoryError) as e:
             reasons.append(reason(e))
     return reasons
 
 
-def load_image(path: str, size: tuple[int, int], channels: int, bgr: bool = False) -> np.ndarray:
+def load_image(
+    path: str,
+    size: tuple[int, int],
+    channels: int,
+    bgr: bool = False,
+    policy: ResizePolicy = DEFAULT_POLICY,
+) -> np.ndarray:
     """Read, decode and resize one file exactly as the pipeline does."""
     out = np.empty((size[0], size[1], channels), dtype=np.uint8)
-    read_into(path, out, bgr)
+    read_into(path, out, bgr, policy)
     return out

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from cnnbench.infer.preprocess import Layout
+from cnnbench.infer.preprocess import ForeignOptions, Layout, Preset
 from cnnbench.infer.ray_engine import Engine, RayOptions
+from cnnbench.infer.resize import CropMode, Interpolation
+from cnnbench.infer.scores import ScoreMode
 from cnnbench.infer.session import Provider, RuntimeOptions
 
 
@@ -31,9 +34,12 @@ def parse_floats(text: str | None) -> tuple[float, ...] | None:
     if text is None:
         return None
     try:
-        return tuple(float(v) for v in text.split(","))
+        values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}")
+    return values
 
 
 def parse_providers(
@@ -106,6 +112,88 @@ def shape_options(f: Callable) -> Callable:
         type=click.Choice(list(Layout), case_sensitive=False),
         help="Foreign models: input layout.",
     )(f)
+
+
+def resize_options(f: Callable) -> Callable:
+    """--crop-mode, --crop-pct, --interpolation: how a decoded image becomes the input size."""
+    for option in (
+        click.option(
+            "--interpolation",
+            type=click.Choice(list(Interpolation), case_sensitive=False),
+            help="Resize filter. area: OpenCV INTER_AREA when shrinking, bilinear otherwise.",
+        ),
+        click.option(
+            "--crop-pct",
+            type=float,
+            help="Resize to size/F before the centre crop (ImageNet evaluation: 0.875).",
+        ),
+        click.option(
+            "--crop-mode",
+            type=click.Choice(list(CropMode), case_sensitive=False),
+            help="center: keep the aspect ratio, shorter side to size/crop-pct, centre crop; "
+            "squash: the whole image to size/crop-pct, centre crop.",
+        ),
+    ):
+        f = option(f)
+    return f
+
+
+def preprocess_options(f: Callable) -> Callable:
+    """--preset and its parts (--mean, --std, --scale, --bgr and the resize options)."""
+    f = resize_options(f)
+    for option in (
+        click.option("--bgr", is_flag=True, default=None, help="Feed BGR instead of RGB."),
+        click.option(
+            "--scale", type=float, help="Multiply 0..255 pixels by this first (e.g. 0.00392157)."
+        ),
+        click.option("--std", help="Per-channel std after --scale, e.g. 0.229,0.224,0.225."),
+        click.option("--mean", help="Per-channel mean after --scale, e.g. 0.485,0.456,0.406."),
+        click.option(
+            "--preset",
+            type=click.Choice(list(Preset), case_sensitive=False),
+            help="Models without a cnnbench spec: how their pixels are prepared "
+            "(see docs/models.md); the options after it override its parts.",
+        ),
+    ):
+        f = option(f)
+    return f
+
+
+def output_options(f: Callable) -> Callable:
+    """--output-name, --scores: which output is the classifier and how it becomes scores."""
+    f = click.option(
+        "--scores",
+        type=click.Choice(list(ScoreMode), case_sensitive=False),
+        default=ScoreMode.AUTO.value,
+        show_default=True,
+        help="auto: softmax unless the output rows already are probabilities.",
+    )(f)
+    return click.option(
+        "--output-name", help="The output to read (default: the one shaped [batch, classes])."
+    )(f)
+
+
+def foreign_options(options: dict[str, Any]) -> ForeignOptions:
+    """The ForeignOptions from a command's options (those it does not have stay None)."""
+
+    def get(name: str) -> Any:
+        return options.get(name)
+
+    return ForeignOptions(
+        layout=Layout(get("layout")) if get("layout") else None,
+        size=parse_size(get("size")),
+        mean=parse_floats(get("mean")),
+        std=parse_floats(get("std")),
+        scale=get("scale"),
+        bgr=get("bgr") or None,
+        labels_path=get("labels"),
+        preset=Preset(get("preset")) if get("preset") else None,
+        crop_mode=CropMode(get("crop_mode")) if get("crop_mode") else None,
+        crop_pct=get("crop_pct"),
+        interpolation=Interpolation(get("interpolation")) if get("interpolation") else None,
+        output_name=get("output_name"),
+        scores=ScoreMode(get("scores") or ScoreMode.AUTO),
+    )
 
 
 def default_trt_cache() -> str:

@@ -49,7 +49,7 @@ from cnnbench.infer.output import (
     safe_cell,
 )
 from cnnbench.infer.preprocess import ForeignOptions, InputFormat, resolve_input_format
-from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, make_runner
+from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, check_output, make_runner
 from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, choose_session
 
 if TYPE_CHECKING:
@@ -96,6 +96,8 @@ class InferSummary:
     # seconds spent connecting to or starting the cluster (not in `seconds`)
     per_worker: dict[str, int] = field(default_factory=dict)
     startup_seconds: float = 0.0
+    scores: str = ""  # how the scores were made, e.g. "softmax (auto: ...)"
+    preprocessing: str = ""  # how the pixels were prepared and resized
 
     @property
     def images_per_second(self) -> float:
@@ -122,6 +124,8 @@ class InferSummary:
             "provider": self.provider,
             "batch_size": self.batch_size,
             "interrupted": self.interrupted,
+            "scores": self.scores,
+            "preprocessing": self.preprocessing,
             "accuracy": self.accuracy,
             "correct": self.correct,
             "labelled": self.labelled,
@@ -199,7 +203,7 @@ class _Decoder:
         )
 
     def _load(self, items: list[Item], out: np.ndarray) -> list[str | None]:
-        return load_items(items, out, self.fmt.bgr)
+        return load_items(items, out, self.fmt.bgr, self.fmt.policy)
 
     def submit(self, items: list[Item]) -> tuple[list[Item], np.ndarray, list[Future]]:
         buf = self.free.popleft()
@@ -237,13 +241,21 @@ class _Writer:
         for item, why in zip(items, reasons, strict=True):
             if why is not None:
                 self.errors.writerow({"path": safe_cell(item.name), "error": why})
+        written = 0
         if ok:
             if len(ok) < len(items):
                 buf[: len(ok)] = buf[ok]  # compact the readable images to the front
             probs = self.runner.run(buf, len(ok))
-            self._write_rows([items[i] for i in ok], probs)
-        self.summary.images += len(ok)
-        self.summary.errors += len(items) - len(ok)
+            finite = np.isfinite(probs).all(axis=1)
+            for i in np.flatnonzero(~finite):
+                why = "the model's output for this image is not finite (NaN or inf)"
+                self.errors.writerow({"path": safe_cell(items[ok[i]].name), "error": why})
+            self._write_rows(
+                [items[i] for i, f in zip(ok, finite, strict=True) if f], probs[finite]
+            )
+            written = int(finite.sum())
+        self.summary.images += written
+        self.summary.errors += len(items) - written
         self.out_f.flush()
         self.err_f.flush()
 
@@ -354,21 +366,50 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     session, note = choose_session(cfg.model, dataclasses.replace(cfg.runtime, spinning=False))
     fmt = resolve_input_format(session, cfg.foreign)
     provider = active_provider(session)
-    batch_size = cfg.batch_size or DEFAULT_BATCH_SIZE[provider]
-    (report or (lambda line: None))(f"{note}, batch size {batch_size}")
+    batch_size = batch_size_for(fmt, cfg.batch_size, provider)
+    say = report or (lambda line: None)
+    say(f"{note}, batch size {batch_size}")
+    for line in describe_format(fmt):
+        say(line)
     summary = InferSummary(provider=provider.value, batch_size=batch_size)
+    summary.preprocessing = f"{fmt.describe_pixels()}; {fmt.describe_resize()}"
     with_truth = has_class_folders(inputs, set(fmt.labels))
     items = iter_items(inputs, cfg)
+    runner = make_runner(session, fmt, provider, cfg.runtime.device_id)
+    check_output(runner, np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8))
     with OutputLock(cfg.output):
         columns = fieldnames(cfg.top_k, with_truth)
         state = read_resume_state(cfg.output, cfg.errors_path, columns) if cfg.resume else None
-        runner = make_runner(session, fmt, provider, cfg.runtime.device_id)
         with _open_outputs(cfg, columns, state) as files:
             writer = _Writer(runner, fmt, cfg, files, summary, with_truth)
             _run_loop(_pending_items(items, state, summary), writer, fmt, cfg, summary)
+    summary.scores = runner.scorer.describe()
     if cfg.summary:
         write_summary(cfg, summary)
     return summary
+
+
+def batch_size_for(fmt: InputFormat, asked: int | None, provider: Provider) -> int:
+    """The model's fixed batch, else the asked one, else the provider's default."""
+    if fmt.batch is None:
+        return asked or DEFAULT_BATCH_SIZE[provider]
+    if asked is not None and asked != fmt.batch:
+        raise InferError(
+            f"--batch-size {asked} contradicts the model's fixed batch of {fmt.batch} "
+            f"(input {fmt.input_name}): leave --batch-size out"
+        )
+    return fmt.batch
+
+
+def describe_format(fmt: InputFormat) -> list[str]:
+    """Lines telling the user what was read from the model and decided for it."""
+    lines = list(fmt.notes)
+    if fmt.batch is not None:
+        padded = ", the last one padded" if fmt.batch > 1 else ""
+        lines.append(f"the model's batch is fixed at {fmt.batch}: batches of {fmt.batch}{padded}")
+    if fmt.spec is None:
+        lines.append(f"preprocessing: {fmt.describe_pixels()}; {fmt.describe_resize()}")
+    return lines
 
 
 def _run_loop(items, writer: _Writer, fmt: InputFormat, cfg: InferConfig, summary) -> None:

@@ -37,8 +37,10 @@ from cnnbench.infer.pipeline import (
     InferConfig,
     InferSummary,
     StopOnSigint,
+    batch_size_for,
     batched,
     check_config,
+    describe_format,
     has_class_folders,
     iter_items,
     prediction_row,
@@ -46,7 +48,8 @@ from cnnbench.infer.pipeline import (
     write_summary,
 )
 from cnnbench.infer.preprocess import InputFormat, resolve_input_format
-from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, make_runner
+from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
+from cnnbench.infer.runner import make_runner
 from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, create_session
 
 RAY_HINT = "pip install 'cnnbench[ray]'"
@@ -131,7 +134,13 @@ def connect(ray, address: str | None, report: Report) -> bool:
     return True
 
 
-def decode_batch(batch: dict, size: tuple[int, int], channels: int, bgr: bool) -> dict:
+def decode_batch(
+    batch: dict,
+    size: tuple[int, int],
+    channels: int,
+    bgr: bool,
+    policy: ResizePolicy = DEFAULT_POLICY,
+) -> dict:
     """Ray Data task: read and resize a batch of files; a failure becomes its reason."""
     import cv2
 
@@ -139,7 +148,7 @@ def decode_batch(batch: dict, size: tuple[int, int], channels: int, bgr: bool) -
     columns = zip(batch["path"], batch["name"], batch["error"], strict=True)
     items = [Item(path, name, error or None) for path, name, error in columns]
     images = np.zeros((len(items), *size, channels), dtype=np.uint8)
-    reasons = load_items(items, images, bgr)
+    reasons = load_items(items, images, bgr, policy)
     return {
         "block": batch["block"],
         "index": batch["index"],
@@ -181,7 +190,7 @@ class Predictor:
         self.runner = make_runner(session, fmt, self.provider, runtime.device_id)
         self.buf = np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8)
         self.runner.warm_up(self.buf)
-        self.top_k = min(top_k, self.runner.run(self.buf, 1).shape[1])
+        self.top_k = min(top_k, self.runner.raw(self.buf, 1).shape[1])
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: dict) -> dict:
@@ -324,7 +333,12 @@ def _dataset(ray, job: _Job, fmt: InputFormat, model_ref, cfg, opts, batch_size:
         decode_batch,
         batch_size=batch_size,
         batch_format="numpy",
-        fn_kwargs={"size": fmt.size, "channels": fmt.channels, "bgr": fmt.bgr},
+        fn_kwargs={
+            "size": fmt.size,
+            "channels": fmt.channels,
+            "bgr": fmt.bgr,
+            "policy": fmt.policy,
+        },
         # Two decoders per core overlap their file reads (network file systems). Resources
         # unlike the actors' also keep Ray Data from fusing decode into the actor stage,
         # where an actor would decode and infer in turn instead of at the same time.
@@ -459,8 +473,11 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
     with_truth = has_class_folders(inputs, set(fmt.labels))
     columns = fieldnames(cfg.top_k, with_truth)
     gpu = _num_gpus(opts, cfg.runtime) > 0
-    batch_size = cfg.batch_size or DEFAULT_BATCH_SIZE[Provider.CUDA if gpu else Provider.CPU]
+    batch_size = batch_size_for(fmt, cfg.batch_size, Provider.CUDA if gpu else Provider.CPU)
     summary = InferSummary(batch_size=batch_size)
+    summary.preprocessing = f"{fmt.describe_pixels()}; {fmt.describe_resize()}"
+    for line in describe_format(fmt):
+        report(line)
     items = iter_items(inputs, cfg)
     with OutputLock(cfg.output):
         if cfg.resume and _finished_earlier(cfg, columns, items, summary):

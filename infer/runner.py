@@ -12,24 +12,48 @@ from typing import Any
 
 import numpy as np
 
-from cnnbench.infer.preprocess import InputFormat
+from cnnbench.infer.errors import InferError, first_line
+from cnnbench.infer.preprocess import InputFormat, shape_text
+from cnnbench.infer.scores import Scorer
 from cnnbench.infer.session import Provider
 
 DEFAULT_BATCH_SIZE = {Provider.CPU: 32, Provider.CUDA: 64, Provider.TENSORRT: 64}
 WARMUP_RUNS = 2
 
 
+def make_scorer(fmt: InputFormat) -> Scorer:
+    return Scorer(fmt.scores, known_probabilities=fmt.spec is not None)
+
+
+def model_error(e: Exception, x: np.ndarray) -> InferError:
+    """ONNX Runtime's failure on a batch, as one line."""
+    return InferError(
+        f"ONNX Runtime failed on a batch shaped {shape_text(list(x.shape))}: {first_line(e)}"
+    )
+
+
 class PlainRunner:
-    """`session.run` on exactly the rows given (CPU: no padding, no copies)."""
+    """`session.run` on exactly the rows given (CPU: no padding, no copies), or on the
+    whole padded buffer when the model's batch dimension is fixed."""
 
     def __init__(self, session, fmt: InputFormat) -> None:
         self.session, self.fmt = session, fmt
-        self.output_name = session.get_outputs()[0].name
+        self.output_name = fmt.output_name or session.get_outputs()[0].name
+        self.scorer = make_scorer(fmt)
 
     def run(self, buf: np.ndarray, n: int) -> np.ndarray:
-        """Probabilities for the first `n` images of the uint8 NHWC batch `buf`."""
-        x = self.fmt.to_model_input(buf[:n])
-        return self.session.run([self.output_name], {self.fmt.input_name: x})[0]
+        """Scores (probabilities) for the first `n` images of the uint8 NHWC batch `buf`."""
+        return self.scorer(self.raw(buf, n))
+
+    def raw(self, buf: np.ndarray, n: int) -> np.ndarray:
+        """The model's output for the first `n` images, as it is."""
+        rows = self.fmt.batch or n
+        x = self.fmt.to_model_input(buf[:rows])
+        try:
+            out = self.session.run([self.output_name], {self.fmt.input_name: x})[0]
+        except Exception as e:  # ORT raises its own Fail/InvalidArgument types
+            raise model_error(e, x) from e
+        return out[:n]
 
     def warm_up(self, buf: np.ndarray) -> None:
         """Nothing to do on CPU: the first run costs little more than the others."""
@@ -43,11 +67,15 @@ class BoundRunner:
 
         self.session, self.fmt, self.ort = session, fmt, ort
         self.device, self.device_id = device, device_id
-        self.output_name = session.get_outputs()[0].name
+        self.output_name = fmt.output_name or session.get_outputs()[0].name
+        self.scorer = make_scorer(fmt)
         self.binding = session.io_binding()
         self.input: Any = None  # an onnxruntime.OrtValue on the device, made on the first batch
 
     def run(self, buf: np.ndarray, n: int) -> np.ndarray:
+        return self.scorer(self.raw(buf, n))
+
+    def raw(self, buf: np.ndarray, n: int) -> np.ndarray:
         x = np.ascontiguousarray(self.fmt.to_model_input(buf))
         if self.input is None:
             self.input = self.ort.OrtValue.ortvalue_from_shape_and_type(
@@ -59,14 +87,30 @@ class BoundRunner:
         # and the provider runs on its own stream: wait for it (ORT's SynchronizeBoundInputs).
         self.binding.synchronize_inputs()
         self.binding.bind_output(self.output_name, "cpu")
-        self.session.run_with_iobinding(self.binding)
+        try:
+            self.session.run_with_iobinding(self.binding)
+        except Exception as e:  # ORT raises its own Fail/InvalidArgument types
+            raise model_error(e, x) from e
         return self.binding.copy_outputs_to_cpu()[0][:n]
 
     def warm_up(self, buf: np.ndarray) -> None:
         """Build kernels/engines for the one batch shape before anything is timed."""
         zeros = np.zeros_like(buf)
         for _ in range(WARMUP_RUNS):
-            self.run(zeros, len(zeros))
+            self.raw(zeros, len(zeros))
+
+
+def check_output(runner, buf: np.ndarray) -> None:
+    """Run one batch of black images before anything is written: the model must run on
+    what will be fed, and give one score per label."""
+    fmt = runner.fmt
+    out = runner.raw(np.zeros_like(buf), 1)  # the whole buffer: IO binding keeps its shape
+    if out.ndim != 2 or out.shape[1] != len(fmt.labels):
+        what = f"{len(fmt.labels)} labels" if out.ndim == 2 else "one row of scores per image"
+        raise InferError(
+            f"model output {fmt.output_name} gives shape {shape_text(list(out.shape))} for one "
+            f"image, but there are {what}: check --labels or --output-name"
+        )
 
 
 def make_runner(session, fmt: InputFormat, provider: Provider, device_id: int):

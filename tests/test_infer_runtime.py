@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from cnnbench.cli import cli
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.output import OutputLock, safe_cell, unsafe_cell
-from cnnbench.infer.preprocess import resolve_input_format
+from cnnbench.infer.preprocess import ForeignOptions, Preset, resolve_input_format
 from cnnbench.infer.runner import BoundRunner, PlainRunner
 from cnnbench.infer.session import Provider, RuntimeOptions, choose_session, load_error
 
@@ -98,7 +98,7 @@ def test_foreign_model_missing_option_is_named(images: Path, tmp_path: Path) -> 
 def test_bound_runner_pads_and_matches_plain(foreign_model: Path) -> None:
     """The GPU path (IO binding, fixed padded shape) run on the CPU device."""
     session, _ = choose_session(str(foreign_model), RuntimeOptions(provider=Provider.CPU))
-    fmt = resolve_input_format(session)
+    fmt = resolve_input_format(session, ForeignOptions(preset=Preset.RAW))
     buf = np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3), dtype=np.uint8)
     plain, bound = PlainRunner(session, fmt), BoundRunner(session, fmt, "cpu", 0)
     bound.warm_up(buf)

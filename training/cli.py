@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cnnbench.infer.options import resize_options
+from cnnbench.infer.resize import DEFAULT_POLICY, CropMode, Interpolation, ResizePolicy
 from cnnbench.training.errors import TrainError
 from cnnbench.training.registry import ARCHITECTURES, get_arch
 
@@ -14,6 +16,17 @@ def list_architectures() -> None:
     for spec in ARCHITECTURES.values():
         size = f"{spec.input_size}x{spec.input_size}x{spec.channels}"
         click.echo(f"{spec.name:12s} {size:>11s} {spec.reference_params:>13,}  {spec.description}")
+
+
+def resize_policy(mode: str | None, pct: float | None, interp: str | None) -> ResizePolicy:
+    """The policy training reads image folders with (and `infer` will serve with)."""
+    if pct is not None and not 0 < pct <= 1:
+        raise click.BadParameter(f"must be in (0, 1], got {pct:g}", param_hint="--crop-pct")
+    return ResizePolicy(
+        CropMode(mode) if mode else DEFAULT_POLICY.crop_mode,
+        DEFAULT_POLICY.crop_pct if pct is None else pct,
+        Interpolation(interp) if interp else DEFAULT_POLICY.interpolation,
+    )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,6 +71,7 @@ def list_architectures() -> None:
     type=click.Path(file_okay=False),
     help="Also write the validation split as an image folder (one subfolder per class).",
 )
+@resize_options
 @click.option("--list", "list_archs", is_flag=True, help="List the architectures and exit.")
 def train(
     arch: str | None,
@@ -77,6 +91,9 @@ def train(
     unfreeze_top: int | None,
     eager: bool,
     export_val: str | None,
+    crop_mode: str | None,
+    crop_pct: float | None,
+    interpolation: str | None,
     list_archs: bool,
 ) -> None:
     """Train ARCH and write RUN_DIR: model.keras, labels.txt, history, report, config.
@@ -93,6 +110,7 @@ def train(
         return
     if arch is None or out is None:
         raise click.UsageError("give an architecture and --out (or --list)")
+    resize = resize_policy(crop_mode, crop_pct, interpolation)
     try:
         get_arch(arch)
         from cnnbench.training.run import TrainConfig, run_training
@@ -115,6 +133,7 @@ def train(
             freeze_base=freeze_base,
             unfreeze_top=unfreeze_top or 0,
             eager=eager,
+            resize=resize,
         )
         result = run_training(cfg)
     except TrainError as e:

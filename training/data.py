@@ -1,10 +1,16 @@
 """Datasets: the bundled scikit-learn digits, and image folders with a subfolder per class,
-both as tf.data pipelines of (uint8 image, class index) that cache and prefetch."""
+both as tf.data pipelines of (uint8 image, class index) that cache and prefetch.
+
+Image files are read, decoded and resized by `cnnbench.infer`'s own function with the
+run's resize policy, so a model is served the pixels it was trained on; the policy is
+written into the saved model (`write_model_policy`) and `convert` puts it in the spec."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,13 +19,17 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cnnbench.infer.images import load_image
+from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.training.errors import TrainError
 
 log = logging.getLogger("cnnbench.training")
 
 BUNDLED = ("digits",)
-# What tf.io.decode_image reads; anything else in a class folder is skipped and counted.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# What infer's decoder (OpenCV) reads; anything else in a class folder is skipped and counted.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# The member of a saved .keras archive holding the resize policy (Keras ignores it).
+POLICY_MEMBER = "cnnbench.json"
 
 
 @dataclass(frozen=True)
@@ -151,19 +161,28 @@ def split(source: Source, val_split: float, seed: int) -> tuple[Source, Source]:
     return source.take(np.flatnonzero(~is_val)), source.take(np.flatnonzero(is_val))
 
 
-def to_tf(source: Source, size: int, channels: int) -> Any:
+def read_image(path: str, size: int, channels: int, policy: ResizePolicy) -> np.ndarray:
+    """One training image exactly as `cnnbench infer` feeds it; ValueError names the file."""
+    try:
+        return load_image(path, (size, size), channels, policy=policy)
+    except (OSError, ValueError, cv2.error) as e:
+        raise ValueError(f"cannot decode {path} as an image ({e})") from e
+
+
+def to_tf(source: Source, size: int, channels: int, policy: ResizePolicy = DEFAULT_POLICY) -> Any:
     """An unbatched, cached tf.data.Dataset of (uint8 [size, size, channels], target)."""
     import tensorflow as tf
 
     if source.images is not None:
         return tf.data.Dataset.from_tensor_slices((source.images, source.targets)).cache()
 
+    def read(path: bytes) -> np.ndarray:
+        return read_image(path.decode(), size, channels, policy)
+
     def load(path: Any, target: Any) -> tuple[Any, Any]:
-        image = tf.io.decode_image(
-            tf.io.read_file(path), channels=channels, expand_animations=False
-        )
-        image = tf.image.resize(image, (size, size), antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), target
+        image = tf.numpy_function(read, [path], tf.uint8, stateful=False)
+        image.set_shape((size, size, channels))
+        return image, target
 
     ds = tf.data.Dataset.from_tensor_slices((list(source.paths), source.targets))
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
@@ -171,7 +190,7 @@ def to_tf(source: Source, size: int, channels: int) -> Any:
 
 @contextmanager
 def decode_errors(dataset: Dataset) -> Iterator[None]:
-    """Turn TensorFlow's decode failure inside a pipeline into an error naming the file."""
+    """Turn a decode failure inside a pipeline into an error naming the file."""
     import tensorflow as tf
 
     try:
@@ -185,13 +204,31 @@ def decode_errors(dataset: Dataset) -> Iterator[None]:
 
 
 def _decodes(path: str) -> bool:
-    import tensorflow as tf
-
     try:
-        tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
-    except tf.errors.InvalidArgumentError:
+        read_image(path, 8, 3, DEFAULT_POLICY)
+    except ValueError:
         return False
     return True
+
+
+def write_model_policy(model_path: str, policy: ResizePolicy) -> None:
+    """Store the resize policy inside the saved .keras archive, for `convert`."""
+    with zipfile.ZipFile(model_path, "a") as archive:
+        archive.writestr(POLICY_MEMBER, json.dumps({"resize": policy.to_dict()}))
+
+
+def read_model_policy(model_path: str) -> ResizePolicy | None:
+    """The resize policy `train` stored in a .keras archive; None when there is none."""
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            if POLICY_MEMBER not in archive.namelist():
+                return None
+            data = json.loads(archive.read(POLICY_MEMBER))
+        return ResizePolicy.from_dict(data["resize"])
+    except (OSError, zipfile.BadZipFile, KeyError, TypeError, ValueError) as e:
+        raise TrainError(
+            f"{model_path}: unreadable {POLICY_MEMBER} ({e}): retrain or remove it"
+        ) from e
 
 
 def write_image_folder(images: Iterable[tuple[Any, int]], labels: tuple[str, ...], out: str) -> int:

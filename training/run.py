@@ -13,6 +13,7 @@ import numpy as np
 
 from cnnbench import __version__
 from cnnbench.files import unwritable_folder
+from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.training import report
 from cnnbench.training.data import (
     DataOptions,
@@ -21,6 +22,7 @@ from cnnbench.training.data import (
     load_dataset,
     to_tf,
     write_image_folder,
+    write_model_policy,
 )
 from cnnbench.training.errors import TrainError
 from cnnbench.training.registry import ARCHITECTURES, ArchSpec, build, check_size, get_arch
@@ -49,6 +51,7 @@ class TrainConfig:
     unfreeze_top: int = 0  # > 0: a second stage with the base's top N weight layers trainable
     eager: bool = False  # no tf.function tracing: quicker for a handful of steps
     verbose: int = 2
+    resize: ResizePolicy = DEFAULT_POLICY  # how image files become the input size (as infer)
 
 
 @dataclass(frozen=True)
@@ -102,13 +105,13 @@ def pipelines(dataset: Dataset, size: int, channels: int, cfg: TrainConfig) -> t
 
     from cnnbench.training.augment import augment_batches
 
-    train = to_tf(dataset.train, size, channels).shuffle(
+    train = to_tf(dataset.train, size, channels, cfg.resize).shuffle(
         len(dataset.train), seed=cfg.seed, reshuffle_each_iteration=True
     )
     train = train.batch(cfg.batch_size)
     if cfg.augment:
         train = augment_batches(train, channels, cfg.seed)
-    val = to_tf(dataset.val, size, channels).batch(cfg.batch_size)
+    val = to_tf(dataset.val, size, channels, cfg.resize).batch(cfg.batch_size)
     return train.prefetch(tf.data.AUTOTUNE), val.prefetch(tf.data.AUTOTUNE)
 
 
@@ -169,6 +172,7 @@ def _write_run(
     out = cfg.out
     model_path, labels_path = os.path.join(out, "model.keras"), os.path.join(out, "labels.txt")
     model.save(model_path)
+    write_model_policy(model_path, cfg.resize)
     with open(labels_path, "w", encoding="utf-8") as f:
         f.write("".join(f"{label}\n" for label in dataset.labels))
     rows = report.write_history(histories, os.path.join(out, report.HISTORY_FILE))
@@ -186,7 +190,7 @@ def _write_run(
     )
     if cfg.export_val:
         size, channels = model.inputs[0].shape[1], model.inputs[0].shape[3]
-        images = to_tf(dataset.val, size, channels).as_numpy_iterator()
+        images = to_tf(dataset.val, size, channels, cfg.resize).as_numpy_iterator()
         write_image_folder(images, dataset.labels, cfg.export_val)
     return TrainResult(
         model_path, labels_path, accuracy, len(dataset.train), len(dataset.val), dataset.skipped

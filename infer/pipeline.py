@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,9 +28,11 @@ from itertools import islice
 import cv2
 import numpy as np
 
+from cnnbench.infer.decoders import DecodeLimits
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.images import (
     IMAGE_EXTENSIONS,
+    Extensions,
     Item,
     expand_inputs,
     load_items,
@@ -50,6 +52,7 @@ from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, make_runner
 from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, choose_session
 
 DEPTH = 3  # batches in flight: one running, two decoding
+TRUNCATED_LISTED = 1000  # names of truncated-but-predicted files kept for --summary
 Report = Callable[[str], None]
 
 
@@ -62,13 +65,14 @@ class InferConfig:
     batch_size: int | None = None  # None: the provider's default
     workers: int = 0  # decode threads; 0 = one per core
     top_k: int = 1
-    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    extensions: Extensions = IMAGE_EXTENSIONS  # None: every file
     limit: int | None = None  # only the first N files of the inputs
     progress: bool = True
     resume: bool = False  # skip files already in the output or errors CSV, append
     summary: str | None = None  # JSON file for the summary
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     foreign: ForeignOptions = field(default_factory=ForeignOptions)
+    limits: DecodeLimits = field(default_factory=DecodeLimits)  # --max-pixels, --allow-truncated
 
     @property
     def errors_path(self) -> str:
@@ -91,6 +95,10 @@ class InferSummary:
     # seconds spent connecting to or starting the cluster (not in `seconds`)
     per_worker: dict[str, int] = field(default_factory=dict)
     startup_seconds: float = 0.0
+    # files left out by their extension, per extension; truncated files predicted from
+    # what decoded (--allow-truncated)
+    skipped_by_extension: Counter = field(default_factory=Counter)
+    truncated: list[str] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -112,6 +120,9 @@ class InferSummary:
             "images": self.images,
             "errors": self.errors,
             "skipped": self.skipped,
+            "skipped_by_extension": dict(self.skipped_by_extension.most_common()),
+            "truncated_predicted": len(self.truncated),
+            "truncated_files": sorted(self.truncated)[:TRUNCATED_LISTED],
             "seconds": self.seconds,
             "images_per_second": self.images_per_second,
             "provider": self.provider,
@@ -138,6 +149,8 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
         raise InferError(f"--top-k must be a positive integer, got {cfg.top_k}")
     if cfg.limit is not None and cfg.limit < 1:
         raise InferError(f"--limit must be a positive integer, got {cfg.limit}")
+    if cfg.limits.max_pixels < 1:
+        raise InferError(f"--max-pixels must be a positive integer, got {cfg.limits.max_pixels}")
     if cfg.runtime.trt_fp16 and cfg.runtime.provider is not Provider.TENSORRT:
         raise InferError("--fp16 applies to --provider tensorrt only")
     if not cfg.inputs:
@@ -157,18 +170,30 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
     return inputs
 
 
-def iter_items(inputs: tuple[str, ...], cfg: InferConfig) -> Iterator[Item]:
-    """Every input file in order; raises when there is none at all."""
-    items = scan_inputs(inputs, cfg.extensions)
+def iter_items(
+    inputs: tuple[str, ...], cfg: InferConfig, skipped: Counter | None = None
+) -> Iterator[Item]:
+    """Every input file in order; files left out by extension are counted in `skipped`.
+    Raises when there is none at all."""
+    skipped = Counter() if skipped is None else skipped
+    items = scan_inputs(inputs, cfg.extensions, skipped)
     items = islice(items, cfg.limit) if cfg.limit is not None else items
     first = next(items, None)
     if first is None:
         where = ", ".join(cfg.inputs)
+        extensions = " ".join(cfg.extensions or ("*",))
+        left_out = f"; {skipped_line(skipped)}" if skipped else ""
         raise InferError(
-            f"no images found under {where} (extensions: "
-            f"{' '.join(cfg.extensions)}); check the path or pass --extensions"
+            f"no images found under {where} (extensions: {extensions}){left_out}; "
+            "check the path or pass --extensions"
         )
     return itertools.chain((first,), items)
+
+
+def skipped_line(skipped: Counter) -> str:
+    """'skipped 382 files by extension: 170 .gif, 40 .jp2, ...'"""
+    counts = ", ".join(f"{n} {ext}" for ext, n in skipped.most_common())
+    return f"skipped {skipped.total()} files by extension: {counts}"
 
 
 def truth_for(name: str, labels: set[str]) -> str | None:
@@ -190,8 +215,10 @@ def has_class_folders(inputs: tuple[str, ...], labels: set[str]) -> bool:
 class _Decoder:
     """Fills preallocated uint8 batch buffers on a thread pool, a few images per task."""
 
-    def __init__(self, fmt: InputFormat, batch_size: int, workers: int) -> None:
-        self.fmt, self.workers = fmt, workers
+    def __init__(
+        self, fmt: InputFormat, batch_size: int, workers: int, cfg: InferConfig, truncated: list
+    ) -> None:
+        self.fmt, self.workers, self.limits, self.truncated = fmt, workers, cfg.limits, truncated
         shape = (batch_size, fmt.size[0], fmt.size[1], fmt.channels)
         self.free = deque(np.zeros(shape, dtype=np.uint8) for _ in range(DEPTH))
         self.pool = ThreadPoolExecutor(
@@ -199,7 +226,7 @@ class _Decoder:
         )
 
     def _load(self, items: list[Item], out: np.ndarray) -> list[str | None]:
-        return load_items(items, out, self.fmt.bgr)
+        return load_items(items, out, self.fmt.bgr, limits=self.limits, truncated=self.truncated)
 
     def submit(self, items: list[Item]) -> tuple[list[Item], np.ndarray, list[Future]]:
         buf = self.free.popleft()
@@ -369,7 +396,7 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     (report or (lambda line: None))(f"{note}, batch size {batch_size}")
     summary = InferSummary(provider=provider.value, batch_size=batch_size)
     with_truth = has_class_folders(inputs, set(fmt.labels))
-    items = iter_items(inputs, cfg)
+    items = iter_items(inputs, cfg, summary.skipped_by_extension)
     with OutputLock(cfg.output):
         columns = fieldnames(cfg.top_k, with_truth)
         state = read_resume_state(cfg.output, cfg.errors_path, columns) if cfg.resume else None
@@ -384,7 +411,8 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
 
 def _run_loop(items, writer: _Writer, fmt: InputFormat, cfg: InferConfig, summary) -> None:
     """Keep DEPTH batches in flight; finish them in order; stop cleanly on Ctrl-C."""
-    decoder = _Decoder(fmt, summary.batch_size, cfg.workers or os.cpu_count() or 1)
+    workers = cfg.workers or os.cpu_count() or 1
+    decoder = _Decoder(fmt, summary.batch_size, workers, cfg, summary.truncated)
     writer.runner.warm_up(decoder.free[0])
     progress = _progress(cfg.progress)
     pending: deque = deque()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cnnbench.infer.decoders import DecodeLimits
 from cnnbench.infer.errors import InferError, first_line
 from cnnbench.infer.images import Item, load_items, reason
 from cnnbench.infer.output import OutputLock, fieldnames, read_resume_state, safe_cell
@@ -130,7 +131,9 @@ def connect(ray, address: str | None, report: Report) -> bool:
     return True
 
 
-def decode_batch(batch: dict, size: tuple[int, int], channels: int, bgr: bool) -> dict:
+def decode_batch(
+    batch: dict, size: tuple[int, int], channels: int, bgr: bool, limits: DecodeLimits
+) -> dict:
     """Ray Data task: read and resize a batch of files; a failure becomes its reason."""
     import cv2
 
@@ -138,12 +141,14 @@ def decode_batch(batch: dict, size: tuple[int, int], channels: int, bgr: bool) -
     columns = zip(batch["path"], batch["name"], batch["error"], strict=True)
     items = [Item(path, name, error or None) for path, name, error in columns]
     images = np.zeros((len(items), *size, channels), dtype=np.uint8)
-    reasons = load_items(items, images, bgr)
+    truncated: list[str] = []
+    reasons = load_items(items, images, bgr, limits=limits, truncated=truncated)
     return {
         "block": batch["block"],
         "index": batch["index"],
         "name": batch["name"],
         "error": np.array([r or "" for r in reasons], dtype=object),
+        "truncated": np.isin(batch["name"], truncated),
         "image": images,
     }
 
@@ -199,6 +204,7 @@ class Predictor:
             "index": batch["index"],
             "name": batch["name"],
             "error": errors,
+            "truncated": batch["truncated"],
             "top": top,
             "score": scores,
             "worker": np.full(n, self.worker, dtype=object),
@@ -212,11 +218,12 @@ class _Job:
 
     digests: list[str]
     pending: dict[int, int]
-    refs: list
+    refs: list  # per pending block: its listing table, then its object-store ref
 
 
-def _plan(ray, items: Iterator[Item], block_size: int, parts: Parts, summary) -> _Job:
-    """Cut the listing into blocks; put the ones not done yet in the object store."""
+def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary) -> _Job:
+    """Cut the listing into blocks; keep a table of each one not done yet (put in the
+    object store once connected)."""
     import pyarrow as pa
 
     job = _Job([], {}, [])
@@ -237,7 +244,7 @@ def _plan(ray, items: Iterator[Item], block_size: int, parts: Parts, summary) ->
                 "error": [item.error or "" for item in chunk],
             }
         )
-        job.refs.append(ray.put(table))
+        job.refs.append(table)
     return job
 
 
@@ -246,14 +253,14 @@ class _Collector:
     (a retried task) replaces the first copy, so each file counts once."""
 
     def __init__(self, job: _Job, parts: Parts, fmt: InputFormat, cfg: InferConfig, truth):
-        self.job, self.parts, self.labels = job, parts, fmt.labels
+        self.job, self.parts, self.labels, self.fmt = job, parts, fmt.labels, fmt
         self.truth = set(fmt.labels) if truth else None
         self.columns = fieldnames(cfg.top_k, truth)
         self.rows: dict[int, dict[int, tuple]] = {}
         self.providers: set[str] = set()
 
     def add(self, batch: dict, summary: InferSummary) -> None:
-        columns = ("block", "index", "name", "error", "top", "score", "worker")
+        columns = ("block", "index", "name", "error", "top", "score", "worker", "truncated")
         for block, index, *row in zip(*(batch[c] for c in columns), strict=True):
             if block in self.job.pending:
                 got = self.rows.setdefault(int(block), {})
@@ -268,8 +275,10 @@ class _Collector:
         predictions, errors = [], []
         workers = Counter()
         for i in range(len(got)):
-            name, error, top, score, worker = got[i]
+            name, error, top, score, worker, truncated = got[i]
             workers[worker] += 1
+            if truncated and not error:
+                summary.truncated.append(name)
             if error:
                 errors.append({"path": safe_cell(name), "error": error})
             else:
@@ -323,7 +332,12 @@ def _dataset(ray, job: _Job, fmt: InputFormat, model_ref, cfg, opts, batch_size:
         decode_batch,
         batch_size=batch_size,
         batch_format="numpy",
-        fn_kwargs={"size": fmt.size, "channels": fmt.channels, "bgr": fmt.bgr},
+        fn_kwargs={
+            "size": fmt.size,
+            "channels": fmt.channels,
+            "bgr": fmt.bgr,
+            "limits": cfg.limits,
+        },
         # Two decoders per core overlap their file reads (network file systems). Resources
         # unlike the actors' also keep Ray Data from fusing decode into the actor stage,
         # where an actor would decode and infer in turn instead of at the same time.
@@ -444,6 +458,22 @@ def _finished_earlier(cfg: InferConfig, columns: list[str], items, summary) -> b
     return True
 
 
+def _run_job(ray, job: _Job, model: bytes, collector, summary, cfg, opts, report) -> None:
+    """Connect (or start a cluster), run the pending blocks, disconnect."""
+    start = time.perf_counter()
+    owned = connect(ray, opts.address, report)
+    summary.startup_seconds = time.perf_counter() - start
+    try:
+        model_ref = ray.put(model)
+        _check_workers(ray, model_ref, cfg, opts, report)
+        job.refs = [ray.put(table) for table in job.refs]
+        ds = _dataset(ray, job, collector.fmt, model_ref, cfg, opts, summary.batch_size)
+        _consume(ray, ds, collector, summary, cfg.progress)
+    finally:
+        if owned:
+            ray.shutdown()
+
+
 def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = None) -> InferSummary:
     """`run_infer` on a Ray cluster: the same rows, in the same order, in the same files."""
     report = report or (lambda line: None)
@@ -460,27 +490,17 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
     gpu = _num_gpus(opts, cfg.runtime) > 0
     batch_size = cfg.batch_size or DEFAULT_BATCH_SIZE[Provider.CUDA if gpu else Provider.CPU]
     summary = InferSummary(batch_size=batch_size)
-    items = iter_items(inputs, cfg)
+    items = iter_items(inputs, cfg, summary.skipped_by_extension)
     with OutputLock(cfg.output):
         if cfg.resume and _finished_earlier(cfg, columns, items, summary):
             if cfg.summary:
                 write_summary(cfg, summary)
             return summary
-        start = time.perf_counter()
-        owned = connect(ray, opts.address, report)
-        summary.startup_seconds = time.perf_counter() - start
-        try:
-            model_ref = ray.put(model)
-            _check_workers(ray, model_ref, cfg, opts, report)
-            parts = Parts(cfg.output, _job_key(cfg, model, columns, opts.block_size), cfg.resume)
-            job = _plan(ray, items, opts.block_size, parts, summary)
-            collector = _Collector(job, parts, fmt, cfg, with_truth)
-            if job.pending:
-                ds = _dataset(ray, job, fmt, model_ref, cfg, opts, batch_size)
-                _consume(ray, ds, collector, summary, cfg.progress)
-        finally:
-            if owned:
-                ray.shutdown()
+        parts = Parts(cfg.output, _job_key(cfg, model, columns, opts.block_size), cfg.resume)
+        job = _plan(items, opts.block_size, parts, summary)
+        collector = _Collector(job, parts, fmt, cfg, with_truth)
+        if job.pending:  # else a resume with every block done: merge without a cluster
+            _run_job(ray, job, model, collector, summary, cfg, opts, report)
         summary.provider = ",".join(sorted(collector.providers)) or "none"
         if not summary.interrupted:
             parts.merge(job.digests, cfg.output, cfg.errors_path)

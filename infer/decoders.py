@@ -93,8 +93,8 @@ def _pillow(data, header: Header, channels: int, bgr: bool, factor: int, allow_t
             if factor > 1 and header.format == "JPEG":
                 size = (-(-header.width // factor), -(-header.height // factor))
                 im.draft("L" if channels == 1 else "RGB", size)
+            im.load()  # Pillow turns TIFF and AVIF upright itself, and drops their tag
             orientation = header.orientation or _exif_orientation(im)
-            im.load()
             image = _to_uint8(im, header.bits, channels)
     except MemoryError:
         raise

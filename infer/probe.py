@@ -41,6 +41,9 @@ _NOT_IMAGES = (
     (b"OggS", "an Ogg media file"),
     (b"\x1aE\xdf\xa3", "a Matroska/WebM video"),
 )
+# Formats whose decoders apply the orientation themselves (libtiff's RGBA interface in
+# OpenCV; Pillow's TIFF loader).
+_SELF_ORIENTING = frozenset({"TIFF"})
 # Compression schemes of TIFF files that the bundled libtiff builds do not read.
 _TIFF_COMPRESSION = {34925: "LZMA", 50000: "ZSTD", 34712: "JPEG 2000", 34661: "JBIG"}
 
@@ -204,7 +207,7 @@ def _pillow_header(data: bytes) -> Header:
             width,
             height,
             bits,
-            _orientation(im),
+            0 if im.format in _SELF_ORIENTING else _orientation(im),
             _riff_truncated(data) if im.format == "WEBP" else None,
             compression=compression,
         )

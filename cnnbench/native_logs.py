@@ -14,13 +14,15 @@ Image codecs are the other source: libpng, libjpeg and libtiff print warnings an
 about damaged files straight to fd 2 (from OpenCV and from Pillow), OpenCV logs its own,
 and Pillow warns through Python. The decoders already turn a failure into the file's
 error row, so over a folder of damaged files these lines are noise, hundreds of them:
-they are dropped too (OpenCV's log is set to silent, Pillow's warnings ignored).
+they are dropped too (OpenCV's log is set to silent, Pillow's warnings and log records
+about damaged files are ignored).
 CNNBENCH_NATIVE_LOGS=1 shows every line, for debugging a decoder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -40,7 +42,7 @@ _RAY_ACTOR_ARGS = re.compile(
 VERBOSE_ENV = "CNNBENCH_NATIVE_LOGS"
 # What image codecs print about damaged files: libpng, libjpeg(-turbo), libtiff (whose
 # lines are "module: message", the module a libtiff function or codec, or the file name),
-# Pillow's libtiff glue, and OpenCV's own log format.
+# and OpenCV's own log format.
 _CODEC_LINE = re.compile(
     rb"^(libpng (warning|error): "
     rb"|Corrupt JPEG data: |Premature end of JPEG file|Invalid SOS parameters|"
@@ -48,7 +50,6 @@ _CODEC_LINE = re.compile(
     rb"Warning: unknown JFIF revision|"
     rb"(_?TIFF\w*|_tiff\w*|\w*Decode|\w*Encode|Fax\w*|LZW\w*|ZIP\w*|OJPEG\w*|JPEG\w*|"
     rb"PixarLog\w*|LogLuv\w*|Predictor\w*|[^\s:]+\.tiff?): |"
-    rb"More samples per pixel than can be decoded|"
     rb"\[ ?(WARN|ERROR|INFO|DEBUG|VERBOSE):\d+@)"
 )
 
@@ -78,6 +79,7 @@ def _quiet_image_libraries() -> None:
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     warnings.filterwarnings("ignore", module=r"PIL\.")
+    logging.getLogger("PIL").setLevel(logging.CRITICAL)  # its errors about damaged files
 
 
 @contextlib.contextmanager

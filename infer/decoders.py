@@ -21,7 +21,14 @@ import cv2
 import numpy as np
 
 from cnnbench.infer.orientation import apply_orientation
-from cnnbench.infer.probe import DEFAULT_MAX_PIXELS, DecodeError, Header, message, pillow
+from cnnbench.infer.probe import (
+    DEFAULT_MAX_PIXELS,
+    DecodeError,
+    Header,
+    classify,
+    message,
+    pillow,
+)
 
 OPENCV_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "PPM"})
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -55,14 +62,14 @@ def opencv_flags(channels: int, bgr: bool, factor: int, depth: bool = False) -> 
 
 
 def decode_pixels(
-    data: bytes, header: Header, channels: int, bgr: bool, factor: int, allow_truncated: bool
+    data: bytes, header: Header, channels: int, bgr: bool, factor: int, limits: DecodeLimits
 ) -> np.ndarray:
     """uint8 HxW (gray) or HxWx3 (RGB or BGR), upright."""
     image = None
     if header.format in OPENCV_FORMATS and header.truncated is None:
         image = _opencv(data, header, channels, bgr, factor)
     if image is None:
-        image, orientation = _pillow(data, header, channels, bgr, factor, allow_truncated)
+        image, orientation = _pillow(data, header, channels, bgr, factor, limits)
     else:
         orientation = header.orientation
     return apply_orientation(image, orientation)
@@ -81,10 +88,10 @@ def _opencv(data: bytes, header: Header, channels: int, bgr: bool, factor: int):
     return image if image is None or image.dtype == np.uint8 else None
 
 
-def _pillow(data, header: Header, channels: int, bgr: bool, factor: int, allow_truncated: bool):
+def _pillow(data, header: Header, channels: int, bgr: bool, factor: int, limits: DecodeLimits):
     """Decode with Pillow; returns (array, orientation still to apply)."""
-    Image = pillow()
-    if allow_truncated:
+    Image = pillow(limits.max_pixels)
+    if limits.allow_truncated:
         from PIL import ImageFile
 
         ImageFile.LOAD_TRUNCATED_IMAGES = True  # Pillow's switch has no per-image form
@@ -138,13 +145,8 @@ def scale_bits(image: np.ndarray, bits: int) -> np.ndarray:
 
 def failure(e: BaseException, header: Header) -> str:
     """The error-CSV reason for a file no decoder could read."""
-    text = message(e)
     if header.compression:
-        return f"unsupported variant: TIFF with {header.compression} compression ({text})"
+        return f"unsupported variant: TIFF: {header.compression} compression ({message(e)})"
     if header.format == "JPEG" and header.precision != 8:
-        return f"unsupported variant: {header.precision}-bit JPEG ({text})"
-    if "truncated" in text.lower():
-        return f"truncated: {text}"
-    if isinstance(e, NotImplementedError) or "unsupported" in text.lower():
-        return f"unsupported variant: {header.format} ({text})"
-    return f"corrupt {header.format}: {text}"
+        return f"unsupported variant: JPEG: {header.precision}-bit samples ({message(e)})"
+    return classify(e, header.format)

@@ -206,7 +206,7 @@ def decode(
     domain. A truncated file read under `limits.allow_truncated` adds a line to `notes`.
     """
     raw = data if isinstance(data, bytes) else data.tobytes()
-    header = read_header(raw)
+    header = read_header(raw, limits.max_pixels)
     factor = _reduction((header.height, header.width), target) if target else 1
     factor = factor if header.format == "JPEG" else 1
     height, width = -(-header.height // factor), -(-header.width // factor)
@@ -216,7 +216,7 @@ def decode(
         raise DecodeError(f"{header.truncated} (--allow-truncated predicts what decoded)")
     depth = 2 if header.bits else 1
     with decode_budget.reserve(decode_bytes(height * width, 4, depth)):
-        image = decode_pixels(raw, header, channels, bgr, factor, limits.allow_truncated)
+        image = decode_pixels(raw, header, channels, bgr, factor, limits)
     if header.truncated and notes is not None:
         notes.append(header.truncated)
     return image.reshape(image.shape[0], image.shape[1], channels)

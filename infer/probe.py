@@ -44,6 +44,14 @@ _NOT_IMAGES = (
 # Formats whose decoders apply the orientation themselves (libtiff's RGBA interface in
 # OpenCV; Pillow's TIFF loader).
 _SELF_ORIENTING = frozenset({"TIFF"})
+# Formats Pillow decodes whose densest encoding is known (fixed-rate blocks, run-length
+# codes): at most this many pixels per byte of file, with a wide margin. A file declaring
+# more holds too little data for its size (fuzzers write such files; the decoder would
+# allocate the full image first). Formats with whole-frame skip codes (FLI, BMP's RLE
+# delta) or general compression (PNG, WebP, GIF, AVIF, JPEG 2000) are not listed.
+_MAX_PIXELS_PER_BYTE = {"DDS": 16, "BLP": 4096, "PSD": 512, "TGA": 512, "PCX": 512, "SGI": 512}
+# Words of Pillow's messages about files it knows but cannot read.
+_UNSUPPORTED_WORDS = ("unsupported", "not supported", "ghostscript", "cannot find loader")
 # Compression schemes of TIFF files that the bundled libtiff builds do not read.
 _TIFF_COMPRESSION = {34925: "LZMA", 50000: "ZSTD", 34712: "JPEG 2000", 34661: "JBIG"}
 
@@ -68,24 +76,25 @@ class Header:
         return self.width * self.height
 
 
-def pillow():
-    """Pillow's Image module, imported lazily; its own bomb check is replaced by ours
-    (--max-pixels), which also holds for JPEG and PNG."""
+def pillow(max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Pillow's Image module, imported lazily, its decompression-bomb check set to
+    --max-pixels: it raises above twice MAX_IMAGE_PIXELS, also for images nested in
+    another (an ICNS's PNG). A process-wide setting: the last limit asked for holds."""
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = None
+    Image.MAX_IMAGE_PIXELS = -(-max_pixels // 2)
     return Image
 
 
-def read_header(data: bytes) -> Header:
+def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     """The header of an encoded image; DecodeError with the reason when there is none."""
     if not data:
         raise DecodeError("empty file")
     if data.startswith(b"\xff\xd8"):
         return _jpeg_header(data)
     if data.startswith(_PNG_MAGIC):
-        return _png_header(data)
-    return _pillow_header(data)
+        return _png_header(data, max_pixels)
+    return _pillow_header(data, max_pixels)
 
 
 def _be(data: bytes, pos: int, size: int) -> int:
@@ -107,17 +116,17 @@ def _jpeg_header(data: bytes) -> Header:
         if pos + 4 > n:
             return _jpeg(frame, "truncated: the data ends inside the JPEG headers")
         if data[pos] != 0xFF:
-            raise DecodeError(f"corrupt JPEG: no marker at byte {pos:,} of the headers")
+            raise DecodeError(f"corrupt: JPEG: no marker at byte {pos:,} of the headers")
         marker = data[pos + 1]
         if marker == 0xFF or marker in _STANDALONE:
             pos += 1 if marker == 0xFF else 2
             continue
         if marker == 0xD9:
-            raise DecodeError("corrupt JPEG: the file ends before any image data")
+            raise DecodeError("corrupt: JPEG: the file ends before any image data")
         length = _be(data, pos + 2, 2)
         end = pos + 2 + length
         if length < 2:
-            raise DecodeError(f"corrupt JPEG: segment length {length} at byte {pos:,}")
+            raise DecodeError(f"corrupt: JPEG: segment length {length} at byte {pos:,}")
         if end > n:
             return _jpeg(frame, _past_end(f"segment FF{marker:02X}", pos, length, end, n))
         if marker in _SOF_MARKERS and length >= 8:
@@ -133,21 +142,21 @@ def _jpeg_header(data: bytes) -> Header:
 
 def _jpeg(frame: tuple[int, int, int] | None, truncated: str | None) -> Header:
     if frame is None:
-        raise DecodeError(truncated or "corrupt JPEG: no frame header before the image data")
+        raise DecodeError(truncated or "corrupt: JPEG: no frame header before the image data")
     precision, height, width = frame
     if not height or not width:
-        raise DecodeError(f"corrupt JPEG: frame size {width}x{height}")
+        raise DecodeError(f"corrupt: JPEG: frame size {width}x{height}")
     return Header("JPEG", width, height, None, 0, truncated, precision)
 
 
-def _png_header(data: bytes) -> Header:
+def _png_header(data: bytes, max_pixels: int) -> Header:
     """Walk every chunk: IHDR, sBIT, where EXIF sits, lengths within the file, IEND."""
     n = len(data)
     if n < 33 or data[12:16] != b"IHDR":
         raise DecodeError("truncated: the PNG ends before its IHDR header")
     width, height, depth = _be(data, 16, 4), _be(data, 20, 4), data[24]
     if not width or not height:
-        raise DecodeError(f"corrupt PNG: image size {width}x{height}")
+        raise DecodeError(f"corrupt: PNG: image size {width}x{height}")
     pos, sbit, exif, truncated = 8, None, False, None
     while True:
         if pos + 8 > n:
@@ -167,15 +176,16 @@ def _png_header(data: bytes) -> Header:
             break
         pos = end
     bits = sbit if depth == 16 and sbit and sbit < 16 else None
-    orientation = _pillow_orientation(data) if exif and truncated is None else 1
+    fits = width * height <= max_pixels
+    orientation = _pillow_orientation(data, max_pixels) if exif and fits and not truncated else 1
     return Header("PNG", width, height, bits, orientation, truncated)
 
 
-def _pillow_orientation(data: bytes) -> int:
+def _pillow_orientation(data: bytes, max_pixels: int) -> int:
     """EXIF orientation through Pillow: PNG eXIf or ImageMagick's raw-profile text chunk
     (Pillow decodes the image to reach one placed after the image data)."""
     try:
-        with pillow().open(io.BytesIO(data)) as im:
+        with pillow(max_pixels).open(io.BytesIO(data)) as im:
             return _orientation(im)
     except Exception:  # Pillow raises many types on damaged files; then no rotation
         return 1
@@ -189,28 +199,41 @@ def _orientation(im) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _pillow_header(data: bytes) -> Header:
-    Image = pillow()
+def _pillow_header(data: bytes, max_pixels: int) -> Header:
+    Image = pillow(max_pixels)
     try:
         im = Image.open(io.BytesIO(data))
     except Image.UnidentifiedImageError:
         raise DecodeError(wrong_content(data)) from None
     except Exception as e:  # Pillow's plugins raise many types on fuzzed headers
-        raise DecodeError(f"corrupt: {message(e)}") from e
+        raise DecodeError(classify(e, None)) from e
     with im:
         width, height = im.size
         if not width or not height:
-            raise DecodeError(f"corrupt {im.format}: image size {width}x{height}")
+            raise DecodeError(f"corrupt: {im.format}: image size {width}x{height}")
         bits, compression = _tiff_details(im) if im.format == "TIFF" else (None, None)
+        truncated = _too_little_data(im.format, width * height, len(data))
+        if im.format == "WEBP":
+            truncated = _riff_truncated(data)
         return Header(
             im.format or "unknown",
             width,
             height,
             bits,
             0 if im.format in _SELF_ORIENTING else _orientation(im),
-            _riff_truncated(data) if im.format == "WEBP" else None,
+            truncated,
             compression=compression,
         )
+
+
+def _too_little_data(fmt: str | None, pixels: int, size: int) -> str | None:
+    density = _MAX_PIXELS_PER_BYTE.get(fmt or "")
+    if density is None or pixels <= density * size:
+        return None
+    return (
+        f"truncated: {fmt} declares {pixels:,} pixels but the file has {size:,} bytes "
+        f"(at most {density} pixels per byte in this format)"
+    )
 
 
 def _tiff_details(im) -> tuple[int | None, str | None]:
@@ -247,6 +270,20 @@ def wrong_content(data: bytes) -> str:
     if all(32 <= b < 127 or b in b"\t\r\n" for b in sample):
         return "not an image: the bytes are text"
     return f"not an image: unknown format (starts with {data[:8].hex(' ')})"
+
+
+def classify(e: BaseException, fmt: str | None) -> str:
+    """The error-CSV reason for a Pillow exception: too large, truncated, unsupported
+    variant or corrupt, with Pillow's (or its codec's) own words."""
+    text, what = message(e), f" {fmt}:" if fmt else ""
+    lower = text.lower()
+    if type(e).__name__ == "DecompressionBombError":
+        return f"too large:{what} {text} (--max-pixels)"
+    if "truncated" in lower:
+        return f"truncated:{what} {text}"
+    if isinstance(e, NotImplementedError) or any(w in lower for w in _UNSUPPORTED_WORDS):
+        return f"unsupported variant:{what} {text}"
+    return f"corrupt:{what} {text}"
 
 
 def message(e: BaseException) -> str:

@@ -20,6 +20,7 @@ import enum
 import logging
 import os
 import socket
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -46,6 +47,7 @@ from cnnbench.infer.pipeline import (
     write_summary,
 )
 from cnnbench.infer.preprocess import InputFormat, resolve_input_format
+from cnnbench.infer.ray_cleanup import release_watchdog, start_watchdog
 from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, make_runner
 from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, create_session
 
@@ -99,21 +101,22 @@ def _check_reachable(address: str) -> None:
         ) from e
 
 
-def connect(ray, address: str | None, report: Report) -> bool:
-    """Connect this driver to a cluster, or start a local one; say which. Returns True
-    when this call made the connection (and so must end it)."""
+def connect(ray, address: str | None, report: Report) -> tuple[bool, subprocess.Popen | None]:
+    """Connect this driver to a cluster, or start a local one; say which. Returns
+    whether this call made the connection (and so must end it), and the watchdog of a
+    cluster it started (ray_cleanup.py)."""
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address not in (None, "auto"):
         _check_reachable(address)
     if ray.is_initialized():
         report("ray: using this process's connection to its cluster")
-        return False
+        return False, None
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     try:
         if address is not None:
             ray.init(address=address, **quiet)
             report(f"ray: connected to the cluster at {address}")
-            return True
+            return True, None
         try:
             ray.init(address="auto", **quiet)
             report("ray: connected to the running cluster (found by address=auto)")
@@ -124,11 +127,12 @@ def connect(ray, address: str | None, report: Report) -> bool:
             ray.init(**quiet)
             cpus = int(ray.cluster_resources().get("CPU", 0))
             report(f"ray: no cluster running; started a local one ({cpus} CPUs) for this run")
+            return True, start_watchdog(ray)
     except ConnectionError as e:
         raise InferError(
             f"no Ray cluster at {address}: {first_line(e)}; start one with `ray start --head`"
         ) from e
-    return True
+    return True, None
 
 
 def decode_batch(
@@ -461,7 +465,7 @@ def _finished_earlier(cfg: InferConfig, columns: list[str], items, summary) -> b
 def _run_job(ray, job: _Job, model: bytes, collector, summary, cfg, opts, report) -> None:
     """Connect (or start a cluster), run the pending blocks, disconnect."""
     start = time.perf_counter()
-    owned = connect(ray, opts.address, report)
+    owned, watchdog = connect(ray, opts.address, report)
     summary.startup_seconds = time.perf_counter() - start
     try:
         model_ref = ray.put(model)
@@ -472,6 +476,7 @@ def _run_job(ray, job: _Job, model: bytes, collector, summary, cfg, opts, report
     finally:
         if owned:
             ray.shutdown()
+        release_watchdog(watchdog)
 
 
 def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = None) -> InferSummary:

@@ -60,7 +60,7 @@ from cnnbench.infer.session import Provider, check_ort_install
 @click.option(
     "--extensions",
     help="Comma-separated file extensions to read in folders, e.g. jpg,png; '*' reads every "
-    f"file. Default: {','.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}. Files left out "
+    f"file. Default: {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}. Files left out "
     "are counted in the summary.",
 )
 @click.option(

@@ -91,10 +91,10 @@ def _opencv(data: bytes, header: Header, channels: int, bgr: bool, factor: int):
 def _pillow(data, header: Header, channels: int, bgr: bool, factor: int, limits: DecodeLimits):
     """Decode with Pillow; returns (array, orientation still to apply)."""
     Image = pillow(limits.max_pixels)
-    if limits.allow_truncated:
-        from PIL import ImageFile
+    from PIL import ImageFile
 
-        ImageFile.LOAD_TRUNCATED_IMAGES = True  # Pillow's switch has no per-image form
+    # Pillow's switch is process-wide, with no per-image form: set for every decode
+    ImageFile.LOAD_TRUNCATED_IMAGES = limits.allow_truncated
     try:
         with Image.open(io.BytesIO(data)) as im:
             if factor > 1 and header.format == "JPEG":

@@ -421,4 +421,4 @@ def test_extensions_star_tries_every_file(tiny_model: Path, tmp_path: Path) -> N
 def test_help_lists_the_default_extensions() -> None:
     result = CliRunner().invoke(cli, ["infer", "--help"])
     flat = " ".join(result.output.split())
-    assert "jpg,jpeg,jpe,jfif,png" in flat and "--max-pixels" in flat
+    assert "jpg, jpeg, jpe, jfif, png," in flat and "--max-pixels" in flat

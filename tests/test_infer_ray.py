@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -302,48 +300,6 @@ def test_parts_count_only_for_the_same_files_and_job(tmp_path: Path) -> None:
     again.merge(digests, str(out), str(tmp_path / "p.errors.csv"))
     assert paths(out) == ["a", "b"] and paths(tmp_path / "p.errors.csv") == ["c"]
     assert not Parts(str(out), job, resume=False).is_done(0, digests[0]), "a fresh run"
-
-
-def session_holders(session: str) -> list[int]:
-    """Processes with a file open in a Ray session folder (the cluster's processes)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith(session) for fd in fds):
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_killed_driver_leaves_no_cluster_of_its_own(
-    tiny_model: Path, slow_folder: Path, tmp_path: Path
-) -> None:
-    """A driver that started its own local cluster is killed with SIGKILL: within a few
-    seconds no process of that cluster is left (Ray's agents alone would stay ~1 min)."""
-    ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Unix socket paths
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_TMPDIR"] = str(ray_tmp)  # address=auto finds no cluster there: start one
-    out = tmp_path / "pred.csv"
-    command = ray_command(tiny_model, slow_folder, out, "x")
-    command = [a for a in command if a not in ("--address", "x")]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    try:
-        wait_for_blocks(out, 1, proc, timeout=240)
-        (latest,) = ray_tmp.glob("**/session_latest")  # RAY_TMPDIR/ray/session_latest
-        session = os.path.realpath(latest) + "/"
-        assert len(session_holders(session)) >= 3, "the run's own cluster is running"
-    finally:
-        proc.kill()
-        proc.wait()
-    deadline = time.monotonic() + 10
-    while (left := session_holders(session)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert left == [], f"processes of the killed driver's cluster still running: {left}"
-    shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_resume_that_only_merges_starts_no_cluster(

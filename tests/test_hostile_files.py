@@ -180,6 +180,13 @@ def test_twelve_bits_in_sixteen_are_scaled_by_sbit() -> None:
     assert plain.max() <= 16, "without sBIT the full 16-bit range applies"
 
 
+def test_twelve_bit_tiff_is_scaled_by_its_max_sample_value() -> None:
+    buf = io.BytesIO()
+    values = np.array([[0, 2048, 4095, 1024]], np.uint16)
+    Image.fromarray(values).save(buf, "TIFF", tiffinfo={281: 4095})  # SMaxSampleValue
+    assert decode(buf.getvalue(), 1)[..., 0].tolist() == [[0, 128, 255, 64]]
+
+
 def animated_gif() -> bytes:
     frames = [Image.new("RGB", (12, 10), colour) for colour in ((220, 0, 0), (0, 220, 0))]
     buf = io.BytesIO()

@@ -7,8 +7,9 @@ import sys
 
 import click
 
+from cnnbench.infer.decoders import DecodeLimits
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.images import IMAGE_EXTENSIONS
+from cnnbench.infer.images import ALL_FILES, IMAGE_EXTENSIONS, Extensions
 from cnnbench.infer.options import (
     foreign_options,
     make_runtime,
@@ -20,7 +21,8 @@ from cnnbench.infer.options import (
     shape_options,
     tensorrt_options,
 )
-from cnnbench.infer.pipeline import InferConfig, InferSummary, run_infer
+from cnnbench.infer.pipeline import InferConfig, InferSummary, run_infer, skipped_line
+from cnnbench.infer.probe import DEFAULT_MAX_PIXELS
 from cnnbench.infer.ray_engine import Engine, run_ray_infer
 from cnnbench.infer.runner import DEFAULT_BATCH_SIZE
 from cnnbench.infer.session import Provider, check_ort_install
@@ -55,7 +57,24 @@ from cnnbench.infer.session import Provider, check_ort_install
 )
 @click.option("--top-k", type=int, default=1, show_default=True)
 @click.option("--limit", type=int, help="Only the first N files of the inputs.")
-@click.option("--extensions", help="Comma-separated file extensions to read, e.g. jpg,png.")
+@click.option(
+    "--extensions",
+    help="Comma-separated file extensions to read in folders, e.g. jpg,png; '*' reads every "
+    f"file. Default: {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}. Files left out "
+    "are counted in the summary.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Refuse images larger than this (width x height as decoded) before decoding them.",
+)
+@click.option(
+    "--allow-truncated",
+    is_flag=True,
+    help="Predict truncated files from what decoded (default: they are errors).",
+)
 @click.option(
     "--resume", is_flag=True, help="Skip files already in the output or errors CSV; append."
 )
@@ -112,6 +131,7 @@ def infer(
         summary=options["summary"],
         runtime=make_runtime(provider, device_id, threads, trt_cache=trt_cache, trt_fp16=fp16),
         foreign=foreign_options(options),
+        limits=DecodeLimits(options["max_pixels"], options["allow_truncated"]),
     )
     report = lambda line: click.echo(line, err=True)  # noqa: E731
     try:
@@ -134,9 +154,11 @@ def infer(
         sys.exit(130)
 
 
-def parse_extensions(text: str | None) -> tuple[str, ...]:
+def parse_extensions(text: str | None) -> Extensions:
     if not text:
         return IMAGE_EXTENSIONS
+    if text.strip() == "*":
+        return ALL_FILES
     return tuple(f".{e.strip().lstrip('.').lower()}" for e in text.split(",") if e.strip())
 
 
@@ -174,6 +196,13 @@ def summary_line(summary: InferSummary, cfg: InferConfig) -> str:
     if summary.per_worker:
         workers = ", ".join(f"{w} {n}" for w, n in sorted(summary.per_worker.items()))
         line += f"\nray: rows per worker: {workers}; start-up {summary.startup_seconds:.2f} s"
+    if summary.skipped_by_extension:
+        line += f"\n{skipped_line(summary.skipped_by_extension)}; pass --extensions to include them"
+    if summary.truncated:
+        line += (
+            f"\n{len(summary.truncated)} truncated files predicted from what decoded "
+            "(--allow-truncated)"
+        )
     if summary.errors:
         line += f"\n{summary.errors} files failed: see {cfg.errors_path}"
     return line

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from cnnbench.infer.budget import decode_budget, decode_bytes
+from cnnbench.infer.decoders import DEFAULT_LIMITS, REDUCED, DecodeLimits, decode_pixels
 from cnnbench.infer.errors import InferError
+from cnnbench.infer.probe import DecodeError, Header, read_header
 from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy, resize_to
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# What a folder scan reads by default: the formats cameras, phones, scanners and the web
+# write. `--extensions '*'` reads every file (anything Pillow or OpenCV knows decodes).
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".webp", ".gif",
+    ".tif", ".tiff", ".pbm", ".pgm", ".ppm", ".pnm", ".avif", ".jp2", ".mpo",
+)  # fmt: skip
+ALL_FILES = None  # `extensions` value for every file (`--extensions '*'`)
+NO_EXTENSION = "(none)"
 JPEG_MAGIC = b"\xff\xd8"
 # Start-of-frame markers carrying the frame size (baseline, progressive, lossless, ...).
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-# (factor, gray flag); colour adds IMREAD_COLOR_RGB / IMREAD_COLOR_BGR to the gray flag.
-_REDUCED = (
-    (8, cv2.IMREAD_REDUCED_GRAYSCALE_8),
-    (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
-    (2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
-)
 
 
 @dataclass(frozen=True)
@@ -48,34 +53,44 @@ def expand_inputs(inputs: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def scan_inputs(inputs: tuple[str, ...], extensions: tuple[str, ...]) -> Iterator[Item]:
+Extensions = tuple[str, ...] | None  # lower-case with the dot; None: every file
+
+
+def scan_inputs(
+    inputs: tuple[str, ...], extensions: Extensions, skipped: Counter | None = None
+) -> Iterator[Item]:
     """Every file under the inputs, in order. One folder: names relative to it; several
-    inputs: names prefixed with the input as given, so that no two files share a name."""
+    inputs: names prefixed with the input as given, so that no two files share a name.
+    Files in folders whose extension is not in `extensions` are counted in `skipped`
+    (per lower-case extension); files named directly are always read."""
     single_dir = len(inputs) == 1 and os.path.isdir(inputs[0])
     for text in inputs:
         if text.startswith("@"):
-            yield from _scan_list(text[1:], extensions)
+            yield from _scan_list(text[1:], extensions, skipped)
         elif single_dir:
-            yield from scan(text, extensions)
+            yield from scan(text, extensions, skipped)
         elif os.path.isdir(text):
-            yield from _scan_dir(text, f"{_posix(text).rstrip('/')}/", extensions, frozenset())
+            prefix = f"{_posix(text).rstrip('/')}/"
+            yield from _scan_dir(text, prefix, extensions, frozenset(), skipped)
         else:
             yield Item(text, _posix(text))
 
 
-def scan(root: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Iterator[Item]:
+def scan(
+    root: str, extensions: Extensions = IMAGE_EXTENSIONS, skipped: Counter | None = None
+) -> Iterator[Item]:
     """Files under one folder in sorted order, streamed (a file: itself)."""
     if not os.path.isdir(root):
         yield Item(root, _posix(root))
         return
-    yield from _scan_dir(root, "", extensions, frozenset())
+    yield from _scan_dir(root, "", extensions, frozenset(), skipped)
 
 
 def _posix(path: str) -> str:
     return path.replace(os.sep, "/")
 
 
-def _scan_list(list_path: str, extensions: tuple[str, ...]) -> Iterator[Item]:
+def _scan_list(list_path: str, extensions: Extensions, skipped: Counter | None) -> Iterator[Item]:
     """One path per line (relative to the working directory); folders are scanned."""
     with open(list_path, encoding="utf-8") as f:
         for line in f:
@@ -83,13 +98,18 @@ def _scan_list(list_path: str, extensions: tuple[str, ...]) -> Iterator[Item]:
             if not path.strip():
                 continue
             if os.path.isdir(path):
-                yield from _scan_dir(path, f"{_posix(path).rstrip('/')}/", extensions, frozenset())
+                prefix = f"{_posix(path).rstrip('/')}/"
+                yield from _scan_dir(path, prefix, extensions, frozenset(), skipped)
             else:
                 yield Item(path, _posix(path))
 
 
 def _scan_dir(
-    path: str, prefix: str, extensions: tuple[str, ...], ancestors: frozenset
+    path: str,
+    prefix: str,
+    extensions: Extensions,
+    ancestors: frozenset,
+    skipped: Counter | None = None,
 ) -> Iterator[Item]:
     """Sorted, streamed: only one folder's names (not DirEntry objects) are held at a time."""
     try:
@@ -105,9 +125,16 @@ def _scan_dir(
     for name, is_dir in entries:
         full = os.path.join(path, name)
         if is_dir:
-            yield from _scan_dir(full, f"{prefix}{name}/", extensions, ancestors | {key})
-        elif name.lower().endswith(extensions):
+            yield from _scan_dir(full, f"{prefix}{name}/", extensions, ancestors | {key}, skipped)
+        elif extensions is None or name.lower().endswith(extensions):
             yield Item(full, f"{prefix}{name}")
+        elif skipped is not None:
+            skipped[extension_of(name)] += 1
+
+
+def extension_of(name: str) -> str:
+    """'.gif' for 'a.GIF'; NO_EXTENSION for 'README' or '.hidden'."""
+    return os.path.splitext(name)[1].lower() or NO_EXTENSION
 
 
 def reason(e: BaseException) -> str:
@@ -119,7 +146,9 @@ def reason(e: BaseException) -> str:
     if isinstance(e, IsADirectoryError):
         return "is a directory"
     if isinstance(e, cv2.error):
-        return "OpenCV could not decode the image"
+        return f"corrupt: OpenCV: {' '.join(str(e).split())[:200]}"
+    if isinstance(e, MemoryError):
+        return "out of memory while decoding (lower --max-pixels or --workers)"
     return str(e) or type(e).__name__
 
 
@@ -150,18 +179,12 @@ def reduction_for(data: bytes | np.ndarray, target: tuple[int, int]) -> int:
     """Largest JPEG DCT reduction (8, 4, 2) that keeps the short side >= the target's
     long side; 1 when none does or the file is not a JPEG."""
     size = jpeg_size(data)
-    if size is None:
-        return 1
+    return 1 if size is None else _reduction(size, target)
+
+
+def _reduction(size: tuple[int, int], target: tuple[int, int]) -> int:
     short, need = min(size), max(target)
-    return next((f for f, _ in _REDUCED if short >= f * need), 1)
-
-
-def _flags(channels: int, bgr: bool, factor: int) -> int:
-    colour = cv2.IMREAD_COLOR_BGR if bgr else cv2.IMREAD_COLOR_RGB
-    if factor == 1:
-        return cv2.IMREAD_GRAYSCALE if channels == 1 else colour
-    gray = dict(_REDUCED)[factor]
-    return gray if channels == 1 else gray | colour
+    return next((f for f, _ in REDUCED if short >= f * need), 1)
 
 
 def decode(
@@ -169,21 +192,43 @@ def decode(
     channels: int,
     bgr: bool = False,
     target: tuple[int, int] | None = None,
+    *,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
-    """Encoded bytes -> uint8 HxWxC (RGB, BGR or gray). EXIF orientation is applied.
+    """Encoded bytes -> uint8 HxWxC (RGB, BGR or gray), upright (EXIF orientation).
 
-    16-bit and RGBA images become 8-bit colour (alpha dropped); gray becomes 3 channels
-    for colour models, colour becomes gray for 1-channel models. With `target` (h, w), a
-    large JPEG is decoded at 1/2, 1/4 or 1/8 size in the DCT domain, which is much faster.
+    The header is read first: an image over `limits.max_pixels` (counted as decoded,
+    after JPEG's DCT reduction) or whose data ends early is refused before any decoder
+    allocates for it (DecodeError, a ValueError, says why). Decodes share one byte
+    budget. 16-bit images are scaled by their real depth, alpha is dropped, gray
+    becomes 3 channels for colour models and colour becomes gray for 1-channel ones.
+    With `target` (h, w), a large JPEG is decoded at 1/2, 1/4 or 1/8 size in the DCT
+    domain. A truncated file read under `limits.allow_truncated` adds a line to `notes`.
     """
-    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
-    if buf.size == 0:
-        raise ValueError("empty file")
-    factor = reduction_for(data, target) if target else 1
-    image = cv2.imdecode(buf, _flags(channels, bgr, factor))
-    if image is None:
-        raise ValueError("not a readable image (corrupt, truncated or unsupported format)")
+    raw = data if isinstance(data, bytes) else data.tobytes()
+    header = read_header(raw, limits.max_pixels)
+    factor = _reduction((header.height, header.width), target) if target else 1
+    factor = factor if header.format == "JPEG" else 1
+    height, width = -(-header.height // factor), -(-header.width // factor)
+    if height * width > limits.max_pixels:
+        raise DecodeError(too_large(header, factor, limits.max_pixels))
+    if header.truncated and not limits.allow_truncated:
+        raise DecodeError(f"{header.truncated} (--allow-truncated predicts what decoded)")
+    depth = 2 if header.bits else 1
+    with decode_budget.reserve(decode_bytes(height * width, 4, depth)):
+        image = decode_pixels(raw, header, channels, bgr, factor, limits)
+    if header.truncated and notes is not None:
+        notes.append(header.truncated)
     return image.reshape(image.shape[0], image.shape[1], channels)
+
+
+def too_large(header: Header, factor: int, limit: int) -> str:
+    size = f"{header.width}x{header.height} = {header.pixels:,} pixels"
+    if factor > 1:
+        h, w = -(-header.height // factor), -(-header.width // factor)
+        size += f" (decoded at 1/{factor}: {w}x{h} = {h * w:,})"
+    return f"too large: {header.format} of {size}, over the limit of {limit:,} (--max-pixels)"
 
 
 def resize_into(image: np.ndarray, out: np.ndarray, policy: ResizePolicy = DEFAULT_POLICY) -> None:
@@ -192,26 +237,43 @@ def resize_into(image: np.ndarray, out: np.ndarray, policy: ResizePolicy = DEFAU
 
 
 def read_into(
-    path: str, out: np.ndarray, bgr: bool = False, policy: ResizePolicy = DEFAULT_POLICY
+    path: str,
+    out: np.ndarray,
+    bgr: bool = False,
+    policy: ResizePolicy = DEFAULT_POLICY,
+    *,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    notes: list[str] | None = None,
 ) -> None:
     """Read, decode and resize one file into `out` (H, W, C) exactly as the pipeline does."""
     with open(path, "rb") as f:
         data = f.read()
     target = policy.decode_target(out.shape[:2])
-    resize_into(decode(data, out.shape[2], bgr, target=target), out, policy)
+    image = decode(data, out.shape[2], bgr, target=target, limits=limits, notes=notes)
+    resize_into(image, out, policy)
 
 
 def load_items(
-    items: list[Item], out: np.ndarray, bgr: bool = False, policy: ResizePolicy = DEFAULT_POLICY
+    items: list[Item],
+    out: np.ndarray,
+    bgr: bool = False,
+    policy: ResizePolicy = DEFAULT_POLICY,
+    *,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    truncated: list[str] | None = None,
 ) -> list[str | None]:
-    """Read each item into its row of `out`; per item, None or why it could not be read."""
+    """Read each item into its row of `out`; per item, None or why it could not be read.
+    The names of truncated files read under `limits.allow_truncated` go to `truncated`."""
     reasons: list[str | None] = []
     for item, dst in zip(items, out, strict=True):
         try:
             if item.error is not None:
                 reasons.append(item.error)
                 continue
-            read_into(item.path, dst, bgr, policy)
+            notes: list[str] = []
+            read_into(item.path, dst, bgr, policy, limits=limits, notes=notes)
+            if notes and truncated is not None:
+                truncated.append(item.name)
             reasons.append(None)
         except (OSError, ValueError, cv2.error, MemoryError) as e:
             reasons.append(reason(e))
@@ -224,8 +286,10 @@ def load_image(
     channels: int,
     bgr: bool = False,
     policy: ResizePolicy = DEFAULT_POLICY,
+    *,
+    limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> np.ndarray:
     """Read, decode and resize one file exactly as the pipeline does."""
     out = np.empty((size[0], size[1], channels), dtype=np.uint8)
-    read_into(path, out, bgr, policy)
+    read_into(path, out, bgr, policy, limits=limits)
     return out

@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,9 +31,11 @@ import cv2
 import numpy as np
 
 from cnnbench.files import Report, atomic_open, unwritable
+from cnnbench.infer.decoders import DecodeLimits
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.images import (
     IMAGE_EXTENSIONS,
+    Extensions,
     Item,
     expand_inputs,
     load_items,
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
 DEPTH = 3  # batches in flight: one running, two decoding
+TRUNCATED_LISTED = 1000  # names of truncated-but-predicted files kept for --summary
 
 
 @dataclass(frozen=True)
@@ -67,13 +70,14 @@ class InferConfig:
     batch_size: int | None = None  # None: the provider's default
     workers: int = 0  # decode threads; 0 = one per core
     top_k: int = 1
-    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    extensions: Extensions = IMAGE_EXTENSIONS  # None: every file
     limit: int | None = None  # only the first N files of the inputs
     progress: bool = True
     resume: bool = False  # skip files already in the output or errors CSV, append
     summary: str | None = None  # JSON file for the summary
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     foreign: ForeignOptions = field(default_factory=ForeignOptions)
+    limits: DecodeLimits = field(default_factory=DecodeLimits)  # --max-pixels, --allow-truncated
 
     @property
     def errors_path(self) -> str:
@@ -98,6 +102,10 @@ class InferSummary:
     startup_seconds: float = 0.0
     scores: str = ""  # how the scores were made, e.g. "softmax (auto: ...)"
     preprocessing: str = ""  # how the pixels were prepared and resized
+    # files left out by their extension, per extension; truncated files predicted from
+    # what decoded (--allow-truncated)
+    skipped_by_extension: Counter = field(default_factory=Counter)
+    truncated: list[str] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -119,6 +127,9 @@ class InferSummary:
             "images": self.images,
             "errors": self.errors,
             "skipped": self.skipped,
+            "skipped_by_extension": dict(self.skipped_by_extension.most_common()),
+            "truncated_predicted": len(self.truncated),
+            "truncated_files": sorted(self.truncated)[:TRUNCATED_LISTED],
             "seconds": self.seconds,
             "images_per_second": self.images_per_second,
             "provider": self.provider,
@@ -147,6 +158,8 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
         raise InferError(f"--top-k must be a positive integer, got {cfg.top_k}")
     if cfg.limit is not None and cfg.limit < 1:
         raise InferError(f"--limit must be a positive integer, got {cfg.limit}")
+    if cfg.limits.max_pixels < 1:
+        raise InferError(f"--max-pixels must be a positive integer, got {cfg.limits.max_pixels}")
     if cfg.runtime.trt_fp16 and cfg.runtime.provider is not Provider.TENSORRT:
         raise InferError("--fp16 applies to --provider tensorrt only")
     if not cfg.inputs:
@@ -161,18 +174,30 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
     return inputs
 
 
-def iter_items(inputs: tuple[str, ...], cfg: InferConfig) -> Iterator[Item]:
-    """Every input file in order; raises when there is none at all."""
-    items = scan_inputs(inputs, cfg.extensions)
+def iter_items(
+    inputs: tuple[str, ...], cfg: InferConfig, skipped: Counter | None = None
+) -> Iterator[Item]:
+    """Every input file in order; files left out by extension are counted in `skipped`.
+    Raises when there is none at all."""
+    skipped = Counter() if skipped is None else skipped
+    items = scan_inputs(inputs, cfg.extensions, skipped)
     items = islice(items, cfg.limit) if cfg.limit is not None else items
     first = next(items, None)
     if first is None:
         where = ", ".join(cfg.inputs)
+        extensions = " ".join(cfg.extensions or ("*",))
+        left_out = f"; {skipped_line(skipped)}" if skipped else ""
         raise InferError(
-            f"no images found under {where} (extensions: "
-            f"{' '.join(cfg.extensions)}); check the path or pass --extensions"
+            f"no images found under {where} (extensions: {extensions}){left_out}; "
+            "check the path or pass --extensions"
         )
     return itertools.chain((first,), items)
+
+
+def skipped_line(skipped: Counter) -> str:
+    """'skipped 382 files by extension: 170 .gif, 40 .jp2, ...'"""
+    counts = ", ".join(f"{n} {ext}" for ext, n in skipped.most_common())
+    return f"skipped {skipped.total()} files by extension: {counts}"
 
 
 def truth_for(name: str, labels: set[str]) -> str | None:
@@ -194,8 +219,10 @@ def has_class_folders(inputs: tuple[str, ...], labels: set[str]) -> bool:
 class _Decoder:
     """Fills preallocated uint8 batch buffers on a thread pool, a few images per task."""
 
-    def __init__(self, fmt: InputFormat, batch_size: int, workers: int) -> None:
-        self.fmt, self.workers = fmt, workers
+    def __init__(
+        self, fmt: InputFormat, batch_size: int, workers: int, cfg: InferConfig, truncated: list
+    ) -> None:
+        self.fmt, self.workers, self.limits, self.truncated = fmt, workers, cfg.limits, truncated
         shape = (batch_size, fmt.size[0], fmt.size[1], fmt.channels)
         self.free = deque(np.zeros(shape, dtype=np.uint8) for _ in range(DEPTH))
         self.pool = ThreadPoolExecutor(
@@ -203,7 +230,9 @@ class _Decoder:
         )
 
     def _load(self, items: list[Item], out: np.ndarray) -> list[str | None]:
-        return load_items(items, out, self.fmt.bgr, self.fmt.policy)
+        return load_items(
+            items, out, self.fmt.bgr, self.fmt.policy, limits=self.limits, truncated=self.truncated
+        )
 
     def submit(self, items: list[Item]) -> tuple[list[Item], np.ndarray, list[Future]]:
         buf = self.free.popleft()
@@ -374,7 +403,7 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     summary = InferSummary(provider=provider.value, batch_size=batch_size)
     summary.preprocessing = f"{fmt.describe_pixels()}; {fmt.describe_resize()}"
     with_truth = has_class_folders(inputs, set(fmt.labels))
-    items = iter_items(inputs, cfg)
+    items = iter_items(inputs, cfg, summary.skipped_by_extension)
     runner = make_runner(session, fmt, provider, cfg.runtime.device_id)
     check_output(runner, np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8))
     with OutputLock(cfg.output):
@@ -414,7 +443,8 @@ def describe_format(fmt: InputFormat) -> list[str]:
 
 def _run_loop(items, writer: _Writer, fmt: InputFormat, cfg: InferConfig, summary) -> None:
     """Keep DEPTH batches in flight; finish them in order; stop cleanly on Ctrl-C."""
-    decoder = _Decoder(fmt, summary.batch_size, cfg.workers or os.cpu_count() or 1)
+    workers = cfg.workers or os.cpu_count() or 1
+    decoder = _Decoder(fmt, summary.batch_size, workers, cfg, summary.truncated)
     writer.runner.warm_up(decoder.free[0])
     progress = _progress(cfg.progress)
     pending: deque = deque()

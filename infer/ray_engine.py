@@ -20,6 +20,7 @@ import enum
 import logging
 import os
 import socket
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnbench.files import Report
+from cnnbench.infer.decoders import DecodeLimits
 from cnnbench.infer.errors import InferError, first_line
 from cnnbench.infer.images import Item, load_items, reason
 from cnnbench.infer.output import OutputLock, fieldnames, read_resume_state, safe_cell
@@ -48,6 +50,7 @@ from cnnbench.infer.pipeline import (
     write_summary,
 )
 from cnnbench.infer.preprocess import InputFormat, resolve_input_format
+from cnnbench.infer.ray_cleanup import release_watchdog, start_watchdog
 from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.runner import make_runner
 from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, create_session
@@ -101,21 +104,22 @@ def _check_reachable(address: str) -> None:
         ) from e
 
 
-def connect(ray, address: str | None, report: Report) -> bool:
-    """Connect this driver to a cluster, or start a local one; say which. Returns True
-    when this call made the connection (and so must end it)."""
+def connect(ray, address: str | None, report: Report) -> tuple[bool, subprocess.Popen | None]:
+    """Connect this driver to a cluster, or start a local one; say which. Returns
+    whether this call made the connection (and so must end it), and the watchdog of a
+    cluster it started (ray_cleanup.py)."""
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address not in (None, "auto"):
         _check_reachable(address)
     if ray.is_initialized():
         report("ray: using this process's connection to its cluster")
-        return False
+        return False, None
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     try:
         if address is not None:
             ray.init(address=address, **quiet)
             report(f"ray: connected to the cluster at {address}")
-            return True
+            return True, None
         try:
             ray.init(address="auto", **quiet)
             report("ray: connected to the running cluster (found by address=auto)")
@@ -127,11 +131,12 @@ def connect(ray, address: str | None, report: Report) -> bool:
             ray.init(**quiet)
             cpus = int(ray.cluster_resources().get("CPU", 0))
             report(f"ray: no cluster running; started a local one ({cpus} CPUs) for this run")
+            return True, start_watchdog(ray)
     except ConnectionError as e:
         raise InferError(
             f"no Ray cluster at {address}: {first_line(e)}; start one with `ray start --head`"
         ) from e
-    return True
+    return True, None
 
 
 def decode_batch(
@@ -139,6 +144,7 @@ def decode_batch(
     size: tuple[int, int],
     channels: int,
     bgr: bool,
+    limits: DecodeLimits,
     policy: ResizePolicy = DEFAULT_POLICY,
 ) -> dict:
     """Ray Data task: read and resize a batch of files; a failure becomes its reason."""
@@ -148,12 +154,14 @@ def decode_batch(
     columns = zip(batch["path"], batch["name"], batch["error"], strict=True)
     items = [Item(path, name, error or None) for path, name, error in columns]
     images = np.zeros((len(items), *size, channels), dtype=np.uint8)
-    reasons = load_items(items, images, bgr, policy)
+    truncated: list[str] = []
+    reasons = load_items(items, images, bgr, policy, limits=limits, truncated=truncated)
     return {
         "block": batch["block"],
         "index": batch["index"],
         "name": batch["name"],
         "error": np.array([r or "" for r in reasons], dtype=object),
+        "truncated": np.isin(batch["name"], truncated),
         "image": images,
     }
 
@@ -209,6 +217,7 @@ class Predictor:
             "index": batch["index"],
             "name": batch["name"],
             "error": errors,
+            "truncated": batch["truncated"],
             "top": top,
             "score": scores,
             "worker": np.full(n, self.worker, dtype=object),
@@ -222,11 +231,12 @@ class _Job:
 
     digests: list[str]
     pending: dict[int, int]
-    refs: list
+    refs: list  # per pending block: its listing table, then its object-store ref
 
 
-def _plan(ray, items: Iterator[Item], block_size: int, parts: Parts, summary) -> _Job:
-    """Cut the listing into blocks; put the ones not done yet in the object store."""
+def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary) -> _Job:
+    """Cut the listing into blocks; keep a table of each one not done yet (put in the
+    object store once connected)."""
     import pyarrow as pa
 
     job = _Job([], {}, [])
@@ -247,7 +257,7 @@ def _plan(ray, items: Iterator[Item], block_size: int, parts: Parts, summary) ->
                 "error": [item.error or "" for item in chunk],
             }
         )
-        job.refs.append(ray.put(table))
+        job.refs.append(table)
     return job
 
 
@@ -256,14 +266,14 @@ class _Collector:
     (a retried task) replaces the first copy, so each file counts once."""
 
     def __init__(self, job: _Job, parts: Parts, fmt: InputFormat, cfg: InferConfig, truth):
-        self.job, self.parts, self.labels = job, parts, fmt.labels
+        self.job, self.parts, self.labels, self.fmt = job, parts, fmt.labels, fmt
         self.truth = set(fmt.labels) if truth else None
         self.columns = fieldnames(cfg.top_k, truth)
         self.rows: dict[int, dict[int, list]] = {}
         self.providers: set[str] = set()
 
     def add(self, batch: dict, summary: InferSummary) -> None:
-        columns = ("block", "index", "name", "error", "top", "score", "worker")
+        columns = ("block", "index", "name", "error", "top", "score", "worker", "truncated")
         for block, index, *row in zip(*(batch[c] for c in columns), strict=True):
             if block in self.job.pending:
                 got = self.rows.setdefault(int(block), {})
@@ -278,8 +288,10 @@ class _Collector:
         predictions, errors = [], []
         workers: Counter[str] = Counter()
         for i in range(len(got)):
-            name, error, top, score, worker = got[i]
+            name, error, top, score, worker, truncated = got[i]
             workers[worker] += 1
+            if truncated and not error:
+                summary.truncated.append(name)
             if error:
                 errors.append({"path": safe_cell(name), "error": error})
             else:
@@ -338,6 +350,7 @@ def _dataset(ray, job: _Job, fmt: InputFormat, model_ref, cfg, opts, batch_size:
             "channels": fmt.channels,
             "bgr": fmt.bgr,
             "policy": fmt.policy,
+            "limits": cfg.limits,
         },
         # Two decoders per core overlap their file reads (network file systems). Resources
         # unlike the actors' also keep Ray Data from fusing decode into the actor stage,
@@ -459,6 +472,23 @@ def _finished_earlier(cfg: InferConfig, columns: list[str], items, summary) -> b
     return True
 
 
+def _run_job(ray, job: _Job, model: bytes, collector, summary, cfg, opts, report) -> None:
+    """Connect (or start a cluster), run the pending blocks, disconnect."""
+    start = time.perf_counter()
+    owned, watchdog = connect(ray, opts.address, report)
+    summary.startup_seconds = time.perf_counter() - start
+    try:
+        model_ref = ray.put(model)
+        _check_workers(ray, model_ref, cfg, opts, report)
+        job.refs = [ray.put(table) for table in job.refs]
+        ds = _dataset(ray, job, collector.fmt, model_ref, cfg, opts, summary.batch_size)
+        _consume(ray, ds, collector, summary, cfg.progress)
+    finally:
+        if owned:
+            ray.shutdown()
+        release_watchdog(watchdog)
+
+
 def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = None) -> InferSummary:
     """`run_infer` on a Ray cluster: the same rows, in the same order, in the same files."""
     report = report or (lambda line: None)
@@ -478,27 +508,17 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
     summary.preprocessing = f"{fmt.describe_pixels()}; {fmt.describe_resize()}"
     for line in describe_format(fmt):
         report(line)
-    items = iter_items(inputs, cfg)
+    items = iter_items(inputs, cfg, summary.skipped_by_extension)
     with OutputLock(cfg.output):
         if cfg.resume and _finished_earlier(cfg, columns, items, summary):
             if cfg.summary:
                 write_summary(cfg, summary)
             return summary
-        start = time.perf_counter()
-        owned = connect(ray, opts.address, report)
-        summary.startup_seconds = time.perf_counter() - start
-        try:
-            model_ref = ray.put(model)
-            _check_workers(ray, model_ref, cfg, opts, report)
-            parts = Parts(cfg.output, _job_key(cfg, model, columns, opts.block_size), cfg.resume)
-            job = _plan(ray, items, opts.block_size, parts, summary)
-            collector = _Collector(job, parts, fmt, cfg, with_truth)
-            if job.pending:
-                ds = _dataset(ray, job, fmt, model_ref, cfg, opts, batch_size)
-                _consume(ray, ds, collector, summary, cfg.progress)
-        finally:
-            if owned:
-                ray.shutdown()
+        parts = Parts(cfg.output, _job_key(cfg, model, columns, opts.block_size), cfg.resume)
+        job = _plan(items, opts.block_size, parts, summary)
+        collector = _Collector(job, parts, fmt, cfg, with_truth)
+        if job.pending:  # else a resume with every block done: merge without a cluster
+            _run_job(ray, job, model, collector, summary, cfg, opts, report)
         summary.provider = ",".join(sorted(collector.providers)) or "none"
         if not summary.interrupted:
             parts.merge(job.digests, cfg.output, cfg.errors_path)

@@ -42,7 +42,7 @@ def test_every_file_lands_once(tiny_model: Path, photo_jpeg: bytes, tmp_path: Pa
     assert set(failed) == bad and len(errors) == len(bad)
     assert "empty" in failed["zero.jpg"]
     assert "truncated" in failed["truncated.jpg"]
-    assert "not a readable image" in failed["text.png"]
+    assert failed["text.png"] == "not an image: the bytes are text"
     assert "broken symlink" in failed["broken_link.jpg"]
     if "locked.jpg" in failed:
         assert failed["locked.jpg"] == "permission denied"

@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import assert_exactly_once, make_zoo, paths
@@ -20,6 +22,7 @@ from helpers import assert_exactly_once, make_zoo, paths
 from cnnbench.cli import cli
 
 pytest.importorskip("ray", reason="needs the ray extra: pip install 'cnnbench[ray]'")
+PNG_4x4 = cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1].tobytes()
 
 
 @pytest.fixture(scope="module")
@@ -299,3 +302,28 @@ def test_parts_count_only_for_the_same_files_and_job(tmp_path: Path) -> None:
     again.merge(digests, str(out), str(tmp_path / "p.errors.csv"))
     assert paths(out) == ["a", "b"] and paths(tmp_path / "p.errors.csv") == ["c"]
     assert not Parts(str(out), job, resume=False).is_done(0, digests[0]), "a fresh run"
+
+
+def test_resume_that_only_merges_starts_no_cluster(
+    ray_address: str, tiny_model: Path, tmp_path: Path
+) -> None:
+    """Every block finished, the merge did not (the output's temporary path was a
+    folder): --resume merges without connecting to any cluster."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(7):
+        (folder / f"{i}.png").write_bytes(b"not a png" if i == 3 else PNG_4x4)
+    out = tmp_path / "pred.csv"
+    Path(f"{out}.tmp").mkdir()
+    args = ("--engine", "ray", "--address", ray_address, "--block-size", "3")
+    failed = infer(tiny_model, folder, out, *args)
+    assert failed.exit_code != 0 and len(committed_blocks(out)) == 3
+    Path(f"{out}.tmp").rmdir()
+    merged = infer(tiny_model, folder, out, "--engine", "ray", "--block-size", "3", "--resume")
+    assert merged.exit_code == 0, merged.output
+    assert "ray:" not in merged.output, "no cluster: neither connected to nor started"
+    assert "7 already done (resumed)" in merged.output
+    local = tmp_path / "local.csv"
+    assert infer(tiny_model, folder, local).exit_code == 0
+    assert_same_files(local, out)
+    assert not Path(f"{out}.parts").exists()

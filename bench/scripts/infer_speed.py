@@ -10,6 +10,9 @@
 - A model with almost no compute (mean colour, 224x224 input): purely decode-bound, the
   same comparison as mnist_cnn's.
 - Peak RSS of `cnnbench infer` on a 1,000-file and a 50,000-file folder (target: within 10%).
+- The header read done before each decode (size, truncation, orientation checks) as a
+  share of the whole decode of the same bytes, over the mnist_cnn photo folder (target
+  <= 5%); `--header-only` measures just that.
 
 Run under the shared benchmark lock, from the repository root:
 
@@ -35,9 +38,10 @@ import numpy as np
 
 from cnnbench.bench.photos import write_sized_photos as make_photo_folder
 from cnnbench.bench.workloads import best_of, make_models
-from cnnbench.infer.images import read_into, scan_inputs
+from cnnbench.infer.images import decode, read_into, scan_inputs
 from cnnbench.infer.pipeline import InferConfig, run_infer
 from cnnbench.infer.preprocess import ForeignOptions, resolve_input_format
+from cnnbench.infer.probe import read_header
 from cnnbench.infer.resize import CropMode, Interpolation
 from cnnbench.infer.session import Provider, RuntimeOptions, create_session
 
@@ -190,6 +194,25 @@ def mnist_rates(model: Path, photos: Path, args, workers: int, count: int = 0) -
     }
 
 
+def header_share(folder: Path, limit: int, size: tuple[int, int] = (28, 28)) -> dict:
+    """Seconds per file of `read_header` and of `decode` (which includes it) on the
+    same in-memory bytes, one thread, best of 3 passes each, interleaved."""
+    paths = [item.path for item in scan_inputs((str(folder),), (".jpg",))][:limit]
+    blobs = [Path(p).read_bytes() for p in paths]
+
+    def per_file(fn) -> float:
+        start = time.perf_counter()
+        for data in blobs:
+            fn(data)
+        return (time.perf_counter() - start) / len(blobs)
+
+    header, full = float("inf"), float("inf")
+    for _ in range(3):
+        header = min(header, per_file(read_header))
+        full = min(full, per_file(lambda data: decode(data, 1, target=size)))
+    return {"files": len(blobs), "header_s": header, "decode_s": full, "share": header / full}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/infer-bench"))
@@ -209,10 +232,14 @@ def main() -> None:
         default=[(1600, 1200), (4032, 3024)],
         help="further photo sizes WxH for the mnist_cnn comparison (comma-separated)",
     )
+    parser.add_argument("--header-only", action="store_true", help="only the header share")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     workers = os.cpu_count() or 1
     photos = make_photo_folder(args.work / "photos", args.photos)
+    if args.header_only:
+        print(json.dumps({"header_read": header_share(photos, args.photos)}, indent=2))
+        return
     models = make_models(args.work, photos)
     out = args.work / "pred.csv"
     res = {"machine": platform.processor() or platform.machine(), "cores": workers}
@@ -246,6 +273,7 @@ def main() -> None:
         decode_only=lambda: decode_only_rate(tiny, photos, workers, args.photos),
     )
     res["pixel_mean_224"] = t | {"ratio": t["end_to_end"] / t["decode_only"]}
+    res["header_read"] = header_share(photos, args.photos)
     first = next(photos.glob("*.jpg"))
     small = make_linked_folder(args.work / "files_1k", first, 1000)
     big = make_linked_folder(args.work / f"files_{args.big // 1000}k", first, args.big)

@@ -64,7 +64,7 @@ def check_outputs(paths: dict[str, str | None]) -> None:
 @tensorrt_options
 @click.option(
     "--scenario",
-    type=click.Choice(list(Scenario), case_sensitive=False),
+    type=click.Choice([s.value for s in Scenario], case_sensitive=False),
     default=Scenario.OFFLINE.value,
     show_default=True,
     help="offline: the batch sweep; single-stream: batch 1, p90 headline; server: Poisson "

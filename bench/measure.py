@@ -226,13 +226,14 @@ def _loop(
             run()
             append(clock() - t0)
         return
-    t1 = clock()
-    deadline = t1 + int(timing.duration * 1e9)
-    while (t1 < deadline or len(out) < min_runs) and t1 < cap_ns:
+    deadline = clock() + int(timing.duration * 1e9)
+    while True:  # at least one run, even past the cap
         t0 = clock()
         run()
         t1 = clock()
         append(t1 - t0)
+        if (t1 >= deadline and len(out) >= min_runs) or t1 >= cap_ns:
+            return
 
 
 def _window(
@@ -278,8 +279,6 @@ def measure(
     ips: list[float] = []
     while True:
         lat, wall = _window(runs, timing, per_window, cap_ns)
-        if not lat:  # the cap passed before a single run: keep one anyway
-            lat, wall = _window(runs, timing, 1, time.perf_counter_ns() + 1)
         windows.append((lat, wall))
         rate_s = wall if len(runs) > 1 else sum(lat) / 1e3
         ips.append(batch_size * len(lat) / rate_s)

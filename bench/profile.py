@@ -2,8 +2,10 @@
 Runtime's profiler (onnxruntime_perf_test -p) or OpenVINO's performance counters
 (benchmark_app -pc). Profiled runs are separate from the timed ones: profiling slows them.
 
-Shares are of the operators' summed time; `coverage` = that sum over the wall time of the
-same runs says how much of a run the operators explain (the rest: the runtime's overhead).
+Shares are of the operators' summed time. `coverage` = the median over the runs of (operator
+time / wall time of that run) says how much of a run the operators explain (the rest: the
+runtime's overhead); per run and the median, because on a loaded machine a preempted run's
+wall time tells nothing about the model. The ms figures are medians over the runs too.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import time
 from collections import Counter
 
@@ -47,9 +50,9 @@ def profile_config(target: Target, rc: RunConfig, cfg: BenchConfig, report: Benc
     for _ in range(PROFILE_WARMUP):
         session.run(None, feed)
     if rc.provider is Provider.OPENVINO:
-        by_op, wall_ms = _openvino_counters(session, feed, x.shape)
+        by_op, per_run, walls = _openvino_counters(session, feed, x.shape)
     else:
-        by_op, wall_ms = _ort_profile(session, feed)
+        by_op, per_run, walls = _ort_profile(session, feed)
     total = sum(by_op.values())
     ops = [
         OpShare(op, ms / PROFILE_RUNS, ms / total if total else 0.0)
@@ -61,27 +64,30 @@ def profile_config(target: Target, rc: RunConfig, cfg: BenchConfig, report: Benc
         precision=precision,
         batch_size=batch,
         runs=PROFILE_RUNS,
-        measured_ms_per_run=wall_ms / PROFILE_RUNS,
-        ops_ms_per_run=total / PROFILE_RUNS,
+        measured_ms_per_run=statistics.median(walls),
+        ops_ms_per_run=statistics.median(per_run),
         ops=ops,
+        coverage=statistics.median(o / w for o, w in zip(per_run, walls, strict=True)),
     )
 
 
-def _timed_runs(session, feed, after_each=None) -> float:
-    wall = 0.0
+def _timed_runs(session, feed, after_each=None) -> list[float]:
+    """Wall ms of each of PROFILE_RUNS runs; `after_each` reads the counters between."""
+    walls = []
     for _ in range(PROFILE_RUNS):
         t0 = time.perf_counter_ns()
         session.run(None, feed)
-        wall += (time.perf_counter_ns() - t0) / 1e6
+        walls.append((time.perf_counter_ns() - t0) / 1e6)
         if after_each is not None:
             after_each()
-    return wall
+    return walls
 
 
-def _ort_profile(session, feed) -> tuple[Counter[str], float]:
-    """ms per op type over PROFILE_RUNS runs, from the profiler's kernel events; the
-    warm-up runs are in the file too, so only the last PROFILE_RUNS runs' events count."""
-    wall = _timed_runs(session, feed)
+def _ort_profile(session, feed) -> tuple[Counter[str], list[float], list[float]]:
+    """(ms per op type over PROFILE_RUNS runs, operator ms of each run, wall ms of each run)
+    from the profiler's kernel events; the warm-up runs are in the file too, so only the
+    events inside the last PROFILE_RUNS `model_run` spans count."""
+    walls = _timed_runs(session, feed)
     path = session.end_profiling()
     try:
         with open(path, encoding="utf-8") as f:
@@ -89,26 +95,33 @@ def _ort_profile(session, feed) -> tuple[Counter[str], float]:
     finally:
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)
     runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
-    since = runs[-PROFILE_RUNS]["ts"] if len(runs) >= PROFILE_RUNS else 0
+    spans = [(r["ts"], r["ts"] + r["dur"]) for r in runs[-PROFILE_RUNS:]]
     by_op: Counter[str] = Counter()
+    per_run = [0.0] * len(spans)
     for e in events:
-        if (
-            e.get("cat") == "Node"
-            and e.get("name", "").endswith("_kernel_time")
-            and e.get("ts", 0) >= since
-        ):
-            by_op[e.get("args", {}).get("op_name", "?")] += e["dur"] / 1e3
-    return by_op, wall
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        for i, (start, end) in enumerate(spans):
+            if start <= e["ts"] <= end:
+                by_op[e.get("args", {}).get("op_name", "?")] += e["dur"] / 1e3
+                per_run[i] += e["dur"] / 1e3
+                break
+    return by_op, per_run, walls
 
 
-def _openvino_counters(session, feed, shape) -> tuple[Counter[str], float]:
-    """ms per layer type from the infer request's counters after each run (PERF_COUNT)."""
+def _openvino_counters(session, feed, shape) -> tuple[Counter[str], list[float], list[float]]:
+    """The same from the infer request's counters, read after each run (PERF_COUNT)."""
     by_op: Counter[str] = Counter()
+    per_run: list[float] = []
 
     def collect() -> None:
+        total = 0.0
         for node in session.profiling_info(tuple(shape)):
-            if str(node.status).endswith("EXECUTED") and "NOT" not in str(node.status):
-                by_op[node.node_type] += node.real_time.total_seconds() * 1e3
+            if str(node.status).endswith(".EXECUTED"):
+                ms = node.real_time.total_seconds() * 1e3
+                by_op[node.node_type] += ms
+                total += ms
+        per_run.append(total)
 
-    wall = _timed_runs(session, feed, collect)
-    return by_op, wall
+    walls = _timed_runs(session, feed, collect)
+    return by_op, per_run, walls

@@ -336,7 +336,7 @@ def profile_lines(report: BenchReport, table: Callable) -> list[str]:
         out.append(
             f"profile {p.model} on {p.provider} {p.precision}, batch {p.batch_size}, {p.runs} "
             f"runs: operators {p.ops_ms_per_run:.3f} ms of {p.measured_ms_per_run:.3f} ms per "
-            f"run ({p.coverage:.0%})"
+            f"run (medians; operators cover {p.coverage:.0%} of a run)"
         )
         columns = [
             Column("op type", lambda o: o.op_type, "", 24),
@@ -405,7 +405,7 @@ def plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
         out.pop("fmt", None)
-        for name in ("gflops_per_image", "coverage", "ratio", "bottleneck"):
+        for name in ("gflops_per_image", "ratio", "bottleneck"):
             if hasattr(type(value), name) and isinstance(getattr(type(value), name), property):
                 out[name] = plain(getattr(value, name))
         return out

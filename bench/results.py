@@ -260,13 +260,10 @@ class Profile:
     precision: str
     batch_size: int
     runs: int
-    measured_ms_per_run: float  # wall time of the profiled runs
-    ops_ms_per_run: float  # the operators' time summed
+    measured_ms_per_run: float  # median wall time of the profiled runs
+    ops_ms_per_run: float  # median of the operators' time summed per run
     ops: list[OpShare]
-
-    @property
-    def coverage(self) -> float:
-        return self.ops_ms_per_run / self.measured_ms_per_run
+    coverage: float  # median over the runs of operators' time / the run's wall time
 
 
 @dataclass

@@ -175,8 +175,9 @@ class OpenVINOSession:
     def precision(self) -> str:
         """The precision the compiled model really runs: fp32, bf16, fp16 ..."""
         compiled = next(iter(self._compiled.values()))
-        value = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
-        return _PRECISIONS.get(value.lower(), value.lower())
+        value = compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type
+        name = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+        return _PRECISIONS.get(name.lower(), name.lower())
 
     def execution_devices(self) -> list[str]:
         compiled = next(iter(self._compiled.values()))

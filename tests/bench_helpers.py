@@ -91,9 +91,9 @@ def bench(args: list[str]) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def write_conv_net(path: Path, size: int = 64, channels: int = 32) -> Path:
+def write_conv_net(path: Path, size: int = 32, channels: int = 16) -> Path:
     """NCHW float input [batch, 3, size, size]: two 3x3 convolutions, global average pool
-    and a Gemm to 10 classes; a few milliseconds per image, so operators dominate a run."""
+    and a Gemm to 10 classes; about a millisecond per image, so operators dominate a run."""
     rng = np.random.default_rng(1)
 
     def weight(name: str, *shape: int) -> onnx.TensorProto:

@@ -98,8 +98,10 @@ def main() -> None:
     if not onnx.is_file():
         run = out / "simple_vgg"
         sh(
-            [CNNBENCH, "train", "simple_vgg", "--data", str(photos), "--img-size", "64"]
-            + ["--epochs", str(args.epochs), "--out", str(run)]
+            [
+                *(CNNBENCH, "train", "simple_vgg", "--data", str(photos), "--img-size", "64"),
+                *("--epochs", str(args.epochs), "--out", str(run)),
+            ]
         )
         sh([CNNBENCH, "convert", str(run / "model.keras"), "-o", str(onnx)])
     docs["simple_vgg trained on the photos, held-out crops, batch 8"] = bench(

@@ -137,7 +137,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda line: None) 
     configs = run_configs(providers, cfg.precision_hints)
     for target in targets:
         for rc in configs:
-            log(f"measuring {target.label} on {rc.label} {rc.hint if rc.hint != 'auto' else ''}")
+            hint = f", precision hint {rc.hint}" if rc.provider is Provider.OPENVINO else ""
+            log(f"measuring {target.label} on {rc.label}{hint} ...")
             if cfg.scenario is Scenario.SERVER:
                 serve_target(target, rc, cfg, report, log)
             else:

@@ -114,9 +114,15 @@ def _agree(r: Any) -> str | None:
     return _pct(r.accuracy.agreement) if r.accuracy else None
 
 
+def _hint(r: Result) -> str | None:
+    """OpenVINO's precision hint, beside the precision that ran."""
+    return r.precision_hint if r.provider == "openvino" else None
+
+
 RESULT_COLUMNS = [
     Column("model", lambda r: r.model, "", 20),
     Column("prec", lambda r: r.precision, "", 5),
+    Column("hint", _hint, "", 4),
     Column("provider", lambda r: r.provider, "", 8),
     Column("batch", lambda r: r.batch_size, "d", 5),
     Column("conc", lambda r: r.concurrency if r.concurrency > 1 else None, "d", 4),
@@ -144,6 +150,7 @@ class SummaryRow(NamedTuple):
 
     info: ModelInfo
     provider: str
+    hint: str
     precision: str
     first: Result  # at the smallest batch measured, one in flight
     best: Result  # with the highest img/s
@@ -158,6 +165,7 @@ SUMMARY_COLUMNS = [
     Column("model", lambda s: s.info.model, "", 20),
     Column("architecture", lambda s: s.info.architecture, "", 12),
     Column("prec", lambda s: s.precision, "", 5),
+    Column("hint", lambda s: _hint(s.best), "", 4),
     Column("provider", lambda s: s.provider, "", 8),
     Column("input", lambda s: "x".join(map(str, s.info.input_shape[1:])), "", 11),
     Column("params M", lambda s: s.info.facts.params / 1e6, ".2f", 9),
@@ -208,17 +216,19 @@ def summary_rows(report: BenchReport) -> list[SummaryRow]:
     rows = []
     for info in report.models:
         configs = dict.fromkeys(
-            (r.provider, r.precision) for r in report.results if r.model == info.model
+            (r.provider, r.precision_hint, r.precision)
+            for r in report.results
+            if r.model == info.model
         )
-        for provider, precision in configs:
+        for config in configs:
             mine = [
                 r
                 for r in report.results
-                if (r.model, r.provider, r.precision) == (info.model, provider, precision)
+                if r.model == info.model and (r.provider, r.precision_hint, r.precision) == config
             ]
             first = min(mine, key=lambda r: (r.batch_size, r.concurrency))
             best = max(mine, key=lambda r: r.stats.throughput_ips)
-            rows.append(SummaryRow(info, provider, precision, first, best))
+            rows.append(SummaryRow(info, *config, first, best))
     return rows
 
 

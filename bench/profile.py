@@ -4,8 +4,8 @@ Runtime's profiler (onnxruntime_perf_test -p) or OpenVINO's performance counters
 
 Shares are of the operators' summed time. `coverage` = the median over the runs of (operator
 time / wall time of that run) says how much of a run the operators explain (the rest: the
-runtime's overhead); per run and the median, because on a loaded machine a preempted run's
-wall time tells nothing about the model. The ms figures are medians over the runs too.
+runtime's overhead); per run and the median, because on a loaded machine other processes
+preempt some runs. The ms figures are medians over the runs too.
 """
 
 from __future__ import annotations

@@ -241,20 +241,23 @@ def test_agreement_differs_for_a_different_model(tiny: Path, tmp_path: Path) -> 
 
 @pytest.mark.parametrize("provider", ["cpu", "openvino"])
 def test_profile_shares_add_up_to_the_run(convnet: Path, tmp_path: Path, provider: str) -> None:
+    """Shares sum to 1 and the operators' time is within 10% of the measured run time.
+    Other processes preempting runs can push one profile outside that on a shared
+    machine: up to three profiles are taken, and one must be within 10%."""
     args = ["--model", str(convnet), "--provider", provider, "--batch-sizes", "16", *FAST]
-    args += ["--threads", "1"]
-    doc, output = _json([*args, "--profile"], tmp_path / "p.json")
-    (p,) = doc["profiles"]
-    assert p["ops"] and p["ops"][0]["share"] >= p["ops"][-1]["share"]
-    assert sum(o["share"] for o in p["ops"]) == pytest.approx(1.0, abs=0.1)
-    if provider == "cpu":  # ORT: the kernels explain the measured run time
-        assert 0.9 <= p["coverage"] <= 1.1, p
-    else:  # OpenVINO's counters on a loaded 2-core machine: see docs/bench.md
-        assert 0.3 <= p["coverage"] <= 3.0, p
-    assert "Conv" in {o["op_type"] for o in p["ops"]} or "Convolution" in {
-        o["op_type"] for o in p["ops"]
-    }
-    assert "profile conv.onnx" in output and "op type" in output
+    args += ["--threads", "1", "--min-runs", "3", "--profile"]
+    coverages = []
+    for attempt in range(3):
+        doc, output = _json(args, tmp_path / f"p{attempt}.json")
+        (p,) = doc["profiles"]
+        assert p["ops"] and p["ops"][0]["share"] >= p["ops"][-1]["share"]
+        assert sum(o["share"] for o in p["ops"]) == pytest.approx(1.0, abs=0.1)
+        assert {"Conv", "Convolution"} & {o["op_type"] for o in p["ops"]}
+        assert "profile conv.onnx" in output and "op type" in output
+        coverages.append(p["coverage"])
+        if 0.9 <= p["coverage"] <= 1.1:
+            return
+    pytest.fail(f"operators' time / run time outside 0.9-1.1 in 3 profiles: {coverages}")
 
 
 def test_compare_exit_codes(tiny: Path, tmp_path: Path) -> None:

@@ -108,6 +108,10 @@ def test_server_search_brackets_the_bound(convnet: Path, tmp_path: Path) -> None
 def test_server_needs_a_bound(tiny: Path) -> None:
     code, output = run(["bench", "--model", str(tiny), "--scenario", "server", *FAST])
     assert_one_line_error(code, output, "--max-latency-ms")
+    args = ["bench", "--model", str(tiny), "--provider", "cpu", "--precision-hint", "bf16"]
+    assert_one_line_error(*run(args), "--precision-hint applies to --provider openvino only")
+    args[-1] = "fp8"
+    assert_one_line_error(*run(args), "unknown precision hint fp8", "f32, bf16")
 
 
 def test_openvino_rows_state_the_precision_that_ran(tiny: Path, tmp_path: Path) -> None:

@@ -275,6 +275,10 @@ def measure(
     start = time.perf_counter_ns()
     cap_ns = start + int(timing.max_seconds * 1e9)
     per_window = math.ceil(timing.min_runs / STABLE_WINDOWS)
+    # --iterations fixes a window's runs: keep as many windows as --min-runs needs
+    keep = STABLE_WINDOWS
+    if timing.iterations is not None:
+        keep = max(STABLE_WINDOWS, math.ceil(timing.min_runs / timing.iterations))
     windows: list[tuple[list[float], float]] = []
     ips: list[float] = []
     while True:
@@ -282,13 +286,13 @@ def measure(
         windows.append((lat, wall))
         rate_s = wall if len(runs) > 1 else sum(lat) / 1e3
         ips.append(batch_size * len(lat) / rate_s)
-        kept = windows[-STABLE_WINDOWS:]
+        kept = windows[-keep:]
         enough = sum(len(w[0]) for w in kept) >= timing.min_runs
         if (windows_agree(ips) and enough) or time.perf_counter_ns() >= cap_ns:
             break
     clock1 = cpu_clock_mhz()
     drop = 1 - clock1 / clock0 if clock0 and clock1 else None
-    kept = windows[-STABLE_WINDOWS:]
+    kept = windows[-keep:]
     latencies = [x for w in kept for x in w[0]]
     seconds = sum(w[1] for w in kept)
     p50s = [percentile(w[0], 50) for w in windows]

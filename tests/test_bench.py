@@ -269,3 +269,9 @@ def test_bench_modules_import_neither_tensorflow_nor_matplotlib() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_fixed_iterations_keep_enough_windows_for_min_runs() -> None:
+    m = measure(lambda: None, 1, Timing(warmup=0, iterations=10, min_runs=45, max_seconds=5))
+    assert len(m.latencies_ms) >= 45 and len(m.latencies_ms) % 10 == 0
+    assert m.validity.valid or "windows disagree" in str(m.validity)

@@ -78,7 +78,7 @@ def summary(name: str, doc: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--per-class", type=int, default=20)
+    parser.add_argument("--per-class", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--skip-resnet", action="store_true")
     args = parser.parse_args()

@@ -17,12 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
 PERCENTILES = (50, 90, 95, 99)
 # numpy's default, Hyndman & Fan type 7: interpolates linearly between the closest ranks.
-PERCENTILE_METHOD = "linear"
+PERCENTILE_METHOD: Final = "linear"
 P99_MIN_SAMPLES = 100  # one run in a hundred cannot be read from fewer
 STABLE_WINDOWS = 3  # perf_analyzer: three windows in a row ...
 STABLE_TOLERANCE = 0.10  # ... within 10% of each other

@@ -62,6 +62,7 @@ def probe_providers(
     asked for, or none loads at all: then it is an error.
     """
     loaded, skipped = [], {}
+    cause: InferError | None = None  # kept as the __cause__ of the error raised below
     for provider in candidate_providers(asked):
         try:
             # onnxruntime print()s its provider fallbacks on stdout: keep the report clean
@@ -69,13 +70,13 @@ def probe_providers(
                 create_session(probe_model, with_provider(runtime, provider))
             loaded.append(provider)
         except InferError as e:
-            skipped[provider.value] = str(e)
+            skipped[provider.value], cause = str(e), e
     if asked and len(asked) == 1 and skipped:
-        raise BenchError(next(iter(skipped.values())))
+        raise BenchError(next(iter(skipped.values()))) from cause
     if not loaded:
         raise BenchError(
             "no provider loaded: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
-        )
+        ) from cause
     return loaded, skipped
 
 
@@ -181,11 +182,10 @@ def device_runner(
     for out in session.get_outputs():
         binding.bind_output(out.name, "cuda", device_id)
 
-    def run() -> None:
+    def run(keep_alive: object = value) -> None:  # the device buffer must outlive the binding
         session.run_with_iobinding(binding)
         binding.synchronize_outputs()
 
-    run.keep_alive = value  # the device buffer must outlive the binding
     return run
 
 

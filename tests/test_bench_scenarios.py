@@ -247,11 +247,11 @@ def test_agreement_differs_for_a_different_model(tiny: Path, tmp_path: Path) -> 
 def test_profile_shares_add_up_to_the_run(convnet: Path, tmp_path: Path, provider: str) -> None:
     """Shares sum to 1 and the operators' time is within 10% of the measured run time.
     Other processes preempting runs can push one profile outside that on a shared
-    machine: up to three profiles are taken, and one must be within 10%."""
+    machine: up to five profiles are taken, and one must be within 10%."""
     args = ["--model", str(convnet), "--provider", provider, "--batch-sizes", "16", *FAST]
     args += ["--threads", "1", "--min-runs", "3", "--profile"]
     coverages = []
-    for attempt in range(3):
+    for attempt in range(5):
         doc, output = _json(args, tmp_path / f"p{attempt}.json")
         (p,) = doc["profiles"]
         assert p["ops"] and p["ops"][0]["share"] >= p["ops"][-1]["share"]
@@ -261,7 +261,7 @@ def test_profile_shares_add_up_to_the_run(convnet: Path, tmp_path: Path, provide
         coverages.append(p["coverage"])
         if 0.9 <= p["coverage"] <= 1.1:
             return
-    pytest.fail(f"operators' time / run time outside 0.9-1.1 in 3 profiles: {coverages}")
+    pytest.fail(f"operators' time / run time outside 0.9-1.1 in 5 profiles: {coverages}")
 
 
 def test_compare_exit_codes(tiny: Path, tmp_path: Path) -> None:

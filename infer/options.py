@@ -129,7 +129,7 @@ def precision_hint_option(many: bool) -> Callable:
         type=click.Choice(PRECISION_HINTS, case_sensitive=False),
         default="auto",
         show_default=True,
-        help=text + "has it). Rows and summary state the precision that really ran.",
+        help=text + "has it). The provider line says the precision that really ran.",
     )
 
 

@@ -67,12 +67,14 @@ class Pass:
 
     predictions: list[str | None]  # None: the file could not be read
     stages: StageTimes
+    labels: set[str]  # the model's labels
 
 
 def stage_pass(session, info: ModelInfo, images: list[LabelledImage], batch: int) -> Pass:
     """Read, decode+resize, batch assembly, run and write, each timed apart, on `batch`
     images at a time, exactly as the pipeline preprocesses them."""
     fmt = info.fmt
+    assert fmt is not None, "model_info resolves it"
     output = session.get_outputs()[0].name
     buf = np.empty((batch, *fmt.size, fmt.channels), dtype=np.uint8)
     t = dict.fromkeys(("read", "decode", "assembly", "run", "write"), 0)
@@ -126,7 +128,7 @@ def stage_pass(session, info: ModelInfo, images: list[LabelledImage], batch: int
         write_ms=ms["write"],
         decode_workers=os.cpu_count() or 1,
     )
-    return Pass(predictions, stages)
+    return Pass(predictions, stages, set(fmt.labels))
 
 
 def top1(images: list[LabelledImage], predictions: list[str | None], labels: set[str]):
@@ -169,7 +171,7 @@ def accuracy_and_stages(
                 reference, reference_name = done.predictions, name
             acc = Accuracy(
                 images=len(images),
-                top1=top1(images, done.predictions, set(info.fmt.labels)),
+                top1=top1(images, done.predictions, set(done.labels)),
                 agreement=agreement(done.predictions, reference),
                 reference=reference_name,
             )
@@ -256,6 +258,7 @@ def _keras_rows(
 
     info = next(m for m in report.models if m.model == target.label)
     model = keras.saving.load_model(target.keras_path, compile=False)
+    assert info.fmt is not None, "resolved when the model was measured"
     x = make_images(info.fmt, ort.batch_size)  # the very images ONNX Runtime was given
     graph = tf.function(lambda t: model(t, training=False))
     runs = {

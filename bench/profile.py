@@ -45,6 +45,7 @@ def profile_config(target: Target, rc: RunConfig, cfg: BenchConfig, report: Benc
     if isinstance(fixed, int):
         batch = fixed
     fmt = info.fmt
+    assert fmt is not None, "model_info resolves it"
     x = fmt.to_model_input(make_images(fmt, batch))
     feed = {fmt.input_name: x}
     for _ in range(PROFILE_WARMUP):

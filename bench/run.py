@@ -51,7 +51,7 @@ from cnnbench.bench.runners import (
 from cnnbench.bench.server import search_rate
 from cnnbench.bench.zoo import zoo_model
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.preprocess import InputFormat, resolve_input_format
+from cnnbench.infer.preprocess import resolve_input_format
 from cnnbench.infer.session import Provider
 
 PEAK_SIZES = {
@@ -194,7 +194,8 @@ def _batch_plan(session, cfg: BenchConfig, info: ModelInfo, key: str) -> tuple[i
 
 def _cold_start(session, info: ModelInfo, rc: RunConfig, cfg: BenchConfig, ms: float) -> str:
     """Time the first run; returns the configuration's key: 'provider precision'."""
-    fmt: InputFormat = info.fmt
+    fmt = info.fmt
+    assert fmt is not None, "model_info resolves it"
     x = fmt.to_model_input(make_images(fmt, 1))
     batch1 = session.get_inputs()[0].shape[0]
     if isinstance(batch1, int) and batch1 != 1:
@@ -264,7 +265,8 @@ def _measure_batch(
     cfg: BenchConfig,
     report: BenchReport,
 ) -> Result:
-    fmt: InputFormat = info.fmt
+    fmt = info.fmt
+    assert fmt is not None, "model_info resolves it"
     array = fmt.to_model_input(make_images(fmt, batch))
     runs = [
         make_run(session, fmt.input_name, array, rc.provider, cfg.runtime.device_id)
@@ -334,7 +336,8 @@ def serve_target(
     info = model_info(target, session, cfg, report)
     key = _cold_start(session, info, rc, cfg, (time.perf_counter_ns() - t0) / 1e6)
     planned = _batch_plan(session, cfg, info, key)
-    fmt: InputFormat = info.fmt
+    fmt = info.fmt
+    assert fmt is not None, "model_info resolves it"
     array = fmt.to_model_input(make_images(fmt, planned[0]))
     runs = [
         make_run(session, fmt.input_name, array, rc.provider, cfg.runtime.device_id)

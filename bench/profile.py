@@ -111,18 +111,33 @@ def _ort_profile(session, feed) -> tuple[Counter[str], list[float], list[float]]
 
 
 def _openvino_counters(session, feed, shape) -> tuple[Counter[str], list[float], list[float]]:
-    """The same from the infer request's counters, read after each run (PERF_COUNT)."""
+    """The same from the infer request's counters (PERF_COUNT), read after each run. The
+    CPU plugin reports each node's mean over every run of the request so far, so a run's
+    own time is the difference of the running totals (mean x runs) before and after it."""
+    done = PROFILE_WARMUP  # runs of this request before the profiled ones
+
+    def totals() -> dict[tuple[str, str], float]:
+        return {
+            (node.node_name, node.node_type): node.real_time.total_seconds() * 1e3 * done
+            for node in session.profiling_info(tuple(shape))
+            if str(node.status).endswith(".EXECUTED")
+        }
+
     by_op: Counter[str] = Counter()
     per_run: list[float] = []
+    before = totals()
 
     def collect() -> None:
-        total = 0.0
-        for node in session.profiling_info(tuple(shape)):
-            if str(node.status).endswith(".EXECUTED"):
-                ms = node.real_time.total_seconds() * 1e3
-                by_op[node.node_type] += ms
-                total += ms
-        per_run.append(total)
+        nonlocal done, before
+        done += 1
+        after = totals()
+        run_ms = 0.0
+        for (name, op_type), total in after.items():
+            ms = total - before.get((name, op_type), 0.0)
+            by_op[op_type] += ms
+            run_ms += ms
+        per_run.append(run_ms)
+        before = after
 
     walls = _timed_runs(session, feed, collect)
     return by_op, per_run, walls

@@ -136,7 +136,9 @@ class OpenVINOSession:
     def run(self, output_names, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         x = next(iter(feed.values()))
         request = self.request(x.shape)
-        request.infer({0: x})
+        # no copy of the input into the request, none of the outputs into a dict: the one
+        # copy made is of the output this call returns
+        request.infer({0: np.ascontiguousarray(x)}, share_inputs=True, share_outputs=True)
         return [request.get_output_tensor(0).data.copy()]
 
     # ---- OpenVINO's own

@@ -248,7 +248,7 @@ def test_profile_shares_add_up_to_the_run(convnet: Path, tmp_path: Path, provide
     """Shares sum to 1 and the operators' time is within 10% of the measured run time.
     Other processes preempting runs can push one profile outside that on a shared
     machine: up to five profiles are taken, and one must be within 10%."""
-    args = ["--model", str(convnet), "--provider", provider, "--batch-sizes", "16", *FAST]
+    args = ["--model", str(convnet), "--provider", provider, "--batch-sizes", "64", *FAST]
     args += ["--threads", "1", "--min-runs", "3", "--profile"]
     coverages = []
     for attempt in range(5):

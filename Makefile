@@ -10,7 +10,7 @@ DEMO   := demo
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[train,dev,ray]'
+	$(BIN)/python -m pip install -q -e '.[train,dev,ray,openvino]'
 	touch $(STAMP)
 
 install: $(STAMP)

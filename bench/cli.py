@@ -7,9 +7,9 @@ from typing import Any
 import click
 
 from cnnbench.bench.errors import BenchError
-from cnnbench.bench.measure import Timing
-from cnnbench.bench.run import DEFAULT_MAX_BATCH, Baseline, BenchConfig, run_bench
-from cnnbench.files import unwritable
+from cnnbench.bench.measure import DEFAULT_MIN_RUNS, Timing
+from cnnbench.bench.results import DEFAULT_MAX_BATCH, Baseline, BenchConfig, BenchReport, Scenario
+from cnnbench.files import atomic_open, unwritable
 from cnnbench.infer.options import (
     foreign_options,
     output_options,
@@ -55,7 +55,7 @@ def check_outputs(paths: dict[str, str | None]) -> None:
     "models",
     multiple=True,
     type=click.Path(dir_okay=False),
-    help="ONNX model (repeatable).",
+    help="ONNX model (repeatable). The first is the reference for agreement.",
 )
 @click.option(
     "--arch",
@@ -65,6 +65,20 @@ def check_outputs(paths: dict[str, str | None]) -> None:
 )
 @runtime_options(provider_list=True)
 @tensorrt_options
+@click.option(
+    "--scenario",
+    type=click.Choice([s.value for s in Scenario], case_sensitive=False),
+    default=Scenario.OFFLINE.value,
+    show_default=True,
+    help="offline: the batch sweep; single-stream: batch 1, p90 headline; server: Poisson "
+    "arrivals, the highest rate whose p99 <= --max-latency-ms.",
+)
+@click.option(
+    "--concurrency",
+    callback=parse_batch_sizes,
+    help="e.g. 1,2,4: that many runs in flight at once, the cores split among them "
+    "(server: its workers). Default: 1.",
+)
 @click.option(
     "--batch-sizes",
     callback=parse_batch_sizes,
@@ -90,21 +104,34 @@ def check_outputs(paths: dict[str, str | None]) -> None:
     type=click.FloatRange(min=0.001),
     default=1.0,
     show_default=True,
-    help="Seconds per window (when --iterations is not given).",
+    help="Seconds per window, at least (when --iterations is not given).",
+)
+@click.option(
+    "--min-runs",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MIN_RUNS,
+    show_default=True,
+    help="Timed runs per configuration, at least; fewer within --max-seconds: INVALID.",
 )
 @click.option(
     "--max-seconds",
     type=click.FloatRange(min=0),
     default=30.0,
     show_default=True,
-    help="Time cap per configuration while windows disagree.",
+    help="Time cap per configuration (server: per search).",
 )
 @shape_options
 @preprocess_options
 @click.option(
     "--images",
     type=click.Path(file_okay=False),
-    help="Also run the infer pipeline on this folder (decode included).",
+    help="Folder of class folders: top-1 accuracy and agreement per row, the pipeline's "
+    "stages and its bottleneck.",
+)
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Top operator types by share of run time (ORT profiler; OpenVINO counters).",
 )
 @click.option(
     "--baseline",
@@ -114,7 +141,20 @@ def check_outputs(paths: dict[str, str | None]) -> None:
 @click.option(
     "--max-latency-ms",
     type=click.FloatRange(min=0, min_open=True),
-    help="Recommend the fastest configuration whose p99 stays under this.",
+    help="Offline: recommend the fastest configuration whose p99 stays under this. "
+    "Server: the p99 bound of the rate search.",
+)
+@click.option(
+    "--compare",
+    nargs=2,
+    type=click.Path(dir_okay=False),
+    help="BASE.json NEW.json: per configuration the ratio and whether it lies outside "
+    "both runs' spread; measures nothing.",
+)
+@click.option(
+    "--fail-above",
+    type=click.FloatRange(min=0),
+    help="With --compare: exit 1 on a regression larger than this many percent.",
 )
 @click.option(
     "--cache-dir",
@@ -141,71 +181,150 @@ def check_outputs(paths: dict[str, str | None]) -> None:
     type=click.Path(dir_okay=False),
     help="PNG: throughput vs batch size, latency percentiles (needs matplotlib).",
 )
-def bench(**opts: Any) -> None:
-    """Measure latency and throughput per model, provider and batch size.
+def bench(
+    models: tuple[str, ...],
+    archs: str | None,
+    providers: tuple[Provider, ...] | None,
+    device_id: int,
+    threads: int,
+    precision_hints: tuple[str, ...],
+    trt_cache: str,
+    fp16: bool,
+    scenario: str,
+    concurrency: tuple[int, ...] | None,
+    batch_sizes: tuple[int, ...] | None,
+    max_batch: int,
+    warmup: int,
+    iterations: int | None,
+    duration: float,
+    min_runs: int,
+    max_seconds: float,
+    layout: str | None,
+    size: str | None,
+    preset: str | None,
+    mean: str | None,
+    std: str | None,
+    scale: float | None,
+    bgr: bool | None,
+    crop_mode: str | None,
+    crop_pct: float | None,
+    interpolation: str | None,
+    images: str | None,
+    profile: bool,
+    baseline: str | None,
+    max_latency_ms: float | None,
+    compare: tuple[str, str] | None,
+    fail_above: float | None,
+    cache_dir: str | None,
+    no_peak: bool,
+    json_path: str | None,
+    csv_path: str | None,
+    md_path: str | None,
+    plot_path: str | None,
+) -> None:
+    """Measure latency and throughput per model, runtime, precision and batch size.
 
     \b
     Example:
       cnnbench bench --model model.onnx --batch-sizes 1,8,32 --json bench.json
-      cnnbench bench --arch all --provider cpu --markdown zoo.md
+      cnnbench bench --arch resnet50 --provider cpu,openvino --precision-hint f32,bf16
+      cnnbench bench --model m.onnx --scenario server --max-latency-ms 20 --concurrency 2
+      cnnbench bench --compare base.json new.json --fail-above 5
     """
-    outputs = {
-        "--json": opts["json_path"],
-        "--csv": opts["csv_path"],
-        "--markdown": opts["md_path"],
-        "--plot": opts["plot_path"],
-    }
+    if compare:
+        _compare(compare, fail_above)
+        return
+    if fail_above is not None:
+        raise click.BadParameter("applies to --compare only", param_hint="--fail-above")
+    from cnnbench.bench.zoo import default_cache_dir, parse_archs
+
+    outputs = {"--json": json_path, "--csv": csv_path, "--markdown": md_path, "--plot": plot_path}
     check_outputs(outputs)
     try:
-        cfg = _config(opts)
+        parsed_archs = parse_archs(archs) if archs else ()
+    except BenchError as e:
+        raise click.ClickException(str(e)) from e
+    cfg = BenchConfig(
+        models=models,
+        archs=parsed_archs,
+        providers=providers,
+        precision_hints=precision_hints,
+        batch_sizes=batch_sizes,
+        max_batch=max_batch,
+        scenario=Scenario(scenario),
+        concurrency=concurrency or (1,),
+        timing=Timing(
+            warmup=warmup,
+            iterations=iterations,
+            duration=duration,
+            max_seconds=max_seconds,
+            min_runs=min_runs,
+        ),
+        runtime=RuntimeOptions(
+            Provider.CPU,
+            device_id,
+            threads,
+            trt_cache=trt_cache,
+            trt_fp16=fp16,
+        ),
+        foreign=foreign_options(
+            {
+                "layout": layout,
+                "size": size,
+                "preset": preset,
+                "mean": mean,
+                "std": std,
+                "scale": scale,
+                "bgr": bgr,
+                "crop_mode": crop_mode,
+                "crop_pct": crop_pct,
+                "interpolation": interpolation,
+            }
+        ),
+        images=images,
+        baseline=Baseline(baseline) if baseline else None,
+        max_latency_ms=max_latency_ms,
+        profile=profile,
+        cache_dir=cache_dir or default_cache_dir(),
+        peak=not no_peak,
+    )
+    try:
+        from cnnbench.bench.run import run_bench
+
         report = run_bench(cfg, log=lambda line: click.echo(line, err=True))
-        _write(report, cfg, outputs)
+        _write(report, outputs)
     except BenchError as e:
         raise click.ClickException(str(e)) from e
 
 
-def _config(opts: dict) -> BenchConfig:
-    from cnnbench.bench.zoo import default_cache_dir, parse_archs
+def _compare(paths: tuple[str, str], fail_above: float | None) -> None:
+    from cnnbench.bench.compare import compare, render
 
-    timing = Timing(
-        warmup=opts["warmup"],
-        iterations=opts["iterations"],
-        duration=opts["duration"],
-        max_seconds=opts["max_seconds"],
-    )
-    return BenchConfig(
-        models=opts["models"],
-        archs=parse_archs(opts["archs"]) if opts["archs"] else (),
-        providers=opts["providers"],
-        batch_sizes=opts["batch_sizes"],
-        max_batch=opts["max_batch"],
-        timing=timing,
-        runtime=RuntimeOptions(
-            Provider.CPU,
-            opts["device_id"],
-            opts["threads"],
-            trt_cache=opts["trt_cache"],
-            trt_fp16=opts["fp16"],
-        ),
-        foreign=foreign_options(opts),
-        images=opts["images"],
-        baseline=Baseline(opts["baseline"]) if opts["baseline"] else None,
-        max_latency_ms=opts["max_latency_ms"],
-        cache_dir=opts["cache_dir"] or default_cache_dir(),
-        peak=not opts["no_peak"],
-    )
+    try:
+        comparison = compare(*paths)
+    except BenchError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(render(comparison, fail_above))
+    if fail_above is not None and (bad := comparison.regressions(fail_above)):
+        worst = max(bad, key=lambda c: c.regression_pct())
+        click.echo(
+            f"error: {len(bad)} configuration(s) regressed by more than {fail_above:g}% "
+            f"(worst {worst.regression_pct():.1f}%: {' '.join(map(str, worst.key))})",
+            err=True,
+        )
+        raise SystemExit(1)
 
 
-def _write(report, cfg: BenchConfig, outputs: dict[str, str | None]) -> None:
+def _write(report: BenchReport, outputs: dict[str, str | None]) -> None:
     from cnnbench.bench.report import render, write_csv, write_json, write_markdown
 
-    click.echo(render(report, cfg))
+    click.echo(render(report))
     if outputs["--json"]:
-        write_json(outputs["--json"], report, cfg)
+        write_json(outputs["--json"], report)
     if outputs["--csv"]:
         write_csv(outputs["--csv"], report)
     if outputs["--markdown"]:
-        write_markdown(outputs["--markdown"], report, cfg)
+        write_markdown(outputs["--markdown"], report)
     if outputs["--plot"]:
         from cnnbench.bench.plot import write_plot
 
@@ -219,7 +338,7 @@ def _write(report, cfg: BenchConfig, outputs: dict[str, str | None]) -> None:
 @output_options
 @click.option("--labels", type=click.Path(dir_okay=False), help="Labels file, one per line.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write it as JSON.")
-def inspect(model: str, json_path: str | None, **opts: object) -> None:
+def inspect(model: str, json_path: str | None, **options: Any) -> None:
     """Show what cnnbench reads from MODEL (any ONNX file) and what infer will do with it:
     inputs, outputs, layout, fixed dimensions, spec, preprocessing, labels, opset,
     producer, parameters and GFLOPs per image. The infer options given are applied.
@@ -235,10 +354,10 @@ def inspect(model: str, json_path: str | None, **opts: object) -> None:
 
     check_outputs({"--json": json_path})
     try:
-        found = inspect_model(model, foreign_options(opts))
+        found = inspect_model(model, foreign_options(options))
     except BenchError as e:
         raise click.ClickException(str(e)) from e
     click.echo("\n".join(render(found)))
     if json_path:
-        with open(json_path, "w", encoding="utf-8") as f:
+        with atomic_open(json_path) as f:
             json.dump(found.to_dict(), f, indent=2, ensure_ascii=False)

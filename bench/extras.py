@@ -1,90 +1,254 @@
-"""Figures beside the model-only ones: the infer pipeline end to end (decode included), the
-same model in Keras, and the best configuration under a latency budget."""
+"""Figures beside the model-only ones: accuracy and agreement on labelled images, the folder
+pipeline's stages and its bottleneck, the same model in Keras, and the best configuration
+under a latency budget."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
 
 from cnnbench.bench.errors import BenchError
 from cnnbench.bench.measure import measure
-from cnnbench.bench.runners import with_provider
+from cnnbench.bench.results import (
+    Accuracy,
+    BenchConfig,
+    BenchReport,
+    EndToEnd,
+    KerasBaseline,
+    ModelInfo,
+    Recommendation,
+    Result,
+    RunConfig,
+    StageTimes,
+    Target,
+    make_images,
+)
+from cnnbench.bench.runners import open_session, ran_precision, with_provider
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.session import Provider
+from cnnbench.infer.images import IMAGE_EXTENSIONS, decode_into
 
 if TYPE_CHECKING:
-    from cnnbench.bench.run import BenchConfig, BenchReport, Result, Target
+    from cnnbench.infer.pipeline import InferSummary
 
-# The pipeline reaching this share of the model-only rate means the model is the limit.
-MODEL_BOUND_RATIO = 0.85
-
-
-def bottleneck(pipeline_ips: float, model_ips: float) -> str:
-    """'model' when the pipeline runs near the model's own rate, else decode and I/O."""
-    return "model" if pipeline_ips >= MODEL_BOUND_RATIO * model_ips else "decode and I/O"
+STAGES_BATCH = 8  # batch of the stage pass when no model-only figure says better
 
 
-def end_to_end(
-    targets: list[Target], cfg: BenchConfig, report: BenchReport, log: Callable[[str], None]
-) -> list[dict]:
-    """One pass of `run_infer` over `cfg.images` per model and provider, at the batch size
-    with the best model-only throughput."""
+@dataclass(frozen=True)
+class LabelledImage:
+    path: str
+    truth: str | None  # the class folder's name, None for files at the top
+
+
+def labelled_images(root: str) -> list[LabelledImage]:
+    """Every image under `root`, sorted; the first folder level names the class."""
+    out = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        rel = os.path.relpath(folder, root)
+        truth = None if rel == "." else rel.split(os.sep)[0]
+        out += [
+            LabelledImage(os.path.join(folder, f), truth)
+            for f in sorted(files)
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+    if not out:
+        raise BenchError(f"--images {root}: no images found (extensions {IMAGE_EXTENSIONS})")
+    return out
+
+
+@dataclass
+class Pass:
+    """One configuration's pass over the images: top-1 labels and stage times."""
+
+    predictions: list[str | None]  # None: the file could not be read
+    stages: StageTimes
+    labels: set[str]  # the model's labels
+
+
+def stage_pass(session: Any, info: ModelInfo, images: list[LabelledImage], batch: int) -> Pass:
+    """Read, decode+resize, batch assembly, run and write, each timed apart, on `batch`
+    images at a time, exactly as the pipeline preprocesses them."""
+    fmt = info.fmt
+    assert fmt is not None, "model_info resolves it"
+    output = session.get_outputs()[0].name
+    buf = np.empty((batch, *fmt.size, fmt.channels), dtype=np.uint8)
+    t = dict.fromkeys(("read", "decode", "assembly", "run", "write"), 0)
+    clock = time.perf_counter_ns
+    predictions: list[str | None] = []
+    sink = csv.writer(io.StringIO())
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        slots: list[str | None] = [None] * len(chunk)  # None: unreadable
+        ok: list[LabelledImage] = []
+        where: list[int] = []
+        for k, item in enumerate(chunk):
+            t0 = clock()
+            try:
+                with open(item.path, "rb") as f:
+                    data = f.read()
+                t1 = clock()
+                decode_into(data, buf[len(ok)], fmt.bgr, fmt.policy)
+                ok.append(item)
+                where.append(k)
+            except (OSError, ValueError, cv2.error):
+                t1 = clock()
+            t2 = clock()
+            t["read"] += t1 - t0
+            t["decode"] += t2 - t1
+        if not ok:
+            predictions += slots
+            continue
+        t0 = clock()
+        x = fmt.to_model_input(buf[: len(ok)])
+        t1 = clock()
+        probs = session.run([output], {fmt.input_name: x})[0]
+        t2 = clock()
+        top = probs.argmax(axis=1)
+        labels = [fmt.labels[i] if i < len(fmt.labels) else str(i) for i in top]
+        for item, label, p in zip(ok, labels, probs.max(axis=1), strict=True):
+            sink.writerow([item.path, label, f"{p:.6f}"])
+        t3 = clock()
+        for k, label in zip(where, labels, strict=True):
+            slots[k] = label
+        predictions += slots
+        t["assembly"] += t1 - t0
+        t["run"] += t2 - t1
+        t["write"] += t3 - t2
+    n = max(1, len(images))
+    ms = {k: v / 1e6 / n for k, v in t.items()}
+    stages = StageTimes(
+        read_ms=ms["read"],
+        decode_resize_ms=ms["decode"],
+        batch_assembly_ms=ms["assembly"],
+        run_ms=ms["run"],
+        write_ms=ms["write"],
+        decode_workers=os.cpu_count() or 1,
+    )
+    return Pass(predictions, stages, set(fmt.labels))
+
+
+def top1(
+    images: list[LabelledImage], predictions: list[str | None], labels: set[str]
+) -> float | None:
+    """Share of the labelled images whose top-1 is their folder; None if no folder is a
+    label of the model."""
+    pairs = [(i.truth, p) for i, p in zip(images, predictions, strict=True) if i.truth in labels]
+    return sum(t == p for t, p in pairs) / len(pairs) if pairs else None
+
+
+def agreement(ours: list[str | None], reference: list[str | None]) -> float | None:
+    pairs = [(a, b) for a, b in zip(ours, reference, strict=True) if a is not None and b]
+    return sum(a == b for a, b in pairs) / len(pairs) if pairs else None
+
+
+def accuracy_and_stages(
+    targets: list[Target],
+    configs: list[RunConfig],
+    cfg: BenchConfig,
+    report: BenchReport,
+    log: Callable[[str], None],
+) -> None:
+    """Per model x configuration: top-1 on `cfg.images` and agreement with the first one
+    (the reference), put on its rows; the stages and the pipeline's own img/s."""
+    images = labelled_images(cfg.images or "")
+    reference: list[str | None] | None = None
+    reference_name = ""
+    for target in targets:
+        info = next((m for m in report.models if m.path == target.path), None)
+        if info is None:
+            continue
+        for rc in configs:
+            session = open_session(target.path, rc, cfg.runtime)
+            precision = ran_precision(session, info.precision)
+            best = report.best(info.model, rc.label, precision)
+            batch = best.batch_size if best else STAGES_BATCH
+            log(f"accuracy and stages: {info.model} on {rc.label} {precision}, batch {batch} ...")
+            done = stage_pass(session, info, images, batch)
+            name = f"{info.model} {rc.label} {precision}"
+            if reference is None:
+                reference, reference_name = done.predictions, name
+            acc = Accuracy(
+                images=len(images),
+                top1=top1(images, done.predictions, set(done.labels)),
+                agreement=agreement(done.predictions, reference),
+                reference=reference_name,
+            )
+            for r in report.results:
+                if (r.model, r.provider, r.precision) == (info.model, rc.label, precision):
+                    r.accuracy = acc
+            for s in report.server:
+                if (s.model, s.provider, s.precision) == (info.model, rc.label, precision):
+                    s.accuracy = acc
+            model_ips = best.stats.throughput_ips if best else 0.0
+            pipeline = _pipeline(target, rc, batch, cfg)
+            report.end_to_end.append(
+                EndToEnd(
+                    model=info.model,
+                    provider=rc.label,
+                    precision=precision,
+                    batch_size=batch,
+                    images=pipeline.images,
+                    errors=pipeline.errors,
+                    pipeline_ips=pipeline.images_per_second,
+                    model_only_ips=model_ips,
+                    stages=done.stages,
+                    bottleneck=done.stages.bottleneck,
+                    accuracy=acc,
+                )
+            )
+
+
+def _pipeline(target: Target, rc: RunConfig, batch: int, cfg: BenchConfig) -> InferSummary:
+    """One pass of `run_infer` over the images: the pipeline's real img/s."""
+    import dataclasses
+
     from cnnbench.infer.pipeline import InferConfig, run_infer
 
-    assert cfg.images is not None, "called only with --images"
-    rows = []
-    for target in targets:
-        for provider in report.providers:
-            best = report.best(target.label, provider)
-            if best is None:
-                continue
-            log(f"end to end: {target.label} on {provider}, batch {best.batch_size} ...")
-            with tempfile.TemporaryDirectory(prefix="cnnbench-e2e-") as tmp:
-                infer_cfg = InferConfig(
-                    model=target.path,
-                    inputs=(cfg.images,),
-                    output=os.path.join(tmp, "predictions.csv"),
-                    batch_size=best.batch_size,
-                    progress=False,
-                    runtime=with_provider(cfg.runtime, Provider(provider)),
-                    foreign=cfg.foreign,
-                )
-                try:
-                    summary = run_infer(infer_cfg)
-                except InferError as e:
-                    raise BenchError(f"end to end on {cfg.images}: {e}") from e
-            model_ips = best.stats["throughput_ips"]
-            rows.append(
-                {
-                    "model": target.label,
-                    "provider": provider,
-                    "batch_size": best.batch_size,
-                    "images": summary.images,
-                    "errors": summary.errors,
-                    "pipeline_ips": summary.images_per_second,
-                    "model_only_ips": model_ips,
-                    "ratio": summary.images_per_second / model_ips,
-                    "bottleneck": bottleneck(summary.images_per_second, model_ips),
-                }
-            )
-    return rows
+    with tempfile.TemporaryDirectory(prefix="cnnbench-e2e-") as tmp:
+        runtime = dataclasses.replace(
+            with_provider(cfg.runtime, rc.provider), precision_hint=rc.hint
+        )
+        infer_cfg = InferConfig(
+            model=target.path,
+            inputs=(cfg.images or "",),
+            output=os.path.join(tmp, "predictions.csv"),
+            batch_size=batch,
+            progress=False,
+            runtime=runtime,
+            foreign=cfg.foreign,
+        )
+        try:
+            return run_infer(infer_cfg)
+        except InferError as e:
+            raise BenchError(f"end to end on {cfg.images}: {e}") from e
 
 
 def keras_baselines(
     targets: list[Target], cfg: BenchConfig, report: BenchReport, log: Callable[[str], None]
-) -> list[dict]:
+) -> list[KerasBaseline]:
     """Keras `predict` and a tf.function on the same uint8 inputs, at batch 1 and at the
     CPU's best batch size, with ONNX Runtime's speed-up over each."""
     rows = []
     for target in targets:
         if target.keras_path is None:
             continue
-        cpu = [r for r in report.results if r.model == target.label and r.provider == "cpu"]
+        cpu = [
+            r
+            for r in report.results
+            if r.model == target.label and r.provider == "cpu" and r.concurrency == 1
+        ]
         if not cpu:
             continue
-        best = max(cpu, key=lambda r: r.stats["throughput_ips"])
+        best = max(cpu, key=lambda r: r.stats.throughput_ips)
         for result in {
             r.batch_size: r for r in cpu if r.batch_size in (1, best.batch_size)
         }.values():
@@ -93,11 +257,11 @@ def keras_baselines(
     return rows
 
 
-def _keras_rows(target: Target, ort: Result, cfg: BenchConfig, report: BenchReport) -> list[dict]:
+def _keras_rows(
+    target: Target, ort: Result, cfg: BenchConfig, report: BenchReport
+) -> list[KerasBaseline]:
     import keras
     import tensorflow as tf
-
-    from cnnbench.bench.run import make_images
 
     info = next(m for m in report.models if m.model == target.label)
     model = keras.saving.load_model(target.keras_path, compile=False)
@@ -112,48 +276,49 @@ def _keras_rows(target: Target, ort: Result, cfg: BenchConfig, report: BenchRepo
     for name, run in runs.items():
         stats = measure(run, ort.batch_size, cfg.timing).stats()
         rows.append(
-            {
-                "model": target.label,
-                "runtime": name,
-                "batch_size": ort.batch_size,
-                "p50_ms": stats["p50_ms"],
-                "throughput_ips": stats["throughput_ips"],
-                "ort_p50_ms": ort.stats["p50_ms"],
-                "ort_speedup": ort.stats["throughput_ips"] / stats["throughput_ips"],
-            }
+            KerasBaseline(
+                model=target.label,
+                runtime=name,
+                batch_size=ort.batch_size,
+                p50_ms=stats.p50_ms,
+                throughput_ips=stats.throughput_ips,
+                ort_p50_ms=ort.stats.p50_ms,
+                ort_speedup=ort.stats.throughput_ips / stats.throughput_ips,
+            )
         )
     keras.backend.clear_session()
     return rows
 
 
-def recommend(results: list[Result], max_latency_ms: float) -> list[dict]:
-    """Per model: the highest-throughput provider and batch whose p99 stays under the budget."""
+def recommend(results: list[Result], max_latency_ms: float) -> list[Recommendation]:
+    """Per model: the highest-throughput VALID configuration whose p99 stays under the
+    budget (the max stands in for p99 where too few runs give none: an upper bound)."""
     rows = []
     for model in dict.fromkeys(r.model for r in results):
-        mine = [r for r in results if r.model == model]
-        fits = [r for r in mine if r.stats["p99_ms"] <= max_latency_ms]
+        mine = [r for r in results if r.model == model and r.validity.valid] or [
+            r for r in results if r.model == model
+        ]
+        fits = [r for r in mine if r.stats.p99_or_max_ms <= max_latency_ms]
         if not fits:
-            fastest = min(mine, key=lambda r: r.stats["p99_ms"])
+            fastest = min(mine, key=lambda r: r.stats.p99_or_max_ms)
             rows.append(
-                {
-                    "model": model,
-                    "fits": False,
-                    "max_latency_ms": max_latency_ms,
-                    "lowest_p99_ms": fastest.stats["p99_ms"],
-                }
+                Recommendation(
+                    model, max_latency_ms, False, lowest_p99_ms=fastest.stats.p99_or_max_ms
+                )
             )
             continue
-        best = max(fits, key=lambda r: r.stats["throughput_ips"])
+        best = max(fits, key=lambda r: r.stats.throughput_ips)
         rows.append(
-            {
-                "model": model,
-                "fits": True,
-                "max_latency_ms": max_latency_ms,
-                "provider": best.provider,
-                "precision": best.precision,
-                "batch_size": best.batch_size,
-                "throughput_ips": best.stats["throughput_ips"],
-                "p99_ms": best.stats["p99_ms"],
-            }
+            Recommendation(
+                model=model,
+                max_latency_ms=max_latency_ms,
+                fits=True,
+                provider=best.provider,
+                precision=best.precision,
+                batch_size=best.batch_size,
+                concurrency=best.concurrency,
+                throughput_ips=best.stats.throughput_ips,
+                p99_ms=best.stats.p99_or_max_ms,
+            )
         )
     return rows

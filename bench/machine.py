@@ -9,23 +9,26 @@ import subprocess
 import sys
 
 from cnnbench import __version__
+from cnnbench.bench.results import Machine
+from cnnbench.bench.runners import openvino_version
 
 
-def machine_facts() -> dict:
+def machine_facts() -> Machine:
     import onnxruntime as ort
 
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "load_average": load_average(),
-        "gpus": gpu_facts(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "onnxruntime": ort.__version__,
-        "available_providers": ort.get_available_providers(),
-        "cnnbench": __version__,
-        "command": " ".join(sys.argv),
-    }
+    return Machine(
+        cpu=cpu_model(),
+        cores=os.cpu_count(),
+        load_average=load_average(),
+        gpus=gpu_facts(),
+        platform=platform.platform(),
+        python=platform.python_version(),
+        onnxruntime=ort.__version__,
+        openvino=openvino_version(),
+        available_providers=ort.get_available_providers(),
+        cnnbench=__version__,
+        command=" ".join(sys.argv),
+    )
 
 
 def load_average() -> list[float] | None:

@@ -9,7 +9,7 @@ from cnnbench.bench.errors import BenchError
 from cnnbench.files import atomic_path, unwritable
 
 if TYPE_CHECKING:
-    from cnnbench.bench.run import BenchReport
+    from cnnbench.bench.results import BenchReport
 
 
 def _pyplot():
@@ -29,7 +29,8 @@ def series(report: BenchReport) -> dict[str, list]:
     """{'model provider precision': [results by batch size]}."""
     out: dict[str, list] = {}
     for r in report.results:
-        out.setdefault(f"{r.model} {r.provider} {r.precision}", []).append(r)
+        conc = f" x{r.concurrency}" if r.concurrency > 1 else ""
+        out.setdefault(f"{r.model} {r.provider} {r.precision}{conc}", []).append(r)
     return {k: sorted(v, key=lambda r: r.batch_size) for k, v in out.items()}
 
 
@@ -42,10 +43,12 @@ def write_plot(path: str, report: BenchReport) -> None:
     fig, (ax_ips, ax_lat) = plt.subplots(1, 2, figsize=(13, 5))
     for label, rows in series(report).items():
         batches = [r.batch_size for r in rows]
-        line = ax_ips.plot(batches, [r.stats["throughput_ips"] for r in rows], "o-", label=label)
+        line = ax_ips.plot(batches, [r.stats.throughput_ips for r in rows], "o-", label=label)
         color = line[0].get_color()
         for key, style in (("p50_ms", "o-"), ("p90_ms", "^--"), ("p99_ms", "v:")):
-            ax_lat.plot(batches, [r.stats[key] for r in rows], style, color=color, alpha=0.9)
+            values = [getattr(r.stats, key) for r in rows]  # p99: None below 100 runs
+            values = [float("nan") if v is None else v for v in values]
+            ax_lat.plot(batches, values, style, color=color, alpha=0.9)
     ax_ips.set(xlabel="batch size", ylabel="images / s", title="Throughput")
     ax_lat.set(
         yscale="log",

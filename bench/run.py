@@ -1,144 +1,66 @@
-"""`run_bench(cfg)`: models x providers x batch sizes, measured, with the model's facts,
-the machine's matmul peak, and the optional end-to-end, Keras and latency-budget figures."""
+"""`run_bench(cfg)`: models x runtime configurations x batch sizes x concurrency levels,
+measured in the asked scenario, with the model's facts, the machine's matmul peak, and the
+optional accuracy, stages, profile, Keras and latency-budget figures."""
 
 from __future__ import annotations
 
-import enum
 import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from cnnbench.bench.errors import BenchError
-from cnnbench.bench.flops import PEAK_INPUT, GraphFacts, graph_facts, write_matmul_model
+from cnnbench.bench.extras import (
+    accuracy_and_stages,
+    keras_baselines,
+    recommend,
+)
+from cnnbench.bench.flops import PEAK_INPUT, graph_facts, write_matmul_model
 from cnnbench.bench.machine import machine_facts
 from cnnbench.bench.measure import Measurement, Timing, measure, next_batch_size
+from cnnbench.bench.profile import profile_config
+from cnnbench.bench.results import (
+    DEFAULT_MAX_BATCH,
+    Baseline,
+    BenchConfig,
+    BenchReport,
+    ColdStart,
+    Copies,
+    ModelInfo,
+    Result,
+    RunConfig,
+    Scenario,
+    Target,
+    input_shape,
+    make_images,
+)
 from cnnbench.bench.runners import (
-    device_runner,
+    GPU_PROVIDERS,
     host_runner,
     is_out_of_memory,
+    make_run,
+    open_session,
     probe_providers,
+    ran_precision,
+    run_configs,
+    split_threads,
     timed_session,
-    with_provider,
 )
-from cnnbench.bench.zoo import default_cache_dir, zoo_model
+from cnnbench.bench.server import search_rate
+from cnnbench.bench.zoo import zoo_model
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.preprocess import ForeignOptions, InputFormat, Layout, resolve_input_format
-from cnnbench.infer.session import Provider, RuntimeOptions
+from cnnbench.infer.preprocess import resolve_input_format
+from cnnbench.infer.session import Provider
 
-GPU_PROVIDERS = (Provider.CUDA, Provider.TENSORRT)
 PEAK_SIZES = {
     Provider.CPU: (512, 1024),
     Provider.CUDA: (4096, 8192),
     Provider.TENSORRT: (4096, 8192),
 }
-DEFAULT_MAX_BATCH = 256
 
-
-class Baseline(enum.StrEnum):
-    KERAS = "keras"
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    models: tuple[str, ...] = ()
-    archs: tuple[str, ...] = ()
-    providers: tuple[Provider, ...] | None = None  # None: every provider that loads
-    batch_sizes: tuple[int, ...] | None = None  # None: the doubling sweep
-    max_batch: int = DEFAULT_MAX_BATCH
-    timing: Timing = field(default_factory=Timing)
-    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
-    foreign: ForeignOptions = field(default_factory=ForeignOptions)
-    images: str | None = None
-    baseline: Baseline | None = None
-    max_latency_ms: float | None = None
-    cache_dir: str = field(default_factory=default_cache_dir)
-    peak: bool = True
-
-
-@dataclass(frozen=True)
-class Target:
-    label: str
-    path: str
-    keras_path: str | None = None
-
-
-@dataclass
-class Result:
-    """One model on one provider at one batch size."""
-
-    model: str
-    architecture: str
-    precision: str
-    provider: str
-    batch_size: int
-    threads: int
-    stats: dict[str, float]
-    stable: bool
-    spread: float
-    p50_spread: float
-    window_ips: list[float]
-    window_p50_ms: list[float]
-    warmup_runs: int
-    iterations: int
-    latencies_ms: list[float]
-    gflops_per_s: float | None = None
-    peak_pct: float | None = None
-    with_copies: dict | None = None  # GPU: session.run with numpy in and out
-
-    def to_dict(self) -> dict:
-        """Flat: the latency figures beside the configuration, as in the CSV."""
-        data = asdict(self)
-        return data | data.pop("stats")
-
-
-@dataclass
-class ModelInfo:
-    model: str
-    path: str
-    architecture: str
-    precision: str
-    input_shape: list[int]
-    facts: dict
-    cold_start: dict[str, dict[str, float]] = field(default_factory=dict)
-    sweep_end: dict[str, str] = field(default_factory=dict)
-    fmt: InputFormat | None = field(default=None, repr=False)  # resolved once, not written
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "fmt"}
-
-
-@dataclass
-class BenchReport:
-    machine: dict
-    config: dict
-    providers: list[str]
-    skipped_providers: dict[str, str]
-    peaks_gflops: dict[str, float]
-    models: list[ModelInfo] = field(default_factory=list)
-    results: list[Result] = field(default_factory=list)
-    end_to_end: list[dict] = field(default_factory=list)
-    baselines: list[dict] = field(default_factory=list)
-    recommendations: list[dict] = field(default_factory=list)
-
-    def best(self, model: str, provider: str) -> Result | None:
-        rows = [r for r in self.results if r.model == model and r.provider == provider]
-        return max(rows, key=lambda r: r.stats["throughput_ips"], default=None)
-
-
-def make_images(fmt: InputFormat, batch: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (batch, *fmt.size, fmt.channels), dtype=np.uint8)
-
-
-def input_shape(fmt: InputFormat, batch: int) -> tuple[int, ...]:
-    h, w = fmt.size
-    if fmt.layout is Layout.NCHW:
-        return (batch, fmt.channels, h, w)
-    return (batch, h, w, fmt.channels)
+__all__ = ["DEFAULT_MAX_BATCH", "Baseline", "BenchConfig", "make_images", "run_bench"]
 
 
 def _check(cfg: BenchConfig) -> None:
@@ -152,6 +74,16 @@ def _check(cfg: BenchConfig) -> None:
         raise BenchError(
             "--baseline keras needs --arch: only zoo models come with their Keras source"
         )
+    if cfg.scenario is Scenario.SERVER and cfg.max_latency_ms is None:
+        raise BenchError(
+            "--scenario server needs --max-latency-ms: the p99 bound the rate search keeps"
+        )
+    if (
+        cfg.precision_hints != ("auto",)
+        and cfg.providers
+        and Provider.OPENVINO not in cfg.providers
+    ):
+        raise BenchError("--precision-hint applies to --provider openvino only")
     for path in cfg.models:
         if not os.path.isfile(path):
             raise BenchError(f"model file not found: {path}")
@@ -175,24 +107,22 @@ def _measure_peak(provider: Provider, cfg: BenchConfig, folder: str) -> float:
     best = 0.0
     for n in PEAK_SIZES[provider]:
         path = write_matmul_model(os.path.join(folder, f"matmul{n}.onnx"), n)
-        session, _ = timed_session(path, with_provider(cfg.runtime, provider))
+        session, _ = timed_session(path, RunConfig(provider), cfg.runtime)
         a = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-        run = _runner(session, PEAK_INPUT, a, provider, cfg.runtime.device_id)
-        p50_s = measure(run, 1, cfg.timing).stats()["p50_ms"] / 1e3
+        run = make_run(session, PEAK_INPUT, a, provider, cfg.runtime.device_id)
+        timing = Timing(cfg.timing.warmup, cfg.timing.iterations, cfg.timing.duration, 5.0, 3)
+        p50_s = measure(run, 1, timing).stats().p50_ms / 1e3
         best = max(best, 2 * n**3 / p50_s / 1e9)
     return best
 
 
-def _runner(session, name: str, array: np.ndarray, provider: Provider, device_id: int):
-    if provider in GPU_PROVIDERS:
-        return device_runner(session, name, array, device_id)
-    return host_runner(session, name, array)
+def _peak_of(provider: str, peaks: dict[str, float]) -> float | None:
+    """OpenVINO runs on the CPU: its peak is the CPU's."""
+    return peaks.get("cpu" if provider == Provider.OPENVINO.value else provider)
 
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda line: None) -> BenchReport:
-    """Measure every model on every provider that loads; see the module docstring."""
-    from cnnbench.bench.extras import end_to_end, keras_baselines, recommend
-
+    """Measure every model on every configuration that loads; see the module docstring."""
     _check(cfg)
     targets = _targets(cfg, log)
     with tempfile.TemporaryDirectory(prefix="cnnbench-bench-") as folder:
@@ -200,33 +130,34 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda line: None) 
         providers, skipped = probe_providers(cfg.providers, probe, cfg.runtime)
         for name, why in skipped.items():
             log(f"provider {name} skipped: {why}")
-        peaks = {p.value: _measure_peak(p, cfg, folder) for p in providers} if cfg.peak else {}
-    report = BenchReport(
-        machine_facts(), config_dict(cfg), [p.value for p in providers], skipped, peaks
-    )
+        peaks = {}
+        if cfg.peak:
+            peaks = {p.value: _measure_peak(p, cfg, folder) for p in providers if p in PEAK_SIZES}
+    report = BenchReport(machine_facts(), cfg, [p.value for p in providers], skipped, peaks)
+    configs = run_configs(providers, cfg.precision_hints)
     for target in targets:
-        for provider in providers:
-            log(f"measuring {target.label} on {provider.value} ...")
-            bench_target(target, provider, cfg, report)
+        for rc in configs:
+            hint = f", precision hint {rc.hint}" if rc.provider is Provider.OPENVINO else ""
+            log(f"measuring {target.label} on {rc.label}{hint} ...")
+            if cfg.scenario is Scenario.SERVER:
+                serve_target(target, rc, cfg, report, log)
+            else:
+                bench_target(target, rc, cfg, report)
     if cfg.images:
-        report.end_to_end = end_to_end(targets, cfg, report, log)
+        accuracy_and_stages(targets, configs, cfg, report, log)
+    if cfg.profile:
+        for target in targets:
+            for rc in configs:
+                log(f"profiling {target.label} on {rc.label} ...")
+                report.profiles.append(profile_config(target, rc, cfg, report))
     if cfg.baseline is Baseline.KERAS:
         report.baselines = keras_baselines(targets, cfg, report, log)
-    if cfg.max_latency_ms is not None:
+    if cfg.max_latency_ms is not None and cfg.scenario is not Scenario.SERVER:
         report.recommendations = recommend(report.results, cfg.max_latency_ms)
     return report
 
 
-def config_dict(cfg: BenchConfig) -> dict:
-    data = asdict(cfg)
-    data["providers"] = [p.value for p in cfg.providers] if cfg.providers else None
-    data["runtime"] = {k: str(v) for k, v in asdict(cfg.runtime).items()}
-    data["foreign"] = {k: str(v) for k, v in asdict(cfg.foreign).items() if v}
-    data["baseline"] = cfg.baseline.value if cfg.baseline else None
-    return data
-
-
-def _model_info(target: Target, session, cfg: BenchConfig, report: BenchReport) -> ModelInfo:
+def model_info(target: Target, session, cfg: BenchConfig, report: BenchReport) -> ModelInfo:
     info = next((m for m in report.models if m.path == target.path), None)
     if info is not None:
         return info
@@ -235,69 +166,85 @@ def _model_info(target: Target, session, cfg: BenchConfig, report: BenchReport) 
     except InferError as e:
         raise BenchError(f"{target.path}: {e}") from e
     spec = fmt.spec
-    facts: GraphFacts = graph_facts(target.path, input_shape(fmt, 1))
+    facts = graph_facts(target.path, input_shape(fmt, 1))
     info = ModelInfo(
         model=target.label,
         path=target.path,
         architecture=spec.architecture if spec else "unknown",
         precision=spec.precision if spec else facts.weights_precision,
         input_shape=list(input_shape(fmt, 1)),
-        facts=facts.to_dict(),
+        facts=facts,
         fmt=fmt,
     )
     report.models.append(info)
     return info
 
 
-def _batch_plan(session, cfg: BenchConfig, info: ModelInfo, provider: str) -> tuple[int, ...]:
-    """The asked batch sizes, or () for the sweep; a fixed batch dim allows only itself."""
+def _batch_plan(session, cfg: BenchConfig, info: ModelInfo, key: str) -> tuple[int, ...]:
+    """The asked batch sizes, or () for the sweep; a fixed batch dim allows only itself;
+    single-stream and server are batch 1."""
     fixed = session.get_inputs()[0].shape[0]
     if isinstance(fixed, int):
-        info.sweep_end[provider] = f"the model's batch dimension is fixed at {fixed}"
+        info.sweep_end[key] = f"the model's batch dimension is fixed at {fixed}"
         return (fixed,)
+    if cfg.scenario is not Scenario.OFFLINE:
+        return (1,)
     return cfg.batch_sizes or ()
 
 
-def bench_target(target: Target, provider: Provider, cfg: BenchConfig, report: BenchReport) -> None:
-    session, session_ms = timed_session(target.path, with_provider(cfg.runtime, provider))
-    info = _model_info(target, session, cfg, report)
+def _cold_start(session, info: ModelInfo, rc: RunConfig, cfg: BenchConfig, ms: float) -> str:
+    """Time the first run; returns the configuration's key: 'provider precision'."""
     fmt = info.fmt
-    assert fmt is not None, "_model_info resolves it"
-    first = _runner(
-        session,
-        fmt.input_name,
-        fmt.to_model_input(make_images(fmt, 1)),
-        provider,
-        cfg.runtime.device_id,
-    )
+    assert fmt is not None, "model_info resolves it"
+    x = fmt.to_model_input(make_images(fmt, 1))
+    batch1 = session.get_inputs()[0].shape[0]
+    if isinstance(batch1, int) and batch1 != 1:
+        x = fmt.to_model_input(make_images(fmt, batch1))
+    first = make_run(session, fmt.input_name, x, rc.provider, cfg.runtime.device_id)
     t0 = _now_ms()
     first()
-    info.cold_start[provider.value] = {"session_ms": session_ms, "first_run_ms": _now_ms() - t0}
-    planned = _batch_plan(session, cfg, info, provider.value)
+    key = f"{rc.label} {ran_precision(session, info.precision)}"
+    info.cold_start[key] = ColdStart(ms, _now_ms() - t0)
+    return key
+
+
+def bench_target(target: Target, rc: RunConfig, cfg: BenchConfig, report: BenchReport) -> None:
+    session, session_ms = timed_session(target.path, rc, cfg.runtime)
+    info = model_info(target, session, cfg, report)
+    key = _cold_start(session, info, rc, cfg, session_ms)
+    planned = _batch_plan(session, cfg, info, key)
+    levels = (1,) if cfg.scenario is Scenario.SINGLE_STREAM else cfg.concurrency
+    sessions = {1: session}
     history: list[tuple[int, float]] = []
     batch: int | None = planned[0] if planned else 1
     while batch is not None:
+        rows = []
         try:
-            result = _measure_batch(session, info, provider, batch, cfg, report)
+            for level in levels:
+                if level not in sessions:
+                    sessions[level] = open_session(target.path, rc, cfg.runtime, level)
+                rows.append(_measure_batch(sessions[level], info, rc, batch, level, cfg, report))
+        except BenchError:
+            raise
         except Exception as e:  # ORT raises its own types; only running out of memory is expected
             if not is_out_of_memory(e):
                 raise BenchError(f"{target.label} failed at batch {batch}: {e}") from e
-            info.sweep_end[provider.value] = f"out of memory at batch {batch}"
+            info.sweep_end[key] = f"out of memory at batch {batch}"
             break
-        report.results.append(result)
-        history.append((batch, result.stats["throughput_ips"]))
-        batch = _next(planned, history, cfg.max_batch, info, provider.value)
+        report.results += rows
+        history.append((batch, max(r.stats.throughput_ips for r in rows)))
+        batch = _next(planned, history, cfg.max_batch, info, key)
 
 
 def _next(
-    planned: tuple[int, ...], history: list, max_batch: int, info: ModelInfo, provider: str
+    planned: tuple[int, ...], history: list, max_batch: int, info: ModelInfo, key: str
 ) -> int | None:
     if planned:
         return planned[len(history)] if len(history) < len(planned) else None
     nxt = next_batch_size(history, max_batch)
     if nxt is None:
         last = history[-1][0]
-        info.sweep_end[provider] = (
+        info.sweep_end[key] = (
             f"reached --max-batch {max_batch}"
             if last * 2 > max_batch
             else f"throughput stopped improving at batch {last}"
@@ -310,43 +257,93 @@ def _now_ms() -> float:
 
 
 def _measure_batch(
-    session, info: ModelInfo, provider: Provider, batch: int, cfg: BenchConfig, report: BenchReport
+    session,
+    info: ModelInfo,
+    rc: RunConfig,
+    batch: int,
+    level: int,
+    cfg: BenchConfig,
+    report: BenchReport,
 ) -> Result:
     fmt = info.fmt
-    assert fmt is not None, "_model_info resolves it"
+    assert fmt is not None, "model_info resolves it"
     array = fmt.to_model_input(make_images(fmt, batch))
-    m = measure(
-        _runner(session, fmt.input_name, array, provider, cfg.runtime.device_id), batch, cfg.timing
-    )
-    result = _result(info, provider, m, cfg.runtime.threads, report.peaks_gflops)
-    if provider in GPU_PROVIDERS:
+    runs = [
+        make_run(session, fmt.input_name, array, rc.provider, cfg.runtime.device_id)
+        for _ in range(level)
+    ]
+    m = measure(runs if level > 1 else runs[0], batch, cfg.timing)
+    result = _result(info, session, rc, m, cfg, report.peaks_gflops)
+    if rc.provider in GPU_PROVIDERS and level == 1:
         copies = measure(host_runner(session, fmt.input_name, array), batch, cfg.timing)
-        result.with_copies = copies.stats() | {"stable": copies.stable, "spread": copies.spread}
+        result.with_copies = Copies(copies.stats(), copies.stable, copies.spread)
     return result
 
 
 def _result(
-    info: ModelInfo, provider: Provider, m: Measurement, threads: int, peaks: dict[str, float]
+    info: ModelInfo,
+    session,
+    rc: RunConfig,
+    m: Measurement,
+    cfg: BenchConfig,
+    peaks: dict[str, float],
 ) -> Result:
     stats = m.stats()
-    gflops = info.facts["gflops_per_image"] * stats["throughput_ips"]
-    peak = peaks.get(provider.value)
+    gflops = info.facts.gflops_per_image * stats.throughput_ips
+    peak = _peak_of(rc.provider.value, peaks)
+    threads = (
+        split_threads(cfg.runtime, m.concurrency)
+        if m.concurrency > 1
+        else cfg.runtime.threads or os.cpu_count() or 1
+    )
     return Result(
         model=info.model,
         architecture=info.architecture,
-        precision=info.precision,
-        provider=provider.value,
+        precision=ran_precision(session, info.precision),
+        provider=rc.label,
+        precision_hint=rc.hint,
+        scenario=cfg.scenario.value,
         batch_size=m.batch_size,
-        threads=threads or os.cpu_count() or 1,
+        concurrency=m.concurrency,
+        threads=threads,
         stats=stats,
+        validity=m.validity,
         stable=m.stable,
         spread=m.spread,
         p50_spread=m.p50_spread,
         window_ips=m.window_ips,
         window_p50_ms=m.window_p50_ms,
         warmup_runs=m.warmup_runs,
-        iterations=len(m.latencies_ms),
+        seconds=m.seconds,
         latencies_ms=m.latencies_ms,
         gflops_per_s=gflops,
         peak_pct=100 * gflops / peak if peak else None,
     )
+
+
+def serve_target(
+    target: Target,
+    rc: RunConfig,
+    cfg: BenchConfig,
+    report: BenchReport,
+    log: Callable[[str], None],
+) -> None:
+    """Server: batch 1 queries at Poisson arrivals to max(--concurrency) workers; the
+    highest rate whose p99 stays within --max-latency-ms."""
+    workers = max(cfg.concurrency)
+    t0 = time.perf_counter_ns()
+    session = open_session(target.path, rc, cfg.runtime, workers)
+    info = model_info(target, session, cfg, report)
+    key = _cold_start(session, info, rc, cfg, (time.perf_counter_ns() - t0) / 1e6)
+    planned = _batch_plan(session, cfg, info, key)
+    fmt = info.fmt
+    assert fmt is not None, "model_info resolves it"
+    array = fmt.to_model_input(make_images(fmt, planned[0]))
+    runs = [
+        make_run(session, fmt.input_name, array, rc.provider, cfg.runtime.device_id)
+        for _ in range(workers)
+    ]
+    result = search_rate(runs, cfg.max_latency_ms or 0.0, cfg.timing, log)
+    result.model, result.provider = info.model, rc.label
+    result.precision = ran_precision(session, info.precision)
+    report.server.append(result)

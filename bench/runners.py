@@ -1,35 +1,54 @@
 """Sessions and the calls that are timed: which providers really load, and how one run is
-made on each (plain `session.run` on CPU; IO binding with the input already on the GPU)."""
+made on each (plain `session.run` on CPU and OpenVINO; IO binding with the input already on
+the GPU).
+
+`--concurrency N` puts N runs in flight at once and splits the cores among them: one ONNX
+Runtime session with cores/N intra-op threads run from N threads, or one OpenVINO model
+compiled for N streams (benchmark_app's -nstreams), one infer request per thread.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 
 import numpy as np
 
 from cnnbench.bench.errors import BenchError
+from cnnbench.bench.results import RunConfig
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.session import ORT_NAMES, Provider, RuntimeOptions, create_session
 
 OOM_MARKERS = ("out of memory", "bad_alloc", "failed to allocate", "alloc_failed", "_alloc")
+GPU_PROVIDERS = (Provider.CUDA, Provider.TENSORRT)
 
 
 def with_provider(runtime: RuntimeOptions, provider: Provider) -> RuntimeOptions:
     return dataclasses.replace(runtime, provider=provider)
 
 
+def openvino_version() -> str | None:
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.__version__
+
+
 def candidate_providers(asked: tuple[Provider, ...] | None) -> tuple[Provider, ...]:
-    """The asked providers, or every one this onnxruntime build lists."""
+    """The asked providers, or every one this onnxruntime build lists, and OpenVINO when
+    the package is installed."""
     if asked:
         return asked
     import onnxruntime as ort
 
     listed = set(ort.get_available_providers())
-    return tuple(
-        p for p in (Provider.CPU, Provider.CUDA, Provider.TENSORRT) if ORT_NAMES[p] in listed
-    )
+    found = [p for p in (Provider.CPU, Provider.CUDA, Provider.TENSORRT) if ORT_NAMES[p] in listed]
+    if openvino_version() is not None:
+        found.append(Provider.OPENVINO)
+    return tuple(found)
 
 
 def probe_providers(
@@ -58,14 +77,86 @@ def probe_providers(
     return loaded, skipped
 
 
-def timed_session(path: str, runtime: RuntimeOptions) -> tuple[object, float]:
-    """(session, milliseconds to create it)."""
-    t0 = time.perf_counter_ns()
+def run_configs(providers: list[Provider], hints: tuple[str, ...]) -> list[RunConfig]:
+    """Each provider once; OpenVINO once per precision hint."""
+    out = []
+    for p in providers:
+        out += [RunConfig(p, h) for h in hints] if p is Provider.OPENVINO else [RunConfig(p)]
+    return out
+
+
+def split_threads(runtime: RuntimeOptions, concurrency: int) -> int:
+    """Intra-op threads of each of `concurrency` runs in flight: the cores shared out."""
+    cores = runtime.threads or os.cpu_count() or 1
+    return max(1, cores // concurrency)
+
+
+def open_session(
+    path: str,
+    run: RunConfig,
+    runtime: RuntimeOptions,
+    concurrency: int = 1,
+    profile: bool = False,
+):
+    """A session for `run` with the cores split among `concurrency` runs in flight."""
     try:
-        session = create_session(path, runtime)
+        if run.provider is Provider.OPENVINO:
+            from cnnbench.infer.openvino_runner import create_openvino_session
+
+            return create_openvino_session(
+                path, run.hint, runtime.threads, streams=concurrency, profile=profile
+            )
+        opts = with_provider(runtime, run.provider)
+        if concurrency > 1:
+            opts = dataclasses.replace(opts, threads=split_threads(runtime, concurrency))
+        if profile:
+            return _profiling_session(path, opts)
+        return create_session(path, opts)
     except InferError as e:
         raise BenchError(str(e)) from e
+
+
+def _profiling_session(path: str, opts: RuntimeOptions):
+    """ONNX Runtime with its profiler on (onnxruntime_perf_test -p)."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if opts.threads:
+        so.intra_op_num_threads = opts.threads
+    so.enable_profiling = True
+    so.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="cnnbench-prof-"), "ort")
+    from cnnbench.infer.session import _provider_entry
+
+    providers = [_provider_entry(opts.provider, opts)]
+    if opts.provider is not Provider.CPU:
+        providers.append(_provider_entry(Provider.CPU, opts))
+    try:
+        return ort.InferenceSession(path, so, providers=providers)
+    except Exception as e:
+        raise InferError(f"cannot load {path} with ONNX Runtime's profiler: {e}") from e
+
+
+def ran_precision(session, declared: str) -> str:
+    """The precision that really runs: OpenVINO says it; ONNX Runtime runs the weights'."""
+    precision = getattr(session, "precision", None)
+    return precision() if callable(precision) else declared
+
+
+def timed_session(path: str, run: RunConfig, runtime: RuntimeOptions) -> tuple[object, float]:
+    """(session, milliseconds to create it)."""
+    t0 = time.perf_counter_ns()
+    session = open_session(path, run, runtime)
     return session, (time.perf_counter_ns() - t0) / 1e6
+
+
+def make_run(session, input_name: str, array: np.ndarray, provider: Provider, device_id: int):
+    if provider in GPU_PROVIDERS:
+        return device_runner(session, input_name, array, device_id)
+    return host_runner(session, input_name, array)
 
 
 def host_runner(session, input_name: str, array: np.ndarray) -> Callable[[], object]:

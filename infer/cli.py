@@ -96,6 +96,7 @@ def infer(
     provider: str,
     device_id: int,
     threads: int,
+    precision_hint: str,
     trt_cache: str,
     fp16: bool,
     engine: str,
@@ -129,7 +130,14 @@ def infer(
         progress=not no_progress,
         resume=options["resume"],
         summary=options["summary"],
-        runtime=make_runtime(provider, device_id, threads, trt_cache=trt_cache, trt_fp16=fp16),
+        runtime=make_runtime(
+            provider,
+            device_id,
+            threads,
+            trt_cache=trt_cache,
+            trt_fp16=fp16,
+            precision_hint=precision_hint,
+        ),
         foreign=foreign_options(options),
         limits=DecodeLimits(options["max_pixels"], options["allow_truncated"]),
     )

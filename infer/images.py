@@ -248,6 +248,19 @@ def read_into(
     """Read, decode and resize one file into `out` (H, W, C) exactly as the pipeline does."""
     with open(path, "rb") as f:
         data = f.read()
+    decode_into(data, out, bgr, policy, limits=limits, notes=notes)
+
+
+def decode_into(
+    data: bytes,
+    out: np.ndarray,
+    bgr: bool = False,
+    policy: ResizePolicy = DEFAULT_POLICY,
+    *,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    notes: list[str] | None = None,
+) -> None:
+    """Decode a file's bytes and resize them into `out` (H, W, C) by `policy`."""
     target = policy.decode_target(out.shape[:2])
     image = decode(data, out.shape[2], bgr, target=target, limits=limits, notes=notes)
     resize_into(image, out, policy)

@@ -15,6 +15,8 @@ from cnnbench.infer.resize import CropMode, Interpolation
 from cnnbench.infer.scores import ScoreMode
 from cnnbench.infer.session import Provider, RuntimeOptions
 
+PRECISION_HINTS = ("auto", "f32", "bf16")
+
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
     """'224' or '224x192' (height x width) -> (h, w)."""
@@ -69,7 +71,7 @@ def runtime_options(f: Callable | None = None, *, provider_list: bool = False) -
             "--provider",
             "providers",
             callback=parse_providers,
-            help="Comma-separated: cpu,cuda,tensorrt. Default: every provider that loads.",
+            help="Comma-separated: cpu,cuda,tensorrt,openvino. Default: every provider that loads.",
         )
         if provider_list
         else click.option(
@@ -96,10 +98,46 @@ def runtime_options(f: Callable | None = None, *, provider_list: bool = False) -
                 default=0,
                 help="ONNX Runtime intra-op threads (0 = all cores).",
             ),
+            precision_hint_option(provider_list),
         ]
     ):
         f = option(f)
     return f
+
+
+def parse_precision_hints(
+    ctx: click.Context | None, param: click.Parameter | None, text: str
+) -> tuple[str, ...]:
+    """'f32,bf16' -> ('f32', 'bf16'); each of f32, bf16, auto."""
+    hints = tuple(dict.fromkeys(h.strip().lower() for h in text.split(",") if h.strip()))
+    bad = [h for h in hints if h not in PRECISION_HINTS]
+    if bad or not hints:
+        raise click.BadParameter(
+            f"unknown precision hint {', '.join(bad) or repr(text)}; choose from "
+            f"{', '.join(PRECISION_HINTS)} (comma-separated)"
+        )
+    return hints
+
+
+def precision_hint_option(many: bool) -> Callable:
+    """--precision-hint: OpenVINO's INFERENCE_PRECISION_HINT (a list for `bench`)."""
+    text = "OpenVINO: inference precision; auto = the device's default (bf16 where the CPU "
+    if many:
+        return click.option(
+            "--precision-hint",
+            "precision_hints",
+            default="auto",
+            show_default=True,
+            callback=parse_precision_hints,
+            help=text + "has it). Comma-separated: one configuration each, e.g. f32,bf16.",
+        )
+    return click.option(
+        "--precision-hint",
+        type=click.Choice(PRECISION_HINTS, case_sensitive=False),
+        default="auto",
+        show_default=True,
+        help=text + "has it). The provider line says the precision that really ran.",
+    )
 
 
 def shape_options(f: Callable) -> Callable:

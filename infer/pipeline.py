@@ -162,6 +162,8 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
         raise InferError(f"--max-pixels must be a positive integer, got {cfg.limits.max_pixels}")
     if cfg.runtime.trt_fp16 and cfg.runtime.provider is not Provider.TENSORRT:
         raise InferError("--fp16 applies to --provider tensorrt only")
+    if cfg.runtime.precision_hint != "auto" and cfg.runtime.provider is not Provider.OPENVINO:
+        raise InferError("--precision-hint applies to --provider openvino only")
     if not cfg.inputs:
         raise InferError("no INPUT given: pass folders, image files or @list.txt")
     inputs = expand_inputs(cfg.inputs)

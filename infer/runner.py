@@ -17,7 +17,12 @@ from cnnbench.infer.preprocess import InputFormat, shape_text
 from cnnbench.infer.scores import Scorer
 from cnnbench.infer.session import Provider
 
-DEFAULT_BATCH_SIZE = {Provider.CPU: 32, Provider.CUDA: 64, Provider.TENSORRT: 64}
+DEFAULT_BATCH_SIZE = {
+    Provider.CPU: 32,
+    Provider.CUDA: 64,
+    Provider.TENSORRT: 64,
+    Provider.OPENVINO: 32,
+}
 WARMUP_RUNS = 2
 
 
@@ -114,6 +119,6 @@ def check_output(runner, buf: np.ndarray) -> None:
 
 
 def make_runner(session, fmt: InputFormat, provider: Provider, device_id: int):
-    if provider is Provider.CPU:
+    if provider in (Provider.CPU, Provider.OPENVINO):  # OpenVINO: an OpenVINOSession
         return PlainRunner(session, fmt)
     return BoundRunner(session, fmt, "cuda", device_id)

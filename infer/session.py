@@ -25,6 +25,7 @@ class Provider(enum.StrEnum):
     CPU = "cpu"
     CUDA = "cuda"
     TENSORRT = "tensorrt"
+    OPENVINO = "openvino"  # the openvino package, not ORT's EP (infer/openvino_runner.py)
 
 
 ORT_NAMES = {
@@ -46,6 +47,7 @@ class RuntimeOptions:
     # ORT's idle intra-op threads spin waiting for work; off, they leave the cores to
     # other threads (infer's decoders) between runs.
     spinning: bool = True
+    precision_hint: str = "auto"  # OpenVINO: f32, bf16 or auto (the device's default)
 
 
 def check_ort_install() -> str | None:
@@ -203,6 +205,11 @@ def choose_session(model_path: str, opts: RuntimeOptions):
     """`create_session`, plus one line saying which provider was chosen and why."""
     if not os.path.isfile(model_path):
         raise InferError(f"model file not found: {model_path}")
+    if opts.provider is Provider.OPENVINO:
+        from cnnbench.infer.openvino_runner import create_openvino_session
+
+        session = create_openvino_session(model_path, opts.precision_hint, opts.threads)
+        return session, f"provider openvino ({session.precision()})"
     if opts.provider is Provider.AUTO:
         ort = import_ort()
         if ORT_NAMES[Provider.CUDA] in ort.get_available_providers():
@@ -234,4 +241,6 @@ def _why_not(provider: Provider, log: list[str] | None = None) -> str:
 
 def active_provider(session) -> Provider:
     first = session.get_providers()[0]
+    if first == "OpenVINO":
+        return Provider.OPENVINO
     return next(p for p, name in ORT_NAMES.items() if name == first)

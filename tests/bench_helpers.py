@@ -89,3 +89,38 @@ def bench(args: list[str]) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["bench", *args])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result.exit_code, result.output
+
+
+def write_conv_net(path: Path, size: int = 32, channels: int = 16) -> Path:
+    """NCHW float input [batch, 3, size, size]: two 3x3 convolutions, global average pool
+    and a Gemm to 10 classes; about a millisecond per image, so operators dominate a run."""
+    rng = np.random.default_rng(1)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(0.1 * rng.standard_normal(shape).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc"], ["z"]),
+        helper.make_node("Softmax", ["z"], ["probs"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "convnet",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", CLASSES])],
+        [
+            weight("w1", channels, 3, 3, 3),
+            weight("w2", channels, channels, 3, 3),
+            weight("fc", channels, CLASSES),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

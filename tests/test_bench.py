@@ -12,16 +12,19 @@ import pytest
 from bench_helpers import EXPECTED_MACS, EXPECTED_PARAMS, FAST, bench, write_classifier
 from helpers import assert_one_line_error, run
 
-from cnnbench.bench.extras import bottleneck, recommend
+from cnnbench.bench.extras import recommend
 from cnnbench.bench.flops import graph_facts
 from cnnbench.bench.measure import (
+    P99_MIN_SAMPLES,
     Timing,
     latency_stats,
     measure,
     next_batch_size,
+    validity,
     windows_agree,
 )
 from cnnbench.bench.report import CSV_FIELDNAMES, SCHEMA
+from cnnbench.bench.results import StageTimes
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +58,34 @@ def test_sweep_stopping_rule(history: list, max_batch: int, expected: int | None
 
 def test_latency_stats_declared_method() -> None:
     stats = latency_stats([1.0, 2.0, 3.0, 4.0], batch_size=2)
-    assert stats["min_ms"] == 1.0 and stats["max_ms"] == 4.0
-    assert stats["p50_ms"] == 2.5  # linear interpolation between ranks
-    assert stats["p90_ms"] == pytest.approx(3.7)
-    assert stats["throughput_ips"] == pytest.approx(2 * 4 / 0.010)
+    assert stats.min_ms == 1.0 and stats.max_ms == 4.0
+    assert stats.p50_ms == 2.5  # linear interpolation between ranks
+    assert stats.p90_ms == pytest.approx(3.7)
+    assert stats.throughput_ips == pytest.approx(2 * 4 / 0.010)
+    assert stats.p99_ms is None and stats.p99_or_max_ms == 4.0  # 4 runs: no p99
+
+
+def test_p99_only_from_a_hundred_runs() -> None:
+    few = latency_stats([float(i) for i in range(P99_MIN_SAMPLES - 1)], 1)
+    enough = latency_stats([float(i) for i in range(P99_MIN_SAMPLES)], 1)
+    assert few.p99_ms is None
+    assert enough.p99_ms == pytest.approx(98.01)
+
+
+def test_validity_names_every_reason() -> None:
+    timing = Timing(duration=1.0, min_runs=30)
+    assert validity(30, 1.0, [100, 101, 102], timing).valid
+    bad = validity(12, 0.5, [100, 130, 100], timing, clock_drop=0.2)
+    assert not bad.valid and str(bad).startswith("INVALID (")
+    text = " ".join(bad.reasons)
+    for needle in (
+        "too few runs (12 < --min-runs 30)",
+        "too short",
+        "windows disagree",
+        "throttled",
+    ):
+        assert needle in text
+    assert "only 2 window(s)" in validity(40, 2.0, [100, 100], timing).reasons[0]
 
 
 def test_measure_excludes_warmup_and_counts_every_run() -> None:
@@ -68,6 +95,15 @@ def test_measure_excludes_warmup_and_counts_every_run() -> None:
     assert len(m.window_ips) >= 3
     assert len(calls) == 3 + 50 * len(m.window_ips)
     assert len(m.latencies_ms) == 50 * 3  # the last three windows are reported
+    assert m.validity.valid or "windows disagree" in str(m.validity)
+
+
+def test_measure_keeps_timing_until_min_runs() -> None:
+    """Short windows of a slow call still add up to --min-runs runs."""
+    import time
+
+    m = measure(lambda: time.sleep(0.002), 1, Timing(warmup=0, duration=0.001, min_runs=45))
+    assert len(m.latencies_ms) >= 45
 
 
 def test_flops_of_a_hand_counted_graph(tiny: Path) -> None:
@@ -78,8 +114,9 @@ def test_flops_of_a_hand_counted_graph(tiny: Path) -> None:
 
 
 def test_bottleneck_and_recommendation_rules() -> None:
-    assert bottleneck(90.0, 100.0) == "model"
-    assert bottleneck(50.0, 100.0) == "decode and I/O"
+    stages = StageTimes(0.2, 4.0, 0.1, 1.5, 0.05, decode_workers=2)
+    assert stages.bottleneck == "decode+resize"  # 4.0 / 2 threads > 1.5
+    assert StageTimes(0.2, 4.0, 0.1, 1.5, 0.05, decode_workers=4).bottleneck == "run"
     assert recommend([], 10.0) == []
 
 
@@ -93,7 +130,7 @@ def test_outputs_json_csv_markdown_plot(tiny: Path, tmp_path: Path) -> None:
         ]
     )
     assert code == 0, output
-    assert "methodology:" in output and "p99 ms" in output
+    assert "methodology:" in output and "p99 ms" in output and "valid" in output
     doc = json.loads(out["json"].read_text())
     assert doc["schema"] == SCHEMA
     for key in ("methodology", "machine", "config", "providers", "peaks_gflops", "models"):
@@ -104,19 +141,22 @@ def test_outputs_json_csv_markdown_plot(tiny: Path, tmp_path: Path) -> None:
     assert doc["providers"] == ["cpu"] and doc["peaks_gflops"]["cpu"] > 0
     assert [r["batch_size"] for r in doc["results"]] == [1, 4]
     row = doc["results"][0]
-    for key in ("min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "throughput_ips"):
+    for key in ("min_ms", "p50_ms", "p90_ms", "p95_ms", "max_ms", "throughput_ips"):
         assert row[key] > 0
-    assert row["min_ms"] <= row["p50_ms"] <= row["p99_ms"]
-    assert len(row["latencies_ms"]) == row["iterations"] and len(row["window_ips"]) >= 3
+    assert row["samples"] >= 30 and row["validity"]["status"] in ("VALID", "INVALID")
+    assert row["min_ms"] <= row["p50_ms"] <= row["max_ms"]
+    assert (row["p99_ms"] is None) == (row["samples"] < 100)
+    assert len(row["latencies_ms"]) == row["samples"] and len(row["window_ips"]) >= 3
     assert row["gflops_per_s"] > 0 and row["peak_pct"] > 0
     model = doc["models"][0]
     assert model["precision"] == "fp32"  # no spec: read from the weights' element type
     assert model["facts"]["gmacs_per_image"] * 1e9 == pytest.approx(EXPECTED_MACS)
-    assert model["cold_start"]["cpu"]["session_ms"] > 0
+    assert model["cold_start"]["cpu fp32"]["session_ms"] > 0
     assert doc["recommendations"][0]["fits"] is True
     with out["csv"].open() as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == CSV_FIELDNAMES and len(rows) == 2
+    assert {r["status"] for r in rows} <= {"VALID", "INVALID"}
     assert out["md"].read_text().startswith("| model |")
     image = cv2.imread(str(out["png"]))
     assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
@@ -155,7 +195,7 @@ def test_fixed_batch_model_is_measured_at_its_batch(tmp_path: Path) -> None:
 
 def test_unknown_provider() -> None:
     code, output = run(["bench", "--model", "m.onnx", "--provider", "cpu,tpu"])
-    assert_one_line_error(code, output, "unknown provider tpu", "cpu, cuda, tensorrt")
+    assert_one_line_error(code, output, "unknown provider tpu", "cpu, cuda, tensorrt, openvino")
 
 
 @pytest.mark.parametrize("sizes", ["0", "1,-2", "a", "1,,2", "2.5"])
@@ -218,7 +258,10 @@ def test_bench_modules_import_neither_tensorflow_nor_matplotlib() -> None:
     import subprocess
     import sys
 
-    modules = "run, zoo, report, extras, plot, flops, runners, machine, cli"
+    modules = (
+        "run, zoo, report, extras, plot, flops, runners, machine, cli, results, server, "
+        "profile, compare"
+    )
     code = (
         f"import sys\nfrom cnnbench.bench import {modules}\n"
         "heavy = {'tensorflow', 'keras', 'matplotlib', 'tf2onnx'} & set(sys.modules)\n"
@@ -226,3 +269,9 @@ def test_bench_modules_import_neither_tensorflow_nor_matplotlib() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_fixed_iterations_keep_enough_windows_for_min_runs() -> None:
+    m = measure(lambda: None, 1, Timing(warmup=0, iterations=10, min_runs=45, max_seconds=5))
+    assert len(m.latencies_ms) >= 45 and len(m.latencies_ms) % 10 == 0
+    assert m.validity.valid or "windows disagree" in str(m.validity)

@@ -54,7 +54,8 @@ def test_zoo_with_keras_baseline_and_end_to_end(digits_run, tmp_path: Path) -> N
     assert all(b["ort_speedup"] > 0 for b in doc["baselines"])
     (e2e,) = doc["end_to_end"]
     assert e2e["images"] == len(list(digits_run.heldout.rglob("*.png")))
-    assert e2e["bottleneck"] in ("model", "decode and I/O")
+    assert e2e["bottleneck"] in ("read", "decode+resize", "batch assembly", "run", "write")
+    assert e2e["accuracy"]["images"] == e2e["images"]
     assert "bottleneck:" in output and "ONNX Runtime is" in output
     code, output = bench(
         [

@@ -3,6 +3,14 @@ session and the same inputs, interleaved round by round so that machine noise hi
 
     flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/harness_overhead.py
 
+With --whole-bench, the figure the issue asks for: `cnnbench bench` itself (run_bench with
+the command's default options: --min-runs 30, 1 s windows, 3 agreeing) on ResNet50 at
+batch 8, against a bare loop of the same length on a session of its own, alternating
+which goes first, over --rounds rounds; the ratio of the medians of img/s:
+
+    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/harness_overhead.py \
+        --whole-bench --rounds 5
+
 Rounds alternate which of the two goes first (ABBA), so drift cancels. Prints, per model
 and batch, the median over rounds of:
   cost      = 1 - (harness wall-clock img/s) / (bare loop img/s): timers, list appends
@@ -20,7 +28,7 @@ import time
 import numpy as np
 
 from cnnbench.bench.measure import Timing, measure
-from cnnbench.bench.run import make_images
+from cnnbench.bench.results import BenchConfig, make_images
 from cnnbench.infer.preprocess import resolve_input_format
 from cnnbench.infer.session import Provider, RuntimeOptions, create_session
 
@@ -35,12 +43,12 @@ def bare_loop(session, feed: dict, runs: int) -> float:
 
 def one_round(session, feed: dict, batch: int, runs: int, bare_first: bool) -> tuple[float, float]:
     """(cost, reported error) of one bare loop and one harness window, in the given order."""
-    timing = Timing(warmup=0, iterations=runs, max_seconds=0)  # exactly one window
+    timing = Timing(warmup=0, iterations=runs, max_seconds=0, min_runs=1)  # one window
 
     def harness() -> tuple[float, float]:
         t0 = time.perf_counter()
         m = measure(lambda: session.run(None, feed), batch, timing)
-        return batch * runs / (time.perf_counter() - t0), m.stats()["throughput_ips"]
+        return batch * runs / (time.perf_counter() - t0), m.stats().throughput_ips
 
     if bare_first:
         bare_ips = batch * runs / bare_loop(session, feed, runs)
@@ -64,17 +72,68 @@ def per_call_cost_ns() -> float:
         nothing()
     bare = time.perf_counter_ns() - t0
     t0 = time.perf_counter_ns()
-    measure(nothing, 1, Timing(warmup=0, iterations=runs, max_seconds=0))
+    measure(nothing, 1, Timing(warmup=0, iterations=runs, max_seconds=0, min_runs=1))
     return (time.perf_counter_ns() - t0 - bare) / runs
+
+
+def whole_bench(arch: str, batch: int, rounds: int) -> None:
+    """`run_bench` with the command's defaults vs a bare loop, interleaved (ABBA)."""
+    from cnnbench.bench.run import run_bench
+    from cnnbench.bench.zoo import default_cache_dir, zoo_model
+
+    path = zoo_model(arch, default_cache_dir(), print).onnx_path
+    session = create_session(path, RuntimeOptions(provider=Provider.CPU))
+    fmt = resolve_input_format(session)
+    feed = {fmt.input_name: fmt.to_model_input(make_images(fmt, batch))}
+    for _ in range(3):
+        session.run(None, feed)
+    cfg = BenchConfig(models=(path,), providers=(Provider.CPU,), batch_sizes=(batch,), peak=False)
+    bench_ips, bare_ips, rows = [], [], []
+    for i in range(rounds):
+
+        def bench_once() -> float:
+            (result,) = run_bench(cfg).results
+            rows.append(result)
+            return result.stats.throughput_ips
+
+        def bare_once(seconds: float) -> float:
+            runs = max(30, int(seconds / (bare_loop(session, feed, 2) / 2)))
+            return batch * runs / bare_loop(session, feed, runs)
+
+        seconds = rows[-1].seconds if rows else 10.0
+        if i % 2 == 0:
+            bench_ips.append(bench_once())
+            bare_ips.append(bare_once(rows[-1].seconds))
+        else:
+            bare_ips.append(bare_once(seconds))
+            bench_ips.append(bench_once())
+        r = rows[-1]
+        print(
+            f"round {i + 1}: bench {bench_ips[-1]:.2f} img/s ({r.stats.samples} runs, "
+            f"{r.validity}), bare loop {bare_ips[-1]:.2f} img/s, ratio "
+            f"{bench_ips[-1] / bare_ips[-1]:.3f}",
+            flush=True,
+        )
+    ratio = statistics.median(bench_ips) / statistics.median(bare_ips)
+    print(
+        f"{arch} batch {batch}, {rounds} rounds: median bench {statistics.median(bench_ips):.2f}"
+        f" img/s, median bare loop {statistics.median(bare_ips):.2f} img/s, "
+        f"ratio of medians {ratio:.3f}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--whole-bench", action="store_true", help="run_bench vs a bare loop")
+    parser.add_argument("--arch", default="resnet50", help="--whole-bench: zoo model")
     parser.add_argument("--model", action="append", help="ONNX file (default: zoo mnist_cnn)")
     parser.add_argument("--batch", type=int, action="append", help="default: 1 and 32")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=1.0, help="per loop")
     args = parser.parse_args()
+    if args.whole_bench:
+        whole_bench(args.arch, (args.batch or [8])[0], args.rounds)
+        return
     if not args.model:
         from cnnbench.bench.zoo import default_cache_dir, zoo_model
 

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from cnnbench.files import Report, atomic_open, unwritable
-from cnnbench.infer.decoders import DecodeLimits
+from cnnbench.infer.decoders import DEFAULT_LIMITS, DecodeLimits
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.images import (
     IMAGE_EXTENSIONS,
@@ -222,9 +222,14 @@ class _Decoder:
     """Fills preallocated uint8 batch buffers on a thread pool, a few images per task."""
 
     def __init__(
-        self, fmt: InputFormat, batch_size: int, workers: int, cfg: InferConfig, truncated: list
+        self,
+        fmt: InputFormat,
+        batch_size: int,
+        workers: int,
+        limits: DecodeLimits = DEFAULT_LIMITS,
+        truncated: list[str] | None = None,
     ) -> None:
-        self.fmt, self.workers, self.limits, self.truncated = fmt, workers, cfg.limits, truncated
+        self.fmt, self.workers, self.limits, self.truncated = fmt, workers, limits, truncated
         shape = (batch_size, fmt.size[0], fmt.size[1], fmt.channels)
         self.free = deque(np.zeros(shape, dtype=np.uint8) for _ in range(DEPTH))
         self.pool = ThreadPoolExecutor(
@@ -446,7 +451,7 @@ def describe_format(fmt: InputFormat) -> list[str]:
 def _run_loop(items, writer: _Writer, fmt: InputFormat, cfg: InferConfig, summary) -> None:
     """Keep DEPTH batches in flight; finish them in order; stop cleanly on Ctrl-C."""
     workers = cfg.workers or os.cpu_count() or 1
-    decoder = _Decoder(fmt, summary.batch_size, workers, cfg, summary.truncated)
+    decoder = _Decoder(fmt, summary.batch_size, workers, cfg.limits, summary.truncated)
     writer.runner.warm_up(decoder.free[0])
     progress = _progress(cfg.progress)
     pending: deque = deque()

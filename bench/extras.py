@@ -79,7 +79,7 @@ def stage_pass(session: Any, info: ModelInfo, images: list[LabelledImage], batch
     images at a time, exactly as the pipeline preprocesses them."""
     fmt = info.fmt
     assert fmt is not None, "model_info resolves it"
-    output = session.get_outputs()[0].name
+    output = fmt.output_name or session.get_outputs()[0].name
     buf = np.empty((batch, *fmt.size, fmt.channels), dtype=np.uint8)
     t = dict.fromkeys(("read", "decode", "assembly", "run", "write"), 0)
     clock = time.perf_counter_ns

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from cnnbench.bench.errors import BenchError
@@ -268,18 +266,16 @@ def bench(
             trt_fp16=fp16,
         ),
         foreign=foreign_options(
-            {
-                "layout": layout,
-                "size": size,
-                "preset": preset,
-                "mean": mean,
-                "std": std,
-                "scale": scale,
-                "bgr": bgr,
-                "crop_mode": crop_mode,
-                "crop_pct": crop_pct,
-                "interpolation": interpolation,
-            }
+            layout=layout,
+            size=size,
+            preset=preset,
+            mean=mean,
+            std=std,
+            scale=scale,
+            bgr=bgr,
+            crop_mode=crop_mode,
+            crop_pct=crop_pct,
+            interpolation=interpolation,
         ),
         images=images,
         baseline=Baseline(baseline) if baseline else None,
@@ -338,7 +334,23 @@ def _write(report: BenchReport, outputs: dict[str, str | None]) -> None:
 @output_options
 @click.option("--labels", type=click.Path(dir_okay=False), help="Labels file, one per line.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write it as JSON.")
-def inspect(model: str, json_path: str | None, **options: Any) -> None:
+def inspect(
+    model: str,
+    layout: str | None,
+    size: str | None,
+    preset: str | None,
+    mean: str | None,
+    std: str | None,
+    scale: float | None,
+    bgr: bool | None,
+    crop_mode: str | None,
+    crop_pct: float | None,
+    interpolation: str | None,
+    output_name: str | None,
+    scores: str,
+    labels: str | None,
+    json_path: str | None,
+) -> None:
     """Show what cnnbench reads from MODEL (any ONNX file) and what infer will do with it:
     inputs, outputs, layout, fixed dimensions, spec, preprocessing, labels, opset,
     producer, parameters and GFLOPs per image. The infer options given are applied.
@@ -354,7 +366,22 @@ def inspect(model: str, json_path: str | None, **options: Any) -> None:
 
     check_outputs({"--json": json_path})
     try:
-        found = inspect_model(model, foreign_options(options))
+        foreign = foreign_options(
+            layout=layout,
+            size=size,
+            preset=preset,
+            mean=mean,
+            std=std,
+            scale=scale,
+            bgr=bgr,
+            crop_mode=crop_mode,
+            crop_pct=crop_pct,
+            interpolation=interpolation,
+            labels=labels,
+            output_name=output_name,
+            scores=scores,
+        )
+        found = inspect_model(model, foreign)
     except BenchError as e:
         raise click.ClickException(str(e)) from e
     click.echo("\n".join(render(found)))

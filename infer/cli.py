@@ -15,7 +15,6 @@ from cnnbench.infer.options import (
     make_runtime,
     output_options,
     preprocess_options,
-    ray_config,
     ray_options,
     runtime_options,
     shape_options,
@@ -23,7 +22,7 @@ from cnnbench.infer.options import (
 )
 from cnnbench.infer.pipeline import InferConfig, InferSummary, run_infer, skipped_line
 from cnnbench.infer.probe import DEFAULT_MAX_PIXELS
-from cnnbench.infer.ray_engine import Engine, run_ray_infer
+from cnnbench.infer.ray_engine import Engine, RayOptions, run_ray_infer
 from cnnbench.infer.runner import DEFAULT_BATCH_SIZE
 from cnnbench.infer.session import Provider, check_ort_install
 
@@ -91,16 +90,40 @@ def infer(
     model: str,
     inputs: tuple[str, ...],
     output: str,
+    errors: str | None,
+    batch_size: int | None,
+    workers: int,
+    top_k: int,
+    limit: int | None,
     extensions: str | None,
+    max_pixels: int,
+    allow_truncated: bool,
+    resume: bool,
+    summary: str | None,
     no_progress: bool,
+    engine: str,
+    address: str | None,
+    num_gpus_per_worker: float | None,
+    block_size: int,
     provider: str,
     device_id: int,
     threads: int,
     precision_hint: str,
     trt_cache: str,
     fp16: bool,
-    engine: str,
-    **options,
+    layout: str | None,
+    size: str | None,
+    preset: str | None,
+    mean: str | None,
+    std: str | None,
+    scale: float | None,
+    bgr: bool | None,
+    crop_mode: str | None,
+    crop_pct: float | None,
+    interpolation: str | None,
+    output_name: str | None,
+    scores: str,
+    labels: str | None,
 ) -> None:
     """Classify every image under INPUTS (folders, recursive; files; @list.txt) into a CSV.
 
@@ -121,15 +144,15 @@ def infer(
         model=model,
         inputs=inputs,
         output=output,
-        errors=options["errors"],
-        batch_size=options["batch_size"],
-        workers=options["workers"] if engine == Engine.LOCAL else 0,
-        top_k=options["top_k"],
+        errors=errors,
+        batch_size=batch_size,
+        workers=workers if engine == Engine.LOCAL else 0,
+        top_k=top_k,
         extensions=parse_extensions(extensions),
-        limit=options["limit"],
+        limit=limit,
         progress=not no_progress,
-        resume=options["resume"],
-        summary=options["summary"],
+        resume=resume,
+        summary=summary,
         runtime=make_runtime(
             provider,
             device_id,
@@ -138,19 +161,39 @@ def infer(
             trt_fp16=fp16,
             precision_hint=precision_hint,
         ),
-        foreign=foreign_options(options),
-        limits=DecodeLimits(options["max_pixels"], options["allow_truncated"]),
+        foreign=foreign_options(
+            layout=layout,
+            size=size,
+            preset=preset,
+            mean=mean,
+            std=std,
+            scale=scale,
+            bgr=bgr,
+            crop_mode=crop_mode,
+            crop_pct=crop_pct,
+            interpolation=interpolation,
+            labels=labels,
+            output_name=output_name,
+            scores=scores,
+        ),
+        limits=DecodeLimits(max_pixels, allow_truncated),
     )
     report = lambda line: click.echo(line, err=True)  # noqa: E731
     try:
         if engine == Engine.RAY:
-            summary = run_ray_infer(cfg, ray_config(options), report)
+            ray = RayOptions(
+                address=address,
+                workers=workers,
+                num_gpus_per_worker=num_gpus_per_worker,
+                block_size=block_size,
+            )
+            result = run_ray_infer(cfg, ray, report)
         else:
-            summary = run_infer(cfg, report)
+            result = run_infer(cfg, report)
     except InferError as e:
         raise click.ClickException(str(e)) from e
-    click.echo(summary_line(summary, cfg), err=True)
-    if summary.interrupted:
+    click.echo(summary_line(result, cfg), err=True)
+    if result.interrupted:
         again = " ".join(shlex.quote(a) for a in sys.argv)
         again = again if "--resume" in sys.argv else f"{again} --resume"
         saved = (

@@ -211,26 +211,38 @@ def output_options(f: Callable) -> Callable:
     )(f)
 
 
-def foreign_options(options: dict[str, Any]) -> ForeignOptions:
-    """The ForeignOptions from a command's options (those it does not have stay None)."""
-
-    def get(name: str) -> Any:
-        return options.get(name)
-
+def foreign_options(
+    *,
+    layout: str | None = None,
+    size: str | None = None,
+    preset: str | None = None,
+    mean: str | None = None,
+    std: str | None = None,
+    scale: float | None = None,
+    bgr: bool | None = None,
+    crop_mode: str | None = None,
+    crop_pct: float | None = None,
+    interpolation: str | None = None,
+    labels: str | None = None,
+    output_name: str | None = None,
+    scores: str | None = None,
+) -> ForeignOptions:
+    """The ForeignOptions from a command's options, as click passes them (those a command
+    does not have stay None)."""
     return ForeignOptions(
-        layout=Layout(get("layout")) if get("layout") else None,
-        size=parse_size(get("size")),
-        mean=parse_floats(get("mean")),
-        std=parse_floats(get("std")),
-        scale=get("scale"),
-        bgr=get("bgr") or None,
-        labels_path=get("labels"),
-        preset=Preset(get("preset")) if get("preset") else None,
-        crop_mode=CropMode(get("crop_mode")) if get("crop_mode") else None,
-        crop_pct=get("crop_pct"),
-        interpolation=Interpolation(get("interpolation")) if get("interpolation") else None,
-        output_name=get("output_name"),
-        scores=ScoreMode(get("scores") or ScoreMode.AUTO),
+        layout=Layout(layout) if layout else None,
+        size=parse_size(size),
+        mean=parse_floats(mean),
+        std=parse_floats(std),
+        scale=scale,
+        bgr=bgr or None,
+        labels_path=labels,
+        preset=Preset(preset) if preset else None,
+        crop_mode=CropMode(crop_mode) if crop_mode else None,
+        crop_pct=crop_pct,
+        interpolation=Interpolation(interpolation) if interpolation else None,
+        output_name=output_name,
+        scores=ScoreMode(scores or ScoreMode.AUTO),
     )
 
 
@@ -291,12 +303,3 @@ def ray_options(f: Callable) -> Callable:
     ):
         f = option(f)
     return f
-
-
-def ray_config(options: dict) -> RayOptions:
-    return RayOptions(
-        address=options["address"],
-        workers=options["workers"],
-        num_gpus_per_worker=options["num_gpus_per_worker"],
-        block_size=options["block_size"],
-    )

@@ -22,27 +22,46 @@ def source_photos() -> list[np.ndarray]:
 
 def random_crop(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A square crop of 40-100% of the short side, flipped half the time."""
-    h, w = photo.shape[:2]
-    side = int(min(h, w) * rng.uniform(0.4, 1.0))
-    y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-    crop = photo[y : y + side, x : x + side]
+    from cnnbench.training.samples import square_crop
+
+    crop = square_crop(photo, rng, 0.4, 1.0)
     return crop[:, ::-1] if rng.random() < 0.5 else crop
 
 
 def write_sample_photos(folder: str, count: int, seed: int = 0, size: int = 256) -> list[str]:
     """`count` JPEG crops of the bundled photos in `folder`; returns their paths."""
+    from cnnbench.training.samples import write_jpeg
+
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
     photos = source_photos()
     paths = []
     for i in range(count):
         crop = random_crop(photos[i % len(photos)], rng)
-        image = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
         path = os.path.join(folder, f"photo_{i:04d}.jpg")
-        if not cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"cannot write {path}")
+        write_jpeg(path, cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA))
         paths.append(path)
     return paths
+
+
+def sized_photo(photo: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> bytes:
+    """One JPEG of `size` (w, h) from `photo`: a random crop of 60-100% of each side,
+    flipped half the time, at a random quality of 80-95."""
+    h, w = photo.shape[:2]
+    ch, cw = int(h * rng.uniform(0.6, 1)), int(w * rng.uniform(0.6, 1))
+    y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    crop = photo[y : y + ch, x : x + cw][:, :: rng.choice([1, -1])]
+    shrink = size[0] <= cw and size[1] <= ch
+    image = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    quality = [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))]
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), quality)
+    if not ok:
+        raise OSError(f"cannot encode a {size[0]}x{size[1]} JPEG")
+    return data.tobytes()
+
+
+def sized_photo_path(folder: Path | str, i: int) -> Path:
+    return Path(folder, f"photo_{i:05d}.jpg")
 
 
 def write_sized_photos(folder: Path, count: int, size: tuple[int, int] = (500, 375)) -> Path:
@@ -55,14 +74,5 @@ def write_sized_photos(folder: Path, count: int, size: tuple[int, int] = (500, 3
     rng = np.random.default_rng(0)
     photos = source_photos()
     for i in range(count):
-        photo = photos[i % len(photos)]
-        h, w = photo.shape[:2]
-        ch, cw = int(h * rng.uniform(0.6, 1)), int(w * rng.uniform(0.6, 1))
-        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        crop = photo[y : y + ch, x : x + cw][:, :: rng.choice([1, -1])]
-        shrink = size[0] <= cw and size[1] <= ch
-        image = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-        quality = [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))]
-        _, enc = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), quality)
-        (folder / f"photo_{i:05d}.jpg").write_bytes(enc.tobytes())
+        sized_photo_path(folder, i).write_bytes(sized_photo(photos[i % len(photos)], size, rng))
     return folder

@@ -30,12 +30,24 @@ def load_photo(name: str) -> np.ndarray:
         raise TrainError(f"the sample photos need {e.name}: pip install scikit-image") from e
 
 
+def square_crop(photo: np.ndarray, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
+    """A square crop, anywhere, of `low`..`high` of the photo's short side."""
+    h, w = photo.shape[:2]
+    side = int(min(h, w) * rng.uniform(low, high))
+    y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    return photo[y : y + side, x : x + side]
+
+
 def random_crop(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """A square crop of 25-60% of the photo's short side, anywhere, resized to `size`."""
-    h, w = photo.shape[:2]
-    side = int(min(h, w) * rng.uniform(0.25, 0.6))
-    y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-    return cv2.resize(photo[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
+    crop = square_crop(photo, rng, 0.25, 0.6)
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def write_jpeg(path: str, rgb: np.ndarray) -> None:
+    """An RGB uint8 array as a JPEG at OpenCV's default quality."""
+    if not cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {path}")
 
 
 def write_photo_folder(
@@ -51,6 +63,7 @@ def write_photo_folder(
         photo = load_photo(name)
         os.makedirs(os.path.join(out, name), exist_ok=True)
         for i in range(per_class):
-            crop = cv2.cvtColor(random_crop(photo, size, rng), cv2.COLOR_RGB2BGR)
-            cv2.imwrite(os.path.join(out, name, f"{name}_{i:03d}.jpg"), crop)
+            write_jpeg(
+                os.path.join(out, name, f"{name}_{i:03d}.jpg"), random_crop(photo, size, rng)
+            )
     return per_class * len(photos)

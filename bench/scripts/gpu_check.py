@@ -207,27 +207,15 @@ def probe(json_path: str) -> int:
 
 
 def _write_photo_range(args: tuple[str, int, int, tuple[int, int]]) -> int:
-    """Photos start..stop-1: crops, flips and JPEG qualities of the bundled photos."""
-    import cv2
-
-    from cnnbench.bench.photos import source_photos
+    """Photos start..stop-1 (`bench/photos.py`'s sized photos; photo i from seed i, so
+    the ranges can be written in parallel)."""
+    from cnnbench.bench.photos import sized_photo, sized_photo_path, source_photos
 
     folder, start, stop, size = args
     photos = source_photos()
     for i in range(start, stop):
         rng = np.random.default_rng(i)
-        photo = photos[i % len(photos)]
-        h, w = photo.shape[:2]
-        ch, cw = int(h * rng.uniform(0.6, 1)), int(w * rng.uniform(0.6, 1))
-        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        crop = photo[y : y + ch, x : x + cw][:, :: rng.choice([1, -1])]
-        shrink = size[0] <= cw and size[1] <= ch
-        image = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-        quality = [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))]
-        ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), quality)
-        if not ok:
-            raise OSError(f"cannot encode photo {i}")
-        Path(folder, f"photo_{i:05d}.jpg").write_bytes(data.tobytes())
+        sized_photo_path(folder, i).write_bytes(sized_photo(photos[i % len(photos)], size, rng))
     return stop - start
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnbench.bench.errors import BenchError
 from cnnbench.files import atomic_path
+
+if TYPE_CHECKING:
+    import onnx
 
 # op type -> (index of the data input, index of the weight input) for the kinds counted
 CONV_OPS = {"Conv": (0, 1), "ConvInteger": (0, 1), "QLinearConv": (0, 3)}
@@ -45,11 +48,11 @@ class GraphFacts:
         }
 
 
-def count_params(model) -> int:
+def count_params(model: onnx.ModelProto) -> int:
     return sum(math.prod(t.dims) for t in model.graph.initializer if t.data_type in WEIGHT_TYPES)
 
 
-def weights_precision(model) -> str:
+def weights_precision(model: onnx.ModelProto) -> str:
     """fp32, fp16, int8, ...: the type of the majority of the weights' elements."""
     counts: Counter[str] = Counter()
     for t in model.graph.initializer:
@@ -58,7 +61,7 @@ def weights_precision(model) -> str:
     return counts.most_common(1)[0][0] if counts else "unknown"
 
 
-def _fix_input_shape(model, shape: tuple[int, ...]) -> None:
+def _fix_input_shape(model: onnx.ModelProto, shape: tuple[int, ...]) -> None:
     dims = model.graph.input[0].type.tensor_type.shape.dim
     if len(dims) != len(shape):
         raise BenchError(f"input has {len(dims)} dims, cannot count FLOPs at shape {shape}")
@@ -67,7 +70,7 @@ def _fix_input_shape(model, shape: tuple[int, ...]) -> None:
         dim.dim_value = value
 
 
-def _shapes(model) -> dict[str, tuple[int, ...]]:
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     """Every tensor whose shape inference found fully known dims."""
     shapes = {}
     graph = model.graph
@@ -80,7 +83,7 @@ def _shapes(model) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def node_macs(node, shapes: dict[str, tuple[int, ...]]) -> int | None:
+def node_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int | None:
     """MACs of one node, or None when a shape it needs is unknown."""
     out = shapes.get(node.output[0])
     if node.op_type in CONV_OPS:

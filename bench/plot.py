@@ -3,7 +3,7 @@ provider and precision. matplotlib is imported only here (the `plot` extra)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cnnbench.bench.errors import BenchError
 from cnnbench.files import atomic_path, unwritable
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from cnnbench.bench.results import BenchReport
 
 
-def _pyplot():
+def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as e:

@@ -52,7 +52,7 @@ from cnnbench.bench.server import search_rate
 from cnnbench.bench.zoo import zoo_model
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.preprocess import resolve_input_format
-from cnnbench.infer.session import Provider
+from cnnbench.infer.session import Provider, Session
 
 PEAK_SIZES = {
     Provider.CPU: (512, 1024),
@@ -157,7 +157,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda line: None) 
     return report
 
 
-def model_info(target: Target, session, cfg: BenchConfig, report: BenchReport) -> ModelInfo:
+def model_info(
+    target: Target, session: Session, cfg: BenchConfig, report: BenchReport
+) -> ModelInfo:
     info = next((m for m in report.models if m.path == target.path), None)
     if info is not None:
         return info
@@ -180,7 +182,7 @@ def model_info(target: Target, session, cfg: BenchConfig, report: BenchReport) -
     return info
 
 
-def _batch_plan(session, cfg: BenchConfig, info: ModelInfo, key: str) -> tuple[int, ...]:
+def _batch_plan(session: Session, cfg: BenchConfig, info: ModelInfo, key: str) -> tuple[int, ...]:
     """The asked batch sizes, or () for the sweep; a fixed batch dim allows only itself;
     single-stream and server are batch 1."""
     fixed = session.get_inputs()[0].shape[0]
@@ -192,7 +194,9 @@ def _batch_plan(session, cfg: BenchConfig, info: ModelInfo, key: str) -> tuple[i
     return cfg.batch_sizes or ()
 
 
-def _cold_start(session, info: ModelInfo, rc: RunConfig, cfg: BenchConfig, ms: float) -> str:
+def _cold_start(
+    session: Session, info: ModelInfo, rc: RunConfig, cfg: BenchConfig, ms: float
+) -> str:
     """Time the first run; returns the configuration's key: 'provider precision'."""
     fmt = info.fmt
     assert fmt is not None, "model_info resolves it"
@@ -257,7 +261,7 @@ def _now_ms() -> float:
 
 
 def _measure_batch(
-    session,
+    session: Session,
     info: ModelInfo,
     rc: RunConfig,
     batch: int,
@@ -282,7 +286,7 @@ def _measure_batch(
 
 def _result(
     info: ModelInfo,
-    session,
+    session: Session,
     rc: RunConfig,
     m: Measurement,
     cfg: BenchConfig,

@@ -13,13 +13,14 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from cnnbench.bench.errors import BenchError
 from cnnbench.bench.results import RunConfig
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.session import ORT_NAMES, Provider, RuntimeOptions, create_session
+from cnnbench.infer.session import ORT_NAMES, Provider, RuntimeOptions, Session, create_session
 
 OOM_MARKERS = ("out of memory", "bad_alloc", "failed to allocate", "alloc_failed", "_alloc")
 GPU_PROVIDERS = (Provider.CUDA, Provider.TENSORRT)
@@ -97,7 +98,7 @@ def open_session(
     runtime: RuntimeOptions,
     concurrency: int = 1,
     profile: bool = False,
-):
+) -> Session:
     """A session for `run` with the cores split among `concurrency` runs in flight."""
     try:
         if run.provider is Provider.OPENVINO:
@@ -116,7 +117,7 @@ def open_session(
         raise BenchError(str(e)) from e
 
 
-def _profiling_session(path: str, opts: RuntimeOptions):
+def _profiling_session(path: str, opts: RuntimeOptions) -> Session:
     """ONNX Runtime with its profiler on (onnxruntime_perf_test -p)."""
     import tempfile
 
@@ -140,33 +141,35 @@ def _profiling_session(path: str, opts: RuntimeOptions):
         raise InferError(f"cannot load {path} with ONNX Runtime's profiler: {e}") from e
 
 
-def ran_precision(session, declared: str) -> str:
+def ran_precision(session: Session, declared: str) -> str:
     """The precision that really runs: OpenVINO says it; ONNX Runtime runs the weights'."""
     precision = getattr(session, "precision", None)
     return precision() if callable(precision) else declared
 
 
-def timed_session(path: str, run: RunConfig, runtime: RuntimeOptions) -> tuple[object, float]:
+def timed_session(path: str, run: RunConfig, runtime: RuntimeOptions) -> tuple[Session, float]:
     """(session, milliseconds to create it)."""
     t0 = time.perf_counter_ns()
     session = open_session(path, run, runtime)
     return session, (time.perf_counter_ns() - t0) / 1e6
 
 
-def make_run(session, input_name: str, array: np.ndarray, provider: Provider, device_id: int):
+def make_run(
+    session: Session, input_name: str, array: np.ndarray, provider: Provider, device_id: int
+) -> Callable[[], object]:
     if provider in GPU_PROVIDERS:
         return device_runner(session, input_name, array, device_id)
     return host_runner(session, input_name, array)
 
 
-def host_runner(session, input_name: str, array: np.ndarray) -> Callable[[], object]:
+def host_runner(session: Session, input_name: str, array: np.ndarray) -> Callable[[], object]:
     """`session.run` with a numpy input: on a GPU this includes both host-device copies."""
     feed = {input_name: array}
     return lambda: session.run(None, feed)
 
 
 def device_runner(
-    session, input_name: str, array: np.ndarray, device_id: int
+    session: Any, input_name: str, array: np.ndarray, device_id: int
 ) -> Callable[[], object]:
     """IO binding: the input copied to the GPU once, outputs left on the GPU, and a
     synchronise after each run, so the figure is the model alone (ONNX Runtime docs,

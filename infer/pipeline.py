@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -51,7 +51,7 @@ from cnnbench.infer.output import (
     safe_cell,
 )
 from cnnbench.infer.preprocess import ForeignOptions, InputFormat, resolve_input_format
-from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, check_output, make_runner
+from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, Runner, check_output, make_runner
 from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, choose_session
 
 if TYPE_CHECKING:
@@ -263,7 +263,15 @@ def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 class _Writer:
     """Runs finished batches through the model and writes their rows in input order."""
 
-    def __init__(self, runner, fmt: InputFormat, cfg: InferConfig, files, summary, truth):
+    def __init__(
+        self,
+        runner: Runner,
+        fmt: InputFormat,
+        cfg: InferConfig,
+        files: list[IO[str]],
+        summary: InferSummary,
+        truth: bool,
+    ) -> None:
         self.runner, self.fmt, self.top_k, self.summary = runner, fmt, cfg.top_k, summary
         self.out_f, self.err_f = files
         self.rows = csv.DictWriter(self.out_f, fieldnames=fieldnames(cfg.top_k, truth))
@@ -366,7 +374,9 @@ class StopOnSigint:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def _pending_items(items: Iterator[Item], state: ResumeState | None, summary) -> Iterator[Item]:
+def _pending_items(
+    items: Iterator[Item], state: ResumeState | None, summary: InferSummary
+) -> Iterator[Item]:
     for item in items:
         if state is not None and item.name in state.done:
             summary.skipped += 1
@@ -375,10 +385,12 @@ def _pending_items(items: Iterator[Item], state: ResumeState | None, summary) ->
 
 
 @contextlib.contextmanager
-def _open_outputs(cfg: InferConfig, columns: list[str], state: ResumeState | None):
+def _open_outputs(
+    cfg: InferConfig, columns: list[str], state: ResumeState | None
+) -> Iterator[list[IO[str]]]:
     """The two CSV files, appended to when resuming, with their headers written."""
     with contextlib.ExitStack() as stack:
-        files = []
+        files: list[IO[str]] = []
         for path, names, has_header in (
             (cfg.output, columns, state is not None and state.output_has_header),
             (cfg.errors_path, ERROR_FIELDNAMES, state is not None and state.errors_has_header),
@@ -448,7 +460,13 @@ def describe_format(fmt: InputFormat) -> list[str]:
     return lines
 
 
-def _run_loop(items, writer: _Writer, fmt: InputFormat, cfg: InferConfig, summary) -> None:
+def _run_loop(
+    items: Iterable[Item],
+    writer: _Writer,
+    fmt: InputFormat,
+    cfg: InferConfig,
+    summary: InferSummary,
+) -> None:
     """Keep DEPTH batches in flight; finish them in order; stop cleanly on Ctrl-C."""
     workers = cfg.workers or os.cpu_count() or 1
     decoder = _Decoder(fmt, summary.batch_size, workers, cfg.limits, summary.truncated)

@@ -9,8 +9,9 @@ read from it, and an option that contradicts it is an error naming both values.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from cnnbench.infer.contract import INPUT_NAME, ModelSpec, read_labels, read_spe
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.resize import CropMode, Interpolation, ResizePolicy
 from cnnbench.infer.scores import ScoreMode
+
+if TYPE_CHECKING:
+    from cnnbench.infer.session import ModelGraph, TensorInfo
 
 
 class Layout(enum.StrEnum):
@@ -170,7 +174,7 @@ def shape_text(shape: list) -> str:
     return "[" + ",".join(str(d) if d not in (None, "") else "?" for d in shape) + "]"
 
 
-def choose_output(outputs: list, name: str | None) -> Any:
+def choose_output(outputs: Sequence[TensorInfo], name: str | None) -> TensorInfo:
     """The output named `name`, else the one shaped [batch, classes]; errors list them all."""
     listing = ", ".join(f"{o.name} {shape_text(o.shape)}" for o in outputs)
     if name is not None:
@@ -200,7 +204,7 @@ def choose_output(outputs: list, name: str | None) -> Any:
 
 
 def resolve_input_format(
-    session, options: ForeignOptions | None = None, *, need_pixels: bool = True
+    session: ModelGraph, options: ForeignOptions | None = None, *, need_pixels: bool = True
 ) -> InputFormat:
     """Read the spec from the session's metadata, or build the format from options.
 
@@ -252,7 +256,7 @@ def check_labels(fmt: InputFormat, options: ForeignOptions) -> None:
         )
 
 
-def _check_fixed(inp, hw: list, size: tuple[int, int] | None) -> tuple[int, int] | None:
+def _check_fixed(inp: TensorInfo, hw: list, size: tuple[int, int] | None) -> tuple[int, int] | None:
     """The input's fixed (h, w), or `size`; an error when they disagree."""
     fixed = (hw[0], hw[1]) if all(isinstance(v, int) and v > 0 for v in hw) else None
     if size is not None and fixed is not None and size != fixed:
@@ -263,7 +267,7 @@ def _check_fixed(inp, hw: list, size: tuple[int, int] | None) -> tuple[int, int]
     return size or fixed
 
 
-def _from_spec(spec: ModelSpec, options: ForeignOptions, inp) -> InputFormat:
+def _from_spec(spec: ModelSpec, options: ForeignOptions, inp: TensorInfo) -> InputFormat:
     given = [
         flag
         for flag, value in (
@@ -307,7 +311,7 @@ def _policy(base: ResizePolicy, options: ForeignOptions, preset: Preset | None) 
     )
 
 
-def _from_options(inp, options: ForeignOptions, need_pixels: bool) -> InputFormat:
+def _from_options(inp: TensorInfo, options: ForeignOptions, need_pixels: bool) -> InputFormat:
     shape = inp.shape
     layout = options.layout or _guess_layout(shape)
     if layout is None:
@@ -348,7 +352,7 @@ def _from_options(inp, options: ForeignOptions, need_pixels: bool) -> InputForma
 
 
 def _pixels(
-    inp, dtype: np.dtype, channels: int, options: ForeignOptions, need_pixels: bool
+    inp: TensorInfo, dtype: np.dtype, channels: int, options: ForeignOptions, need_pixels: bool
 ) -> tuple[Pixels, tuple[str, ...]]:
     """The preset's pixel transform with the explicit options over it, validated."""
     if dtype == np.uint8:

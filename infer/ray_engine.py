@@ -26,6 +26,8 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +55,13 @@ from cnnbench.infer.preprocess import InputFormat, resolve_input_format
 from cnnbench.infer.ray_cleanup import release_watchdog, start_watchdog
 from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.runner import make_runner
-from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, create_session
+from cnnbench.infer.session import (
+    Provider,
+    RuntimeOptions,
+    Session,
+    active_provider,
+    create_session,
+)
 
 RAY_HINT = "pip install 'cnnbench[ray]'"
 CONNECT_TIMEOUT_S = 3.0
@@ -76,7 +84,7 @@ class RayOptions:
     block_size: int = 1000  # files per block: the unit of shards and of --resume
 
 
-def import_ray():
+def import_ray() -> ModuleType:
     """Ray and Ray Data, or one line saying how to install them."""
     try:
         import ray
@@ -104,7 +112,9 @@ def _check_reachable(address: str) -> None:
         ) from e
 
 
-def connect(ray, address: str | None, report: Report) -> tuple[bool, subprocess.Popen | None]:
+def connect(
+    ray: ModuleType, address: str | None, report: Report
+) -> tuple[bool, subprocess.Popen | None]:
     """Connect this driver to a cluster, or start a local one; say which. Returns
     whether this call made the connection (and so must end it), and the watchdog of a
     cluster it started (ray_cleanup.py)."""
@@ -166,7 +176,7 @@ def decode_batch(
     }
 
 
-def worker_session(model_ref, runtime: RuntimeOptions):
+def worker_session(model_ref: Any, runtime: RuntimeOptions) -> Session:
     """A session on a worker from the model bytes in the object store. ORT reads the
     file while creating the session, so the temporary copy is removed right after."""
     import ray
@@ -234,7 +244,7 @@ class _Job:
     refs: list  # per pending block: its listing table, then its object-store ref
 
 
-def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary) -> _Job:
+def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary: InferSummary) -> _Job:
     """Cut the listing into blocks; keep a table of each one not done yet (put in the
     object store once connected)."""
     import pyarrow as pa
@@ -265,7 +275,9 @@ class _Collector:
     """Gathers rows per block; a complete block becomes its shards. A row seen twice
     (a retried task) replaces the first copy, so each file counts once."""
 
-    def __init__(self, job: _Job, parts: Parts, fmt: InputFormat, cfg: InferConfig, truth):
+    def __init__(
+        self, job: _Job, parts: Parts, fmt: InputFormat, cfg: InferConfig, truth: bool
+    ) -> None:
         self.job, self.parts, self.labels, self.fmt = job, parts, fmt.labels, fmt
         self.truth = set(fmt.labels) if truth else None
         self.columns = fieldnames(cfg.top_k, truth)
@@ -311,7 +323,7 @@ def _num_gpus(opts: RayOptions, runtime: RuntimeOptions) -> float:
     return 1.0 if runtime.provider in (Provider.CUDA, Provider.TENSORRT) else 0.0
 
 
-def _pool(ray, opts: RayOptions, gpus: float):
+def _pool(ray: ModuleType, opts: RayOptions, gpus: float) -> Any:
     """Actors for the inference stage, checked against what the cluster holds: a job
     asking for more would wait forever. Every actor takes one CPU; one is left for decoding."""
     have = ray.cluster_resources()
@@ -337,7 +349,15 @@ def _pool(ray, opts: RayOptions, gpus: float):
     return ray.data.ActorPoolStrategy(min_size=1, max_size=most)
 
 
-def _dataset(ray, job: _Job, fmt: InputFormat, model_ref, cfg, opts, batch_size: int):
+def _dataset(
+    ray: ModuleType,
+    job: _Job,
+    fmt: InputFormat,
+    model_ref: Any,
+    cfg: InferConfig,
+    opts: RayOptions,
+    batch_size: int,
+) -> Any:
     """listing blocks -> decode tasks -> inference actors, as one streaming Dataset."""
     gpus = _num_gpus(opts, cfg.runtime)
     ds = ray.data.from_arrow_refs(job.refs)
@@ -378,7 +398,9 @@ def _dataset(ray, job: _Job, fmt: InputFormat, model_ref, cfg, opts, batch_size:
     )
 
 
-def _check_workers(ray, model_ref, cfg: InferConfig, opts: RayOptions, report: Report) -> None:
+def _check_workers(
+    ray: ModuleType, model_ref: Any, cfg: InferConfig, opts: RayOptions, report: Report
+) -> None:
     """Load the model once where an inference actor would run, before the job starts:
     a worker that cannot gives one clear line here instead of a failed job."""
     gpus = _num_gpus(opts, cfg.runtime)
@@ -406,7 +428,9 @@ def _worker_error(e: Exception) -> InferError:
     return InferError(f"the Ray job failed: {lines[-1] if lines else type(e).__name__}")
 
 
-def _consume(ray, ds, collector: _Collector, summary: InferSummary, progress: bool) -> None:
+def _consume(
+    ray: ModuleType, ds: Any, collector: _Collector, summary: InferSummary, progress: bool
+) -> None:
     """Pull rows until every block is written or Ctrl-C; Ray Data shows the progress."""
     ray.data.DataContext.get_current().enable_progress_bars = progress
     if not progress:  # Ray Data's own log lines on the console are progress too
@@ -450,7 +474,9 @@ def _job_key(cfg: InferConfig, model: bytes, columns: list[str], block_size: int
     }
 
 
-def _finished_earlier(cfg: InferConfig, columns: list[str], items, summary) -> bool:
+def _finished_earlier(
+    cfg: InferConfig, columns: list[str], items: Iterator[Item], summary: InferSummary
+) -> bool:
     """--resume where a run already finished: its output is there and its parts folder
     gone. True when every listed file has its row (nothing to do, as with the local
     engine); an output that lacks rows was not left by a Ray run, which merges only at
@@ -472,7 +498,16 @@ def _finished_earlier(cfg: InferConfig, columns: list[str], items, summary) -> b
     return True
 
 
-def _run_job(ray, job: _Job, model: bytes, collector, summary, cfg, opts, report) -> None:
+def _run_job(
+    ray: ModuleType,
+    job: _Job,
+    model: bytes,
+    collector: _Collector,
+    summary: InferSummary,
+    cfg: InferConfig,
+    opts: RayOptions,
+    report: Report,
+) -> None:
     """Connect (or start a cluster), run the pending blocks, disconnect."""
     start = time.perf_counter()
     owned, watchdog = connect(ray, opts.address, report)

@@ -8,14 +8,14 @@ batch is copied into one preallocated device buffer (4x fewer bytes than float32
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from cnnbench.infer.errors import InferError, first_line
 from cnnbench.infer.preprocess import InputFormat, shape_text
 from cnnbench.infer.scores import Scorer
-from cnnbench.infer.session import Provider
+from cnnbench.infer.session import Provider, Session
 
 DEFAULT_BATCH_SIZE = {
     Provider.CPU: 32,
@@ -37,11 +37,24 @@ def model_error(e: Exception, x: np.ndarray) -> InferError:
     )
 
 
+class Runner(Protocol):
+    """What the pipelines call on a runner (`PlainRunner` or `BoundRunner`)."""
+
+    fmt: InputFormat
+    scorer: Scorer
+
+    def run(self, buf: np.ndarray, n: int) -> np.ndarray: ...
+
+    def raw(self, buf: np.ndarray, n: int) -> np.ndarray: ...
+
+    def warm_up(self, buf: np.ndarray) -> None: ...
+
+
 class PlainRunner:
     """`session.run` on exactly the rows given (CPU: no padding, no copies), or on the
     whole padded buffer when the model's batch dimension is fixed."""
 
-    def __init__(self, session, fmt: InputFormat) -> None:
+    def __init__(self, session: Session, fmt: InputFormat) -> None:
         self.session, self.fmt = session, fmt
         self.output_name = fmt.output_name or session.get_outputs()[0].name
         self.scorer = make_scorer(fmt)
@@ -67,7 +80,9 @@ class PlainRunner:
 class BoundRunner:
     """IO binding: the full (padded) batch goes into one preallocated device buffer."""
 
-    def __init__(self, session, fmt: InputFormat, device: str = "cuda", device_id: int = 0):
+    def __init__(
+        self, session: Any, fmt: InputFormat, device: str = "cuda", device_id: int = 0
+    ) -> None:
         import onnxruntime as ort
 
         self.session, self.fmt, self.ort = session, fmt, ort
@@ -105,7 +120,7 @@ class BoundRunner:
             self.raw(zeros, len(zeros))
 
 
-def check_output(runner, buf: np.ndarray) -> None:
+def check_output(runner: Runner, buf: np.ndarray) -> None:
     """Run one batch of black images before anything is written: the model must run on
     what will be fed, and give one score per label."""
     fmt = runner.fmt
@@ -118,7 +133,7 @@ def check_output(runner, buf: np.ndarray) -> None:
         )
 
 
-def make_runner(session, fmt: InputFormat, provider: Provider, device_id: int):
+def make_runner(session: Session, fmt: InputFormat, provider: Provider, device_id: int) -> Runner:
     if provider in (Provider.CPU, Provider.OPENVINO):  # OpenVINO: an OpenVINOSession
         return PlainRunner(session, fmt)
     return BoundRunner(session, fmt, "cuda", device_id)

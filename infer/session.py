@@ -9,10 +9,51 @@ import io
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cnnbench.infer.errors import InferError, first_line
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class TensorInfo(Protocol):
+    """A model input or output as ONNX Runtime reports it (onnxruntime.NodeArg)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def shape(self) -> list[Any]: ...  # ints, or names/None for dynamic dimensions
+
+    @property
+    def type(self) -> str: ...  # e.g. "tensor(float)"
+
+
+class ModelGraph(Protocol):
+    """A model's inputs, outputs and metadata: a session, or `bench inspect`'s view of the
+    file."""
+
+    def get_inputs(self) -> Sequence[TensorInfo]: ...
+
+    def get_outputs(self) -> Sequence[TensorInfo]: ...
+
+    def get_modelmeta(self) -> Any: ...
+
+
+class Session(ModelGraph, Protocol):
+    """What cnnbench uses of a session: an onnxruntime.InferenceSession (untyped: Any
+    fits) or an `OpenVINOSession`. ONNX Runtime's IO binding is used through Any."""
+
+    def get_providers(self) -> list[str]: ...
+
+    def run(
+        self, output_names: list[str] | None, input_feed: dict[str, np.ndarray], /
+    ) -> list[np.ndarray]: ...
+
 
 TENSORRT_HINT = (
     "install TensorRT 10 (e.g. pip install tensorrt) and put its libraries on LD_LIBRARY_PATH"
@@ -68,7 +109,7 @@ def check_ort_install() -> str | None:
     return None
 
 
-def import_ort():
+def import_ort() -> ModuleType:
     try:
         import onnxruntime
     except ImportError as e:
@@ -165,7 +206,9 @@ def preload_gpu_libraries() -> None:
         preload()
 
 
-def _try_session(model_path: str, provider: Provider, opts: RuntimeOptions):
+def _try_session(
+    model_path: str, provider: Provider, opts: RuntimeOptions
+) -> tuple[Session, list[str]]:
     """A session and what ORT logged while loading its providers."""
     ort = import_ort()
     if provider is not Provider.CPU:
@@ -192,7 +235,7 @@ def _try_session(model_path: str, provider: Provider, opts: RuntimeOptions):
     return session, log
 
 
-def create_session(model_path: str, opts: RuntimeOptions):
+def create_session(model_path: str, opts: RuntimeOptions) -> Session:
     """A session on the asked provider; `auto` tries CUDA and falls back to CPU.
 
     ONNX Runtime lists CUDA as available whenever the GPU wheel is installed and falls back
@@ -201,15 +244,15 @@ def create_session(model_path: str, opts: RuntimeOptions):
     return choose_session(model_path, opts)[0]
 
 
-def choose_session(model_path: str, opts: RuntimeOptions):
+def choose_session(model_path: str, opts: RuntimeOptions) -> tuple[Session, str]:
     """`create_session`, plus one line saying which provider was chosen and why."""
     if not os.path.isfile(model_path):
         raise InferError(f"model file not found: {model_path}")
     if opts.provider is Provider.OPENVINO:
         from cnnbench.infer.openvino_runner import create_openvino_session
 
-        session = create_openvino_session(model_path, opts.precision_hint, opts.threads)
-        return session, f"provider openvino ({session.precision()})"
+        ov = create_openvino_session(model_path, opts.precision_hint, opts.threads)
+        return ov, f"provider openvino ({ov.precision()})"
     if opts.provider is Provider.AUTO:
         ort = import_ort()
         if ORT_NAMES[Provider.CUDA] in ort.get_available_providers():
@@ -239,7 +282,7 @@ def _why_not(provider: Provider, log: list[str] | None = None) -> str:
     return detail or "no usable GPU, driver, or CUDA/cuDNN libraries were found"
 
 
-def active_provider(session) -> Provider:
+def active_provider(session: Session) -> Provider:
     first = session.get_providers()[0]
     if first == "OpenVINO":
         return Provider.OPENVINO

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import cv2
 import numpy as np
@@ -305,20 +306,25 @@ def test_parts_count_only_for_the_same_files_and_job(tmp_path: Path) -> None:
 
 
 def test_resume_that_only_merges_starts_no_cluster(
-    ray_address: str, tiny_model: Path, tmp_path: Path
+    ray_address: str, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every block finished, the merge did not (the output's temporary path was a
-    folder): --resume merges without connecting to any cluster."""
+    """Every block finished, the merge did not (writing the output failed): --resume
+    merges without connecting to any cluster."""
+    import cnnbench.infer.parts
+
+    def full_disk(*args: object, **kwargs: object) -> NoReturn:
+        raise OSError(28, "No space left on device")
+
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(7):
         (folder / f"{i}.png").write_bytes(b"not a png" if i == 3 else PNG_4x4)
     out = tmp_path / "pred.csv"
-    Path(f"{out}.tmp").mkdir()
     args = ("--engine", "ray", "--address", ray_address, "--block-size", "3")
-    failed = infer(tiny_model, folder, out, *args)
+    with monkeypatch.context() as patch:
+        patch.setattr(cnnbench.infer.parts.Parts, "merge", full_disk)
+        failed = infer(tiny_model, folder, out, *args)
     assert failed.exit_code != 0 and len(committed_blocks(out)) == 3
-    Path(f"{out}.tmp").rmdir()
     merged = infer(tiny_model, folder, out, "--engine", "ray", "--block-size", "3", "--resume")
     assert merged.exit_code == 0, merged.output
     assert "ray:" not in merged.output, "no cluster: neither connected to nor started"

@@ -135,6 +135,8 @@ def pack(out: str, archs: str, cache_dir: str | None) -> None:
 def unpack(skeletons: str, out: str, only: str | None) -> None:
     import onnx
 
+    from cnnbench.files import atomic_path
+
     names = {n.strip() for n in only.split(",")} if only else None
     os.makedirs(out, exist_ok=True)
     paths = sorted(Path(skeletons).glob("*.skeleton.onnx"))
@@ -150,8 +152,8 @@ def unpack(skeletons: str, out: str, only: str | None) -> None:
         start = time.perf_counter()
         model = onnx.load(str(path))
         count = fill(model)
-        onnx.save(model, f"{dst}.tmp")
-        os.replace(f"{dst}.tmp", dst)
+        with atomic_path(dst) as tmp:
+            onnx.save(model, tmp)
         mb = os.path.getsize(dst) / 2**20
         took = time.perf_counter() - start
         print(f"unpack: {dst} ({mb:.0f} MB, {count} tensors, {took:.1f} s)", flush=True)

@@ -26,6 +26,10 @@ import time
 
 import numpy as np
 
+from cnnbench.bench.measure import Timing, measure
+from cnnbench.bench.runners import host_runner
+from cnnbench.infer.session import Provider, RuntimeOptions, Session, create_session
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CNNBENCH = os.path.join(os.path.dirname(sys.executable), "cnnbench")
@@ -96,28 +100,22 @@ def throughput(paths: dict[str, str], images: np.ndarray, rounds: int, seconds: 
     ONNX Runtime's spin-waiting off. On a machine shared with other jobs the wall-clock
     figure swings by 2x between rounds; the CPU-time figure counts only this model's work.
     """
-    import onnxruntime as ort
-
-    sessions = {}
-    for name, path in paths.items():
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sessions[name] = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    feeds = {name: {s.get_inputs()[0].name: images} for name, s in sessions.items()}
-    for name, session in sessions.items():
+    sessions = {name: _session(path) for name, path in paths.items()}
+    runs = {name: host_runner(s, s.get_inputs()[0].name, images) for name, s in sessions.items()}
+    for run in runs.values():
         for _ in range(3):
-            session.run(None, feeds[name])
+            run()
+    # bench's own measurement, one window of `seconds` per model and round
+    timing = Timing(warmup=0, duration=seconds, max_seconds=seconds, min_runs=1)
     wall: dict[str, list[float]] = {name: [] for name in sessions}
     cpu: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(rounds):
-        for name, session in sessions.items():
-            count, start, cpu_start = 0, time.perf_counter_ns(), time.process_time_ns()
-            while time.perf_counter_ns() - start < seconds * 1e9:
-                session.run(None, feeds[name])
-                count += 1
-            wall[name].append(count * len(images) / ((time.perf_counter_ns() - start) / 1e9))
-            cpu[name].append(count * len(images) / ((time.process_time_ns() - cpu_start) / 1e9))
+        for name, run in runs.items():
+            cpu_start = time.process_time_ns()
+            m = measure(run, len(images), timing)
+            cpu_s = (time.process_time_ns() - cpu_start) / 1e9
+            wall[name].append(m.stats().throughput_ips)
+            cpu[name].append(len(m.latencies_ms) * len(images) / cpu_s)
     return {
         name: {
             "wall_median_ips": float(np.median(wall[name])),
@@ -129,11 +127,15 @@ def throughput(paths: dict[str, str], images: np.ndarray, rounds: int, seconds: 
     }
 
 
+def _session(path: str) -> Session:
+    """ONNX Runtime on the CPU as cnnbench runs it (ORT_ENABLE_ALL), idle threads not
+    spinning."""
+    return create_session(path, RuntimeOptions(Provider.CPU, spinning=False))
+
+
 def agreement(a: str, b: str, images: np.ndarray) -> float:
     """Top-1 agreement of two ONNX models on `images` (int8 against fp32)."""
-    import onnxruntime as ort
-
-    probs = [ort.InferenceSession(p).run(None, {"image": images})[0] for p in (a, b)]
+    probs = [_session(p).run(None, {"image": images})[0] for p in (a, b)]
     return float(np.mean(probs[0].argmax(1) == probs[1].argmax(1)))
 
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from bench_helpers import FAST, bench, write_classifier, write_conv_net
-from test_errors import assert_one_line_error, run
+from helpers import assert_one_line_error, run
 
 from cnnbench.infer.session import Provider, RuntimeOptions, create_session
 
@@ -140,7 +140,7 @@ def test_infer_on_openvino_writes_the_same_csv(tiny: Path, tmp_path: Path) -> No
     for provider in ("cpu", "openvino"):
         out = tmp_path / f"{provider}.csv"
         args = ["infer", str(tiny), str(folder), "-o", str(out), "--no-progress"]
-        code, output = run([*args, "--provider", provider, "--layout", "nchw"])
+        code, output = run([*args, "--provider", provider, "--layout", "nchw", "--preset", "raw"])
         assert code == 0, output
         outputs[provider] = list(csv.DictReader(out.open()))
     cpu, ov = outputs["cpu"], outputs["openvino"]
@@ -206,6 +206,7 @@ def test_accuracy_agreement_and_stages(tiny: Path, tmp_path: Path) -> None:
     out = {ext: tmp_path / f"a.{ext}" for ext in ("json", "csv", "md")}
     args = ["--model", str(tiny), "--model", str(other), "--provider", "cpu,openvino"]
     args += ["--precision-hint", "f32", "--batch-sizes", "2", "--images", str(images), *FAST]
+    args += ["--preset", "raw"]  # foreign float models: raw pixels only when asked for
     args += ["--csv", str(out["csv"]), "--markdown", str(out["md"])]
     doc, output = _json(args, out["json"])
     for r in doc["results"]:
@@ -235,7 +236,8 @@ def test_agreement_differs_for_a_different_model(tiny: Path, tmp_path: Path) -> 
     other = write_conv_net(tmp_path / "conv8.onnx", size=8, channels=4)
     args = ["--model", str(tiny), "--model", str(other), "--provider", "cpu"]
     doc, _ = _json(
-        [*args, "--batch-sizes", "4", "--images", str(images), *FAST], tmp_path / "d.json"
+        [*args, "--batch-sizes", "4", "--images", str(images), "--preset", "raw", *FAST],
+        tmp_path / "d.json",
     )
     by_model = {r["model"]: r["accuracy"] for r in doc["results"]}
     assert by_model["tiny.onnx"]["agreement"] == 1.0

@@ -35,6 +35,7 @@ from cnnbench.bench.results import (
 from cnnbench.bench.runners import open_session, ran_precision, with_provider
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.images import IMAGE_EXTENSIONS, decode_into
+from cnnbench.infer.runner import make_scorer
 
 if TYPE_CHECKING:
     from cnnbench.infer.pipeline import InferSummary
@@ -80,7 +81,9 @@ def stage_pass(session: Any, info: ModelInfo, images: list[LabelledImage], batch
     fmt = info.fmt
     assert fmt is not None, "model_info resolves it"
     output = fmt.output_name or session.get_outputs()[0].name
-    buf = np.empty((batch, *fmt.size, fmt.channels), dtype=np.uint8)
+    scorer = make_scorer(fmt)  # the output as infer turns it into probabilities
+    rows = max(batch, fmt.batch or 0)  # a fixed batch dimension: whole, padded buffers
+    buf = np.zeros((rows, *fmt.size, fmt.channels), dtype=np.uint8)
     t = dict.fromkeys(("read", "decode", "assembly", "run", "write"), 0)
     clock = time.perf_counter_ns
     predictions: list[str | None] = []
@@ -108,9 +111,9 @@ def stage_pass(session: Any, info: ModelInfo, images: list[LabelledImage], batch
             predictions += slots
             continue
         t0 = clock()
-        x = fmt.to_model_input(buf[: len(ok)])
+        x = fmt.to_model_input(buf[: fmt.batch or len(ok)])  # a fixed batch: padded
         t1 = clock()
-        probs = session.run([output], {fmt.input_name: x})[0]
+        probs = scorer(session.run([output], {fmt.input_name: x})[0][: len(ok)])
         t2 = clock()
         top = probs.argmax(axis=1)
         labels = [fmt.labels[i] if i < len(fmt.labels) else str(i) for i in top]

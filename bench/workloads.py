@@ -20,13 +20,16 @@ def make_models(work: Path, calibration: Path) -> dict[str, Path]:
     from cnnbench.convert.export import ConvertConfig, Precision, Preprocess, export_onnx
     from cnnbench.training.registry import build
 
+    keras.utils.set_random_seed(0)
     keras.applications.ResNet50(weights=None).save(work / "resnet50.keras")
     build("mnist_cnn", 10).save(work / "mnist_cnn.keras")
     configs = {
         "resnet50": ConvertConfig("", "", preprocess=Preprocess.IMAGENET_CAFFE),
         "mnist_cnn": ConvertConfig("", ""),
+        # Speed only: an untrained mnist_cnn's near-equal scores make int8's top-1 agreement
+        # with fp32 on photos noise (91-97% seen), under convert's 98% gate.
         "mnist_cnn_int8": ConvertConfig(
-            "", "", precision=Precision.INT8, calibration=str(calibration)
+            "", "", precision=Precision.INT8, calibration=str(calibration), verify=False
         ),
     }
     for name, cfg in configs.items():

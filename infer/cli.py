@@ -192,6 +192,12 @@ def infer(
             result = run_infer(cfg, report)
     except InferError as e:
         raise click.ClickException(str(e)) from e
+    except OSError as e:  # the disk filled up or went away while writing: rows so far stay
+        where = f" {e.filename}" if e.filename else ""
+        raise click.ClickException(
+            f"cannot write{where}: {e.strerror or e}; free space (or fix the folder) "
+            "and run the same command with --resume"
+        ) from e
     click.echo(summary_line(result, cfg), err=True)
     if result.interrupted:
         again = " ".join(shlex.quote(a) for a in sys.argv)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -86,3 +89,23 @@ def assert_exactly_once(folder: Path, out: Path) -> None:
     expected = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
     assert len(done) == len(set(done)), "duplicate rows"
     assert sorted(done) == expected, "missing rows"
+
+
+def ray_command(model: Path, folder: Path, out: Path, address: str, *extra: str) -> list[str]:
+    args = [sys.executable, "-m", "cnnbench", "infer", str(model), str(folder), "-o", str(out)]
+    args += ["--engine", "ray", "--address", address, "--no-progress"]
+    return [*args, "--batch-size", "8", "--block-size", "25", *extra]
+
+
+def committed_blocks(out: Path) -> list[str]:
+    folder = Path(f"{out}.parts")
+    names = os.listdir(folder) if folder.exists() else []
+    return [n for n in names if n.endswith(".csv") and not n.endswith(".errors.csv")]
+
+
+def wait_for_blocks(out: Path, blocks: int, proc: subprocess.Popen, timeout=120) -> None:
+    deadline = time.monotonic() + timeout
+    while len(committed_blocks(out)) < blocks:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"fewer than {blocks} blocks in {timeout} s"
+        time.sleep(0.05)

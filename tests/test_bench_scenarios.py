@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from bench_helpers import FAST, bench, write_classifier, write_conv_net
-from test_errors import assert_one_line_error, run
+from helpers import assert_one_line_error, run
 
 from cnnbench.infer.session import Provider, RuntimeOptions, create_session
 
@@ -206,7 +206,7 @@ def test_accuracy_agreement_and_stages(tiny: Path, tmp_path: Path) -> None:
     out = {ext: tmp_path / f"a.{ext}" for ext in ("json", "csv", "md")}
     args = ["--model", str(tiny), "--model", str(other), "--provider", "cpu,openvino"]
     args += ["--precision-hint", "f32", "--batch-sizes", "2", "--images", str(images), *FAST]
-    args += ["--preset", "raw"]  # the models have no cnnbench spec
+    args += ["--preset", "raw"]  # foreign float models: raw pixels only when asked for
     args += ["--csv", str(out["csv"]), "--markdown", str(out["md"])]
     doc, output = _json(args, out["json"])
     for r in doc["results"]:

@@ -14,8 +14,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from helpers import assert_one_line_error
 from onnx import TensorProto, helper, numpy_helper
-from test_errors import assert_one_line_error
 
 from cnnbench.cli import cli
 from cnnbench.infer.images import scan

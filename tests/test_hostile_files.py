@@ -5,7 +5,7 @@ Every hostile file is written here (no network): a 30000x30000 PNG of zeros unde
 tiny PNGs declaring 1 GiB chunks or a huge size, truncated JPEG and PNG, EXIF orientation
 in each form writers use, a 12-bit-in-16 PNG with sBIT, an animated GIF, and files that
 are left out by their extension. The folder runs through real `cnnbench infer`
-subprocesses whose peak RSS is read from the kernel (wait4).
+subprocesses whose peak RSS is read from the kernel (wait4, in a small parent).
 """
 
 from __future__ import annotations
@@ -311,24 +311,40 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+# A process's peak RSS (ru_maxrss) survives fork and exec: a child of the test process
+# would report the test process's own gigabytes (TensorFlow loaded by earlier tests). So a
+# fresh, small Python forks the command and reports the peak of that grandchild alone.
+PEAK_RSS = (
+    "import os, sys\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)\n"
+    "    os.execv(sys.argv[1], sys.argv[1:])\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "print(usage.ru_maxrss)\n"
+    "sys.exit(os.waitstatus_to_exitcode(status) % 256)\n"
+)
+
+
 def run_infer(model: Path, folder: Path, out: Path, *extra: str, env: dict | None = None):
     """`cnnbench infer` as a real subprocess; (exit code, stderr lines, peak RSS bytes)."""
     err_path = out.with_suffix(".stderr")
     with open(err_path, "wb") as err:
-        proc = subprocess.Popen(
+        proc = subprocess.run(
             [
+                *(sys.executable, "-c", PEAK_RSS),
                 *(sys.executable, "-m", "cnnbench", "infer", str(model), str(folder)),
                 *("-o", str(out), "--no-progress", "--summary", str(out.with_suffix(".json"))),
                 *extra,
             ],
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=err,
             env={**os.environ, **(env or {})},
+            check=False,
         )
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    peak = int(proc.stdout.split()[-1]) * 1024  # KiB on Linux
     lines = err_path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return proc.returncode, lines, usage.ru_maxrss * 1024  # KiB on Linux
+    return proc.returncode, lines, peak
 
 
 # Everything `cnnbench infer` itself may print on stderr; any other line is native chatter.

@@ -18,7 +18,14 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import assert_exactly_once, make_zoo, paths
+from helpers import (
+    assert_exactly_once,
+    committed_blocks,
+    make_zoo,
+    paths,
+    ray_command,
+    wait_for_blocks,
+)
 
 from cnnbench.cli import cli
 
@@ -51,12 +58,6 @@ def ray_address() -> Iterator[str]:
 def infer(model: Path, inputs: Path, out: Path, *extra: str):
     args = ["infer", str(model), str(inputs), "-o", str(out), "--no-progress", *extra]
     return CliRunner().invoke(cli, args)
-
-
-def ray_command(model: Path, folder: Path, out: Path, address: str, *extra: str) -> list[str]:
-    args = [sys.executable, "-m", "cnnbench", "infer", str(model), str(folder), "-o", str(out)]
-    args += ["--engine", "ray", "--address", address, "--no-progress"]
-    return [*args, "--batch-size", "8", "--block-size", "25", *extra]
 
 
 def assert_same_files(a: Path, b: Path) -> None:
@@ -111,24 +112,10 @@ def test_ray_matches_local_with_class_folders(ray_address: str, digits_run, tmp_
     assert "accuracy" in result.output
 
 
-def committed_blocks(out: Path) -> list[str]:
-    folder = Path(f"{out}.parts")
-    names = os.listdir(folder) if folder.exists() else []
-    return [n for n in names if n.endswith(".csv") and not n.endswith(".errors.csv")]
-
-
 def committed_rows(out: Path) -> int:
     """Files in the committed blocks: their predictions and errors shards."""
     shards = [Path(f"{out}.parts") / n for n in committed_blocks(out)]
     return sum(len(paths(p)) + len(paths(p.with_name(p.stem + ".errors.csv"))) for p in shards)
-
-
-def wait_for_blocks(out: Path, blocks: int, proc: subprocess.Popen, timeout=120) -> None:
-    deadline = time.monotonic() + timeout
-    while len(committed_blocks(out)) < blocks:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"fewer than {blocks} blocks in {timeout} s"
-        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -325,6 +312,8 @@ def test_resume_that_only_merges_starts_no_cluster(
         patch.setattr(cnnbench.infer.parts.Parts, "merge", full_disk)
         failed = infer(tiny_model, folder, out, *args)
     assert failed.exit_code != 0 and len(committed_blocks(out)) == 3
+    assert "cannot write: No space left on device" in failed.output
+    assert "Traceback" not in failed.output
     merged = infer(tiny_model, folder, out, "--engine", "ray", "--block-size", "3", "--resume")
     assert merged.exit_code == 0, merged.output
     assert "ray:" not in merged.output, "no cluster: neither connected to nor started"

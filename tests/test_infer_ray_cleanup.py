@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from test_infer_interrupt import slow_folder as slow_folder  # the fixture
-from test_infer_ray import ray_command, wait_for_blocks
+from helpers import ray_command, wait_for_blocks
+
+pytest.importorskip("ray", reason="needs the ray extra: pip install 'cnnbench[ray]'")
 
 
 def running_clusters() -> bool:

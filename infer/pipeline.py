@@ -218,6 +218,20 @@ def has_class_folders(inputs: tuple[str, ...], labels: set[str]) -> bool:
     return False
 
 
+DECODE_NICENESS = 10  # decode threads yield the cores to ONNX Runtime's when both want them
+
+
+def _decode_thread_setup() -> None:
+    """One OpenCV thread per decode thread, and a lower priority than the session's
+    threads: a decode that preempts one of ORT's barrier-synchronised intra-op threads
+    stalls the whole operator, while a decode that waits only uses the cores ORT leaves
+    idle. On a decode-bound run ORT is mostly idle, so decoding loses nothing. Linux
+    applies the niceness per thread; elsewhere the call may fail, and nothing changes."""
+    cv2.setNumThreads(1)
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
+
+
 class _Decoder:
     """Fills preallocated uint8 batch buffers on a thread pool, a few images per task."""
 
@@ -232,9 +246,7 @@ class _Decoder:
         self.fmt, self.workers, self.limits, self.truncated = fmt, workers, limits, truncated
         shape = (batch_size, fmt.size[0], fmt.size[1], fmt.channels)
         self.free = deque(np.zeros(shape, dtype=np.uint8) for _ in range(DEPTH))
-        self.pool = ThreadPoolExecutor(
-            max_workers=workers, initializer=cv2.setNumThreads, initargs=(1,)
-        )
+        self.pool = ThreadPoolExecutor(max_workers=workers, initializer=_decode_thread_setup)
 
     def _load(self, items: list[Item], out: np.ndarray) -> list[str | None]:
         return load_items(

@@ -302,13 +302,10 @@ def _from_spec(spec: ModelSpec, options: ForeignOptions, inp: TensorInfo) -> Inp
 def _policy(base: ResizePolicy, options: ForeignOptions, preset: Preset | None) -> ResizePolicy:
     if preset is not None:
         base = PRESETS[preset][1]
-    if options.crop_pct is not None and not 0 < options.crop_pct <= 1:
-        raise InferError(f"--crop-pct must be in (0, 1], got {options.crop_pct:g}")
-    return ResizePolicy(
-        options.crop_mode or base.crop_mode,
-        base.crop_pct if options.crop_pct is None else options.crop_pct,
-        options.interpolation or base.interpolation,
-    )
+    try:
+        return base.overridden(options.crop_mode, options.crop_pct, options.interpolation)
+    except ValueError as e:
+        raise InferError(f"--crop-pct must be in (0, 1], got {options.crop_pct:g}") from e
 
 
 def _from_options(inp: TensorInfo, options: ForeignOptions, need_pixels: bool) -> InputFormat:

@@ -48,6 +48,20 @@ class ResizePolicy:
         if not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
 
+    def overridden(
+        self,
+        crop_mode: CropMode | str | None = None,
+        crop_pct: float | None = None,
+        interpolation: Interpolation | str | None = None,
+    ) -> ResizePolicy:
+        """This policy with the parts given (not None) replaced: how command-line options
+        override a preset's or a spec's policy. A crop_pct outside (0, 1] is a ValueError."""
+        return ResizePolicy(
+            CropMode(crop_mode) if crop_mode else self.crop_mode,
+            self.crop_pct if crop_pct is None else crop_pct,
+            Interpolation(interpolation) if interpolation else self.interpolation,
+        )
+
     def scale_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """The (h, w) the image covers before the centre crop (timm: floor(size/crop_pct))."""
         return (math.floor(size[0] / self.crop_pct), math.floor(size[1] / self.crop_pct))

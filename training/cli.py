@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cnnbench.infer.options import resize_options
-from cnnbench.infer.resize import DEFAULT_POLICY, CropMode, Interpolation, ResizePolicy
+from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.training.errors import TrainError
 from cnnbench.training.registry import ARCHITECTURES, get_arch
 
@@ -20,13 +20,12 @@ def list_architectures() -> None:
 
 def resize_policy(mode: str | None, pct: float | None, interp: str | None) -> ResizePolicy:
     """The policy training reads image folders with (and `infer` will serve with)."""
-    if pct is not None and not 0 < pct <= 1:
-        raise click.BadParameter(f"must be in (0, 1], got {pct:g}", param_hint="--crop-pct")
-    return ResizePolicy(
-        CropMode(mode) if mode else DEFAULT_POLICY.crop_mode,
-        DEFAULT_POLICY.crop_pct if pct is None else pct,
-        Interpolation(interp) if interp else DEFAULT_POLICY.interpolation,
-    )
+    try:
+        return DEFAULT_POLICY.overridden(mode, pct, interp)
+    except ValueError:
+        raise click.BadParameter(
+            f"must be in (0, 1], got {pct:g}", param_hint="--crop-pct"
+        ) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

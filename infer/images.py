@@ -25,8 +25,6 @@ IMAGE_EXTENSIONS = (
 ALL_FILES = None  # `extensions` value for every file (`--extensions '*'`)
 NO_EXTENSION = "(none)"
 JPEG_MAGIC = b"\xff\xd8"
-# Start-of-frame markers carrying the frame size (baseline, progressive, lossless, ...).
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 @dataclass(frozen=True)
@@ -153,26 +151,16 @@ def reason(e: BaseException) -> str:
 
 
 def jpeg_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's start-of-frame header, without decoding; None if
-    the data is not a JPEG or the header is damaged."""
+    """(height, width) from a JPEG's frame header (probe.py's marker walk), without
+    decoding; None if the data is not a JPEG or the header is damaged."""
     raw = data if isinstance(data, bytes) else data.tobytes()
     if not raw.startswith(JPEG_MAGIC):
         return None
-    pos, end = 2, len(raw)
-    while pos + 4 <= end:
-        if raw[pos] != 0xFF:
-            return None
-        marker = raw[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        length = int.from_bytes(raw[pos + 2 : pos + 4], "big")
-        if marker in _SOF_MARKERS and pos + 9 <= end:
-            h = int.from_bytes(raw[pos + 5 : pos + 7], "big")
-            w = int.from_bytes(raw[pos + 7 : pos + 9], "big")
-            return (h, w) if h and w else None
-        pos += 2 + length
-    return None
+    try:
+        header = read_header(raw)
+    except DecodeError:
+        return None
+    return header.height, header.width
 
 
 def reduction_for(data: bytes | np.ndarray, target: tuple[int, int]) -> int:

@@ -112,6 +112,21 @@ def test_ray_matches_local_with_class_folders(ray_address: str, digits_run, tmp_
     assert "accuracy" in result.output
 
 
+def test_ray_workers_run_openvino(
+    ray_address: str, tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    pytest.importorskip("openvino", reason="pip install 'cnnbench[openvino]'")
+    good, bad = make_zoo(tmp_path / "zoo", photo_jpeg)
+    local, remote = tmp_path / "local.csv", tmp_path / "ray.csv"
+    assert infer(tiny_model, tmp_path / "zoo", local, "--provider", "openvino").exit_code == 0
+    ray_args = ["--engine", "ray", "--address", ray_address, "--block-size", "3"]
+    result = infer(tiny_model, tmp_path / "zoo", remote, "--provider", "openvino", *ray_args)
+    assert result.exit_code == 0, result.output
+    assert "openvino" in result.output, "the workers' provider is reported"
+    assert_same_files(local, remote)
+    assert len(paths(remote)) == len(good) and f"{len(bad)} files failed" in result.output
+
+
 def committed_rows(out: Path) -> int:
     """Files in the committed blocks: their predictions and errors shards."""
     shards = [Path(f"{out}.parts") / n for n in committed_blocks(out)]

@@ -3,20 +3,27 @@ session and the same inputs, interleaved round by round so that machine noise hi
 
     flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/harness_overhead.py
 
-With --whole-bench, the figure the issue asks for: `cnnbench bench` itself (run_bench with
-the command's default options: --min-runs 30, 1 s windows, 3 agreeing) on ResNet50 at
-batch 8, against a bare loop of the same length on a session of its own, alternating
-which goes first, over --rounds rounds; the ratio of the medians of img/s:
-
-    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/harness_overhead.py \
-        --whole-bench --rounds 5
-
 Rounds alternate which of the two goes first (ABBA), so drift cancels. Prints, per model
 and batch, the median over rounds of:
   cost      = 1 - (harness wall-clock img/s) / (bare loop img/s): timers, list appends
   reported  = (img/s the harness reports) / (bare loop img/s) - 1: what the figure misses
 and, free of machine noise, `exact` = the harness's own per-call cost (timed around a
 no-op) over the time of one run.
+
+With --whole-bench, the figure the issue asks for: `cnnbench bench` itself (run_bench with
+the command's default options: --min-runs 30, 1 s windows, 3 agreeing) on ResNet50 at
+batch 8, against a bare loop of the same length on a session created for it, as bench
+creates one, alternating which goes first, over --rounds rounds; the ratio of the medians
+of img/s:
+
+    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/harness_overhead.py \
+        --whole-bench --rounds 11
+
+With --session-spread N, why the bare loop gets a session of its own each round: N
+sessions of --arch run in turn, 3 runs each, for --rounds cycles; their mean latencies:
+
+    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/harness_overhead.py \
+        --session-spread 4 --rounds 20
 """
 
 from __future__ import annotations
@@ -76,17 +83,52 @@ def per_call_cost_ns() -> float:
     return (time.perf_counter_ns() - t0 - bare) / runs
 
 
+def fresh_loop(path: str, batch: int, seconds: float) -> float:
+    """img/s of a bare loop of about `seconds` on a session created for it, as `cnnbench
+    bench` creates one per run: one session's speed is a draw (weights' placement in
+    memory), so a loop that kept one session would carry that session's luck into every
+    round (on this VM, four ResNet50 sessions interleaved run by run: 481, 503, 505, 482 ms)."""
+    session = create_session(path, RuntimeOptions(provider=Provider.CPU))
+    fmt = resolve_input_format(session)
+    feed = {fmt.input_name: fmt.to_model_input(make_images(fmt, batch))}
+    per_run = bare_loop(session, feed, 3) / 3  # warm-up, and the time of one run
+    runs = max(30, int(seconds / per_run))
+    return batch * runs / bare_loop(session, feed, runs)
+
+
+def session_spread(arch: str, batch: int, sessions: int, cycles: int) -> None:
+    """Why each round's bare loop gets a new session: `sessions` sessions of one model, run
+    3 at a time in turn (the order reversed every cycle, so drift hits all alike); the mean
+    latency of each."""
+    from cnnbench.bench.zoo import default_cache_dir, zoo_model
+
+    path = zoo_model(arch, default_cache_dir(), print).onnx_path
+    made = []
+    for _ in range(sessions):
+        session = create_session(path, RuntimeOptions(provider=Provider.CPU))
+        fmt = resolve_input_format(session)
+        feed = {fmt.input_name: fmt.to_model_input(make_images(fmt, batch))}
+        bare_loop(session, feed, 3)
+        made.append((session, feed))
+    seconds: list[list[float]] = [[] for _ in made]
+    for c in range(cycles):
+        order = range(sessions) if c % 2 == 0 else reversed(range(sessions))
+        for k in order:
+            seconds[k].append(bare_loop(*made[k], 3) / 3)
+    means = [statistics.mean(s) * 1e3 for s in seconds]
+    print(
+        f"{arch} batch {batch}, {sessions} sessions x {3 * cycles} runs, mean ms per run: "
+        + ", ".join(f"{m:.1f}" for m in means)
+        + f"; slowest / fastest {max(means) / min(means):.3f}"
+    )
+
+
 def whole_bench(arch: str, batch: int, rounds: int) -> None:
     """`run_bench` with the command's defaults vs a bare loop, interleaved (ABBA)."""
     from cnnbench.bench.run import run_bench
     from cnnbench.bench.zoo import default_cache_dir, zoo_model
 
     path = zoo_model(arch, default_cache_dir(), print).onnx_path
-    session = create_session(path, RuntimeOptions(provider=Provider.CPU))
-    fmt = resolve_input_format(session)
-    feed = {fmt.input_name: fmt.to_model_input(make_images(fmt, batch))}
-    for _ in range(3):
-        session.run(None, feed)
     cfg = BenchConfig(models=(path,), providers=(Provider.CPU,), batch_sizes=(batch,), peak=False)
     bench_ips, bare_ips, rows = [], [], []
     for i in range(rounds):
@@ -96,16 +138,12 @@ def whole_bench(arch: str, batch: int, rounds: int) -> None:
             rows.append(result)
             return result.stats.throughput_ips
 
-        def bare_once(seconds: float) -> float:
-            runs = max(30, int(seconds / (bare_loop(session, feed, 2) / 2)))
-            return batch * runs / bare_loop(session, feed, runs)
-
-        seconds = rows[-1].seconds if rows else 10.0
+        seconds = rows[-1].seconds if rows else 15.0
         if i % 2 == 0:
             bench_ips.append(bench_once())
-            bare_ips.append(bare_once(rows[-1].seconds))
+            bare_ips.append(fresh_loop(path, batch, rows[-1].seconds))
         else:
-            bare_ips.append(bare_once(seconds))
+            bare_ips.append(fresh_loop(path, batch, seconds))
             bench_ips.append(bench_once())
         r = rows[-1]
         print(
@@ -115,22 +153,30 @@ def whole_bench(arch: str, batch: int, rounds: int) -> None:
             flush=True,
         )
     ratio = statistics.median(bench_ips) / statistics.median(bare_ips)
+    ratios = sorted(b / a for b, a in zip(bench_ips, bare_ips, strict=True))
     print(
         f"{arch} batch {batch}, {rounds} rounds: median bench {statistics.median(bench_ips):.2f}"
         f" img/s, median bare loop {statistics.median(bare_ips):.2f} img/s, "
-        f"ratio of medians {ratio:.3f}"
+        f"ratio of medians {ratio:.3f} (median of the rounds' ratios "
+        f"{statistics.median(ratios):.3f})"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--whole-bench", action="store_true", help="run_bench vs a bare loop")
+    parser.add_argument(
+        "--session-spread", type=int, metavar="N", help="N sessions of --arch, interleaved"
+    )
     parser.add_argument("--arch", default="resnet50", help="--whole-bench: zoo model")
     parser.add_argument("--model", action="append", help="ONNX file (default: zoo mnist_cnn)")
     parser.add_argument("--batch", type=int, action="append", help="default: 1 and 32")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=1.0, help="per loop")
     args = parser.parse_args()
+    if args.session_spread:
+        session_spread(args.arch, (args.batch or [8])[0], args.session_spread, args.rounds)
+        return
     if args.whole_bench:
         whole_bench(args.arch, (args.batch or [8])[0], args.rounds)
         return

@@ -232,6 +232,8 @@ class Predictor:
             "score": scores,
             "worker": np.full(n, self.worker, dtype=object),
             "provider": np.full(n, self.provider.value, dtype=object),
+            # --scores auto is decided by each actor on its first batch: the driver reports it
+            "scores": np.full(n, self.runner.scorer.describe(), dtype=object),
         }
 
 
@@ -283,6 +285,7 @@ class _Collector:
         self.columns = fieldnames(cfg.top_k, truth)
         self.rows: dict[int, dict[int, list]] = {}
         self.providers: set[str] = set()
+        self.scores: set[str] = set()
 
     def add(self, batch: dict, summary: InferSummary) -> None:
         columns = ("block", "index", "name", "error", "top", "score", "worker", "truncated")
@@ -293,6 +296,7 @@ class _Collector:
                 if len(got) == self.job.pending[block]:
                     self._write(int(block), summary)
         self.providers.update(batch["provider"])
+        self.scores.update(batch["scores"][batch["error"] == ""])  # rows the model ran on
 
     def _write(self, block: int, summary: InferSummary) -> None:
         got = self.rows.pop(block)
@@ -555,6 +559,7 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
         if job.pending:  # else a resume with every block done: merge without a cluster
             _run_job(ray, job, model, collector, summary, cfg, opts, report)
         summary.provider = ",".join(sorted(collector.providers)) or "none"
+        summary.scores = "; ".join(sorted(collector.scores))
         if not summary.interrupted:
             parts.merge(job.digests, cfg.output, cfg.errors_path)
             parts.remove()

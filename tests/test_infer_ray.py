@@ -127,6 +127,24 @@ def test_ray_workers_run_openvino(
     assert len(paths(remote)) == len(good) and f"{len(bad)} files failed" in result.output
 
 
+def test_ray_reports_the_workers_score_choice(
+    ray_address: str, foreign_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    make_zoo(tmp_path / "zoo", photo_jpeg)
+    outputs, docs = {}, {}
+    for engine in ("local", "ray"):
+        out, summary = tmp_path / f"{engine}.csv", tmp_path / f"{engine}.json"
+        extra = ["--address", ray_address, "--block-size", "3"] if engine == "ray" else []
+        args = ["--preset", "raw", "--engine", engine, "--summary", str(summary), *extra]
+        result = infer(foreign_model, tmp_path / "zoo", out, *args)
+        assert result.exit_code == 0, result.output
+        outputs[engine], docs[engine] = out, json.loads(summary.read_text())
+    assert_same_files(outputs["local"], outputs["ray"])
+    assert docs["ray"]["scores"] == docs["local"]["scores"]
+    # decided by each actor from its first batch (a softmax inside): not from a spec
+    assert docs["ray"]["scores"] == "raw (auto: the output rows are already probabilities)"
+
+
 def committed_rows(out: Path) -> int:
     """Files in the committed blocks: their predictions and errors shards."""
     shards = [Path(f"{out}.parts") / n for n in committed_blocks(out)]

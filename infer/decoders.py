@@ -103,8 +103,8 @@ def _pillow(
     try:
         with Image.open(io.BytesIO(data)) as im:
             if factor > 1 and header.format == "JPEG":
-                size = (-(-header.width // factor), -(-header.height // factor))
-                im.draft("L" if channels == 1 else "RGB", size)
+                height, width = header.decoded_size(factor)
+                im.draft("L" if channels == 1 else "RGB", (width, height))
             im.load()  # Pillow turns TIFF and AVIF upright itself, and drops their tag
             orientation = header.orientation or _exif_orientation(im)
             image = _to_uint8(im, header.bits, channels)

@@ -24,7 +24,6 @@ IMAGE_EXTENSIONS = (
 )  # fmt: skip
 ALL_FILES = None  # `extensions` value for every file (`--extensions '*'`)
 NO_EXTENSION = "(none)"
-JPEG_MAGIC = b"\xff\xd8"
 
 
 @dataclass(frozen=True)
@@ -150,33 +149,17 @@ def reason(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def jpeg_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's frame header (probe.py's marker walk), without
-    decoding; None if the data is not a JPEG or the header is damaged."""
-    raw = data if isinstance(data, bytes) else data.tobytes()
-    if not raw.startswith(JPEG_MAGIC):
-        return None
-    try:
-        header = read_header(raw)
-    except DecodeError:
-        return None
-    return header.height, header.width
-
-
-def reduction_for(data: bytes | np.ndarray, target: tuple[int, int]) -> int:
+def reduction_for(header: Header, target: tuple[int, int]) -> int:
     """Largest JPEG DCT reduction (8, 4, 2) that keeps the short side >= the target's
     long side; 1 when none does or the file is not a JPEG."""
-    size = jpeg_size(data)
-    return 1 if size is None else _reduction(size, target)
-
-
-def _reduction(size: tuple[int, int], target: tuple[int, int]) -> int:
-    short, need = min(size), max(target)
+    if header.format != "JPEG":
+        return 1
+    short, need = min(header.height, header.width), max(target)
     return next((f for f, _ in REDUCED if short >= f * need), 1)
 
 
 def decode(
-    data: bytes | np.ndarray,
+    data: bytes,
     channels: int,
     bgr: bool = False,
     target: tuple[int, int] | None = None,
@@ -194,18 +177,16 @@ def decode(
     With `target` (h, w), a large JPEG is decoded at 1/2, 1/4 or 1/8 size in the DCT
     domain. A truncated file read under `limits.allow_truncated` adds a line to `notes`.
     """
-    raw = data if isinstance(data, bytes) else data.tobytes()
-    header = read_header(raw, limits.max_pixels)
-    factor = _reduction((header.height, header.width), target) if target else 1
-    factor = factor if header.format == "JPEG" else 1
-    height, width = -(-header.height // factor), -(-header.width // factor)
+    header = read_header(data, limits.max_pixels)
+    factor = reduction_for(header, target) if target else 1
+    height, width = header.decoded_size(factor)
     if height * width > limits.max_pixels:
         raise DecodeError(too_large(header, factor, limits.max_pixels))
     if header.truncated and not limits.allow_truncated:
         raise DecodeError(f"{header.truncated} (--allow-truncated predicts what decoded)")
     depth = 2 if header.bits else 1
     with decode_budget.reserve(decode_bytes(height * width, 4, depth)):
-        image = decode_pixels(raw, header, channels, bgr, factor, limits)
+        image = decode_pixels(data, header, channels, bgr, factor, limits)
     if header.truncated and notes is not None:
         notes.append(header.truncated)
     return image.reshape(image.shape[0], image.shape[1], channels)
@@ -214,14 +195,9 @@ def decode(
 def too_large(header: Header, factor: int, limit: int) -> str:
     size = f"{header.width}x{header.height} = {header.pixels:,} pixels"
     if factor > 1:
-        h, w = -(-header.height // factor), -(-header.width // factor)
+        h, w = header.decoded_size(factor)
         size += f" (decoded at 1/{factor}: {w}x{h} = {h * w:,})"
     return f"too large: {header.format} of {size}, over the limit of {limit:,} (--max-pixels)"
-
-
-def resize_into(image: np.ndarray, out: np.ndarray, policy: ResizePolicy = DEFAULT_POLICY) -> None:
-    """Resize HxWxC `image` into the preallocated `out` by `policy` (see resize.py)."""
-    resize_to(image, out, policy)
 
 
 def read_into(
@@ -251,7 +227,7 @@ def decode_into(
     """Decode a file's bytes and resize them into `out` (H, W, C) by `policy`."""
     target = policy.decode_target(out.shape[:2])
     image = decode(data, out.shape[2], bgr, target=target, limits=limits, notes=notes)
-    resize_into(image, out, policy)
+    resize_to(image, out, policy)
 
 
 def load_items(

@@ -76,6 +76,10 @@ class Header:
     def pixels(self) -> int:
         return self.width * self.height
 
+    def decoded_size(self, factor: int = 1) -> tuple[int, int]:
+        """(height, width) as decoded at 1/`factor` (JPEG's DCT reduction rounds up)."""
+        return -(-self.height // factor), -(-self.width // factor)
+
 
 def pillow(max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
     """Pillow's Image module, imported lazily, its decompression-bomb check set to

@@ -17,8 +17,9 @@ from click.testing import CliRunner
 from helpers import make_zoo, write_png
 
 from cnnbench.cli import cli
-from cnnbench.infer.images import decode, jpeg_size, load_image, reduction_for
+from cnnbench.infer.images import decode, load_image, reduction_for
 from cnnbench.infer.output import unsafe_cell
+from cnnbench.infer.probe import Header, read_header
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -111,11 +112,12 @@ def test_large_jpeg_decodes_reduced_and_close(photo_jpeg: bytes) -> None:
     full = cv2.imdecode(np.frombuffer(photo_jpeg, np.uint8), cv2.IMREAD_COLOR_RGB)
     big = cv2.imencode(".jpg", cv2.resize(full, (2000, 1500)), [cv2.IMWRITE_JPEG_QUALITY, 95])[1]
     data = big.tobytes()
-    assert jpeg_size(data) == (1500, 2000)
-    assert jpeg_size(b"\x89PNG....") is None
-    assert reduction_for(data, (224, 224)) == 4  # 1500 / 4 = 375 >= 224; / 8 would not be
-    assert reduction_for(data, (28, 28)) == 8
-    assert reduction_for(data, (1000, 1000)) == 1
+    header = read_header(data)
+    assert header.decoded_size() == (1500, 2000)
+    assert reduction_for(Header("PNG", 2000, 1500), (28, 28)) == 1  # JPEG only
+    assert reduction_for(header, (224, 224)) == 4  # 1500 / 4 = 375 >= 224; / 8 would not be
+    assert reduction_for(header, (28, 28)) == 8
+    assert reduction_for(header, (1000, 1000)) == 1
     reduced = decode(data, 3, target=(224, 224))
     assert reduced.shape == (375, 500, 3)
     reference = cv2.resize(decode(data, 3), (224, 224), interpolation=cv2.INTER_AREA)

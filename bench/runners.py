@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -110,35 +111,12 @@ def open_session(
         opts = with_provider(runtime, run.provider)
         if concurrency > 1:
             opts = dataclasses.replace(opts, threads=split_threads(runtime, concurrency))
-        if profile:
-            return _profiling_session(path, opts)
+        if profile:  # onnxruntime_perf_test -p
+            folder = tempfile.mkdtemp(prefix="cnnbench-prof-")
+            opts = dataclasses.replace(opts, profile_prefix=os.path.join(folder, "ort"))
         return create_session(path, opts)
     except InferError as e:
         raise BenchError(str(e)) from e
-
-
-def _profiling_session(path: str, opts: RuntimeOptions) -> Session:
-    """ONNX Runtime with its profiler on (onnxruntime_perf_test -p)."""
-    import tempfile
-
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    if opts.threads:
-        so.intra_op_num_threads = opts.threads
-    so.enable_profiling = True
-    so.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="cnnbench-prof-"), "ort")
-    from cnnbench.infer.session import _provider_entry
-
-    providers = [_provider_entry(opts.provider, opts)]
-    if opts.provider is not Provider.CPU:
-        providers.append(_provider_entry(Provider.CPU, opts))
-    try:
-        return ort.InferenceSession(path, so, providers=providers)
-    except Exception as e:
-        raise InferError(f"cannot load {path} with ONNX Runtime's profiler: {e}") from e
 
 
 def ran_precision(session: Session, declared: str) -> str:

@@ -89,6 +89,8 @@ class RuntimeOptions:
     # other threads (infer's decoders) between runs.
     spinning: bool = True
     precision_hint: str = "auto"  # OpenVINO: f32, bf16 or auto (the device's default)
+    # ONNX Runtime's profiler on, its JSON written with this file prefix (bench --profile)
+    profile_prefix: str | None = None
 
 
 def check_ort_install() -> str | None:
@@ -220,6 +222,9 @@ def _try_session(
         so.intra_op_num_threads = opts.threads
     if not opts.spinning:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if opts.profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = opts.profile_prefix
     providers = [_provider_entry(provider, opts)]
     if provider is Provider.TENSORRT:
         if opts.trt_cache:

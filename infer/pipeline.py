@@ -432,7 +432,7 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     for line in describe_format(fmt):
         say(line)
     summary = InferSummary(provider=provider.value, batch_size=batch_size)
-    summary.preprocessing = f"{fmt.describe_pixels()}; {fmt.describe_resize()}"
+    summary.preprocessing = fmt.describe()
     with_truth = has_class_folders(inputs, set(fmt.labels))
     items = iter_items(inputs, cfg, summary.skipped_by_extension)
     runner = make_runner(session, fmt, provider, cfg.runtime.device_id)
@@ -468,7 +468,7 @@ def describe_format(fmt: InputFormat) -> list[str]:
         padded = ", the last one padded" if fmt.batch > 1 else ""
         lines.append(f"the model's batch is fixed at {fmt.batch}: batches of {fmt.batch}{padded}")
     if fmt.spec is None:
-        lines.append(f"preprocessing: {fmt.describe_pixels()}; {fmt.describe_resize()}")
+        lines.append(f"preprocessing: {fmt.describe()}")
     return lines
 
 

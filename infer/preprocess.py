@@ -166,6 +166,11 @@ class InputFormat:
             cover = f"squash to {sh}x{sw}"
         return f"{cover}, centre crop {h}x{w} (crop_pct {p.crop_pct:g}), {p.interpolation.value}"
 
+    def describe(self) -> str:
+        """How the pixels are prepared and resized, for the summary (describe_pixels and
+        describe_resize)."""
+        return f"{self.describe_pixels()}; {self.describe_resize()}"
+
 
 _DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
 

@@ -544,7 +544,7 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
     gpu = _num_gpus(opts, cfg.runtime) > 0
     batch_size = batch_size_for(fmt, cfg.batch_size, Provider.CUDA if gpu else Provider.CPU)
     summary = InferSummary(batch_size=batch_size)
-    summary.preprocessing = f"{fmt.describe_pixels()}; {fmt.describe_resize()}"
+    summary.preprocessing = fmt.describe()
     for line in describe_format(fmt):
         report(line)
     items = iter_items(inputs, cfg, summary.skipped_by_extension)

@@ -34,7 +34,7 @@ from cnnbench.bench.results import (
 )
 from cnnbench.bench.runners import open_session, ran_precision, with_provider
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.images import IMAGE_EXTENSIONS, decode_into
+from cnnbench.infer.images import IMAGE_EXTENSIONS, decode_into, scan
 from cnnbench.infer.runner import make_scorer
 
 if TYPE_CHECKING:
@@ -50,17 +50,11 @@ class LabelledImage:
 
 
 def labelled_images(root: str) -> list[LabelledImage]:
-    """Every image under `root`, sorted; the first folder level names the class."""
-    out = []
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        rel = os.path.relpath(folder, root)
-        truth = None if rel == "." else rel.split(os.sep)[0]
-        out += [
-            LabelledImage(os.path.join(folder, f), truth)
-            for f in sorted(files)
-            if f.lower().endswith(IMAGE_EXTENSIONS)
-        ]
+    """Every image under `root`, in infer's order; the first folder level names the class."""
+    out = [
+        LabelledImage(item.path, item.name.split("/")[0] if "/" in item.name else None)
+        for item in scan(root)
+    ]
     if not out:
         raise BenchError(f"--images {root}: no images found (extensions {IMAGE_EXTENSIONS})")
     return out

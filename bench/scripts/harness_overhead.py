@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,13 @@ from cnnbench.bench.measure import Timing, measure
 from cnnbench.bench.results import BenchConfig, make_images
 from cnnbench.infer.preprocess import resolve_input_format
 from cnnbench.infer.session import Provider, RuntimeOptions, create_session
+
+
+def session_and_feed(path: str, batch: int) -> tuple[Any, dict]:
+    """A new CPU session of `path` and a feed of `batch` images, as bench builds them."""
+    session = create_session(path, RuntimeOptions(provider=Provider.CPU))
+    fmt = resolve_input_format(session)
+    return session, {fmt.input_name: fmt.to_model_input(make_images(fmt, batch))}
 
 
 def bare_loop(session, feed: dict, runs: int) -> float:
@@ -88,9 +96,7 @@ def fresh_loop(path: str, batch: int, seconds: float) -> float:
     bench` creates one per run: one session's speed is a draw (weights' placement in
     memory), so a loop that kept one session would carry that session's luck into every
     round (on this VM, four ResNet50 sessions interleaved run by run: 481, 503, 505, 482 ms)."""
-    session = create_session(path, RuntimeOptions(provider=Provider.CPU))
-    fmt = resolve_input_format(session)
-    feed = {fmt.input_name: fmt.to_model_input(make_images(fmt, batch))}
+    session, feed = session_and_feed(path, batch)
     per_run = bare_loop(session, feed, 3) / 3  # warm-up, and the time of one run
     runs = max(30, int(seconds / per_run))
     return batch * runs / bare_loop(session, feed, runs)
@@ -105,9 +111,7 @@ def session_spread(arch: str, batch: int, sessions: int, cycles: int) -> None:
     path = zoo_model(arch, default_cache_dir(), print).onnx_path
     made = []
     for _ in range(sessions):
-        session = create_session(path, RuntimeOptions(provider=Provider.CPU))
-        fmt = resolve_input_format(session)
-        feed = {fmt.input_name: fmt.to_model_input(make_images(fmt, batch))}
+        session, feed = session_and_feed(path, batch)
         bare_loop(session, feed, 3)
         made.append((session, feed))
     seconds: list[list[float]] = [[] for _ in made]

@@ -1,19 +1,36 @@
 # Quick start: `make demo` and `make test`. Needs only python3 and make.
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
-DEMO   := demo
+# The development environment is locked: uv.lock pins every package (with hashes) and
+# `make install` syncs .venv to it exactly. `make lock` refreshes the lock; `make test-latest`
+# runs the suite on a fresh, unpinned resolve (the upgrade check, docs/benchmarks.md).
+PYTHON     ?= python3
+comma      := ,
+VENV       := .venv
+BIN        := $(VENV)/bin
+STAMP      := $(VENV)/.installed-stamp
+DEMO       := demo
+# uv itself, pinned, in a small venv of its own (uv sync prunes .venv to the lock).
+UV_VERSION := 0.13.9
+UV_VENV    := .uv
+UV         := $(UV_VENV)/bin/uv
+EXTRAS     := train dev ray openvino
+LATEST     := .venv-latest
+# Never download a Python: the one PYTHON names is the one the lock is used with.
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo test lint format clean
+.PHONY: install lock demo test test-latest lint format clean
 
-$(STAMP): pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[train,dev,ray,openvino]'
+$(UV):
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/python -m pip install -q uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml uv.lock Makefile | $(UV)
+	$(UV) sync --locked --quiet --python $(PYTHON) $(addprefix --extra ,$(EXTRAS))
 	touch $(STAMP)
 
 install: $(STAMP)
+
+lock: | $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
@@ -34,5 +51,14 @@ format: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# The upgrade check: the newest release of every dependency the ranges in pyproject.toml
+# allow, in a venv of its own (the lock and .venv are not touched).
+test-latest: | $(UV)
+	rm -rf $(LATEST)
+	$(UV) venv --quiet --python $(PYTHON) $(LATEST)
+	VIRTUAL_ENV=$(LATEST) $(UV) pip install --quiet --upgrade -e '.[$(subst $() $(),$(comma),$(EXTRAS))]'
+	VIRTUAL_ENV=$(LATEST) $(UV) pip freeze > $(LATEST)/versions.txt
+	$(LATEST)/bin/pytest -p no:cacheprovider
+
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(UV_VENV) $(LATEST) $(DEMO) .pytest_cache .ruff_cache .mypy_cache

@@ -286,6 +286,7 @@ def notes(report: BenchReport, skipped: bool = True) -> list[str]:
             f"{precision} peak is measured there), so it can pass 100"
         )
     for m in report.models:
+        out += [f"{m.model}: GFLOPs/img: {m.facts.note}"] if m.facts.note else []
         out += [f"{m.model} on {p}: sweep ended: {why}" for p, why in m.sweep_end.items()]
     hints = {
         (r.model, r.provider, r.precision_hint, r.precision)

@@ -265,7 +265,8 @@ def _result(
     peaks: dict[str, float],
 ) -> Result:
     stats = m.stats()
-    gflops = info.facts.gflops_per_image * stats.throughput_ips
+    per_image = info.facts.gflops_per_image
+    gflops = None if per_image is None else per_image * stats.throughput_ips
     precision = ran_precision(session, info.precision)
     peak, basis = row_peak(rc.label, precision, peaks) or (None, None)
     threads = (
@@ -294,8 +295,8 @@ def _result(
         seconds=m.seconds,
         latencies_ms=m.latencies_ms,
         gflops_per_s=gflops,
-        peak_pct=100 * gflops / peak if peak else None,
-        peak_basis=basis,
+        peak_pct=100 * gflops / peak if peak and gflops is not None else None,
+        peak_basis=basis if peak and gflops is not None else None,
     )
 
 

@@ -60,7 +60,7 @@ def read_range(path: str, offset: int, size: int) -> bytes:
 def _fetch(item: Item) -> Item:
     """The item with its bytes, or with the reason they could not be read."""
     try:
-        return dataclasses.replace(item, data=stores.read_bytes(item.path))
+        return dataclasses.replace(item, data=read_item(item))
     except OSError as e:
         return dataclasses.replace(item, error=str(e))
 

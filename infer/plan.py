@@ -18,7 +18,7 @@ from typing import Any
 from cnnbench.cpu import cpu_model, isa_flags
 from cnnbench.files import sha256_file
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.session import ORT_NAMES, Provider, RuntimeOptions
+from cnnbench.infer.session import ORT_NAMES, Provider
 
 PLAN_SCHEMA = "cnnbench.plan/1"
 RETUNE = "re-run cnnbench tune"
@@ -67,14 +67,6 @@ class Plan:
     @property
     def model_path(self) -> str:
         return os.path.join(os.path.dirname(os.path.abspath(self.path)), self.model)
-
-    def runtime(self) -> RuntimeOptions:
-        return RuntimeOptions(
-            provider=self.provider,
-            threads=self.threads,
-            precision_hint=self.precision_hint,
-            trt_fp16=self.trt_fp16,
-        )
 
     def describe(self) -> str:
         """'openvino bf16 (hint bf16), batch 8, 1 in flight x 2 threads'"""

@@ -89,6 +89,7 @@ class RuntimeOptions:
     # other threads (infer's decoders) between runs.
     spinning: bool = True
     precision_hint: str = "auto"  # OpenVINO: f32, bf16 or auto (the device's default)
+    streams: int = 1  # OpenVINO: infer requests run at once (compiled for that many streams)
     # ONNX Runtime's profiler on, its JSON written with this file prefix (bench --profile)
     profile_prefix: str | None = None
 
@@ -256,7 +257,9 @@ def choose_session(model_path: str, opts: RuntimeOptions) -> tuple[Session, str]
     if opts.provider is Provider.OPENVINO:
         from cnnbench.infer.openvino_runner import create_openvino_session
 
-        ov = create_openvino_session(model_path, opts.precision_hint, opts.threads)
+        ov = create_openvino_session(
+            model_path, opts.precision_hint, opts.threads, streams=opts.streams
+        )
         return ov, f"provider openvino ({ov.precision()})"
     if opts.provider is Provider.AUTO:
         ort = import_ort()

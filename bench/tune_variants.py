@@ -4,6 +4,7 @@ fp16 file for CUDA), written beside the plan."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,8 +112,22 @@ def make_int8(source: str, pixels: np.ndarray, out: str) -> None:
     try:
         with atomic_path(out, suffix=".onnx") as tmp:
             quantize_int8(source, tmp, calibration_subset(pixels), external)
+            say_precision(tmp, "int8")
     except ConvertError as e:
         raise BenchError(str(e)) from e
+
+
+def say_precision(path: str, precision: str) -> None:
+    """The file's spec names the precision its weights now have (what infer reports)."""
+    import onnx
+
+    from cnnbench.infer.contract import read_spec, write_spec
+
+    model = onnx.load(path)
+    spec = read_spec({p.key: p.value for p in model.metadata_props})
+    if spec is not None:
+        write_spec(model, dataclasses.replace(spec, precision=precision))
+        onnx.save(model, path)
 
 
 def make_fp16(source: str, out: str) -> None:
@@ -126,5 +141,6 @@ def make_fp16(source: str, out: str) -> None:
         model = onnx.shape_inference.infer_shapes(onnx.load(source))
         with atomic_path(out, suffix=".onnx") as tmp:
             onnx.save(to_fp16(model), tmp)
+            say_precision(tmp, "fp16")
     except Exception as e:  # onnx and the converter raise their own types
         raise BenchError(f"fp16 conversion failed: {e}") from e

@@ -227,7 +227,7 @@ def infer(
         ) from e
     click.echo(summary_line(result, cfg), err=True)
     if plan is not None:
-        click.echo(plan_line(plan, result), err=True)
+        click.echo(plan_line(plan, result, cfg), err=True)
     if result.interrupted:
         again = " ".join(shlex.quote(a) for a in sys.argv)
         again = again if "--resume" in sys.argv else f"{again} --resume"
@@ -266,7 +266,7 @@ def check_plan_options(engine: str) -> None:
         raise click.UsageError("--plan runs on the local engine: leave out --engine ray")
 
 
-def plan_line(plan: Plan, summary: InferSummary) -> str:
+def plan_line(plan: Plan, summary: InferSummary, cfg: InferConfig) -> str:
     """The plan's expected img/s beside the one reached (bench --compare's ratio)."""
     e = plan.expected
     got = summary.images_per_second
@@ -275,7 +275,7 @@ def plan_line(plan: Plan, summary: InferSummary) -> str:
         + (f"; {e.end_to_end_ips:.1f} end to end when tuned" if e.end_to_end_ips else "")
         + f"), reached {got:.1f} img/s ({got / e.images_per_second:.2f}x)"
     )
-    if summary.provider != plan.provider.value:
+    if summary.provider != plan.provider.value and cfg.runtime.provider is Provider.AUTO:
         line += f"\nwarning: the plan's provider {plan.provider.value} did not load: ran on "
         line += summary.provider
     return line

@@ -10,6 +10,7 @@ may not hold.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -78,7 +79,7 @@ class Plan:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        doc = {"schema": PLAN_SCHEMA}
+        doc: dict[str, Any] = {"schema": PLAN_SCHEMA}
         doc |= {f.name: getattr(self, f.name) for f in fields(self) if f.name != "path"}
         doc["provider"] = self.provider.value
         doc["expected"] = asdict(self.expected)
@@ -195,6 +196,10 @@ def missing_provider(provider: Provider) -> str | None:
 
         if ORT_NAMES[provider] not in ort.get_available_providers():
             return f"this onnxruntime build has no {ORT_NAMES[provider]}"
+        try:  # the GPU wheel lists its providers on any machine: the driver says more
+            ctypes.CDLL("libcuda.so.1")
+        except OSError:
+            return "no NVIDIA driver here (libcuda.so.1 does not load)"
     return None
 
 

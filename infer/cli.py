@@ -21,6 +21,7 @@ from cnnbench.infer.options import (
     tensorrt_options,
 )
 from cnnbench.infer.pipeline import (
+    IO_THREADS,
     InferConfig,
     InferSummary,
     apply_plan,
@@ -59,6 +60,12 @@ from cnnbench.infer.session import Provider, check_ort_install
     type=click.IntRange(min=0),
     default=0,
     help="Local: decode threads (0 = one per core). Ray: inference actors (0 = autoscale).",
+)
+@click.option(
+    "--io-threads",
+    type=click.IntRange(min=0),
+    help=f"Reads in flight (objects by URL, shards). Default: {IO_THREADS} when an input is "
+    "a URL, a shard or @list, else 0 (the decode threads read local files).",
 )
 @click.option("--top-k", type=int, default=1, show_default=True)
 @click.option("--limit", type=int, help="Only the first N files of the inputs.")
@@ -105,6 +112,7 @@ def infer(
     errors: str | None,
     batch_size: int | None,
     workers: int,
+    io_threads: int | None,
     top_k: int,
     limit: int | None,
     extensions: str | None,
@@ -138,7 +146,9 @@ def infer(
     scores: str,
     labels: str | None,
 ) -> None:
-    """Classify every image under INPUTS (folders, recursive; files; @list.txt) into a CSV.
+    """Classify every image under INPUTS into a CSV: folders (recursive), files, @list.txt,
+    URLs (s3://bucket/prefix/, gs://, az://, https:// files) and tar shards (a.tar,
+    shards-{000000..000099}.tar; local or by URL).
 
     Unreadable files go to the errors CSV; a run with bad files still exits 0. Ctrl-C
     finishes the batches in flight and exits 130; --resume finishes a stopped run.
@@ -147,6 +157,8 @@ def infer(
     Example:
       cnnbench infer model.onnx photos/ -o predictions.csv --top-k 3
       cnnbench infer model.onnx @files.txt -o predictions.csv --resume
+      cnnbench infer model.onnx s3://bucket/photos/ -o predictions.csv
+      cnnbench infer model.onnx 'shards-{000000..000099}.tar' -o predictions.csv
       cnnbench infer model.onnx /shared/photos -o predictions.csv --engine ray --address auto
       cnnbench infer --plan plan.json photos/ -o predictions.csv
     """
@@ -168,6 +180,7 @@ def infer(
         errors=errors,
         batch_size=batch_size,
         workers=workers if engine == Engine.LOCAL else 0,
+        io_threads=io_threads,
         top_k=top_k,
         extensions=parse_extensions(extensions),
         limit=limit,

@@ -267,6 +267,15 @@ def check_labels(fmt: InputFormat, options: ForeignOptions) -> None:
         )
 
 
+def check_top_k(fmt: InputFormat, top_k: int) -> None:
+    """--top-k past the class count would write empty label and score columns."""
+    if top_k > len(fmt.labels):
+        raise InferError(
+            f"--top-k {top_k} is more than the {len(fmt.labels)} classes the model outputs: "
+            f"pass --top-k {len(fmt.labels)} or less"
+        )
+
+
 def _check_fixed(inp: TensorInfo, hw: list, size: tuple[int, int] | None) -> tuple[int, int] | None:
     """The input's fixed (h, w), or `size`; an error when they disagree."""
     fixed = (hw[0], hw[1]) if all(isinstance(v, int) and v > 0 for v in hw) else None

@@ -51,7 +51,7 @@ from cnnbench.infer.pipeline import (
     top_indices,
     write_summary,
 )
-from cnnbench.infer.preprocess import InputFormat, resolve_input_format
+from cnnbench.infer.preprocess import InputFormat, check_top_k, resolve_input_format
 from cnnbench.infer.ray_cleanup import release_watchdog, start_watchdog
 from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.runner import make_runner
@@ -62,6 +62,7 @@ from cnnbench.infer.session import (
     active_provider,
     create_session,
 )
+from cnnbench.infer.sources import stores
 
 RAY_HINT = "pip install 'cnnbench[ray]'"
 CONNECT_TIMEOUT_S = 3.0
@@ -253,6 +254,11 @@ def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary: InferSu
 
     job = _Job([], {}, [])
     for k, chunk in enumerate(batched(items, block_size)):
+        if any(item.data is not None for item in chunk):
+            raise InferError(
+                "--engine ray does not read tar shards yet (their members are read while "
+                "listing): run them with the local engine (leave out --engine ray)"
+            )
         digest = names_digest(item.name for item in chunk)
         job.digests.append(digest)
         if parts.is_done(k, digest):
@@ -263,8 +269,12 @@ def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary: InferSu
             {
                 "block": pa.array([k] * len(chunk), pa.int64()),
                 "index": pa.array(range(len(chunk)), pa.int64()),
-                # absolute: workers do not run in the driver's working directory
-                "path": [os.path.abspath(item.path) for item in chunk],
+                # absolute: workers do not run in the driver's working directory;
+                # URLs are read by the workers themselves
+                "path": [
+                    item.path if stores.is_url(item.path) else os.path.abspath(item.path)
+                    for item in chunk
+                ],
                 "name": [item.name for item in chunk],
                 "error": [item.error or "" for item in chunk],
             }
@@ -538,6 +548,7 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
     # The driver only needs the model's input format and labels: a one-thread CPU session.
     session = create_session(cfg.model, RuntimeOptions(provider=Provider.CPU, threads=1))
     fmt = resolve_input_format(session, cfg.foreign)
+    check_top_k(fmt, cfg.top_k)
     model = _read_model(cfg.model)
     with_truth = has_class_folders(inputs, set(fmt.labels))
     columns = fieldnames(cfg.top_k, with_truth)

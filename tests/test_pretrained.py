@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from bench_helpers import FAST, bench
-from helpers import run
+from helpers import assert_one_line_error, run
 from onnx import TensorProto, helper, numpy_helper
 
 from cnnbench.bench.flops import graph_facts
@@ -279,3 +279,29 @@ def test_same_top1_as_the_pillow_reference_on_every_photo(
     expected = {i.name: str(k) for i, k in zip(items, logits.argmax(1), strict=True)}
     assert got == expected
     assert len(set(expected.values())) > 1  # the model tells the photos apart
+
+
+def test_bench_images_with_labels_gives_accuracy_for_a_foreign_model(
+    classifier: Path, photos: Path, tmp_path: Path
+) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"{name}\n" for name in "abcdefghij"))
+    out = tmp_path / "b.json"
+    args = ["--model", str(classifier), "--provider", "cpu", "--batch-sizes", "2", *FAST]
+    args += ["--images", str(photos), "--preset", "imagenet", "--labels", str(labels)]
+    code, output = bench([*args, "--json", str(out)])
+    assert code == 0, output
+    results = json.loads(out.read_text())["results"]
+    accuracy = results[0]["accuracy"]
+    assert accuracy["images"] == 8
+    assert 0.0 <= accuracy["top1"] <= 1.0  # folders a, b, c are labels of the model
+    assert accuracy["agreement"] == 1.0  # the reference configuration itself
+
+
+def test_top_k_past_the_class_count_is_a_one_line_error(
+    classifier: Path, photos: Path, tmp_path: Path
+) -> None:
+    args = ["infer", str(classifier), str(photos), "-o", str(tmp_path / "p.csv")]
+    code, output = run([*args, "--preset", "imagenet", "--top-k", "11"])
+    assert_one_line_error(code, output, "--top-k 11", "10 classes", "--top-k 10 or less")
+    assert not (tmp_path / "p.csv").exists()

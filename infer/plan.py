@@ -10,7 +10,6 @@ may not hold.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -19,7 +18,7 @@ from typing import Any
 from cnnbench.cpu import cpu_model, isa_flags
 from cnnbench.files import sha256_file
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.session import ORT_NAMES, Provider
+from cnnbench.infer.session import ORT_NAMES, Provider, gpu_missing
 
 PLAN_SCHEMA = "cnnbench.plan/1"
 RETUNE = "re-run cnnbench tune"
@@ -196,10 +195,7 @@ def missing_provider(provider: Provider) -> str | None:
 
         if ORT_NAMES[provider] not in ort.get_available_providers():
             return f"this onnxruntime build has no {ORT_NAMES[provider]}"
-        try:  # the GPU wheel lists its providers on any machine: the driver says more
-            ctypes.CDLL("libcuda.so.1")
-        except OSError:
-            return "no NVIDIA driver here (libcuda.so.1 does not load)"
+        return gpu_missing()  # the GPU wheel lists its providers on any machine
     return None
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import numpy as np
 
 from cnnbench.bench.errors import BenchError
 from cnnbench.bench.extras import labelled_images
+from cnnbench.bench.flops import write_matmul_model
 from cnnbench.bench.machine import machine_facts
 from cnnbench.bench.results import BenchConfig, BenchReport, Result, RunConfig, Target
 from cnnbench.bench.run import bench_target
@@ -99,7 +101,9 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = lambda line: None) ->
     images = _load_images(cfg.images, fmt)
     log(f"{len(images.pixels)} images from {cfg.images}, {fmt.size[0]}x{fmt.size[1]}")
     reference = predict(session, fmt, images.pixels)
-    providers, skipped = probe_providers(cfg.providers, cfg.model, cfg.runtime)
+    with tempfile.TemporaryDirectory(prefix="cnnbench-tune-") as tmp:
+        probe = write_matmul_model(os.path.join(tmp, "probe.onnx"), 8)
+        providers, skipped = probe_providers(cfg.providers, probe, cfg.runtime)
     for name, why in skipped.items():
         log(f"provider {name} skipped: {why}")
     folder = os.path.dirname(os.path.abspath(cfg.output))
@@ -297,9 +301,32 @@ def _finish(
         raise BenchError(_nothing_fits(candidates, cfg))
     chosen = front[0]
     plan = make_plan(chosen, cfg, candidates)
+    log(f"chosen: {plan.describe()}; running it end to end over {cfg.images} ...")
+    reached = end_to_end(plan, cfg.images)
+    plan = dataclasses.replace(
+        plan, expected=dataclasses.replace(plan.expected, end_to_end_ips=reached)
+    )
     return TuneReport(
         candidates, front, chosen, plan, skipped, time.perf_counter() - start, unmeasured
     )
+
+
+def end_to_end(plan: Plan, images: str) -> float:
+    """infer's own img/s over the images with the plan, as `infer --plan` will run it."""
+    from cnnbench.infer.pipeline import InferConfig, apply_plan, run_infer
+
+    with tempfile.TemporaryDirectory(prefix="cnnbench-tune-") as tmp:
+        cfg = InferConfig(
+            model=plan.model_path,
+            inputs=(images,),
+            output=os.path.join(tmp, "predictions.csv"),
+            progress=False,
+        )
+        try:
+            cfg, _ = apply_plan(cfg, plan)
+            return run_infer(cfg).images_per_second
+        except InferError as e:
+            raise BenchError(f"the chosen plan did not run end to end: {e}") from e
 
 
 def _nothing_fits(candidates: list[Candidate], cfg: TuneConfig) -> str:

@@ -484,7 +484,10 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     """
     inputs = check_config(cfg)
     # Decoder threads share the cores with ORT's: idle ORT threads must not spin.
-    runtime = dataclasses.replace(cfg.runtime, spinning=False, streams=cfg.concurrency)
+    first_batch = cfg.batch_size or DEFAULT_BATCH_SIZE[Provider.OPENVINO]
+    runtime = dataclasses.replace(
+        cfg.runtime, spinning=False, streams=cfg.concurrency, first_batch=first_batch
+    )
     session, note = choose_session(cfg.model, runtime)
     fmt = resolve_input_format(session, cfg.foreign)
     check_top_k(fmt, cfg.top_k)

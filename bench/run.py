@@ -210,15 +210,20 @@ def bench_target(target: Target, rc: RunConfig, cfg: BenchConfig, report: BenchR
             break
         report.results += rows
         history.append((batch, max(r.stats.throughput_ips for r in rows)))
-        batch = _next(planned, history, cfg.max_batch, info, key)
+        batch = _next(planned, history, cfg.max_batch, info, key, cfg.sweep_patience)
 
 
 def _next(
-    planned: tuple[int, ...], history: list, max_batch: int, info: ModelInfo, key: str
+    planned: tuple[int, ...],
+    history: list,
+    max_batch: int,
+    info: ModelInfo,
+    key: str,
+    patience: int = 1,
 ) -> int | None:
     if planned:
         return planned[len(history)] if len(history) < len(planned) else None
-    nxt = next_batch_size(history, max_batch)
+    nxt = next_batch_size(history, max_batch, patience=patience)
     if nxt is None:
         last = history[-1][0]
         info.sweep_end[key] = (

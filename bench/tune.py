@@ -29,7 +29,7 @@ from cnnbench.bench.machine import machine_facts
 from cnnbench.bench.results import BenchConfig, BenchReport, Result, RunConfig, Target
 from cnnbench.bench.run import bench_target
 from cnnbench.bench.runners import open_session, probe_providers, ran_precision
-from cnnbench.bench.tune_config import TuneConfig
+from cnnbench.bench.tune_config import QUICK_PATIENCE, TuneConfig
 from cnnbench.bench.tune_variants import Variant, make_variant_files, variants_for
 from cnnbench.cpu import has_native_bf16
 from cnnbench.files import sha256_file, unwritable
@@ -250,6 +250,7 @@ def _time_variant(
         precision_hints=(variant.hint,),
         batch_sizes=sizes,
         max_batch=cfg.max_batch,
+        sweep_patience=QUICK_PATIENCE,
         concurrency=concurrency_levels(cores, cfg.exhaustive),
         timing=cfg.timing,
         runtime=runtime,

@@ -12,6 +12,8 @@ from cnnbench.infer.session import Provider, RuntimeOptions
 # rules (three agreeing windows, a minimum of runs) decide what is VALID.
 TUNE_TIMING = Timing(warmup=3, duration=0.5, max_seconds=12.0, min_runs=10)
 QUICK_MAX_BATCH = 64
+# quick search: a batch size sweep stops after two doublings in a row that gain < 5%
+QUICK_PATIENCE = 2
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ run (the first model is the reference of the agreement). Goal: agreement >= 99%.
 
 Run under the shared benchmark lock, from the repository root (needs the train extra):
 
-    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/int8_onnx.py runs/int8
+    flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/int8_onnx.py runs/int8
 
 State the CPU flags beside the figures: int8 gains need VNNI (AVX-512 VNNI or AVX-VNNI).
 """

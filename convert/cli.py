@@ -42,6 +42,17 @@ ONNX_ONLY = (
 )
 
 
+def check_max_drop(precision: Precision, no_verify: bool) -> None:
+    """--max-drop bounds int8 as measured by the checks: anywhere else it would be ignored."""
+    source = click.get_current_context().get_parameter_source("max_drop")
+    if source is click.core.ParameterSource.DEFAULT:
+        return
+    if precision is not Precision.INT8:
+        raise click.UsageError("--max-drop bounds int8 only; add --precision int8 or leave it out")
+    if no_verify:
+        raise click.UsageError("--max-drop is measured by the checks: leave out --no-verify")
+
+
 def check_input_kind(keras: bool) -> None:
     """Options of the other kind of input would be silently ignored: refuse them."""
     ctx = click.get_current_context()
@@ -128,6 +139,7 @@ def convert(
 
     keras = is_keras_file(model)
     check_input_kind(keras)
+    check_max_drop(Precision(precision), no_verify)
     cfg = ConvertConfig(
         model=model,
         output=output,

@@ -135,6 +135,11 @@ def test_foreign_model_without_options_is_infers_error(foreign, tmp_path: Path) 
         (["--preset", "imagenet", "--preprocess", "scale"], "--preprocess only apply to Keras"),
         (["--preset", "imagenet", "--precision", "int8"], "needs --calibration DIR"),
         (["--preset", "imagenet", "--labels", "MISSING"], "MISSING"),
+        (["--preset", "imagenet", "--max-drop", "2"], "--max-drop bounds int8 only"),
+        (
+            ["--preset", "imagenet", "--precision", "int8", "--max-drop", "2", "--no-verify"],
+            "leave out --no-verify",
+        ),
     ],
 )
 def test_bad_values_are_one_line_errors(foreign, tmp_path: Path, args, needle) -> None:

@@ -83,17 +83,19 @@ def read_source(path: str, options: ForeignOptions) -> tuple[OnnxSource, Session
 
 
 def source_reference(session: Session, fmt: InputFormat) -> Any:
-    """The source's probabilities for uint8 NHWC images, exactly as `infer` computes them
-    (its preprocessing in numpy, its scorer), padded to a fixed batch where the model has one."""
+    """The source's probabilities for uint8 NHWC RGB images, exactly as `infer` computes
+    them: channels flipped where infer's decoder flips them, its numpy preprocessing, its
+    scorer; padded to a fixed batch where the model has one."""
     runner = PlainRunner(session, fmt)
     rows = fmt.batch or 16
+    flip = fmt.bgr and fmt.channels == 3
 
     def predict(images: np.ndarray) -> np.ndarray:
         out = []
         for start in range(0, len(images), rows):
             chunk = images[start : start + rows]
             buf = np.zeros((rows, *chunk.shape[1:]), np.uint8)
-            buf[: len(chunk)] = chunk
+            buf[: len(chunk)] = chunk[..., ::-1] if flip else chunk
             out.append(runner.run(buf, len(chunk)))
         return np.concatenate(out)
 

@@ -27,11 +27,11 @@ def to_fp16(model: Any) -> Any:
 
     from onnxconverter_common.float16 import convert_float_to_float16
 
-    # The converter rewrites a Cast's output type but not its `to` attribute, so the
-    # uint8 -> float Cast on the input would be left inconsistent: keep it in float32.
+    # The converter rewrites a Cast's output type but not its `to` attribute, so a
+    # uint8 -> float Cast (the input's, or one after a wrapped model's channel flip) would be
+    # left inconsistent: keep every Cast in float32.
     # Remove when onnxconverter-common handles Cast nodes (still so in 1.16).
-    inputs = {i.name for i in model.graph.input}
-    casts = [n.name for n in model.graph.node if n.op_type == "Cast" and set(n.input) & inputs]
+    casts = [n.name for n in model.graph.node if n.op_type == "Cast"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # one line per tiny weight it rounds
         return convert_float_to_float16(

@@ -18,7 +18,7 @@ from cnnbench.infer.contract import INPUT_NAME, OUTPUT_NAME, SPEC_KEY, ModelSpec
 LABELS = ("apple", "bee", "cat", "dog", "eel")
 
 
-def logits_model(path: Path, size: int = 32) -> Path:
+def logits_model(path: Path, size: int = 32, batch: str | int = "N") -> Path:
     """A foreign float NCHW classifier that outputs logits: Conv, ReLU, pool, Gemm."""
     rng = np.random.default_rng(1)
     nodes = [
@@ -38,10 +38,10 @@ def logits_model(path: Path, size: int = 32) -> Path:
     graph = helper.make_graph(
         nodes,
         "foreign",
-        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [batch, 3, size, size])],
         [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", len(LABELS)]),
-            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 8, size, size]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, len(LABELS)]),
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, [batch, 8, size, size]),
         ],
         [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
     )
@@ -76,9 +76,14 @@ def foreign(tmp_path: Path) -> tuple[Path, Path, Path]:
     return logits_model(tmp_path / "foreign.onnx"), labels, photos(tmp_path / "photos")
 
 
-def test_wrapped_foreign_model_answers_as_infer_with_flags(foreign, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("batch", "bgr"), [("N", []), (1, ["--bgr"])])
+def test_wrapped_foreign_model_answers_as_infer_with_flags(
+    foreign, tmp_path: Path, batch: str | int, bgr: list[str]
+) -> None:
+    """A dynamic batch becomes `batch`; a fixed one (zoo exports) stays fixed, padded."""
     model, labels, folder = foreign
-    flags = ["--preset", "imagenet", "--labels", str(labels), "--crop-pct", "0.9"]
+    model = logits_model(tmp_path / "batched.onnx", batch=batch)
+    flags = ["--preset", "imagenet", "--labels", str(labels), "--crop-pct", "0.9", *bgr]
     out = tmp_path / "wrapped.onnx"
     code, output = run(["convert", str(model), "-o", str(out), *flags])
     assert code == 0, output
@@ -89,7 +94,7 @@ def test_wrapped_foreign_model_answers_as_infer_with_flags(foreign, tmp_path: Pa
     (inp,), (outp,) = wrapped.graph.input, wrapped.graph.output
     assert inp.name == INPUT_NAME and inp.type.tensor_type.elem_type == TensorProto.UINT8
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
-    assert dims == ["batch", 32, 32, 3]
+    assert dims == ["batch" if batch == "N" else batch, 32, 32, 3]
     assert outp.name == OUTPUT_NAME
     assert wrapped.graph.node[-1].op_type == "Softmax"
     meta = {p.key: p.value for p in wrapped.metadata_props}
@@ -110,6 +115,24 @@ def test_wrapped_foreign_model_answers_as_infer_with_flags(foreign, tmp_path: Pa
         assert row["label"] == flagged[path]["label"], path
         for key in ("score", "score_2", "score_3"):
             assert abs(float(row[key]) - float(flagged[path][key])) <= 1e-4, (path, key)
+
+
+def test_fp16_of_a_foreign_model(foreign, tmp_path: Path) -> None:
+    model, labels, folder = foreign
+    out = tmp_path / "fp16.onnx"
+    flags = ["--preset", "inception", "--bgr", "--precision", "fp16"]
+    code, output = run(
+        ["convert", str(model), "-o", str(out), *flags, "--verify-images", str(folder)]
+    )
+    assert code == 0, output
+    assert "verification (fp16)" in output
+    wrapped = onnx.load(out)
+    assert [n.op_type for n in wrapped.graph.node[:2]] == ["Gather", "Cast"]
+    assert wrapped.graph.input[0].type.tensor_type.elem_type == TensorProto.UINT8
+    assert wrapped.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    spec = ModelSpec.from_json({p.key: p.value for p in wrapped.metadata_props}[SPEC_KEY])
+    assert spec.precision == "fp16" and spec.channel_order == "RGB"
+    assert spec.preprocessing.startswith("RGB to BGR; (x * 0.0039215686 - 0.5,0.5,0.5) / 0.5")
 
 
 def test_foreign_model_without_options_is_infers_error(foreign, tmp_path: Path) -> None:

@@ -118,7 +118,7 @@ def test_wrapped_foreign_model_answers_as_infer_with_flags(
 
 
 def test_fp16_of_a_foreign_model(foreign, tmp_path: Path) -> None:
-    model, labels, folder = foreign
+    model, _, folder = foreign
     out = tmp_path / "fp16.onnx"
     flags = ["--preset", "inception", "--bgr", "--precision", "fp16"]
     code, output = run(

@@ -2,8 +2,8 @@
 bench` run: speed (img/s at batch 8, ORT CPU) and top-1 agreement with fp32 on held-out
 photos.
 
-simple_vgg is trained on crops of the bundled photos (64x64, augmented) and exported to fp32 ONNX; the
-fp32 ONNX file is the input of `cnnbench convert --precision int8 --max-drop 1`, calibrated
+simple_vgg is trained on crops of the bundled photos (64x64, augmented) and exported to
+fp32 ONNX; that file is the input of `cnnbench convert --precision int8 --max-drop 1`, calibrated
 on the training crops and verified on held-out crops (another seed). Then
 `cnnbench bench --model fp32.onnx --model int8.onnx --images held-out` measures both in one
 run (the first model is the reference of the agreement). Goal: agreement >= 99%.

@@ -41,10 +41,11 @@ class OnnxSource:
 
     @property
     def is_contract(self) -> bool:
-        """Already a cnnbench model: uint8 NHWC `image` in, probabilities out."""
+        """Already a cnnbench model: uint8 NHWC RGB `image` in, probabilities out."""
         return (
             self.fmt.spec is not None
             and self.fmt.dtype == np.uint8
+            and not self.fmt.bgr
             and not self.softmax
             and self.fmt.output_name == OUTPUT_NAME
         )
@@ -145,6 +146,9 @@ def _keep_output(graph: Any, name: str) -> None:
     inits = [t for t in graph.initializer if t.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(inits)
+    inputs = [i for i in graph.input if i.name in needed]  # old files list weights as inputs
+    del graph.input[:]
+    graph.input.extend(inputs)
     outputs = [o for o in graph.output if o.name == name]
     del graph.output[:]
     graph.output.extend(outputs)
@@ -230,7 +234,7 @@ def _set_io(graph: Any, fmt: InputFormat, src_in: str) -> None:
         TensorProto.FLOAT,
         [batch, classes.dim_value if classes.HasField("dim_value") else "classes"],
     )
-    kept = [i for i in graph.input if i.name != src_in]  # old-style initializer inputs stay
+    kept = [i for i in graph.input if i.name != src_in]  # weights listed as inputs stay
     del graph.input[:]
     graph.input.extend([image, *kept])
     del graph.output[:]

@@ -14,6 +14,7 @@ from helpers import assert_one_line_error, run
 from onnx import TensorProto, helper, numpy_helper
 
 from cnnbench.infer.contract import INPUT_NAME, OUTPUT_NAME, SPEC_KEY, ModelSpec
+from cnnbench.infer.preprocess import PRESETS, Preset
 
 LABELS = ("apple", "bee", "cat", "dog", "eel")
 
@@ -100,7 +101,9 @@ def test_wrapped_foreign_model_answers_as_infer_with_flags(
     meta = {p.key: p.value for p in wrapped.metadata_props}
     spec = ModelSpec.from_json(meta[SPEC_KEY])
     assert spec.labels == LABELS and spec.input_size == (32, 32)
-    assert (spec.crop_mode, spec.crop_pct, spec.interpolation) == ("center", 0.9, "bilinear")
+    preset_policy = PRESETS[Preset.IMAGENET][1]
+    assert (spec.crop_mode, spec.crop_pct) == ("center", 0.9)
+    assert spec.interpolation == preset_policy.interpolation.value
 
     def infer(model_and_flags: list[str], name: str) -> dict[str, dict[str, str]]:
         target = tmp_path / f"{name}.csv"
@@ -249,7 +252,7 @@ def test_max_drop_that_cannot_be_met_writes_nothing(tmp_path: Path) -> None:
 
 def test_the_most_harmful_layer_is_kept_in_float(tmp_path: Path) -> None:
     from cnnbench.convert.onnx_export import quantize_int8
-    from cnnbench.infer.preprocess import ForeignOptions, Preset
+    from cnnbench.infer.preprocess import ForeignOptions
 
     calibration, held_out = tie_images(tmp_path)
     model = tie_model(tmp_path / "tie.onnx", identity_conv=True)

@@ -58,12 +58,15 @@ from cnnbench.infer.preprocess import (
 )
 from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, Runner, check_output, make_runner
 from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, choose_session
+from cnnbench.infer.sources import shards, stores
+from cnnbench.infer.sources.fetch import fetch_ahead
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
 DEPTH = 3  # batches in flight: one running, two decoding
 TRUNCATED_LISTED = 1000  # names of truncated-but-predicted files kept for --summary
+IO_THREADS = 32  # reads in flight by default when an input is a URL, a shard or a list
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class InferConfig:
     errors: str | None = None  # default: OUTPUT.errors.csv
     batch_size: int | None = None  # None: the provider's default
     workers: int = 0  # decode threads; 0 = one per core
+    io_threads: int | None = None  # reads in flight; None: IO_THREADS for URLs, else 0
     top_k: int = 1
     extensions: Extensions = IMAGE_EXTENSIONS  # None: every file
     limit: int | None = None  # only the first N files of the inputs
@@ -169,8 +173,10 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
         raise InferError("--fp16 applies to --provider tensorrt only")
     if cfg.runtime.precision_hint != "auto" and cfg.runtime.provider is not Provider.OPENVINO:
         raise InferError("--precision-hint applies to --provider openvino only")
+    if cfg.io_threads is not None and cfg.io_threads < 0:
+        raise InferError(f"--io-threads must be 0 or more, got {cfg.io_threads}")
     if not cfg.inputs:
-        raise InferError("no INPUT given: pass folders, image files or @list.txt")
+        raise InferError("no INPUT given: pass folders, files, URLs, tar shards or @list.txt")
     inputs = expand_inputs(cfg.inputs)
     targets = [cfg.output, cfg.errors_path] + ([cfg.summary] if cfg.summary else [])
     for path in targets:
@@ -214,9 +220,12 @@ def truth_for(name: str, labels: set[str]) -> str | None:
 
 
 def has_class_folders(inputs: tuple[str, ...], labels: set[str]) -> bool:
-    """True when some input folder has subfolders named like the model's labels."""
+    """True when some input folder or prefix has subfolders named like the model's labels."""
     for root in inputs:
-        if os.path.isdir(root):
+        if stores.is_url(root) and not shards.is_shard(root):
+            if stores.kind(root) == "directory" and stores.has_subprefix(root, labels):
+                return True
+        elif os.path.isdir(root):
             with os.scandir(root) as entries:
                 if any(e.is_dir() and e.name in labels for e in entries):
                     return True
@@ -391,6 +400,16 @@ class StopOnSigint:
             signal.signal(signal.SIGINT, self.previous)
 
 
+def io_threads_for(cfg: InferConfig) -> int:
+    """--io-threads, else IO_THREADS when an input may be read over the network or from
+    a shard (a URL, a shard, a list of paths), else 0: local files are read by the decode
+    threads, as they always were."""
+    if cfg.io_threads is not None:
+        return cfg.io_threads
+    remote = (t.startswith("@") or stores.is_url(t) or shards.is_shard(t) for t in cfg.inputs)
+    return IO_THREADS if any(remote) else 0
+
+
 def _pending_items(
     items: Iterator[Item], state: ResumeState | None, summary: InferSummary
 ) -> Iterator[Item]:
@@ -448,7 +467,9 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
         state = read_resume_state(cfg.output, cfg.errors_path, columns) if cfg.resume else None
         with _open_outputs(cfg, columns, state) as files:
             writer = _Writer(runner, fmt, cfg, files, summary, with_truth)
-            _run_loop(_pending_items(items, state, summary), writer, fmt, cfg, summary)
+            pending = _pending_items(items, state, summary)
+            with contextlib.closing(fetch_ahead(pending, io_threads_for(cfg))) as ready:
+                _run_loop(ready, writer, fmt, cfg, summary)
     summary.scores = runner.scorer.describe()
     if cfg.summary:
         write_summary(cfg, summary)

@@ -62,6 +62,7 @@ from cnnbench.infer.session import (
     active_provider,
     create_session,
 )
+from cnnbench.infer.sources import stores
 
 RAY_HINT = "pip install 'cnnbench[ray]'"
 CONNECT_TIMEOUT_S = 3.0
@@ -253,6 +254,11 @@ def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary: InferSu
 
     job = _Job([], {}, [])
     for k, chunk in enumerate(batched(items, block_size)):
+        if any(item.data is not None for item in chunk):
+            raise InferError(
+                "--engine ray does not read tar shards yet (their members are read while "
+                "listing): run them with the local engine (leave out --engine ray)"
+            )
         digest = names_digest(item.name for item in chunk)
         job.digests.append(digest)
         if parts.is_done(k, digest):
@@ -263,8 +269,12 @@ def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary: InferSu
             {
                 "block": pa.array([k] * len(chunk), pa.int64()),
                 "index": pa.array(range(len(chunk)), pa.int64()),
-                # absolute: workers do not run in the driver's working directory
-                "path": [os.path.abspath(item.path) for item in chunk],
+                # absolute: workers do not run in the driver's working directory;
+                # URLs are read by the workers themselves
+                "path": [
+                    item.path if stores.is_url(item.path) else os.path.abspath(item.path)
+                    for item in chunk
+                ],
                 "name": [item.name for item in chunk],
                 "error": [item.error or "" for item in chunk],
             }

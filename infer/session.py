@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import enum
 import importlib.metadata
 import io
@@ -264,7 +265,7 @@ def choose_session(model_path: str, opts: RuntimeOptions) -> tuple[Session, str]
             session, log = _try_session(model_path, Provider.CUDA, opts)
             if ORT_NAMES[Provider.CUDA] in session.get_providers():
                 return session, f"provider cuda (device {opts.device_id}), chosen by auto"
-            why = _why_not(Provider.CUDA, log)
+            why = gpu_missing() or _why_not(Provider.CUDA, log)  # the machine's terms first
         else:
             why = f"this onnxruntime build has no {ORT_NAMES[Provider.CUDA]}"
         session, _ = _try_session(model_path, Provider.CPU, opts)
@@ -280,11 +281,40 @@ def choose_session(model_path: str, opts: RuntimeOptions) -> tuple[Session, str]
 
 
 def _why_not(provider: Provider, log: list[str] | None = None) -> str:
+    """Why a GPU provider did not load: the machine's reason first (no driver, no GPU),
+    then what ONNX Runtime's loader missed."""
     ort = import_ort()
     if ORT_NAMES[provider] not in ort.get_available_providers():
         return f"this onnxruntime build has no {ORT_NAMES[provider]}"
     detail = load_error(log or [])
-    return detail or "no usable GPU, driver, or CUDA/cuDNN libraries were found"
+    machine = gpu_missing()
+    if machine and detail:
+        return f"{machine}; onnxruntime: {detail}"
+    return machine or detail or "no usable GPU, driver, or CUDA/cuDNN libraries were found"
+
+
+DRIVER_LIBRARY = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+CUDA_SUCCESS = 0
+
+
+def gpu_missing() -> str | None:
+    """Why this machine cannot run CUDA whatever is installed, in the machine's terms (no
+    NVIDIA driver, a driver that fails to start, no GPU); None when the driver sees a GPU.
+
+    Asked of the driver library itself (the CUDA driver API: cuInit, cuDeviceGetCount),
+    since ONNX Runtime's own log names only the first CUDA library its loader missed."""
+    try:
+        driver = ctypes.CDLL(DRIVER_LIBRARY)
+    except OSError:
+        return f"no NVIDIA driver: {DRIVER_LIBRARY} not found"
+    status = driver.cuInit(0)
+    if status != CUDA_SUCCESS:
+        return f"the NVIDIA driver did not start: cuInit returned CUDA error {status}"
+    count = ctypes.c_int(0)
+    status = driver.cuDeviceGetCount(ctypes.byref(count))
+    if status != CUDA_SUCCESS or count.value == 0:
+        return "no NVIDIA GPU: the driver sees none"
+    return None
 
 
 def active_provider(session: Session) -> Provider:

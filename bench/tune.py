@@ -109,7 +109,7 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = lambda line: None) ->
     folder = os.path.dirname(os.path.abspath(cfg.output))
     variants = variants_for(providers, has_native_bf16())
     stem = os.path.splitext(os.path.basename(cfg.output))[0]
-    make_variant_files(variants, cfg, images.pixels, os.path.join(folder, stem), log)
+    make_variant_files(variants, cfg, os.path.join(folder, stem), log)
     candidates: list[Candidate] = []
     unmeasured: list[str] = []
     base_accuracy = top1_accuracy(reference, images.truth, fmt)

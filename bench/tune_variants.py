@@ -93,7 +93,12 @@ def make_int8(cfg: TuneConfig, out: str, log: Callable[[str], None]) -> None:
 
     try:
         result = quantize_int8(
-            cfg.model, out, cfg.images, verify_images=cfg.images, max_drop=cfg.max_drop
+            cfg.model,
+            out,
+            cfg.images,
+            verify_images=cfg.images,
+            max_drop=cfg.max_drop,
+            report=lambda line: log(f"  {line}"),
         )
     except ConvertError as e:
         raise BenchError(str(e)) from e

@@ -5,8 +5,11 @@ fp16 file for CUDA), written beside the plan."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnbench.bench.errors import BenchError
@@ -14,6 +17,8 @@ from cnnbench.infer.session import Provider
 
 if TYPE_CHECKING:
     from cnnbench.bench.tune_config import TuneConfig
+
+CALIBRATION_IMAGES = 64  # int8 ranges from this many of the images, spread over the folder
 
 
 @dataclass
@@ -86,24 +91,40 @@ def make_variant_files(
 
 
 def make_int8(cfg: TuneConfig, out: str, log: Callable[[str], None]) -> None:
-    """int8 of the model calibrated on the tune images and kept within --max-drop of fp32
-    on them (convert's accuracy control: the most harmful layers stay in float)."""
+    """int8 of the model calibrated on some of the tune images and kept within --max-drop
+    of fp32 on all of them (convert's accuracy control: the most harmful layers stay in
+    float)."""
     from cnnbench.convert.errors import ConvertError
     from cnnbench.convert.onnx_export import quantize_int8
 
-    try:
-        result = quantize_int8(
-            cfg.model,
-            out,
-            cfg.images,
-            verify_images=cfg.images,
-            max_drop=cfg.max_drop,
-            report=lambda line: log(f"  {line}"),
-        )
-    except ConvertError as e:
-        raise BenchError(str(e)) from e
+    with tempfile.TemporaryDirectory(prefix="cnnbench-calibration-") as folder:
+        calibration = calibration_folder(cfg.images, folder)
+        try:
+            result = quantize_int8(
+                cfg.model,
+                out,
+                calibration,
+                verify_images=cfg.images,
+                max_drop=cfg.max_drop,
+                report=lambda line: log(f"  {line}"),
+            )
+        except ConvertError as e:
+            raise BenchError(str(e)) from e
     kept = f", {len(result.kept_float)} layers kept in float" if result.kept_float else ""
     log(f"int8: {result.metric} {result.reached:.1f}% (fp32 {result.fp32:.1f}%){kept}")
+
+
+def calibration_folder(images: str, folder: str, count: int = CALIBRATION_IMAGES) -> str:
+    """`folder` with links to `count` of the images, spread evenly over the folder's order
+    (calibration time grows with every image; the ranges settle well before)."""
+    from cnnbench.bench.extras import labelled_images
+
+    listed = [i.path for i in labelled_images(images)]
+    if len(listed) > count:
+        listed = [listed[round(k * (len(listed) - 1) / (count - 1))] for k in range(count)]
+    for k, path in enumerate(listed):
+        os.symlink(os.path.abspath(path), os.path.join(folder, f"{k:05d}{Path(path).suffix}"))
+    return folder
 
 
 def say_precision(path: str, precision: str) -> None:

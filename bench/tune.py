@@ -257,17 +257,18 @@ def _time_variant(
         peak=False,
     )
     report = BenchReport(machine_facts(), bench_cfg, [variant.provider.value], {}, {})
-    try:
-        bench_target(Target(variant.name, variant.path), rc, bench_cfg, report)
-    except BenchError as e:
-        log(f"{variant.name}: timing failed ({e})")
-        return []
-    for r in report.results:
+
+    def measured(r: Result) -> None:
         valid = "" if r.validity.valid else f"  {r.validity}"
         log(
             f"  {variant.name} batch {r.batch_size} x{r.concurrency}: "
             f"{r.stats.throughput_ips:.1f} img/s, p99 {r.stats.p99_or_max_ms:.1f} ms{valid}"
         )
+
+    try:
+        bench_target(Target(variant.name, variant.path), rc, bench_cfg, report, measured)
+    except BenchError as e:
+        log(f"{variant.name}: timing stopped ({e})")
     return report.results
 
 

@@ -46,9 +46,9 @@ def variants_for(providers: list[Provider], native_bf16: bool) -> list[Variant]:
             hints = ("f32", "bf16") if native_bf16 else ("f32",)
             for file in ("source", "int8"):
                 for hint in hints:
-                    base = "fp32" if file == "source" else "int8"
-                    name = f"openvino {base} (hint {hint})"
-                    out.append(Variant(name, p, "bf16" if hint == "bf16" else base, file, hint))
+                    # int8 layers run int8 whatever the hint; the others at the hint
+                    runs = "int8" if file == "int8" else ("bf16" if hint == "bf16" else "fp32")
+                    out.append(Variant(f"openvino {runs} (hint {hint})", p, runs, file, hint))
         elif p is Provider.CUDA:
             out += [
                 Variant("cuda fp32", p, "fp32", "source"),

@@ -280,14 +280,13 @@ def check_plan_options(engine: str) -> None:
 
 
 def plan_line(plan: Plan, summary: InferSummary, cfg: InferConfig) -> str:
-    """The plan's expected img/s beside the one reached (bench --compare's ratio)."""
-    e = plan.expected
-    got = summary.images_per_second
-    line = (
-        f"plan: {plan.describe()}: expected {e.images_per_second:.1f} img/s (model only"
-        + (f"; {e.end_to_end_ips:.1f} end to end when tuned" if e.end_to_end_ips else "")
-        + f"), reached {got:.1f} img/s ({got / e.images_per_second:.2f}x)"
-    )
+    """The plan's expected img/s beside the ones reached (bench --compare's ratio): end to
+    end over tune's images when the plan has it, and the model alone."""
+    e, got = plan.expected, summary.images_per_second
+    figures = [f"{got / e.images_per_second:.2f}x of {e.images_per_second:.1f} model only"]
+    if e.end_to_end_ips:
+        figures.insert(0, f"{got / e.end_to_end_ips:.2f}x of {e.end_to_end_ips:.1f} end to end")
+    line = f"plan: {plan.describe()}: reached {got:.1f} img/s, {', '.join(figures)} expected"
     if summary.provider != plan.provider.value and cfg.runtime.provider is Provider.AUTO:
         line += f"\nwarning: the plan's provider {plan.provider.value} did not load: ran on "
         line += summary.provider

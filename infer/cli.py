@@ -25,6 +25,7 @@ from cnnbench.infer.probe import DEFAULT_MAX_PIXELS
 from cnnbench.infer.ray_engine import Engine, RayOptions, run_ray_infer
 from cnnbench.infer.runner import DEFAULT_BATCH_SIZE
 from cnnbench.infer.session import Provider, check_ort_install
+from cnnbench.infer.sinks.formats import Format, format_of
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,13 +35,12 @@ from cnnbench.infer.session import Provider, check_ort_install
     "-o",
     "--output",
     required=True,
-    type=click.Path(dir_okay=False),
-    help="Predictions CSV to write.",
+    help="Predictions to write, in the format of its extension: .csv, .jsonl (JSON lines) "
+    "or .parquet (a folder of parts; also s3://BUCKET/PREFIX.parquet).",
 )
 @click.option(
     "--errors",
-    type=click.Path(dir_okay=False),
-    help="CSV of unreadable files (path,error). Default: OUTPUT.errors.csv.",
+    help="Unreadable files (path, error), in the output's format. Default: OUTPUT.errors.EXT.",
 )
 @click.option(
     "--batch-size",
@@ -75,7 +75,7 @@ from cnnbench.infer.session import Provider, check_ort_install
     help="Predict truncated files from what decoded (default: they are errors).",
 )
 @click.option(
-    "--resume", is_flag=True, help="Skip files already in the output or errors CSV; append."
+    "--resume", is_flag=True, help="Skip files already in the output or errors file; append."
 )
 @click.option("--summary", type=click.Path(dir_okay=False), help="Also write the summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -125,19 +125,21 @@ def infer(
     scores: str,
     labels: str | None,
 ) -> None:
-    """Classify every image under INPUTS (folders, recursive; files; @list.txt) into a CSV.
+    """Classify every image under INPUTS (folders, recursive; files; @list.txt) into a
+    CSV, JSON lines or Parquet output.
 
-    Unreadable files go to the errors CSV; a run with bad files still exits 0. Ctrl-C
+    Unreadable files go to the errors file; a run with bad files still exits 0. Ctrl-C
     finishes the batches in flight and exits 130; --resume finishes a stopped run.
 
     \b
     Example:
       cnnbench infer model.onnx photos/ -o predictions.csv --top-k 3
       cnnbench infer model.onnx @files.txt -o predictions.csv --resume
+      cnnbench infer model.onnx photos/ -o predictions.parquet
       cnnbench infer model.onnx /shared/photos -o predictions.csv --engine ray --address auto
     """
     if engine == Engine.LOCAL:
-        check_local_engine_options()
+        check_local_engine_options(output)
     if warning := check_ort_install():
         click.echo(f"warning: {warning}", err=True)
     cfg = InferConfig(
@@ -152,6 +154,7 @@ def infer(
         limit=limit,
         progress=not no_progress,
         resume=resume,
+        block_size=block_size,
         summary=summary,
         runtime=make_runtime(
             provider,
@@ -182,10 +185,7 @@ def infer(
     try:
         if engine == Engine.RAY:
             ray = RayOptions(
-                address=address,
-                workers=workers,
-                num_gpus_per_worker=num_gpus_per_worker,
-                block_size=block_size,
+                address=address, workers=workers, num_gpus_per_worker=num_gpus_per_worker
             )
             result = run_ray_infer(cfg, ray, report)
         else:
@@ -204,8 +204,8 @@ def infer(
         again = again if "--resume" in sys.argv else f"{again} --resume"
         saved = (
             "rows so far are"
-            if engine == Engine.LOCAL
-            else f"finished blocks are in {output}.parts"
+            if result.committed_in is None
+            else f"finished blocks are in {result.committed_in}"
         )
         click.echo(f"interrupted: {saved} saved; to finish, run: {again}", err=True)
         sys.exit(130)
@@ -222,13 +222,19 @@ def parse_extensions(text: str | None) -> Extensions:
 RAY_ONLY = ("address", "num_gpus_per_worker", "block_size")
 
 
-def check_local_engine_options() -> None:
-    """A Ray option given to the local engine would be silently ignored: refuse it."""
+def check_local_engine_options(output: str) -> None:
+    """A Ray option given to the local engine would be silently ignored: refuse it
+    (--block-size also applies to a Parquet output)."""
     ctx = click.get_current_context()
+    try:
+        parquet = format_of(output) is Format.PARQUET
+    except InferError as e:
+        raise click.ClickException(str(e)) from e
     given = [
         f"--{name.replace('_', '-')}"
         for name in RAY_ONLY
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+        and not (parquet and name == "block_size")
     ]
     if given:
         raise click.UsageError(f"{', '.join(given)} only apply with --engine ray: add it")

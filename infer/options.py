@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
+from cnnbench.infer.pipeline import InferConfig
 from cnnbench.infer.preprocess import ForeignOptions, Layout, Preset
-from cnnbench.infer.ray_engine import Engine, RayOptions
+from cnnbench.infer.ray_engine import Engine
 from cnnbench.infer.resize import CropMode, Interpolation
 from cnnbench.infer.scores import ScoreMode
 from cnnbench.infer.session import Provider, RuntimeOptions
@@ -277,9 +278,9 @@ def ray_options(f: Callable) -> Callable:
         click.option(
             "--block-size",
             type=click.IntRange(min=1),
-            default=RayOptions.block_size,
+            default=InferConfig.block_size,
             show_default=True,
-            help="Ray: files per block (the unit of shards and --resume).",
+            help="Ray, and Parquet outputs: files per block (the unit of parts and --resume).",
         ),
         click.option(
             "--num-gpus-per-worker",

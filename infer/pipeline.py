@@ -1,16 +1,15 @@
-"""The folder pipeline: scan -> threaded decode into batch buffers -> session.run -> CSV.
+"""The folder pipeline: scan -> threaded decode into batch buffers -> session.run -> rows.
 
 Decoding of the next batches runs on a thread pool (OpenCV releases the GIL) while the
 session runs the current one (ONNX Runtime releases it too). At most `DEPTH` batches are
 in flight, so memory stays flat whatever the folder size. Every file ends as exactly one
-row, in the predictions CSV or in the errors CSV; rows are flushed per batch, so a killed
-run can be finished with `resume`.
+row, in the predictions output or in the errors output (CSV, JSON lines or Parquet, see
+sinks/); rows are committed as they come, so a killed run can be finished with `resume`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import itertools
 import json
@@ -25,12 +24,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from types import FrameType
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
-from cnnbench.files import Report, atomic_open, unwritable
+from cnnbench.files import Report, atomic_open, sha256_file, unwritable
 from cnnbench.infer.decoders import DEFAULT_LIMITS, DecodeLimits
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.images import (
@@ -41,18 +40,14 @@ from cnnbench.infer.images import (
     load_items,
     scan_inputs,
 )
-from cnnbench.infer.output import (
-    ERROR_FIELDNAMES,
-    OutputLock,
-    ResumeState,
-    default_errors_path,
-    fieldnames,
-    read_resume_state,
-    safe_cell,
-)
+from cnnbench.infer.output import OutputLock, check_outputs, default_errors_path
+from cnnbench.infer.parts import Parts
 from cnnbench.infer.preprocess import ForeignOptions, InputFormat, resolve_input_format
 from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, Runner, check_output, make_runner
 from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, choose_session
+from cnnbench.infer.sinks.formats import Format, fieldnames, format_of
+from cnnbench.infer.sinks.sink import AppendSink, BlockSink, Outcome, Sink
+from cnnbench.infer.sinks.store import is_url
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -65,15 +60,16 @@ TRUNCATED_LISTED = 1000  # names of truncated-but-predicted files kept for --sum
 class InferConfig:
     model: str
     inputs: tuple[str, ...]  # folders, files, or '@list.txt'
-    output: str
-    errors: str | None = None  # default: OUTPUT.errors.csv
+    output: str  # .csv, .jsonl or .parquet (a folder of parts), local or s3://
+    errors: str | None = None  # default: OUTPUT.errors.EXT
     batch_size: int | None = None  # None: the provider's default
     workers: int = 0  # decode threads; 0 = one per core
     top_k: int = 1
     extensions: Extensions = IMAGE_EXTENSIONS  # None: every file
     limit: int | None = None  # only the first N files of the inputs
     progress: bool = True
-    resume: bool = False  # skip files already in the output or errors CSV, append
+    resume: bool = False  # skip files already in the output or errors file, append
+    block_size: int = 1000  # files per block: the unit of parts (Ray; Parquet) and of resume
     summary: str | None = None  # JSON file for the summary
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     foreign: ForeignOptions = field(default_factory=ForeignOptions)
@@ -106,6 +102,7 @@ class InferSummary:
     # what decoded (--allow-truncated)
     skipped_by_extension: Counter = field(default_factory=Counter)
     truncated: list[str] = field(default_factory=list)
+    committed_in: str | None = None  # where finished blocks are kept (parts.py), if not OUTPUT
 
     @property
     def images_per_second(self) -> float:
@@ -166,11 +163,13 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
         raise InferError("--precision-hint applies to --provider openvino only")
     if not cfg.inputs:
         raise InferError("no INPUT given: pass folders, image files or @list.txt")
+    if cfg.block_size < 1:
+        raise InferError(f"--block-size must be a positive integer, got {cfg.block_size}")
     inputs = expand_inputs(cfg.inputs)
+    check_outputs(cfg.output, cfg.errors_path)
     targets = [cfg.output, cfg.errors_path] + ([cfg.summary] if cfg.summary else [])
-    for path in targets:
-        if why := unwritable(path):
-            raise InferError(f"cannot write {path}: {why}")
+    if cfg.summary and (why := unwritable(cfg.summary)):
+        raise InferError(f"cannot write {cfg.summary}: {why}")
     if len({os.path.abspath(p) for p in targets}) < len(targets):
         raise InferError("--output, --errors and --summary must be different files")
     return inputs
@@ -273,53 +272,40 @@ def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 
 
 class _Writer:
-    """Runs finished batches through the model and writes their rows in input order."""
+    """Runs finished batches through the model and hands their rows, in input order, to
+    the sink."""
 
     def __init__(
-        self,
-        runner: Runner,
-        fmt: InputFormat,
-        cfg: InferConfig,
-        files: list[IO[str]],
-        summary: InferSummary,
-        truth: bool,
+        self, runner: Runner, fmt: InputFormat, cfg: InferConfig, summary: InferSummary, truth: bool
     ) -> None:
-        self.runner, self.fmt, self.top_k, self.summary = runner, fmt, cfg.top_k, summary
-        self.out_f, self.err_f = files
-        self.rows = csv.DictWriter(self.out_f, fieldnames=fieldnames(cfg.top_k, truth))
-        self.errors = csv.DictWriter(self.err_f, fieldnames=ERROR_FIELDNAMES)
+        self.runner, self.top_k, self.summary = runner, cfg.top_k, summary
         self.labels = fmt.labels
         self.truth = set(fmt.labels) if truth else None
 
-    def finish(self, items: list[Item], buf: np.ndarray, futures: list[Future]) -> None:
+    def finish(self, items: list[Item], buf: np.ndarray, futures: list[Future], sink: Sink) -> None:
         reasons = [r for f in futures for r in f.result()]
         ok = [i for i, r in enumerate(reasons) if r is None]
-        for item, why in zip(items, reasons, strict=True):
-            if why is not None:
-                self.errors.writerow({"path": safe_cell(item.name), "error": why})
-        written = 0
+        outcomes = [
+            Outcome({"path": item.name, "error": why}, True)
+            for item, why in zip(items, reasons, strict=True)
+        ]
         if ok:
             if len(ok) < len(items):
                 buf[: len(ok)] = buf[ok]  # compact the readable images to the front
             probs = self.runner.run(buf, len(ok))
-            finite = np.isfinite(probs).all(axis=1)
-            for i in np.flatnonzero(~finite):
-                why = "the model's output for this image is not finite (NaN or inf)"
-                self.errors.writerow({"path": safe_cell(items[ok[i]].name), "error": why})
-            self._write_rows(
-                [items[i] for i, f in zip(ok, finite, strict=True) if f], probs[finite]
-            )
-            written = int(finite.sum())
+            top = top_indices(probs, self.top_k)
+            for i, p, idx in zip(ok, probs, top, strict=True):
+                name = items[i].name
+                if not np.isfinite(p).all():
+                    why = "the model's output for this image is not finite (NaN or inf)"
+                    outcomes[i] = Outcome({"path": name, "error": why}, True)
+                else:
+                    row = prediction_row(name, idx, p[idx], self.labels, self.truth, self.summary)
+                    outcomes[i] = Outcome(row, False)
+        written = sum(not o.failed for o in outcomes)
         self.summary.images += written
         self.summary.errors += len(items) - written
-        self.out_f.flush()
-        self.err_f.flush()
-
-    def _write_rows(self, items: list[Item], probs: np.ndarray) -> None:
-        top = top_indices(probs, self.top_k)
-        for item, p, idx in zip(items, probs, top, strict=True):
-            row = prediction_row(item.name, idx, p[idx], self.labels, self.truth, self.summary)
-            self.rows.writerow(row)
+        sink.write(outcomes)
 
 
 def top_indices(probs: np.ndarray, top_k: int) -> np.ndarray:
@@ -336,19 +322,20 @@ def prediction_row(
     truth_labels: set[str] | None,
     summary: InferSummary,
 ) -> dict:
-    """One predictions-CSV row (top-k labels and scores, and the truth when the file
-    sits in a class folder); counts it in the summary's accuracy."""
-    row = {"path": safe_cell(name)}
+    """One prediction row, typed (top-k labels and float32 scores, and the truth when the
+    file sits in a class folder; see sinks/formats.py); counts it in the summary's accuracy."""
+    row: dict[str, object] = {"path": name}
     for rank, (j, score) in enumerate(zip(idx, scores, strict=True), start=1):
         suffix = "" if rank == 1 else f"_{rank}"
-        row[f"label{suffix}"] = safe_cell(_label(labels, j))
-        row[f"score{suffix}"] = f"{float(score):.6f}"
+        row[f"label{suffix}"] = _label(labels, j)
+        row[f"score{suffix}"] = float(score)
     if truth_labels is not None:
         truth = truth_for(name, truth_labels)
-        row["true_label"] = safe_cell(truth or "")
+        row["true_label"] = truth
+        row["correct"] = None
         if truth is not None:
             hit = truth == _label(labels, idx[0])
-            row["correct"] = str(int(hit))
+            row["correct"] = hit
             summary.count(truth, hit)
     return row
 
@@ -386,34 +373,26 @@ class StopOnSigint:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def _pending_items(
-    items: Iterator[Item], state: ResumeState | None, summary: InferSummary
-) -> Iterator[Item]:
-    for item in items:
-        if state is not None and item.name in state.done:
-            summary.skipped += 1
-        else:
-            yield item
+def job_key(cfg: InferConfig, model_sha256: str, columns: list[str]) -> dict:
+    """What the rows of a block-committed output depend on besides its files: a resumed
+    run must have the same (parts.py)."""
+    return {
+        "model_sha256": model_sha256,
+        "inputs": [p if p.startswith("@") or is_url(p) else os.path.abspath(p) for p in cfg.inputs],
+        "columns": columns,
+        "block_size": cfg.block_size,
+        "foreign": repr(cfg.foreign),
+    }
 
 
-@contextlib.contextmanager
-def _open_outputs(
-    cfg: InferConfig, columns: list[str], state: ResumeState | None
-) -> Iterator[list[IO[str]]]:
-    """The two CSV files, appended to when resuming, with their headers written."""
-    with contextlib.ExitStack() as stack:
-        files: list[IO[str]] = []
-        for path, names, has_header in (
-            (cfg.output, columns, state is not None and state.output_has_header),
-            (cfg.errors_path, ERROR_FIELDNAMES, state is not None and state.errors_has_header),
-        ):
-            f = stack.enter_context(
-                open(path, "a" if has_header else "w", newline="", encoding="utf-8")
-            )
-            if not has_header:
-                csv.writer(f).writerow(names)
-            files.append(f)
-        yield files
+def open_sink(cfg: InferConfig, columns: list[str]) -> Sink:
+    """Appended files for CSV and JSON lines, blocks of parts for Parquet."""
+    fmt = format_of(cfg.output)
+    if fmt is not Format.PARQUET:
+        return AppendSink(fmt, cfg.output, cfg.errors_path, columns, cfg.resume)
+    key = job_key(cfg, sha256_file(cfg.model), columns)
+    parts = Parts(cfg.output, cfg.errors_path, key, cfg.resume)
+    return BlockSink(parts, cfg.block_size, columns)
 
 
 def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
@@ -438,11 +417,15 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     runner = make_runner(session, fmt, provider, cfg.runtime.device_id)
     check_output(runner, np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8))
     with OutputLock(cfg.output):
-        columns = fieldnames(cfg.top_k, with_truth)
-        state = read_resume_state(cfg.output, cfg.errors_path, columns) if cfg.resume else None
-        with _open_outputs(cfg, columns, state) as files:
-            writer = _Writer(runner, fmt, cfg, files, summary, with_truth)
-            _run_loop(_pending_items(items, state, summary), writer, fmt, cfg, summary)
+        sink = open_sink(cfg, fieldnames(cfg.top_k, with_truth))
+        finished = False
+        try:
+            writer = _Writer(runner, fmt, cfg, summary, with_truth)
+            _run_loop(sink.pending(items), writer, sink, fmt, cfg, summary)
+            finished = not summary.interrupted
+        finally:
+            summary.skipped, summary.committed_in = sink.skipped, sink.where
+            sink.close(finished)
     summary.scores = runner.scorer.describe()
     if cfg.summary:
         write_summary(cfg, summary)
@@ -475,6 +458,7 @@ def describe_format(fmt: InputFormat) -> list[str]:
 def _run_loop(
     items: Iterable[Item],
     writer: _Writer,
+    sink: Sink,
     fmt: InputFormat,
     cfg: InferConfig,
     summary: InferSummary,
@@ -488,7 +472,7 @@ def _run_loop(
 
     def finish_oldest() -> None:
         batch_items, buf, futures = pending.popleft()
-        writer.finish(batch_items, buf, futures)
+        writer.finish(batch_items, buf, futures, sink)
         decoder.free.append(buf)
         progress.update(summary.images + summary.errors - progress.n)
 

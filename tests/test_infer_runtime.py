@@ -18,10 +18,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from cnnbench.cli import cli
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.output import OutputLock, safe_cell, unsafe_cell
+from cnnbench.infer.output import OutputLock
 from cnnbench.infer.preprocess import ForeignOptions, Preset, resolve_input_format
 from cnnbench.infer.runner import BoundRunner, PlainRunner
 from cnnbench.infer.session import Provider, RuntimeOptions, choose_session, load_error
+from cnnbench.infer.sinks.formats import safe_cell, unsafe_cell
 
 
 def save_graph(path: Path, inp_shape: list, out_shape: list, op: str = "Identity") -> Path:

@@ -41,6 +41,22 @@ HEALTH = {  # on the head: a node that stops answering is dead after ~3 s
 }
 
 
+def photo_folder(root: Path, files: int) -> Path:
+    """`files` photo PNGs (about 10 ms each to decode: a job long enough to kill a node
+    in) as hard links of one, and one broken file."""
+    import cv2
+    from sklearn.datasets import load_sample_images
+
+    image = cv2.resize(load_sample_images().images[1], (600, 450))
+    root.mkdir()
+    first = root / "img_0000.png"
+    first.write_bytes(cv2.imencode(".png", image)[1].tobytes())
+    for i in range(1, files):
+        os.link(first, root / f"img_{i:04d}.png")
+    (root / "broken.png").write_bytes(b"nope")
+    return root
+
+
 def missing() -> str | None:
     """Why namespace nodes cannot be made here, or None."""
     if not sys.platform.startswith("linux"):
@@ -150,16 +166,14 @@ class Cluster:
         self.check(
             self.head, [*head, "--temp-dir", str(self.root / "ray-head")], env=self.env | HEALTH
         )
+        starting = []
         for ns, address in zip(self.workers, WORKER_IPS, strict=True):
             node = [ray, "start", "--address", self.address, "--node-ip-address", address]
-            node += [
-                "--num-cpus",
-                str(self.cpus),
-                *common,
-                "--temp-dir",
-                str(self.root / f"ray-{ns}"),
-            ]
-            self.check(ns, node)
+            node += ["--num-cpus", str(self.cpus), *common, "--temp-dir", f"{self.root}/ray-{ns}"]
+            log = open(self.logs / f"start-{ns}.log", "wb")  # noqa: SIM115
+            starting.append(self.run(ns, node, stdout=log, stderr=subprocess.STDOUT))
+        for proc in starting:  # side by side: each takes seconds
+            assert proc.wait(timeout=180) == 0, f"ray start failed: see {self.logs}"
         self.wait_for_nodes(1 + len(self.workers))
 
     def wait_for_nodes(self, alive: int, timeout: float = 60) -> None:

@@ -8,10 +8,9 @@ import json
 import os
 from pathlib import Path
 
-import cv2
 import pytest
 from helpers import read_rows, run
-from netns_cluster import BUCKET, Cluster, missing, node_kill_run
+from netns_cluster import BUCKET, Cluster, missing, node_kill_run, photo_folder
 
 pytest.importorskip("ray", reason="needs the ray extra: pip install 'cnnbench[ray]'")
 pytest.importorskip("moto", reason="needs the dev extra (moto's S3 server)")
@@ -19,24 +18,10 @@ WHY_NOT = missing()
 FILES = 300
 
 
-def photo_folder(root: Path) -> Path:
-    """FILES photo PNGs (about 10 ms each to decode) and one broken file."""
-    from sklearn.datasets import load_sample_images
-
-    image = cv2.resize(load_sample_images().images[1], (600, 450))
-    root.mkdir()
-    first = root / "img_0000.png"
-    first.write_bytes(cv2.imencode(".png", image)[1].tobytes())
-    for i in range(1, FILES):
-        os.link(first, root / f"img_{i:04d}.png")
-    (root / "broken.png").write_bytes(b"nope")
-    return root
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
 def test_a_killed_node_loses_no_row(tiny_model: Path, tmp_path: Path) -> None:
-    folder = photo_folder(tmp_path / "photos")
+    folder = photo_folder(tmp_path / "photos", FILES)
     local = tmp_path / "local.csv"
     code, output = run(["infer", str(tiny_model), str(folder), "-o", str(local), "--no-progress"])
     assert code == 0, output

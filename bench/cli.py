@@ -121,6 +121,11 @@ def check_outputs(paths: dict[str, str | None]) -> None:
 @shape_options
 @preprocess_options
 @click.option(
+    "--labels",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Foreign models: labels file, one per line (with --images: top-1 accuracy).",
+)
+@click.option(
     "--images",
     type=click.Path(file_okay=False),
     help="Folder of class folders: top-1 accuracy and agreement per row, the pipeline's "
@@ -207,6 +212,7 @@ def bench(
     crop_mode: str | None,
     crop_pct: float | None,
     interpolation: str | None,
+    labels: str | None,
     images: str | None,
     profile: bool,
     baseline: str | None,
@@ -276,6 +282,7 @@ def bench(
             crop_mode=crop_mode,
             crop_pct=crop_pct,
             interpolation=interpolation,
+            labels=labels,
         ),
         images=images,
         baseline=Baseline(baseline) if baseline else None,

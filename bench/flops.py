@@ -2,12 +2,22 @@
 Conv, Gemm and MatMul nodes (their quantized forms too) at batch 1, from ONNX shape
 inference. One MAC is two FLOPs. Elementwise ops, pooling and softmax are not counted:
 they are a rounding error next to the convolutions of these models.
+
+A PyTorch export computes "same" padding at run time (Shape -> Gather -> ... -> Pad), which
+ONNX shape inference cannot follow. Then the graph is folded at the fixed input shape by
+ONNX Runtime's basic optimizer (constant folding turns those subgraphs into constants),
+else shapes come from ONNX Runtime's symbolic shape inference; when neither finds every
+shape, the count is unknown and `GraphFacts.note` says why. A model that runs is never
+refused for its FLOPs.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,21 +40,24 @@ PRECISION_OF_TYPE = {1: "fp32", 2: "int8", 3: "int8", 10: "fp16", 11: "fp64", 16
 @dataclass(frozen=True)
 class GraphFacts:
     params: int
-    macs_per_image: int
+    macs_per_image: int | None  # None: no way of reading the shapes found them all
     macs_by_op: dict[str, int]
     weights_precision: str  # the element type holding most of the weights
+    note: str | None = None  # how the shapes were found when not plainly, or why unknown
 
     @property
-    def gflops_per_image(self) -> float:
-        return 2 * self.macs_per_image / 1e9
+    def gflops_per_image(self) -> float | None:
+        return None if self.macs_per_image is None else 2 * self.macs_per_image / 1e9
 
     def to_dict(self) -> dict:
+        macs = self.macs_per_image
         return {
             "params": self.params,
-            "gmacs_per_image": self.macs_per_image / 1e9,
+            "gmacs_per_image": None if macs is None else macs / 1e9,
             "gflops_per_image": self.gflops_per_image,
             "macs_by_op": self.macs_by_op,
             "weights_precision": self.weights_precision,
+            "flops_note": self.note,
         }
 
 
@@ -99,37 +112,94 @@ def node_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int |
     return math.prod(out) * k
 
 
-def graph_facts(path: str | Any, input_shape: tuple[int, ...]) -> GraphFacts:
-    """Parameters and MACs per image of the model (a file or a ModelProto) at `input_shape`."""
-    import onnx
-
-    if isinstance(path, onnx.ModelProto):
-        model, path = onnx.ModelProto.FromString(path.SerializeToString()), "the model"
-    else:
-        try:
-            model = onnx.load(path)
-        except Exception as e:  # protobuf DecodeError, OSError
-            raise BenchError(f"cannot read {path} as ONNX: {e}") from e
-    _fix_input_shape(model, input_shape)
-    try:
-        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as e:  # onnx raises InferenceError and plain RuntimeErrors
-        raise BenchError(f"ONNX shape inference failed on {path}: {e}") from e
+def _count(model: onnx.ModelProto) -> tuple[Counter[str], str | None]:
+    """MACs per counted op type over the whole batch, and the first node whose shape is
+    unknown (None when every one is known)."""
     shapes = _shapes(model)
     by_op: Counter[str] = Counter()
     for node in model.graph.node:
         if node.op_type in CONV_OPS or node.op_type in MATMUL_OPS:
             macs = node_macs(node, shapes)
             if macs is None:
-                raise BenchError(
-                    f"cannot count FLOPs of {path}: shape inference left the shape of "
-                    f"{node.op_type} node {node.name!r} unknown"
-                )
+                return by_op, f"{node.op_type} node {node.name!r}"
             by_op[node.op_type] += macs
+    return by_op, None
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnx
+
+    return onnx.shape_inference.infer_shapes(model, data_prop=True)
+
+
+def _folded_by_ort(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph as ONNX Runtime's basic optimizer leaves it at the model's fixed input
+    shape (run-time shape arithmetic folded into constants), shapes inferred again."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="cnnbench-flops-") as folder:
+        fixed, folded = os.path.join(folder, "fixed.onnx"), os.path.join(folder, "folded.onnx")
+        onnx.save(model, fixed)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = folded
+        options.log_severity_level = 3
+        ort.InferenceSession(fixed, options, providers=["CPUExecutionProvider"])
+        return _inferred(onnx.load(folded))
+
+
+def _symbolic(model: onnx.ModelProto) -> onnx.ModelProto:
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    return SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+
+
+# How shapes are read, in order: the first that finds every counted node's shapes wins.
+_SHAPE_READERS: tuple[tuple[str, Callable[[onnx.ModelProto], onnx.ModelProto]], ...] = (
+    ("ONNX shape inference", _inferred),
+    ("ONNX Runtime's constant folding at the fixed input shape", _folded_by_ort),
+    ("ONNX Runtime's symbolic shape inference", _symbolic),
+)
+
+
+def _macs(model: onnx.ModelProto) -> tuple[Counter[str] | None, str | None]:
+    """MACs by op type and a note (None when plain ONNX shape inference found them), or
+    (None, why every way failed)."""
+    failures = []
+    for name, reader in _SHAPE_READERS:
+        try:
+            by_op, unknown = _count(reader(model))
+        except Exception as e:  # onnx, ORT and the symbolic pass raise many types
+            failures.append(f"{name} failed ({' '.join(str(e).split())[:160]})")
+            continue
+        if unknown is None:
+            return by_op, None if reader is _inferred else f"shapes from {name}"
+        failures.append(f"{name} left the shape of {unknown} unknown")
+    return None, "FLOPs unknown: " + "; ".join(failures)
+
+
+def graph_facts(path: str | Any, input_shape: tuple[int, ...]) -> GraphFacts:
+    """Parameters and MACs per image of the model (a file or a ModelProto) at `input_shape`.
+    Raises only when the file is not ONNX or the shape does not fit its input; FLOPs that
+    no shape reader can count are None, with the reason in `note`."""
+    import onnx
+
+    if isinstance(path, onnx.ModelProto):
+        model = onnx.ModelProto.FromString(path.SerializeToString())
+    else:
+        try:
+            model = onnx.load(path)
+        except Exception as e:  # protobuf DecodeError, OSError
+            raise BenchError(f"cannot read {path} as ONNX: {e}") from e
+    _fix_input_shape(model, input_shape)
+    by_op, note = _macs(model)
+    params, precision = count_params(model), weights_precision(model)
+    if by_op is None:
+        return GraphFacts(params, None, {}, precision, note)
     batch = input_shape[0]
-    macs = sum(by_op.values()) // batch
     by_image = {k: v // batch for k, v in by_op.items()}
-    return GraphFacts(count_params(model), macs, by_image, weights_precision(model))
+    return GraphFacts(params, sum(by_op.values()) // batch, by_image, precision, note)
 
 
 PEAK_INPUT = "a"

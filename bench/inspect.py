@@ -186,10 +186,13 @@ def _gflops(path: str, fmt: InputFormat, found: Inspection) -> float | None:
         (batch, fmt.channels, h, w) if fmt.layout is Layout.NCHW else (batch, h, w, fmt.channels)
     )
     try:
-        return graph_facts(path, shape).gflops_per_image
+        facts = graph_facts(path, shape)
     except BenchError as e:
         found.notes.append(f"GFLOPs not counted: {e}")
         return None
+    if facts.note:
+        found.notes.append(f"GFLOPs: {facts.note}")
+    return facts.gflops_per_image
 
 
 def render(found: Inspection) -> list[str]:

@@ -270,6 +270,7 @@ def notes(report: BenchReport) -> list[str]:
     out = [f"provider {p} skipped: {why}" for p, why in report.skipped_providers.items()]
     out += [f"peak {p}: {g:.1f} GFLOP/s (float32 MatMul)" for p, g in report.peaks_gflops.items()]
     for m in report.models:
+        out += [f"{m.model}: GFLOPs/img: {m.facts.note}"] if m.facts.note else []
         out += [f"{m.model} on {p}: sweep ended: {why}" for p, why in m.sweep_end.items()]
     hints = {
         (r.model, r.provider, r.precision_hint, r.precision)

@@ -293,7 +293,8 @@ def _result(
     peaks: dict[str, float],
 ) -> Result:
     stats = m.stats()
-    gflops = info.facts.gflops_per_image * stats.throughput_ips
+    per_image = info.facts.gflops_per_image
+    gflops = None if per_image is None else per_image * stats.throughput_ips
     peak = _peak_of(rc.provider.value, peaks)
     threads = (
         split_threads(cfg.runtime, m.concurrency)
@@ -321,7 +322,7 @@ def _result(
         seconds=m.seconds,
         latencies_ms=m.latencies_ms,
         gflops_per_s=gflops,
-        peak_pct=100 * gflops / peak if peak else None,
+        peak_pct=100 * gflops / peak if peak and gflops is not None else None,
     )
 
 

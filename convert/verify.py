@@ -164,8 +164,11 @@ def opencv_check(path: str, session_probs: np.ndarray, images: np.ndarray) -> Ch
         try:
             probs = _opencv_forward(path, images, engine)
         except cv2.error as e:
-            # cv2.error carries the failed assertion and the function apart from the path.
-            reasons.append(f"{name}: {getattr(e, 'err', '') or str(e).strip()}")
+            # cv2.error carries the failed check and the function apart from the source path;
+            # OpenCV 4's parse errors span lines: the table row stays one line.
+            said = " ".join((getattr(e, "err", "") or str(e)).split())
+            func = getattr(e, "func", "")
+            reasons.append(f"{name}: {said} in {func}" if func else f"{name}: {said}")
             continue
         _, agree = compare(session_probs, probs.reshape(session_probs.shape))
         return Check(f"OpenCV DNN top-1 ({name} engine)", f"{agree:.1%}", "informative", None)

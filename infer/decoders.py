@@ -9,6 +9,9 @@ codec's own message) is the file's reason.
 
 Orientation comes from one place, the header: OpenCV is told to ignore EXIF, except for
 JPEG where its own reading is right and cheaper than ours.
+
+`pillow_image` is the decode of Pillow-based pipelines (torchvision, timm): every format
+through Pillow at full size, kept as a Pillow image for Pillow's own resize.
 """
 
 from __future__ import annotations
@@ -95,26 +98,69 @@ def _pillow(
     data: bytes, header: Header, channels: int, bgr: bool, factor: int, limits: DecodeLimits
 ) -> tuple[np.ndarray, int]:
     """Decode with Pillow; returns (array, orientation still to apply)."""
-    Image = pillow(limits.max_pixels)
-    from PIL import ImageFile
-
-    # Pillow's switch is process-wide, with no per-image form: set for every decode
-    ImageFile.LOAD_TRUNCATED_IMAGES = limits.allow_truncated
-    try:
-        with Image.open(io.BytesIO(data)) as im:
+    with _pillow_open(data, header, limits) as im:
+        try:
             if factor > 1 and header.format == "JPEG":
                 height, width = header.decoded_size(factor)
                 im.draft("L" if channels == 1 else "RGB", (width, height))
             im.load()  # Pillow turns TIFF and AVIF upright itself, and drops their tag
             orientation = header.orientation or _exif_orientation(im)
             image = _to_uint8(im, header.bits, channels)
+        except MemoryError:
+            raise
+        except Exception as e:  # Pillow's plugins raise many types on damaged data
+            raise DecodeError(failure(e, header)) from e
+    if bgr and image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    return image, orientation
+
+
+def _pillow_open(data: bytes, header: Header, limits: DecodeLimits) -> Any:
+    """Pillow's lazy image of `data` (only the header read), under the limits."""
+    Image = pillow(limits.max_pixels)
+    from PIL import ImageFile
+
+    # Pillow's switch is process-wide, with no per-image form: set for every decode
+    ImageFile.LOAD_TRUNCATED_IMAGES = limits.allow_truncated
+    try:
+        return Image.open(io.BytesIO(data))
     except MemoryError:
         raise
     except Exception as e:  # Pillow's plugins raise many types on damaged data
         raise DecodeError(failure(e, header)) from e
-    if bgr and image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    return image, orientation
+
+
+# EXIF orientation -> the Pillow transpose that turns the image upright (ImageOps.exif_transpose)
+_TRANSPOSE = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
+
+
+def pillow_image(data: bytes, header: Header, channels: int, limits: DecodeLimits) -> Any:
+    """A full-size Pillow image, upright, in mode L (a gray source or a 1-channel model)
+    or RGB: what a Pillow-based pipeline resizes (alpha dropped, palettes and CMYK turned
+    RGB as `convert("RGB")` does; 16-bit gray scaled by its real depth)."""
+    im = _pillow_open(data, header, limits)
+    try:
+        im.load()  # Pillow turns TIFF and AVIF upright itself, and drops their tag
+        orientation = header.orientation or _exif_orientation(im)
+        if im.mode in _HIGH_DEPTH_MODES or im.mode == "F":
+            im = pillow(limits.max_pixels).fromarray(_to_uint8(im, header.bits, 1))
+        elif im.mode not in ("L", "RGB") or (channels == 1 and im.mode == "RGB"):
+            im = im.convert("L" if channels == 1 else "RGB")
+        if orientation in _TRANSPOSE:
+            im = im.transpose(pillow(limits.max_pixels).Transpose[_TRANSPOSE[orientation]])
+    except MemoryError:
+        raise
+    except Exception as e:  # Pillow's plugins raise many types on damaged data
+        raise DecodeError(failure(e, header)) from e
+    return im
 
 
 def _exif_orientation(im: Any) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -11,10 +12,16 @@ import cv2
 import numpy as np
 
 from cnnbench.infer.budget import decode_budget, decode_bytes
-from cnnbench.infer.decoders import DEFAULT_LIMITS, REDUCED, DecodeLimits, decode_pixels
+from cnnbench.infer.decoders import (
+    DEFAULT_LIMITS,
+    REDUCED,
+    DecodeLimits,
+    decode_pixels,
+    pillow_image,
+)
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.probe import DecodeError, Header, read_header
-from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy, resize_to
+from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy, pillow_resize_into, resize_to
 
 # What a folder scan reads by default: the formats cameras, phones, scanners and the web
 # write. `--extensions '*'` reads every file (anything Pillow or OpenCV knows decodes).
@@ -179,6 +186,17 @@ def decode(
     """
     header = read_header(data, limits.max_pixels)
     factor = reduction_for(header, target) if target else 1
+    with _reserved(header, factor, limits, notes):
+        image = decode_pixels(data, header, channels, bgr, factor, limits)
+    return image.reshape(image.shape[0], image.shape[1], channels)
+
+
+@contextlib.contextmanager
+def _reserved(
+    header: Header, factor: int, limits: DecodeLimits, notes: list[str] | None
+) -> Iterator[None]:
+    """Refuse a file over the pixel limit or truncated (unless allowed), then hold its
+    share of the decode budget while the body decodes; a truncated file read adds a note."""
     height, width = header.decoded_size(factor)
     if height * width > limits.max_pixels:
         raise DecodeError(too_large(header, factor, limits.max_pixels))
@@ -186,10 +204,9 @@ def decode(
         raise DecodeError(f"{header.truncated} (--allow-truncated predicts what decoded)")
     depth = 2 if header.bits else 1
     with decode_budget.reserve(decode_bytes(height * width, 4, depth)):
-        image = decode_pixels(data, header, channels, bgr, factor, limits)
+        yield
     if header.truncated and notes is not None:
         notes.append(header.truncated)
-    return image.reshape(image.shape[0], image.shape[1], channels)
 
 
 def too_large(header: Header, factor: int, limit: int) -> str:
@@ -224,7 +241,14 @@ def decode_into(
     limits: DecodeLimits = DEFAULT_LIMITS,
     notes: list[str] | None = None,
 ) -> None:
-    """Decode a file's bytes and resize them into `out` (H, W, C) by `policy`."""
+    """Decode a file's bytes and resize them into `out` (H, W, C) by `policy`. Pillow's
+    filters get Pillow's full-size decode, as the pipelines that use them decode."""
+    if policy.interpolation.pillow:
+        header = read_header(data, limits.max_pixels)
+        with _reserved(header, 1, limits, notes):
+            image = pillow_image(data, header, out.shape[2], limits)
+            pillow_resize_into(image, out, policy, bgr)
+        return
     target = policy.decode_target(out.shape[:2])
     image = decode(data, out.shape[2], bgr, target=target, limits=limits, notes=notes)
     resize_to(image, out, policy)

@@ -42,7 +42,12 @@ from cnnbench.infer.images import (
 )
 from cnnbench.infer.output import OutputLock, check_outputs, default_errors_path
 from cnnbench.infer.parts import Parts
-from cnnbench.infer.preprocess import ForeignOptions, InputFormat, resolve_input_format
+from cnnbench.infer.preprocess import (
+    ForeignOptions,
+    InputFormat,
+    check_top_k,
+    resolve_input_format,
+)
 from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, Runner, check_output, make_runner
 from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, choose_session
 from cnnbench.infer.sinks.formats import Format, fieldnames, format_of
@@ -404,6 +409,7 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     # Decoder threads share the cores with ORT's: idle ORT threads must not spin.
     session, note = choose_session(cfg.model, dataclasses.replace(cfg.runtime, spinning=False))
     fmt = resolve_input_format(session, cfg.foreign)
+    check_top_k(fmt, cfg.top_k)
     provider = active_provider(session)
     batch_size = batch_size_for(fmt, cfg.batch_size, provider)
     say = report or (lambda line: None)

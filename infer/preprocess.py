@@ -47,14 +47,19 @@ class Pixels:
     bgr: bool = False
 
 
-EVAL_CROP = ResizePolicy(CropMode.CENTER, 0.875, Interpolation.BILINEAR)
+# The standard evaluation crop (timm's crop_pct 0.875: shorter side to 256 for 224) with
+# Pillow's antialiased bilinear: the pixels of torchvision's Resize(256) + CenterCrop(224)
+# on PIL images, which most pretrained models were trained and evaluated through. Caffe
+# models were prepared with OpenCV, whose bilinear does not antialias.
+EVAL_CROP = ResizePolicy(CropMode.CENTER, 0.875, Interpolation.BILINEAR_AA)
+CAFFE_CROP = ResizePolicy(CropMode.CENTER, 0.875, Interpolation.BILINEAR)
 PRESETS: dict[Preset, tuple[Pixels, ResizePolicy]] = {
     Preset.IMAGENET: (
         Pixels(1 / 255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
         EVAL_CROP,
     ),
     Preset.INCEPTION: (Pixels(1 / 255, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), EVAL_CROP),
-    Preset.CAFFE: (Pixels(1.0, (103.939, 116.779, 123.68), (), bgr=True), EVAL_CROP),
+    Preset.CAFFE: (Pixels(1.0, (103.939, 116.779, 123.68), (), bgr=True), CAFFE_CROP),
     Preset.RAW: (Pixels(), ResizePolicy()),
 }
 PRESET_NAMES = "|".join(Preset)
@@ -159,12 +164,13 @@ class InputFormat:
         p = self.policy
         h, w = self.size
         if p.crop_mode is CropMode.SQUASH and p.crop_pct == 1.0:
-            return f"squash to {h}x{w}, {p.interpolation.value}"
+            return f"squash to {h}x{w}, {p.interpolation.describe()}"
         sh, sw = p.scale_size(self.size)
         cover = f"shorter side to {sh}" if sh == sw else f"cover {sh}x{sw}"
         if p.crop_mode is CropMode.SQUASH:
             cover = f"squash to {sh}x{sw}"
-        return f"{cover}, centre crop {h}x{w} (crop_pct {p.crop_pct:g}), {p.interpolation.value}"
+        crop = f"centre crop {h}x{w} (crop_pct {p.crop_pct:g})"
+        return f"{cover}, {crop}, {p.interpolation.describe()}"
 
     def describe(self) -> str:
         """How the pixels are prepared and resized, for the summary (describe_pixels and
@@ -261,6 +267,15 @@ def check_labels(fmt: InputFormat, options: ForeignOptions) -> None:
         )
 
 
+def check_top_k(fmt: InputFormat, top_k: int) -> None:
+    """--top-k past the class count would write empty label and score columns."""
+    if top_k > len(fmt.labels):
+        raise InferError(
+            f"--top-k {top_k} is more than the {len(fmt.labels)} classes the model outputs: "
+            f"pass --top-k {len(fmt.labels)} or less"
+        )
+
+
 def _check_fixed(inp: TensorInfo, hw: list, size: tuple[int, int] | None) -> tuple[int, int] | None:
     """The input's fixed (h, w), or `size`; an error when they disagree."""
     fixed = (hw[0], hw[1]) if all(isinstance(v, int) and v > 0 for v in hw) else None
@@ -348,9 +363,18 @@ def _from_options(inp: TensorInfo, options: ForeignOptions, need_pixels: bool) -
         scale=pixels.scale,
         mean=pixels.mean,
         std=pixels.std,
-        policy=_policy(ResizePolicy(), options, options.preset),
+        policy=_policy(_base_policy(dtype, options), options, options.preset),
         notes=notes,
     )
+
+
+def _base_policy(dtype: np.dtype, options: ForeignOptions) -> ResizePolicy:
+    """What the resize options override for a model without a spec: the preset's policy;
+    with --mean/--std/--scale and no preset, the standard evaluation crop (a user giving
+    mean and std describes an ImageNet-style model); else the whole image squashed."""
+    if options.preset is None and dtype != np.uint8 and options.says_pixels:
+        return EVAL_CROP
+    return ResizePolicy()
 
 
 def _pixels(

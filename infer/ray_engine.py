@@ -52,7 +52,7 @@ from cnnbench.infer.pipeline import (
     top_indices,
     write_summary,
 )
-from cnnbench.infer.preprocess import InputFormat, resolve_input_format
+from cnnbench.infer.preprocess import InputFormat, check_top_k, resolve_input_format
 from cnnbench.infer.ray_cleanup import release_watchdog, start_watchdog
 from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.runner import make_runner
@@ -559,6 +559,7 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
     # The driver only needs the model's input format and labels: a one-thread CPU session.
     session = create_session(cfg.model, RuntimeOptions(provider=Provider.CPU, threads=1))
     fmt = resolve_input_format(session, cfg.foreign)
+    check_top_k(fmt, cfg.top_k)
     model = _read_model(cfg.model)
     with_truth = has_class_folders(inputs, set(fmt.labels))
     columns = fieldnames(cfg.top_k, with_truth)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -21,7 +22,7 @@ from cnnbench.cli import cli
 from cnnbench.infer.images import scan
 from cnnbench.infer.pipeline import _Decoder
 from cnnbench.infer.preprocess import ForeignOptions, Preset, resolve_input_format
-from cnnbench.infer.resize import CropMode
+from cnnbench.infer.resize import CropMode, Interpolation
 from cnnbench.infer.scores import softmax
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -130,15 +131,17 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_preset_imagenet_reproduces_the_opencv_reference(zoo_model: Path, photos: Path) -> None:
-    got = fed_inputs(zoo_model, photos, ForeignOptions(preset=Preset.IMAGENET))
+def test_opencv_bilinear_reproduces_the_opencv_reference(zoo_model: Path, photos: Path) -> None:
+    """--preset imagenet --interpolation bilinear: OpenCV's decode and bilinear resize, as a
+    plain OpenCV + numpy script computes them (the preset's default is Pillow's filter:
+    test_pretrained.py)."""
+    options = ForeignOptions(preset=Preset.IMAGENET, interpolation=Interpolation.BILINEAR)
+    got = fed_inputs(zoo_model, photos, options)
     expected = np.stack([imagenet_reference(Path(i.path)) for i in scan(str(photos))])
     assert got.shape == expected.shape == (4, 3, 224, 224)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
     # The crop matters: a squash of the same files is far from the reference.
-    squashed = fed_inputs(
-        zoo_model, photos, ForeignOptions(preset=Preset.IMAGENET, crop_mode=CropMode.SQUASH)
-    )
+    squashed = fed_inputs(zoo_model, photos, replace(options, crop_mode=CropMode.SQUASH))
     assert np.abs(squashed - expected).max() > 0.5
 
 
@@ -152,6 +155,7 @@ def test_fixed_batch_logits_two_outputs_every_file_a_row(
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     out, summary = tmp_path / "p.csv", tmp_path / "s.json"
     args = ["infer", str(zoo_model), str(folder), "-o", str(out), "--preset", "imagenet"]
+    args += ["--interpolation", "bilinear"]  # imagenet_reference's OpenCV resize
     code, output = invoke([*args, "--top-k", "5", "--summary", str(summary)])
     assert code == 0, output
     assert "batch is fixed at 1" in output
@@ -180,7 +184,7 @@ def test_fixed_batch_logits_two_outputs_every_file_a_row(
 def test_scores_raw_keeps_the_logits(zoo_model: Path, photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.csv"
     args = ["infer", str(zoo_model), str(photos / "a"), "-o", str(out), "--preset", "imagenet"]
-    code, output = invoke([*args, "--scores", "raw"])
+    code, output = invoke([*args, "--scores", "raw", "--interpolation", "bilinear"])
     assert code == 0, output
     assert "scores raw (asked with --scores)" in output
     row = read_rows(out)[0]
@@ -292,7 +296,9 @@ def test_inspect_our_export_a_foreign_model_and_a_non_onnx_file(
     # Conv: 56x56 outputs x 6 filters x 27 taps; Gemm: 6 x 5
     assert doc["gflops_per_image"] == pytest.approx(2 * (56 * 56 * 6 * 27 + 6 * CLASSES) / 1e9)
     code, output = invoke(["inspect", str(zoo_model), "--preset", "imagenet"])
-    assert "shorter side to 256, centre crop 224x224 (crop_pct 0.875), bilinear" in output
+    assert (
+        "shorter side to 256, centre crop 224x224 (crop_pct 0.875), bilinear-aa (Pillow)" in output
+    )
     text = tmp_path / "notes.onnx"
     text.write_text("these are notes, not a model\n" * 20)
     code, output = invoke(["inspect", str(text)])

@@ -18,6 +18,7 @@ from helpers import make_zoo, write_png
 
 from cnnbench.cli import cli
 from cnnbench.infer.images import decode, load_image, reduction_for
+from cnnbench.infer.preprocess import EVAL_CROP
 from cnnbench.infer.probe import Header, read_header
 from cnnbench.infer.sinks.formats import unsafe_cell
 
@@ -213,8 +214,11 @@ def test_foreign_model_matches_numpy(foreign_model: Path, photo_jpeg: bytes, tmp
     args += ["--labels", str(tmp_path / "labels.txt")]
     result = CliRunner().invoke(cli, [*args, "--scale", str(1 / 255), "--bgr"])
     assert result.exit_code == 0, result.output
+    # mean/std without a preset describe an ImageNet-style model: its evaluation crop
+    assert "shorter side to 9, centre crop 8x8 (crop_pct 0.875), bilinear-aa" in result.output
     row = read_csv(out)[0]
-    x = load_image(str(tmp_path / "img" / "p.jpg"), (8, 8), 3, bgr=True).astype(np.float32)
+    image = load_image(str(tmp_path / "img" / "p.jpg"), (8, 8), 3, bgr=True, policy=EVAL_CROP)
+    x = image.astype(np.float32)
     x = ((x / 255 - np.float32(mean)) / np.float32(std)).transpose(2, 0, 1)[None]
     session = ort.InferenceSession(str(foreign_model), providers=["CPUExecutionProvider"])
     probs = session.run(None, {"input": x.astype(np.float32)})[0][0]

@@ -12,7 +12,7 @@ DEMO       := demo
 UV_VERSION := 0.13.9
 UV_VENV    := .uv
 UV         := $(UV_VENV)/bin/uv
-EXTRAS     := train dev ray openvino
+EXTRAS     := train dev ray openvino s3 http
 LATEST     := .venv-latest
 # Never download a Python: the one PYTHON names is the one the lock is used with.
 export UV_PYTHON_DOWNLOADS := never

@@ -20,7 +20,13 @@ from cnnbench.infer.options import (
     shape_options,
     tensorrt_options,
 )
-from cnnbench.infer.pipeline import InferConfig, InferSummary, run_infer, skipped_line
+from cnnbench.infer.pipeline import (
+    IO_THREADS,
+    InferConfig,
+    InferSummary,
+    run_infer,
+    skipped_line,
+)
 from cnnbench.infer.probe import DEFAULT_MAX_PIXELS
 from cnnbench.infer.ray_engine import Engine, RayOptions, run_ray_infer
 from cnnbench.infer.runner import DEFAULT_BATCH_SIZE
@@ -53,6 +59,12 @@ from cnnbench.infer.sinks.formats import Format, format_of
     type=click.IntRange(min=0),
     default=0,
     help="Local: decode threads (0 = one per core). Ray: inference actors (0 = autoscale).",
+)
+@click.option(
+    "--io-threads",
+    type=click.IntRange(min=0),
+    help=f"Reads in flight (objects by URL, shards). Default: {IO_THREADS} when an input is "
+    "a URL, a shard or @list, else 0 (the decode threads read local files).",
 )
 @click.option("--top-k", type=int, default=1, show_default=True)
 @click.option("--limit", type=int, help="Only the first N files of the inputs.")
@@ -93,6 +105,7 @@ def infer(
     errors: str | None,
     batch_size: int | None,
     workers: int,
+    io_threads: int | None,
     top_k: int,
     limit: int | None,
     extensions: str | None,
@@ -125,8 +138,9 @@ def infer(
     scores: str,
     labels: str | None,
 ) -> None:
-    """Classify every image under INPUTS (folders, recursive; files; @list.txt) into a
-    CSV, JSON lines or Parquet output.
+    """Classify every image under INPUTS into a CSV, JSON lines or Parquet output: folders
+    (recursive), files, @list.txt, URLs (s3://bucket/prefix/, gs://, az://, https:// files)
+    and tar shards (a.tar, shards-{000000..000099}.tar; local or by URL).
 
     Unreadable files go to the errors file; a run with bad files still exits 0. Ctrl-C
     finishes the batches in flight and exits 130; --resume finishes a stopped run.
@@ -135,7 +149,8 @@ def infer(
     Example:
       cnnbench infer model.onnx photos/ -o predictions.csv --top-k 3
       cnnbench infer model.onnx @files.txt -o predictions.csv --resume
-      cnnbench infer model.onnx photos/ -o predictions.parquet
+      cnnbench infer model.onnx s3://bucket/photos/ -o s3://bucket/out/predictions.parquet
+      cnnbench infer model.onnx 'shards-{000000..000099}.tar' -o predictions.jsonl
       cnnbench infer model.onnx /shared/photos -o predictions.csv --engine ray --address auto
     """
     if engine == Engine.LOCAL:
@@ -149,6 +164,7 @@ def infer(
         errors=errors,
         batch_size=batch_size,
         workers=workers if engine == Engine.LOCAL else 0,
+        io_threads=io_threads,
         top_k=top_k,
         extensions=parse_extensions(extensions),
         limit=limit,

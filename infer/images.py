@@ -6,7 +6,6 @@ import contextlib
 import os
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -22,6 +21,10 @@ from cnnbench.infer.decoders import (
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.probe import DecodeError, Header, read_header
 from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy, pillow_resize_into, resize_to
+from cnnbench.infer.sources import shards, stores
+from cnnbench.infer.sources.fetch import read_source
+from cnnbench.infer.sources.items import NO_EXTENSION, Item, extension_of, wanted
+from cnnbench.infer.sources.remote import url_items
 
 # What a folder scan reads by default: the formats cameras, phones, scanners and the web
 # write. `--extensions '*'` reads every file (anything Pillow or OpenCV knows decodes).
@@ -30,25 +33,22 @@ IMAGE_EXTENSIONS = (
     ".tif", ".tiff", ".pbm", ".pgm", ".ppm", ".pnm", ".avif", ".jp2", ".mpo",
 )  # fmt: skip
 ALL_FILES = None  # `extensions` value for every file (`--extensions '*'`)
-NO_EXTENSION = "(none)"
-
-
-@dataclass(frozen=True)
-class Item:
-    """One input file: where it is, how it is named in the CSV, and why it is already
-    known to be unreadable (a folder that cannot be listed)."""
-
-    path: str
-    name: str  # relative to its input root, '/'-separated
-    error: str | None = None
+__all__ = ["NO_EXTENSION", "Item", "extension_of"]
 
 
 def expand_inputs(inputs: tuple[str, ...]) -> tuple[str, ...]:
-    """Validate command-line inputs; `@list.txt` stays as is (read lazily by `scan_inputs`)."""
+    """Validate command-line inputs: local paths exist, URLs answer (one line when a
+    bucket is missing, access is denied, credentials are absent or the endpoint is
+    dead), brace patterns of shards expand to at least one that exists; a URL that is a
+    prefix comes back ending in '/'. `@list.txt` stays as is (read lazily by
+    `scan_inputs`: there, prefixes must end in '/')."""
     seen: dict[str, None] = {}
     for text in inputs:
         path = text[1:] if text.startswith("@") else text
-        if not os.path.lexists(path):
+        if stores.is_url(path) and not text.startswith("@"):
+            if stores.kind(shards.expand(path)[0]) == "directory" and not shards.is_shard(path):
+                text = text.rstrip("/") + "/"
+        elif not os.path.lexists(shards.expand(path)[0]):
             what = "list file" if text.startswith("@") else "input path"
             raise InferError(f"{what} does not exist: {path}")
         if text.startswith("@") and not os.path.isfile(path):
@@ -63,21 +63,35 @@ Extensions = tuple[str, ...] | None  # lower-case with the dot; None: every file
 def scan_inputs(
     inputs: tuple[str, ...], extensions: Extensions, skipped: Counter | None = None
 ) -> Iterator[Item]:
-    """Every file under the inputs, in order. One folder: names relative to it; several
-    inputs: names prefixed with the input as given, so that no two files share a name.
-    Files in folders whose extension is not in `extensions` are counted in `skipped`
-    (per lower-case extension); files named directly are always read."""
-    single_dir = len(inputs) == 1 and os.path.isdir(inputs[0])
+    """Every file under the inputs, in order. One folder, prefix or shard pattern: names
+    relative to it (a shard's members as `shard.tar/member`); several inputs: names
+    prefixed with the input as given, so that no two files share a name. Files in
+    folders, prefixes and shards whose extension is not in `extensions` are counted in
+    `skipped` (per lower-case extension); files named directly are always read."""
+    single = len(inputs) == 1 and not inputs[0].startswith("@")
     for text in inputs:
         if text.startswith("@"):
             yield from _scan_list(text[1:], extensions, skipped)
-        elif single_dir:
-            yield from scan(text, extensions, skipped)
-        elif os.path.isdir(text):
-            prefix = f"{_posix(text).rstrip('/')}/"
-            yield from _scan_dir(text, prefix, extensions, frozenset(), skipped)
         else:
-            yield Item(text, _posix(text))
+            yield from _scan_one(text, single, extensions, skipped)
+
+
+def _scan_one(
+    text: str, single: bool, extensions: Extensions, skipped: Counter | None
+) -> Iterator[Item]:
+    """One input or list line: a folder, a file, a URL (object or prefix), or a shard
+    (local or URL, or a brace pattern of them)."""
+    if shards.is_shard(text):
+        for shard in shards.expand(text):
+            head = _posix(shard) if not single else os.path.basename(_posix(shard))
+            yield from shards.members(shard, f"{head}/", extensions, skipped)
+    elif stores.is_url(text):
+        yield from url_items(text, "" if single else f"{text.rstrip('/')}/", extensions, skipped)
+    elif os.path.isdir(text):
+        prefix = "" if single else f"{_posix(text).rstrip('/')}/"
+        yield from _scan_dir(text, prefix, extensions, frozenset(), skipped)
+    else:
+        yield Item(text, _posix(text))
 
 
 def scan(
@@ -95,17 +109,13 @@ def _posix(path: str) -> str:
 
 
 def _scan_list(list_path: str, extensions: Extensions, skipped: Counter | None) -> Iterator[Item]:
-    """One path per line (relative to the working directory); folders are scanned."""
+    """One path or URL per line (paths relative to the working directory); folders,
+    prefixes and shards are scanned."""
     with open(list_path, encoding="utf-8") as f:
         for line in f:
             path = line.rstrip("\r\n")
-            if not path.strip():
-                continue
-            if os.path.isdir(path):
-                prefix = f"{_posix(path).rstrip('/')}/"
-                yield from _scan_dir(path, prefix, extensions, frozenset(), skipped)
-            else:
-                yield Item(path, _posix(path))
+            if path.strip():
+                yield from _scan_one(path, False, extensions, skipped)
 
 
 def _scan_dir(
@@ -119,7 +129,10 @@ def _scan_dir(
     try:
         st = os.stat(path)
         with os.scandir(path) as it:
-            entries = sorted((e.name, e.is_dir()) for e in it)
+            # Sorted as the relative paths they lead to ('a/' after 'a.jpg'), which is
+            # the order object stores list keys in: a prefix and a folder of the same
+            # files give the same rows in the same order.
+            entries = sorted((e.name + "/" * e.is_dir(), e.is_dir()) for e in it)
     except OSError as e:
         yield Item(path, prefix.rstrip("/") or _posix(path), f"cannot list folder: {reason(e)}")
         return
@@ -127,18 +140,11 @@ def _scan_dir(
     if key in ancestors:
         return  # a symlink loop: the folder is already being scanned
     for name, is_dir in entries:
-        full = os.path.join(path, name)
+        full = os.path.join(path, name.rstrip("/"))
         if is_dir:
-            yield from _scan_dir(full, f"{prefix}{name}/", extensions, ancestors | {key}, skipped)
-        elif extensions is None or name.lower().endswith(extensions):
+            yield from _scan_dir(full, f"{prefix}{name}", extensions, ancestors | {key}, skipped)
+        elif wanted(name, extensions, skipped):
             yield Item(full, f"{prefix}{name}")
-        elif skipped is not None:
-            skipped[extension_of(name)] += 1
-
-
-def extension_of(name: str) -> str:
-    """'.gif' for 'a.GIF'; NO_EXTENSION for 'README' or '.hidden'."""
-    return os.path.splitext(name)[1].lower() or NO_EXTENSION
 
 
 def reason(e: BaseException) -> str:
@@ -226,10 +232,9 @@ def read_into(
     limits: DecodeLimits = DEFAULT_LIMITS,
     notes: list[str] | None = None,
 ) -> None:
-    """Read, decode and resize one file into `out` (H, W, C) exactly as the pipeline does."""
-    with open(path, "rb") as f:
-        data = f.read()
-    decode_into(data, out, bgr, policy, limits=limits, notes=notes)
+    """Read (a local path or a URL), decode and resize one file into `out` (H, W, C)
+    exactly as the pipeline does."""
+    decode_into(read_source(path), out, bgr, policy, limits=limits, notes=notes)
 
 
 def decode_into(
@@ -272,7 +277,8 @@ def load_items(
                 reasons.append(item.error)
                 continue
             notes: list[str] = []
-            read_into(item.path, dst, bgr, policy, limits=limits, notes=notes)
+            data = item.data if item.data is not None else read_source(item.path)
+            decode_into(data, dst, bgr, policy, limits=limits, notes=notes)
             if notes and truncated is not None:
                 truncated.append(item.name)
             reasons.append(None)

@@ -14,7 +14,7 @@ import filelock
 from cnnbench.files import unwritable, unwritable_folder
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.sinks.formats import ERROR_FIELDNAMES, Format, format_of, read_names
-from cnnbench.infer.sinks.store import is_url
+from cnnbench.infer.sources.stores import is_url
 
 
 def default_errors_path(output: str) -> str:

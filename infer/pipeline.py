@@ -52,13 +52,15 @@ from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, Runner, check_output, make
 from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, choose_session
 from cnnbench.infer.sinks.formats import Format, fieldnames, format_of
 from cnnbench.infer.sinks.sink import AppendSink, BlockSink, Outcome, Sink
-from cnnbench.infer.sinks.store import is_url
+from cnnbench.infer.sources import shards, stores
+from cnnbench.infer.sources.fetch import fetch_ahead
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
 DEPTH = 3  # batches in flight: one running, two decoding
 TRUNCATED_LISTED = 1000  # names of truncated-but-predicted files kept for --summary
+IO_THREADS = 32  # reads in flight by default when an input is a URL, a shard or a list
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class InferConfig:
     errors: str | None = None  # default: OUTPUT.errors.EXT
     batch_size: int | None = None  # None: the provider's default
     workers: int = 0  # decode threads; 0 = one per core
+    io_threads: int | None = None  # reads in flight; None: IO_THREADS for URLs, else 0
     top_k: int = 1
     extensions: Extensions = IMAGE_EXTENSIONS  # None: every file
     limit: int | None = None  # only the first N files of the inputs
@@ -166,8 +169,10 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
         raise InferError("--fp16 applies to --provider tensorrt only")
     if cfg.runtime.precision_hint != "auto" and cfg.runtime.provider is not Provider.OPENVINO:
         raise InferError("--precision-hint applies to --provider openvino only")
+    if cfg.io_threads is not None and cfg.io_threads < 0:
+        raise InferError(f"--io-threads must be 0 or more, got {cfg.io_threads}")
     if not cfg.inputs:
-        raise InferError("no INPUT given: pass folders, image files or @list.txt")
+        raise InferError("no INPUT given: pass folders, files, URLs, tar shards or @list.txt")
     if cfg.block_size < 1:
         raise InferError(f"--block-size must be a positive integer, got {cfg.block_size}")
     inputs = expand_inputs(cfg.inputs)
@@ -213,9 +218,12 @@ def truth_for(name: str, labels: set[str]) -> str | None:
 
 
 def has_class_folders(inputs: tuple[str, ...], labels: set[str]) -> bool:
-    """True when some input folder has subfolders named like the model's labels."""
+    """True when some input folder or prefix has subfolders named like the model's labels."""
     for root in inputs:
-        if os.path.isdir(root):
+        if stores.is_url(root) and not shards.is_shard(root):
+            if stores.kind(root) == "directory" and stores.has_subprefix(root, labels):
+                return True
+        elif os.path.isdir(root):
             with os.scandir(root) as entries:
                 if any(e.is_dir() and e.name in labels for e in entries):
                     return True
@@ -383,11 +391,23 @@ def job_key(cfg: InferConfig, model_sha256: str, columns: list[str]) -> dict:
     run must have the same (parts.py)."""
     return {
         "model_sha256": model_sha256,
-        "inputs": [p if p.startswith("@") or is_url(p) else os.path.abspath(p) for p in cfg.inputs],
+        "inputs": [
+            p if p.startswith("@") or stores.is_url(p) else os.path.abspath(p) for p in cfg.inputs
+        ],
         "columns": columns,
         "block_size": cfg.block_size,
         "foreign": repr(cfg.foreign),
     }
+
+
+def io_threads_for(cfg: InferConfig) -> int:
+    """--io-threads, else IO_THREADS when an input may be read over the network or from
+    a shard (a URL, a shard, a list of paths), else 0: local files are read by the decode
+    threads, as they always were."""
+    if cfg.io_threads is not None:
+        return cfg.io_threads
+    remote = (t.startswith("@") or stores.is_url(t) or shards.is_shard(t) for t in cfg.inputs)
+    return IO_THREADS if any(remote) else 0
 
 
 def open_sink(cfg: InferConfig, columns: list[str]) -> Sink:
@@ -427,7 +447,9 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
         finished = False
         try:
             writer = _Writer(runner, fmt, cfg, summary, with_truth)
-            _run_loop(sink.pending(items), writer, sink, fmt, cfg, summary)
+            pending = sink.pending(items)
+            with contextlib.closing(fetch_ahead(pending, io_threads_for(cfg))) as ready:
+                _run_loop(ready, writer, sink, fmt, cfg, summary)
             finished = not summary.interrupted
         finally:
             summary.skipped, summary.committed_in = sink.skipped, sink.where

@@ -64,7 +64,7 @@ from cnnbench.infer.session import (
     create_session,
 )
 from cnnbench.infer.sinks.formats import Format, fieldnames, format_of
-from cnnbench.infer.sinks.store import is_url
+from cnnbench.infer.sources import stores
 
 RAY_HINT = "pip install 'cnnbench[ray]'"
 CONNECT_TIMEOUT_S = 3.0
@@ -282,6 +282,11 @@ def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary: InferSu
 
     job = _Job([], {}, [])
     for k, digest, chunk in blocks(items, block_size):
+        if any(item.data is not None for item in chunk):
+            raise InferError(
+                "--engine ray does not read tar shards yet (their members are read while "
+                "listing): run them with the local engine (leave out --engine ray)"
+            )
         job.digests.append(digest)
         if parts.is_done(k, digest):
             summary.skipped += len(chunk)
@@ -291,19 +296,18 @@ def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary: InferSu
             {
                 "block": pa.array([k] * len(chunk), pa.int64()),
                 "index": pa.array(range(len(chunk)), pa.int64()),
-                # absolute: workers do not run in the driver's working directory; a URL
-                # is read by the worker itself
-                "path": [_worker_path(item.path) for item in chunk],
+                # absolute: workers do not run in the driver's working directory;
+                # URLs are read by the workers themselves
+                "path": [
+                    item.path if stores.is_url(item.path) else os.path.abspath(item.path)
+                    for item in chunk
+                ],
                 "name": [item.name for item in chunk],
                 "error": [item.error or "" for item in chunk],
             }
         )
         job.refs.append(table)
     return job
-
-
-def _worker_path(path: str) -> str:
-    return path if is_url(path) else os.path.abspath(path)
 
 
 class _Collector:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -128,3 +129,81 @@ def wait_for_blocks(out: Path, blocks: int, proc: subprocess.Popen, timeout=120)
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, f"fewer than {blocks} blocks in {timeout} s"
         time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class S3Server:
+    """moto's S3-compatible server in a process of its own on 127.0.0.1 (as s3fs's own
+    tests run it), and the environment a client needs to reach it and nothing else:
+    the endpoint, made-up credentials, no config files, no instance-metadata lookup.
+    `auth_after`: moto checks credentials after that many requests (wrong ones: 403)."""
+
+    def __init__(self, log: Path, host: str = "127.0.0.1", auth_after: int | None = None):
+        self.port = free_port()
+        self.url = f"http://{host}:{self.port}"
+        env = dict(os.environ)
+        if auth_after is not None:
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(auth_after)
+        self.log = open(log, "wb")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(self.port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            assert self.proc.poll() is None, log.read_text()
+            try:
+                socket.create_connection((host, self.port), 0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moto server did not start in 30 s"
+                time.sleep(0.05)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+
+    def client(self):
+        import boto3
+
+        env = self.env
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+        )
+
+    def upload(self, bucket: str, folder: Path, prefix: str = "") -> None:
+        """Every file under `folder` as an object under `prefix` (created bucket)."""
+        client = self.client()
+        client.create_bucket(Bucket=bucket)
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                key = prefix + path.relative_to(folder).as_posix()
+                client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()

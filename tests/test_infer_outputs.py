@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import (
     SLOW_FOLDER_FILES,
+    S3Server,
     assert_exactly_once,
     assert_one_line_error,
     committed_blocks,
@@ -25,7 +28,7 @@ from helpers import (
 )
 
 
-def infer_args(model: Path, folder: Path, out: Path, *extra: str) -> list[str]:
+def infer_args(model: Path, folder: Path, out: Path | str, *extra: str) -> list[str]:
     return ["infer", str(model), str(folder), "-o", str(out), "--no-progress", *extra]
 
 
@@ -94,7 +97,7 @@ def test_output_format_errors_are_one_line(tiny_model: Path, labelled: Path, tmp
     assert (foreign / "data.parquet").exists()
 
 
-def command(model: Path, folder: Path, out: Path, *extra: str) -> list[str]:
+def command(model: Path, folder: Path, out: Path | str, *extra: str) -> list[str]:
     args = [sys.executable, "-m", "cnnbench", *infer_args(model, folder, out)]
     return [*args, "--batch-size", "8", "--workers", "1", *extra]
 
@@ -162,3 +165,75 @@ def test_parquet_kill_then_resume_readable_throughout(
     local = tmp_path / "once.parquet"
     assert subprocess.run(command(tiny_model, slow_folder, local, *args)).returncode == 0
     assert read_rows(local) == read_rows(out), "the same rows as a run never stopped"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1 with an empty bucket `out`."""
+    server = S3Server(tmp_path_factory.mktemp("moto") / "server.log")
+    server.client().create_bucket(Bucket="out")
+    yield server
+    server.stop()
+
+
+def s3_rows(s3: S3Server, prefix: str) -> tuple[list[str], list[dict]]:
+    """The object names under a prefix, and the rows of its Parquet parts in name order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    client = s3.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="out", Prefix=prefix)["Contents"]]
+    tables = [
+        pq.read_table(pa.BufferReader(client.get_object(Bucket="out", Key=k)["Body"].read()))
+        for k in sorted(keys)
+        if k.endswith(".parquet")
+    ]
+    return [k.removeprefix(prefix) for k in sorted(keys)], pa.concat_tables(tables).to_pylist()
+
+
+def test_s3_parquet_output(
+    s3: S3Server, tiny_model: Path, labelled: Path, tmp_path: Path, monkeypatch
+):
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    local = tmp_path / "local.parquet"
+    assert run(infer_args(tiny_model, labelled, local, "--block-size", "7"))[0] == 0
+    url = "s3://out/run/pred.parquet"
+    code, output = run(infer_args(tiny_model, labelled, url, "--block-size", "7"))
+    assert code == 0, output
+    names, rows = s3_rows(s3, "run/pred.parquet/")
+    assert names == sorted(os.listdir(local)), "the same parts and manifest as on a disk"
+    assert rows == read_rows(local)
+    errors = s3_rows(s3, "run/pred.errors.parquet/")[1]
+    assert errors == read_rows(errors_of(local))
+    manifest = s3.client().get_object(Bucket="out", Key="run/pred.parquet/_manifest.json")
+    assert json.loads(manifest["Body"].read())["complete"] is True
+    again = run(infer_args(tiny_model, labelled, url, "--block-size", "7", "--resume"))
+    assert again[0] == 0 and f"{len(rows) + len(errors)} already done" in again[1]
+    assert s3_rows(s3, "run/pred.parquet/")[1] == rows
+    code, output = run(infer_args(tiny_model, labelled, "s3://no-such-bucket/p.parquet"))
+    assert_one_line_error(code, output, "s3://no-such-bucket")
+
+
+def test_s3_parquet_kill_then_resume(
+    s3: S3Server, tiny_model: Path, slow_folder: Path, tmp_path: Path
+):
+    url, prefix = "s3://out/killed/pred.parquet", "killed/pred.parquet/"
+    env = os.environ | s3.env
+    args = command(tiny_model, slow_folder, url, "--block-size", "50")
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, env=env)
+    client = s3.client()
+
+    def blocks() -> int:
+        found = client.list_objects_v2(Bucket="out", Prefix=f"{prefix}block-")
+        return found.get("KeyCount", 0)
+
+    wait_until(lambda: blocks() >= 2, proc, "two parts in the bucket")
+    proc.kill()
+    proc.wait()
+    done = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    rows = s3_rows(s3, prefix)[1] + s3_rows(s3, "killed/pred.errors.parquet/")[1]
+    found = [r["path"] for r in rows]
+    expected = sorted(p.relative_to(slow_folder).as_posix() for p in slow_folder.rglob("*.png"))
+    assert sorted(found) == expected, "every file exactly once"

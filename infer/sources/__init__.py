@@ -1,0 +1,1 @@
+"""Where images come from: folders, lists, object-store prefixes, tar shards."""

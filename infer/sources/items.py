@@ -1,0 +1,39 @@
+"""What a listing yields: one input image, where it is and what it is called."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input file: where it is (a local path, a URL, or `shard.tar/member`), how it
+    is named in the output, why it is already known to be unreadable (a folder that
+    cannot be listed, a shard cut short), and its bytes when the listing read them
+    already (a tar member, an object fetched ahead)."""
+
+    path: str
+    name: str  # relative to its input root, '/'-separated
+    error: str | None = None
+    data: bytes | None = None
+    size: int | None = None  # bytes, when the listing says (object stores)
+
+
+NO_EXTENSION = "(none)"
+
+
+def extension_of(name: str) -> str:
+    """'.gif' for 'a.GIF'; NO_EXTENSION for 'README' or '.hidden'."""
+    return os.path.splitext(name)[1].lower() or NO_EXTENSION
+
+
+def wanted(name: str, extensions: tuple[str, ...] | None, skipped: Counter | None) -> bool:
+    """Whether a file found in a folder, prefix or shard is read; the others are
+    counted in `skipped` by extension."""
+    if extensions is None or name.lower().endswith(extensions):
+        return True
+    if skipped is not None:
+        skipped[extension_of(name)] += 1
+    return False

@@ -1,0 +1,314 @@
+"""Object stores and web servers by URL, through fsspec and each store's own library.
+
+`s3://` (s3fs), `gs://` (gcsfs), `az://` and `abfs://` (adlfs), `http://` and `https://`
+(fsspec's HTTP, on aiohttp). A scheme whose library is missing is one line naming the
+extra that installs it. Credentials and endpoints come the way those libraries take
+them (environment variables, profiles, instance roles; `AWS_ENDPOINT_URL` for an
+S3-compatible server), never from the command line.
+
+Every failure is turned into one line saying what was asked and what to do
+(`describe`); transient ones (5xx, 429, timeouts, dropped connections) are retried with
+backoff a few times (`with_retries`) before they become that line.
+
+Imports nothing heavy: fsspec and the store's library load on the first URL.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cnnbench.infer.errors import InferError, first_line
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Scheme:
+    protocol: str  # fsspec's name for it
+    module: str  # the library that must be importable
+    extra: str  # cnnbench's extra that installs it
+
+
+SCHEMES = {
+    "s3": Scheme("s3", "s3fs", "s3"),
+    "gs": Scheme("gcs", "gcsfs", "gcs"),
+    "gcs": Scheme("gcs", "gcsfs", "gcs"),
+    "az": Scheme("az", "adlfs", "azure"),
+    "abfs": Scheme("abfs", "adlfs", "azure"),
+    "abfss": Scheme("abfs", "adlfs", "azure"),
+    "http": Scheme("http", "aiohttp", "http"),
+    "https": Scheme("https", "aiohttp", "http"),
+}
+_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://")
+
+RETRIES = 3  # attempts of a transient failure, the first included
+BACKOFF_S = 0.25  # before the 2nd attempt; x4 before each next one
+
+
+def scheme_of(text: str) -> str | None:
+    """'s3' for 's3://bucket/key'; None for a local path (also 'C:\\x' on Windows)."""
+    m = _URL.match(text)
+    return m.group(1).lower() if m else None
+
+
+def is_url(text: str) -> bool:
+    return scheme_of(text) is not None
+
+
+def _scheme(url: str) -> Scheme:
+    name = scheme_of(url)
+    scheme = SCHEMES.get(name or "")
+    if scheme is None:
+        known = ", ".join(f"{s}://" for s in SCHEMES)
+        raise InferError(f"unsupported URL scheme in {url}: use one of {known} or a local path")
+    if importlib.util.find_spec(scheme.module) is None:
+        raise InferError(
+            f"{name}:// needs {scheme.module}, which is not installed: "
+            f"pip install 'cnnbench[{scheme.extra}]'"
+        )
+    return scheme
+
+
+# The store libraries read credentials and endpoints from the environment when a
+# filesystem is made, and fsspec caches filesystems by their arguments only: a change of
+# AWS_ENDPOINT_URL or of the keys would be ignored. Filesystems are kept per process,
+# scheme and the store-related environment instead.
+_ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCS", "AZURE_", "CLOUDSDK_")
+_filesystems: dict[tuple, Any] = {}
+_filesystems_lock = threading.Lock()
+
+
+def filesystem(url: str) -> Any:
+    """The fsspec filesystem for `url`, made once per process, scheme and store
+    settings in the environment; or one line naming the extra to install."""
+    import fsspec
+
+    protocol = _scheme(url).protocol
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
+    key = (os.getpid(), protocol, env)
+    with _filesystems_lock:
+        if key not in _filesystems:
+            _filesystems[key] = fsspec.filesystem(protocol, skip_instance_cache=True)
+        return _filesystems[key]
+
+
+def store_path(url: str) -> str:
+    """What the store's filesystem calls the object or prefix: 'bucket/key' for
+    s3://bucket/key; the whole URL for http(s)."""
+    scheme = _scheme(url)
+    if scheme.protocol in ("http", "https"):
+        return url
+    return url.split("://", 1)[1]
+
+
+def join(base: str, name: str) -> str:
+    """`name` under the prefix `base` (a URL), with exactly one '/' between them."""
+    return f"{base.rstrip('/')}/{name}"
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+def status_of(e: BaseException) -> int | None:
+    """The HTTP status behind a store's exception, when it carries one."""
+    for attr in ("status", "status_code", "code"):
+        value = getattr(e, attr, None)
+        if isinstance(value, int) and 100 <= value < 600:
+            return value
+    response = getattr(e, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return status if isinstance(status, int) else None
+    cause = e.__cause__ or e.__context__
+    return status_of(cause) if cause is not None and cause is not e else None
+
+
+def _names(e: BaseException) -> set[str]:
+    return {c.__name__ for c in type(e).__mro__}
+
+
+TRANSIENT_NAMES = {
+    "TimeoutError",
+    "ReadTimeoutError",
+    "ConnectTimeoutError",
+    "FSTimeoutError",
+    "ServerDisconnectedError",
+    "ClientPayloadError",
+    "IncompleteReadError",
+    "ResponseStreamingError",
+    "ConnectionResetError",
+}
+
+
+def is_transient(e: BaseException) -> bool:
+    """Worth another try: the server said 5xx or 429, or the request timed out or was
+    cut. A missing object, a refusal, bad credentials or a dead endpoint is not."""
+    status = status_of(e)
+    if status is not None:
+        return status >= 500 or status == 429
+    return bool(_names(e) & TRANSIENT_NAMES)
+
+
+def describe(e: BaseException, url: str) -> str:
+    """One line: what went wrong with `url`, and what to do about it."""
+    names, status = _names(e), status_of(e)
+    text = first_line(e)
+    if "NoCredentialsError" in names or "DefaultCredentialsError" in names:
+        return (
+            f"no credentials for {url}: set them as the store's library reads them "
+            "(for S3: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+        )
+    if "EndpointConnectionError" in names or "ClientConnectorError" in names:
+        return f"cannot connect for {url}: {text}; check the endpoint (AWS_ENDPOINT_URL for S3)"
+    if isinstance(e, PermissionError) or status in (401, 403):
+        return f"access denied to {url} ({text}): check the credentials and what they may read"
+    if isinstance(e, FileNotFoundError) or status == 404:
+        if "bucket" in text.lower():
+            return f"no such bucket for {url}: {text}"
+        return f"not found: {url}"
+    where = f"HTTP {status}: " if status else ""
+    return f"cannot read {url}: {where}{text}"
+
+
+class StoreError(OSError):
+    """A store's failure, already described in one line (`describe`)."""
+
+
+def with_retries(call: Callable[[], T], url: str, attempts: int = RETRIES) -> T:
+    """`call()`, tried again after a transient failure (backoff BACKOFF_S, x4 each time);
+    any failure that stays becomes a StoreError whose message is one line."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as e:
+            if isinstance(e, InferError):
+                raise
+            if attempt + 1 < attempts and is_transient(e):
+                time.sleep(BACKOFF_S * 4**attempt)
+                continue
+            tries = f" (after {attempt + 1} tries)" if attempt else ""
+            raise StoreError(describe(e, url) + tries) from e
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+# --- reading and listing --------------------------------------------------------------
+
+
+def read_bytes(url: str) -> bytes:
+    """The whole object at `url`."""
+    fs = filesystem(url)
+    path = store_path(url)
+    return with_retries(lambda: fs.cat_file(path), url)
+
+
+def open_stream(url: str, block_size: int = 8 << 20) -> Any:
+    """A binary file object reading `url` front to back (a tar shard), with readahead."""
+    fs = filesystem(url)
+    path = store_path(url)
+    return with_retries(lambda: fs.open(path, "rb", block_size=block_size), url)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One object under a prefix: its URL, its name relative to the prefix, its size."""
+
+    url: str
+    name: str
+    size: int | None
+
+
+def kind(url: str) -> str:
+    """'file' or 'directory' (a prefix with objects under it); one line when neither
+    exists or the store cannot be reached."""
+    fs = filesystem(url)
+    path = store_path(url)
+    if url.endswith("/") and not path.endswith("://"):
+        path = path.rstrip("/")
+    try:
+        info = with_retries(lambda: fs.info(path), url)
+    except StoreError as e:
+        raise InferError(str(e)) from e
+    return "directory" if info.get("type") == "directory" else "file"
+
+
+def list_prefix(url: str) -> Iterator[Entry]:
+    """Every object under the prefix `url`, in key order (code-point order of the names,
+    which is how a folder scan orders them), streamed: S3 one page of 1,000 keys at a
+    time; other stores through fsspec's `find`, which holds their listing."""
+    base = url.rstrip("/") + "/"
+    if _scheme(url).protocol == "s3":
+        yield from _list_s3(base)
+        return
+    fs = filesystem(url)
+    root = store_path(base)
+    found = with_retries(lambda: fs.find(root, detail=True), url)
+    head = url.split("://", 1)[0]
+    for path in sorted(found):
+        name = path[len(root) :] if path.startswith(root) else path.rsplit("/", 1)[-1]
+        yield Entry(f"{head}://{path}", name, found[path].get("size"))
+
+
+def _list_s3(base: str) -> Iterator[Entry]:
+    """ListObjectsV2 page by page through s3fs's client (its retries, its endpoint and
+    credentials); s3fs's own find/ls would hold the whole listing."""
+    fs = filesystem(base)
+    bucket, _, prefix = store_path(base).partition("/")
+    args: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        page = with_retries(lambda: fs.call_s3("list_objects_v2", **args), base)
+        for obj in page.get("Contents", ()):
+            key = obj["Key"]
+            if not key.endswith("/"):  # a zero-byte "folder marker" some tools write
+                yield Entry(f"s3://{bucket}/{key}", key[len(prefix) :], obj.get("Size"))
+        if not page.get("IsTruncated"):
+            return
+        args["ContinuationToken"] = page["NextContinuationToken"]
+
+
+LABEL_PAGES = 3  # delimiter pages read before probing the labels one by one
+PROBE_THREADS = 32
+
+
+def has_subprefix(url: str, names: set[str]) -> bool:
+    """True when the prefix `url` has a 'sub-folder' named as one of `names` (the
+    model's labels, for class-folder accuracy). S3: a few pages of a '/'-delimited
+    listing, then, if the prefix holds more, one 1-key listing per name, in parallel,
+    so a prefix of a million flat objects costs a handful of requests, not a thousand
+    pages. Other stores: their one-level listing."""
+    base = url.rstrip("/") + "/"
+    fs = filesystem(url)
+    if _scheme(url).protocol != "s3":
+        root = store_path(base)
+        entries = with_retries(lambda: fs.ls(root, detail=True), url)
+        return any(
+            e.get("type") == "directory" and e["name"].rstrip("/").rsplit("/", 1)[-1] in names
+            for e in entries
+        )
+    bucket, _, prefix = store_path(base).partition("/")
+    args: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+    for _ in range(LABEL_PAGES):
+        page = with_retries(lambda: fs.call_s3("list_objects_v2", **args), url)
+        found = {p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", ())}
+        if found & names:
+            return True
+        if not page.get("IsTruncated"):
+            return False
+        args["ContinuationToken"] = page["NextContinuationToken"]
+
+    def probe(name: str) -> bool:
+        key = f"{prefix}{name}/"
+        page = with_retries(
+            lambda: fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=key, MaxKeys=1), url
+        )
+        return bool(page.get("KeyCount") or page.get("Contents"))
+
+    with ThreadPoolExecutor(PROBE_THREADS) as pool:
+        return any(pool.map(probe, sorted(names)))

@@ -1,0 +1,359 @@
+"""Inputs by URL and tar shards, against real servers on 127.0.0.1: moto's S3 server
+(a process of its own) and Python's http.server. Nothing resolves a cloud host: every
+S3 client gets the endpoint from the environment the test sets (AWS_ENDPOINT_URL)."""
+
+from __future__ import annotations
+
+import csv
+import http.server
+import io
+import json
+import os
+import tarfile
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers import S3Server, assert_one_line_error, free_port, run
+
+from cnnbench.infer.sources import shards, stores
+from cnnbench.infer.sources.fetch import fetch_ahead
+from cnnbench.infer.sources.items import Item
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server(tmp_path_factory.mktemp("moto") / "server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def s3_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    return s3
+
+
+def _jpeg(seed: int, photo: bytes) -> bytes:
+    """A photo with its colours shifted: a different prediction per seed."""
+    image = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
+    shifted = np.roll(image, seed * 40, axis=2) if seed % 3 else image // (1 + seed % 4)
+    return cv2.imencode(".jpg", cv2.resize(shifted, (64, 48)))[1].tobytes()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory, photo_jpeg: bytes) -> Path:
+    """Class folders named like tiny_model's labels, files at the top, a folder whose
+    name sorts differently as a name and as a path ('a/' after 'a.jpg'), a text file."""
+    root = tmp_path_factory.mktemp("photos")
+    names = [f"cat/{i}.jpg" for i in range(4)] + [f"dog/{i}.jpg" for i in range(3)]
+    names += ["a.jpg", "a-b/x.jpg", "a/x.jpg", "top.jpg"]
+    for i, name in enumerate(names):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(_jpeg(i, photo_jpeg))
+    (root / "cat" / "notes.txt").write_text("not an image")
+    return root
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _infer(model: Path, out: Path, *inputs: str, extra: tuple[str, ...] = ()) -> str:
+    code, output = run(["infer", str(model), *inputs, "-o", str(out), "--no-progress", *extra])
+    assert code == 0, output
+    return output
+
+
+def test_a_prefix_gives_the_rows_of_the_same_folder(
+    tiny_model: Path, photos: Path, s3_env: S3Server, tmp_path: Path
+) -> None:
+    s3_env.upload("photos", photos, "set/")
+    local = _infer(
+        tiny_model,
+        tmp_path / "local.csv",
+        str(photos),
+        extra=("--summary", str(tmp_path / "l.json")),
+    )
+    remote = _infer(
+        tiny_model,
+        tmp_path / "s3.csv",
+        "s3://photos/set/",
+        extra=("--summary", str(tmp_path / "r.json")),
+    )
+    assert (tmp_path / "s3.csv").read_text() == (tmp_path / "local.csv").read_text()
+    names = [r["path"] for r in _rows(tmp_path / "s3.csv")]
+    assert names == sorted(names)  # key order, as the folder scan orders paths
+    assert names.index("a.jpg") < names.index("a/x.jpg")
+    summaries = [json.loads((tmp_path / f).read_text()) for f in ("l.json", "r.json")]
+    assert summaries[1]["labelled"] == 7  # class-folder accuracy from the prefix
+    for key in ("accuracy", "per_class", "skipped_by_extension", "images"):
+        assert summaries[1][key] == summaries[0][key], key
+    assert "accuracy" in remote and "accuracy" in local
+    # a prefix without the trailing '/' is the same folder; several inputs: URL-named rows
+    _infer(tiny_model, tmp_path / "noslash.csv", "s3://photos/set")
+    assert (tmp_path / "noslash.csv").read_text() == (tmp_path / "local.csv").read_text()
+    _infer(tiny_model, tmp_path / "two.csv", "s3://photos/set/cat/", "s3://photos/set/top.jpg")
+    two = [r["path"] for r in _rows(tmp_path / "two.csv")]
+    assert two == [f"s3://photos/set/cat/{i}.jpg" for i in range(4)] + ["s3://photos/set/top.jpg"]
+
+
+def test_listing_streams_pages_in_key_order(s3_env: S3Server) -> None:
+    client = s3_env.client()
+    client.create_bucket(Bucket="many")
+    keys = [f"p/{i % 7}/{i:05d}.jpg" for i in range(2100)]  # three pages of 1,000
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: client.put_object(Bucket="many", Key=k, Body=b""), keys))
+    client.put_object(Bucket="many", Key="p/", Body=b"")  # a folder marker: not a file
+    entries = stores.list_prefix("s3://many/p/")
+    assert not isinstance(entries, list)
+    names = [e.name for e in entries]
+    assert names == sorted(k.removeprefix("p/") for k in keys)
+    assert stores.has_subprefix("s3://many/p/", {"3", "x"})
+    assert not stores.has_subprefix("s3://many/p/", {"x", "y"})
+
+
+def test_object_access_denied_is_an_error_row(
+    tiny_model: Path, photos: Path, s3_env: S3Server, tmp_path: Path
+) -> None:
+    client = s3_env.client()
+    s3_env.upload("guarded", photos)
+    deny = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:GetObject",
+        "Resource": "arn:aws:s3:::guarded/cat/1.jpg",
+    }
+    policy = {"Version": "2012-10-17", "Statement": [deny]}
+    client.put_bucket_policy(Bucket="guarded", Policy=json.dumps(policy))
+    _infer(tiny_model, tmp_path / "out.csv", "s3://guarded/")
+    errors = _rows(tmp_path / "out.errors.csv")
+    assert [e["path"] for e in errors] == ["cat/1.jpg"]
+    assert "access denied" in errors[0]["error"]
+    assert len(_rows(tmp_path / "out.csv")) == 10
+
+
+def test_store_failures_are_one_line(
+    tiny_model: Path, s3_env: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = str(tmp_path / "out.csv")
+    code, output = run(["infer", str(tiny_model), "s3://no-such-bucket/x/", "-o", out])
+    assert_one_line_error(code, output, "no-such-bucket")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    code, output = run(["infer", str(tiny_model), "s3://photos/set/", "-o", out])
+    assert_one_line_error(code, output, "no credentials", "AWS_ACCESS_KEY_ID")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    code, output = run(["infer", str(tiny_model), "s3://photos/set/", "-o", out])
+    assert_one_line_error(code, output, "cannot connect", "AWS_ENDPOINT_URL")
+
+
+def test_wrong_credentials_are_one_line(
+    tiny_model: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = S3Server(tmp_path / "auth.log", auth_after=2)  # creates the bucket, one object
+    try:
+        client = server.client()
+        client.create_bucket(Bucket="locked")
+        client.put_object(Bucket="locked", Key="a.jpg", Body=b"")
+        for key, value in server.env.items():
+            monkeypatch.setenv(key, value)
+        code, output = run(
+            ["infer", str(tiny_model), "s3://locked/", "-o", str(tmp_path / "o.csv")]
+        )
+        assert_one_line_error(code, output, "access denied", "s3://locked/")
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("url", ["gs://bucket/photos/", "az://container/photos/"])
+def test_a_scheme_without_its_library_names_the_extra(
+    tiny_model: Path, tmp_path: Path, url: str
+) -> None:
+    extra = "gcs" if url.startswith("gs") else "azure"
+    module = "gcsfs" if extra == "gcs" else "adlfs"
+    if stores.importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} is installed here: the missing-extra path cannot be seen")
+    code, output = run(["infer", str(tiny_model), url, "-o", str(tmp_path / "o.csv")])
+    assert_one_line_error(code, output, f"cnnbench[{extra}]", module)
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w:gz" if path.name.endswith(".gz") else "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _members(photos: Path) -> list[tuple[str, bytes]]:
+    """WebDataset layout: key.jpg and key.cls per sample."""
+    out = []
+    for i, path in enumerate(sorted(photos.rglob("*.jpg"))):
+        out += [(f"{i:06d}.jpg", path.read_bytes()), (f"{i:06d}.cls", b"0")]
+    return out
+
+
+def test_a_shard_is_a_folder_of_its_members(
+    tiny_model: Path, photos: Path, tmp_path: Path, s3_env: S3Server
+) -> None:
+    members = _members(photos)
+    half = len(members) // 2
+    _tar(tmp_path / "shard-0.tar", members[:half])
+    _tar(tmp_path / "shard-1.tar.gz", members[half:])
+    (tmp_path / "plain").mkdir()
+    for name, data in members:
+        (tmp_path / "plain" / name).write_bytes(data)
+    _infer(tiny_model, tmp_path / "plain.csv", str(tmp_path / "plain"))
+    plain = {r["path"]: r["label"] for r in _rows(tmp_path / "plain.csv")}
+    _infer(tiny_model, tmp_path / "one.csv", str(tmp_path / "shard-0.tar"))
+    rows = _rows(tmp_path / "one.csv")
+    assert [r["path"] for r in rows] == [f"shard-0.tar/{n}" for n, _ in members[:half:2]]
+    _infer(
+        tiny_model,
+        tmp_path / "both.csv",
+        str(tmp_path / "shard-0.tar"),
+        str(tmp_path / "shard-1.tar.gz"),
+    )
+    both = {r["path"].rsplit("/", 1)[1]: r["label"] for r in _rows(tmp_path / "both.csv")}
+    assert both == plain
+    client = s3_env.client()
+    client.create_bucket(Bucket="shards")
+    for i in range(3):
+        _tar(tmp_path / f"s-{i}.tar", members[i::3])
+        client.upload_file(str(tmp_path / f"s-{i}.tar"), "shards", f"train/s-{i}.tar")
+    for pattern in (str(tmp_path / "s-{0..2}.tar"), "s3://shards/train/s-{0..2}.tar"):
+        out = _infer(
+            tiny_model, tmp_path / "p.csv", pattern, extra=("--summary", str(tmp_path / "p.json"))
+        )
+        got = {r["path"].rsplit("/", 1)[1]: r["label"] for r in _rows(tmp_path / "p.csv")}
+        assert got == plain, out
+        assert {r["path"].split("/")[0] for r in _rows(tmp_path / "p.csv")} == {
+            f"s-{i}.tar" for i in range(3)
+        }
+        assert json.loads((tmp_path / "p.json").read_text())["skipped_by_extension"] == {".cls": 11}
+
+
+def test_a_broken_shard_is_an_error_row(tiny_model: Path, photos: Path, tmp_path: Path) -> None:
+    members = _members(photos)[:8:2]  # four jpgs
+    whole = _tar(tmp_path / "whole.tar", members).read_bytes()
+    # cut inside the first member's data; cut exactly after the second member
+    (tmp_path / "b-0.tar").write_bytes(whole[: 512 + 1000])
+    second_end = 512 + -(-len(members[0][1]) // 512) * 512
+    second_end += 512 + -(-len(members[1][1]) // 512) * 512
+    (tmp_path / "b-1.tar").write_bytes(whole[:second_end])
+    corrupt = [(n, b"\xff\xd8 not a jpeg" if i == 1 else d) for i, (n, d) in enumerate(members)]
+    _tar(tmp_path / "b-2.tar", corrupt)
+    gz = _tar(tmp_path / "g.tar.gz", members).read_bytes()
+    (tmp_path / "b-3.tar").write_bytes(b"")  # empty
+    broken_header = bytearray(whole)
+    broken_header[second_end : second_end + 100] = b"\x07" * 100
+    (tmp_path / "b-4.tar").write_bytes(bytes(broken_header))
+    (tmp_path / "b-3.tar.gz").write_bytes(gz[: len(gz) // 2])
+    out = _infer(
+        tiny_model, tmp_path / "o.csv", str(tmp_path / "b-{0..5}.tar"), str(tmp_path / "b-3.tar.gz")
+    )
+    assert "Traceback" not in out
+    errors = {
+        e["path"].removeprefix(f"{tmp_path}/"): e["error"] for e in _rows(tmp_path / "o.errors.csv")
+    }
+    names = {f"b-{i}.tar" for i in (0, 1, 3, 4, 5)} | {"b-2.tar/000001.jpg", "b-3.tar.gz"}
+    assert set(errors) == names, errors
+    assert "ends early" in errors["b-0.tar"] and "after 0 members" not in errors["b-0.tar"]
+    assert "end-of-archive blocks are missing" in errors["b-1.tar"]
+    assert "after 2 members (last: 000001.jpg)" in errors["b-1.tar"]
+    assert "garbled member header" in errors["b-4.tar"]
+    assert "ends early" in errors["b-3.tar.gz"]
+    assert "not found" in errors["b-5.tar"]
+    rows = {r["path"].removeprefix(f"{tmp_path}/") for r in _rows(tmp_path / "o.csv")}
+    assert {"b-1.tar/000000.jpg", "b-1.tar/000001.jpg", "b-2.tar/000000.jpg"} <= rows
+    assert len([p for p in rows if p.startswith("b-2.tar/")]) == 3
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    """Serves /good.jpg; /flaky.jpg after two 503s; /dead.jpg always 500; 404 else."""
+
+    photo = b""
+    gets: dict[str, int] = {}  # noqa: RUF012 (per server, reset by the test)
+
+    def do_HEAD(self) -> None:
+        self._answer(head=True)
+
+    def do_GET(self) -> None:
+        self._answer(head=False)
+
+    def _answer(self, head: bool) -> None:
+        n = self.gets[self.path] = self.gets.get(self.path, 0) + (not head)
+        status = {"/good.jpg": 200, "/flaky.jpg": 200 if head or n > 2 else 503, "/dead.jpg": 500}
+        code = status.get(self.path, 404)
+        self.send_response(code)
+        body = self.photo if code == 200 else b"no"
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_https_files_and_transient_errors(
+    tiny_model: Path, tmp_path: Path, photo_jpeg: bytes
+) -> None:
+    _Flaky.photo, _Flaky.gets = photo_jpeg, {}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        _infer(tiny_model, tmp_path / "one.csv", f"{base}/good.jpg")
+        assert [r["path"] for r in _rows(tmp_path / "one.csv")] == [f"{base}/good.jpg"]
+        names = ("good.jpg", "flaky.jpg", "dead.jpg", "missing.jpg")
+        (tmp_path / "list.txt").write_text("".join(f"{base}/{n}\n" for n in names))
+        _infer(tiny_model, tmp_path / "o.csv", f"@{tmp_path / 'list.txt'}")
+        assert [r["path"] for r in _rows(tmp_path / "o.csv")] == [
+            f"{base}/good.jpg",
+            f"{base}/flaky.jpg",
+        ]
+        errors = {e["path"]: e["error"] for e in _rows(tmp_path / "o.errors.csv")}
+        assert "HTTP 500" in errors[f"{base}/dead.jpg"] and "3 tries" in errors[f"{base}/dead.jpg"]
+        assert "not found" in errors[f"{base}/missing.jpg"]
+        assert _Flaky.gets["/flaky.jpg"] == 3
+        code, output = run(
+            ["infer", str(tiny_model), f"{base}/missing.jpg", "-o", str(tmp_path / "x.csv")]
+        )
+        assert_one_line_error(code, output, "not found", "missing.jpg")
+    finally:
+        server.shutdown()
+
+
+def test_fetch_ahead_keeps_order_and_bounds(tmp_path: Path) -> None:
+    files = []
+    for i in range(50):
+        (tmp_path / f"{i}.bin").write_bytes(bytes([i]))
+        files.append(Item(str(tmp_path / f"{i}.bin"), str(i)))
+    assert list(fetch_ahead(files, 4)) == files  # local files pass through, in order
+
+    def broken() -> Iterator[Item]:
+        yield files[0]
+        raise stores.InferError("listing failed")
+
+    got = fetch_ahead(broken(), 4)
+    assert next(got) == files[0]
+    with pytest.raises(stores.InferError, match="listing failed"):
+        next(got)
+
+
+def test_brace_patterns_expand_as_webdataset_does() -> None:
+    assert shards.expand("s-{000..002}.tar") == ["s-000.tar", "s-001.tar", "s-002.tar"]
+    assert shards.expand("plain.tar") == ["plain.tar"]
+    assert shards.is_shard("x.TAR") and shards.is_shard("x.tar.gz") and not shards.is_shard("x.jpg")
+    assert os.path.basename("s-000.tar") == "s-000.tar"

@@ -137,6 +137,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def s3_env(endpoint: str) -> dict[str, str]:
+    """What an S3 client needs to reach a test server and nothing else: the endpoint,
+    made-up credentials, no config files, no instance-metadata lookup."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+
+
 class S3Server:
     """moto's S3-compatible server in a process of its own on 127.0.0.1 (as s3fs's own
     tests run it), and the environment a client needs to reach it and nothing else:
@@ -168,15 +182,7 @@ class S3Server:
 
     @property
     def env(self) -> dict[str, str]:
-        return {
-            "AWS_ENDPOINT_URL": self.url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        }
+        return s3_env(self.url)
 
     def client(self):
         import boto3

@@ -29,6 +29,8 @@ import time
 import uuid
 from pathlib import Path
 
+from helpers import s3_env
+
 HEAD_IP = "198.18.0.2"
 WORKER_IPS = ("198.18.0.3", "198.18.0.4")
 RAY_PORT = 6379
@@ -96,13 +98,7 @@ class Cluster:
             "HOME": str(home),
             "RAY_AUTH_MODE": "disabled",
             "RAY_USAGE_STATS_ENABLED": "0",
-            "AWS_ENDPOINT_URL": self.s3_url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            **s3_env(self.s3_url),
         }
         self.namespaces: list[str] = []
 

@@ -54,6 +54,7 @@ from cnnbench.infer.pipeline import (
 )
 from cnnbench.infer.preprocess import InputFormat, check_top_k, resolve_input_format
 from cnnbench.infer.ray_cleanup import release_watchdog, start_watchdog
+from cnnbench.infer.ray_watch import Stalled, watched
 from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.runner import make_runner
 from cnnbench.infer.session import (
@@ -470,19 +471,30 @@ def _worker_error(e: Exception) -> InferError:
 
 
 def _consume(
-    ray: ModuleType, ds: Any, collector: _Collector, summary: InferSummary, progress: bool
+    ray: ModuleType,
+    ds: Any,
+    collector: _Collector,
+    summary: InferSummary,
+    progress: bool,
+    report: Report,
 ) -> None:
-    """Pull rows until every block is written or Ctrl-C; Ray Data shows the progress."""
+    """Pull rows until every block is written, Ctrl-C (a second one stops at once), or a
+    lost node leaves the job stuck (ray_watch.py); Ray Data shows the progress."""
     ray.data.DataContext.get_current().enable_progress_bars = progress
     if not progress:  # Ray Data's own log lines on the console are progress too
         logging.getLogger("ray.data").setLevel(logging.ERROR)
     start = time.perf_counter()
     try:
         with StopOnSigint() as stop:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                collector.add(batch, summary)
-                if stop.requested:
-                    break
+            batches = ds.iter_batches(batch_size=None, batch_format="numpy")
+            try:
+                for batch in watched(ray, batches, report, stop):
+                    collector.add(batch, summary)
+            except Stalled as e:
+                report(str(e))
+                stop.requested = True
+            except KeyboardInterrupt:  # the second Ctrl-C: committed blocks stay
+                stop.requested = True
             summary.interrupted = stop.requested
     except ray.exceptions.RayError as e:
         raise _worker_error(e) from e
@@ -548,7 +560,7 @@ def _run_job(
         _check_workers(ray, model_ref, cfg, opts, report)
         job.refs = [ray.put(table) for table in job.refs]
         ds = _dataset(ray, job, collector.fmt, model_ref, cfg, opts, summary.batch_size)
-        _consume(ray, ds, collector, summary, cfg.progress)
+        _consume(ray, ds, collector, summary, cfg.progress, report)
     finally:
         if owned:
             ray.shutdown()

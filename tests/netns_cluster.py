@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -89,6 +91,8 @@ class Cluster:
         self.bin = Path(sys.executable).parent
         self.s3_url = f"http://{HEAD_IP}:{S3_PORT}"
         self.address = f"{HEAD_IP}:{RAY_PORT}"
+        # Ray's socket paths must stay under 108 bytes: its temp dirs go to a short folder
+        self.ray_tmp = Path(tempfile.mkdtemp(prefix="cb-", dir="/tmp"))
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         home = root / "home"  # no ~/.ray of the machine's user
@@ -160,12 +164,12 @@ class Cluster:
         head = [ray, "start", "--head", "--node-ip-address", HEAD_IP, "--port", str(RAY_PORT)]
         head += ["--num-cpus", "0", "--include-dashboard=false", *common]
         self.check(
-            self.head, [*head, "--temp-dir", str(self.root / "ray-head")], env=self.env | HEALTH
+            self.head, [*head, "--temp-dir", str(self.ray_tmp / "head")], env=self.env | HEALTH
         )
         starting = []
         for ns, address in zip(self.workers, WORKER_IPS, strict=True):
             node = [ray, "start", "--address", self.address, "--node-ip-address", address]
-            node += ["--num-cpus", str(self.cpus), *common, "--temp-dir", f"{self.root}/ray-{ns}"]
+            node += ["--num-cpus", str(self.cpus), *common, "--temp-dir", f"{self.ray_tmp}/{ns}"]
             log = open(self.logs / f"start-{ns}.log", "wb")  # noqa: SIM115
             starting.append(self.run(ns, node, stdout=log, stderr=subprocess.STDOUT))
         for proc in starting:  # side by side: each takes seconds
@@ -229,6 +233,7 @@ class Cluster:
         for ns in self.namespaces:
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
         self.namespaces.clear()
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
     def __enter__(self) -> Cluster:
         return self

@@ -205,19 +205,38 @@ def graph_facts(path: str | Any, input_shape: tuple[int, ...]) -> GraphFacts:
 PEAK_INPUT = "a"
 
 
-def write_matmul_model(path: str, n: int) -> str:
-    """A one-node ONNX model: [n, n] float32 input times an [n, n] weight (2 n^3 FLOPs)."""
+def write_matmul_model(path: str, n: int, int8: bool = False) -> str:
+    """A one-node ONNX model: [n, n] float32 input times an [n, n] weight (2 n^3 FLOPs).
+
+    `int8`: the QDQ form `convert --precision int8` writes (the input quantized to uint8,
+    the weight stored as int8), which ONNX Runtime runs as one integer MatMul."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), "b")
+    arrays: dict[str, np.ndarray]
+    if int8:
+        arrays = {
+            "w": rng.integers(-127, 128, (n, n), dtype=np.int8),
+            "w_scale": np.array(0.01, np.float32),
+            "a_scale": np.array(0.02, np.float32),
+            "a_zero": np.array(128, np.uint8),
+        }
+        nodes = [
+            helper.make_node("QuantizeLinear", [PEAK_INPUT, "a_scale", "a_zero"], ["aq"]),
+            helper.make_node("DequantizeLinear", ["aq", "a_scale", "a_zero"], ["ad"]),
+            helper.make_node("DequantizeLinear", ["w", "w_scale"], ["b"]),
+            helper.make_node("MatMul", ["ad", "b"], ["y"]),
+        ]
+    else:
+        arrays = {"b": rng.standard_normal((n, n), dtype=np.float32)}
+        nodes = [helper.make_node("MatMul", [PEAK_INPUT, "b"], ["y"])]
     graph = helper.make_graph(
-        [helper.make_node("MatMul", [PEAK_INPUT, "b"], ["y"])],
+        nodes,
         "matmul_peak",
         [helper.make_tensor_value_info(PEAK_INPUT, TensorProto.FLOAT, [n, n])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
-        [weight],
+        [numpy_helper.from_array(a, name) for name, a in arrays.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -117,6 +117,7 @@ class Result:
     latencies_ms: list[float]
     gflops_per_s: float | None = None
     peak_pct: float | None = None
+    peak_basis: str | None = None  # the peak peak_pct is against: 'cpu fp32', 'openvino bf16'
     with_copies: Copies | None = None
     accuracy: Accuracy | None = None
 

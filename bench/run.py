@@ -9,17 +9,16 @@ import tempfile
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from cnnbench.bench.errors import BenchError
 from cnnbench.bench.extras import (
     accuracy_and_stages,
     keras_baselines,
     recommend,
 )
-from cnnbench.bench.flops import PEAK_INPUT, graph_facts, write_matmul_model
+from cnnbench.bench.flops import graph_facts, write_matmul_model
 from cnnbench.bench.machine import machine_facts
-from cnnbench.bench.measure import Measurement, Timing, measure, next_batch_size
+from cnnbench.bench.measure import Measurement, measure, next_batch_size
+from cnnbench.bench.peak import add_own_peak, fp32_peaks, row_peak
 from cnnbench.bench.profile import profile_config
 from cnnbench.bench.results import (
     DEFAULT_MAX_BATCH,
@@ -53,12 +52,7 @@ from cnnbench.bench.zoo import zoo_model
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.preprocess import resolve_input_format
 from cnnbench.infer.session import Provider, Session
-
-PEAK_SIZES = {
-    Provider.CPU: (512, 1024),
-    Provider.CUDA: (4096, 8192),
-    Provider.TENSORRT: (4096, 8192),
-}
+from cnnbench.infer.sources.stores import is_url
 
 __all__ = ["DEFAULT_MAX_BATCH", "Baseline", "BenchConfig", "make_images", "run_bench"]
 
@@ -68,8 +62,8 @@ def _check(cfg: BenchConfig) -> None:
         raise BenchError("nothing to measure: pass --model FILE.onnx or --arch NAME (or all)")
     if cfg.batch_sizes is not None and (not cfg.batch_sizes or min(cfg.batch_sizes) < 1):
         raise BenchError(f"batch sizes must be positive integers, got {cfg.batch_sizes}")
-    if cfg.images is not None and not os.path.isdir(cfg.images):
-        raise BenchError(f"--images {cfg.images} is not a folder of images")
+    if cfg.images is not None and not (os.path.isdir(cfg.images) or is_url(cfg.images)):
+        raise BenchError(f"--images {cfg.images} is not a folder of images or a prefix URL")
     if cfg.baseline is Baseline.KERAS and not cfg.archs:
         raise BenchError(
             "--baseline keras needs --arch: only zoo models come with their Keras source"
@@ -101,26 +95,6 @@ def _targets(cfg: BenchConfig, log: Callable[[str], None]) -> list[Target]:
     return targets
 
 
-def _measure_peak(provider: Provider, cfg: BenchConfig, folder: str) -> float:
-    """GFLOP/s of the fastest n x n float32 MatMul on `provider`: the machine's practical
-    peak. Several sizes, because the best one depends on the caches."""
-    best = 0.0
-    for n in PEAK_SIZES[provider]:
-        path = write_matmul_model(os.path.join(folder, f"matmul{n}.onnx"), n)
-        session, _ = timed_session(path, RunConfig(provider), cfg.runtime)
-        a = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-        run = make_run(session, PEAK_INPUT, a, provider, cfg.runtime.device_id)
-        timing = Timing(cfg.timing.warmup, cfg.timing.iterations, cfg.timing.duration, 5.0, 3)
-        p50_s = measure(run, 1, timing).stats().p50_ms / 1e3
-        best = max(best, 2 * n**3 / p50_s / 1e9)
-    return best
-
-
-def _peak_of(provider: str, peaks: dict[str, float]) -> float | None:
-    """OpenVINO runs on the CPU: its peak is the CPU's."""
-    return peaks.get("cpu" if provider == Provider.OPENVINO.value else provider)
-
-
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda line: None) -> BenchReport:
     """Measure every model on every configuration that loads; see the module docstring."""
     _check(cfg)
@@ -130,9 +104,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda line: None) 
         providers, skipped = probe_providers(cfg.providers, probe, cfg.runtime)
         for name, why in skipped.items():
             log(f"provider {name} skipped: {why}")
-        peaks = {}
-        if cfg.peak:
-            peaks = {p.value: _measure_peak(p, cfg, folder) for p in providers if p in PEAK_SIZES}
+        peaks = fp32_peaks(providers, cfg, folder) if cfg.peak else {}
     report = BenchReport(machine_facts(), cfg, [p.value for p in providers], skipped, peaks)
     configs = run_configs(providers, cfg.precision_hints)
     for target in targets:
@@ -216,6 +188,7 @@ def bench_target(target: Target, rc: RunConfig, cfg: BenchConfig, report: BenchR
     session, session_ms = timed_session(target.path, rc, cfg.runtime)
     info = model_info(target, session, cfg, report)
     key = _cold_start(session, info, rc, cfg, session_ms)
+    add_own_peak(rc.label, ran_precision(session, info.precision), cfg, report.peaks_gflops)
     planned = _batch_plan(session, cfg, info, key)
     levels = (1,) if cfg.scenario is Scenario.SINGLE_STREAM else cfg.concurrency
     sessions = {1: session}
@@ -295,7 +268,8 @@ def _result(
     stats = m.stats()
     per_image = info.facts.gflops_per_image
     gflops = None if per_image is None else per_image * stats.throughput_ips
-    peak = _peak_of(rc.provider.value, peaks)
+    precision = ran_precision(session, info.precision)
+    peak, basis = row_peak(rc.label, precision, peaks) or (None, None)
     threads = (
         split_threads(cfg.runtime, m.concurrency)
         if m.concurrency > 1
@@ -304,7 +278,7 @@ def _result(
     return Result(
         model=info.model,
         architecture=info.architecture,
-        precision=ran_precision(session, info.precision),
+        precision=precision,
         provider=rc.label,
         precision_hint=rc.hint,
         scenario=cfg.scenario.value,
@@ -323,6 +297,7 @@ def _result(
         latencies_ms=m.latencies_ms,
         gflops_per_s=gflops,
         peak_pct=100 * gflops / peak if peak and gflops is not None else None,
+        peak_basis=basis if peak and gflops is not None else None,
     )
 
 

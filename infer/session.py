@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import enum
 import importlib.metadata
 import io
@@ -89,6 +90,7 @@ class RuntimeOptions:
     # other threads (infer's decoders) between runs.
     spinning: bool = True
     precision_hint: str = "auto"  # OpenVINO: f32, bf16 or auto (the device's default)
+    streams: int = 1  # OpenVINO: infer requests run at once (compiled for that many streams)
     # ONNX Runtime's profiler on, its JSON written with this file prefix (bench --profile)
     profile_prefix: str | None = None
 
@@ -256,11 +258,18 @@ def choose_session(model_path: str, opts: RuntimeOptions) -> tuple[Session, str]
     if opts.provider is Provider.OPENVINO:
         from cnnbench.infer.openvino_runner import create_openvino_session
 
-        ov = create_openvino_session(model_path, opts.precision_hint, opts.threads)
+        ov = create_openvino_session(
+            model_path, opts.precision_hint, opts.threads, streams=opts.streams
+        )
         return ov, f"provider openvino ({ov.precision()})"
     if opts.provider is Provider.AUTO:
         ort = import_ort()
-        if ORT_NAMES[Provider.CUDA] in ort.get_available_providers():
+        # Ask the driver first: a CUDA session on a machine without a GPU is built in full
+        # (graph optimisation included) before ONNX Runtime falls back to the CPU.
+        no_gpu = gpu_missing()
+        if no_gpu is not None:
+            why = no_gpu
+        elif ORT_NAMES[Provider.CUDA] in ort.get_available_providers():
             session, log = _try_session(model_path, Provider.CUDA, opts)
             if ORT_NAMES[Provider.CUDA] in session.get_providers():
                 return session, f"provider cuda (device {opts.device_id}), chosen by auto"
@@ -280,11 +289,40 @@ def choose_session(model_path: str, opts: RuntimeOptions) -> tuple[Session, str]
 
 
 def _why_not(provider: Provider, log: list[str] | None = None) -> str:
+    """Why a GPU provider did not load: the machine's reason first (no driver, no GPU),
+    then what ONNX Runtime's loader missed."""
     ort = import_ort()
     if ORT_NAMES[provider] not in ort.get_available_providers():
         return f"this onnxruntime build has no {ORT_NAMES[provider]}"
     detail = load_error(log or [])
-    return detail or "no usable GPU, driver, or CUDA/cuDNN libraries were found"
+    machine = gpu_missing()
+    if machine and detail:
+        return f"{machine}; onnxruntime: {detail}"
+    return machine or detail or "no usable GPU, driver, or CUDA/cuDNN libraries were found"
+
+
+DRIVER_LIBRARY = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+CUDA_SUCCESS = 0
+
+
+def gpu_missing() -> str | None:
+    """Why this machine cannot run CUDA whatever is installed, in the machine's terms (no
+    NVIDIA driver, a driver that fails to start, no GPU); None when the driver sees a GPU.
+
+    Asked of the driver library itself (the CUDA driver API: cuInit, cuDeviceGetCount),
+    since ONNX Runtime's own log names only the first CUDA library its loader missed."""
+    try:
+        driver = ctypes.CDLL(DRIVER_LIBRARY)
+    except OSError:
+        return f"no NVIDIA driver: {DRIVER_LIBRARY} not found"
+    status = driver.cuInit(0)
+    if status != CUDA_SUCCESS:
+        return f"the NVIDIA driver did not start: cuInit returned CUDA error {status}"
+    count = ctypes.c_int(0)
+    status = driver.cuDeviceGetCount(ctypes.byref(count))
+    if status != CUDA_SUCCESS or count.value == 0:
+        return "no NVIDIA GPU: the driver sees none"
+    return None
 
 
 def active_provider(session: Session) -> Provider:

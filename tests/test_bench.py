@@ -4,12 +4,21 @@ hand-written ONNX classifier (no TensorFlow needed)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import pytest
-from bench_helpers import EXPECTED_MACS, EXPECTED_PARAMS, FAST, bench, write_classifier
+from bench_helpers import (
+    EXPECTED_MACS,
+    EXPECTED_PARAMS,
+    FAST,
+    bench,
+    write_classifier,
+    write_conv_net,
+)
 from helpers import assert_one_line_error, run
 
 from cnnbench.bench.extras import recommend
@@ -25,6 +34,7 @@ from cnnbench.bench.measure import (
 )
 from cnnbench.bench.report import CSV_FIELDNAMES, SCHEMA
 from cnnbench.bench.results import StageTimes
+from cnnbench.infer.session import Provider
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +240,20 @@ def test_provider_that_does_not_load(tiny: Path, tmp_path: Path) -> None:
     assert {r["provider"] for r in doc["results"]} == {"cpu"}
 
 
+def test_each_skipped_provider_is_printed_once(tiny: Path, tmp_path: Path) -> None:
+    """The run's log says it (stderr); the terminal report does not repeat it, the
+    Markdown and JSON files, read without that log, keep it."""
+    if _cuda_loads(tiny):
+        pytest.skip("CUDA loads on this machine")
+    md, js = tmp_path / "b.md", tmp_path / "b.json"
+    args = ["--model", str(tiny), "--provider", "cpu,cuda", "--batch-sizes", "1", *FAST]
+    code, output = run(["bench", *args, "--markdown", str(md), "--json", str(js)])
+    assert code == 0, output
+    assert output.count("provider cuda skipped: ") == 1, output
+    assert md.read_text().count("provider cuda skipped: ") == 1
+    assert any(n.startswith("provider cuda skipped: ") for n in json.loads(js.read_text())["notes"])
+
+
 def test_dynamic_spatial_dims_need_size(tmp_path: Path) -> None:
     model = write_classifier(tmp_path / "dyn.onnx", spatial=False)
     args = ["bench", "--model", str(model), "--provider", "cpu", "--batch-sizes", "1", *FAST]
@@ -275,3 +299,115 @@ def test_fixed_iterations_keep_enough_windows_for_min_runs() -> None:
     m = measure(lambda: None, 1, Timing(warmup=0, iterations=10, min_runs=45, max_seconds=5))
     assert len(m.latencies_ms) >= 45 and len(m.latencies_ms) % 10 == 0
     assert m.validity.valid or "windows disagree" in str(m.validity)
+
+
+def _fast_report(tmp_path: Path, models: list[Path], min_runs: int, iterations: int) -> Any:
+    from cnnbench.bench.run import BenchConfig, run_bench
+
+    timing = Timing(
+        warmup=2, iterations=iterations, duration=0.01, max_seconds=5, min_runs=min_runs
+    )
+    cfg = BenchConfig(
+        models=tuple(map(str, models)),
+        providers=(Provider.CPU,),
+        batch_sizes=(1, 4),
+        timing=timing,
+        cache_dir=str(tmp_path / "cache"),
+        peak=False,
+    )
+    return run_bench(cfg)
+
+
+def _hollow(ax: Any) -> list:
+    return [line for line in ax.get_lines() if line.get_gid() == "few-p99"]
+
+
+def test_plot_gives_each_model_its_own_panels(tiny: Path, tmp_path: Path) -> None:
+    """Models of very different speeds: each has its own throughput axis from zero (the
+    slow one is not flattened under the fast one's scale), latency on a log axis, the
+    same colour per configuration on every row, and hollow markers (with the legend line)
+    exactly where p99 had too few runs."""
+    pytest.importorskip("matplotlib")
+    from cnnbench.bench.plot import FEW_P99_LABEL, figure
+
+    slow = write_conv_net(tmp_path / "conv.onnx", size=64, channels=32)
+    report = _fast_report(tmp_path, [tiny, slow], min_runs=100, iterations=40)
+    assert all(r.stats.p99_ms is not None for r in report.results)  # 120 runs each
+    few = next(r for r in report.results if r.model == "conv.onnx" and r.batch_size == 4)
+    few.stats = dataclasses.replace(few.stats, p99_ms=None, samples=30)
+    fig = figure(report)
+    try:
+        assert len(fig.axes) == 4  # two models x (throughput, latency)
+        ips = {ax.get_title().split(":")[0]: ax for ax in fig.axes[0::2]}
+        lat = {ax.get_title().split(":")[0]: ax for ax in fig.axes[1::2]}
+        assert set(ips) == set(lat) == {"tiny.onnx", "conv.onnx"}
+        best = {m: max(r.stats.throughput_ips for r in report.results if r.model == m) for m in ips}
+        assert best["tiny.onnx"] > 2 * best["conv.onnx"]  # the case the layout is for
+        for model, ax in ips.items():
+            assert ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0
+            assert best[model] <= ax.get_ylim()[1] < 2 * best[model]  # its own scale
+        assert all(ax.get_yscale() == "log" for ax in lat.values())
+        colors = [
+            {line.get_label(): line.get_color() for line in ax.get_lines()} for ax in ips.values()
+        ]
+        assert colors[0]["cpu fp32"] == colors[1]["cpu fp32"]
+        assert _hollow(ips["tiny.onnx"]) == [] == _hollow(lat["tiny.onnx"])
+        (marker,) = _hollow(ips["conv.onnx"])
+        assert list(marker.get_xdata()) == [4] and marker.get_markerfacecolor() == "white"
+        assert list(marker.get_ydata()) == [few.stats.throughput_ips]
+        (marker,) = _hollow(lat["conv.onnx"])
+        assert list(marker.get_ydata()) == [few.stats.max_ms]  # p99's upper bound
+        assert FEW_P99_LABEL in [t.get_text() for t in fig.texts]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_row_peak_is_the_precisions_own_or_labelled_fp32() -> None:
+    from cnnbench.bench.peak import row_peak
+
+    peaks = {"cpu": 100.0, "openvino bf16": 400.0, "cpu int8": 800.0, "cuda": 900.0}
+    assert row_peak("cpu", "fp32", peaks) == (100.0, "cpu fp32")
+    assert row_peak("openvino", "fp32", peaks) == (100.0, "cpu fp32")  # OpenVINO is the CPU
+    assert row_peak("openvino", "bf16", peaks) == (400.0, "openvino bf16")
+    assert row_peak("cpu", "int8", peaks) == (800.0, "cpu int8")
+    assert row_peak("cuda", "fp16", peaks) == (900.0, "cuda fp32")  # none of its own: labelled
+    assert row_peak("tensorrt", "fp16", peaks) is None
+
+
+@pytest.mark.slow
+def test_bf16_and_int8_rows_are_held_against_their_own_peak(tiny: Path, tmp_path: Path) -> None:
+    """Real runtimes: an int8 file on ONNX Runtime's CPU provider and OpenVINO's bf16 hint
+    each get a peak measured in their own precision; fp32 rows keep the float32 one."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    int8 = tmp_path / "tiny-int8.onnx"
+    quantize_dynamic(str(tiny), str(int8), weight_type=QuantType.QInt8)
+    path = tmp_path / "int8.json"
+    args = ["--model", str(int8), "--provider", "cpu", "--batch-sizes", "1", *FAST[:-1]]
+    code, output = run(["bench", *args, "--json", str(path)])
+    assert code == 0, output
+    doc = json.loads(path.read_text())
+    assert doc["peaks_gflops"]["cpu"] > 0 and doc["peaks_gflops"]["cpu int8"] > 0
+    (row,) = doc["results"]
+    assert (row["precision"], row["peak_basis"]) == ("int8", "cpu int8")
+    assert "peak cpu int8: " in output and "(int8 MatMul)" in output
+
+    pytest.importorskip("openvino")
+    path = tmp_path / "ov.json"
+    args = ["--model", str(tiny), "--provider", "cpu,openvino", "--precision-hint", "f32,bf16"]
+    code, output = run(["bench", *args, "--batch-sizes", "1", *FAST[:-1], "--json", str(path)])
+    assert code == 0, output
+    doc = json.loads(path.read_text())
+    basis = {(r["provider"], r["precision_hint"]): r["peak_basis"] for r in doc["results"]}
+    assert basis[("cpu", "auto")] == basis[("openvino", "f32")] == "cpu fp32"
+    bf16 = next(r for r in doc["results"] if r["precision_hint"] == "bf16")
+    if bf16["precision"] != "bf16":
+        pytest.skip("this CPU has no native bf16: OpenVINO ran the bf16 hint as fp32")
+    assert (
+        basis[("openvino", "bf16")] == "openvino bf16" and doc["peaks_gflops"]["openvino bf16"] > 0
+    )
+    assert bf16["peak_pct"] == pytest.approx(
+        100 * bf16["gflops_per_s"] / doc["peaks_gflops"]["openvino bf16"]
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import os
 import subprocess
@@ -117,6 +118,30 @@ def test_auto_says_why_it_chose_cpu(tiny_model: Path, cuda_missing: str | None) 
     session, note = choose_session(str(tiny_model), RuntimeOptions())
     assert session.get_providers()[0] == "CPUExecutionProvider"
     assert note.startswith("provider cpu, chosen by auto (CUDA not used: ")
+
+
+def _driver_present() -> bool:
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def test_auto_names_the_missing_driver(tiny_model: Path) -> None:
+    """Without an NVIDIA driver, auto and --provider cuda say so in the machine's terms,
+    not only as the first CUDA library ONNX Runtime's loader missed."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has no CUDA provider")
+    if _driver_present():
+        pytest.skip("libcuda.so.1 loads here: this machine has an NVIDIA driver")
+    session, note = choose_session(str(tiny_model), RuntimeOptions())
+    assert session.get_providers()[0] == "CPUExecutionProvider"
+    assert note == (
+        "provider cpu, chosen by auto (CUDA not used: no NVIDIA driver: libcuda.so.1 not found)"
+    )
+    with pytest.raises(InferError, match=r"did not load \(no NVIDIA driver: libcuda.so.1 not"):
+        choose_session(str(tiny_model), RuntimeOptions(provider=Provider.CUDA))
 
 
 def test_explicit_cuda_fails_with_reason_and_hint(tiny_model: Path) -> None:

@@ -157,6 +157,16 @@ class Parts:
         self.failed.put(errors_name, encode(self.format, ERROR_FIELDNAMES, errors))
         self.rows.put(rows_name, encode(self.format, columns, rows))
 
+    def keep_only(self, digests: Sequence[str]) -> None:
+        """Remove the parts of blocks that are not in this listing (an earlier run's, over
+        inputs that have changed since), so that no reader sees a file twice."""
+        keep = [self._names(k, digest) for k, digest in enumerate(digests)]
+        wanted = {name for pair in keep for name in pair} | {self.manifest}
+        for store in {id(s): s for s in (self.rows, self.failed)}.values():
+            for name in store.names() - wanted:
+                if name.startswith("block-"):
+                    store.remove(name)
+
     def finish(self, digests: Sequence[str], columns: Sequence[str]) -> None:
         """Every block is committed: merge the staged parts into the outputs (then
         remove them), or close the dataset with its manifest."""
@@ -164,14 +174,9 @@ class Parts:
             self.merge(digests, columns)
             shutil.rmtree(self.rows.root, ignore_errors=True)
             return
-        keep = [self._names(k, digest) for k, digest in enumerate(digests)]
-        for store, wanted in (
-            (self.rows, {r for r, _ in keep}),
-            (self.failed, {e for _, e in keep}),
-        ):
-            for name in store.names() - wanted - {DATASET_MANIFEST}:
-                store.remove(name)  # a block of an earlier listing
-        self._write_manifest(complete=True, parts=[r for r, _ in keep])
+        self.keep_only(digests)
+        parts = [self._names(k, digest)[0] for k, digest in enumerate(digests)]
+        self._write_manifest(complete=True, parts=parts)
 
     def merge(self, digests: Sequence[str], columns: Sequence[str]) -> None:
         """Every block's staged parts, in block order, into the two outputs (each

@@ -594,6 +594,7 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
         key = job_key(cfg, hashlib.sha256(model).hexdigest(), columns)
         parts = Parts(cfg.output, cfg.errors_path, key, cfg.resume)
         job = _plan(items, cfg.block_size, parts, summary)
+        parts.keep_only(job.digests)  # before any new block: never a file twice
         summary.committed_in = parts.where
         collector = _Collector(job, parts, fmt, cfg, with_truth)
         if job.pending:  # else a resume with every block done: merge without a cluster

@@ -139,9 +139,9 @@ class Cluster:
     # -- the S3 server ---------------------------------------------------------------
     def start_s3(self, folder: Path) -> None:
         """moto's server on the head's address, with `folder` uploaded to the bucket."""
-        log = open(self.logs / "moto.log", "wb")  # noqa: SIM115 (the process keeps it)
         moto = [str(self.bin / "python"), "-m", "moto.server", "-H", HEAD_IP, "-p", str(S3_PORT)]
-        self.run(self.head, moto, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.logs / "moto.log", "wb") as log:  # the process has its own copy
+            self.run(self.head, moto, stdout=log, stderr=subprocess.STDOUT)
         upload = (
             "import sys, time, pathlib, boto3\n"
             "s3 = boto3.client('s3', endpoint_url=sys.argv[1])\n"
@@ -170,8 +170,8 @@ class Cluster:
         for ns, address in zip(self.workers, WORKER_IPS, strict=True):
             node = [ray, "start", "--address", self.address, "--node-ip-address", address]
             node += ["--num-cpus", str(self.cpus), *common, "--temp-dir", f"{self.ray_tmp}/{ns}"]
-            log = open(self.logs / f"start-{ns}.log", "wb")  # noqa: SIM115
-            starting.append(self.run(ns, node, stdout=log, stderr=subprocess.STDOUT))
+            with open(self.logs / f"start-{ns}.log", "wb") as log:
+                starting.append(self.run(ns, node, stdout=log, stderr=subprocess.STDOUT))
         for proc in starting:  # side by side: each takes seconds
             assert proc.wait(timeout=180) == 0, f"ray start failed: see {self.logs}"
         self.wait_for_nodes(1 + len(self.workers))
@@ -267,39 +267,41 @@ def node_kill_run(
     happened: exit codes, seconds from the kill to the end, the node killed."""
     summary = out.with_suffix(".summary.json")
     command = infer_command(cluster, model, inputs, out, "--summary", str(summary))
-    stderr = open(out.with_suffix(".stderr"), "w+")  # noqa: SIM115
-    start = time.monotonic()
-    proc = cluster.run(cluster.head, command, stdout=subprocess.DEVNULL, stderr=stderr)
-    while committed(out) < 1:
-        assert proc.poll() is None, f"ended before any block: {_text(stderr)}"
-        assert time.monotonic() - start < 180, "no block committed in 180 s"
-        time.sleep(0.05)
-    victim = cluster.node_of(ACTOR) or cluster.workers[0]
-    os.kill(cluster.raylet(victim), signal.SIGKILL)
-    killed = time.monotonic()
-    blocks_at_kill = committed(out)
-    try:
-        code = proc.wait(timeout=limit_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()  # it hung: what the limit is there to catch
-        code = None
-    ended = time.monotonic() - killed
-    result = {
-        "killed_node": victim,
-        "blocks_at_kill": blocks_at_kill,
-        "exit": code,
-        "seconds_to_end": round(ended, 1),
-        "ended_by_itself": code is not None,
-        "said_resume": "--resume" in _text(stderr),
-        "stderr_lines": len(_text(stderr).splitlines()),
-        "resumed": False,
-    }
-    if code != 0:
-        again = cluster.run(
-            cluster.head, [*command, "--resume"], stdout=subprocess.DEVNULL, stderr=stderr
-        )
-        result["resume_exit"] = again.wait(timeout=300)
-        result["resumed"] = True
+    with open(out.with_suffix(".stderr"), "w+") as stderr:
+        start = time.monotonic()
+        proc = cluster.run(cluster.head, command, stdout=subprocess.DEVNULL, stderr=stderr)
+        while committed(out) < 1:
+            assert proc.poll() is None, f"ended before any block: {_text(stderr)}"
+            assert time.monotonic() - start < 180, "no block committed in 180 s"
+            time.sleep(0.05)
+        victim = cluster.node_of(ACTOR) or cluster.workers[0]
+        os.kill(cluster.raylet(victim), signal.SIGKILL)
+        killed = time.monotonic()
+        blocks_at_kill = committed(out)
+        try:
+            code = proc.wait(timeout=limit_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # it hung: what the limit is there to catch
+            proc.wait()
+            code = None
+        text = _text(stderr)
+        result = {
+            "killed_node": victim,
+            "blocks_at_kill": blocks_at_kill,
+            "exit": code,
+            "seconds_to_end": round(time.monotonic() - killed, 1),
+            "ended_by_itself": code is not None,
+            "said_resume": "--resume" in text,
+            "said_node_lost": "ray: lost node" in text,
+            "stderr_lines": len(text.splitlines()),
+            "resumed": False,
+        }
+        if code != 0:
+            again = cluster.run(
+                cluster.head, [*command, "--resume"], stdout=subprocess.DEVNULL, stderr=stderr
+            )
+            result["resume_exit"] = again.wait(timeout=300)
+            result["resumed"] = True
     result["run_seconds"] = round(time.monotonic() - start, 1)
     return result
 

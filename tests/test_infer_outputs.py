@@ -237,3 +237,27 @@ def test_s3_parquet_kill_then_resume(
     found = [r["path"] for r in rows]
     expected = sorted(p.relative_to(slow_folder).as_posix() for p in slow_folder.rglob("*.png"))
     assert sorted(found) == expected, "every file exactly once"
+
+
+def test_parts_of_another_listing_are_removed_before_new_ones(tmp_path: Path):
+    """A Parquet dataset resumed over inputs that changed: parts of blocks that are not in
+    the new listing go before any new block is written, so no reader sees a file twice."""
+    from cnnbench.infer.parts import Parts, names_digest
+
+    out, errors = tmp_path / "p.parquet", tmp_path / "p.errors.parquet"
+    columns, job = ["path", "label", "score"], {"model_sha256": "m", "block_size": 2}
+    old, new = [names_digest(["a", "b"]), names_digest(["c"])], [names_digest(["a", "new"])]
+    parts = Parts(str(out), str(errors), job, resume=False)
+    for k, (digest, names) in enumerate(zip(old, (["a", "b"], ["c"]), strict=True)):
+        rows = [{"path": n, "label": "x", "score": 0.5} for n in names]
+        parts.write_block(k, digest, columns, rows, [])
+    assert sorted(paths(out)) == ["a", "b", "c"]
+    again = Parts(str(out), str(errors), job, resume=True)
+    assert not again.is_done(0, new[0])
+    again.keep_only(new)
+    assert paths(out) == [] and paths(errors) == []
+    again.write_block(0, new[0], columns, [{"path": "a", "label": "y", "score": 0.25}], [])
+    again.finish(new, columns)
+    assert paths(out) == ["a"]
+    parts_listed = json.loads((out / "_manifest.json").read_text())["parts"]
+    assert parts_listed == sorted(n for n in os.listdir(out) if n.startswith("block-"))

@@ -16,7 +16,7 @@ from cnnbench.infer.options import (
     shape_options,
     tensorrt_options,
 )
-from cnnbench.infer.session import Provider, RuntimeOptions
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
 
 def parse_batch_sizes(

@@ -11,8 +11,8 @@ import numpy as np
 
 from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.keras_model import ModelFacts
-from cnnbench.infer.images import load_image, scan
-from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
+from cnnbench.infer.decode.images import load_image, scan
+from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 
 CALIBRATION_LIMIT = 256  # images; MinMax ranges settle well before this on CNNs
 VERIFY_LIMIT = 500

@@ -28,7 +28,7 @@ import numpy as np
 
 from cnnbench.bench.measure import Timing, measure
 from cnnbench.bench.runners import host_runner
-from cnnbench.infer.session import Provider, RuntimeOptions, Session, create_session
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, Session, create_session
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -140,7 +140,7 @@ def agreement(a: str, b: str, images: np.ndarray) -> float:
 
 
 def load_photos(folder: str) -> np.ndarray:
-    from cnnbench.infer.images import load_image, scan
+    from cnnbench.infer.decode.images import load_image, scan
 
     return np.stack([load_image(item.path, (224, 224), 3) for item in scan(folder)])
 

@@ -184,7 +184,7 @@ def probe(json_path: str) -> int:
 
         from cnnbench.bench.flops import write_matmul_model
         from cnnbench.infer.errors import InferError
-        from cnnbench.infer.session import Provider, RuntimeOptions, create_session
+        from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
     except ImportError as e:
         facts["cuda"] = f"cannot import: {e}"
     else:
@@ -241,7 +241,7 @@ def decode(folder: str, size: int, json_path: str, workers: int) -> None:
     RGB, on `workers` threads, 16 files per task, as `infer` decodes them."""
     import cv2
 
-    from cnnbench.infer.images import IMAGE_EXTENSIONS, load_items, scan_inputs
+    from cnnbench.infer.decode.images import IMAGE_EXTENSIONS, load_items, scan_inputs
 
     items = list(scan_inputs((folder,), IMAGE_EXTENSIONS))
     chunks = [items[i : i + 16] for i in range(0, len(items), 16)]

@@ -37,8 +37,8 @@ import numpy as np
 
 from cnnbench.bench.measure import Timing, measure
 from cnnbench.bench.results import BenchConfig, make_images
-from cnnbench.infer.preprocess import resolve_input_format
-from cnnbench.infer.session import Provider, RuntimeOptions, create_session
+from cnnbench.infer.runtime.preprocess import resolve_input_format
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
 
 
 def session_and_feed(path: str, batch: int) -> tuple[Any, dict]:

@@ -41,12 +41,12 @@ from cnnbench.bench.measure import Timing, measure
 from cnnbench.bench.photos import write_sized_photos as make_photo_folder
 from cnnbench.bench.runners import host_runner
 from cnnbench.bench.workloads import best_of, make_models
-from cnnbench.infer.images import decode, read_into, scan_inputs
-from cnnbench.infer.pipeline import InferConfig, run_infer
-from cnnbench.infer.preprocess import ForeignOptions, resolve_input_format
-from cnnbench.infer.probe import read_header
-from cnnbench.infer.resize import CropMode, Interpolation
-from cnnbench.infer.session import Provider, RuntimeOptions, create_session
+from cnnbench.infer.decode.images import decode, read_into, scan_inputs
+from cnnbench.infer.decode.probe import read_header
+from cnnbench.infer.decode.resize import CropMode, Interpolation
+from cnnbench.infer.engines.local import InferConfig, run_infer
+from cnnbench.infer.runtime.preprocess import ForeignOptions, resolve_input_format
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
 
 CPU = RuntimeOptions(provider=Provider.CPU)
 
@@ -69,7 +69,7 @@ def make_pixel_mean_model(path: Path, size: int = 224) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from cnnbench.infer.contract import ModelSpec, write_spec
+    from cnnbench.infer.runtime.contract import ModelSpec, write_spec
 
     shape = ["batch", size, size, 3]
     nodes = [

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from cnnbench.bench.photos import write_sized_photos as make_photo_folder
 from cnnbench.bench.workloads import best_of, make_models
-from cnnbench.infer.pipeline import InferConfig, run_infer
-from cnnbench.infer.ray_engine import RayOptions, run_ray_infer
-from cnnbench.infer.session import Provider, RuntimeOptions
+from cnnbench.infer.engines.local import InferConfig, run_infer
+from cnnbench.infer.engines.ray import RayOptions, run_ray_infer
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
 CPU = RuntimeOptions(provider=Provider.CPU)
 

@@ -255,7 +255,7 @@ def choose_session(model_path: str, opts: RuntimeOptions) -> tuple[Session, str]
     if not os.path.isfile(model_path):
         raise InferError(f"model file not found: {model_path}")
     if opts.provider is Provider.OPENVINO:
-        from cnnbench.infer.openvino_runner import create_openvino_session
+        from cnnbench.infer.runtime.openvino_runner import create_openvino_session
 
         ov = create_openvino_session(model_path, opts.precision_hint, opts.threads)
         return ov, f"provider openvino ({ov.precision()})"

@@ -10,17 +10,17 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from cnnbench.infer.budget import decode_budget, decode_bytes
-from cnnbench.infer.decoders import (
+from cnnbench.infer.decode.budget import decode_budget, decode_bytes
+from cnnbench.infer.decode.decoders import (
     DEFAULT_LIMITS,
     REDUCED,
     DecodeLimits,
     decode_pixels,
     pillow_image,
 )
+from cnnbench.infer.decode.probe import DecodeError, Header, read_header
+from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy, pillow_resize_into, resize_to
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.probe import DecodeError, Header, read_header
-from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy, pillow_resize_into, resize_to
 from cnnbench.infer.sources import shards, stores
 from cnnbench.infer.sources.fetch import read_source
 from cnnbench.infer.sources.items import NO_EXTENSION, Item, extension_of, wanted

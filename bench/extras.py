@@ -33,9 +33,10 @@ from cnnbench.bench.results import (
     make_images,
 )
 from cnnbench.bench.runners import open_session, ran_precision, with_provider
-from cnnbench.infer.decode.images import IMAGE_EXTENSIONS, decode_into, scan
+from cnnbench.infer.decode.images import decode_into
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.runner import make_scorer
+from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, scan
 
 if TYPE_CHECKING:
     from cnnbench.infer.engines.local import InferSummary

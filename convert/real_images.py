@@ -11,8 +11,9 @@ import numpy as np
 
 from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.keras_model import ModelFacts
-from cnnbench.infer.decode.images import load_image, scan
+from cnnbench.infer.decode.images import load_image
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
+from cnnbench.infer.sources.listing import scan
 
 CALIBRATION_LIMIT = 256  # images; MinMax ranges settle well before this on CNNs
 VERIFY_LIMIT = 500

@@ -8,7 +8,6 @@ import sys
 import click
 
 from cnnbench.infer.decode.decoders import DecodeLimits
-from cnnbench.infer.decode.images import ALL_FILES, IMAGE_EXTENSIONS, Extensions
 from cnnbench.infer.decode.probe import DEFAULT_MAX_PIXELS
 from cnnbench.infer.engines.local import (
     IO_THREADS,
@@ -31,6 +30,7 @@ from cnnbench.infer.options import (
 )
 from cnnbench.infer.runtime.runner import DEFAULT_BATCH_SIZE
 from cnnbench.infer.runtime.session import Provider, check_ort_install
+from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensions
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,11 +19,11 @@ from helpers import assert_one_line_error
 from onnx import TensorProto, helper, numpy_helper
 
 from cnnbench.cli import cli
-from cnnbench.infer.decode.images import scan
 from cnnbench.infer.decode.resize import CropMode, Interpolation
 from cnnbench.infer.engines.local import _Decoder
 from cnnbench.infer.runtime.preprocess import ForeignOptions, Preset, resolve_input_format
 from cnnbench.infer.runtime.scores import softmax
+from cnnbench.infer.sources.listing import scan
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -362,7 +362,7 @@ def test_trained_as_served(tmp_path: Path) -> None:
     trained = np.stack([image for image, _ in to_tf(source, 32, 3, policy).as_numpy_iterator()])
     decoder = _Decoder(fmt, len(source), workers=2)
     try:
-        from cnnbench.infer.decode.images import Item
+        from cnnbench.infer.sources.items import Item
 
         _, served, futures = decoder.submit([Item(p, p) for p in source.paths])
         assert all(r is None for f in futures for r in f.result())

@@ -32,8 +32,9 @@ from PIL import Image, ImageOps, PngImagePlugin
 from cnnbench.cli import cli
 from cnnbench.infer.decode.budget import ByteBudget
 from cnnbench.infer.decode.decoders import DecodeLimits
-from cnnbench.infer.decode.images import IMAGE_EXTENSIONS, decode
+from cnnbench.infer.decode.images import decode
 from cnnbench.infer.decode.probe import DecodeError
+from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS
 from cnnbench.native_logs import VERBOSE_ENV
 
 GIB = 1 << 30

@@ -140,7 +140,8 @@ def agreement(a: str, b: str, images: np.ndarray) -> float:
 
 
 def load_photos(folder: str) -> np.ndarray:
-    from cnnbench.infer.decode.images import load_image, scan
+    from cnnbench.infer.decode.images import load_image
+    from cnnbench.infer.sources.listing import scan
 
     return np.stack([load_image(item.path, (224, 224), 3) for item in scan(folder)])
 

@@ -241,7 +241,8 @@ def decode(folder: str, size: int, json_path: str, workers: int) -> None:
     RGB, on `workers` threads, 16 files per task, as `infer` decodes them."""
     import cv2
 
-    from cnnbench.infer.decode.images import IMAGE_EXTENSIONS, load_items, scan_inputs
+    from cnnbench.infer.decode.images import load_items
+    from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, scan_inputs
 
     items = list(scan_inputs((folder,), IMAGE_EXTENSIONS))
     chunks = [items[i : i + 16] for i in range(0, len(items), 16)]

@@ -41,12 +41,13 @@ from cnnbench.bench.measure import Timing, measure
 from cnnbench.bench.photos import write_sized_photos as make_photo_folder
 from cnnbench.bench.runners import host_runner
 from cnnbench.bench.workloads import best_of, make_models
-from cnnbench.infer.decode.images import decode, read_into, scan_inputs
+from cnnbench.infer.decode.images import decode, read_into
 from cnnbench.infer.decode.probe import read_header
 from cnnbench.infer.decode.resize import CropMode, Interpolation
 from cnnbench.infer.engines.local import InferConfig, run_infer
 from cnnbench.infer.runtime.preprocess import ForeignOptions, resolve_input_format
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
+from cnnbench.infer.sources.listing import scan_inputs
 
 CPU = RuntimeOptions(provider=Provider.CPU)
 

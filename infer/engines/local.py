@@ -32,14 +32,7 @@ import numpy as np
 
 from cnnbench.files import Report, atomic_open, unwritable
 from cnnbench.infer.decode.decoders import DEFAULT_LIMITS, DecodeLimits
-from cnnbench.infer.decode.images import (
-    IMAGE_EXTENSIONS,
-    Extensions,
-    Item,
-    expand_inputs,
-    load_items,
-    scan_inputs,
-)
+from cnnbench.infer.decode.images import load_items
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.preprocess import (
     ForeignOptions,
@@ -60,6 +53,8 @@ from cnnbench.infer.sinks.output import (
 )
 from cnnbench.infer.sources import shards, stores
 from cnnbench.infer.sources.fetch import fetch_ahead
+from cnnbench.infer.sources.items import Item
+from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
 
 if TYPE_CHECKING:
     from tqdm import tqdm

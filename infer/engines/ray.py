@@ -33,7 +33,7 @@ import numpy as np
 
 from cnnbench.files import Report
 from cnnbench.infer.decode.decoders import DecodeLimits
-from cnnbench.infer.decode.images import Item, load_items, reason
+from cnnbench.infer.decode.images import load_items
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.engines.local import (
     InferConfig,
@@ -63,6 +63,8 @@ from cnnbench.infer.runtime.session import (
 from cnnbench.infer.sinks.output import OutputLock, fieldnames, read_resume_state, safe_cell
 from cnnbench.infer.sinks.parts import Parts, names_digest, parts_dir
 from cnnbench.infer.sources import stores
+from cnnbench.infer.sources.items import Item
+from cnnbench.infer.sources.listing import reason
 
 RAY_HINT = "pip install 'cnnbench[ray]'"
 CONNECT_TIMEOUT_S = 3.0

@@ -67,7 +67,7 @@ class Provider(enum.StrEnum):
     CPU = "cpu"
     CUDA = "cuda"
     TENSORRT = "tensorrt"
-    OPENVINO = "openvino"  # the openvino package, not ORT's EP (infer/openvino_runner.py)
+    OPENVINO = "openvino"  # the openvino package, not ORT's EP (infer/runtime/openvino_runner.py)
 
 
 ORT_NAMES = {

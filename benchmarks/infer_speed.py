@@ -17,7 +17,7 @@
 
 Run under the shared benchmark lock, from the repository root:
 
-    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/infer_speed.py
+    flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/infer_speed.py
 
 Needs the `train` extra (TensorFlow) to build and convert the two models.
 """
@@ -31,6 +31,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def make_pixel_mean_model(path: Path, size: int = 224) -> Path:
 
     from cnnbench.infer.runtime.contract import ModelSpec, write_spec
 
-    shape = ["batch", size, size, 3]
+    shape: list[str | int] = ["batch", size, size, 3]
     nodes = [
         helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
         helper.make_node("ReduceMean", ["f", "axes"], ["m"], keepdims=0),
@@ -175,7 +176,9 @@ def peak_rss_mb(model: Path, folder: Path, out: Path) -> tuple[float, float]:
     return int(proc.stdout.split()[-1]) / 1024, time.perf_counter() - start
 
 
-def mnist_rates(model: Path, photos: Path, args, workers: int, count: int = 0) -> dict:
+def mnist_rates(
+    model: Path, photos: Path, args: argparse.Namespace, workers: int, count: int = 0
+) -> dict:
     """End-to-end vs decode-only (target >= 0.8), and vs the bound of decode and model
     sharing the cores, 1 / (1/decode + 1/model)."""
     count = count or args.photos
@@ -202,7 +205,7 @@ def header_share(folder: Path, limit: int, size: tuple[int, int] = (28, 28)) -> 
     paths = [item.path for item in scan_inputs((str(folder),), (".jpg",))][:limit]
     blobs = [Path(p).read_bytes() for p in paths]
 
-    def per_file(fn) -> float:
+    def per_file(fn: Callable[[bytes], object]) -> float:
         start = time.perf_counter()
         for data in blobs:
             fn(data)

@@ -4,16 +4,16 @@ inference will see."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.keras_model import ModelFacts
-from cnnbench.infer.decode.images import load_image
+from cnnbench.infer.decode.images import load_item
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
-from cnnbench.infer.sources.listing import scan
+from cnnbench.infer.errors import InferError
+from cnnbench.infer.sources.listing import is_folder_like, scan
 
 CALIBRATION_LIMIT = 256  # images; MinMax ranges settle well before this on CNNs
 VERIFY_LIMIT = 500
@@ -32,17 +32,23 @@ def load_folder(
     option: str,
     policy: ResizePolicy = DEFAULT_POLICY,
 ) -> np.ndarray:
-    """Up to `limit` images from `folder` (sorted, recursive), unreadable files skipped."""
-    if not os.path.isdir(folder):
-        raise ConvertError(f"{option} {folder}: not a folder; give a folder of images")
+    """Up to `limit` images from `folder` (sorted, recursive; a prefix URL or a tar
+    shard too), unreadable files skipped."""
+    if not is_folder_like(folder):
+        raise ConvertError(
+            f"{option} {folder}: not a folder; give a folder of images, a prefix URL or a shard"
+        )
     images = []
-    for item in scan(folder):
-        try:
-            images.append(load_image(item.path, facts.size, facts.channels, policy=policy))
-        except (ValueError, OSError):
-            continue  # a corrupt file is not a reason to refuse the rest
-        if len(images) == limit:
-            break
+    try:
+        for item in scan(folder):
+            try:
+                images.append(load_item(item, facts.size, facts.channels, policy=policy))
+            except (ValueError, OSError):
+                continue  # a corrupt file is not a reason to refuse the rest
+            if len(images) == limit:
+                break
+    except InferError as e:  # a store that cannot be reached
+        raise ConvertError(f"{option}: {e}") from e
     if not images:
         raise ConvertError(
             f"{option} {folder}: no readable images found (looked for .jpg, .png, ...)"

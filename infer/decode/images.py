@@ -18,7 +18,7 @@ from cnnbench.infer.decode.decoders import (
 )
 from cnnbench.infer.decode.probe import DecodeError, Header, read_header
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy, pillow_resize_into, resize_to
-from cnnbench.infer.sources.fetch import read_source
+from cnnbench.infer.sources.fetch import read_item, read_source
 from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.listing import reason
 
@@ -138,14 +138,26 @@ def load_items(
                 reasons.append(item.error)
                 continue
             notes: list[str] = []
-            data = item.data if item.data is not None else read_source(item.path)
-            decode_into(data, dst, bgr, policy, limits=limits, notes=notes)
+            decode_into(read_item(item), dst, bgr, policy, limits=limits, notes=notes)
             if notes and truncated is not None:
                 truncated.append(item.name)
             reasons.append(None)
         except (OSError, ValueError, cv2.error, MemoryError) as e:
             reasons.append(reason(e))
     return reasons
+
+
+def load_item(
+    item: Item,
+    size: tuple[int, int],
+    channels: int,
+    policy: ResizePolicy = DEFAULT_POLICY,
+) -> np.ndarray:
+    """One listed file (a path, a URL, a shard member) decoded and resized exactly as
+    the pipeline does it."""
+    out = np.empty((size[0], size[1], channels), dtype=np.uint8)
+    decode_into(read_item(item), out, policy=policy)
+    return out
 
 
 def load_image(

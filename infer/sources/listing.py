@@ -83,11 +83,20 @@ def _scan_one(
 def scan(
     root: str, extensions: Extensions = IMAGE_EXTENSIONS, skipped: Counter | None = None
 ) -> Iterator[Item]:
-    """Files under one folder in sorted order, streamed (a file: itself)."""
-    if not os.path.isdir(root):
+    """Files under one folder, prefix URL or shard (pattern), in order, streamed,
+    named relative to it (a file: itself). A URL that cannot be reached: one line."""
+    if stores.is_url(root) or shards.is_shard(root):
+        yield from _scan_one(expand_inputs((root,))[0], True, extensions, skipped)
+    elif not os.path.isdir(root):
         yield Item(root, _posix(root))
-        return
-    yield from _scan_dir(root, "", extensions, frozenset(), skipped)
+    else:
+        yield from _scan_dir(root, "", extensions, frozenset(), skipped)
+
+
+def is_folder_like(text: str) -> bool:
+    """A folder, a URL (a prefix, checked when scanned) or a tar shard (pattern): what
+    --calibration, --verify-images and --images take."""
+    return os.path.isdir(text) or stores.is_url(text) or shards.is_shard(text)
 
 
 def _posix(path: str) -> str:

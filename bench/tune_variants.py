@@ -105,13 +105,13 @@ def make_int8(source: str, pixels: np.ndarray, out: str) -> None:
     is within --max-drop) replaces this with convert's own function once it lands; until
     then an int8 file that loses more is left out by the agreement check."""
     from cnnbench.convert.errors import ConvertError
-    from cnnbench.convert.precision import quantize_int8
+    from cnnbench.convert.precision import quantize_qdq
     from cnnbench.files import atomic_path
 
     external = os.path.getsize(source) > 2_000_000_000
     try:
         with atomic_path(out, suffix=".onnx") as tmp:
-            quantize_int8(source, tmp, calibration_subset(pixels), external)
+            quantize_qdq(source, tmp, calibration_subset(pixels), external)
             say_precision(tmp, "int8")
     except ConvertError as e:
         raise BenchError(str(e)) from e

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cnnbench.bench.errors import BenchError
-from cnnbench.infer.session import Provider
+from cnnbench.infer.runtime.session import Provider
 
 if TYPE_CHECKING:
     from cnnbench.bench.tune_config import TuneConfig
@@ -105,13 +105,13 @@ def make_int8(source: str, pixels: np.ndarray, out: str) -> None:
     is within --max-drop) replaces this with convert's own function once it lands; until
     then an int8 file that loses more is left out by the agreement check."""
     from cnnbench.convert.errors import ConvertError
-    from cnnbench.convert.precision import quantize_int8
+    from cnnbench.convert.precision import quantize_qdq
     from cnnbench.files import atomic_path
 
     external = os.path.getsize(source) > 2_000_000_000
     try:
         with atomic_path(out, suffix=".onnx") as tmp:
-            quantize_int8(source, tmp, calibration_subset(pixels), external)
+            quantize_qdq(source, tmp, calibration_subset(pixels), external)
             say_precision(tmp, "int8")
     except ConvertError as e:
         raise BenchError(str(e)) from e
@@ -121,7 +121,7 @@ def say_precision(path: str, precision: str) -> None:
     """The file's spec names the precision its weights now have (what infer reports)."""
     import onnx
 
-    from cnnbench.infer.contract import read_spec, write_spec
+    from cnnbench.infer.runtime.contract import read_spec, write_spec
 
     model = onnx.load(path)
     spec = read_spec({p.key: p.value for p in model.metadata_props})

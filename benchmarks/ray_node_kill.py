@@ -24,11 +24,19 @@ import tempfile
 import time
 from pathlib import Path
 
+# The test's own cluster and checks, run again: tests/ is put on the path at run time, so
+# the type checker, which reads the script alone, cannot follow two of these imports.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from conftest import _tiny_classifier
+from conftest import _tiny_classifier  # type: ignore[import-not-found]
 from helpers import read_rows, run
-from netns_cluster import BUCKET, Cluster, missing, node_kill_run, photo_folder
+from netns_cluster import (  # type: ignore[import-not-found]
+    BUCKET,
+    Cluster,
+    missing,
+    node_kill_run,
+    photo_folder,
+)
 
 
 def one_run(root: Path, model: Path, folder: Path, local: Path) -> dict:

@@ -242,7 +242,7 @@ def test_s3_parquet_kill_then_resume(
 def test_parts_of_another_listing_are_removed_before_new_ones(tmp_path: Path):
     """A Parquet dataset resumed over inputs that changed: parts of blocks that are not in
     the new listing go before any new block is written, so no reader sees a file twice."""
-    from cnnbench.infer.parts import Parts, names_digest
+    from cnnbench.infer.sinks.parts import Parts, names_digest
 
     out, errors = tmp_path / "p.parquet", tmp_path / "p.errors.parquet"
     columns, job = ["path", "label", "score"], {"model_sha256": "m", "block_size": 2}

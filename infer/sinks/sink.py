@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Protocol
 
-from cnnbench.infer.images import Item
-from cnnbench.infer.output import ResumeState, read_resume_state
-from cnnbench.infer.parts import Parts, blocks
 from cnnbench.infer.sinks.formats import ERROR_FIELDNAMES, Format, encode_lines, header
+from cnnbench.infer.sinks.output import ResumeState, read_resume_state
+from cnnbench.infer.sinks.parts import Parts, blocks
+from cnnbench.infer.sources.items import Item
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from cnnbench.bench.runners import open_session, ran_precision, with_provider
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.images import IMAGE_EXTENSIONS, decode_into, scan
 from cnnbench.infer.runner import make_scorer
+from cnnbench.infer.sources.fetch import read_source
 
 if TYPE_CHECKING:
     from cnnbench.infer.pipeline import InferSummary
@@ -50,11 +51,15 @@ class LabelledImage:
 
 
 def labelled_images(root: str) -> list[LabelledImage]:
-    """Every image under `root`, in infer's order; the first folder level names the class."""
-    out = [
-        LabelledImage(item.path, item.name.split("/")[0] if "/" in item.name else None)
-        for item in scan(root)
-    ]
+    """Every image under `root` (a folder or a prefix URL), in infer's order; the first
+    folder level names the class."""
+    try:
+        out = [
+            LabelledImage(item.path, item.name.split("/")[0] if "/" in item.name else None)
+            for item in scan(root)
+        ]
+    except InferError as e:  # a store that cannot be reached
+        raise BenchError(f"--images: {e}") from e
     if not out:
         raise BenchError(f"--images {root}: no images found (extensions {IMAGE_EXTENSIONS})")
     return out
@@ -90,8 +95,7 @@ def stage_pass(session: Any, info: ModelInfo, images: list[LabelledImage], batch
         for k, item in enumerate(chunk):
             t0 = clock()
             try:
-                with open(item.path, "rb") as f:
-                    data = f.read()
+                data = read_source(item.path)
                 t1 = clock()
                 decode_into(data, buf[len(ok)], fmt.bgr, fmt.policy)
                 ok.append(item)

@@ -22,7 +22,7 @@ from cnnbench.infer.errors import InferError
 from cnnbench.infer.probe import DecodeError, Header, read_header
 from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy, pillow_resize_into, resize_to
 from cnnbench.infer.sources import shards, stores
-from cnnbench.infer.sources.fetch import read_source
+from cnnbench.infer.sources.fetch import read_item, read_source
 from cnnbench.infer.sources.items import NO_EXTENSION, Item, extension_of, wanted
 from cnnbench.infer.sources.remote import url_items
 
@@ -97,11 +97,20 @@ def _scan_one(
 def scan(
     root: str, extensions: Extensions = IMAGE_EXTENSIONS, skipped: Counter | None = None
 ) -> Iterator[Item]:
-    """Files under one folder in sorted order, streamed (a file: itself)."""
-    if not os.path.isdir(root):
+    """Files under one folder, prefix URL or shard (pattern), in order, streamed,
+    named relative to it (a file: itself). A URL that cannot be reached: one line."""
+    if stores.is_url(root) or shards.is_shard(root):
+        yield from _scan_one(expand_inputs((root,))[0], True, extensions, skipped)
+    elif not os.path.isdir(root):
         yield Item(root, _posix(root))
-        return
-    yield from _scan_dir(root, "", extensions, frozenset(), skipped)
+    else:
+        yield from _scan_dir(root, "", extensions, frozenset(), skipped)
+
+
+def is_folder_like(text: str) -> bool:
+    """A folder, a URL (a prefix, checked when scanned) or a tar shard (pattern): what
+    --calibration, --verify-images and --images take."""
+    return os.path.isdir(text) or stores.is_url(text) or shards.is_shard(text)
 
 
 def _posix(path: str) -> str:
@@ -277,14 +286,26 @@ def load_items(
                 reasons.append(item.error)
                 continue
             notes: list[str] = []
-            data = item.data if item.data is not None else read_source(item.path)
-            decode_into(data, dst, bgr, policy, limits=limits, notes=notes)
+            decode_into(read_item(item), dst, bgr, policy, limits=limits, notes=notes)
             if notes and truncated is not None:
                 truncated.append(item.name)
             reasons.append(None)
         except (OSError, ValueError, cv2.error, MemoryError) as e:
             reasons.append(reason(e))
     return reasons
+
+
+def load_item(
+    item: Item,
+    size: tuple[int, int],
+    channels: int,
+    policy: ResizePolicy = DEFAULT_POLICY,
+) -> np.ndarray:
+    """One listed file (a path, a URL, a shard member) decoded and resized exactly as
+    the pipeline does it."""
+    out = np.empty((size[0], size[1], channels), dtype=np.uint8)
+    decode_into(read_item(item), out, policy=policy)
+    return out
 
 
 def load_image(

@@ -20,7 +20,7 @@ from cnnbench.infer.options import (
     shape_options,
     tensorrt_options,
 )
-from cnnbench.infer.session import Provider, RuntimeOptions
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
 
 def parse_batch_sizes(
@@ -479,7 +479,7 @@ def tune(
     from cnnbench.bench.tune import run_tune
     from cnnbench.bench.tune_config import TuneConfig
     from cnnbench.bench.tune_report import render
-    from cnnbench.infer.plan import write_plan
+    from cnnbench.infer.runtime.plan import write_plan
 
     cfg = TuneConfig(
         model=model,

@@ -41,11 +41,17 @@ from cnnbench.bench.photos import write_sized_photos
 from cnnbench.bench.runners import host_runner
 from cnnbench.bench.workloads import best_of
 from cnnbench.bench.zoo import default_cache_dir, zoo_model
-from cnnbench.infer.images import decode_into, read_into, scan
-from cnnbench.infer.pipeline import InferConfig, run_infer
-from cnnbench.infer.preprocess import EVAL_CROP, ForeignOptions, Preset, resolve_input_format
-from cnnbench.infer.resize import DEFAULT_POLICY, Interpolation
-from cnnbench.infer.session import Provider, RuntimeOptions, create_session
+from cnnbench.infer.decode.images import decode_into, read_into
+from cnnbench.infer.decode.resize import DEFAULT_POLICY, Interpolation
+from cnnbench.infer.engines.local import InferConfig, run_infer
+from cnnbench.infer.runtime.preprocess import (
+    EVAL_CROP,
+    ForeignOptions,
+    Preset,
+    resolve_input_format,
+)
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
+from cnnbench.infer.sources.listing import scan
 
 SIZE = (224, 224)
 IMAGENET = ForeignOptions(preset=Preset.IMAGENET)

@@ -7,9 +7,18 @@ import sys
 
 import click
 
-from cnnbench.infer.decoders import DecodeLimits
+from cnnbench.infer.decode.decoders import DecodeLimits
+from cnnbench.infer.decode.probe import DEFAULT_MAX_PIXELS
+from cnnbench.infer.engines.local import (
+    IO_THREADS,
+    InferConfig,
+    InferSummary,
+    apply_plan,
+    run_infer,
+    skipped_line,
+)
+from cnnbench.infer.engines.ray import Engine, RayOptions, run_ray_infer
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.images import ALL_FILES, IMAGE_EXTENSIONS, Extensions
 from cnnbench.infer.options import (
     foreign_options,
     make_runtime,
@@ -20,19 +29,10 @@ from cnnbench.infer.options import (
     shape_options,
     tensorrt_options,
 )
-from cnnbench.infer.pipeline import (
-    IO_THREADS,
-    InferConfig,
-    InferSummary,
-    apply_plan,
-    run_infer,
-    skipped_line,
-)
-from cnnbench.infer.plan import Plan, read_plan
-from cnnbench.infer.probe import DEFAULT_MAX_PIXELS
-from cnnbench.infer.ray_engine import Engine, RayOptions, run_ray_infer
-from cnnbench.infer.runner import DEFAULT_BATCH_SIZE
-from cnnbench.infer.session import Provider, check_ort_install
+from cnnbench.infer.runtime.plan import Plan, read_plan
+from cnnbench.infer.runtime.runner import DEFAULT_BATCH_SIZE
+from cnnbench.infer.runtime.session import Provider, check_ort_install
+from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensions
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

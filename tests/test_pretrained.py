@@ -17,9 +17,15 @@ from helpers import assert_one_line_error, run
 from onnx import TensorProto, helper, numpy_helper
 
 from cnnbench.bench.flops import graph_facts
-from cnnbench.infer.images import load_items, scan
-from cnnbench.infer.preprocess import EVAL_CROP, ForeignOptions, Preset, resolve_input_format
-from cnnbench.infer.resize import Interpolation
+from cnnbench.infer.decode.images import load_items
+from cnnbench.infer.decode.resize import Interpolation
+from cnnbench.infer.runtime.preprocess import (
+    EVAL_CROP,
+    ForeignOptions,
+    Preset,
+    resolve_input_format,
+)
+from cnnbench.infer.sources.listing import scan
 
 KERNEL, STRIDE, FILTERS, CLASSES = 3, 2, 8, 4
 

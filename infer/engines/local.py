@@ -31,17 +31,25 @@ import cv2
 import numpy as np
 
 from cnnbench.files import Report, atomic_open, unwritable
-from cnnbench.infer.decoders import DEFAULT_LIMITS, DecodeLimits
+from cnnbench.infer.decode.decoders import DEFAULT_LIMITS, DecodeLimits
+from cnnbench.infer.decode.images import load_items
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.images import (
-    IMAGE_EXTENSIONS,
-    Extensions,
-    Item,
-    expand_inputs,
-    load_items,
-    scan_inputs,
+from cnnbench.infer.runtime.plan import Plan, check_model, machine_difference, missing_provider
+from cnnbench.infer.runtime.preprocess import (
+    ForeignOptions,
+    InputFormat,
+    check_top_k,
+    resolve_input_format,
 )
-from cnnbench.infer.output import (
+from cnnbench.infer.runtime.runner import DEFAULT_BATCH_SIZE, Runner, check_output, make_runner
+from cnnbench.infer.runtime.session import (
+    Provider,
+    RuntimeOptions,
+    Session,
+    active_provider,
+    choose_session,
+)
+from cnnbench.infer.sinks.output import (
     ERROR_FIELDNAMES,
     OutputLock,
     ResumeState,
@@ -50,23 +58,10 @@ from cnnbench.infer.output import (
     read_resume_state,
     safe_cell,
 )
-from cnnbench.infer.plan import Plan, check_model, machine_difference, missing_provider
-from cnnbench.infer.preprocess import (
-    ForeignOptions,
-    InputFormat,
-    check_top_k,
-    resolve_input_format,
-)
-from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, Runner, check_output, make_runner
-from cnnbench.infer.session import (
-    Provider,
-    RuntimeOptions,
-    Session,
-    active_provider,
-    choose_session,
-)
 from cnnbench.infer.sources import shards, stores
 from cnnbench.infer.sources.fetch import fetch_ahead
+from cnnbench.infer.sources.items import Item
+from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
 
 if TYPE_CHECKING:
     from tqdm import tqdm

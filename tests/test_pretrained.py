@@ -337,7 +337,7 @@ def test_pillow_path_turns_exif_oriented_photos_upright(tmp_path: Path) -> None:
 def test_spec_records_pillow_filters_and_training_reads_through_them(tmp_path: Path) -> None:
     """The spec (what convert writes from train's policy) keeps bilinear-aa and
     bicubic-aa, and train's reader (infer's load_image) gives Pillow's pixels."""
-    from cnnbench.infer.contract import ModelSpec
+    from cnnbench.infer.runtime.contract import ModelSpec
     from cnnbench.training.data import read_image
 
     v2 = {"format_version": 2, "input_size": [224, 224], "channels": 3, "labels": ["a"]}

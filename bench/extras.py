@@ -33,12 +33,14 @@ from cnnbench.bench.results import (
     make_images,
 )
 from cnnbench.bench.runners import open_session, ran_precision, with_provider
+from cnnbench.infer.decode.images import decode_into
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.images import IMAGE_EXTENSIONS, decode_into, scan
-from cnnbench.infer.runner import make_scorer
+from cnnbench.infer.runtime.runner import make_scorer
+from cnnbench.infer.sources.fetch import read_source
+from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, scan
 
 if TYPE_CHECKING:
-    from cnnbench.infer.pipeline import InferSummary
+    from cnnbench.infer.engines.local import InferSummary
 
 STAGES_BATCH = 8  # batch of the stage pass when no model-only figure says better
 
@@ -50,11 +52,15 @@ class LabelledImage:
 
 
 def labelled_images(root: str) -> list[LabelledImage]:
-    """Every image under `root`, in infer's order; the first folder level names the class."""
-    out = [
-        LabelledImage(item.path, item.name.split("/")[0] if "/" in item.name else None)
-        for item in scan(root)
-    ]
+    """Every image under `root` (a folder or a prefix URL), in infer's order; the first
+    folder level names the class."""
+    try:
+        out = [
+            LabelledImage(item.path, item.name.split("/")[0] if "/" in item.name else None)
+            for item in scan(root)
+        ]
+    except InferError as e:  # a store that cannot be reached
+        raise BenchError(f"--images: {e}") from e
     if not out:
         raise BenchError(f"--images {root}: no images found (extensions {IMAGE_EXTENSIONS})")
     return out
@@ -90,8 +96,7 @@ def stage_pass(session: Any, info: ModelInfo, images: list[LabelledImage], batch
         for k, item in enumerate(chunk):
             t0 = clock()
             try:
-                with open(item.path, "rb") as f:
-                    data = f.read()
+                data = read_source(item.path)
                 t1 = clock()
                 decode_into(data, buf[len(ok)], fmt.bgr, fmt.policy)
                 ok.append(item)
@@ -208,7 +213,7 @@ def _pipeline(target: Target, rc: RunConfig, batch: int, cfg: BenchConfig) -> In
     """One pass of `run_infer` over the images: the pipeline's real img/s."""
     import dataclasses
 
-    from cnnbench.infer.pipeline import InferConfig, run_infer
+    from cnnbench.infer.engines.local import InferConfig, run_infer
 
     with tempfile.TemporaryDirectory(prefix="cnnbench-e2e-") as tmp:
         runtime = dataclasses.replace(

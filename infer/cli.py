@@ -7,9 +7,18 @@ import sys
 
 import click
 
-from cnnbench.infer.decoders import DecodeLimits
+from cnnbench.infer.decode.decoders import DecodeLimits
+from cnnbench.infer.decode.probe import DEFAULT_MAX_PIXELS
+from cnnbench.infer.engines.local import (
+    IO_THREADS,
+    InferConfig,
+    InferSummary,
+    apply_plan,
+    run_infer,
+    skipped_line,
+)
+from cnnbench.infer.engines.ray import Engine, RayOptions, run_ray_infer
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.images import ALL_FILES, IMAGE_EXTENSIONS, Extensions
 from cnnbench.infer.options import (
     foreign_options,
     make_runtime,
@@ -20,22 +29,14 @@ from cnnbench.infer.options import (
     shape_options,
     tensorrt_options,
 )
-from cnnbench.infer.pipeline import (
-    IO_THREADS,
-    InferConfig,
-    InferSummary,
-    run_infer,
-    skipped_line,
-)
-from cnnbench.infer.probe import DEFAULT_MAX_PIXELS
-from cnnbench.infer.ray_engine import Engine, RayOptions, run_ray_infer
-from cnnbench.infer.runner import DEFAULT_BATCH_SIZE
-from cnnbench.infer.session import Provider, check_ort_install
+from cnnbench.infer.runtime.plan import Plan, read_plan
+from cnnbench.infer.runtime.runner import DEFAULT_BATCH_SIZE
+from cnnbench.infer.runtime.session import Provider, check_ort_install
+from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensions
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("paths", nargs=-1, required=True, metavar="[MODEL] INPUTS...")
 @click.option(
     "-o",
     "--output",
@@ -90,6 +91,13 @@ from cnnbench.infer.session import Provider, check_ort_install
     "--resume", is_flag=True, help="Skip files already in the output or errors CSV; append."
 )
 @click.option("--summary", type=click.Path(dir_okay=False), help="Also write the summary as JSON.")
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False),
+    help="PLAN.json from `cnnbench tune`: its model, provider, precision, batch size, "
+    "threads and runs in flight (then no MODEL argument).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @ray_options
 @runtime_options
@@ -99,8 +107,7 @@ from cnnbench.infer.session import Provider, check_ort_install
 @output_options
 @click.option("--labels", type=click.Path(dir_okay=False), help="Labels file, one per line.")
 def infer(
-    model: str,
-    inputs: tuple[str, ...],
+    paths: tuple[str, ...],
     output: str,
     errors: str | None,
     batch_size: int | None,
@@ -113,6 +120,7 @@ def infer(
     allow_truncated: bool,
     resume: bool,
     summary: str | None,
+    plan_path: str | None,
     no_progress: bool,
     engine: str,
     address: str | None,
@@ -152,9 +160,17 @@ def infer(
       cnnbench infer model.onnx s3://bucket/photos/ -o predictions.csv
       cnnbench infer model.onnx 'shards-{000000..000099}.tar' -o predictions.csv
       cnnbench infer model.onnx /shared/photos -o predictions.csv --engine ray --address auto
+      cnnbench infer --plan plan.json photos/ -o predictions.csv
     """
     if engine == Engine.LOCAL:
         check_local_engine_options()
+    if plan_path is not None:
+        check_plan_options(engine)
+        model, inputs = "", paths
+    elif len(paths) < 2:
+        raise click.UsageError("give MODEL and at least one INPUT (or --plan PLAN.json INPUTS)")
+    else:
+        model, inputs = paths[0], paths[1:]
     if warning := check_ort_install():
         click.echo(f"warning: {warning}", err=True)
     cfg = InferConfig(
@@ -197,7 +213,13 @@ def infer(
         limits=DecodeLimits(max_pixels, allow_truncated),
     )
     report = lambda line: click.echo(line, err=True)  # noqa: E731
+    plan = None
     try:
+        if plan_path is not None:
+            plan = read_plan(plan_path)
+            cfg, warnings = apply_plan(cfg, plan)
+            for warning in warnings:
+                click.echo(f"warning: {warning}", err=True)
         if engine == Engine.RAY:
             ray = RayOptions(
                 address=address,
@@ -217,6 +239,8 @@ def infer(
             "and run the same command with --resume"
         ) from e
     click.echo(summary_line(result, cfg), err=True)
+    if plan is not None:
+        click.echo(plan_line(plan, result, cfg), err=True)
     if result.interrupted:
         again = " ".join(shlex.quote(a) for a in sys.argv)
         again = again if "--resume" in sys.argv else f"{again} --resume"
@@ -238,6 +262,36 @@ def parse_extensions(text: str | None) -> Extensions:
 
 
 RAY_ONLY = ("address", "num_gpus_per_worker", "block_size")
+PLAN_SETS = ("provider", "batch_size", "threads", "precision_hint", "fp16")
+
+
+def check_plan_options(engine: str) -> None:
+    """What a plan sets cannot also be asked for on the command line."""
+    ctx = click.get_current_context()
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in PLAN_SETS
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    ]
+    if given:
+        raise click.UsageError(f"--plan sets {', '.join(given)}: leave it out (or re-run tune)")
+    if engine != Engine.LOCAL:
+        raise click.UsageError("--plan runs on the local engine: leave out --engine ray")
+
+
+def plan_line(plan: Plan, summary: InferSummary, cfg: InferConfig) -> str:
+    """The plan's expected img/s beside the one reached (bench --compare's ratio)."""
+    e = plan.expected
+    got = summary.images_per_second
+    line = (
+        f"plan: {plan.describe()}: expected {e.images_per_second:.1f} img/s (model only"
+        + (f"; {e.end_to_end_ips:.1f} end to end when tuned" if e.end_to_end_ips else "")
+        + f"), reached {got:.1f} img/s ({got / e.images_per_second:.2f}x)"
+    )
+    if summary.provider != plan.provider.value and cfg.runtime.provider is Provider.AUTO:
+        line += f"\nwarning: the plan's provider {plan.provider.value} did not load: ran on "
+        line += summary.provider
+    return line
 
 
 def check_local_engine_options() -> None:
@@ -256,7 +310,10 @@ def summary_line(summary: InferSummary, cfg: InferConfig) -> str:
     line = (
         f"{summary.images} images, {summary.errors} errors, "
         f"{summary.images_per_second:.1f} img/s, {summary.seconds:.2f} s, "
-        f"provider {summary.provider}, batch {summary.batch_size}"
+        f"provider {summary.provider}"
+        + (f" {summary.precision}" if summary.precision else "")
+        + f", batch {summary.batch_size}"
+        + (f" x{summary.concurrency} in flight" if summary.concurrency > 1 else "")
     )
     if summary.skipped:
         line += f", {summary.skipped} already done (resumed)"

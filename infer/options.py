@@ -9,11 +9,11 @@ from typing import Any
 
 import click
 
-from cnnbench.infer.preprocess import ForeignOptions, Layout, Preset
-from cnnbench.infer.ray_engine import Engine, RayOptions
-from cnnbench.infer.resize import CropMode, Interpolation
-from cnnbench.infer.scores import ScoreMode
-from cnnbench.infer.session import Provider, RuntimeOptions
+from cnnbench.infer.decode.resize import CropMode, Interpolation
+from cnnbench.infer.engines.ray import Engine, RayOptions
+from cnnbench.infer.runtime.preprocess import ForeignOptions, Layout, Preset
+from cnnbench.infer.runtime.scores import ScoreMode
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
 PRECISION_HINTS = ("auto", "f32", "bf16")
 

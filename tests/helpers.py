@@ -15,7 +15,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from cnnbench.cli import cli
-from cnnbench.infer.output import unsafe_cell
+from cnnbench.infer.sinks.output import unsafe_cell
 
 SLOW_FOLDER_FILES = 600  # files in conftest's slow_folder
 

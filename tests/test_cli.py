@@ -50,7 +50,7 @@ def test_help_does_not_import_tensorflow(command: str) -> None:
 @pytest.mark.parametrize(
     "module",
     [
-        "cnnbench.infer.pipeline",
+        "cnnbench.infer.engines.local",
         "cnnbench.bench.measure",
         "cnnbench.bench.cli",
         "cnnbench.convert.cli",
@@ -87,8 +87,8 @@ def test_imports_where_fcntl_does_not_exist() -> None:
     must import all the same (a None entry in sys.modules makes `import fcntl` fail)."""
     code = (
         "import sys; sys.modules['fcntl'] = None\n"
-        "import cnnbench.cli, cnnbench.infer.pipeline, cnnbench.infer.ray_engine\n"
-        "from cnnbench.infer.output import OutputLock\n"
+        "import cnnbench.cli, cnnbench.infer.engines.local, cnnbench.infer.engines.ray\n"
+        "from cnnbench.infer.sinks.output import OutputLock\n"
         "print('imported')"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

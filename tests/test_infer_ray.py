@@ -306,7 +306,7 @@ def test_parts_count_only_for_the_same_files_and_job(tmp_path: Path) -> None:
     """The shards folder on its own: a block is done only for the very files it was
     written for, a different job is refused, and the merge follows block order."""
     from cnnbench.infer.errors import InferError
-    from cnnbench.infer.parts import Parts, names_digest
+    from cnnbench.infer.sinks.parts import Parts, names_digest
 
     out, columns = tmp_path / "p.csv", ["path", "label", "score"]
     job = {"model_sha256": "m", "block_size": 2}
@@ -330,7 +330,7 @@ def test_resume_that_only_merges_starts_no_cluster(
 ) -> None:
     """Every block finished, the merge did not (writing the output failed): --resume
     merges without connecting to any cluster."""
-    import cnnbench.infer.parts
+    import cnnbench.infer.sinks.parts
 
     def full_disk(*args: object, **kwargs: object) -> NoReturn:
         raise OSError(28, "No space left on device")
@@ -342,7 +342,7 @@ def test_resume_that_only_merges_starts_no_cluster(
     out = tmp_path / "pred.csv"
     args = ("--engine", "ray", "--address", ray_address, "--block-size", "3")
     with monkeypatch.context() as patch:
-        patch.setattr(cnnbench.infer.parts.Parts, "merge", full_disk)
+        patch.setattr(cnnbench.infer.sinks.parts.Parts, "merge", full_disk)
         failed = infer(tiny_model, folder, out, *args)
     assert failed.exit_code != 0 and len(committed_blocks(out)) == 3
     assert "cannot write: No space left on device" in failed.output

@@ -17,9 +17,15 @@ from helpers import assert_one_line_error, run
 from onnx import TensorProto, helper, numpy_helper
 
 from cnnbench.bench.flops import graph_facts
-from cnnbench.infer.images import load_items, scan
-from cnnbench.infer.preprocess import ForeignOptions, Preset, resolve_input_format
-from cnnbench.infer.resize import Interpolation
+from cnnbench.infer.decode.images import load_items
+from cnnbench.infer.decode.resize import Interpolation
+from cnnbench.infer.runtime.preprocess import (
+    EVAL_CROP,
+    ForeignOptions,
+    Preset,
+    resolve_input_format,
+)
+from cnnbench.infer.sources.listing import scan
 
 KERNEL, STRIDE, FILTERS, CLASSES = 3, 2, 8, 4
 
@@ -159,7 +165,8 @@ STD = np.array([0.229, 0.224, 0.225], np.float32)
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real photos (scikit-learn's and scikit-image's samples), written by Pillow in class
-    folders: landscape, portrait, square, small (upscaled) and grayscale, JPEG and PNG."""
+    folders: landscape, portrait, square, small (upscaled), grayscale and with alpha, JPEG
+    and PNG."""
     from PIL import Image
     from skimage import data
     from sklearn.datasets import load_sample_images
@@ -174,6 +181,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "b/astronaut_square.jpg": data.astronaut(),  # 512x512
         "b/small.jpg": np.asarray(Image.fromarray(flower).resize((120, 90))),
         "c/camera_gray.png": data.camera(),  # gray 512x512
+        "c/coffee_alpha.png": np.dstack([data.coffee(), np.full((400, 600), 200, np.uint8)]),
         "c/china_gray_portrait.jpg": np.ascontiguousarray(china[:, 100:400, 0].T),
     }
     for name, pixels in files.items():
@@ -247,7 +255,7 @@ def test_preset_imagenet_feeds_the_pixels_of_torchvisions_transform(
     options = ForeignOptions(preset=Preset.IMAGENET, interpolation=interpolation)
     got = fed_pixels(classifier, photos, options)
     expected = np.stack([pillow_reference(Path(i.path), resample) for i in scan(str(photos))])
-    assert got.shape == expected.shape == (8, 224, 224, 3)
+    assert got.shape == expected.shape == (9, 224, 224, 3)
     assert np.abs(got.astype(int) - expected).max() <= 1  # the promise: within 1/255
     np.testing.assert_array_equal(got, expected)  # and in fact every pixel is Pillow's
 
@@ -293,7 +301,7 @@ def test_bench_images_with_labels_gives_accuracy_for_a_foreign_model(
     assert code == 0, output
     results = json.loads(out.read_text())["results"]
     accuracy = results[0]["accuracy"]
-    assert accuracy["images"] == 8
+    assert accuracy["images"] == 9
     assert 0.0 <= accuracy["top1"] <= 1.0  # folders a, b, c are labels of the model
     assert accuracy["agreement"] == 1.0  # the reference configuration itself
 
@@ -305,3 +313,42 @@ def test_top_k_past_the_class_count_is_a_one_line_error(
     code, output = run([*args, "--preset", "imagenet", "--top-k", "11"])
     assert_one_line_error(code, output, "--top-k 11", "10 classes", "--top-k 10 or less")
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_pillow_path_turns_exif_oriented_photos_upright(tmp_path: Path) -> None:
+    """A phone photo stored sideways (EXIF orientation 6): resized upright, as Pillow's
+    exif_transpose turns it, like the OpenCV path does."""
+    from PIL import Image, ImageOps
+    from sklearn.datasets import load_sample_images
+
+    china = load_sample_images().images[0]
+    path = tmp_path / "sideways.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(china).save(path, quality=90, exif=exif)
+    upright = tmp_path / "upright.png"
+    ImageOps.exif_transpose(Image.open(path)).save(upright)
+    out = np.zeros((1, 224, 224, 3), np.uint8)
+    assert load_items(list(scan(str(path))), out, False, EVAL_CROP) == [None]
+    np.testing.assert_array_equal(out[0], pillow_reference(upright, 2))
+    assert out[0].shape[0] == 224 and Image.open(upright).size == (427, 640)
+
+
+def test_spec_records_pillow_filters_and_training_reads_through_them(tmp_path: Path) -> None:
+    """The spec (what convert writes from train's policy) keeps bilinear-aa and
+    bicubic-aa, and train's reader (infer's load_image) gives Pillow's pixels."""
+    from cnnbench.infer.runtime.contract import ModelSpec
+    from cnnbench.training.data import read_image
+
+    v2 = {"format_version": 2, "input_size": [224, 224], "channels": 3, "labels": ["a"]}
+    for interpolation in (Interpolation.BILINEAR_AA, Interpolation.BICUBIC_AA):
+        policy = EVAL_CROP.overridden(interpolation=interpolation)
+        spec = ModelSpec.from_json(json.dumps(v2 | policy.to_dict()))
+        assert ModelSpec.from_json(spec.to_json()).resize_policy == policy
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    path = tmp_path / "china.jpg"
+    Image.fromarray(load_sample_images().images[0]).save(path, quality=90)
+    pixels = read_image(str(path), 224, 3, EVAL_CROP)
+    np.testing.assert_array_equal(pixels, pillow_reference(path, 2))

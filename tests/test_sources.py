@@ -357,3 +357,30 @@ def test_brace_patterns_expand_as_webdataset_does() -> None:
     assert shards.expand("plain.tar") == ["plain.tar"]
     assert shards.is_shard("x.TAR") and shards.is_shard("x.tar.gz") and not shards.is_shard("x.jpg")
     assert os.path.basename("s-000.tar") == "s-000.tar"
+
+
+def test_calibration_and_bench_images_take_prefixes_and_shards(
+    photos: Path, s3_env: S3Server, tmp_path: Path
+) -> None:
+    from cnnbench.bench.extras import labelled_images
+    from cnnbench.convert.keras_model import ModelFacts
+    from cnnbench.convert.real_images import load_folder
+
+    s3_env.upload("calib", photos, "set/")
+    facts = ModelFacts(size=(16, 16), channels=3, num_classes=2, input_dtype="uint8")
+    local = load_folder(str(photos), facts, 5, "--calibration")
+    assert np.array_equal(load_folder("s3://calib/set/", facts, 5, "--calibration"), local)
+    _tar(
+        tmp_path / "c.tar",
+        [
+            (p.relative_to(photos).as_posix(), p.read_bytes())
+            for p in sorted(photos.rglob("*.jpg"), key=lambda p: p.relative_to(photos).as_posix())
+        ],
+    )
+    assert np.array_equal(load_folder(str(tmp_path / "c.tar"), facts, 5, "--calibration"), local)
+    truths = [i.truth for i in labelled_images(str(photos))]
+    assert [i.truth for i in labelled_images("s3://calib/set")] == truths
+    from cnnbench.convert.errors import ConvertError
+
+    with pytest.raises(ConvertError, match="no-such-bucket"):
+        load_folder("s3://no-such-bucket/x/", facts, 5, "--calibration")

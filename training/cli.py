@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.options import resize_options
-from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.training.errors import TrainError
 from cnnbench.training.registry import ARCHITECTURES, get_arch
 

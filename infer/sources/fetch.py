@@ -33,6 +33,11 @@ def read_source(path: str) -> bytes:
         return f.read()
 
 
+def read_item(item: Item) -> bytes:
+    """An item's bytes: those the listing read (a shard member), else its file's."""
+    return item.data if item.data is not None else read_source(item.path)
+
+
 def _fetch(item: Item) -> Item:
     """The item with its bytes, or with the reason they could not be read."""
     try:

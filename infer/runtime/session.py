@@ -67,7 +67,7 @@ class Provider(enum.StrEnum):
     CPU = "cpu"
     CUDA = "cuda"
     TENSORRT = "tensorrt"
-    OPENVINO = "openvino"  # the openvino package, not ORT's EP (infer/openvino_runner.py)
+    OPENVINO = "openvino"  # the openvino package, not ORT's EP (infer/runtime/openvino_runner.py)
 
 
 ORT_NAMES = {
@@ -90,6 +90,7 @@ class RuntimeOptions:
     # other threads (infer's decoders) between runs.
     spinning: bool = True
     precision_hint: str = "auto"  # OpenVINO: f32, bf16 or auto (the device's default)
+    streams: int = 1  # OpenVINO: infer requests run at once (compiled for that many streams)
     # ONNX Runtime's profiler on, its JSON written with this file prefix (bench --profile)
     profile_prefix: str | None = None
 
@@ -255,17 +256,24 @@ def choose_session(model_path: str, opts: RuntimeOptions) -> tuple[Session, str]
     if not os.path.isfile(model_path):
         raise InferError(f"model file not found: {model_path}")
     if opts.provider is Provider.OPENVINO:
-        from cnnbench.infer.openvino_runner import create_openvino_session
+        from cnnbench.infer.runtime.openvino_runner import create_openvino_session
 
-        ov = create_openvino_session(model_path, opts.precision_hint, opts.threads)
+        ov = create_openvino_session(
+            model_path, opts.precision_hint, opts.threads, streams=opts.streams
+        )
         return ov, f"provider openvino ({ov.precision()})"
     if opts.provider is Provider.AUTO:
         ort = import_ort()
-        if ORT_NAMES[Provider.CUDA] in ort.get_available_providers():
+        # Ask the driver first: a CUDA session on a machine without a GPU is built in full
+        # (graph optimisation included) before ONNX Runtime falls back to the CPU.
+        no_gpu = gpu_missing()
+        if no_gpu is not None:
+            why = no_gpu
+        elif ORT_NAMES[Provider.CUDA] in ort.get_available_providers():
             session, log = _try_session(model_path, Provider.CUDA, opts)
             if ORT_NAMES[Provider.CUDA] in session.get_providers():
                 return session, f"provider cuda (device {opts.device_id}), chosen by auto"
-            why = gpu_missing() or _why_not(Provider.CUDA, log)  # the machine's terms first
+            why = _why_not(Provider.CUDA, log)
         else:
             why = f"this onnxruntime build has no {ORT_NAMES[Provider.CUDA]}"
         session, _ = _try_session(model_path, Provider.CPU, opts)

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 
 from cnnbench.files import atomic_open
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.output import ERROR_FIELDNAMES
+from cnnbench.infer.sinks.output import ERROR_FIELDNAMES
 
 MANIFEST = "manifest.json"
 

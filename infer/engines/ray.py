@@ -32,12 +32,10 @@ from typing import Any
 import numpy as np
 
 from cnnbench.files import Report
-from cnnbench.infer.decoders import DecodeLimits
-from cnnbench.infer.errors import InferError, first_line
-from cnnbench.infer.images import Item, load_items, reason
-from cnnbench.infer.output import OutputLock, fieldnames, read_resume_state, safe_cell
-from cnnbench.infer.parts import Parts, names_digest, parts_dir
-from cnnbench.infer.pipeline import (
+from cnnbench.infer.decode.decoders import DecodeLimits
+from cnnbench.infer.decode.images import load_items
+from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
+from cnnbench.infer.engines.local import (
     InferConfig,
     InferSummary,
     StopOnSigint,
@@ -51,18 +49,22 @@ from cnnbench.infer.pipeline import (
     top_indices,
     write_summary,
 )
-from cnnbench.infer.preprocess import InputFormat, check_top_k, resolve_input_format
-from cnnbench.infer.ray_cleanup import release_watchdog, start_watchdog
-from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
-from cnnbench.infer.runner import make_runner
-from cnnbench.infer.session import (
+from cnnbench.infer.engines.ray_cleanup import release_watchdog, start_watchdog
+from cnnbench.infer.errors import InferError, first_line
+from cnnbench.infer.runtime.preprocess import InputFormat, check_top_k, resolve_input_format
+from cnnbench.infer.runtime.runner import make_runner
+from cnnbench.infer.runtime.session import (
     Provider,
     RuntimeOptions,
     Session,
     active_provider,
     create_session,
 )
+from cnnbench.infer.sinks.output import OutputLock, fieldnames, read_resume_state, safe_cell
+from cnnbench.infer.sinks.parts import Parts, names_digest, parts_dir
 from cnnbench.infer.sources import stores
+from cnnbench.infer.sources.items import Item
+from cnnbench.infer.sources.listing import reason
 
 RAY_HINT = "pip install 'cnnbench[ray]'"
 CONNECT_TIMEOUT_S = 3.0

@@ -31,17 +31,25 @@ import cv2
 import numpy as np
 
 from cnnbench.files import Report, atomic_open, unwritable
-from cnnbench.infer.decoders import DEFAULT_LIMITS, DecodeLimits
+from cnnbench.infer.decode.decoders import DEFAULT_LIMITS, DecodeLimits
+from cnnbench.infer.decode.images import load_items
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.images import (
-    IMAGE_EXTENSIONS,
-    Extensions,
-    Item,
-    expand_inputs,
-    load_items,
-    scan_inputs,
+from cnnbench.infer.runtime.plan import Plan, check_model, machine_difference, missing_provider
+from cnnbench.infer.runtime.preprocess import (
+    ForeignOptions,
+    InputFormat,
+    check_top_k,
+    resolve_input_format,
 )
-from cnnbench.infer.output import (
+from cnnbench.infer.runtime.runner import DEFAULT_BATCH_SIZE, Runner, check_output, make_runner
+from cnnbench.infer.runtime.session import (
+    Provider,
+    RuntimeOptions,
+    Session,
+    active_provider,
+    choose_session,
+)
+from cnnbench.infer.sinks.output import (
     ERROR_FIELDNAMES,
     OutputLock,
     ResumeState,
@@ -50,21 +58,15 @@ from cnnbench.infer.output import (
     read_resume_state,
     safe_cell,
 )
-from cnnbench.infer.preprocess import (
-    ForeignOptions,
-    InputFormat,
-    check_top_k,
-    resolve_input_format,
-)
-from cnnbench.infer.runner import DEFAULT_BATCH_SIZE, Runner, check_output, make_runner
-from cnnbench.infer.session import Provider, RuntimeOptions, active_provider, choose_session
 from cnnbench.infer.sources import shards, stores
 from cnnbench.infer.sources.fetch import fetch_ahead
+from cnnbench.infer.sources.items import Item
+from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-DEPTH = 3  # batches in flight: one running, two decoding
+DEPTH = 3  # batches in flight: one running, two decoding (plus one per extra run in flight)
 TRUNCATED_LISTED = 1000  # names of truncated-but-predicted files kept for --summary
 IO_THREADS = 32  # reads in flight by default when an input is a URL, a shard or a list
 
@@ -87,6 +89,7 @@ class InferConfig:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     foreign: ForeignOptions = field(default_factory=ForeignOptions)
     limits: DecodeLimits = field(default_factory=DecodeLimits)  # --max-pixels, --allow-truncated
+    concurrency: int = 1  # batches run at once (a plan's runs in flight): CPU and OpenVINO
 
     @property
     def errors_path(self) -> str:
@@ -100,6 +103,8 @@ class InferSummary:
     seconds: float = 0.0
     provider: str = ""
     batch_size: int = 0
+    precision: str = ""  # what runs: OpenVINO's read back, else the spec's (or the weights')
+    concurrency: int = 1
     correct: int = 0
     labelled: int = 0
     skipped: int = 0  # already done by an earlier run (--resume)
@@ -142,7 +147,9 @@ class InferSummary:
             "seconds": self.seconds,
             "images_per_second": self.images_per_second,
             "provider": self.provider,
+            "precision": self.precision,
             "batch_size": self.batch_size,
+            "concurrency": self.concurrency,
             "interrupted": self.interrupted,
             "scores": self.scores,
             "preprocessing": self.preprocessing,
@@ -163,6 +170,8 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
     """Everything checkable before the model loads; returns the validated inputs."""
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise InferError(f"--batch-size must be a positive integer, got {cfg.batch_size}")
+    if cfg.concurrency < 1:
+        raise InferError(f"concurrency must be a positive integer, got {cfg.concurrency}")
     if cfg.top_k < 1:
         raise InferError(f"--top-k must be a positive integer, got {cfg.top_k}")
     if cfg.limit is not None and cfg.limit < 1:
@@ -256,10 +265,11 @@ class _Decoder:
         workers: int,
         limits: DecodeLimits = DEFAULT_LIMITS,
         truncated: list[str] | None = None,
+        depth: int = DEPTH,
     ) -> None:
         self.fmt, self.workers, self.limits, self.truncated = fmt, workers, limits, truncated
         shape = (batch_size, fmt.size[0], fmt.size[1], fmt.channels)
-        self.free = deque(np.zeros(shape, dtype=np.uint8) for _ in range(DEPTH))
+        self.free = deque(np.zeros(shape, dtype=np.uint8) for _ in range(depth))
         self.pool = ThreadPoolExecutor(max_workers=workers, initializer=_decode_thread_setup)
 
     def _load(self, items: list[Item], out: np.ndarray) -> list[str | None]:
@@ -286,6 +296,16 @@ def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
         yield batch
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One batch after the model: why each file could not be read (None: it was), the
+    readable ones' positions, and their scores."""
+
+    reasons: list[str | None]
+    ok: list[int]
+    probs: np.ndarray | None
+
+
 class _Writer:
     """Runs finished batches through the model and writes their rows in input order."""
 
@@ -306,16 +326,28 @@ class _Writer:
         self.truth = set(fmt.labels) if truth else None
 
     def finish(self, items: list[Item], buf: np.ndarray, futures: list[Future]) -> None:
+        self.write(items, self.score(buf, futures))
+
+    def score(self, buf: np.ndarray, futures: list[Future]) -> Scored:
+        """Wait for the batch's decodes and run the readable images: safe to call from
+        several threads at once (each on its own buffer)."""
         reasons = [r for f in futures for r in f.result()]
         ok = [i for i, r in enumerate(reasons) if r is None]
+        probs = None
+        if ok:
+            if len(ok) < len(reasons):
+                buf[: len(ok)] = buf[ok]  # compact the readable images to the front
+            probs = self.runner.run(buf, len(ok))
+        return Scored(reasons, ok, probs)
+
+    def write(self, items: list[Item], scored: Scored) -> None:
+        """The batch's rows, in input order: called for one batch after the other."""
+        reasons, ok, probs = scored.reasons, scored.ok, scored.probs
         for item, why in zip(items, reasons, strict=True):
             if why is not None:
                 self.errors.writerow({"path": safe_cell(item.name), "error": why})
         written = 0
-        if ok:
-            if len(ok) < len(items):
-                buf[: len(ok)] = buf[ok]  # compact the readable images to the front
-            probs = self.runner.run(buf, len(ok))
+        if probs is not None:
             finite = np.isfinite(probs).all(axis=1)
             for i in np.flatnonzero(~finite):
                 why = "the model's output for this image is not finite (NaN or inf)"
@@ -447,21 +479,34 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     """
     inputs = check_config(cfg)
     # Decoder threads share the cores with ORT's: idle ORT threads must not spin.
-    session, note = choose_session(cfg.model, dataclasses.replace(cfg.runtime, spinning=False))
+    runtime = dataclasses.replace(cfg.runtime, spinning=False, streams=cfg.concurrency)
+    session, note = choose_session(cfg.model, runtime)
     fmt = resolve_input_format(session, cfg.foreign)
     check_top_k(fmt, cfg.top_k)
     provider = active_provider(session)
     batch_size = batch_size_for(fmt, cfg.batch_size, provider)
     say = report or (lambda line: None)
-    say(f"{note}, batch size {batch_size}")
+    if cfg.concurrency > 1 and provider not in (Provider.CPU, Provider.OPENVINO):
+        raise InferError(
+            f"{cfg.concurrency} runs in flight apply to cpu and openvino; "
+            f"{provider.value} runs one batch at a time"
+        )
+    in_flight = f", {cfg.concurrency} batches in flight" if cfg.concurrency > 1 else ""
+    say(f"{note}, batch size {batch_size}{in_flight}")
     for line in describe_format(fmt):
         say(line)
-    summary = InferSummary(provider=provider.value, batch_size=batch_size)
+    summary = InferSummary(
+        provider=provider.value,
+        batch_size=batch_size,
+        precision=running_precision(session, fmt),
+        concurrency=cfg.concurrency,
+    )
     summary.preprocessing = fmt.describe()
     with_truth = has_class_folders(inputs, set(fmt.labels))
     items = iter_items(inputs, cfg, summary.skipped_by_extension)
     runner = make_runner(session, fmt, provider, cfg.runtime.device_id)
-    check_output(runner, np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8))
+    if fmt.num_classes is None:  # the file does not say its class count: run one batch
+        check_output(runner, np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8))
     with OutputLock(cfg.output):
         columns = fieldnames(cfg.top_k, with_truth)
         state = read_resume_state(cfg.output, cfg.errors_path, columns) if cfg.resume else None
@@ -474,6 +519,45 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     if cfg.summary:
         write_summary(cfg, summary)
     return summary
+
+
+def apply_plan(cfg: InferConfig, plan: Plan) -> tuple[InferConfig, list[str]]:
+    """`cfg` running the plan's model file (once its sha256 is checked) in the plan's
+    configuration, and a warning line for each way this machine differs from the plan's.
+    A provider missing here runs on ONNX Runtime's CPU instead (CUDA: `auto` tries it)."""
+    model = check_model(plan)
+    warnings = [w for w in (machine_difference(plan),) if w]
+    runtime = dataclasses.replace(
+        cfg.runtime,
+        provider=plan.provider,
+        threads=plan.threads,
+        precision_hint=plan.precision_hint,
+        trt_fp16=plan.trt_fp16,
+    )
+    concurrency = plan.concurrency
+    if why := missing_provider(plan.provider):
+        warnings.append(
+            f"the plan's provider {plan.provider.value} is missing here ({why}): "
+            "running on cpu, one batch at a time"
+        )
+        runtime = dataclasses.replace(
+            runtime, provider=Provider.CPU, threads=0, precision_hint="auto", trt_fp16=False
+        )
+        concurrency = 1
+    elif plan.provider is Provider.CUDA:
+        runtime = dataclasses.replace(runtime, provider=Provider.AUTO)
+    cfg = dataclasses.replace(
+        cfg, model=model, batch_size=plan.batch_size, runtime=runtime, concurrency=concurrency
+    )
+    return cfg, warnings
+
+
+def running_precision(session: Session, fmt: InputFormat) -> str:
+    """OpenVINO says what it runs (fp32, bf16); ONNX Runtime runs the file's precision."""
+    precision = getattr(session, "precision", None)
+    if callable(precision):
+        return str(precision())
+    return fmt.spec.precision if fmt.spec is not None else ""
 
 
 def batch_size_for(fmt: InputFormat, asked: int | None, provider: Provider) -> int:
@@ -506,16 +590,28 @@ def _run_loop(
     cfg: InferConfig,
     summary: InferSummary,
 ) -> None:
-    """Keep DEPTH batches in flight; finish them in order; stop cleanly on Ctrl-C."""
+    """Keep DEPTH batches in flight (and one more per extra run in flight); finish them
+    in order; stop cleanly on Ctrl-C."""
     workers = cfg.workers or os.cpu_count() or 1
-    decoder = _Decoder(fmt, summary.batch_size, workers, cfg.limits, summary.truncated)
+    depth = DEPTH + cfg.concurrency - 1
+    decoder = _Decoder(fmt, summary.batch_size, workers, cfg.limits, summary.truncated, depth)
     writer.runner.warm_up(decoder.free[0])
     progress = _progress(cfg.progress)
     pending: deque = deque()
+    # runs in flight: the model runs on this many threads, rows are written in order here
+    runs = ThreadPoolExecutor(cfg.concurrency) if cfg.concurrency > 1 else None
+
+    def submit(batch: list[Item]) -> None:
+        batch_items, buf, futures = decoder.submit(batch)
+        scored = runs.submit(writer.score, buf, futures) if runs else None
+        pending.append((batch_items, buf, futures, scored))
 
     def finish_oldest() -> None:
-        batch_items, buf, futures = pending.popleft()
-        writer.finish(batch_items, buf, futures)
+        batch_items, buf, futures, scored = pending.popleft()
+        if scored is None:
+            writer.finish(batch_items, buf, futures)
+        else:
+            writer.write(batch_items, scored.result())
         decoder.free.append(buf)
         progress.update(summary.images + summary.errors - progress.n)
 
@@ -525,7 +621,7 @@ def _run_loop(
             for batch in batched(items, summary.batch_size):
                 if not decoder.free:
                     finish_oldest()
-                pending.append(decoder.submit(batch))
+                submit(batch)
                 if stop.requested:
                     break
             while pending:
@@ -533,6 +629,8 @@ def _run_loop(
             summary.interrupted = stop.requested
     finally:
         summary.seconds = time.perf_counter() - start
+        if runs is not None:
+            runs.shutdown(wait=True, cancel_futures=True)
         decoder.close()
         progress.close()
 

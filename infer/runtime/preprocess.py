@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cnnbench.infer.contract import INPUT_NAME, ModelSpec, read_labels, read_spec
+from cnnbench.infer.decode.resize import CropMode, Interpolation, ResizePolicy
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.resize import CropMode, Interpolation, ResizePolicy
-from cnnbench.infer.scores import ScoreMode
+from cnnbench.infer.runtime.contract import INPUT_NAME, ModelSpec, read_labels, read_spec
+from cnnbench.infer.runtime.scores import ScoreMode
 
 if TYPE_CHECKING:
-    from cnnbench.infer.session import ModelGraph, TensorInfo
+    from cnnbench.infer.runtime.session import ModelGraph, TensorInfo
 
 
 class Layout(enum.StrEnum):

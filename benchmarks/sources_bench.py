@@ -1,0 +1,292 @@
+"""Inputs by URL and from tar shards against moto's S3 server on 127.0.0.1 (issue 22).
+
+- End to end: `run_infer` img/s over --photos 500x375 JPEGs read from s3://bucket/prefix/,
+  from tar shards of 100 photos (local, and by s3:// URL), and from the same files on
+  local disk; mnist_cnn (decode- and I/O-bound) and ResNet50 (compute-bound, on the first
+  --resnet-images photos). Targets: s3:// >= 0.9x local disk, shards >= 1.0x.
+- Listing memory: peak RSS of a process that lists a prefix of --big zero-byte objects
+  through infer's listing (`stores.list_prefix`) vs one that lists 1,000. Target <= 1.2x.
+  The big bucket is filled inside the server's process through moto's backend (an HTTP
+  PUT per object runs at a few hundred a second here) and moto's ListObjectsV2 is given a
+  sorted index: moto sorts the whole bucket for every page (4.4 s a page at 100,000 keys,
+  so hours for a million), which says nothing about the client being measured.
+
+Every figure is the best of --rounds interleaved runs (other jobs on a shared machine
+only ever slow a run down). Run under the shared benchmark lock, from the repository root:
+
+    flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/sources_bench.py
+
+Needs the `train` extra (TensorFlow) to build and convert the two models, and the `s3`
+and `dev` extras (s3fs, moto).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import subprocess
+import sys
+import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from helpers import S3Server
+
+# The listing process must hold only what listing needs (its peak RSS is the figure), so
+# the pipeline, the models and the test server are imported where they are used.
+ROOT = Path(__file__).resolve().parent.parent
+
+SHARD_SIZE = 100  # photos per tar shard
+
+
+def write_shards(photos: Path, folder: Path) -> list[Path]:
+    """The photos as WebDataset-style tar shards of SHARD_SIZE (key.jpg members)."""
+    files = sorted(photos.glob("*.jpg"))
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for k in range(0, len(files), SHARD_SIZE):
+        shard = folder / f"photos-{k // SHARD_SIZE:06d}.tar"
+        if not shard.exists():
+            with tarfile.open(shard, "w") as tar:
+                for f in files[k : k + SHARD_SIZE]:
+                    tar.add(f, arcname=f.name)
+        shards.append(shard)
+    return shards
+
+
+def upload(server: S3Server, bucket: str, files: list[Path], prefix: str = "") -> float:
+    """Every file as an object, 32 PUTs at a time; returns the seconds taken."""
+    client = server.client()
+    client.create_bucket(Bucket=bucket)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(32) as pool:
+        list(
+            pool.map(
+                lambda f: client.put_object(
+                    Bucket=bucket, Key=prefix + f.name, Body=f.read_bytes()
+                ),
+                files,
+            )
+        )
+    return time.perf_counter() - start
+
+
+def infer_rate(model: Path, source: str, out: Path, limit: int | None) -> float:
+    from cnnbench.infer.engines.local import InferConfig, run_infer
+    from cnnbench.infer.runtime.session import Provider, RuntimeOptions
+
+    for path in (out, out.with_name(out.stem + ".errors.csv")):
+        path.unlink(missing_ok=True)
+    cfg = InferConfig(
+        model=str(model),
+        inputs=(source,),
+        output=str(out),
+        limit=limit,
+        progress=False,
+        runtime=RuntimeOptions(Provider.CPU),
+    )
+    summary = run_infer(cfg)
+    assert summary.errors == 0 and summary.images == (limit or summary.images), summary
+    return summary.images_per_second
+
+
+def end_to_end(args: argparse.Namespace, server: S3Server, models: dict[str, Path]) -> dict:
+    from cnnbench.bench.photos import write_sized_photos
+    from cnnbench.bench.workloads import best_of
+
+    photos = write_sized_photos(args.work / f"photos-{args.photos}", args.photos)
+    shards = write_shards(photos, args.work / f"shards-{args.photos}")
+    uploads = {
+        "photos": upload(server, "photos", sorted(photos.glob("*.jpg")), "set/"),
+        "shards": upload(server, "shards", shards),
+    }
+    last = f"{len(shards) - 1:06d}"
+    sources = {
+        "local": str(photos),
+        "s3": "s3://photos/set/",
+        "shards": str(args.work / f"shards-{args.photos}" / f"photos-{{000000..{last}}}.tar"),
+        "s3_shards": f"s3://shards/photos-{{000000..{last}}}.tar",
+    }
+    doc: dict = {"upload_seconds": uploads}
+    for name, limit in (("mnist_cnn", None), ("resnet50", args.resnet_images)):
+        out = args.work / f"{name}.csv"
+        runs = {
+            src: functools.partial(infer_rate, models[name], s, out, limit)
+            for src, s in sources.items()
+        }
+        rates = best_of(args.rounds, **runs)
+        doc[name] = {
+            "images": limit or args.photos,
+            "img_per_s": rates,
+            "vs_local": {k: v / rates["local"] for k, v in rates.items()},
+        }
+        print(json.dumps({name: doc[name]}), flush=True)
+    return doc
+
+
+# --- the listing server and the listing client (each run as a process of its own) ---
+
+
+def serve_listing(counts: list[int], port_file: Path) -> None:
+    """moto's S3 server with a bucket per count of zero-byte objects, filled in-process,
+    and a ListObjectsV2 that slices a sorted index instead of sorting every page."""
+    import bisect
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import S3Backend, s3_backends
+    from moto.server import ThreadedMotoServer
+
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    start = time.perf_counter()
+    index: dict[str, list[str]] = {}
+    for n in counts:
+        bucket = f"list-{n}"
+        backend.create_bucket(bucket, "us-east-1")
+        for i in range(n):
+            backend.put_object(bucket, f"p/{i:07d}.jpg", b"")
+        index[bucket] = sorted(backend.get_bucket(bucket).keys.keys())
+    filled = time.perf_counter() - start
+
+    def list_objects_v2(self, bucket, prefix, delimiter, continuation_token, start_after, max_keys):  # type: ignore[no-untyped-def]
+        names = index[bucket.name]
+        after = (
+            self._pagination_tokens.get(continuation_token) if continuation_token else start_after
+        )
+        lo = bisect.bisect_right(names, after) if after else bisect.bisect_left(names, prefix or "")
+        page = [n for n in names[lo : lo + max_keys + 1] if n.startswith(prefix or "")]
+        keys = [bucket.keys[n] for n in page]
+        return self._truncate_result(keys, max_keys)
+
+    S3Backend.list_objects_v2 = list_objects_v2  # type: ignore[method-assign]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    port_file.write_text(json.dumps({"port": server.get_host_and_port()[1], "fill_s": filled}))
+    sys.stdin.read()  # until the parent closes our stdin
+    server.stop()
+
+
+def list_once(url: str) -> None:
+    """List `url` through infer's listing; print the count, seconds and peak RSS."""
+    import resource
+
+    from cnnbench.infer.sources import stores
+
+    start = time.perf_counter()
+    count = sum(1 for _ in stores.list_prefix(url))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"objects": count, "seconds": time.perf_counter() - start, "peak_rss": peak}))
+
+
+def listing_memory(args: argparse.Namespace, env: dict[str, str]) -> dict:
+    counts = [1000, args.big]
+    port_file = args.work / "listing-port.json"
+    port_file.unlink(missing_ok=True)
+    me = [sys.executable, __file__, "--work", str(args.work)]
+    server = subprocess.Popen(
+        [*me, "--serve-listing", ",".join(map(str, counts))], stdin=subprocess.PIPE
+    )
+    try:
+        while not port_file.exists():
+            assert server.poll() is None, "the listing server ended"
+            time.sleep(0.5)
+        info = json.loads(port_file.read_text())
+        env = env | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{info['port']}"}
+        runs: dict[int, list[dict]] = {n: [] for n in counts}
+        for _ in range(args.rounds):
+            for n in counts:
+                out = subprocess.run(
+                    [*me, "--list", f"s3://list-{n}/p/"],
+                    env=os.environ | env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                runs[n].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        best = {n: min(r, key=lambda x: x["peak_rss"]) for n, r in runs.items()}
+        doc = {
+            "fill_seconds": info["fill_s"],
+            "runs": {str(n): r for n, r in runs.items()},
+            "peak_rss_ratio": best[args.big]["peak_rss"] / best[1000]["peak_rss"],
+        }
+        print(json.dumps({"listing": doc}), flush=True)
+        return doc
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(60)
+
+
+def machine() -> dict:
+    flags = subprocess.run(
+        "grep -o 'avx512_vnni\\|avx512_bf16\\|amx_bf16\\|avx2' /proc/cpuinfo | sort -u",
+        shell=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": platform.processor(),
+        "cores": os.cpu_count(),
+        "flags": flags,
+        "uptime": load,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/sources-bench"))
+    parser.add_argument("--photos", type=int, default=5000)
+    parser.add_argument("--resnet-images", type=int, default=1000)
+    parser.add_argument("--big", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--skip", choices=["e2e", "listing"], action="append", default=[])
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--serve-listing", help=argparse.SUPPRESS)
+    parser.add_argument("--list", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_listing:
+        serve_listing(
+            [int(n) for n in args.serve_listing.split(",")], args.work / "listing-port.json"
+        )
+        return
+    if args.list:
+        list_once(args.list)
+        return
+    sys.path.insert(0, str(ROOT / "tests"))  # the S3 server the tests start: one definition
+    from helpers import S3Server
+
+    from cnnbench.bench.photos import write_sized_photos
+    from cnnbench.bench.workloads import make_models
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    doc: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
+    server = S3Server(args.work / "moto.log")
+    try:
+        os.environ.update(server.env)
+        if "e2e" not in args.skip:
+            models = make_models(
+                args.work, write_sized_photos(args.work / f"photos-{args.photos}", args.photos)
+            )
+            doc["end_to_end"] = end_to_end(args, server, models)
+        if "listing" not in args.skip:
+            doc["listing"] = listing_memory(args, server.env)
+    finally:
+        server.stop()
+    doc["machine"]["uptime_after"] = subprocess.run(
+        ["uptime"], capture_output=True, text=True
+    ).stdout.strip()
+    text = json.dumps(doc, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

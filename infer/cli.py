@@ -9,15 +9,17 @@ import click
 
 from cnnbench.infer.decode.decoders import DecodeLimits
 from cnnbench.infer.decode.probe import DEFAULT_MAX_PIXELS
-from cnnbench.infer.engines.local import (
+from cnnbench.infer.engines.job import (
     IO_THREADS,
+    Engine,
     InferConfig,
     InferSummary,
+    RayOptions,
     apply_plan,
-    run_infer,
     skipped_line,
 )
-from cnnbench.infer.engines.ray import Engine, RayOptions, run_ray_infer
+from cnnbench.infer.engines.local import run_infer
+from cnnbench.infer.engines.ray import run_ray_infer
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.options import (
     foreign_options,

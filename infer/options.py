@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from cnnbench.infer.decode.resize import CropMode, Interpolation
-from cnnbench.infer.engines.ray import Engine, RayOptions
+from cnnbench.infer.engines.job import Engine, RayOptions
 from cnnbench.infer.runtime.preprocess import ForeignOptions, Layout, Preset
 from cnnbench.infer.runtime.scores import ScoreMode
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions

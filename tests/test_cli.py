@@ -63,6 +63,29 @@ def test_import_has_no_tensorflow(module: str) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+ENGINES = ("cnnbench.infer.engines.local", "cnnbench.infer.engines.ray")
+
+
+@pytest.mark.parametrize(
+    ("module", "absent"),
+    [
+        ("cnnbench.training.cli", ENGINES),
+        ("cnnbench.infer.options", ENGINES),
+        ("cnnbench.infer.engines.local", ("cnnbench.infer.engines.ray",)),
+        ("cnnbench.infer.engines.ray", ("cnnbench.infer.engines.local",)),
+    ],
+)
+def test_engines_are_siblings_and_options_load_neither(
+    module: str, absent: tuple[str, ...]
+) -> None:
+    """`cnnbench train` and the shared options load no inference engine, and each engine
+    builds on the shared job module, never on the other engine."""
+    code = f"import sys, {module}; print([m for m in {absent!r} if m in sys.modules])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", f"{module} imported {proc.stdout.strip()}"
+
+
 def test_train_list_is_quick_and_complete() -> None:
     """`train --list` names every architecture with its size and parameter count, without
     importing TensorFlow (the counts are stored; test_architectures checks them)."""

@@ -15,7 +15,8 @@ from helpers import assert_one_line_error, run
 from cnnbench.bench.measure import Validity
 from cnnbench.bench.tune import Candidate, concurrency_levels, pareto_front
 from cnnbench.bench.tune_variants import Variant
-from cnnbench.infer.engines.local import InferConfig, run_infer
+from cnnbench.infer.engines.job import InferConfig
+from cnnbench.infer.engines.local import run_infer
 from cnnbench.infer.runtime.session import Provider
 
 # short windows: behaviour only

@@ -16,7 +16,6 @@ be at the same path on every node (a shared file system). Ray is imported lazily
 from __future__ import annotations
 
 import dataclasses
-import enum
 import logging
 import os
 import socket
@@ -35,9 +34,10 @@ from cnnbench.files import Report
 from cnnbench.infer.decode.decoders import DecodeLimits
 from cnnbench.infer.decode.images import load_items
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
-from cnnbench.infer.engines.local import (
+from cnnbench.infer.engines.job import (
     InferConfig,
     InferSummary,
+    RayOptions,
     StopOnSigint,
     batch_size_for,
     batched,
@@ -70,21 +70,6 @@ RAY_HINT = "pip install 'cnnbench[ray]'"
 CONNECT_TIMEOUT_S = 3.0
 DECODE_CPUS = 0.5  # per decode task
 TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
-
-
-class Engine(enum.StrEnum):
-    LOCAL = "local"  # threads on this machine (pipeline.py)
-    RAY = "ray"  # a Ray Data job on a Ray cluster
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """How the job runs on Ray; the rows do not depend on any of these but block_size."""
-
-    address: str | None = None  # None: RAY_ADDRESS, else a running cluster, else a local one
-    workers: int = 0  # inference actors; 0: autoscale between 1 and what the cluster holds
-    num_gpus_per_worker: float | None = None  # None: 1 for cuda/tensorrt, else 0
-    block_size: int = 1000  # files per block: the unit of shards and of --resume
 
 
 def import_ray() -> ModuleType:

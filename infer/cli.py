@@ -22,16 +22,14 @@ from cnnbench.infer.engines.local import run_infer
 from cnnbench.infer.engines.ray import run_ray_infer
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.options import (
-    foreign_options,
+    foreign_preprocessing_options,
     make_runtime,
-    output_options,
-    preprocess_options,
     ray_options,
     runtime_options,
-    shape_options,
     tensorrt_options,
 )
 from cnnbench.infer.runtime.plan import Plan, read_plan
+from cnnbench.infer.runtime.preprocess import ForeignOptions
 from cnnbench.infer.runtime.runner import DEFAULT_BATCH_SIZE
 from cnnbench.infer.runtime.session import Provider, check_ort_install
 from cnnbench.infer.sinks.formats import Format, format_of
@@ -104,10 +102,7 @@ from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensio
 @ray_options
 @runtime_options
 @tensorrt_options
-@shape_options
-@preprocess_options
-@output_options
-@click.option("--labels", type=click.Path(dir_okay=False), help="Labels file, one per line.")
+@foreign_preprocessing_options
 def infer(
     paths: tuple[str, ...],
     output: str,
@@ -134,19 +129,7 @@ def infer(
     precision_hint: str,
     trt_cache: str,
     fp16: bool,
-    layout: str | None,
-    size: str | None,
-    preset: str | None,
-    mean: str | None,
-    std: str | None,
-    scale: float | None,
-    bgr: bool | None,
-    crop_mode: str | None,
-    crop_pct: float | None,
-    interpolation: str | None,
-    output_name: str | None,
-    scores: str,
-    labels: str | None,
+    foreign: ForeignOptions,
 ) -> None:
     """Classify every image under INPUTS into a CSV, JSON lines or Parquet output: folders
     (recursive), files, @list.txt, URLs (s3://bucket/prefix/, gs://, az://, https:// files)
@@ -198,21 +181,7 @@ def infer(
             trt_fp16=fp16,
             precision_hint=precision_hint,
         ),
-        foreign=foreign_options(
-            layout=layout,
-            size=size,
-            preset=preset,
-            mean=mean,
-            std=std,
-            scale=scale,
-            bgr=bgr,
-            crop_mode=crop_mode,
-            crop_pct=crop_pct,
-            interpolation=interpolation,
-            labels=labels,
-            output_name=output_name,
-            scores=scores,
-        ),
+        foreign=foreign,
         limits=DecodeLimits(max_pixels, allow_truncated),
     )
     report = lambda line: click.echo(line, err=True)  # noqa: E731

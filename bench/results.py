@@ -15,8 +15,8 @@ import numpy as np
 from cnnbench.bench.flops import GraphFacts
 from cnnbench.bench.measure import Stats, Timing, Validity
 from cnnbench.bench.zoo import default_cache_dir
-from cnnbench.infer.preprocess import ForeignOptions, InputFormat, Layout
-from cnnbench.infer.session import Provider, RuntimeOptions
+from cnnbench.infer.runtime.preprocess import ForeignOptions, InputFormat, Layout
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
 DEFAULT_MAX_BATCH = 256
 

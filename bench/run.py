@@ -50,8 +50,8 @@ from cnnbench.bench.runners import (
 from cnnbench.bench.server import search_rate
 from cnnbench.bench.zoo import zoo_model
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.preprocess import resolve_input_format
-from cnnbench.infer.session import Provider, Session
+from cnnbench.infer.runtime.preprocess import resolve_input_format
+from cnnbench.infer.runtime.session import Provider, Session
 from cnnbench.infer.sources.stores import is_url
 
 __all__ = ["DEFAULT_MAX_BATCH", "Baseline", "BenchConfig", "make_images", "run_bench"]

@@ -35,11 +35,11 @@ from cnnbench.bench.tune_config import QUICK_PATIENCE, TuneConfig
 from cnnbench.bench.tune_variants import Variant, make_variant_files, variants_for
 from cnnbench.cpu import has_native_bf16
 from cnnbench.files import sha256_file, unwritable
+from cnnbench.infer.decode.images import load_items
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.images import load_items
-from cnnbench.infer.plan import Expected, Plan, this_machine
-from cnnbench.infer.preprocess import InputFormat, resolve_input_format
-from cnnbench.infer.session import Provider, RuntimeOptions, Session
+from cnnbench.infer.runtime.plan import Expected, Plan, this_machine
+from cnnbench.infer.runtime.preprocess import InputFormat, resolve_input_format
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, Session
 
 AGREEMENT_BATCH = 8
 # the front's fastest variants run end to end over the images; the fastest there is chosen
@@ -140,7 +140,7 @@ def _contract_format(path: str, session: Session) -> InputFormat:
 def _load_images(folder: str, fmt: InputFormat) -> _Images:
     listed = labelled_images(folder)
     pixels = np.zeros((len(listed), *fmt.size, fmt.channels), dtype=np.uint8)
-    from cnnbench.infer.images import Item
+    from cnnbench.infer.sources.items import Item
 
     items = [Item(i.path, os.path.relpath(i.path, folder)) for i in listed]
     reasons = load_items(items, pixels, fmt.bgr, fmt.policy)
@@ -339,7 +339,8 @@ def _distinct(front: list[Candidate]) -> list[Candidate]:
 
 def end_to_end(plan: Plan, images: str) -> float:
     """infer's own img/s over the images with the plan, as `infer --plan` will run it."""
-    from cnnbench.infer.pipeline import InferConfig, apply_plan, run_infer
+    from cnnbench.infer.engines.job import InferConfig, apply_plan
+    from cnnbench.infer.engines.local import run_infer
 
     with tempfile.TemporaryDirectory(prefix="cnnbench-tune-") as tmp:
         cfg = InferConfig(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cnnbench.bench.measure import Timing
-from cnnbench.infer.session import Provider, RuntimeOptions
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
 # Shorter windows than bench's defaults, so that a whole search fits in minutes; the same
 # rules (three agreeing windows, a minimum of runs) decide what is VALID.

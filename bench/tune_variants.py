@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnbench.bench.errors import BenchError
-from cnnbench.infer.session import Provider
+from cnnbench.infer.runtime.session import Provider
 
 if TYPE_CHECKING:
     from cnnbench.bench.tune_config import TuneConfig
@@ -131,7 +131,7 @@ def say_precision(path: str, precision: str) -> None:
     """The file's spec names the precision its weights now have (what infer reports)."""
     import onnx
 
-    from cnnbench.infer.contract import read_spec, write_spec
+    from cnnbench.infer.runtime.contract import read_spec, write_spec
 
     model = onnx.load(path)
     spec = read_spec({p.key: p.value for p in model.metadata_props})

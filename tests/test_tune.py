@@ -16,8 +16,9 @@ from cnnbench.bench.measure import Validity, next_batch_size
 from cnnbench.bench.tune import Candidate, concurrency_levels, pareto_front
 from cnnbench.bench.tune_config import QUICK_PATIENCE
 from cnnbench.bench.tune_variants import Variant
-from cnnbench.infer.pipeline import InferConfig, run_infer
-from cnnbench.infer.session import Provider
+from cnnbench.infer.engines.job import InferConfig
+from cnnbench.infer.engines.local import run_infer
+from cnnbench.infer.runtime.session import Provider
 
 # short windows: behaviour only
 FAST = ["--provider", "cpu", "--max-batch", "2", "--duration", "0.02", "--max-drop", "100"]

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probs"

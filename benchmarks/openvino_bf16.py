@@ -10,7 +10,7 @@
 Run under the shared benchmark lock, from the repository root (needs the train and
 openvino extras):
 
-    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/openvino_bf16.py runs/ov
+    flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/openvino_bf16.py runs/ov
 
 Rows state the precision that really ran: on a CPU without native bf16 (AVX512_BF16 or
 AMX), OpenVINO runs f32 whatever the hint, and the script says so.

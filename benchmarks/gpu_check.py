@@ -27,10 +27,15 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # onnx is imported inside the steps that need it
+    import onnx
 
 MARK = "cnnbench-skeleton "
 KEEP_BELOW = 1024  # elements: smaller tensors (shapes, small biases) travel as they are
@@ -41,7 +46,7 @@ EXIT_NO_GPU, EXIT_NO_CUDA = 3, 4
 # ---- skeletons ---------------------------------------------------------------------------
 
 
-def _tensors(model):
+def _tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
     """Every tensor that holds weights: initializers and Constant nodes' values."""
     import onnx
 
@@ -51,17 +56,17 @@ def _tensors(model):
             yield from (a.t for a in node.attribute if a.type == onnx.AttributeProto.TENSOR)
 
 
-def _is_weight(tensor) -> bool:
+def _is_weight(tensor: onnx.TensorProto) -> bool:
     from onnx import TensorProto
 
     floats = (TensorProto.FLOAT, TensorProto.FLOAT16)
     return tensor.data_type in floats and math.prod(tensor.dims) >= KEEP_BELOW
 
 
-def skeletonize(model) -> int:
+def skeletonize(model: onnx.ModelProto) -> int:
     """Empty every large float tensor in place, keeping its mean and spread; returns the
     number of values dropped."""
-    from onnx import numpy_helper
+    from onnx import TensorProto, numpy_helper
 
     dropped = 0
     for t in _tensors(model):
@@ -71,13 +76,13 @@ def skeletonize(model) -> int:
         stats = {"mean": float(values.mean()), "std": float(values.std())}
         for name in ("raw_data", "float_data", "int32_data", "external_data"):
             t.ClearField(name)
-        t.data_location = 0  # DEFAULT
+        t.data_location = TensorProto.DEFAULT
         t.doc_string = MARK + json.dumps(stats)
         dropped += values.size
     return dropped
 
 
-def fill(model, seed: int = 0) -> int:
+def fill(model: onnx.ModelProto, seed: int = 0) -> int:
     """Random weights into a skeleton's emptied tensors: normal, with each tensor's mean
     and standard deviation (constants stay constants); returns the tensors filled."""
     from onnx import helper
@@ -184,7 +189,7 @@ def probe(json_path: str) -> int:
 
         from cnnbench.bench.flops import write_matmul_model
         from cnnbench.infer.errors import InferError
-        from cnnbench.infer.session import Provider, RuntimeOptions, create_session
+        from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
     except ImportError as e:
         facts["cuda"] = f"cannot import: {e}"
     else:
@@ -241,7 +246,8 @@ def decode(folder: str, size: int, json_path: str, workers: int) -> None:
     RGB, on `workers` threads, 16 files per task, as `infer` decodes them."""
     import cv2
 
-    from cnnbench.infer.images import IMAGE_EXTENSIONS, load_items, scan_inputs
+    from cnnbench.infer.decode.images import load_items
+    from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, scan_inputs
 
     items = list(scan_inputs((folder,), IMAGE_EXTENSIONS))
     chunks = [items[i : i + 16] for i in range(0, len(items), 16)]
@@ -270,11 +276,13 @@ def decode(folder: str, size: int, json_path: str, workers: int) -> None:
 # ---- the report --------------------------------------------------------------------------
 
 
-def _load(path: Path) -> dict | list | None:
+def _load(path: Path) -> dict | None:
+    """The JSON object in PATH; None when it is missing, unreadable or not an object."""
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return doc if isinstance(doc, dict) else None
 
 
 def bench_rows(work: Path) -> list[dict]:
@@ -316,7 +324,7 @@ def end_to_end(work: Path, best: dict, rows: list[dict]) -> list[dict]:
         )
         limits = {"decode-only": decode_rate, "model-only": model_best}
         known = {k: v for k, v in limits.items() if v}
-        bound = min(known, key=known.get) if known else None
+        bound = min(known, key=lambda k: known[k]) if known else None
         ratio = doc["images_per_second"] / known[bound] if bound and doc else None
         runs.append(
             {

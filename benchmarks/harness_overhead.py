@@ -1,7 +1,7 @@
 """What the bench harness costs: a bare `session.run` loop against `measure()` on the same
 session and the same inputs, interleaved round by round so that machine noise hits both.
 
-    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/harness_overhead.py
+    flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/harness_overhead.py
 
 Rounds alternate which of the two goes first (ABBA), so drift cancels. Prints, per model
 and batch, the median over rounds of:
@@ -16,13 +16,13 @@ batch 8, against a bare loop of the same length on a session created for it, as 
 creates one, alternating which goes first, over --rounds rounds; the ratio of the medians
 of img/s:
 
-    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/harness_overhead.py \
+    flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/harness_overhead.py \
         --whole-bench --rounds 11
 
 With --session-spread N, why the bare loop gets a session of its own each round: N
 sessions of --arch run in turn, 3 runs each, for --rounds cycles; their mean latencies:
 
-    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/harness_overhead.py \
+    flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/harness_overhead.py \
         --session-spread 4 --rounds 20
 """
 
@@ -31,24 +31,23 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Any
 
 import numpy as np
 
 from cnnbench.bench.measure import Timing, measure
 from cnnbench.bench.results import BenchConfig, make_images
-from cnnbench.infer.preprocess import resolve_input_format
-from cnnbench.infer.session import Provider, RuntimeOptions, create_session
+from cnnbench.infer.runtime.preprocess import resolve_input_format
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, Session, create_session
 
 
-def session_and_feed(path: str, batch: int) -> tuple[Any, dict]:
+def session_and_feed(path: str, batch: int) -> tuple[Session, dict]:
     """A new CPU session of `path` and a feed of `batch` images, as bench builds them."""
     session = create_session(path, RuntimeOptions(provider=Provider.CPU))
     fmt = resolve_input_format(session)
     return session, {fmt.input_name: fmt.to_model_input(make_images(fmt, batch))}
 
 
-def bare_loop(session, feed: dict, runs: int) -> float:
+def bare_loop(session: Session, feed: dict, runs: int) -> float:
     """Seconds for `runs` calls, nothing else in the loop."""
     t0 = time.perf_counter()
     for _ in range(runs):
@@ -56,7 +55,9 @@ def bare_loop(session, feed: dict, runs: int) -> float:
     return time.perf_counter() - t0
 
 
-def one_round(session, feed: dict, batch: int, runs: int, bare_first: bool) -> tuple[float, float]:
+def one_round(
+    session: Session, feed: dict, batch: int, runs: int, bare_first: bool
+) -> tuple[float, float]:
     """(cost, reported error) of one bare loop and one harness window, in the given order."""
     timing = Timing(warmup=0, iterations=runs, max_seconds=0, min_runs=1)  # one window
 

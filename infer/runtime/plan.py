@@ -18,7 +18,7 @@ from typing import Any
 from cnnbench.cpu import cpu_model, isa_flags
 from cnnbench.files import sha256_file
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.session import ORT_NAMES, Provider, gpu_missing
+from cnnbench.infer.runtime.session import ORT_NAMES, Provider, gpu_missing
 
 PLAN_SCHEMA = "cnnbench.plan/1"
 RETUNE = "re-run cnnbench tune"

@@ -24,8 +24,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from cnnbench.infer.orientation import apply_orientation
-from cnnbench.infer.probe import (
+from cnnbench.infer.decode.orientation import apply_orientation
+from cnnbench.infer.decode.probe import (
     DEFAULT_MAX_PIXELS,
     DecodeError,
     Header,

@@ -5,7 +5,7 @@
 # and the decode-only rate of all cores. Writes OUT/results.json, OUT/results.md,
 # OUT/gpu_check.log and OUT/raw.tar.gz, whatever fails on the way.
 #
-#   bench/scripts/gpu_check.sh OUT [SKELETONS]
+#   benchmarks/gpu_check.sh OUT [SKELETONS]
 #
 # SKELETONS: the zoo packed by `gpu_check.py pack` (default .gpu/zoo). Environment:
 # PYTHON (default python3), GPU_CHECK_BUDGET (seconds, default 450: every step is cut to

@@ -13,9 +13,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from cnnbench.infer.errors import InferError, first_line
-from cnnbench.infer.preprocess import InputFormat, shape_text
-from cnnbench.infer.scores import Scorer
-from cnnbench.infer.session import Provider, Session
+from cnnbench.infer.runtime.preprocess import InputFormat, shape_text
+from cnnbench.infer.runtime.scores import Scorer
+from cnnbench.infer.runtime.session import Provider, Session
 
 DEFAULT_BATCH_SIZE = {
     Provider.CPU: 32,

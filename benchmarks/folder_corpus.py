@@ -5,7 +5,7 @@ Made for Pillow's decoder test images (`Tests/images` of the Pillow repository: 
 and fuzzer files, every format, huge declared sizes), fetched locally, never committed:
 
     git clone --depth 1 https://github.com/python-pillow/Pillow /tmp/pillow
-    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/folder_corpus.py \\
+    flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/folder_corpus.py \\
         model.onnx /tmp/pillow/Tests/images
 
 Runs `cnnbench infer` twice as a subprocess (default extensions, then `--extensions '*'`)

@@ -1,7 +1,7 @@
 """Write the small real-photo folder (crops of scikit-learn / scikit-image photos, one class
 per photo) that the README's simple_vgg figures use.
 
-    python bench/scripts/photo_folder.py runs/photos --per-class 40 --size 64
+    python benchmarks/photo_folder.py runs/photos --per-class 40 --size 64
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Two runs of the same `cnnbench bench` command: do their medians agree within 5%?
 
-    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/repeatability.py \
+    flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/repeatability.py \
         -- --arch mnist_cnn --provider cpu --batch-sizes 1,8,32
 
 Everything after `--` is passed to `cnnbench bench` as is (default: the zoo's mnist_cnn on

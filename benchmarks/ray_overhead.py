@@ -9,7 +9,7 @@ what one driver can collect however many workers there are.
 
 Run under the shared benchmark lock, from the repository root:
 
-    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/ray_overhead.py
+    flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/ray_overhead.py
 
 Needs the `train` extra (TensorFlow) to build the models and the `ray` extra.
 """
@@ -22,13 +22,16 @@ import logging
 import os
 import platform
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from cnnbench.bench.photos import write_sized_photos as make_photo_folder
 from cnnbench.bench.workloads import best_of, make_models
-from cnnbench.infer.pipeline import InferConfig, run_infer
-from cnnbench.infer.ray_engine import RayOptions, run_ray_infer
-from cnnbench.infer.session import Provider, RuntimeOptions
+from cnnbench.infer.engines.job import InferConfig, RayOptions
+from cnnbench.infer.engines.local import run_infer
+from cnnbench.infer.engines.ray import run_ray_infer
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
 CPU = RuntimeOptions(provider=Provider.CPU)
 
@@ -112,14 +115,14 @@ def main() -> None:
     photos = make_photo_folder(args.work / "photos", args.photos)
     models = make_models(args.work, photos)
     cores = os.cpu_count() or 1
-    res = {"machine": platform.processor() or platform.machine(), "cores": cores}
+    res: dict[str, Any] = {"machine": platform.processor() or platform.machine(), "cores": cores}
     res |= {"load_before": os.getloadavg(), "ray_start_seconds": start_ray(cores)}
     out = args.work / "pred.csv"
     for name, limit in (("mnist_cnn", args.photos), ("resnet50", args.resnet_images)):
         full, third = (RayRun(models[name], photos, out, n) for n in (limit, limit // 3))
         best = best_of(
             args.rounds,
-            local=lambda m=models[name], n=limit: local_rate(m, photos, out, n),
+            local=partial(local_rate, models[name], photos, out, limit),
             ray=full,
             ray_third=third,
         )

@@ -17,7 +17,7 @@
 
 Run under the shared benchmark lock, from the repository root:
 
-    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/infer_speed.py
+    flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/infer_speed.py
 
 Needs the `train` extra (TensorFlow) to build and convert the two models.
 """
@@ -31,6 +31,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,12 +42,14 @@ from cnnbench.bench.measure import Timing, measure
 from cnnbench.bench.photos import write_sized_photos as make_photo_folder
 from cnnbench.bench.runners import host_runner
 from cnnbench.bench.workloads import best_of, make_models
-from cnnbench.infer.images import decode, read_into, scan_inputs
-from cnnbench.infer.pipeline import InferConfig, run_infer
-from cnnbench.infer.preprocess import ForeignOptions, resolve_input_format
-from cnnbench.infer.probe import read_header
-from cnnbench.infer.resize import CropMode, Interpolation
-from cnnbench.infer.session import Provider, RuntimeOptions, create_session
+from cnnbench.infer.decode.images import decode, read_into
+from cnnbench.infer.decode.probe import read_header
+from cnnbench.infer.decode.resize import CropMode, Interpolation
+from cnnbench.infer.engines.job import InferConfig
+from cnnbench.infer.engines.local import run_infer
+from cnnbench.infer.runtime.preprocess import ForeignOptions, resolve_input_format
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
+from cnnbench.infer.sources.listing import scan_inputs
 
 CPU = RuntimeOptions(provider=Provider.CPU)
 
@@ -69,9 +72,9 @@ def make_pixel_mean_model(path: Path, size: int = 224) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from cnnbench.infer.contract import ModelSpec, write_spec
+    from cnnbench.infer.runtime.contract import ModelSpec, write_spec
 
-    shape = ["batch", size, size, 3]
+    shape: list[str | int] = ["batch", size, size, 3]
     nodes = [
         helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
         helper.make_node("ReduceMean", ["f", "axes"], ["m"], keepdims=0),
@@ -174,7 +177,9 @@ def peak_rss_mb(model: Path, folder: Path, out: Path) -> tuple[float, float]:
     return int(proc.stdout.split()[-1]) / 1024, time.perf_counter() - start
 
 
-def mnist_rates(model: Path, photos: Path, args, workers: int, count: int = 0) -> dict:
+def mnist_rates(
+    model: Path, photos: Path, args: argparse.Namespace, workers: int, count: int = 0
+) -> dict:
     """End-to-end vs decode-only (target >= 0.8), and vs the bound of decode and model
     sharing the cores, 1 / (1/decode + 1/model)."""
     count = count or args.photos
@@ -201,7 +206,7 @@ def header_share(folder: Path, limit: int, size: tuple[int, int] = (28, 28)) -> 
     paths = [item.path for item in scan_inputs((str(folder),), (".jpg",))][:limit]
     blobs = [Path(p).read_bytes() for p in paths]
 
-    def per_file(fn) -> float:
+    def per_file(fn: Callable[[bytes], object]) -> float:
         start = time.perf_counter()
         for data in blobs:
             fn(data)

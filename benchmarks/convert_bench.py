@@ -3,7 +3,7 @@ ONNX Runtime speed of our route against the frozen-graph route, and int8 against
 
 Run it alone, under the shared lock:
 
-    flock /tmp/cnnbench-bench.lock .venv/bin/python bench/scripts/convert_bench.py \
+    flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/convert_bench.py \
         --work /tmp/cnnbench-convert-bench
 
 Models have random weights (weights=None: ImageNet weights cannot be downloaded here);
@@ -28,7 +28,7 @@ import numpy as np
 
 from cnnbench.bench.measure import Timing, measure
 from cnnbench.bench.runners import host_runner
-from cnnbench.infer.session import Provider, RuntimeOptions, Session, create_session
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, Session, create_session
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -53,6 +53,14 @@ def build_keras(work: str) -> dict[str, str]:
     return paths
 
 
+def _time_field(pattern: str, report: str) -> str:
+    """One field of /usr/bin/time -v's report (an error naming it when it is not there)."""
+    found = re.search(pattern, report)
+    if found is None:
+        raise SystemExit(f"/usr/bin/time -v printed no {pattern!r}: {report[-300:]}")
+    return found[1]
+
+
 def timed_convert(args: list[str]) -> dict:
     """Run `cnnbench convert ARGS` under /usr/bin/time -v: exit code, peak RSS, wall time."""
     proc = subprocess.run(
@@ -61,8 +69,8 @@ def timed_convert(args: list[str]) -> dict:
         text=True,
         check=False,
     )
-    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)[1])
-    clock = re.search(r"Elapsed \(wall clock\) time.*: ([\d:.]+)", proc.stderr)[1]
+    rss_kb = int(_time_field(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr))
+    clock = _time_field(r"Elapsed \(wall clock\) time.*: ([\d:.]+)", proc.stderr)
     seconds = sum(float(part) * 60**i for i, part in enumerate(reversed(clock.split(":"))))
     table = [line for line in proc.stderr.splitlines() if line.startswith(("  ", "Error"))]
     print("\n".join(["$ cnnbench convert " + " ".join(args), *table]), flush=True)
@@ -140,7 +148,8 @@ def agreement(a: str, b: str, images: np.ndarray) -> float:
 
 
 def load_photos(folder: str) -> np.ndarray:
-    from cnnbench.infer.images import load_image, scan
+    from cnnbench.infer.decode.images import load_image
+    from cnnbench.infer.sources.listing import scan
 
     return np.stack([load_image(item.path, (224, 224), 3) for item in scan(folder)])
 

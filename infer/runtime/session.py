@@ -67,7 +67,7 @@ class Provider(enum.StrEnum):
     CPU = "cpu"
     CUDA = "cuda"
     TENSORRT = "tensorrt"
-    OPENVINO = "openvino"  # the openvino package, not ORT's EP (infer/openvino_runner.py)
+    OPENVINO = "openvino"  # the openvino package, not ORT's EP (infer/runtime/openvino_runner.py)
 
 
 ORT_NAMES = {
@@ -257,7 +257,7 @@ def choose_session(model_path: str, opts: RuntimeOptions) -> tuple[Session, str]
     if not os.path.isfile(model_path):
         raise InferError(f"model file not found: {model_path}")
     if opts.provider is Provider.OPENVINO:
-        from cnnbench.infer.openvino_runner import create_openvino_session
+        from cnnbench.infer.runtime.openvino_runner import create_openvino_session
 
         ov = create_openvino_session(
             model_path, opts.precision_hint, opts.threads, opts.streams, batch=opts.first_batch

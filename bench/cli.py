@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from cnnbench.bench.errors import BenchError
 from cnnbench.bench.measure import DEFAULT_MIN_RUNS, Timing
 from cnnbench.bench.results import DEFAULT_MAX_BATCH, Baseline, BenchConfig, BenchReport, Scenario
+from cnnbench.bench.tune_config import QUICK_MAX_BATCH, TUNE_TIMING
 from cnnbench.files import atomic_open, unwritable
 from cnnbench.infer.options import (
-    foreign_options,
-    output_options,
-    preprocess_options,
+    foreign_preprocessing_options,
+    parse_providers,
     runtime_options,
-    shape_options,
     tensorrt_options,
 )
-from cnnbench.infer.session import Provider, RuntimeOptions
+from cnnbench.infer.runtime.preprocess import ForeignOptions
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
 
 def parse_batch_sizes(
@@ -118,13 +120,7 @@ def check_outputs(paths: dict[str, str | None]) -> None:
     show_default=True,
     help="Time cap per configuration (server: per search).",
 )
-@shape_options
-@preprocess_options
-@click.option(
-    "--labels",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Foreign models: labels file, one per line (with --images: top-1 accuracy).",
-)
+@foreign_preprocessing_options
 @click.option(
     "--images",
     type=click.Path(file_okay=False),
@@ -202,17 +198,7 @@ def bench(
     duration: float,
     min_runs: int,
     max_seconds: float,
-    layout: str | None,
-    size: str | None,
-    preset: str | None,
-    mean: str | None,
-    std: str | None,
-    scale: float | None,
-    bgr: bool | None,
-    crop_mode: str | None,
-    crop_pct: float | None,
-    interpolation: str | None,
-    labels: str | None,
+    foreign: ForeignOptions,
     images: str | None,
     profile: bool,
     baseline: str | None,
@@ -271,19 +257,7 @@ def bench(
             trt_cache=trt_cache,
             trt_fp16=fp16,
         ),
-        foreign=foreign_options(
-            layout=layout,
-            size=size,
-            preset=preset,
-            mean=mean,
-            std=std,
-            scale=scale,
-            bgr=bgr,
-            crop_mode=crop_mode,
-            crop_pct=crop_pct,
-            interpolation=interpolation,
-            labels=labels,
-        ),
+        foreign=foreign,
         images=images,
         baseline=Baseline(baseline) if baseline else None,
         max_latency_ms=max_latency_ms,
@@ -336,26 +310,11 @@ def _write(report: BenchReport, outputs: dict[str, str | None]) -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(dir_okay=False))
-@shape_options
-@preprocess_options
-@output_options
-@click.option("--labels", type=click.Path(dir_okay=False), help="Labels file, one per line.")
+@foreign_preprocessing_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write it as JSON.")
 def inspect(
     model: str,
-    layout: str | None,
-    size: str | None,
-    preset: str | None,
-    mean: str | None,
-    std: str | None,
-    scale: float | None,
-    bgr: bool | None,
-    crop_mode: str | None,
-    crop_pct: float | None,
-    interpolation: str | None,
-    output_name: str | None,
-    scores: str,
-    labels: str | None,
+    foreign: ForeignOptions,
     json_path: str | None,
 ) -> None:
     """Show what cnnbench reads from MODEL (any ONNX file) and what infer will do with it:
@@ -373,21 +332,6 @@ def inspect(
 
     check_outputs({"--json": json_path})
     try:
-        foreign = foreign_options(
-            layout=layout,
-            size=size,
-            preset=preset,
-            mean=mean,
-            std=std,
-            scale=scale,
-            bgr=bgr,
-            crop_mode=crop_mode,
-            crop_pct=crop_pct,
-            interpolation=interpolation,
-            labels=labels,
-            output_name=output_name,
-            scores=scores,
-        )
         found = inspect_model(model, foreign)
     except BenchError as e:
         raise click.ClickException(str(e)) from e
@@ -395,3 +339,104 @@ def inspect(
     if json_path:
         with atomic_open(json_path) as f:
             json.dump(found.to_dict(), f, indent=2, ensure_ascii=False)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--images",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Photos like the job's: int8 calibration, top-1 agreement with fp32 (accuracy "
+    "when they sit in class folders).",
+)
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="PLAN.json to write."
+)
+@click.option(
+    "--max-drop",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Points of top-1 accuracy (class folders) or agreement with fp32 a candidate may lose.",
+)
+@click.option(
+    "--latency-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    help="MS: only configurations whose p99 per batch stays under this.",
+)
+@click.option(
+    "--provider",
+    "providers",
+    callback=parse_providers,
+    help="Comma-separated: cpu,cuda,tensorrt,openvino. Default: every provider that loads.",
+)
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    help="MIN: stop starting new variants after this many minutes.",
+)
+@click.option(
+    "--exhaustive",
+    is_flag=True,
+    help="Every batch size up to --max-batch and every number of runs in flight up to the "
+    "cores (default: stop each sweep once img/s stops rising).",
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    default=QUICK_MAX_BATCH,
+    show_default=True,
+    help="Largest batch size tried.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.001),
+    default=TUNE_TIMING.duration,
+    show_default=True,
+    help="Seconds per measurement window, at least (three must agree, as in bench).",
+)
+def tune(
+    model: str,
+    images: str,
+    output: str,
+    max_drop: float,
+    latency_budget: float | None,
+    providers: tuple[Provider, ...] | None,
+    time_budget: float | None,
+    exhaustive: bool,
+    max_batch: int,
+    duration: float,
+) -> None:
+    """Find the fastest configuration of MODEL whose answers stay within --max-drop of
+    fp32, and write it as a plan for `cnnbench infer --plan`.
+
+    \b
+    Example:
+      cnnbench tune model.onnx --images photos/ -o plan.json
+      cnnbench infer --plan plan.json photos/ -o predictions.csv
+    """
+    from cnnbench.bench.tune import run_tune
+    from cnnbench.bench.tune_config import TuneConfig
+    from cnnbench.bench.tune_report import render
+    from cnnbench.infer.runtime.plan import write_plan
+
+    cfg = TuneConfig(
+        model=model,
+        images=images,
+        output=output,
+        max_drop=max_drop,
+        latency_budget_ms=latency_budget,
+        providers=providers,
+        time_budget_s=time_budget * 60 if time_budget else None,
+        exhaustive=exhaustive,
+        max_batch=max_batch,
+        timing=dataclasses.replace(TUNE_TIMING, duration=duration),
+    )
+    try:
+        report = run_tune(cfg, log=lambda line: click.echo(line, err=True))
+    except BenchError as e:
+        raise click.ClickException(str(e)) from e
+    write_plan(report.plan, output)
+    click.echo(render(report))
+    click.echo(f"wrote {output}")

@@ -11,6 +11,7 @@ import sys
 from cnnbench import __version__
 from cnnbench.bench.results import Machine
 from cnnbench.bench.runners import openvino_version
+from cnnbench.cpu import cpu_model
 
 
 def machine_facts() -> Machine:
@@ -37,17 +38,6 @@ def load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def gpu_facts() -> list[dict[str, str]]:

@@ -1,4 +1,4 @@
-"""What the benchmark scripts (bench/scripts/) measure on and how they keep a figure:
+"""What the benchmark scripts (benchmarks/) measure on and how they keep a figure:
 the converted models and the best-of-rounds rule. Needs the `train` extra for the models."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def make_models(work: Path, calibration: Path) -> dict[str, Path]:
         "resnet50": ConvertConfig("", "", preprocess=Preprocess.IMAGENET_CAFFE),
         "mnist_cnn": ConvertConfig("", ""),
         # Speed only: an untrained mnist_cnn's near-equal scores make int8's top-1 agreement
-        # with fp32 on photos noise (91-97% seen), under convert's 98% gate.
+        # with fp32 on photos noise (91-97% seen), outside convert's --max-drop bound.
         "mnist_cnn_int8": ConvertConfig(
             "", "", precision=Precision.INT8, calibration=str(calibration), verify=False
         ),

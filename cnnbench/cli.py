@@ -3,7 +3,7 @@
 import click
 
 from cnnbench import __version__
-from cnnbench.bench.cli import bench, inspect
+from cnnbench.bench.cli import bench, inspect, tune
 from cnnbench.convert.cli import convert
 from cnnbench.infer.cli import infer
 from cnnbench.native_logs import filtered_native_stderr
@@ -28,7 +28,7 @@ def cli() -> None:
     click.get_current_context().with_resource(filtered_native_stderr())
 
 
-for command in (train, convert, infer, bench, inspect):
+for command in (train, convert, infer, bench, inspect, tune):
     cli.add_command(command)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from cnnbench.infer.runtime.preprocess import ForeignOptions
+
 
 class Precision(enum.StrEnum):
     FP32 = "fp32"
@@ -39,6 +41,8 @@ class ConvertConfig:
     precision: Precision = Precision.FP32
     calibration: str | None = None  # image folder for int8 ranges (and real-image checks)
     verify_images: str | None = None  # image folder for the real-image checks
+    max_drop: float = 1.0  # int8: top-1 points it may lose on the real images (accuracy control)
+    foreign: ForeignOptions | None = None  # ONNX input: how infer feeds it (no cnnbench spec)
     verify: bool = True
     external_data: bool | None = None  # None: only when the weights pass ONNX's 2 GB limit
     architecture: str | None = None

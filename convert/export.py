@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from cnnbench import __version__
 from cnnbench.convert.config import ConvertConfig, InputDtype, Precision, Preprocess
@@ -20,9 +22,13 @@ from cnnbench.convert.keras_model import (
 from cnnbench.convert.real_images import RealImages, calibration_images, verification_images
 from cnnbench.convert.writer import check_writable, needs_external, save_model, staged
 from cnnbench.files import sha256_file
-from cnnbench.infer.contract import INPUT_NAME, ModelSpec, read_labels, write_spec
+from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.errors import InferError, first_line
-from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
+from cnnbench.infer.runtime.contract import INPUT_NAME, ModelSpec, read_labels, write_spec
+
+if TYPE_CHECKING:
+    from cnnbench.convert.accuracy import QuantResult
+    from cnnbench.convert.verify import Check
 
 __all__ = ["ConvertConfig", "InputDtype", "Precision", "Preprocess", "export_onnx"]
 
@@ -131,24 +137,30 @@ def build_spec(
     )
 
 
-def lower_precision(proto: Any, cfg: ConvertConfig, path: str, calibration: Any) -> Any:
-    """The fp32 proto at `cfg.precision`; int8 quantizes through scratch files beside `path`."""
+def lower_precision(
+    proto: Any,
+    cfg: ConvertConfig,
+    path: str,
+    calibration: np.ndarray | None,
+    real: RealImages | None,
+    report: Callable[[str], None],
+) -> tuple[Any, QuantResult | None]:
+    """The fp32 proto at `cfg.precision`, through scratch files beside `path`; int8's
+    accuracy-control result with it."""
     if cfg.precision is Precision.FP32:
-        return proto
+        return proto, None
     import onnx
 
-    from cnnbench.convert.precision import quantize_int8, to_fp16
+    from cnnbench.convert.accuracy import lower_file
+    from cnnbench.convert.graph import name_nodes
 
+    name_nodes(proto.graph)
     external = needs_external(proto, cfg.external_data)
     fp32, lowered = f"{path}.fp32.onnx", f"{path}.{cfg.precision.value}.onnx"
     save_model(proto, fp32, external)
     del proto
-    if cfg.precision is Precision.FP16:
-        # Shape inference from the file: in memory it stops at protobuf's 2 GB.
-        onnx.shape_inference.infer_shapes_path(fp32, lowered)
-        return to_fp16(onnx.load(lowered))
-    quantize_int8(fp32, lowered, calibration, external)
-    return onnx.load(lowered)
+    quant = lower_file(fp32, lowered, cfg, calibration, real, external, report)
+    return onnx.load(lowered), quant
 
 
 def export_onnx(cfg: ConvertConfig, report: Callable[[str], None] | None = None) -> str:
@@ -164,17 +176,21 @@ def export_onnx(cfg: ConvertConfig, report: Callable[[str], None] | None = None)
     policy = model_policy(cfg)
     calibration = calibration_images(cfg.calibration, facts, policy)
     real = (
-        verification_images(cfg.verify_images, calibration, facts, policy) if cfg.verify else None
+        verification_images(cfg.verify_images, calibration, facts, policy, labels)
+        if cfg.verify
+        else None
     )
+    report = report or (lambda line: None)
     proto = to_onnx(model, facts, cfg)
     with staged(cfg.output) as path:
-        proto = lower_precision(proto, cfg, path, calibration)
+        proto, quant = lower_precision(proto, cfg, path, calibration, real, report)
         write_spec(proto, build_spec(cfg, model, facts, labels, policy))
         proto.producer_name, proto.producer_version = "cnnbench", __version__
         save_model(proto, path, needs_external(proto, cfg.external_data))
         del proto
         if cfg.verify:
-            verify(model, facts, cfg, path, real, report or (lambda line: None))
+            extra = quant.checks() if quant else []
+            verify(model, facts, cfg, path, real, report, extra)
     return cfg.output
 
 
@@ -185,8 +201,9 @@ def verify(
     path: str,
     real: RealImages | None,
     report: Callable[[str], None],
+    extra: list[Check],
 ) -> None:
     from cnnbench.convert.verify import verify_export
 
     reference = keras_reference(model, facts, cfg.preprocess)
-    verify_export(reference, path, facts, cfg.precision, report, real)
+    verify_export(reference, path, facts, cfg.precision, report, real, extra=extra)

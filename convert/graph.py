@@ -11,7 +11,7 @@ import numpy as np
 
 from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.writer import PROTO_LIMIT, save_model
-from cnnbench.infer.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME
+from cnnbench.infer.runtime.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME
 
 
 def inputs_to_initializers(model: Any, arrays: dict[str, np.ndarray]) -> None:
@@ -37,23 +37,33 @@ def apply_contract_names(model: Any) -> None:
     graph = model.graph
     (inp,) = graph.input
     (out,) = graph.output
-    _rename_value(graph, inp.name, INPUT_NAME)
-    _rename_value(graph, out.name, OUTPUT_NAME)
+    rename_value(graph, inp.name, INPUT_NAME)
+    rename_value(graph, out.name, OUTPUT_NAME)
     for value in (inp, out):
         dim = value.type.tensor_type.shape.dim[0]
         dim.ClearField("dim_value")
         dim.dim_param = BATCH_DIM
 
 
-def _rename_value(graph: Any, old: str, new: str) -> None:
+def rename_value(graph: Any, old: str, new: str) -> None:
+    """Value `old` is called `new` wherever the graph names it."""
     if old == new:
         return
     for node in graph.node:
         node.input[:] = [new if n == old else n for n in node.input]
         node.output[:] = [new if n == old else n for n in node.output]
-    for value in list(graph.input) + list(graph.output):
+    for value in [*graph.input, *graph.output, *graph.value_info, *graph.initializer]:
         if value.name == old:
             value.name = new
+
+
+def name_nodes(graph: Any, prefix: str = "cnnbench_") -> None:
+    """Every node gets a unique name: int8's `nodes_to_exclude` and the table name them."""
+    seen: set[str] = set()
+    for i, node in enumerate(graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{prefix}{node.op_type}_{i}"
+        seen.add(node.name)
 
 
 def fold_and_clean(model: Any, external: bool = False) -> Any:

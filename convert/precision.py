@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from cnnbench.convert.errors import ConvertError
 from cnnbench.errors import first_line
-from cnnbench.infer.contract import INPUT_NAME
+from cnnbench.infer.runtime.contract import INPUT_NAME
 
 CALIBRATION_BATCH = 8
 KEEP_FLOAT_OPS = ("Softmax",)  # quantized probabilities would tie at 1/255 steps
@@ -27,11 +27,11 @@ def to_fp16(model: Any) -> Any:
 
     from onnxconverter_common.float16 import convert_float_to_float16
 
-    # The converter rewrites a Cast's output type but not its `to` attribute, so the
-    # uint8 -> float Cast on the input would be left inconsistent: keep it in float32.
+    # The converter rewrites a Cast's output type but not its `to` attribute, so a
+    # uint8 -> float Cast (the input's, or one after a wrapped model's channel flip) would be
+    # left inconsistent: keep every Cast in float32.
     # Remove when onnxconverter-common handles Cast nodes (still so in 1.16).
-    inputs = {i.name for i in model.graph.input}
-    casts = [n.name for n in model.graph.node if n.op_type == "Cast" and set(n.input) & inputs]
+    casts = [n.name for n in model.graph.node if n.op_type == "Cast"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # one line per tiny weight it rounds
         return convert_float_to_float16(
@@ -57,14 +57,26 @@ def calibration_reader(images: np.ndarray, dtype: np.dtype) -> Any:
     return Reader()
 
 
-def quantize_int8(src: str, dst: str, images: np.ndarray, external: bool) -> None:
+def quantize_qdq(
+    src: str,
+    dst: str,
+    images: np.ndarray,
+    external: bool,
+    keep_float: Sequence[str] = (),
+    cache: str | None = None,
+) -> None:
     """Static QDQ quantization of `src` into `dst`: uint8 activations, int8 per-channel
-    weights (the U8S8 pair ONNX Runtime's VNNI kernels run fastest), MinMax ranges."""
+    weights (the U8S8 pair ONNX Runtime's VNNI kernels run fastest), MinMax ranges.
+
+    `keep_float`: names of nodes left in float. `cache`: a JSON file of calibrated ranges,
+    written by the first call and read by later ones on the same `src` (the accuracy
+    control quantizes many times over one calibration)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     model = onnx.load(src, load_external_data=False)
     exclude = [n.name for n in model.graph.node if n.op_type in KEEP_FLOAT_OPS]
+    exclude += [name for name in keep_float if name not in exclude]
     elem_type = model.graph.input[0].type.tensor_type.elem_type
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
     del model
@@ -81,6 +93,7 @@ def quantize_int8(src: str, dst: str, images: np.ndarray, external: bool) -> Non
                 calibrate_method=CalibrationMethod.MinMax,
                 nodes_to_exclude=exclude,
                 use_external_data_format=external,
+                calibration_cache_path=cache,
             )
     except Exception as e:  # the quantizer raises bare exceptions for unsupported graphs
         raise ConvertError(f"int8 quantization failed: {first_line(e)}") from e

@@ -10,9 +10,10 @@ import numpy as np
 
 from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.keras_model import ModelFacts
+from cnnbench.infer.decode.images import load_item
+from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.images import is_folder_like, load_item, scan
-from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
+from cnnbench.infer.sources.listing import is_folder_like, scan
 
 CALIBRATION_LIMIT = 256  # images; MinMax ranges settle well before this on CNNs
 VERIFY_LIMIT = 500
@@ -22,6 +23,7 @@ VERIFY_LIMIT = 500
 class RealImages:
     name: str  # for the verification table
     images: np.ndarray  # uint8 [n, h, w, c]
+    truth: np.ndarray | None = None  # class index per image (class folders), else None
 
 
 def load_folder(
@@ -30,20 +32,21 @@ def load_folder(
     limit: int,
     option: str,
     policy: ResizePolicy = DEFAULT_POLICY,
-) -> np.ndarray:
+) -> tuple[np.ndarray, list[str]]:
     """Up to `limit` images from `folder` (sorted, recursive; a prefix URL or a tar
-    shard too), unreadable files skipped."""
+    shard too), unreadable files skipped; with their names relative to `folder`."""
     if not is_folder_like(folder):
         raise ConvertError(
             f"{option} {folder}: not a folder; give a folder of images, a prefix URL or a shard"
         )
-    images = []
+    images, names = [], []
     try:
         for item in scan(folder):
             try:
                 images.append(load_item(item, facts.size, facts.channels, policy=policy))
             except (ValueError, OSError):
                 continue  # a corrupt file is not a reason to refuse the rest
+            names.append(item.name)
             if len(images) == limit:
                 break
     except InferError as e:  # a store that cannot be reached
@@ -52,7 +55,17 @@ def load_folder(
         raise ConvertError(
             f"{option} {folder}: no readable images found (looked for .jpg, .png, ...)"
         )
-    return np.stack(images)
+    return np.stack(images), names
+
+
+def class_indices(names: list[str], labels: tuple[str, ...]) -> np.ndarray | None:
+    """Each image's class index when every image sits in a folder named after one of the
+    model's labels (the first folder level names the class, as in `bench --images`)."""
+    index = {label: i for i, label in enumerate(labels)}
+    classes = [name.split("/")[0] if "/" in name else None for name in names]
+    if not all(c in index for c in classes):
+        return None
+    return np.array([index[c] for c in classes if c is not None], np.int64)
 
 
 def calibration_images(
@@ -60,7 +73,7 @@ def calibration_images(
 ) -> np.ndarray | None:
     if folder is None:
         return None
-    return load_folder(folder, facts, CALIBRATION_LIMIT, "--calibration", policy)
+    return load_folder(folder, facts, CALIBRATION_LIMIT, "--calibration", policy)[0]
 
 
 def verification_images(
@@ -68,11 +81,15 @@ def verification_images(
     calibration: np.ndarray | None,
     facts: ModelFacts,
     policy: ResizePolicy = DEFAULT_POLICY,
+    labels: tuple[str, ...] = (),
 ) -> RealImages | None:
-    """Held-out images when given, else the calibration images, else None."""
+    """Held-out images when given (labelled when their folders name the model's classes),
+    else the calibration images, else None."""
     if verify_folder is not None:
-        images = load_folder(verify_folder, facts, VERIFY_LIMIT, "--verify-images", policy)
-        return RealImages(f"real, {len(images)} images", images)
+        images, names = load_folder(verify_folder, facts, VERIFY_LIMIT, "--verify-images", policy)
+        truth = class_indices(names, labels)
+        kind = "labelled" if truth is not None else "real"
+        return RealImages(f"{kind}, {len(images)} images", images, truth)
     if calibration is not None:
         return RealImages(f"calibration, {len(calibration)} images", calibration)
     return None

@@ -1,0 +1,431 @@
+"""`run_tune(cfg)`: the fastest configuration of one model whose answers stay within a
+bound of fp32, written as a plan that `cnnbench infer --plan` runs.
+
+Candidates are every runtime that loads x precision (fp32; int8 made from the images;
+bf16 through OpenVINO where the CPU has it natively; fp16 on GPUs) x batch size x runs in
+flight (the cores split among them: ORT intra-op threads, OpenVINO streams). Each variant
+is first run over the images for its top-1 agreement with fp32 (and accuracy when the
+images sit in class folders); one that loses more than `max_drop` points is not timed.
+The others are timed by bench's own `bench_target` (warm-up apart, windows until three
+agree, VALID rows only), in its doubling sweep that stops once img/s stops rising
+(quick), or on every batch size up to `max_batch` (exhaustive). The fastest row of each
+of the Pareto front's FINALISTS fastest variants then runs end to end over the images
+(infer's own pipeline, as `infer --plan` will run it), and the fastest there is the plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnnbench.bench.errors import BenchError
+from cnnbench.bench.extras import labelled_images
+from cnnbench.bench.flops import write_matmul_model
+from cnnbench.bench.machine import machine_facts
+from cnnbench.bench.results import BenchConfig, BenchReport, Result, RunConfig, Target
+from cnnbench.bench.run import bench_target
+from cnnbench.bench.runners import open_session, probe_providers, ran_precision
+from cnnbench.bench.tune_config import QUICK_PATIENCE, TuneConfig
+from cnnbench.bench.tune_variants import Variant, make_variant_files, variants_for
+from cnnbench.cpu import has_native_bf16
+from cnnbench.files import sha256_file, unwritable
+from cnnbench.infer.decode.images import load_items
+from cnnbench.infer.errors import InferError
+from cnnbench.infer.runtime.plan import Expected, Plan, this_machine
+from cnnbench.infer.runtime.preprocess import InputFormat, resolve_input_format
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, Session
+
+AGREEMENT_BATCH = 8
+# the front's fastest variants run end to end over the images; the fastest there is chosen
+FINALISTS = 3
+
+
+@dataclass
+class Candidate:
+    """One variant at one batch size and number of runs in flight."""
+
+    variant: Variant
+    result: Result | None  # None: not timed (it lost too much, or did not load)
+    agreement: float | None
+    accuracy: float | None
+    drop: float | None  # points lost against fp32
+    note: str = ""  # why it was not timed, or why it is out
+
+    @property
+    def eligible(self) -> bool:
+        return self.result is not None and self.result.validity.valid and not self.note
+
+
+@dataclass
+class TuneReport:
+    candidates: list[Candidate]
+    front: list[Candidate]
+    chosen: Candidate
+    plan: Plan
+    skipped: dict[str, str]  # provider: why it did not load
+    seconds: float
+    unmeasured: list[str]  # variants left out by the time budget
+
+
+@dataclass
+class _Images:
+    """The tune images decoded once at the model's input size."""
+
+    pixels: np.ndarray  # uint8 NHWC, the readable images only
+    truth: list[str | None]  # class folder names
+
+
+def check_config(cfg: TuneConfig) -> None:
+    if not os.path.isfile(cfg.model):
+        raise BenchError(f"model file not found: {cfg.model}")
+    if not os.path.isdir(cfg.images):
+        raise BenchError(f"--images {cfg.images} is not a folder of images")
+    if not cfg.output.lower().endswith(".json"):
+        raise BenchError(f"-o {cfg.output}: give a plan file name ending in .json")
+    if why := unwritable(cfg.output):
+        raise BenchError(f"cannot write {cfg.output}: {why}")
+    if cfg.max_batch < 1:
+        raise BenchError(f"--max-batch must be a positive integer, got {cfg.max_batch}")
+    if not 0 <= cfg.max_drop <= 100:
+        raise BenchError(f"--max-drop is in points, 0 to 100; got {cfg.max_drop:g}")
+
+
+def run_tune(cfg: TuneConfig, log: Callable[[str], None] = lambda line: None) -> TuneReport:
+    """Search, pick, and write the plan and the files it runs; see the module docstring."""
+    check_config(cfg)
+    start = time.perf_counter()
+    session = open_session(cfg.model, RunConfig(Provider.CPU), cfg.runtime)
+    fmt = _contract_format(cfg.model, session)
+    images = _load_images(cfg.images, fmt)
+    log(f"{len(images.pixels)} images from {cfg.images}, {fmt.size[0]}x{fmt.size[1]}")
+    reference = predict(session, fmt, images.pixels)
+    with tempfile.TemporaryDirectory(prefix="cnnbench-tune-") as tmp:
+        probe = write_matmul_model(os.path.join(tmp, "probe.onnx"), 8)
+        providers, skipped = probe_providers(cfg.providers, probe, cfg.runtime)
+    for name, why in skipped.items():
+        log(f"provider {name} skipped: {why}")
+    folder = os.path.dirname(os.path.abspath(cfg.output))
+    variants = variants_for(providers, has_native_bf16())
+    stem = os.path.splitext(os.path.basename(cfg.output))[0]
+    make_variant_files(variants, cfg, os.path.join(folder, stem), log)
+    candidates: list[Candidate] = []
+    unmeasured: list[str] = []
+    base_accuracy = top1_accuracy(reference, images.truth, fmt)
+    for variant in variants:
+        if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
+            unmeasured.append(variant.name)
+            continue
+        candidates += _tune_variant(variant, cfg, fmt, images, reference, base_accuracy, log)
+    if unmeasured:
+        log(f"time budget reached: not measured: {', '.join(unmeasured)}")
+    return _finish(cfg, fmt, candidates, skipped, unmeasured, start, log)
+
+
+def _contract_format(path: str, session: Session) -> InputFormat:
+    try:
+        return resolve_input_format(session, need_pixels=True)
+    except InferError as e:
+        raise BenchError(
+            f"{path}: {e}; tune takes a self-describing model: wrap it first with "
+            "cnnbench convert MODEL.onnx -o OUT.onnx --preset ... --labels ..."
+        ) from e
+
+
+def _load_images(folder: str, fmt: InputFormat) -> _Images:
+    listed = labelled_images(folder)
+    pixels = np.zeros((len(listed), *fmt.size, fmt.channels), dtype=np.uint8)
+    from cnnbench.infer.sources.items import Item
+
+    items = [Item(i.path, os.path.relpath(i.path, folder)) for i in listed]
+    reasons = load_items(items, pixels, fmt.bgr, fmt.policy)
+    ok = [k for k, why in enumerate(reasons) if why is None]
+    if not ok:
+        raise BenchError(f"--images {folder}: none of the {len(listed)} images could be read")
+    return _Images(pixels[ok], [listed[k].truth for k in ok])
+
+
+def predict(session: Session, fmt: InputFormat, pixels: np.ndarray) -> np.ndarray:
+    """Top-1 class index of every image, AGREEMENT_BATCH at a time."""
+    output = fmt.output_name or session.get_outputs()[0].name
+    rows = fmt.batch or AGREEMENT_BATCH
+    tops = []
+    for start in range(0, len(pixels), rows):
+        chunk = pixels[start : start + rows]
+        n = len(chunk)
+        if fmt.batch and n < fmt.batch:  # a fixed batch: pad the last one
+            chunk = np.concatenate(
+                [chunk, np.zeros((fmt.batch - n, *chunk.shape[1:]), chunk.dtype)]
+            )
+        out = session.run([output], {fmt.input_name: fmt.to_model_input(chunk)})[0][:n]
+        tops.append(out.argmax(axis=1))
+    return np.concatenate(tops)
+
+
+def top1_accuracy(top: np.ndarray, truth: list[str | None], fmt: InputFormat) -> float | None:
+    """Share of the images in a class folder named like a label whose top-1 is it."""
+    index = {label: i for i, label in enumerate(fmt.labels)}
+    pairs = [(index[t], p) for t, p in zip(truth, top, strict=True) if t in index]
+    return sum(t == p for t, p in pairs) / len(pairs) if pairs else None
+
+
+def _tune_variant(
+    variant: Variant,
+    cfg: TuneConfig,
+    fmt: InputFormat,
+    images: _Images,
+    reference: np.ndarray,
+    base_accuracy: float | None,
+    log: Callable[[str], None],
+) -> list[Candidate]:
+    """The variant's agreement, then (within the bound) its timed configurations."""
+    if variant.unavailable:
+        log(f"{variant.name}: not a candidate ({variant.unavailable})")
+        return [Candidate(variant, None, None, None, None, variant.unavailable)]
+    rc = RunConfig(variant.provider, variant.hint)
+    runtime = dataclasses.replace(cfg.runtime, trt_fp16=variant.trt_fp16)
+    try:
+        session = open_session(variant.path, rc, runtime)
+    except BenchError as e:
+        log(f"{variant.name}: did not load ({e})")
+        return [Candidate(variant, None, None, None, None, f"did not load: {e}")]
+    top = predict(session, fmt, images.pixels)
+    if variant.file == "source":  # OpenVINO says what it runs: fp32 or bf16
+        variant.precision = ran_precision(session, variant.precision)
+    del session
+    agreement = float(np.mean(top == reference))
+    accuracy = top1_accuracy(top, images.truth, fmt)
+    drop = (
+        100 * (base_accuracy - accuracy)
+        if accuracy is not None and base_accuracy is not None
+        else 100 * (1 - agreement)
+    )
+    figure = f"agreement {agreement:.1%}" + (
+        f", accuracy {accuracy:.1%}" if accuracy is not None else ""
+    )
+    if drop > cfg.max_drop + 1e-9:
+        note = f"loses {drop:.1f} points > --max-drop {cfg.max_drop:g}"
+        log(f"{variant.name}: {figure}: {note}, not timed")
+        return [Candidate(variant, None, agreement, accuracy, drop, note)]
+    log(f"{variant.name}: {figure}; timing it ...")
+    rows = _time_variant(variant, rc, runtime, cfg, log)
+    return [Candidate(variant, r, agreement, accuracy, drop, _budget_note(r, cfg)) for r in rows]
+
+
+def _budget_note(result: Result, cfg: TuneConfig) -> str:
+    if not result.validity.valid:
+        return str(result.validity)
+    p99 = result.stats.p99_or_max_ms
+    if cfg.latency_budget_ms is not None and p99 > cfg.latency_budget_ms:
+        return f"p99 {p99:.1f} ms > --latency-budget {cfg.latency_budget_ms:g}"
+    return ""
+
+
+def concurrency_levels(cores: int, exhaustive: bool) -> tuple[int, ...]:
+    """Runs in flight: 1, 2, 4, ... up to the cores (exhaustive: every count up to them)."""
+    if exhaustive:
+        return tuple(range(1, cores + 1))
+    levels, n = [], 1
+    while n <= cores:
+        levels.append(n)
+        n *= 2
+    return tuple(levels)
+
+
+def _time_variant(
+    variant: Variant,
+    rc: RunConfig,
+    runtime: RuntimeOptions,
+    cfg: TuneConfig,
+    log: Callable[[str], None],
+) -> list[Result]:
+    cores = runtime.threads or os.cpu_count() or 1
+    sizes = None
+    if cfg.exhaustive:
+        sizes = tuple(2**k for k in range(cfg.max_batch.bit_length()))
+    bench_cfg = BenchConfig(
+        models=(variant.path,),
+        providers=(variant.provider,),
+        precision_hints=(variant.hint,),
+        batch_sizes=sizes,
+        max_batch=cfg.max_batch,
+        sweep_patience=QUICK_PATIENCE,
+        concurrency=concurrency_levels(cores, cfg.exhaustive),
+        timing=cfg.timing,
+        runtime=runtime,
+        peak=False,
+    )
+    report = BenchReport(machine_facts(), bench_cfg, [variant.provider.value], {}, {})
+
+    def measured(r: Result) -> None:
+        valid = "" if r.validity.valid else f"  {r.validity}"
+        log(
+            f"  {variant.name} batch {r.batch_size} x{r.concurrency}: "
+            f"{r.stats.throughput_ips:.1f} img/s, p99 {r.stats.p99_or_max_ms:.1f} ms{valid}"
+        )
+
+    try:
+        bench_target(Target(variant.name, variant.path), rc, bench_cfg, report, measured)
+    except BenchError as e:
+        log(f"{variant.name}: timing stopped ({e})")
+    return report.results
+
+
+def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
+    """The eligible candidates no other one beats on img/s, p99 and agreement at once."""
+    pool = [c for c in candidates if c.eligible]
+
+    def key(c: Candidate) -> tuple[float, float, float]:
+        assert c.result is not None, "eligible"
+        return (c.result.stats.throughput_ips, -c.result.stats.p99_or_max_ms, -(c.drop or 0.0))
+
+    def dominated(c: Candidate) -> bool:
+        a = key(c)
+        return any(
+            all(x >= y for x, y in zip(key(o), a, strict=True)) and key(o) != a for o in pool
+        )
+
+    return sorted((c for c in pool if not dominated(c)), key=key, reverse=True)
+
+
+def _finish(
+    cfg: TuneConfig,
+    fmt: InputFormat,
+    candidates: list[Candidate],
+    skipped: dict[str, str],
+    unmeasured: list[str],
+    start: float,
+    log: Callable[[str], None],
+) -> TuneReport:
+    front = pareto_front(candidates)
+    if not front:
+        raise BenchError(_nothing_fits(candidates, cfg))
+    finalists = _distinct(front)[:FINALISTS]
+    plans = []
+    for c in finalists:
+        plan = make_plan(c, cfg, candidates)
+        log(f"end to end over {cfg.images}: {plan.describe()} ...")
+        reached = end_to_end(plan, cfg.images)
+        log(f"  {reached:.1f} img/s end to end")
+        expected = dataclasses.replace(plan.expected, end_to_end_ips=reached)
+        plans.append(dataclasses.replace(plan, expected=expected))
+    best = max(range(len(plans)), key=lambda k: plans[k].expected.end_to_end_ips or 0.0)
+    return TuneReport(
+        candidates,
+        front,
+        finalists[best],
+        plans[best],
+        skipped,
+        time.perf_counter() - start,
+        unmeasured,
+    )
+
+
+def _distinct(front: list[Candidate]) -> list[Candidate]:
+    """The front's fastest row of each variant, fastest first."""
+    seen: set[str] = set()
+    out = []
+    for c in front:
+        if c.variant.name not in seen:
+            seen.add(c.variant.name)
+            out.append(c)
+    return out
+
+
+def end_to_end(plan: Plan, images: str) -> float:
+    """infer's own img/s over the images with the plan, as `infer --plan` will run it."""
+    from cnnbench.infer.engines.job import InferConfig, apply_plan
+    from cnnbench.infer.engines.local import run_infer
+
+    with tempfile.TemporaryDirectory(prefix="cnnbench-tune-") as tmp:
+        cfg = InferConfig(
+            model=plan.model_path,
+            inputs=(images,),
+            output=os.path.join(tmp, "predictions.csv"),
+            progress=False,
+        )
+        try:
+            cfg, _ = apply_plan(cfg, plan)
+            return run_infer(cfg).images_per_second
+        except InferError as e:
+            raise BenchError(f"the chosen plan did not run end to end: {e}") from e
+
+
+def _nothing_fits(candidates: list[Candidate], cfg: TuneConfig) -> str:
+    timed = [c for c in candidates if c.result is not None and c.result.validity.valid]
+    if not timed:
+        return (
+            "no configuration was timed VALID within --max-drop "
+            f"{cfg.max_drop:g}: see the lines above"
+        )
+    best = min(timed, key=lambda c: c.result.stats.p99_or_max_ms if c.result else 0.0)
+    assert best.result is not None, "timed"
+    return (
+        f"no configuration keeps p99 within --latency-budget {cfg.latency_budget_ms:g} ms: "
+        f"the lowest was {best.result.stats.p99_or_max_ms:.1f} ms ({best.variant.name}, "
+        f"batch {best.result.batch_size}); raise the budget"
+    )
+
+
+def make_plan(chosen: Candidate, cfg: TuneConfig, candidates: list[Candidate]) -> Plan:
+    r, v = chosen.result, chosen.variant
+    assert r is not None, "the chosen candidate was timed"
+    folder = os.path.dirname(os.path.abspath(cfg.output))
+    # OpenVINO's streams share the threads it is given; ORT's runs in flight each get theirs
+    threads = cfg.runtime.threads if v.provider is Provider.OPENVINO else r.threads
+    return Plan(
+        model=os.path.relpath(os.path.abspath(v.path), folder),
+        sha256=sha256_file(v.path),
+        provider=v.provider,
+        precision=v.precision,
+        batch_size=r.batch_size,
+        threads=threads,
+        concurrency=r.concurrency,
+        expected=Expected(
+            images_per_second=r.stats.throughput_ips,
+            p50_ms=r.stats.p50_ms,
+            p99_ms=r.stats.p99_or_max_ms,
+            agreement=chosen.agreement,
+            accuracy=chosen.accuracy,
+        ),
+        machine=this_machine(),
+        precision_hint=v.hint,
+        trt_fp16=v.trt_fp16,
+        extra={
+            "source": os.path.abspath(cfg.model),
+            "images": os.path.abspath(cfg.images),
+            "max_drop": cfg.max_drop,
+            "latency_budget_ms": cfg.latency_budget_ms,
+            "search": "exhaustive" if cfg.exhaustive else "quick",
+            "candidates": [candidate_row(c) for c in candidates],
+        },
+        path=cfg.output,
+    )
+
+
+def candidate_row(c: Candidate) -> dict[str, object]:
+    """One candidate as data: the plan's record of the search and `tune`'s table."""
+    r = c.result
+    return {
+        "variant": c.variant.name,
+        "provider": c.variant.provider.value,
+        "precision": c.variant.precision,
+        "precision_hint": c.variant.hint,
+        "batch_size": r.batch_size if r else None,
+        "concurrency": r.concurrency if r else None,
+        "threads": r.threads if r else None,
+        "images_per_second": r.stats.throughput_ips if r else None,
+        "p50_ms": r.stats.p50_ms if r else None,
+        "p99_ms": r.stats.p99_or_max_ms if r else None,
+        "p99_is_max": r.stats.p99_ms is None if r else None,
+        "validity": str(r.validity) if r else None,
+        "agreement": c.agreement,
+        "accuracy": c.accuracy,
+        "drop_points": c.drop,
+        "note": c.note,
+    }

@@ -1,0 +1,59 @@
+"""`tune`'s table (every candidate), its Pareto front and the plan it chose, as text."""
+
+from __future__ import annotations
+
+from cnnbench.bench.tune import Candidate, TuneReport, candidate_row
+
+
+def _pct(x: object) -> str:
+    return f"{x:.1%}" if isinstance(x, float) else "-"
+
+
+def _num(x: object, fmt: str = ".1f") -> str:
+    return format(x, fmt) if isinstance(x, (int, float)) and x is not None else "-"
+
+
+HEAD = (
+    f"{'variant':<28} {'batch':>5} {'x':>2} {'thr':>3} {'img/s':>7} {'p50 ms':>8} "
+    f"{'p99 ms':>8} {'agree':>6} {'acc':>6}  status"
+)
+
+
+def candidate_line(c: Candidate, front: list[Candidate], chosen: Candidate) -> str:
+    row = candidate_row(c)
+    status = c.note or ("VALID" if c.result else "")
+    if c is chosen:
+        status = "CHOSEN (fastest end to end within the bounds)"
+    elif c in front:
+        status = "front"
+    p99 = _num(row["p99_ms"]) + ("*" if row["p99_is_max"] else "")
+    return (
+        f"{c.variant.name[:28]:<28} {_num(row['batch_size'], 'd'):>5} "
+        f"{_num(row['concurrency'], 'd'):>2} {_num(row['threads'], 'd'):>3} "
+        f"{_num(row['images_per_second']):>7} {_num(row['p50_ms']):>8} {p99:>8} "
+        f"{_pct(row['agreement']):>6} {_pct(row['accuracy']):>6}  {status}"
+    )
+
+
+def render(report: TuneReport) -> str:
+    lines = [HEAD]
+    lines += [candidate_line(c, report.front, report.chosen) for c in report.candidates]
+    lines.append("")
+    lines.append("Pareto front (img/s up, p99 down, agreement up):")
+    lines += [candidate_line(c, report.front, report.chosen) for c in report.front]
+    lines.append("")
+    plan = report.plan
+    e = plan.expected
+    lines.append(
+        f"plan: {plan.describe()}: expected {e.images_per_second:.1f} img/s model-only"
+        + (f", {e.end_to_end_ips:.1f} img/s end to end" if e.end_to_end_ips else "")
+        + f", p99 {e.p99_ms:.1f} ms per batch, agreement {_pct(e.agreement)}"
+    )
+    lines.append(
+        "x: runs in flight (OpenVINO streams); thr: threads of each; *: the max, fewer "
+        "than 100 runs give no p99; agree: top-1 equal to ORT fp32's"
+    )
+    if report.unmeasured:
+        lines.append(f"not measured (time budget): {', '.join(report.unmeasured)}")
+    lines.append(f"searched in {report.seconds:.0f} s")
+    return "\n".join(lines)

@@ -1,0 +1,240 @@
+"""tune and infer --plan: a plan written by tune on a tiny model is run as it says; a
+changed model file is refused; another machine or a missing provider is a warning; every
+bad value is one line. Speed is never asserted here (docs/benchmarks.md has the figures)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from helpers import assert_one_line_error, run
+
+from cnnbench.bench.measure import Validity, next_batch_size
+from cnnbench.bench.tune import Candidate, concurrency_levels, pareto_front
+from cnnbench.bench.tune_config import QUICK_PATIENCE
+from cnnbench.bench.tune_variants import Variant
+from cnnbench.infer.engines.job import InferConfig
+from cnnbench.infer.engines.local import run_infer
+from cnnbench.infer.runtime.session import Provider
+
+# short windows: behaviour only
+FAST = ["--provider", "cpu", "--max-batch", "2", "--duration", "0.02", "--max-drop", "100"]
+
+
+@pytest.fixture(scope="module")
+def planned(tiny_model: Path, tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A plan tune wrote for the tiny model (CPU only, short windows)."""
+    plan = tmp_path_factory.mktemp("plan") / "plan.json"
+    code, out = run(["tune", str(tiny_model), "--images", str(tiny_folder), "-o", str(plan), *FAST])
+    assert code == 0, out
+    assert "Pareto front" in out and "CHOSEN" in out
+    return plan
+
+
+def _edited(plan: Path, tmp_path: Path, **changes: object) -> Path:
+    doc = json.loads(plan.read_text())
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            doc[section][field] = value
+        else:
+            doc[section] = value
+    doc["model"] = str((plan.parent / doc["model"]).resolve())  # the copy lives elsewhere
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(doc))
+    return edited
+
+
+def test_tune_writes_a_plan_that_infer_runs(planned: Path, tiny_folder: Path, tmp_path: Path):
+    doc = json.loads(planned.read_text())
+    assert doc["schema"] == "cnnbench.plan/1"
+    assert doc["provider"] == "cpu" and doc["precision"] in ("fp32", "int8")
+    assert doc["batch_size"] in (1, 2) and doc["concurrency"] in (1, 2)
+    assert len(doc["sha256"]) == 64 and doc["expected"]["images_per_second"] > 0
+    assert doc["machine"]["cpu"] and doc["machine"]["onnxruntime"]
+    # the int8 file tune made sits beside the plan; the plan names its model relative to it
+    assert (planned.parent / "plan.int8.onnx").is_file()
+    assert (planned.parent / doc["model"]).is_file()
+    rows = [r for r in doc["extra"]["candidates"] if r["images_per_second"]]
+    assert {r["variant"] for r in rows} == {"cpu fp32", "cpu int8"}
+
+    out_csv = tmp_path / "pred.csv"
+    code, out = run(["infer", "--plan", str(planned), str(tiny_folder), "-o", str(out_csv)])
+    assert code == 0, out
+    summary = next(line for line in out.splitlines() if " images, " in line)
+    assert f"provider cpu {doc['precision']}, batch {doc['batch_size']}" in summary
+    assert "plan: cpu" in out and "expected" in out and "reached" in out
+    assert "warning" not in out
+    with out_csv.open() as f:
+        assert len(list(csv.DictReader(f))) == 8
+
+
+def test_a_plan_with_another_sha256_is_refused(planned: Path, tiny_folder: Path, tmp_path: Path):
+    bad = _edited(planned, tmp_path, sha256="0" * 64)
+    code, out = run(["infer", "--plan", str(bad), str(tiny_folder), "-o", str(tmp_path / "p.csv")])
+    assert_one_line_error(code, out, "changed since the plan was made", "re-run cnnbench tune")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_another_cpu_is_one_warning_and_the_plan_still_runs(
+    planned: Path, tiny_folder: Path, tmp_path: Path
+):
+    other = _edited(planned, tmp_path, machine__cpu="Some Other CPU", machine__cpu_flags=["avx2"])
+    code, out = run(
+        ["infer", "--plan", str(other), str(tiny_folder), "-o", str(tmp_path / "p.csv")]
+    )
+    assert code == 0, out
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "Some Other CPU" in warnings[0], out
+
+
+def test_a_missing_provider_is_one_warning_and_runs_on_cpu(
+    planned: Path, tiny_folder: Path, tmp_path: Path, cuda_missing: str | None
+):
+    if cuda_missing is None:
+        pytest.skip("CUDA runs here")
+    gpu = _edited(planned, tmp_path, provider="tensorrt", concurrency=1)
+    code, out = run(["infer", "--plan", str(gpu), str(tiny_folder), "-o", str(tmp_path / "p.csv")])
+    assert code == 0, out
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "tensorrt" in warnings[0], out
+    assert "provider cpu" in out
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"batch_size": 0}, "batch_size 0"),
+        ({"provider": "tpu"}, "'tpu'"),
+        ({"schema": "other/1"}, "not a cnnbench plan"),
+        ({"expected": {"oops": 1}}, "missing or bad field"),
+    ],
+)
+def test_bad_plans_are_one_line(
+    planned: Path, tiny_folder: Path, tmp_path: Path, change: dict, needle: str
+):
+    bad = _edited(planned, tmp_path, **change)
+    code, out = run(["infer", "--plan", str(bad), str(tiny_folder), "-o", str(tmp_path / "p.csv")])
+    assert_one_line_error(code, out, needle)
+
+
+def test_plan_files_that_are_not_plans_are_one_line(tiny_folder: Path, tmp_path: Path):
+    out_csv = str(tmp_path / "p.csv")
+    (tmp_path / "text.json").write_text("not json")
+    code, out = run(
+        ["infer", "--plan", str(tmp_path / "text.json"), str(tiny_folder), "-o", out_csv]
+    )
+    assert_one_line_error(code, out, "is not JSON")
+    code, out = run(
+        ["infer", "--plan", str(tmp_path / "none.json"), str(tiny_folder), "-o", out_csv]
+    )
+    assert_one_line_error(code, out, "cannot read")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--provider", "openvino"], ["--batch-size", "4"], ["--threads", "1"], ["--engine", "ray"]],
+)
+def test_what_a_plan_sets_cannot_be_given_too(
+    planned: Path, tiny_folder: Path, tmp_path: Path, extra: list[str]
+):
+    args = ["infer", "--plan", str(planned), str(tiny_folder), "-o", str(tmp_path / "p.csv")]
+    code, out = run([*args, *extra])
+    assert code != 0 and "Traceback" not in out
+    assert len([line for line in out.splitlines() if line.startswith("Error")]) == 1, out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--max-drop", "-1"], "--max-drop is in points"),
+        (["--max-drop", "101"], "--max-drop is in points"),
+        (["--latency-budget", "0"], "--latency-budget"),
+        (["--time-budget", "-2"], "--time-budget"),
+        (["--max-batch", "0"], "--max-batch"),
+        (["--provider", "tpu"], "unknown provider tpu"),
+    ],
+)
+def test_bad_tune_values_are_one_line(
+    tiny_model: Path, tiny_folder: Path, tmp_path: Path, args: list[str], needle: str
+):
+    base = ["tune", str(tiny_model), "--images", str(tiny_folder), "-o", str(tmp_path / "p.json")]
+    code, out = run([*base, *args])
+    assert_one_line_error(code, out, needle)
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_bad_tune_paths_are_one_line(
+    tiny_model: Path, foreign_model: Path, tiny_folder: Path, tmp_path: Path
+):
+    plan = str(tmp_path / "p.json")
+    code, out = run(["tune", str(tmp_path / "no.onnx"), "--images", str(tiny_folder), "-o", plan])
+    assert_one_line_error(code, out, "model file not found")
+    code, out = run(["tune", str(tiny_model), "--images", str(tmp_path / "none"), "-o", plan])
+    assert_one_line_error(code, out, "is not a folder of images")
+    code, out = run(["tune", str(tiny_model), "--images", str(tiny_folder), "-o", plan + ".txt"])
+    assert_one_line_error(code, out, "ending in .json")
+    code, out = run(["tune", str(foreign_model), "--images", str(tiny_folder), "-o", plan])
+    assert_one_line_error(code, out, "cnnbench convert")
+
+
+def test_infer_without_a_model_or_plan_is_one_line(tiny_folder: Path, tmp_path: Path):
+    code, out = run(["infer", str(tiny_folder), "-o", str(tmp_path / "p.csv")])
+    assert_one_line_error(code, out, "MODEL")
+
+
+def test_runs_in_flight_write_the_same_rows(tiny_model: Path, tiny_folder: Path, tmp_path: Path):
+    """Two batches scored at once: the same rows, in the same order, as one at a time."""
+    texts = []
+    for n in (1, 2):
+        out = tmp_path / f"pred{n}.csv"
+        cfg = InferConfig(
+            str(tiny_model),
+            (str(tiny_folder),),
+            str(out),
+            batch_size=1,
+            concurrency=n,
+            progress=False,
+        )
+        summary = run_infer(cfg)
+        assert summary.images == 8 and summary.concurrency == n
+        texts.append(out.read_text())
+    assert texts[0] == texts[1]
+
+
+def _candidate(ips: float, p99: float, drop: float) -> Candidate:
+    """A timed candidate with just the figures the front reads."""
+    variant = Variant("v", Provider.CPU, "fp32", "source")
+    stats = SimpleNamespace(throughput_ips=ips, p99_or_max_ms=p99)
+    result = SimpleNamespace(stats=stats, validity=Validity())
+    return Candidate(variant, result, 1 - drop / 100, None, drop)  # type: ignore[arg-type]
+
+
+def test_pareto_front_keeps_what_nothing_beats_on_all_three() -> None:
+    fast = _candidate(100, 50, 2)
+    quick = _candidate(50, 10, 2)
+    exact = _candidate(40, 60, 0)
+    beaten = _candidate(40, 60, 2)  # slower, later and less exact than `fast`
+    front = pareto_front([beaten, exact, quick, fast])
+    assert front == [fast, quick, exact]
+
+
+def test_concurrency_levels() -> None:
+    assert concurrency_levels(2, False) == (1, 2)
+    assert concurrency_levels(6, False) == (1, 2, 4)
+    assert concurrency_levels(3, True) == (1, 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        ([(1, 100.0), (2, 102.0)], 4),  # one flat doubling: quick search goes on
+        ([(1, 100.0), (2, 102.0), (4, 103.0)], None),  # two in a row: it stops
+        ([(1, 100.0), (2, 102.0), (4, 120.0)], 8),  # int8 often gains only past batch 2
+    ],
+)
+def test_quick_search_waits_for_two_flat_doublings(history: list, expected: int | None) -> None:
+    assert next_batch_size(history, 64, patience=QUICK_PATIENCE) == expected

@@ -1,4 +1,5 @@
-"""`cnnbench infer`: a thin shell over `run_infer`."""
+"""`cnnbench infer`: a thin shell over `run_infer` and `run_ray_infer`, and the option
+groups only it takes (its job, its engine)."""
 
 from __future__ import annotations
 
@@ -6,27 +7,241 @@ import contextlib
 import shlex
 import sys
 from collections.abc import Iterator
-from typing import NoReturn
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import click
 
 from cnnbench.files import Report
-from cnnbench.infer.engines.job import Engine, InferConfig, InferSummary, apply_plan, skipped_line
+from cnnbench.infer.decode.decoders import DecodeLimits
+from cnnbench.infer.decode.probe import DEFAULT_MAX_PIXELS
+from cnnbench.infer.engines.job import (
+    IO_THREADS,
+    Engine,
+    InferConfig,
+    InferSummary,
+    RayOptions,
+    apply_plan,
+    skipped_line,
+)
 from cnnbench.infer.engines.local import run_infer
 from cnnbench.infer.engines.ray import run_ray_infer
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.options import (
-    EngineOptions,
-    JobOptions,
-    engine_options,
     foreign_preprocessing_options,
     given_options,
-    job_options,
+    option_group,
     runtime_options,
 )
 from cnnbench.infer.runtime.plan import Plan, read_plan
 from cnnbench.infer.runtime.preprocess import ForeignOptions
+from cnnbench.infer.runtime.runner import DEFAULT_BATCH_SIZE
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, check_ort_install
+from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensions
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Which engine runs the job, with how many workers, and the Ray engine's options."""
+
+    engine: Engine
+    workers: int  # local: decode threads; ray: inference actors (0: the default of each)
+    ray: RayOptions
+
+    @property
+    def local_workers(self) -> int:
+        return self.workers if self.engine is Engine.LOCAL else 0
+
+
+RAY_ONLY = ("address", "num_gpus_per_worker", "block_size")
+
+
+def engine_params() -> list[click.Option]:
+    """--engine, --workers and the options of the Ray engine."""
+    return [
+        click.Option(
+            ["--engine"],
+            type=click.Choice(list(Engine), case_sensitive=False),
+            default=Engine.LOCAL.value,
+            show_default=True,
+            help="local: this machine; ray: a Ray Data job (pip install 'cnnbench[ray]').",
+        ),
+        click.Option(
+            ["--workers"],
+            type=click.IntRange(min=0),
+            default=0,
+            help="Local: decode threads (0 = one per core). Ray: inference actors (0 = autoscale).",
+        ),
+        click.Option(
+            ["--address"],
+            help="Ray: cluster address, auto or HOST:PORT or "
+            "ray://HOST:PORT. Default: $RAY_ADDRESS, else a running cluster, else a "
+            "local one started for the run.",
+        ),
+        click.Option(
+            ["--num-gpus-per-worker"],
+            type=click.FloatRange(min=0),
+            help="Ray: GPUs per inference actor. Default: 1 with --provider cuda or "
+            "tensorrt, else 0.",
+        ),
+        click.Option(
+            ["--block-size"],
+            type=click.IntRange(min=1),
+            default=RayOptions.block_size,
+            show_default=True,
+            help="Ray: files per block (the unit of shards and --resume).",
+        ),
+    ]
+
+
+def _engine(
+    engine: str,
+    workers: int,
+    address: str | None,
+    num_gpus_per_worker: float | None,
+    block_size: int,
+) -> EngineOptions:
+    """The engine options; a Ray option given to the local engine would be silently
+    ignored, so it is refused."""
+    if engine == Engine.LOCAL and (given := given_options(RAY_ONLY)):
+        raise click.UsageError(f"{', '.join(given)} only apply with --engine ray: add it")
+    ray = RayOptions(
+        address=address,
+        workers=workers,
+        num_gpus_per_worker=num_gpus_per_worker,
+        block_size=block_size,
+    )
+    return EngineOptions(Engine(engine), workers, ray)
+
+
+engine_options = option_group("engine", engine_params, _engine)
+"""--engine, --workers and the Ray options as one `engine: EngineOptions` argument."""
+
+
+def parse_extensions(
+    ctx: click.Context | None, param: click.Parameter | None, text: str | None
+) -> Extensions:
+    """'jpg,png' -> ('.jpg', '.png'); '*' -> every file; not given -> IMAGE_EXTENSIONS."""
+    if not text:
+        return IMAGE_EXTENSIONS
+    if text.strip() == "*":
+        return ALL_FILES
+    return tuple(f".{e.strip().lstrip('.').lower()}" for e in text.split(",") if e.strip())
+
+
+def job_params() -> list[click.Option]:
+    """What `infer` writes and reads, apart from the model, the runtime and the engine."""
+    return [
+        click.Option(
+            ["-o", "--output"],
+            required=True,
+            type=click.Path(dir_okay=False),
+            help="Predictions CSV to write.",
+        ),
+        click.Option(
+            ["--errors"],
+            type=click.Path(dir_okay=False),
+            help="CSV of unreadable files (path,error). Default: OUTPUT.errors.csv.",
+        ),
+        click.Option(
+            ["--batch-size"],
+            type=int,
+            help=f"Images per session run. Default: {DEFAULT_BATCH_SIZE[Provider.CPU]} on "
+            f"CPU, {DEFAULT_BATCH_SIZE[Provider.CUDA]} on GPU.",
+        ),
+        click.Option(
+            ["--io-threads"],
+            type=click.IntRange(min=0),
+            help=f"Reads in flight (objects by URL, shards). Default: {IO_THREADS} when an "
+            "input is a URL, a shard or @list, else 0 (the decode threads read local files).",
+        ),
+        click.Option(["--top-k"], type=int, default=1, show_default=True),
+        click.Option(["--limit"], type=int, help="Only the first N files of the inputs."),
+        click.Option(
+            ["--extensions"],
+            callback=parse_extensions,
+            help="Comma-separated file extensions to read in folders, e.g. jpg,png; '*' reads "
+            f"every file. Default: {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}. "
+            "Files left out are counted in the summary.",
+        ),
+        click.Option(
+            ["--max-pixels"],
+            type=click.IntRange(min=1),
+            default=DEFAULT_MAX_PIXELS,
+            show_default=True,
+            help="Refuse images larger than this (width x height as decoded) before decoding them.",
+        ),
+        click.Option(
+            ["--allow-truncated"],
+            is_flag=True,
+            help="Predict truncated files from what decoded (default: they are errors).",
+        ),
+        click.Option(
+            ["--resume"],
+            is_flag=True,
+            help="Skip files already in the output or errors CSV; append.",
+        ),
+        click.Option(
+            ["--summary"],
+            type=click.Path(dir_okay=False),
+            help="Also write the summary as JSON.",
+        ),
+        click.Option(["--no-progress"], is_flag=True, help="No progress bar."),
+    ]
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """`infer`'s own options: where rows go, which files are read and how."""
+
+    output: str
+    errors: str | None
+    batch_size: int | None
+    io_threads: int | None
+    top_k: int
+    limit: int | None
+    extensions: Extensions
+    limits: DecodeLimits
+    resume: bool
+    summary: str | None
+    progress: bool
+
+    def config(
+        self,
+        model: str,
+        inputs: tuple[str, ...],
+        engine: EngineOptions,
+        runtime: RuntimeOptions,
+        foreign: ForeignOptions,
+    ) -> InferConfig:
+        """The job's InferConfig (which the engines check before the model loads)."""
+        return InferConfig(
+            model=model,
+            inputs=inputs,
+            output=self.output,
+            errors=self.errors,
+            batch_size=self.batch_size,
+            workers=engine.local_workers,
+            io_threads=self.io_threads,
+            top_k=self.top_k,
+            extensions=self.extensions,
+            limit=self.limit,
+            progress=self.progress,
+            resume=self.resume,
+            summary=self.summary,
+            runtime=runtime,
+            foreign=foreign,
+            limits=self.limits,
+        )
+
+
+def _job(max_pixels: int, allow_truncated: bool, no_progress: bool, **given: Any) -> JobOptions:
+    limits = DecodeLimits(max_pixels, allow_truncated)
+    return JobOptions(limits=limits, progress=not no_progress, **given)
+
+
+job_options = option_group("job", job_params, _job)
+"""`infer`'s outputs, listing and decoding options as one `job: JobOptions` argument."""
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

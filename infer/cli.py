@@ -37,6 +37,7 @@ from cnnbench.infer.runtime.plan import Plan, read_plan
 from cnnbench.infer.runtime.preprocess import ForeignOptions
 from cnnbench.infer.runtime.runner import DEFAULT_BATCH_SIZE
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, check_ort_install
+from cnnbench.infer.sinks.formats import Format, format_of
 from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensions
 
 
@@ -47,6 +48,7 @@ class EngineOptions:
     engine: Engine
     workers: int  # local: decode threads; ray: inference actors (0: the default of each)
     ray: RayOptions
+    block_size: int  # files per block: Ray's unit of parts, and a Parquet output's
 
     @property
     def local_workers(self) -> int:
@@ -87,9 +89,9 @@ def engine_params() -> list[click.Option]:
         click.Option(
             ["--block-size"],
             type=click.IntRange(min=1),
-            default=RayOptions.block_size,
+            default=InferConfig.block_size,
             show_default=True,
-            help="Ray: files per block (the unit of shards and --resume).",
+            help="Ray, and Parquet outputs: files per block (the unit of parts and --resume).",
         ),
     ]
 
@@ -102,16 +104,21 @@ def _engine(
     block_size: int,
 ) -> EngineOptions:
     """The engine options; a Ray option given to the local engine would be silently
-    ignored, so it is refused."""
-    if engine == Engine.LOCAL and (given := given_options(RAY_ONLY)):
-        raise click.UsageError(f"{', '.join(given)} only apply with --engine ray: add it")
-    ray = RayOptions(
-        address=address,
-        workers=workers,
-        num_gpus_per_worker=num_gpus_per_worker,
-        block_size=block_size,
-    )
-    return EngineOptions(Engine(engine), workers, ray)
+    ignored, so it is refused (--block-size also applies to a Parquet output)."""
+    if engine == Engine.LOCAL:
+        ray_only = RAY_ONLY if not _parquet_output() else RAY_ONLY[:-1]
+        if given := given_options(ray_only):
+            raise click.UsageError(f"{', '.join(given)} only apply with --engine ray: add it")
+    ray = RayOptions(address=address, workers=workers, num_gpus_per_worker=num_gpus_per_worker)
+    return EngineOptions(Engine(engine), workers, ray, block_size)
+
+
+def _parquet_output() -> bool:
+    """Whether the command's -o names a Parquet output (read from the parsed options)."""
+    try:
+        return format_of(click.get_current_context().params["output"]) is Format.PARQUET
+    except InferError as e:
+        raise click.ClickException(str(e)) from e
 
 
 engine_options = option_group("engine", engine_params, _engine)
@@ -135,13 +142,13 @@ def job_params() -> list[click.Option]:
         click.Option(
             ["-o", "--output"],
             required=True,
-            type=click.Path(dir_okay=False),
-            help="Predictions CSV to write.",
+            help="Predictions to write, in the format of its extension: .csv, .jsonl (JSON "
+            "lines) or .parquet (a folder of parts; also s3://BUCKET/PREFIX.parquet).",
         ),
         click.Option(
             ["--errors"],
-            type=click.Path(dir_okay=False),
-            help="CSV of unreadable files (path,error). Default: OUTPUT.errors.csv.",
+            help="Unreadable files (path, error), in the output's format. Default: "
+            "OUTPUT.errors.EXT.",
         ),
         click.Option(
             ["--batch-size"],
@@ -179,7 +186,7 @@ def job_params() -> list[click.Option]:
         click.Option(
             ["--resume"],
             is_flag=True,
-            help="Skip files already in the output or errors CSV; append.",
+            help="Skip files already in the output or errors file; append.",
         ),
         click.Option(
             ["--summary"],
@@ -222,6 +229,7 @@ class JobOptions:
             errors=self.errors,
             batch_size=self.batch_size,
             workers=engine.local_workers,
+            block_size=engine.block_size,
             io_threads=self.io_threads,
             top_k=self.top_k,
             extensions=self.extensions,
@@ -265,19 +273,19 @@ def infer(
     runtime: RuntimeOptions,
     foreign: ForeignOptions,
 ) -> None:
-    """Classify every image under INPUTS into a CSV: folders (recursive), files, @list.txt,
-    URLs (s3://bucket/prefix/, gs://, az://, https:// files) and tar shards (a.tar,
-    shards-{000000..000099}.tar; local or by URL).
+    """Classify every image under INPUTS into a CSV, JSON lines or Parquet output: folders
+    (recursive), files, @list.txt, URLs (s3://bucket/prefix/, gs://, az://, https:// files)
+    and tar shards (a.tar, shards-{000000..000099}.tar; local or by URL).
 
-    Unreadable files go to the errors CSV; a run with bad files still exits 0. Ctrl-C
+    Unreadable files go to the errors file; a run with bad files still exits 0. Ctrl-C
     finishes the batches in flight and exits 130; --resume finishes a stopped run.
 
     \b
     Example:
       cnnbench infer model.onnx photos/ -o predictions.csv --top-k 3
       cnnbench infer model.onnx @files.txt -o predictions.csv --resume
-      cnnbench infer model.onnx s3://bucket/photos/ -o predictions.csv
-      cnnbench infer model.onnx 'shards-{000000..000099}.tar' -o predictions.csv
+      cnnbench infer model.onnx s3://bucket/photos/ -o s3://bucket/out/predictions.parquet
+      cnnbench infer model.onnx 'shards-{000000..000099}.tar' -o predictions.jsonl
       cnnbench infer model.onnx /shared/photos -o predictions.csv --engine ray --address auto
       cnnbench infer --plan plan.json photos/ -o predictions.csv
     """
@@ -292,7 +300,7 @@ def infer(
     if plan is not None:
         click.echo(plan_line(plan, result, cfg), err=True)
     if result.interrupted:
-        stop_interrupted(engine.engine, cfg.output)
+        stop_interrupted(result)
 
 
 def model_and_inputs(
@@ -339,13 +347,12 @@ def infer_errors() -> Iterator[None]:
         ) from e
 
 
-def stop_interrupted(engine: Engine, output: str) -> NoReturn:
+def stop_interrupted(result: InferSummary) -> NoReturn:
     """After Ctrl-C: what was saved, the command that finishes the job, exit 130."""
     again = " ".join(shlex.quote(a) for a in sys.argv)
     again = again if "--resume" in sys.argv else f"{again} --resume"
-    saved = (
-        "rows so far are" if engine is Engine.LOCAL else f"finished blocks are in {output}.parts"
-    )
+    where = result.committed_in
+    saved = "rows so far are" if where is None else f"finished blocks are in {where}"
     click.echo(f"interrupted: {saved} saved; to finish, run: {again}", err=True)
     sys.exit(130)
 
@@ -362,14 +369,13 @@ def check_plan_options(engine: Engine) -> None:
 
 
 def plan_line(plan: Plan, summary: InferSummary, cfg: InferConfig) -> str:
-    """The plan's expected img/s beside the one reached (bench --compare's ratio)."""
-    e = plan.expected
-    got = summary.images_per_second
-    line = (
-        f"plan: {plan.describe()}: expected {e.images_per_second:.1f} img/s (model only"
-        + (f"; {e.end_to_end_ips:.1f} end to end when tuned" if e.end_to_end_ips else "")
-        + f"), reached {got:.1f} img/s ({got / e.images_per_second:.2f}x)"
-    )
+    """The plan's expected img/s beside the ones reached (bench --compare's ratio): end to
+    end over tune's images when the plan has it, and the model alone."""
+    e, got = plan.expected, summary.images_per_second
+    figures = [f"{got / e.images_per_second:.2f}x of {e.images_per_second:.1f} model only"]
+    if e.end_to_end_ips:
+        figures.insert(0, f"{got / e.end_to_end_ips:.2f}x of {e.end_to_end_ips:.1f} end to end")
+    line = f"plan: {plan.describe()}: reached {got:.1f} img/s, {', '.join(figures)} expected"
     if summary.provider != plan.provider.value and cfg.runtime.provider is Provider.AUTO:
         line += f"\nwarning: the plan's provider {plan.provider.value} did not load: ran on "
         line += summary.provider

@@ -35,10 +35,7 @@ from cnnbench.infer.runtime.session import (
     Provider,
     RuntimeOptions,
 )
-from cnnbench.infer.sinks.output import (
-    default_errors_path,
-    safe_cell,
-)
+from cnnbench.infer.sinks.output import check_outputs, default_errors_path
 from cnnbench.infer.sources import shards, stores
 from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
@@ -54,20 +51,19 @@ class Engine(enum.StrEnum):
 
 @dataclass(frozen=True)
 class RayOptions:
-    """How the job runs on Ray; the rows do not depend on any of these but block_size."""
+    """How the job runs on Ray; the rows do not depend on any of these."""
 
     address: str | None = None  # None: RAY_ADDRESS, else a running cluster, else a local one
     workers: int = 0  # inference actors; 0: autoscale between 1 and what the cluster holds
     num_gpus_per_worker: float | None = None  # None: 1 for cuda/tensorrt, else 0
-    block_size: int = 1000  # files per block: the unit of shards and of --resume
 
 
 @dataclass(frozen=True)
 class InferConfig:
     model: str
     inputs: tuple[str, ...]  # folders, files, or '@list.txt'
-    output: str
-    errors: str | None = None  # default: OUTPUT.errors.csv
+    output: str  # .csv, .jsonl or .parquet (a folder of parts), local or s3://
+    errors: str | None = None  # default: OUTPUT.errors.EXT
     batch_size: int | None = None  # None: the provider's default
     workers: int = 0  # decode threads; 0 = one per core
     io_threads: int | None = None  # reads in flight; None: IO_THREADS for URLs, else 0
@@ -75,7 +71,8 @@ class InferConfig:
     extensions: Extensions = IMAGE_EXTENSIONS  # None: every file
     limit: int | None = None  # only the first N files of the inputs
     progress: bool = True
-    resume: bool = False  # skip files already in the output or errors CSV, append
+    resume: bool = False  # skip files already in the output or errors file, append
+    block_size: int = 1000  # files per block: the unit of parts (Ray; Parquet) and of resume
     summary: str | None = None  # JSON file for the summary
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     foreign: ForeignOptions = field(default_factory=ForeignOptions)
@@ -111,6 +108,7 @@ class InferSummary:
     # what decoded (--allow-truncated)
     skipped_by_extension: Counter = field(default_factory=Counter)
     truncated: list[str] = field(default_factory=list)
+    committed_in: str | None = None  # where finished blocks are kept (parts.py), if not OUTPUT
 
     @property
     def images_per_second(self) -> float:
@@ -177,11 +175,13 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
         raise InferError(f"--io-threads must be 0 or more, got {cfg.io_threads}")
     if not cfg.inputs:
         raise InferError("no INPUT given: pass folders, files, URLs, tar shards or @list.txt")
+    if cfg.block_size < 1:
+        raise InferError(f"--block-size must be a positive integer, got {cfg.block_size}")
     inputs = expand_inputs(cfg.inputs)
+    check_outputs(cfg.output, cfg.errors_path)
     targets = [cfg.output, cfg.errors_path] + ([cfg.summary] if cfg.summary else [])
-    for path in targets:
-        if why := unwritable(path):
-            raise InferError(f"cannot write {path}: {why}")
+    if cfg.summary and (why := unwritable(cfg.summary)):
+        raise InferError(f"cannot write {cfg.summary}: {why}")
     if len({os.path.abspath(p) for p in targets}) < len(targets):
         raise InferError("--output, --errors and --summary must be different files")
     return inputs
@@ -306,21 +306,36 @@ def prediction_row(
     truth_labels: set[str] | None,
     summary: InferSummary,
 ) -> dict:
-    """One predictions-CSV row (top-k labels and scores, and the truth when the file
-    sits in a class folder); counts it in the summary's accuracy."""
-    row = {"path": safe_cell(name)}
+    """One prediction row, typed (top-k labels and float32 scores, and the truth when the
+    file sits in a class folder; see sinks/formats.py); counts it in the summary's accuracy."""
+    row: dict[str, object] = {"path": name}
     for rank, (j, score) in enumerate(zip(idx, scores, strict=True), start=1):
         suffix = "" if rank == 1 else f"_{rank}"
-        row[f"label{suffix}"] = safe_cell(_label(labels, j))
-        row[f"score{suffix}"] = f"{float(score):.6f}"
+        row[f"label{suffix}"] = _label(labels, j)
+        row[f"score{suffix}"] = float(score)
     if truth_labels is not None:
         truth = truth_for(name, truth_labels)
-        row["true_label"] = safe_cell(truth or "")
+        row["true_label"] = truth
+        row["correct"] = None
         if truth is not None:
             hit = truth == _label(labels, idx[0])
-            row["correct"] = str(int(hit))
+            row["correct"] = hit
             summary.count(truth, hit)
     return row
+
+
+def job_key(cfg: InferConfig, model_sha256: str, columns: list[str]) -> dict:
+    """What the rows of a block-committed output depend on besides its files: a resumed
+    run must have the same (sinks/parts.py)."""
+    return {
+        "model_sha256": model_sha256,
+        "inputs": [
+            p if p.startswith("@") or stores.is_url(p) else os.path.abspath(p) for p in cfg.inputs
+        ],
+        "columns": columns,
+        "block_size": cfg.block_size,
+        "foreign": repr(cfg.foreign),
+    }
 
 
 def _label(labels: tuple[str, ...], j: int) -> str:

@@ -1,31 +1,30 @@
-"""The folder pipeline: scan -> threaded decode into batch buffers -> session.run -> CSV.
+"""The folder pipeline: scan -> threaded decode into batch buffers -> session.run -> rows.
 
 Decoding of the next batches runs on a thread pool (OpenCV releases the GIL) while the
 session runs the current one (ONNX Runtime releases it too). At most `DEPTH` batches are
 in flight, so memory stays flat whatever the folder size. Every file ends as exactly one
-row, in the predictions CSV or in the errors CSV; rows are flushed per batch, so a killed
-run can be finished with `resume`.
+row, in the predictions output or in the errors output (CSV, JSON lines or Parquet, see
+sinks/); rows are committed as they come, so a killed run can be finished with `resume`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import os
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from cnnbench.files import Report
+from cnnbench.files import Report, sha256_file
 from cnnbench.infer.decode.decoders import DEFAULT_LIMITS, DecodeLimits
 from cnnbench.infer.decode.images import load_items
 from cnnbench.infer.engines.job import (
@@ -39,6 +38,7 @@ from cnnbench.infer.engines.job import (
     describe_format,
     has_class_folders,
     iter_items,
+    job_key,
     prediction_row,
     top_indices,
     write_summary,
@@ -49,21 +49,17 @@ from cnnbench.infer.runtime.preprocess import (
     check_top_k,
     resolve_input_format,
 )
-from cnnbench.infer.runtime.runner import Runner, check_output, make_runner
+from cnnbench.infer.runtime.runner import DEFAULT_BATCH_SIZE, Runner, check_output, make_runner
 from cnnbench.infer.runtime.session import (
     Provider,
     Session,
     active_provider,
     choose_session,
 )
-from cnnbench.infer.sinks.output import (
-    ERROR_FIELDNAMES,
-    OutputLock,
-    ResumeState,
-    fieldnames,
-    read_resume_state,
-    safe_cell,
-)
+from cnnbench.infer.sinks.formats import Format, fieldnames, format_of
+from cnnbench.infer.sinks.output import OutputLock
+from cnnbench.infer.sinks.parts import Parts
+from cnnbench.infer.sinks.sink import AppendSink, BlockSink, Outcome, Sink
 from cnnbench.infer.sources import shards, stores
 from cnnbench.infer.sources.fetch import fetch_ahead
 from cnnbench.infer.sources.items import Item
@@ -134,26 +130,18 @@ class Scored:
 
 
 class _Writer:
-    """Runs finished batches through the model and writes their rows in input order."""
+    """Runs finished batches through the model and hands their rows, in input order, to
+    the sink."""
 
     def __init__(
-        self,
-        runner: Runner,
-        fmt: InputFormat,
-        cfg: InferConfig,
-        files: list[IO[str]],
-        summary: InferSummary,
-        truth: bool,
+        self, runner: Runner, fmt: InputFormat, cfg: InferConfig, summary: InferSummary, truth: bool
     ) -> None:
-        self.runner, self.fmt, self.top_k, self.summary = runner, fmt, cfg.top_k, summary
-        self.out_f, self.err_f = files
-        self.rows = csv.DictWriter(self.out_f, fieldnames=fieldnames(cfg.top_k, truth))
-        self.errors = csv.DictWriter(self.err_f, fieldnames=ERROR_FIELDNAMES)
+        self.runner, self.top_k, self.summary = runner, cfg.top_k, summary
         self.labels = fmt.labels
         self.truth = set(fmt.labels) if truth else None
 
-    def finish(self, items: list[Item], buf: np.ndarray, futures: list[Future]) -> None:
-        self.write(items, self.score(buf, futures))
+    def finish(self, items: list[Item], buf: np.ndarray, futures: list[Future], sink: Sink) -> None:
+        self.write(items, self.score(buf, futures), sink)
 
     def score(self, buf: np.ndarray, futures: list[Future]) -> Scored:
         """Wait for the batch's decodes and run the readable images: safe to call from
@@ -167,32 +155,26 @@ class _Writer:
             probs = self.runner.run(buf, len(ok))
         return Scored(reasons, ok, probs)
 
-    def write(self, items: list[Item], scored: Scored) -> None:
-        """The batch's rows, in input order: called for one batch after the other."""
-        reasons, ok, probs = scored.reasons, scored.ok, scored.probs
-        for item, why in zip(items, reasons, strict=True):
-            if why is not None:
-                self.errors.writerow({"path": safe_cell(item.name), "error": why})
-        written = 0
-        if probs is not None:
-            finite = np.isfinite(probs).all(axis=1)
-            for i in np.flatnonzero(~finite):
-                why = "the model's output for this image is not finite (NaN or inf)"
-                self.errors.writerow({"path": safe_cell(items[ok[i]].name), "error": why})
-            self._write_rows(
-                [items[i] for i, f in zip(ok, finite, strict=True) if f], probs[finite]
-            )
-            written = int(finite.sum())
+    def write(self, items: list[Item], scored: Scored, sink: Sink) -> None:
+        """The batch's rows, in input order, to the sink: one batch after the other."""
+        outcomes = [
+            Outcome({"path": item.name, "error": why}, True)
+            for item, why in zip(items, scored.reasons, strict=True)
+        ]
+        if scored.probs is not None:
+            top = top_indices(scored.probs, self.top_k)
+            for i, p, idx in zip(scored.ok, scored.probs, top, strict=True):
+                name = items[i].name
+                if not np.isfinite(p).all():
+                    why = "the model's output for this image is not finite (NaN or inf)"
+                    outcomes[i] = Outcome({"path": name, "error": why}, True)
+                else:
+                    row = prediction_row(name, idx, p[idx], self.labels, self.truth, self.summary)
+                    outcomes[i] = Outcome(row, False)
+        written = sum(not o.failed for o in outcomes)
         self.summary.images += written
         self.summary.errors += len(items) - written
-        self.out_f.flush()
-        self.err_f.flush()
-
-    def _write_rows(self, items: list[Item], probs: np.ndarray) -> None:
-        top = top_indices(probs, self.top_k)
-        for item, p, idx in zip(items, probs, top, strict=True):
-            row = prediction_row(item.name, idx, p[idx], self.labels, self.truth, self.summary)
-            self.rows.writerow(row)
+        sink.write(outcomes)
 
 
 def _progress(enabled: bool) -> tqdm:
@@ -212,34 +194,14 @@ def io_threads_for(cfg: InferConfig) -> int:
     return IO_THREADS if any(remote) else 0
 
 
-def _pending_items(
-    items: Iterator[Item], state: ResumeState | None, summary: InferSummary
-) -> Iterator[Item]:
-    for item in items:
-        if state is not None and item.name in state.done:
-            summary.skipped += 1
-        else:
-            yield item
-
-
-@contextlib.contextmanager
-def _open_outputs(
-    cfg: InferConfig, columns: list[str], state: ResumeState | None
-) -> Iterator[list[IO[str]]]:
-    """The two CSV files, appended to when resuming, with their headers written."""
-    with contextlib.ExitStack() as stack:
-        files: list[IO[str]] = []
-        for path, names, has_header in (
-            (cfg.output, columns, state is not None and state.output_has_header),
-            (cfg.errors_path, ERROR_FIELDNAMES, state is not None and state.errors_has_header),
-        ):
-            f = stack.enter_context(
-                open(path, "a" if has_header else "w", newline="", encoding="utf-8")
-            )
-            if not has_header:
-                csv.writer(f).writerow(names)
-            files.append(f)
-        yield files
+def open_sink(cfg: InferConfig, columns: list[str]) -> Sink:
+    """Appended files for CSV and JSON lines, blocks of parts for Parquet."""
+    fmt = format_of(cfg.output)
+    if fmt is not Format.PARQUET:
+        return AppendSink(fmt, cfg.output, cfg.errors_path, columns, cfg.resume)
+    key = job_key(cfg, sha256_file(cfg.model), columns)
+    parts = Parts(cfg.output, cfg.errors_path, key, cfg.resume)
+    return BlockSink(parts, cfg.block_size, columns)
 
 
 def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
@@ -249,7 +211,10 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     """
     inputs = check_config(cfg)
     # Decoder threads share the cores with ORT's: idle ORT threads must not spin.
-    runtime = dataclasses.replace(cfg.runtime, spinning=False, streams=cfg.concurrency)
+    first_batch = cfg.batch_size or DEFAULT_BATCH_SIZE[Provider.OPENVINO]
+    runtime = dataclasses.replace(
+        cfg.runtime, spinning=False, streams=cfg.concurrency, first_batch=first_batch
+    )
     session, note = choose_session(cfg.model, runtime)
     fmt = resolve_input_format(session, cfg.foreign)
     check_top_k(fmt, cfg.top_k)
@@ -278,13 +243,17 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     if fmt.num_classes is None:  # the file does not say its class count: run one batch
         check_output(runner, np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8))
     with OutputLock(cfg.output):
-        columns = fieldnames(cfg.top_k, with_truth)
-        state = read_resume_state(cfg.output, cfg.errors_path, columns) if cfg.resume else None
-        with _open_outputs(cfg, columns, state) as files:
-            writer = _Writer(runner, fmt, cfg, files, summary, with_truth)
-            pending = _pending_items(items, state, summary)
+        sink = open_sink(cfg, fieldnames(cfg.top_k, with_truth))
+        finished = False
+        try:
+            writer = _Writer(runner, fmt, cfg, summary, with_truth)
+            pending = sink.pending(items)
             with contextlib.closing(fetch_ahead(pending, io_threads_for(cfg))) as ready:
-                _run_loop(ready, writer, fmt, cfg, summary)
+                _run_loop(ready, writer, sink, fmt, cfg, summary)
+            finished = not summary.interrupted
+        finally:
+            summary.skipped, summary.committed_in = sink.skipped, sink.where
+            sink.close(finished)
     summary.scores = runner.scorer.describe()
     if cfg.summary:
         write_summary(cfg, summary)
@@ -302,6 +271,7 @@ def running_precision(session: Session, fmt: InputFormat) -> str:
 def _run_loop(
     items: Iterable[Item],
     writer: _Writer,
+    sink: Sink,
     fmt: InputFormat,
     cfg: InferConfig,
     summary: InferSummary,
@@ -325,9 +295,9 @@ def _run_loop(
     def finish_oldest() -> None:
         batch_items, buf, futures, scored = pending.popleft()
         if scored is None:
-            writer.finish(batch_items, buf, futures)
+            writer.finish(batch_items, buf, futures, sink)
         else:
-            writer.write(batch_items, scored.result())
+            writer.write(batch_items, scored.result(), sink)
         decoder.free.append(buf)
         progress.update(summary.images + summary.errors - progress.n)
 

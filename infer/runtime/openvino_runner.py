@@ -93,6 +93,7 @@ class OpenVINOSession:
         streams: int = 1,
         device: str = "CPU",
         profile: bool = False,
+        batch: int = 1,
     ) -> None:
         ov = import_openvino()
         self.path, self.device, self.streams = path, device, streams
@@ -115,11 +116,16 @@ class OpenVINOSession:
         self._compiled: dict[tuple[int, ...], Any] = {}
         self._local = threading.local()
         self._lock = threading.Lock()
-        self.compile(self._static_shape(self._inputs[0].shape))  # fail here, not mid-run
+        # fail here, not mid-run; at the batch size that will run, not one more compile
+        self.compile(self._static_shape(self._inputs[0].shape, batch))
 
     @staticmethod
-    def _static_shape(shape: list) -> tuple[int, ...]:
-        return tuple(d if isinstance(d, int) and d > 0 else 1 for d in shape)
+    def _static_shape(shape: list, batch: int = 1) -> tuple[int, ...]:
+        """The input shape with its dynamic dimensions fixed: the batch, else 1."""
+        fixed = [d if isinstance(d, int) and d > 0 else 1 for d in shape]
+        if not (isinstance(shape[0], int) and shape[0] > 0):
+            fixed[0] = batch
+        return tuple(fixed)
 
     # ---- the session interface the pipeline uses
     def get_inputs(self) -> list[NodeArg]:
@@ -197,7 +203,9 @@ def create_openvino_session(
     threads: int = 0,
     streams: int = 1,
     profile: bool = False,
+    batch: int = 1,
 ) -> OpenVINOSession:
     if not os.path.isfile(path):
         raise InferError(f"model file not found: {path}")
-    return OpenVINOSession(path, PrecisionHint(precision_hint), threads, streams, profile=profile)
+    hint = PrecisionHint(precision_hint)
+    return OpenVINOSession(path, hint, threads, streams, profile=profile, batch=batch)

@@ -33,13 +33,14 @@ from cnnbench.bench.results import (
     make_images,
 )
 from cnnbench.bench.runners import open_session, ran_precision, with_provider
+from cnnbench.infer.decode.images import decode_into
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.images import IMAGE_EXTENSIONS, decode_into, scan
-from cnnbench.infer.runner import make_scorer
+from cnnbench.infer.runtime.runner import make_scorer
 from cnnbench.infer.sources.fetch import read_source
+from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, scan
 
 if TYPE_CHECKING:
-    from cnnbench.infer.pipeline import InferSummary
+    from cnnbench.infer.engines.job import InferSummary
 
 STAGES_BATCH = 8  # batch of the stage pass when no model-only figure says better
 
@@ -212,7 +213,8 @@ def _pipeline(target: Target, rc: RunConfig, batch: int, cfg: BenchConfig) -> In
     """One pass of `run_infer` over the images: the pipeline's real img/s."""
     import dataclasses
 
-    from cnnbench.infer.pipeline import InferConfig, run_infer
+    from cnnbench.infer.engines.job import InferConfig
+    from cnnbench.infer.engines.local import run_infer
 
     with tempfile.TemporaryDirectory(prefix="cnnbench-e2e-") as tmp:
         runtime = dataclasses.replace(

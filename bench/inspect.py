@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnbench.bench.errors import BenchError
-from cnnbench.infer.contract import SPEC_KEY
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.preprocess import (
+from cnnbench.infer.runtime.contract import SPEC_KEY
+from cnnbench.infer.runtime.preprocess import (
     PRESET_NAMES,
     ForeignOptions,
     InputFormat,

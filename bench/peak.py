@@ -17,7 +17,7 @@ from cnnbench.bench.flops import PEAK_INPUT, write_matmul_model
 from cnnbench.bench.measure import Timing, measure
 from cnnbench.bench.results import BenchConfig, RunConfig
 from cnnbench.bench.runners import make_run, ran_precision, timed_session
-from cnnbench.infer.session import Provider
+from cnnbench.infer.runtime.session import Provider
 
 FP32 = "fp32"
 SIZES = {

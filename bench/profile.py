@@ -29,7 +29,7 @@ from cnnbench.bench.results import (
     make_images,
 )
 from cnnbench.bench.runners import open_session, ran_precision
-from cnnbench.infer.session import Provider
+from cnnbench.infer.runtime.session import Provider
 
 PROFILE_RUNS = 20
 PROFILE_WARMUP = 3

@@ -15,8 +15,8 @@ import numpy as np
 from cnnbench.bench.flops import GraphFacts
 from cnnbench.bench.measure import Stats, Timing, Validity
 from cnnbench.bench.zoo import default_cache_dir
-from cnnbench.infer.preprocess import ForeignOptions, InputFormat, Layout
-from cnnbench.infer.session import Provider, RuntimeOptions
+from cnnbench.infer.runtime.preprocess import ForeignOptions, InputFormat, Layout
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
 DEFAULT_MAX_BATCH = 256
 
@@ -41,6 +41,7 @@ class BenchConfig:
     precision_hints: tuple[str, ...] = ("auto",)  # OpenVINO only: one configuration each
     batch_sizes: tuple[int, ...] | None = None  # None: the doubling sweep
     max_batch: int = DEFAULT_MAX_BATCH
+    sweep_patience: int = 1  # doublings in a row that may gain < 5% before the sweep stops
     scenario: Scenario = Scenario.OFFLINE
     concurrency: tuple[int, ...] = (1,)
     timing: Timing = field(default_factory=Timing)

@@ -21,7 +21,13 @@ import numpy as np
 from cnnbench.bench.errors import BenchError
 from cnnbench.bench.results import RunConfig
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.session import ORT_NAMES, Provider, RuntimeOptions, Session, create_session
+from cnnbench.infer.runtime.session import (
+    ORT_NAMES,
+    Provider,
+    RuntimeOptions,
+    Session,
+    create_session,
+)
 
 OOM_MARKERS = ("out of memory", "bad_alloc", "failed to allocate", "alloc_failed", "_alloc")
 GPU_PROVIDERS = (Provider.CUDA, Provider.TENSORRT)
@@ -103,7 +109,7 @@ def open_session(
     """A session for `run` with the cores split among `concurrency` runs in flight."""
     try:
         if run.provider is Provider.OPENVINO:
-            from cnnbench.infer.openvino_runner import create_openvino_session
+            from cnnbench.infer.runtime.openvino_runner import create_openvino_session
 
             return create_openvino_session(
                 path, run.hint, runtime.threads, streams=concurrency, profile=profile

@@ -1,4 +1,4 @@
-"""What the benchmark scripts (bench/scripts/) measure on and how they keep a figure:
+"""What the benchmark scripts (benchmarks/) measure on and how they keep a figure:
 the converted models and the best-of-rounds rule. Needs the `train` extra for the models."""
 
 from __future__ import annotations

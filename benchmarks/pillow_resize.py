@@ -6,8 +6,9 @@
      bilinear with a box over the crop where that changes no pixel, centre 224)
    - pillow-reference: the same pixels as torchvision writes them (Image.open,
      convert("RGB"), resize shorter side to 256, crop)
-   - opencv-area: cnnbench's fast path (DCT-reduced JPEG decode + INTER_AREA, centre crop)
-   - opencv-bilinear: OpenCV full-size decode + INTER_LINEAR, centre crop
+   - opencv-area: cnnbench's fast path for its own models (the default policy: OpenCV
+     decode, DCT-reduced where the JPEG is large enough, INTER_AREA, whole image to 224)
+   - opencv-bilinear: OpenCV full-size decode + INTER_LINEAR, the same centre crop
    Every pillow-exact image is checked equal to its pillow-reference, pixel for pixel.
 2. ResNet50 (random weights, as a foreign float32 NCHW model without a spec) end to end
    through `run_infer` with `--preset imagenet` over a folder of the same photos, against
@@ -40,11 +41,18 @@ from cnnbench.bench.photos import write_sized_photos
 from cnnbench.bench.runners import host_runner
 from cnnbench.bench.workloads import best_of
 from cnnbench.bench.zoo import default_cache_dir, zoo_model
-from cnnbench.infer.images import decode_into, read_into, scan
-from cnnbench.infer.pipeline import InferConfig, run_infer
-from cnnbench.infer.preprocess import EVAL_CROP, ForeignOptions, Preset, resolve_input_format
-from cnnbench.infer.resize import Interpolation
-from cnnbench.infer.session import Provider, RuntimeOptions, create_session
+from cnnbench.infer.decode.images import decode_into, read_into
+from cnnbench.infer.decode.resize import DEFAULT_POLICY, Interpolation
+from cnnbench.infer.engines.job import InferConfig
+from cnnbench.infer.engines.local import run_infer
+from cnnbench.infer.runtime.preprocess import (
+    EVAL_CROP,
+    ForeignOptions,
+    Preset,
+    resolve_input_format,
+)
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
+from cnnbench.infer.sources.listing import scan
 
 SIZE = (224, 224)
 IMAGENET = ForeignOptions(preset=Preset.IMAGENET)
@@ -63,12 +71,11 @@ def pillow_reference(data: bytes, out: np.ndarray) -> None:
 
 
 def decoders() -> dict[str, Callable[[bytes, np.ndarray], None]]:
-    area = EVAL_CROP.overridden(interpolation=Interpolation.AREA)
     bilinear = EVAL_CROP.overridden(interpolation=Interpolation.BILINEAR)
     return {
         "pillow_exact": lambda data, out: decode_into(data, out, policy=EVAL_CROP),
         "pillow_reference": pillow_reference,
-        "opencv_area": lambda data, out: decode_into(data, out, policy=area),
+        "opencv_area": lambda data, out: decode_into(data, out, policy=DEFAULT_POLICY),
         "opencv_bilinear": lambda data, out: decode_into(data, out, policy=bilinear),
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from cnnbench.infer.preprocess import ForeignOptions
+from cnnbench.infer.runtime.preprocess import ForeignOptions
 
 
 class Precision(enum.StrEnum):

@@ -22,9 +22,9 @@ from cnnbench.convert.keras_model import (
 from cnnbench.convert.real_images import RealImages, calibration_images, verification_images
 from cnnbench.convert.writer import check_writable, needs_external, save_model, staged
 from cnnbench.files import sha256_file
-from cnnbench.infer.contract import INPUT_NAME, ModelSpec, read_labels, write_spec
+from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.errors import InferError, first_line
-from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
+from cnnbench.infer.runtime.contract import INPUT_NAME, ModelSpec, read_labels, write_spec
 
 if TYPE_CHECKING:
     from cnnbench.convert.accuracy import QuantResult

@@ -11,7 +11,7 @@ import numpy as np
 
 from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.writer import PROTO_LIMIT, save_model
-from cnnbench.infer.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME
+from cnnbench.infer.runtime.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME
 
 
 def inputs_to_initializers(model: Any, arrays: dict[str, np.ndarray]) -> None:

@@ -19,8 +19,8 @@ from cnnbench.convert.real_images import calibration_images, verification_images
 from cnnbench.convert.writer import check_writable, needs_external, save_model, staged
 from cnnbench.errors import first_line
 from cnnbench.files import sha256_file
-from cnnbench.infer.contract import ModelSpec, write_spec
-from cnnbench.infer.preprocess import ForeignOptions
+from cnnbench.infer.runtime.contract import ModelSpec, write_spec
+from cnnbench.infer.runtime.preprocess import ForeignOptions
 
 ROUTE = "onnx-wrap"
 

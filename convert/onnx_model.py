@@ -14,12 +14,17 @@ import numpy as np
 from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.graph import rename_value
 from cnnbench.convert.keras_model import ModelFacts
-from cnnbench.infer.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.preprocess import ForeignOptions, InputFormat, Layout, resolve_input_format
-from cnnbench.infer.runner import PlainRunner
-from cnnbench.infer.scores import ScoreMode, Scorer
-from cnnbench.infer.session import Provider, RuntimeOptions, Session, create_session
+from cnnbench.infer.runtime.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME
+from cnnbench.infer.runtime.preprocess import (
+    ForeignOptions,
+    InputFormat,
+    Layout,
+    resolve_input_format,
+)
+from cnnbench.infer.runtime.runner import PlainRunner
+from cnnbench.infer.runtime.scores import ScoreMode, Scorer
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, Session, create_session
 
 PREFIX = "cnnbench_"  # names of everything the wrap adds
 SCORE_PROBE_SEED = 12345

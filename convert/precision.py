@@ -14,7 +14,7 @@ import numpy as np
 
 from cnnbench.convert.errors import ConvertError
 from cnnbench.errors import first_line
-from cnnbench.infer.contract import INPUT_NAME
+from cnnbench.infer.runtime.contract import INPUT_NAME
 
 CALIBRATION_BATCH = 8
 KEEP_FLOAT_OPS = ("Softmax",)  # quantized probabilities would tie at 1/255 steps

@@ -10,9 +10,10 @@ import numpy as np
 
 from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.keras_model import ModelFacts
+from cnnbench.infer.decode.images import load_item
+from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.images import is_folder_like, load_item, scan
-from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
+from cnnbench.infer.sources.listing import is_folder_like, scan
 
 CALIBRATION_LIMIT = 256  # images; MinMax ranges settle well before this on CNNs
 VERIFY_LIMIT = 500

@@ -15,7 +15,7 @@ from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.keras_model import ModelFacts
 from cnnbench.convert.real_images import RealImages
 from cnnbench.errors import first_line
-from cnnbench.infer.contract import INPUT_NAME
+from cnnbench.infer.runtime.contract import INPUT_NAME
 
 # (max abs difference of probabilities, minimum top-1 agreement); None: informative only
 TOLERANCES: dict[Precision, tuple[float | None, float | None]] = {

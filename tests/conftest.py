@@ -65,7 +65,7 @@ def _tiny_classifier(path: Path, *, uint8_nhwc: bool, labels: tuple[str, ...], h
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from cnnbench.infer.contract import ModelSpec, write_spec
+    from cnnbench.infer.runtime.contract import ModelSpec, write_spec
 
     rng = np.random.default_rng(0)
     weights = rng.normal(size=(3, len(labels))).astype(np.float32)
@@ -125,7 +125,7 @@ def cuda_missing(tiny_model: Path) -> str | None:
     `get_available_providers()` lists CUDA wherever onnxruntime-gpu is installed, GPU or
     not: only the providers a real session reports are the truth."""
     from cnnbench.infer.errors import InferError
-    from cnnbench.infer.session import Provider, RuntimeOptions, create_session
+    from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
 
     try:
         create_session(str(tiny_model), RuntimeOptions(provider=Provider.CUDA))

@@ -60,8 +60,9 @@ def test_trains_converts_and_infers_with_parity(
     import keras
 
     from cnnbench.convert.export import ConvertConfig, export_onnx
-    from cnnbench.infer.images import load_image
-    from cnnbench.infer.pipeline import InferConfig, run_infer
+    from cnnbench.infer.decode.images import load_image
+    from cnnbench.infer.engines.job import InferConfig
+    from cnnbench.infer.engines.local import run_infer
     from cnnbench.training.run import TrainConfig, run_training
 
     size = tiny_size(name)

@@ -34,7 +34,7 @@ from cnnbench.bench.measure import (
 )
 from cnnbench.bench.report import CSV_FIELDNAMES, SCHEMA
 from cnnbench.bench.results import StageTimes
-from cnnbench.infer.session import Provider
+from cnnbench.infer.runtime.session import Provider
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +216,7 @@ def test_batch_sizes_must_be_positive_integers(tiny: Path, sizes: str) -> None:
 
 def _cuda_loads(model: Path) -> bool:
     from cnnbench.infer.errors import InferError
-    from cnnbench.infer.session import Provider, RuntimeOptions, create_session
+    from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
 
     try:
         create_session(str(model), RuntimeOptions(provider=Provider.CUDA))

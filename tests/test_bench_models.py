@@ -78,7 +78,7 @@ def test_zoo_with_keras_baseline_and_end_to_end(digits_run, tmp_path: Path) -> N
 def test_precision_side_by_side_with_a_real_int8_file(digits_run, tmp_path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from cnnbench.infer.contract import read_spec, write_spec
+    from cnnbench.infer.runtime.contract import read_spec, write_spec
 
     int8 = tmp_path / "digits-int8.onnx"
     quantize_dynamic(str(digits_run.onnx_path), str(int8), weight_type=QuantType.QInt8)

@@ -15,7 +15,7 @@ import pytest
 from bench_helpers import FAST, bench, write_classifier, write_conv_net
 from helpers import assert_one_line_error, run
 
-from cnnbench.infer.session import Provider, RuntimeOptions, create_session
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
 
 openvino = pytest.importorskip("openvino", reason="pip install 'cnnbench[openvino]'")
 
@@ -115,7 +115,7 @@ def test_server_needs_a_bound(tiny: Path) -> None:
 
 
 def test_openvino_rows_state_the_precision_that_ran(tiny: Path, tmp_path: Path) -> None:
-    from cnnbench.infer.openvino_runner import create_openvino_session
+    from cnnbench.infer.runtime.openvino_runner import create_openvino_session
 
     args = ["--model", str(tiny), "--provider", "cpu,openvino", "--batch-sizes", "1,4", *FAST]
     doc, output = _json([*args, "--precision-hint", "f32,bf16"], tmp_path / "ov.json")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from cnnbench.infer.contract import SPEC_KEY, ModelSpec, read_spec
 from cnnbench.infer.errors import InferError
+from cnnbench.infer.runtime.contract import SPEC_KEY, ModelSpec, read_spec
 
 GOOD = {"input_size": [28, 28], "channels": 1, "labels": ["a", "b"], "architecture": "x"}
 

@@ -13,8 +13,8 @@ import pytest
 from helpers import assert_one_line_error, run
 from onnx import TensorProto, helper, numpy_helper
 
-from cnnbench.infer.contract import INPUT_NAME, OUTPUT_NAME, SPEC_KEY, ModelSpec
-from cnnbench.infer.preprocess import PRESETS, Preset
+from cnnbench.infer.runtime.contract import INPUT_NAME, OUTPUT_NAME, SPEC_KEY, ModelSpec
+from cnnbench.infer.runtime.preprocess import PRESETS, Preset
 
 LABELS = ("apple", "bee", "cat", "dog", "eel")
 
@@ -259,7 +259,7 @@ def test_max_drop_that_cannot_be_met_writes_nothing(tmp_path: Path) -> None:
 
 def test_the_most_harmful_layer_is_kept_in_float(tmp_path: Path) -> None:
     from cnnbench.convert.onnx_export import quantize_int8
-    from cnnbench.infer.preprocess import ForeignOptions
+    from cnnbench.infer.runtime.preprocess import ForeignOptions
 
     calibration, held_out = tie_images(tmp_path)
     model = tie_model(tmp_path / "tie.onnx", identity_conv=True)

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from cnnbench.cli import cli
-from cnnbench.infer.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, SPEC_KEY, ModelSpec
-from cnnbench.infer.images import load_image
+from cnnbench.infer.decode.images import load_image
+from cnnbench.infer.runtime.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, SPEC_KEY, ModelSpec
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,7 @@ def test_bench_keeps_infer_error_as_cause(tiny_model: Path) -> None:
     import onnxruntime as ort
 
     from cnnbench.bench.runners import probe_providers
-    from cnnbench.infer.session import Provider, RuntimeOptions
+    from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime build has no CUDA provider to fail")

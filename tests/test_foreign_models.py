@@ -19,11 +19,11 @@ from helpers import assert_one_line_error
 from onnx import TensorProto, helper, numpy_helper
 
 from cnnbench.cli import cli
-from cnnbench.infer.images import scan
-from cnnbench.infer.pipeline import _Decoder
-from cnnbench.infer.preprocess import ForeignOptions, Preset, resolve_input_format
-from cnnbench.infer.resize import CropMode, Interpolation
-from cnnbench.infer.scores import softmax
+from cnnbench.infer.decode.resize import CropMode, Interpolation
+from cnnbench.infer.engines.local import _Decoder
+from cnnbench.infer.runtime.preprocess import ForeignOptions, Preset, resolve_input_format
+from cnnbench.infer.runtime.scores import softmax
+from cnnbench.infer.sources.listing import scan
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -258,8 +258,8 @@ def test_contract_model_needs_no_options_and_refuses_pixel_options(
 
 
 def test_old_spec_without_new_keys_still_loads() -> None:
-    from cnnbench.infer.contract import ModelSpec
-    from cnnbench.infer.resize import ResizePolicy
+    from cnnbench.infer.decode.resize import ResizePolicy
+    from cnnbench.infer.runtime.contract import ModelSpec
 
     v1 = {"format_version": 1, "input_size": [28, 28], "channels": 1, "labels": ["a", "b"]}
     spec = ModelSpec.from_json(json.dumps(v1))
@@ -325,7 +325,7 @@ def test_trained_as_served(tmp_path: Path) -> None:
     the policy travels in the .keras file into the spec; infer feeds identical pixels."""
     from cnnbench import __version__
     from cnnbench.convert.export import ConvertConfig, export_onnx
-    from cnnbench.infer.resize import Interpolation, ResizePolicy
+    from cnnbench.infer.decode.resize import Interpolation, ResizePolicy
     from cnnbench.training.data import scan_folder, to_tf
     from cnnbench.training.run import TrainConfig, run_training
 
@@ -362,7 +362,7 @@ def test_trained_as_served(tmp_path: Path) -> None:
     trained = np.stack([image for image, _ in to_tf(source, 32, 3, policy).as_numpy_iterator()])
     decoder = _Decoder(fmt, len(source), workers=2)
     try:
-        from cnnbench.infer.images import Item
+        from cnnbench.infer.sources.items import Item
 
         _, served, futures = decoder.submit([Item(p, p) for p in source.paths])
         assert all(r is None for f in futures for r in f.result())
@@ -431,7 +431,7 @@ def test_bench_follows_the_fixed_batch_and_needs_a_preset_only_for_images(
 def test_output_check_keeps_the_bound_runner_shape(tmp_path: Path) -> None:
     """The pre-run check goes through IO binding (the GPU path, here on the CPU device)
     with the full batch, so the bound input keeps the shape every batch has."""
-    from cnnbench.infer.runner import BoundRunner, PlainRunner, check_output
+    from cnnbench.infer.runtime.runner import BoundRunner, PlainRunner, check_output
 
     model = foreign_classifier(tmp_path / "dyn.onnx", batch="N", size=32)
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])

@@ -20,11 +20,11 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from cnnbench.cli import cli
-from cnnbench.infer.contract import ModelSpec, write_spec
-from cnnbench.infer.images import load_image
-from cnnbench.infer.preprocess import resolve_input_format
-from cnnbench.infer.runner import BoundRunner, PlainRunner
-from cnnbench.infer.session import Provider, RuntimeOptions, choose_session
+from cnnbench.infer.decode.images import load_image
+from cnnbench.infer.runtime.contract import ModelSpec, write_spec
+from cnnbench.infer.runtime.preprocess import resolve_input_format
+from cnnbench.infer.runtime.runner import BoundRunner, PlainRunner
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, choose_session
 
 pytestmark = pytest.mark.gpu
 

@@ -30,10 +30,11 @@ from click.testing import CliRunner
 from PIL import Image, ImageOps, PngImagePlugin
 
 from cnnbench.cli import cli
-from cnnbench.infer.budget import ByteBudget
-from cnnbench.infer.decoders import DecodeLimits
-from cnnbench.infer.images import IMAGE_EXTENSIONS, decode
-from cnnbench.infer.probe import DecodeError
+from cnnbench.infer.decode.budget import ByteBudget
+from cnnbench.infer.decode.decoders import DecodeLimits
+from cnnbench.infer.decode.images import decode
+from cnnbench.infer.decode.probe import DecodeError
+from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS
 from cnnbench.native_logs import VERBOSE_ENV
 
 GIB = 1 << 30

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from helpers import make_zoo, write_png
 
 from cnnbench.cli import cli
-from cnnbench.infer.images import decode, load_image, reduction_for
-from cnnbench.infer.output import unsafe_cell
-from cnnbench.infer.preprocess import EVAL_CROP
-from cnnbench.infer.probe import Header, read_header
+from cnnbench.infer.decode.images import decode, load_image, reduction_for
+from cnnbench.infer.decode.probe import Header, read_header
+from cnnbench.infer.runtime.preprocess import EVAL_CROP
+from cnnbench.infer.sinks.formats import unsafe_cell
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -19,10 +19,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from cnnbench.cli import cli
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.output import OutputLock, safe_cell, unsafe_cell
-from cnnbench.infer.preprocess import ForeignOptions, Preset, resolve_input_format
-from cnnbench.infer.runner import BoundRunner, PlainRunner
-from cnnbench.infer.session import Provider, RuntimeOptions, choose_session, load_error
+from cnnbench.infer.runtime.preprocess import ForeignOptions, Preset, resolve_input_format
+from cnnbench.infer.runtime.runner import BoundRunner, PlainRunner
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, choose_session, load_error
+from cnnbench.infer.sinks.formats import safe_cell, unsafe_cell
+from cnnbench.infer.sinks.output import OutputLock
 
 
 def save_graph(path: Path, inp_shape: list, out_shape: list, op: str = "Identity") -> Path:
@@ -171,7 +172,7 @@ def test_formula_escaping_round_trips(name: str) -> None:
 
 
 def test_tensorrt_options_carry_cache_and_fp16(tiny_model: Path, tmp_path: Path) -> None:
-    from cnnbench.infer.session import _provider_entry
+    from cnnbench.infer.runtime.session import _provider_entry
 
     opts = RuntimeOptions(Provider.TENSORRT, device_id=1, trt_cache=str(tmp_path), trt_fp16=True)
     name, options = _provider_entry(Provider.TENSORRT, opts)
@@ -227,7 +228,7 @@ def _has(dist: str) -> bool:
 
 def test_load_error_names_the_missing_library(tiny_model: Path) -> None:
     """ORT's own load log (kept off the terminal) gives the one-line reason."""
-    from cnnbench.infer.session import _try_session
+    from cnnbench.infer.runtime.session import _try_session
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime build has no CUDA provider")

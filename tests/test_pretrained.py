@@ -17,9 +17,15 @@ from helpers import assert_one_line_error, run
 from onnx import TensorProto, helper, numpy_helper
 
 from cnnbench.bench.flops import graph_facts
-from cnnbench.infer.images import load_items, scan
-from cnnbench.infer.preprocess import EVAL_CROP, ForeignOptions, Preset, resolve_input_format
-from cnnbench.infer.resize import Interpolation
+from cnnbench.infer.decode.images import load_items
+from cnnbench.infer.decode.resize import Interpolation
+from cnnbench.infer.runtime.preprocess import (
+    EVAL_CROP,
+    ForeignOptions,
+    Preset,
+    resolve_input_format,
+)
+from cnnbench.infer.sources.listing import scan
 
 KERNEL, STRIDE, FILTERS, CLASSES = 3, 2, 8, 4
 
@@ -326,3 +332,23 @@ def test_pillow_path_turns_exif_oriented_photos_upright(tmp_path: Path) -> None:
     assert load_items(list(scan(str(path))), out, False, EVAL_CROP) == [None]
     np.testing.assert_array_equal(out[0], pillow_reference(upright, 2))
     assert out[0].shape[0] == 224 and Image.open(upright).size == (427, 640)
+
+
+def test_spec_records_pillow_filters_and_training_reads_through_them(tmp_path: Path) -> None:
+    """The spec (what convert writes from train's policy) keeps bilinear-aa and
+    bicubic-aa, and train's reader (infer's load_image) gives Pillow's pixels."""
+    from cnnbench.infer.runtime.contract import ModelSpec
+    from cnnbench.training.data import read_image
+
+    v2 = {"format_version": 2, "input_size": [224, 224], "channels": 3, "labels": ["a"]}
+    for interpolation in (Interpolation.BILINEAR_AA, Interpolation.BICUBIC_AA):
+        policy = EVAL_CROP.overridden(interpolation=interpolation)
+        spec = ModelSpec.from_json(json.dumps(v2 | policy.to_dict()))
+        assert ModelSpec.from_json(spec.to_json()).resize_policy == policy
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    path = tmp_path / "china.jpg"
+    Image.fromarray(load_sample_images().images[0]).save(path, quality=90)
+    pixels = read_image(str(path), 224, 3, EVAL_CROP)
+    np.testing.assert_array_equal(pixels, pillow_reference(path, 2))

@@ -12,11 +12,13 @@ from types import SimpleNamespace
 import pytest
 from helpers import assert_one_line_error, run
 
-from cnnbench.bench.measure import Validity
+from cnnbench.bench.measure import Validity, next_batch_size
 from cnnbench.bench.tune import Candidate, concurrency_levels, pareto_front
+from cnnbench.bench.tune_config import QUICK_PATIENCE
 from cnnbench.bench.tune_variants import Variant
-from cnnbench.infer.pipeline import InferConfig, run_infer
-from cnnbench.infer.session import Provider
+from cnnbench.infer.engines.job import InferConfig
+from cnnbench.infer.engines.local import run_infer
+from cnnbench.infer.runtime.session import Provider
 
 # short windows: behaviour only
 FAST = ["--provider", "cpu", "--max-batch", "2", "--duration", "0.02", "--max-drop", "100"]
@@ -224,3 +226,15 @@ def test_concurrency_levels() -> None:
     assert concurrency_levels(2, False) == (1, 2)
     assert concurrency_levels(6, False) == (1, 2, 4)
     assert concurrency_levels(3, True) == (1, 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        ([(1, 100.0), (2, 102.0)], 4),  # one flat doubling: quick search goes on
+        ([(1, 100.0), (2, 102.0), (4, 103.0)], None),  # two in a row: it stops
+        ([(1, 100.0), (2, 102.0), (4, 120.0)], 8),  # int8 often gains only past batch 2
+    ],
+)
+def test_quick_search_waits_for_two_flat_doublings(history: list, expected: int | None) -> None:
+    assert next_batch_size(history, 64, patience=QUICK_PATIENCE) == expected

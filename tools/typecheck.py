@@ -4,7 +4,8 @@
 cannot see that layout from the source tree, nor through the editable install (an import
 hook it does not run), so this lays the installed package out as links under
 `.venv/typecheck/` (rebuilt on every run, from pyproject's own mapping, so a new module is
-checked at once), runs mypy on it with the settings in `[tool.mypy]`, and reports the
+checked at once), runs mypy on it and on the scripts in `benchmarks/` (not installed:
+they import the package as users do) with the settings in `[tool.mypy]`, and reports the
 source paths.
 
     .venv/bin/python tools/typecheck.py        # what `make lint` runs
@@ -46,6 +47,9 @@ def main() -> int:
     prefixes = link_tree()
     os.chdir(ROOT)
     stdout, stderr, status = api.run(["--config-file", "pyproject.toml", "-p", "cnnbench"])
+    scripts = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("*.py"))
+    out, err, scripts_status = api.run(["--config-file", "pyproject.toml", *scripts])
+    stdout, stderr, status = stdout + out, stderr + err, max(status, scripts_status)
     for tree, source in sorted(prefixes.items(), key=lambda kv: -len(kv[0])):
         stdout = stdout.replace(tree, source)
     sys.stdout.write(stdout)

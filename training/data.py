@@ -19,8 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from cnnbench.infer.images import load_image
-from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
+from cnnbench.infer.decode.images import load_image
+from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.training.errors import TrainError
 
 log = logging.getLogger("cnnbench.training")

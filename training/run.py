@@ -13,7 +13,7 @@ import numpy as np
 
 from cnnbench import __version__
 from cnnbench.files import unwritable_folder
-from cnnbench.infer.resize import DEFAULT_POLICY, ResizePolicy
+from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.training import report
 from cnnbench.training.data import (
     DataOptions,

@@ -1,0 +1,1 @@
+"""Bytes to pixels: header probe, decoders, orientation, resize, the shared byte budget."""

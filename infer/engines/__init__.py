@@ -1,0 +1,1 @@
+"""Running a whole job: the local threaded pipeline and the Ray Data engine."""

@@ -1,0 +1,321 @@
+"""The folder pipeline: scan -> threaded decode into batch buffers -> session.run -> rows.
+
+Decoding of the next batches runs on a thread pool (OpenCV releases the GIL) while the
+session runs the current one (ONNX Runtime releases it too). At most `DEPTH` batches are
+in flight, so memory stays flat whatever the folder size. Every file ends as exactly one
+row, in the predictions output or in the errors output (CSV, JSON lines or Parquet, see
+sinks/); rows are committed as they come, so a killed run can be finished with `resume`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from cnnbench.files import Report, sha256_file
+from cnnbench.infer.decode.decoders import DEFAULT_LIMITS, DecodeLimits
+from cnnbench.infer.decode.images import load_items
+from cnnbench.infer.engines.job import (
+    IO_THREADS,
+    InferConfig,
+    InferSummary,
+    StopOnSigint,
+    batch_size_for,
+    batched,
+    check_config,
+    describe_format,
+    has_class_folders,
+    iter_items,
+    job_key,
+    prediction_row,
+    top_indices,
+    write_summary,
+)
+from cnnbench.infer.errors import InferError
+from cnnbench.infer.runtime.preprocess import (
+    InputFormat,
+    check_top_k,
+    resolve_input_format,
+)
+from cnnbench.infer.runtime.runner import DEFAULT_BATCH_SIZE, Runner, check_output, make_runner
+from cnnbench.infer.runtime.session import (
+    Provider,
+    Session,
+    active_provider,
+    choose_session,
+)
+from cnnbench.infer.sinks.formats import Format, fieldnames, format_of
+from cnnbench.infer.sinks.output import OutputLock
+from cnnbench.infer.sinks.parts import Parts
+from cnnbench.infer.sinks.sink import AppendSink, BlockSink, Outcome, Sink
+from cnnbench.infer.sources import shards, stores
+from cnnbench.infer.sources.fetch import fetch_ahead
+from cnnbench.infer.sources.items import Item
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+DEPTH = 3  # batches in flight: one running, two decoding (plus one per extra run in flight)
+
+
+DECODE_NICENESS = 10  # decode threads yield the cores to ONNX Runtime's when both want them
+
+
+def _decode_thread_setup() -> None:
+    """One OpenCV thread per decode thread, and a lower priority than the session's
+    threads: a decode that preempts one of ORT's barrier-synchronised intra-op threads
+    stalls the whole operator, while a decode that waits only uses the cores ORT leaves
+    idle. On a decode-bound run ORT is mostly idle, so decoding loses nothing. Linux
+    applies the niceness per thread; elsewhere the call may fail, and nothing changes."""
+    cv2.setNumThreads(1)
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
+
+
+class _Decoder:
+    """Fills preallocated uint8 batch buffers on a thread pool, a few images per task."""
+
+    def __init__(
+        self,
+        fmt: InputFormat,
+        batch_size: int,
+        workers: int,
+        limits: DecodeLimits = DEFAULT_LIMITS,
+        truncated: list[str] | None = None,
+        depth: int = DEPTH,
+    ) -> None:
+        self.fmt, self.workers, self.limits, self.truncated = fmt, workers, limits, truncated
+        shape = (batch_size, fmt.size[0], fmt.size[1], fmt.channels)
+        self.free = deque(np.zeros(shape, dtype=np.uint8) for _ in range(depth))
+        self.pool = ThreadPoolExecutor(max_workers=workers, initializer=_decode_thread_setup)
+
+    def _load(self, items: list[Item], out: np.ndarray) -> list[str | None]:
+        return load_items(
+            items, out, self.fmt.bgr, self.fmt.policy, limits=self.limits, truncated=self.truncated
+        )
+
+    def submit(self, items: list[Item]) -> tuple[list[Item], np.ndarray, list[Future]]:
+        buf = self.free.popleft()
+        step = max(1, -(-len(items) // (2 * self.workers)))
+        futures = [
+            self.pool.submit(self._load, items[i : i + step], buf[i : min(i + step, len(items))])
+            for i in range(0, len(items), step)
+        ]
+        return items, buf, futures
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One batch after the model: why each file could not be read (None: it was), the
+    readable ones' positions, and their scores."""
+
+    reasons: list[str | None]
+    ok: list[int]
+    probs: np.ndarray | None
+
+
+class _Writer:
+    """Runs finished batches through the model and hands their rows, in input order, to
+    the sink."""
+
+    def __init__(
+        self, runner: Runner, fmt: InputFormat, cfg: InferConfig, summary: InferSummary, truth: bool
+    ) -> None:
+        self.runner, self.top_k, self.summary = runner, cfg.top_k, summary
+        self.labels = fmt.labels
+        self.truth = set(fmt.labels) if truth else None
+
+    def finish(self, items: list[Item], buf: np.ndarray, futures: list[Future], sink: Sink) -> None:
+        self.write(items, self.score(buf, futures), sink)
+
+    def score(self, buf: np.ndarray, futures: list[Future]) -> Scored:
+        """Wait for the batch's decodes and run the readable images: safe to call from
+        several threads at once (each on its own buffer)."""
+        reasons = [r for f in futures for r in f.result()]
+        ok = [i for i, r in enumerate(reasons) if r is None]
+        probs = None
+        if ok:
+            if len(ok) < len(reasons):
+                buf[: len(ok)] = buf[ok]  # compact the readable images to the front
+            probs = self.runner.run(buf, len(ok))
+        return Scored(reasons, ok, probs)
+
+    def write(self, items: list[Item], scored: Scored, sink: Sink) -> None:
+        """The batch's rows, in input order, to the sink: one batch after the other."""
+        outcomes = [
+            Outcome({"path": item.name, "error": why}, True)
+            for item, why in zip(items, scored.reasons, strict=True)
+        ]
+        if scored.probs is not None:
+            top = top_indices(scored.probs, self.top_k)
+            for i, p, idx in zip(scored.ok, scored.probs, top, strict=True):
+                name = items[i].name
+                if not np.isfinite(p).all():
+                    why = "the model's output for this image is not finite (NaN or inf)"
+                    outcomes[i] = Outcome({"path": name, "error": why}, True)
+                else:
+                    row = prediction_row(name, idx, p[idx], self.labels, self.truth, self.summary)
+                    outcomes[i] = Outcome(row, False)
+        written = sum(not o.failed for o in outcomes)
+        self.summary.images += written
+        self.summary.errors += len(items) - written
+        sink.write(outcomes)
+
+
+def _progress(enabled: bool) -> tqdm:
+    """A bar on a terminal only (tqdm's disable=None), never with --no-progress."""
+    from tqdm import tqdm
+
+    return tqdm(unit="img", file=sys.stderr, dynamic_ncols=True, disable=None if enabled else True)
+
+
+def io_threads_for(cfg: InferConfig) -> int:
+    """--io-threads, else IO_THREADS when an input may be read over the network or from
+    a shard (a URL, a shard, a list of paths), else 0: local files are read by the decode
+    threads, as they always were."""
+    if cfg.io_threads is not None:
+        return cfg.io_threads
+    remote = (t.startswith("@") or stores.is_url(t) or shards.is_shard(t) for t in cfg.inputs)
+    return IO_THREADS if any(remote) else 0
+
+
+def open_sink(cfg: InferConfig, columns: list[str]) -> Sink:
+    """Appended files for CSV and JSON lines, blocks of parts for Parquet."""
+    fmt = format_of(cfg.output)
+    if fmt is not Format.PARQUET:
+        return AppendSink(fmt, cfg.output, cfg.errors_path, columns, cfg.resume)
+    key = job_key(cfg, sha256_file(cfg.model), columns)
+    parts = Parts(cfg.output, cfg.errors_path, key, cfg.resume)
+    return BlockSink(parts, cfg.block_size, columns)
+
+
+def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
+    """Classify every image under the inputs; write predictions and errors CSV.
+
+    `report` receives progress lines meant for the user (the provider chosen, and why).
+    """
+    inputs = check_config(cfg)
+    # Decoder threads share the cores with ORT's: idle ORT threads must not spin.
+    first_batch = cfg.batch_size or DEFAULT_BATCH_SIZE[Provider.OPENVINO]
+    runtime = dataclasses.replace(
+        cfg.runtime, spinning=False, streams=cfg.concurrency, first_batch=first_batch
+    )
+    session, note = choose_session(cfg.model, runtime)
+    fmt = resolve_input_format(session, cfg.foreign)
+    check_top_k(fmt, cfg.top_k)
+    provider = active_provider(session)
+    batch_size = batch_size_for(fmt, cfg.batch_size, provider)
+    say = report or (lambda line: None)
+    if cfg.concurrency > 1 and provider not in (Provider.CPU, Provider.OPENVINO):
+        raise InferError(
+            f"{cfg.concurrency} runs in flight apply to cpu and openvino; "
+            f"{provider.value} runs one batch at a time"
+        )
+    in_flight = f", {cfg.concurrency} batches in flight" if cfg.concurrency > 1 else ""
+    say(f"{note}, batch size {batch_size}{in_flight}")
+    for line in describe_format(fmt):
+        say(line)
+    summary = InferSummary(
+        provider=provider.value,
+        batch_size=batch_size,
+        precision=running_precision(session, fmt),
+        concurrency=cfg.concurrency,
+    )
+    summary.preprocessing = fmt.describe()
+    with_truth = has_class_folders(inputs, set(fmt.labels))
+    items = iter_items(inputs, cfg, summary.skipped_by_extension)
+    runner = make_runner(session, fmt, provider, cfg.runtime.device_id)
+    if fmt.num_classes is None:  # the file does not say its class count: run one batch
+        check_output(runner, np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8))
+    with OutputLock(cfg.output):
+        sink = open_sink(cfg, fieldnames(cfg.top_k, with_truth))
+        finished = False
+        try:
+            writer = _Writer(runner, fmt, cfg, summary, with_truth)
+            pending = sink.pending(items)
+            with contextlib.closing(fetch_ahead(pending, io_threads_for(cfg))) as ready:
+                _run_loop(ready, writer, sink, fmt, cfg, summary)
+            finished = not summary.interrupted
+        finally:
+            summary.skipped, summary.committed_in = sink.skipped, sink.where
+            sink.close(finished)
+    summary.scores = runner.scorer.describe()
+    if cfg.summary:
+        write_summary(cfg, summary)
+    return summary
+
+
+def running_precision(session: Session, fmt: InputFormat) -> str:
+    """OpenVINO says what it runs (fp32, bf16); ONNX Runtime runs the file's precision."""
+    precision = getattr(session, "precision", None)
+    if callable(precision):
+        return str(precision())
+    return fmt.spec.precision if fmt.spec is not None else ""
+
+
+def _run_loop(
+    items: Iterable[Item],
+    writer: _Writer,
+    sink: Sink,
+    fmt: InputFormat,
+    cfg: InferConfig,
+    summary: InferSummary,
+) -> None:
+    """Keep DEPTH batches in flight (and one more per extra run in flight); finish them
+    in order; stop cleanly on Ctrl-C."""
+    workers = cfg.workers or os.cpu_count() or 1
+    depth = DEPTH + cfg.concurrency - 1
+    decoder = _Decoder(fmt, summary.batch_size, workers, cfg.limits, summary.truncated, depth)
+    writer.runner.warm_up(decoder.free[0])
+    progress = _progress(cfg.progress)
+    pending: deque = deque()
+    # runs in flight: the model runs on this many threads, rows are written in order here
+    runs = ThreadPoolExecutor(cfg.concurrency) if cfg.concurrency > 1 else None
+
+    def submit(batch: list[Item]) -> None:
+        batch_items, buf, futures = decoder.submit(batch)
+        scored = runs.submit(writer.score, buf, futures) if runs else None
+        pending.append((batch_items, buf, futures, scored))
+
+    def finish_oldest() -> None:
+        batch_items, buf, futures, scored = pending.popleft()
+        if scored is None:
+            writer.finish(batch_items, buf, futures, sink)
+        else:
+            writer.write(batch_items, scored.result(), sink)
+        decoder.free.append(buf)
+        progress.update(summary.images + summary.errors - progress.n)
+
+    start = time.perf_counter()
+    try:
+        with StopOnSigint() as stop:
+            for batch in batched(items, summary.batch_size):
+                if not decoder.free:
+                    finish_oldest()
+                submit(batch)
+                if stop.requested:
+                    break
+            while pending:
+                finish_oldest()
+            summary.interrupted = stop.requested
+    finally:
+        summary.seconds = time.perf_counter() - start
+        if runs is not None:
+            runs.shutdown(wait=True, cancel_futures=True)
+        decoder.close()
+        progress.close()

@@ -1,0 +1,1 @@
+"""Pixels to scores: the model contract, preprocessing, sessions, runners, score modes."""

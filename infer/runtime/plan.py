@@ -1,0 +1,207 @@
+"""A plan: the configuration `cnnbench tune` found fastest within its bounds, tied to the
+model file's sha256 and to the machine it was measured on, and run as it is by
+`cnnbench infer --plan`.
+
+The model path is stored relative to the plan's folder (the int8 file tune writes sits
+beside the plan), so the two move together. A changed model file is refused; another CPU
+or a provider that is missing here is a warning: the plan still runs, its expected figures
+may not hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from cnnbench.cpu import cpu_model, isa_flags
+from cnnbench.files import sha256_file
+from cnnbench.infer.errors import InferError
+from cnnbench.infer.runtime.session import ORT_NAMES, Provider, gpu_missing
+
+PLAN_SCHEMA = "cnnbench.plan/1"
+RETUNE = "re-run cnnbench tune"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the configuration reached when it was measured."""
+
+    images_per_second: float  # the model alone, bench's methodology (VALID windows)
+    p50_ms: float  # per batch
+    p99_ms: float  # per batch; the max where fewer than 100 runs give no p99
+    agreement: float | None = None  # share of the tune images with fp32's top-1
+    accuracy: float | None = None  # top-1 on the tune images' class folders
+    end_to_end_ips: float | None = None  # infer's own img/s over the tune images
+
+
+@dataclass(frozen=True)
+class PlanMachine:
+    """Where the plan was measured."""
+
+    cpu: str
+    cpu_flags: tuple[str, ...]
+    cores: int
+    onnxruntime: str
+    openvino: str | None = None
+    gpus: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str  # relative to the plan's folder, or absolute
+    sha256: str
+    provider: Provider
+    precision: str  # what runs: fp32, int8, bf16, fp16
+    batch_size: int
+    threads: int  # intra-op threads of each run in flight (0: every core)
+    concurrency: int  # runs in flight (OpenVINO: streams)
+    expected: Expected
+    machine: PlanMachine
+    precision_hint: str = "auto"  # OpenVINO's INFERENCE_PRECISION_HINT
+    trt_fp16: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # the search's record, not read back
+    path: str = ""  # the plan file it was read from (not stored)
+
+    @property
+    def model_path(self) -> str:
+        return os.path.join(os.path.dirname(os.path.abspath(self.path)), self.model)
+
+    def describe(self) -> str:
+        """'openvino bf16 (hint bf16), batch 8, 1 in flight x 2 threads'"""
+        hint = f" (hint {self.precision_hint})" if self.provider is Provider.OPENVINO else ""
+        threads = self.threads or "all"
+        return (
+            f"{self.provider.value} {self.precision}{hint}, batch {self.batch_size}, "
+            f"{self.concurrency} in flight x {threads} threads"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"schema": PLAN_SCHEMA}
+        doc |= {f.name: getattr(self, f.name) for f in fields(self) if f.name != "path"}
+        doc["provider"] = self.provider.value
+        doc["expected"] = asdict(self.expected)
+        doc["machine"] = asdict(self.machine)
+        return doc
+
+
+def this_machine() -> PlanMachine:
+    import onnxruntime as ort
+
+    try:
+        import openvino
+
+        ov: str | None = openvino.__version__
+    except ImportError:
+        ov = None
+    return PlanMachine(cpu_model(), isa_flags(), os.cpu_count() or 1, ort.__version__, ov)
+
+
+def read_plan(path: str) -> Plan:
+    """The plan in `path`, every field checked: one line naming what is wrong."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise InferError(f"--plan: cannot read {path}: {e.strerror or e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InferError(f"--plan: {path} is not JSON ({e}); {RETUNE}") from e
+    if not isinstance(doc, dict) or doc.get("schema") != PLAN_SCHEMA:
+        found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise InferError(
+            f"--plan: {path} is not a cnnbench plan (schema {found!r}, expected "
+            f"{PLAN_SCHEMA!r}); write one with cnnbench tune"
+        )
+    try:
+        return _plan_from(doc, path)
+    except (KeyError, TypeError, ValueError) as e:
+        raise InferError(f"--plan: {path} has a missing or bad field ({e}); {RETUNE}") from e
+
+
+def _plan_from(doc: dict[str, Any], path: str) -> Plan:
+    provider = Provider(doc["provider"])
+    batch, threads, concurrency = (int(doc[k]) for k in ("batch_size", "threads", "concurrency"))
+    if batch < 1 or threads < 0 or concurrency < 1:
+        raise ValueError(f"batch_size {batch}, threads {threads}, concurrency {concurrency}")
+    machine = dict(doc["machine"])
+    machine["cpu_flags"] = tuple(machine.get("cpu_flags", ()))
+    machine["gpus"] = tuple(machine.get("gpus", ()))
+    return Plan(
+        model=str(doc["model"]),
+        sha256=str(doc["sha256"]),
+        provider=provider,
+        precision=str(doc["precision"]),
+        batch_size=batch,
+        threads=threads,
+        concurrency=concurrency,
+        expected=Expected(**doc["expected"]),
+        machine=PlanMachine(**machine),
+        precision_hint=str(doc.get("precision_hint", "auto")),
+        trt_fp16=bool(doc.get("trt_fp16", False)),
+        extra=dict(doc.get("extra", {})),
+        path=path,
+    )
+
+
+def check_model(plan: Plan) -> str:
+    """The model file's path, once its bytes are the ones the plan was measured on."""
+    model = plan.model_path
+    if not os.path.isfile(model):
+        raise InferError(f"--plan: the plan's model file {model} is not there; {RETUNE}")
+    digest = sha256_file(model)
+    if digest != plan.sha256:
+        raise InferError(
+            f"--plan: {model} changed since the plan was made (sha256 {digest[:12]}..., "
+            f"the plan's {plan.sha256[:12]}...); {RETUNE}"
+        )
+    return model
+
+
+def machine_difference(plan: Plan, here: PlanMachine | None = None) -> str | None:
+    """One line saying how this CPU differs from the plan's, None when it does not."""
+    here = here or this_machine()
+    then = plan.machine
+    if (here.cpu, here.cpu_flags, here.cores) == (then.cpu, then.cpu_flags, then.cores):
+        return None
+    parts = []
+    if here.cpu != then.cpu:
+        parts.append(f"CPU {here.cpu!r}, the plan's {then.cpu!r}")
+    if here.cores != then.cores:
+        parts.append(f"{here.cores} cores, the plan's {then.cores}")
+    missing = [f for f in then.cpu_flags if f not in here.cpu_flags]
+    added = [f for f in here.cpu_flags if f not in then.cpu_flags]
+    if missing:
+        parts.append(f"lacks {', '.join(missing)}")
+    if added:
+        parts.append(f"also has {', '.join(added)}")
+    return (
+        f"this machine differs from the one the plan was measured on ({'; '.join(parts)}): "
+        "its expected figures may not hold here"
+    )
+
+
+def missing_provider(provider: Provider) -> str | None:
+    """Why `provider` cannot load here, None when it may (a GPU provider is only known to
+    load once a session has it)."""
+    if provider is Provider.OPENVINO:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return "openvino is not installed (pip install 'cnnbench[openvino]')"
+        return None
+    if provider in (Provider.CUDA, Provider.TENSORRT):
+        import onnxruntime as ort
+
+        if ORT_NAMES[provider] not in ort.get_available_providers():
+            return f"this onnxruntime build has no {ORT_NAMES[provider]}"
+        return gpu_missing()  # the GPU wheel lists its providers on any machine
+    return None
+
+
+def write_plan(plan: Plan, path: str) -> None:
+    from cnnbench.files import atomic_open
+
+    with atomic_open(path) as f:
+        json.dump(plan.to_dict(), f, indent=2, ensure_ascii=False)
+        f.write("\n")

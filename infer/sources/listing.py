@@ -1,0 +1,157 @@
+"""Finding images: streamed, sorted scans of folders, files, list files, URLs and shards."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+
+import cv2
+
+from cnnbench.infer.errors import InferError
+from cnnbench.infer.sources import shards, stores
+from cnnbench.infer.sources.items import Item, wanted
+from cnnbench.infer.sources.remote import url_items
+
+# What a folder scan reads by default: the formats cameras, phones, scanners and the web
+# write. `--extensions '*'` reads every file (anything Pillow or OpenCV knows decodes).
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".webp", ".gif",
+    ".tif", ".tiff", ".pbm", ".pgm", ".ppm", ".pnm", ".avif", ".jp2", ".mpo",
+)  # fmt: skip
+ALL_FILES = None  # `extensions` value for every file (`--extensions '*'`)
+
+
+def expand_inputs(inputs: tuple[str, ...]) -> tuple[str, ...]:
+    """Validate command-line inputs: local paths exist, URLs answer (one line when a
+    bucket is missing, access is denied, credentials are absent or the endpoint is
+    dead), brace patterns of shards expand to at least one that exists; a URL that is a
+    prefix comes back ending in '/'. `@list.txt` stays as is (read lazily by
+    `scan_inputs`: there, prefixes must end in '/')."""
+    seen: dict[str, None] = {}
+    for text in inputs:
+        path = text[1:] if text.startswith("@") else text
+        if stores.is_url(path) and not text.startswith("@"):
+            if stores.kind(shards.expand(path)[0]) == "directory" and not shards.is_shard(path):
+                text = text.rstrip("/") + "/"
+        elif not os.path.lexists(shards.expand(path)[0]):
+            what = "list file" if text.startswith("@") else "input path"
+            raise InferError(f"{what} does not exist: {path}")
+        if text.startswith("@") and not os.path.isfile(path):
+            raise InferError(f"list file {path} is not a file: write one image path per line")
+        seen.setdefault(text, None)
+    return tuple(seen)
+
+
+Extensions = tuple[str, ...] | None  # lower-case with the dot; None: every file
+
+
+def scan_inputs(
+    inputs: tuple[str, ...], extensions: Extensions, skipped: Counter | None = None
+) -> Iterator[Item]:
+    """Every file under the inputs, in order. One folder, prefix or shard pattern: names
+    relative to it (a shard's members as `shard.tar/member`); several inputs: names
+    prefixed with the input as given, so that no two files share a name. Files in
+    folders, prefixes and shards whose extension is not in `extensions` are counted in
+    `skipped` (per lower-case extension); files named directly are always read."""
+    single = len(inputs) == 1 and not inputs[0].startswith("@")
+    for text in inputs:
+        if text.startswith("@"):
+            yield from _scan_list(text[1:], extensions, skipped)
+        else:
+            yield from _scan_one(text, single, extensions, skipped)
+
+
+def _scan_one(
+    text: str, single: bool, extensions: Extensions, skipped: Counter | None
+) -> Iterator[Item]:
+    """One input or list line: a folder, a file, a URL (object or prefix), or a shard
+    (local or URL, or a brace pattern of them)."""
+    if shards.is_shard(text):
+        for shard in shards.expand(text):
+            head = _posix(shard) if not single else os.path.basename(_posix(shard))
+            yield from shards.members(shard, f"{head}/", extensions, skipped)
+    elif stores.is_url(text):
+        yield from url_items(text, "" if single else f"{text.rstrip('/')}/", extensions, skipped)
+    elif os.path.isdir(text):
+        prefix = "" if single else f"{_posix(text).rstrip('/')}/"
+        yield from _scan_dir(text, prefix, extensions, frozenset(), skipped)
+    else:
+        yield Item(text, _posix(text))
+
+
+def scan(
+    root: str, extensions: Extensions = IMAGE_EXTENSIONS, skipped: Counter | None = None
+) -> Iterator[Item]:
+    """Files under one folder, prefix URL or shard (pattern), in order, streamed,
+    named relative to it (a file: itself). A URL that cannot be reached: one line."""
+    if stores.is_url(root) or shards.is_shard(root):
+        yield from _scan_one(expand_inputs((root,))[0], True, extensions, skipped)
+    elif not os.path.isdir(root):
+        yield Item(root, _posix(root))
+    else:
+        yield from _scan_dir(root, "", extensions, frozenset(), skipped)
+
+
+def is_folder_like(text: str) -> bool:
+    """A folder, a URL (a prefix, checked when scanned) or a tar shard (pattern): what
+    --calibration, --verify-images and --images take."""
+    return os.path.isdir(text) or stores.is_url(text) or shards.is_shard(text)
+
+
+def _posix(path: str) -> str:
+    return path.replace(os.sep, "/")
+
+
+def _scan_list(list_path: str, extensions: Extensions, skipped: Counter | None) -> Iterator[Item]:
+    """One path or URL per line (paths relative to the working directory); folders,
+    prefixes and shards are scanned."""
+    with open(list_path, encoding="utf-8") as f:
+        for line in f:
+            path = line.rstrip("\r\n")
+            if path.strip():
+                yield from _scan_one(path, False, extensions, skipped)
+
+
+def _scan_dir(
+    path: str,
+    prefix: str,
+    extensions: Extensions,
+    ancestors: frozenset,
+    skipped: Counter | None = None,
+) -> Iterator[Item]:
+    """Sorted, streamed: only one folder's names (not DirEntry objects) are held at a time."""
+    try:
+        st = os.stat(path)
+        with os.scandir(path) as it:
+            # Sorted as the relative paths they lead to ('a/' after 'a.jpg'), which is
+            # the order object stores list keys in: a prefix and a folder of the same
+            # files give the same rows in the same order.
+            entries = sorted((e.name + "/" * e.is_dir(), e.is_dir()) for e in it)
+    except OSError as e:
+        yield Item(path, prefix.rstrip("/") or _posix(path), f"cannot list folder: {reason(e)}")
+        return
+    key = (st.st_dev, st.st_ino)
+    if key in ancestors:
+        return  # a symlink loop: the folder is already being scanned
+    for name, is_dir in entries:
+        full = os.path.join(path, name.rstrip("/"))
+        if is_dir:
+            yield from _scan_dir(full, f"{prefix}{name}", extensions, ancestors | {key}, skipped)
+        elif wanted(name, extensions, skipped):
+            yield Item(full, f"{prefix}{name}")
+
+
+def reason(e: BaseException) -> str:
+    """A short readable reason for an unreadable file."""
+    if isinstance(e, FileNotFoundError):
+        return "file not found (broken symlink or removed during the run)"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, IsADirectoryError):
+        return "is a directory"
+    if isinstance(e, cv2.error):
+        return f"corrupt: OpenCV: {' '.join(str(e).split())[:200]}"
+    if isinstance(e, MemoryError):
+        return "out of memory while decoding (lower --max-pixels or --workers)"
+    return str(e) or type(e).__name__

@@ -176,11 +176,13 @@ def test_bad_values_are_one_line_errors(foreign, tmp_path: Path, args, needle) -
     assert not out.exists()
 
 
-def test_infer_with_a_missing_labels_file(foreign, tmp_path: Path) -> None:
+def test_infer_with_an_unreadable_labels_file(foreign, tmp_path: Path) -> None:
     model, _, folder = foreign
+    labels = tmp_path / "latin1.txt"
+    labels.write_bytes("caf\xe9\n".encode("latin-1") * 5)
     args = ["infer", str(model), str(folder), "-o", str(tmp_path / "p.csv"), "--preset", "raw"]
-    code, output = run([*args, "--labels", str(tmp_path / "MISSING")])
-    assert_one_line_error(code, output, "cannot read labels file", "No such file")
+    code, output = run([*args, "--labels", str(labels)])
+    assert_one_line_error(code, output, "cannot read labels file", "latin1.txt", "UTF-8")
 
 
 def test_not_an_onnx_file_and_keras_with_foreign_options(tmp_path: Path) -> None:

@@ -12,14 +12,12 @@ from cnnbench.bench.results import DEFAULT_MAX_BATCH, Baseline, BenchConfig, Ben
 from cnnbench.bench.tune_config import QUICK_MAX_BATCH, TUNE_TIMING
 from cnnbench.files import atomic_open, unwritable
 from cnnbench.infer.options import (
-    foreign_options,
-    output_options,
+    foreign_preprocessing_options,
     parse_providers,
-    preprocess_options,
     runtime_options,
-    shape_options,
     tensorrt_options,
 )
+from cnnbench.infer.runtime.preprocess import ForeignOptions
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
 
@@ -122,13 +120,7 @@ def check_outputs(paths: dict[str, str | None]) -> None:
     show_default=True,
     help="Time cap per configuration (server: per search).",
 )
-@shape_options
-@preprocess_options
-@click.option(
-    "--labels",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Foreign models: labels file, one per line (with --images: top-1 accuracy).",
-)
+@foreign_preprocessing_options
 @click.option(
     "--images",
     type=click.Path(file_okay=False),
@@ -206,17 +198,7 @@ def bench(
     duration: float,
     min_runs: int,
     max_seconds: float,
-    layout: str | None,
-    size: str | None,
-    preset: str | None,
-    mean: str | None,
-    std: str | None,
-    scale: float | None,
-    bgr: bool | None,
-    crop_mode: str | None,
-    crop_pct: float | None,
-    interpolation: str | None,
-    labels: str | None,
+    foreign: ForeignOptions,
     images: str | None,
     profile: bool,
     baseline: str | None,
@@ -275,19 +257,7 @@ def bench(
             trt_cache=trt_cache,
             trt_fp16=fp16,
         ),
-        foreign=foreign_options(
-            layout=layout,
-            size=size,
-            preset=preset,
-            mean=mean,
-            std=std,
-            scale=scale,
-            bgr=bgr,
-            crop_mode=crop_mode,
-            crop_pct=crop_pct,
-            interpolation=interpolation,
-            labels=labels,
-        ),
+        foreign=foreign,
         images=images,
         baseline=Baseline(baseline) if baseline else None,
         max_latency_ms=max_latency_ms,
@@ -340,26 +310,11 @@ def _write(report: BenchReport, outputs: dict[str, str | None]) -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(dir_okay=False))
-@shape_options
-@preprocess_options
-@output_options
-@click.option("--labels", type=click.Path(dir_okay=False), help="Labels file, one per line.")
+@foreign_preprocessing_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write it as JSON.")
 def inspect(
     model: str,
-    layout: str | None,
-    size: str | None,
-    preset: str | None,
-    mean: str | None,
-    std: str | None,
-    scale: float | None,
-    bgr: bool | None,
-    crop_mode: str | None,
-    crop_pct: float | None,
-    interpolation: str | None,
-    output_name: str | None,
-    scores: str,
-    labels: str | None,
+    foreign: ForeignOptions,
     json_path: str | None,
 ) -> None:
     """Show what cnnbench reads from MODEL (any ONNX file) and what infer will do with it:
@@ -377,21 +332,6 @@ def inspect(
 
     check_outputs({"--json": json_path})
     try:
-        foreign = foreign_options(
-            layout=layout,
-            size=size,
-            preset=preset,
-            mean=mean,
-            std=std,
-            scale=scale,
-            bgr=bgr,
-            crop_mode=crop_mode,
-            crop_pct=crop_pct,
-            interpolation=interpolation,
-            labels=labels,
-            output_name=output_name,
-            scores=scores,
-        )
         found = inspect_model(model, foreign)
     except BenchError as e:
         raise click.ClickException(str(e)) from e

@@ -40,7 +40,7 @@ from cnnbench.infer.sources.fetch import read_source
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, scan
 
 if TYPE_CHECKING:
-    from cnnbench.infer.engines.local import InferSummary
+    from cnnbench.infer.engines.job import InferSummary
 
 STAGES_BATCH = 8  # batch of the stage pass when no model-only figure says better
 
@@ -213,7 +213,8 @@ def _pipeline(target: Target, rc: RunConfig, batch: int, cfg: BenchConfig) -> In
     """One pass of `run_infer` over the images: the pipeline's real img/s."""
     import dataclasses
 
-    from cnnbench.infer.engines.local import InferConfig, run_infer
+    from cnnbench.infer.engines.job import InferConfig
+    from cnnbench.infer.engines.local import run_infer
 
     with tempfile.TemporaryDirectory(prefix="cnnbench-e2e-") as tmp:
         runtime = dataclasses.replace(

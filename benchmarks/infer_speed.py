@@ -45,7 +45,8 @@ from cnnbench.bench.workloads import best_of, make_models
 from cnnbench.infer.decode.images import decode, read_into
 from cnnbench.infer.decode.probe import read_header
 from cnnbench.infer.decode.resize import CropMode, Interpolation
-from cnnbench.infer.engines.local import InferConfig, run_infer
+from cnnbench.infer.engines.job import InferConfig
+from cnnbench.infer.engines.local import run_infer
 from cnnbench.infer.runtime.preprocess import ForeignOptions, resolve_input_format
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
 from cnnbench.infer.sources.listing import scan_inputs

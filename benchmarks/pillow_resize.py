@@ -43,7 +43,8 @@ from cnnbench.bench.workloads import best_of
 from cnnbench.bench.zoo import default_cache_dir, zoo_model
 from cnnbench.infer.decode.images import decode_into, read_into
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, Interpolation
-from cnnbench.infer.engines.local import InferConfig, run_infer
+from cnnbench.infer.engines.job import InferConfig
+from cnnbench.infer.engines.local import run_infer
 from cnnbench.infer.runtime.preprocess import (
     EVAL_CROP,
     ForeignOptions,

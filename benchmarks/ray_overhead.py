@@ -28,8 +28,9 @@ from typing import Any
 
 from cnnbench.bench.photos import write_sized_photos as make_photo_folder
 from cnnbench.bench.workloads import best_of, make_models
-from cnnbench.infer.engines.local import InferConfig, run_infer
-from cnnbench.infer.engines.ray import RayOptions, run_ray_infer
+from cnnbench.infer.engines.job import InferConfig, RayOptions
+from cnnbench.infer.engines.local import run_infer
+from cnnbench.infer.engines.ray import run_ray_infer
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
 CPU = RuntimeOptions(provider=Provider.CPU)

@@ -78,7 +78,8 @@ def upload(server: S3Server, bucket: str, files: list[Path], prefix: str = "") -
 
 
 def infer_rate(model: Path, source: str, out: Path, limit: int | None) -> float:
-    from cnnbench.infer.engines.local import InferConfig, run_infer
+    from cnnbench.infer.engines.job import InferConfig
+    from cnnbench.infer.engines.local import run_infer
     from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
     for path in (out, out.with_name(out.stem + ".errors.csv")):

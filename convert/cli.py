@@ -1,7 +1,8 @@
-"""`cnnbench convert`: a thin shell over `export_onnx`."""
+"""`cnnbench convert`: a thin shell over `export_onnx` (Keras) and `convert_onnx` (ONNX)."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from typing import Any
 
@@ -9,12 +10,8 @@ import click
 
 from cnnbench.convert.config import ConvertConfig, InputDtype, Precision, Preprocess
 from cnnbench.convert.errors import ConvertError
-from cnnbench.infer.options import (
-    foreign_options,
-    output_options,
-    preprocess_options,
-    shape_options,
-)
+from cnnbench.infer.options import FOREIGN_NAMES, foreign_preprocessing_options
+from cnnbench.infer.runtime.preprocess import ForeignOptions
 
 
 def enum_option(name: str, default: enum.Enum, help_text: str) -> Any:
@@ -26,20 +23,7 @@ def enum_option(name: str, default: enum.Enum, help_text: str) -> Any:
 
 FOLDER = click.Path(file_okay=False)
 KERAS_ONLY = ("opset", "input_dtype", "preprocess")
-ONNX_ONLY = (
-    "layout",
-    "size",
-    "preset",
-    "mean",
-    "std",
-    "scale",
-    "bgr",
-    "crop_mode",
-    "crop_pct",
-    "interpolation",
-    "output_name",
-    "scores",
-)
+ONNX_ONLY = tuple(name for name in FOREIGN_NAMES if name != "labels")
 
 
 def check_max_drop(precision: Precision, no_verify: bool) -> None:
@@ -101,9 +85,7 @@ def check_input_kind(keras: bool) -> None:
 )
 @click.option("--external-data", is_flag=True, help="Weights in OUTPUT.data (automatic > 2 GB).")
 @click.option("--no-verify", is_flag=True, help="Skip the checks against the source model.")
-@shape_options
-@preprocess_options
-@output_options
+@foreign_preprocessing_options(labels=False)
 def convert(
     model: str,
     output: str,
@@ -117,7 +99,7 @@ def convert(
     max_drop: float,
     external_data: bool,
     no_verify: bool,
-    **foreign: Any,  # infer's shape, preprocess and output options, as click passes them
+    foreign: ForeignOptions,  # infer's options for ONNX input; --labels is convert's own
 ) -> None:
     """Export a Keras image classifier (.keras), or wrap any ONNX image classifier, into
     self-describing ONNX: uint8 NHWC RGB `image` in, `probs` out, spec inside.
@@ -153,7 +135,7 @@ def convert(
         max_drop=max_drop,
         verify=not no_verify,
         external_data=True if external_data else None,
-        foreign=None if keras else foreign_options(labels=labels, **foreign),
+        foreign=None if keras else dataclasses.replace(foreign, labels_path=labels),
     )
     report = lambda line: click.echo(line, err=True)  # noqa: E731
     try:

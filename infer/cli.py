@@ -9,29 +9,30 @@ import click
 
 from cnnbench.infer.decode.decoders import DecodeLimits
 from cnnbench.infer.decode.probe import DEFAULT_MAX_PIXELS
-from cnnbench.infer.engines.local import (
+from cnnbench.infer.engines.job import (
     IO_THREADS,
+    Engine,
     InferConfig,
     InferSummary,
+    RayOptions,
     apply_plan,
-    run_infer,
     skipped_line,
 )
-from cnnbench.infer.engines.ray import Engine, RayOptions, run_ray_infer
+from cnnbench.infer.engines.local import run_infer
+from cnnbench.infer.engines.ray import run_ray_infer
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.options import (
-    foreign_options,
+    foreign_preprocessing_options,
     make_runtime,
-    output_options,
-    preprocess_options,
     ray_options,
     runtime_options,
-    shape_options,
     tensorrt_options,
 )
 from cnnbench.infer.runtime.plan import Plan, read_plan
+from cnnbench.infer.runtime.preprocess import ForeignOptions
 from cnnbench.infer.runtime.runner import DEFAULT_BATCH_SIZE
 from cnnbench.infer.runtime.session import Provider, check_ort_install
+from cnnbench.infer.sinks.formats import Format, format_of
 from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensions
 
 
@@ -41,13 +42,12 @@ from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensio
     "-o",
     "--output",
     required=True,
-    type=click.Path(dir_okay=False),
-    help="Predictions CSV to write.",
+    help="Predictions to write, in the format of its extension: .csv, .jsonl (JSON lines) "
+    "or .parquet (a folder of parts; also s3://BUCKET/PREFIX.parquet).",
 )
 @click.option(
     "--errors",
-    type=click.Path(dir_okay=False),
-    help="CSV of unreadable files (path,error). Default: OUTPUT.errors.csv.",
+    help="Unreadable files (path, error), in the output's format. Default: OUTPUT.errors.EXT.",
 )
 @click.option(
     "--batch-size",
@@ -88,7 +88,7 @@ from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensio
     help="Predict truncated files from what decoded (default: they are errors).",
 )
 @click.option(
-    "--resume", is_flag=True, help="Skip files already in the output or errors CSV; append."
+    "--resume", is_flag=True, help="Skip files already in the output or errors file; append."
 )
 @click.option("--summary", type=click.Path(dir_okay=False), help="Also write the summary as JSON.")
 @click.option(
@@ -102,10 +102,7 @@ from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensio
 @ray_options
 @runtime_options
 @tensorrt_options
-@shape_options
-@preprocess_options
-@output_options
-@click.option("--labels", type=click.Path(dir_okay=False), help="Labels file, one per line.")
+@foreign_preprocessing_options
 def infer(
     paths: tuple[str, ...],
     output: str,
@@ -132,38 +129,26 @@ def infer(
     precision_hint: str,
     trt_cache: str,
     fp16: bool,
-    layout: str | None,
-    size: str | None,
-    preset: str | None,
-    mean: str | None,
-    std: str | None,
-    scale: float | None,
-    bgr: bool | None,
-    crop_mode: str | None,
-    crop_pct: float | None,
-    interpolation: str | None,
-    output_name: str | None,
-    scores: str,
-    labels: str | None,
+    foreign: ForeignOptions,
 ) -> None:
-    """Classify every image under INPUTS into a CSV: folders (recursive), files, @list.txt,
-    URLs (s3://bucket/prefix/, gs://, az://, https:// files) and tar shards (a.tar,
-    shards-{000000..000099}.tar; local or by URL).
+    """Classify every image under INPUTS into a CSV, JSON lines or Parquet output: folders
+    (recursive), files, @list.txt, URLs (s3://bucket/prefix/, gs://, az://, https:// files)
+    and tar shards (a.tar, shards-{000000..000099}.tar; local or by URL).
 
-    Unreadable files go to the errors CSV; a run with bad files still exits 0. Ctrl-C
+    Unreadable files go to the errors file; a run with bad files still exits 0. Ctrl-C
     finishes the batches in flight and exits 130; --resume finishes a stopped run.
 
     \b
     Example:
       cnnbench infer model.onnx photos/ -o predictions.csv --top-k 3
       cnnbench infer model.onnx @files.txt -o predictions.csv --resume
-      cnnbench infer model.onnx s3://bucket/photos/ -o predictions.csv
-      cnnbench infer model.onnx 'shards-{000000..000099}.tar' -o predictions.csv
+      cnnbench infer model.onnx s3://bucket/photos/ -o s3://bucket/out/predictions.parquet
+      cnnbench infer model.onnx 'shards-{000000..000099}.tar' -o predictions.jsonl
       cnnbench infer model.onnx /shared/photos -o predictions.csv --engine ray --address auto
       cnnbench infer --plan plan.json photos/ -o predictions.csv
     """
     if engine == Engine.LOCAL:
-        check_local_engine_options()
+        check_local_engine_options(output)
     if plan_path is not None:
         check_plan_options(engine)
         model, inputs = "", paths
@@ -186,6 +171,7 @@ def infer(
         limit=limit,
         progress=not no_progress,
         resume=resume,
+        block_size=block_size,
         summary=summary,
         runtime=make_runtime(
             provider,
@@ -195,21 +181,7 @@ def infer(
             trt_fp16=fp16,
             precision_hint=precision_hint,
         ),
-        foreign=foreign_options(
-            layout=layout,
-            size=size,
-            preset=preset,
-            mean=mean,
-            std=std,
-            scale=scale,
-            bgr=bgr,
-            crop_mode=crop_mode,
-            crop_pct=crop_pct,
-            interpolation=interpolation,
-            labels=labels,
-            output_name=output_name,
-            scores=scores,
-        ),
+        foreign=foreign,
         limits=DecodeLimits(max_pixels, allow_truncated),
     )
     report = lambda line: click.echo(line, err=True)  # noqa: E731
@@ -222,10 +194,7 @@ def infer(
                 click.echo(f"warning: {warning}", err=True)
         if engine == Engine.RAY:
             ray = RayOptions(
-                address=address,
-                workers=workers,
-                num_gpus_per_worker=num_gpus_per_worker,
-                block_size=block_size,
+                address=address, workers=workers, num_gpus_per_worker=num_gpus_per_worker
             )
             result = run_ray_infer(cfg, ray, report)
         else:
@@ -246,8 +215,8 @@ def infer(
         again = again if "--resume" in sys.argv else f"{again} --resume"
         saved = (
             "rows so far are"
-            if engine == Engine.LOCAL
-            else f"finished blocks are in {output}.parts"
+            if result.committed_in is None
+            else f"finished blocks are in {result.committed_in}"
         )
         click.echo(f"interrupted: {saved} saved; to finish, run: {again}", err=True)
         sys.exit(130)
@@ -280,27 +249,32 @@ def check_plan_options(engine: str) -> None:
 
 
 def plan_line(plan: Plan, summary: InferSummary, cfg: InferConfig) -> str:
-    """The plan's expected img/s beside the one reached (bench --compare's ratio)."""
-    e = plan.expected
-    got = summary.images_per_second
-    line = (
-        f"plan: {plan.describe()}: expected {e.images_per_second:.1f} img/s (model only"
-        + (f"; {e.end_to_end_ips:.1f} end to end when tuned" if e.end_to_end_ips else "")
-        + f"), reached {got:.1f} img/s ({got / e.images_per_second:.2f}x)"
-    )
+    """The plan's expected img/s beside the ones reached (bench --compare's ratio): end to
+    end over tune's images when the plan has it, and the model alone."""
+    e, got = plan.expected, summary.images_per_second
+    figures = [f"{got / e.images_per_second:.2f}x of {e.images_per_second:.1f} model only"]
+    if e.end_to_end_ips:
+        figures.insert(0, f"{got / e.end_to_end_ips:.2f}x of {e.end_to_end_ips:.1f} end to end")
+    line = f"plan: {plan.describe()}: reached {got:.1f} img/s, {', '.join(figures)} expected"
     if summary.provider != plan.provider.value and cfg.runtime.provider is Provider.AUTO:
         line += f"\nwarning: the plan's provider {plan.provider.value} did not load: ran on "
         line += summary.provider
     return line
 
 
-def check_local_engine_options() -> None:
-    """A Ray option given to the local engine would be silently ignored: refuse it."""
+def check_local_engine_options(output: str) -> None:
+    """A Ray option given to the local engine would be silently ignored: refuse it
+    (--block-size also applies to a Parquet output)."""
     ctx = click.get_current_context()
+    try:
+        parquet = format_of(output) is Format.PARQUET
+    except InferError as e:
+        raise click.ClickException(str(e)) from e
     given = [
         f"--{name.replace('_', '-')}"
         for name in RAY_ONLY
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+        and not (parquet and name == "block_size")
     ]
     if given:
         raise click.UsageError(f"{', '.join(given)} only apply with --engine ray: add it")

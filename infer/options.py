@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
-from cnnbench.infer.decode.resize import CropMode, Interpolation
-from cnnbench.infer.engines.ray import Engine, RayOptions
+from cnnbench.infer.decode.resize import (
+    CROP_PCT_RANGE,
+    CropMode,
+    Interpolation,
+    ResizePolicy,
+    crop_pct_ok,
+)
+from cnnbench.infer.engines.job import Engine, InferConfig
 from cnnbench.infer.runtime.preprocess import ForeignOptions, Layout, Preset
 from cnnbench.infer.runtime.scores import ScoreMode
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions
@@ -140,110 +148,222 @@ def precision_hint_option(many: bool) -> Callable:
     )
 
 
-def shape_options(f: Callable) -> Callable:
-    """--layout and --size, for foreign models that do not say their input."""
-    f = click.option(
-        "--size", help="Foreign models: input size N or HxW (needed when height/width are dynamic)."
-    )(f)
-    return click.option(
-        "--layout",
-        type=click.Choice(list(Layout), case_sensitive=False),
-        help="Foreign models: input layout.",
-    )(f)
+def option_group(
+    name: str, params: Callable[[], list[click.Option]], build: Callable[..., Any]
+) -> Callable[[Callable], Callable]:
+    """A decorator that adds `params` (made fresh for each command) where it stands and
+    hands the command one argument, `name`, built by `build` from their values (as
+    keyword arguments) instead of one argument per option. Each option checks its own
+    range as click reads it, so `build` only assembles."""
+
+    def decorate(f: Callable) -> Callable:
+        options = params()
+        names = [option.name for option in options if option.name]
+
+        @functools.wraps(f)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            values = {key: kwargs.pop(key) for key in names}
+            return f(*args, **{name: build(**values)}, **kwargs)
+
+        # click reverses the list when it makes the command: the group shows in order
+        command.__click_params__ = [  # type: ignore[attr-defined]  # click's own attribute
+            *getattr(f, "__click_params__", ()),
+            *reversed(options),
+        ]
+        return command
+
+    return decorate
 
 
-def resize_options(f: Callable) -> Callable:
+def _size(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple[int, int] | None:
+    return parse_size(text)
+
+
+def _floats(
+    ctx: click.Context, param: click.Parameter, text: str | None
+) -> tuple[float, ...] | None:
+    return parse_floats(text)
+
+
+def _std(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple[float, ...] | None:
+    values = parse_floats(text)
+    if values is not None and 0 in values:
+        numbers = ",".join(f"{v:g}" for v in values)
+        raise click.UsageError(f"--std has a 0 ({numbers}): std divides", ctx)
+    return values
+
+
+def _scale(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.UsageError(f"--scale must be positive, got {value:g}", ctx)
+    return value
+
+
+def _crop_pct(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not crop_pct_ok(value):
+        raise click.UsageError(f"--crop-pct must be in {CROP_PCT_RANGE}, got {value:g}", ctx)
+    return value
+
+
+def resize_params() -> list[click.Option]:
     """--crop-mode, --crop-pct, --interpolation: how a decoded image becomes the input size."""
-    for option in (
-        click.option(
-            "--interpolation",
-            type=click.Choice(list(Interpolation), case_sensitive=False),
-            help="Resize filter. area: OpenCV INTER_AREA when shrinking, bilinear otherwise.",
-        ),
-        click.option(
-            "--crop-pct",
-            type=float,
-            help="Resize to size/F before the centre crop (ImageNet evaluation: 0.875).",
-        ),
-        click.option(
-            "--crop-mode",
+    return [
+        click.Option(
+            ["--crop-mode"],
             type=click.Choice(list(CropMode), case_sensitive=False),
             help="center: keep the aspect ratio, shorter side to size/crop-pct, centre crop; "
             "squash: the whole image to size/crop-pct, centre crop.",
         ),
-    ):
-        f = option(f)
-    return f
-
-
-def preprocess_options(f: Callable) -> Callable:
-    """--preset and its parts (--mean, --std, --scale, --bgr and the resize options)."""
-    f = resize_options(f)
-    for option in (
-        click.option("--bgr", is_flag=True, default=None, help="Feed BGR instead of RGB."),
-        click.option(
-            "--scale", type=float, help="Multiply 0..255 pixels by this first (e.g. 0.00392157)."
+        click.Option(
+            ["--crop-pct"],
+            type=float,
+            callback=_crop_pct,
+            help=f"Resize to size/F before the centre crop, F in {CROP_PCT_RANGE} "
+            "(ImageNet evaluation: 0.875).",
         ),
-        click.option("--std", help="Per-channel std after --scale, e.g. 0.229,0.224,0.225."),
-        click.option("--mean", help="Per-channel mean after --scale, e.g. 0.485,0.456,0.406."),
-        click.option(
-            "--preset",
+        click.Option(
+            ["--interpolation"],
+            type=click.Choice(list(Interpolation), case_sensitive=False),
+            help="Resize filter. area: OpenCV INTER_AREA when shrinking, bilinear otherwise; "
+            "bilinear-aa/bicubic-aa: Pillow's antialiasing filters on a full-size decode "
+            "(torchvision's pixels).",
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class ResizeOverrides:
+    """--crop-mode, --crop-pct, --interpolation as given (None: not given)."""
+
+    crop_mode: CropMode | None = None
+    crop_pct: float | None = None
+    interpolation: Interpolation | None = None
+
+    def applied_to(self, base: ResizePolicy) -> ResizePolicy:
+        return base.overridden(self.crop_mode, self.crop_pct, self.interpolation)
+
+
+def _resize_overrides(
+    crop_mode: str | None, crop_pct: float | None, interpolation: str | None
+) -> ResizeOverrides:
+    return ResizeOverrides(
+        CropMode(crop_mode) if crop_mode else None,
+        crop_pct,
+        Interpolation(interpolation) if interpolation else None,
+    )
+
+
+resize_options = option_group("resize", resize_params, _resize_overrides)
+"""The resize options as one `resize: ResizeOverrides` argument (`train`)."""
+
+
+def foreign_params(labels: bool = True) -> list[click.Option]:
+    """Every option that says how to feed a model without a cnnbench spec and read its
+    output, in the order help shows them: the one list infer, bench, inspect and convert
+    take (convert keeps its own --labels, which Keras input takes too)."""
+    shape = [
+        click.Option(
+            ["--layout"],
+            type=click.Choice(list(Layout), case_sensitive=False),
+            help="Foreign models: input layout.",
+        ),
+        click.Option(
+            ["--size"],
+            callback=_size,
+            help="Foreign models: input size N or HxW (needed when height/width are dynamic).",
+        ),
+    ]
+    pixels = [
+        click.Option(
+            ["--preset"],
             type=click.Choice(list(Preset), case_sensitive=False),
             help="Models without a cnnbench spec: how their pixels are prepared "
             "(see docs/models.md); the options after it override its parts.",
         ),
-    ):
-        f = option(f)
-    return f
+        click.Option(
+            ["--mean"],
+            callback=_floats,
+            help="Per-channel mean after --scale, e.g. 0.485,0.456,0.406.",
+        ),
+        click.Option(
+            ["--std"],
+            callback=_std,
+            help="Per-channel std after --scale, e.g. 0.229,0.224,0.225 (no zeros).",
+        ),
+        click.Option(
+            ["--scale"],
+            type=float,
+            callback=_scale,
+            help="Multiply 0..255 pixels by this first (e.g. 0.00392157); positive.",
+        ),
+        click.Option(["--bgr"], is_flag=True, default=None, help="Feed BGR instead of RGB."),
+    ]
+    output = [
+        click.Option(
+            ["--output-name"],
+            help="The output to read (default: the one shaped [batch, classes]).",
+        ),
+        click.Option(
+            ["--scores"],
+            type=click.Choice(list(ScoreMode), case_sensitive=False),
+            default=ScoreMode.AUTO.value,
+            show_default=True,
+            help="auto: softmax unless the output rows already are probabilities.",
+        ),
+    ]
+    label_file = click.Option(
+        ["--labels"],
+        type=click.Path(exists=True, dir_okay=False),
+        help="Foreign models: labels file, one per line.",
+    )
+    return [*shape, *pixels, *resize_params(), *output, *([label_file] if labels else [])]
 
 
-def output_options(f: Callable) -> Callable:
-    """--output-name, --scores: which output is the classifier and how it becomes scores."""
-    f = click.option(
-        "--scores",
-        type=click.Choice(list(ScoreMode), case_sensitive=False),
-        default=ScoreMode.AUTO.value,
-        show_default=True,
-        help="auto: softmax unless the output rows already are probabilities.",
-    )(f)
-    return click.option(
-        "--output-name", help="The output to read (default: the one shaped [batch, classes])."
-    )(f)
+FOREIGN_NAMES = tuple(option.name or "" for option in foreign_params())
+"""The parameter names of the foreign options (for checks of which were given)."""
 
 
-def foreign_options(
+def foreign_from(
     *,
     layout: str | None = None,
-    size: str | None = None,
+    size: tuple[int, int] | None = None,
     preset: str | None = None,
-    mean: str | None = None,
-    std: str | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
     scale: float | None = None,
     bgr: bool | None = None,
     crop_mode: str | None = None,
     crop_pct: float | None = None,
     interpolation: str | None = None,
-    labels: str | None = None,
     output_name: str | None = None,
     scores: str | None = None,
+    labels: str | None = None,
 ) -> ForeignOptions:
-    """The ForeignOptions from a command's options, as click passes them (those a command
-    does not have stay None)."""
+    """The ForeignOptions from the group's values, as click passes them (checked)."""
+    resize = _resize_overrides(crop_mode, crop_pct, interpolation)
     return ForeignOptions(
         layout=Layout(layout) if layout else None,
-        size=parse_size(size),
-        mean=parse_floats(mean),
-        std=parse_floats(std),
+        size=size,
+        mean=mean,
+        std=std,
         scale=scale,
         bgr=bgr or None,
         labels_path=labels,
         preset=Preset(preset) if preset else None,
-        crop_mode=CropMode(crop_mode) if crop_mode else None,
-        crop_pct=crop_pct,
-        interpolation=Interpolation(interpolation) if interpolation else None,
+        crop_mode=resize.crop_mode,
+        crop_pct=resize.crop_pct,
+        interpolation=resize.interpolation,
         output_name=output_name,
         scores=ScoreMode(scores or ScoreMode.AUTO),
     )
+
+
+def foreign_preprocessing_options(f: Callable | None = None, *, labels: bool = True) -> Callable:
+    """The foreign options (FOREIGN_NAMES) as one `foreign: ForeignOptions` argument.
+    `@foreign_preprocessing_options` or, for a command with a --labels of its own,
+    `@foreign_preprocessing_options(labels=False)`."""
+    group = option_group("foreign", lambda: foreign_params(labels), foreign_from)
+    return group(f) if f is not None else group
 
 
 def default_trt_cache() -> str:
@@ -277,9 +397,9 @@ def ray_options(f: Callable) -> Callable:
         click.option(
             "--block-size",
             type=click.IntRange(min=1),
-            default=RayOptions.block_size,
+            default=InferConfig.block_size,
             show_default=True,
-            help="Ray: files per block (the unit of shards and --resume).",
+            help="Ray, and Parquet outputs: files per block (the unit of parts and --resume).",
         ),
         click.option(
             "--num-gpus-per-worker",

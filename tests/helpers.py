@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from cnnbench.cli import cli
-from cnnbench.infer.sinks.output import unsafe_cell
+from cnnbench.infer.sinks.formats import unsafe_cell
 
 SLOW_FOLDER_FILES = 600  # files in conftest's slow_folder
 
@@ -80,13 +81,29 @@ def make_zoo(root: Path, photo: bytes) -> tuple[set[str], set[str]]:
     return good, bad
 
 
-def paths(csv_path: Path) -> list[str]:
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        return [unsafe_cell(r["path"]) for r in csv.DictReader(f)]
+def read_rows(path: Path) -> list[dict]:
+    """The rows of an output in any format: CSV (text cells), JSON lines, or a Parquet
+    dataset folder read by pyarrow (parts in name order, i.e. block order)."""
+    if path.suffix == ".parquet":
+        import pyarrow.dataset as ds
+
+        return ds.dataset(path, format="parquet").to_table().to_pylist()
+    with open(path, newline="", encoding="utf-8") as f:
+        if path.suffix == ".jsonl":
+            return [json.loads(line) for line in f]
+        return [r | {"path": unsafe_cell(r["path"])} for r in csv.DictReader(f)]
+
+
+def paths(out: Path) -> list[str]:
+    return [r["path"] for r in read_rows(out)]
+
+
+def errors_of(out: Path) -> Path:
+    return out.with_name(f"{out.stem}.errors{out.suffix}")
 
 
 def assert_exactly_once(folder: Path, out: Path) -> None:
-    done = paths(out) + paths(out.with_name(out.stem + ".errors.csv"))
+    done = paths(out) + paths(errors_of(out))
     expected = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
     assert len(done) == len(set(done)), "duplicate rows"
     assert sorted(done) == expected, "missing rows"
@@ -99,9 +116,11 @@ def ray_command(model: Path, folder: Path, out: Path, address: str, *extra: str)
 
 
 def committed_blocks(out: Path) -> list[str]:
-    folder = Path(f"{out}.parts")
+    """Committed blocks: prediction parts in OUTPUT.parts/, or in a Parquet folder."""
+    folder = out if out.suffix == ".parquet" else Path(f"{out}.parts")
     names = os.listdir(folder) if folder.exists() else []
-    return [n for n in names if n.endswith(".csv") and not n.endswith(".errors.csv")]
+    ext = out.suffix
+    return [n for n in names if n.startswith("block-") and n.endswith(ext) and ".errors" not in n]
 
 
 def wait_for_blocks(out: Path, blocks: int, proc: subprocess.Popen, timeout=120) -> None:
@@ -116,6 +135,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """What an S3 client needs to reach a test server and nothing else: the endpoint,
+    made-up credentials, no config files, no instance-metadata lookup."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
 
 
 class S3Server:
@@ -149,15 +182,7 @@ class S3Server:
 
     @property
     def env(self) -> dict[str, str]:
-        return {
-            "AWS_ENDPOINT_URL": self.url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        }
+        return s3_env(self.url)
 
     def client(self):
         import boto3

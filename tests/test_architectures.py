@@ -61,7 +61,8 @@ def test_trains_converts_and_infers_with_parity(
 
     from cnnbench.convert.export import ConvertConfig, export_onnx
     from cnnbench.infer.decode.images import load_image
-    from cnnbench.infer.engines.local import InferConfig, run_infer
+    from cnnbench.infer.engines.job import InferConfig
+    from cnnbench.infer.engines.local import run_infer
     from cnnbench.training.run import TrainConfig, run_training
 
     size = tiny_size(name)

@@ -106,7 +106,8 @@ def test_fp16_keeps_uint8_input_and_float32_output(digits_run, tmp_path: Path) -
 
 
 def held_out_accuracy(model: Path, heldout: Path, tmp_path: Path) -> float:
-    from cnnbench.infer.engines.local import InferConfig, run_infer
+    from cnnbench.infer.engines.job import InferConfig
+    from cnnbench.infer.engines.local import run_infer
 
     cfg = InferConfig(
         str(model), (str(heldout),), str(tmp_path / f"{model.stem}.csv"), progress=False

@@ -20,7 +20,7 @@ from cnnbench.cli import cli
 from cnnbench.infer.decode.images import decode, load_image, reduction_for
 from cnnbench.infer.decode.probe import Header, read_header
 from cnnbench.infer.runtime.preprocess import EVAL_CROP
-from cnnbench.infer.sinks.output import unsafe_cell
+from cnnbench.infer.sinks.formats import unsafe_cell
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

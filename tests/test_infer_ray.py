@@ -21,9 +21,11 @@ from click.testing import CliRunner
 from helpers import (
     assert_exactly_once,
     committed_blocks,
+    errors_of,
     make_zoo,
     paths,
     ray_command,
+    read_rows,
     wait_for_blocks,
 )
 
@@ -62,8 +64,7 @@ def infer(model: Path, inputs: Path, out: Path, *extra: str):
 
 def assert_same_files(a: Path, b: Path) -> None:
     assert a.read_bytes() == b.read_bytes()
-    errors = [p.with_name(f"{p.stem}.errors.csv") for p in (a, b)]
-    assert errors[0].read_bytes() == errors[1].read_bytes()
+    assert errors_of(a).read_bytes() == errors_of(b).read_bytes()
 
 
 def test_ray_rows_equal_local_rows_with_bad_files(
@@ -146,16 +147,23 @@ def test_ray_reports_the_workers_score_choice(
 
 
 def committed_rows(out: Path) -> int:
-    """Files in the committed blocks: their predictions and errors shards."""
+    """Files in the committed blocks: their predictions and errors parts."""
+    if out.suffix == ".parquet":
+        return sum(
+            len(paths(out / n)) + len(paths(errors_of(out) / n)) for n in committed_blocks(out)
+        )
     shards = [Path(f"{out}.parts") / n for n in committed_blocks(out)]
-    return sum(len(paths(p)) + len(paths(p.with_name(p.stem + ".errors.csv"))) for p in shards)
+    return sum(
+        len(paths(p)) + len(paths(p.with_name(f"{p.stem}.errors{p.suffix}"))) for p in shards
+    )
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("ext", ["csv", "jsonl", "parquet"])
 def test_kill_driver_then_resume_exactly_once(
-    ray_address: str, tiny_model: Path, slow_folder: Path, tmp_path: Path
+    ray_address: str, tiny_model: Path, slow_folder: Path, tmp_path: Path, ext: str
 ) -> None:
-    out = tmp_path / "pred.csv"
+    out = tmp_path / f"pred.{ext}"
     proc = subprocess.Popen(
         ray_command(tiny_model, slow_folder, out, ray_address),
         stdout=subprocess.PIPE,
@@ -168,7 +176,8 @@ def test_kill_driver_then_resume_exactly_once(
     proc.kill()  # SIGKILL: no handler runs; Ray ends the dead driver's tasks and actors
     proc.wait()
     done = committed_blocks(out)
-    assert 3 <= len(done) < 25 and not out.exists(), "killed mid-run, before the merge"
+    assert 3 <= len(done) < 25, "killed mid-run"
+    assert ext == "parquet" or not out.exists(), "before the merge"
     rows = committed_rows(out)
     resumed = infer(
         tiny_model, slow_folder, out, "--engine", "ray", "--address", ray_address,
@@ -177,9 +186,17 @@ def test_kill_driver_then_resume_exactly_once(
     assert resumed.exit_code == 0, resumed.output
     assert f"{rows} already done (resumed)" in resumed.output
     assert_exactly_once(slow_folder, out)
-    local = tmp_path / "local.csv"
-    assert infer(tiny_model, slow_folder, local, "--batch-size", "8").exit_code == 0
-    assert_same_files(local, out)
+    local = tmp_path / f"local.{ext}"
+    args = (
+        ("--batch-size", "8", "--block-size", "25") if ext == "parquet" else ("--batch-size", "8")
+    )
+    assert infer(tiny_model, slow_folder, local, *args).exit_code == 0
+    if ext == "parquet":  # the same parts, file for file
+        assert sorted(os.listdir(local)) == sorted(os.listdir(out))
+        assert read_rows(local) == read_rows(out)
+        assert read_rows(errors_of(local)) == read_rows(errors_of(out))
+    else:
+        assert_same_files(local, out)
 
 
 @pytest.mark.slow
@@ -309,20 +326,22 @@ def test_parts_count_only_for_the_same_files_and_job(tmp_path: Path) -> None:
     from cnnbench.infer.sinks.parts import Parts, names_digest
 
     out, columns = tmp_path / "p.csv", ["path", "label", "score"]
+    errors = str(tmp_path / "p.errors.csv")
     job = {"model_sha256": "m", "block_size": 2}
     digests = [names_digest(["a", "b"]), names_digest(["c"])]
-    parts = Parts(str(out), job, resume=False)
+    parts = Parts(str(out), errors, job, resume=False)
     parts.write_block(1, digests[1], columns, [], [{"path": "c", "error": "empty file"}])
-    rows = [{"path": n, "label": "x", "score": "0.5"} for n in ("a", "b")]
+    rows = [{"path": n, "label": "x", "score": 0.5} for n in ("a", "b")]
     parts.write_block(0, digests[0], columns, rows, [])
-    again = Parts(str(out), job, resume=True)
+    again = Parts(str(out), errors, job, resume=True)
     assert again.is_done(0, digests[0]) and again.is_done(1, digests[1])
     assert not again.is_done(0, names_digest(["a", "new"])), "other files: redo the block"
     with pytest.raises(InferError, match="another model_sha256"):
-        Parts(str(out), job | {"model_sha256": "other"}, resume=True)
-    again.merge(digests, str(out), str(tmp_path / "p.errors.csv"))
+        Parts(str(out), errors, job | {"model_sha256": "other"}, resume=True)
+    again.finish(digests, columns)
     assert paths(out) == ["a", "b"] and paths(tmp_path / "p.errors.csv") == ["c"]
-    assert not Parts(str(out), job, resume=False).is_done(0, digests[0]), "a fresh run"
+    assert not Path(f"{out}.parts").exists()
+    assert not Parts(str(out), errors, job, resume=False).is_done(0, digests[0]), "a fresh run"
 
 
 def test_resume_that_only_merges_starts_no_cluster(

@@ -22,7 +22,8 @@ from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.preprocess import ForeignOptions, Preset, resolve_input_format
 from cnnbench.infer.runtime.runner import BoundRunner, PlainRunner
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, choose_session, load_error
-from cnnbench.infer.sinks.output import OutputLock, safe_cell, unsafe_cell
+from cnnbench.infer.sinks.formats import safe_cell, unsafe_cell
+from cnnbench.infer.sinks.output import OutputLock
 
 
 def save_graph(path: Path, inp_shape: list, out_shape: list, op: str = "Identity") -> Path:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
-from cnnbench.infer.options import resize_options
+from cnnbench.infer.decode.resize import DEFAULT_POLICY
+from cnnbench.infer.options import ResizeOverrides, resize_options
 from cnnbench.training.errors import TrainError
 from cnnbench.training.registry import ARCHITECTURES, get_arch
 
@@ -16,16 +16,6 @@ def list_architectures() -> None:
     for spec in ARCHITECTURES.values():
         size = f"{spec.input_size}x{spec.input_size}x{spec.channels}"
         click.echo(f"{spec.name:12s} {size:>11s} {spec.reference_params:>13,}  {spec.description}")
-
-
-def resize_policy(mode: str | None, pct: float | None, interp: str | None) -> ResizePolicy:
-    """The policy training reads image folders with (and `infer` will serve with)."""
-    try:
-        return DEFAULT_POLICY.overridden(mode, pct, interp)
-    except ValueError:
-        raise click.BadParameter(
-            f"must be in (0, 1], got {pct:g}", param_hint="--crop-pct"
-        ) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,9 +80,7 @@ def train(
     unfreeze_top: int | None,
     eager: bool,
     export_val: str | None,
-    crop_mode: str | None,
-    crop_pct: float | None,
-    interpolation: str | None,
+    resize: ResizeOverrides,
     list_archs: bool,
 ) -> None:
     """Train ARCH and write RUN_DIR: model.keras, labels.txt, history, report, config.
@@ -109,7 +97,6 @@ def train(
         return
     if arch is None or out is None:
         raise click.UsageError("give an architecture and --out (or --list)")
-    resize = resize_policy(crop_mode, crop_pct, interpolation)
     try:
         get_arch(arch)
         from cnnbench.training.run import TrainConfig, run_training
@@ -132,7 +119,7 @@ def train(
             freeze_base=freeze_base,
             unfreeze_top=unfreeze_top or 0,
             eager=eager,
-            resize=resize,
+            resize=resize.applied_to(DEFAULT_POLICY),
         )
         result = run_training(cfg)
     except TrainError as e:

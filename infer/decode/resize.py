@@ -46,6 +46,14 @@ class Interpolation(enum.StrEnum):
         return f"{self.value} ({'Pillow' if self.pillow else 'OpenCV'})"
 
 
+CROP_PCT_RANGE = "(0, 1]"  # the fraction of the resized image the centre crop keeps
+
+
+def crop_pct_ok(value: float) -> bool:
+    """Whether `value` lies in CROP_PCT_RANGE (policies, specs and --crop-pct all ask here)."""
+    return 0.0 < value <= 1.0
+
+
 _CV2_FLAGS = {Interpolation.BILINEAR: cv2.INTER_LINEAR, Interpolation.BICUBIC: cv2.INTER_CUBIC}
 
 
@@ -61,8 +69,8 @@ class ResizePolicy:
     def __post_init__(self) -> None:
         object.__setattr__(self, "crop_mode", CropMode(self.crop_mode))
         object.__setattr__(self, "interpolation", Interpolation(self.interpolation))
-        if not 0.0 < self.crop_pct <= 1.0:
-            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if not crop_pct_ok(self.crop_pct):
+            raise ValueError(f"crop_pct must be in {CROP_PCT_RANGE}, got {self.crop_pct}")
 
     def overridden(
         self,
@@ -71,7 +79,8 @@ class ResizePolicy:
         interpolation: Interpolation | str | None = None,
     ) -> ResizePolicy:
         """This policy with the parts given (not None) replaced: how command-line options
-        override a preset's or a spec's policy. A crop_pct outside (0, 1] is a ValueError."""
+        override a preset's or a spec's policy. A crop_pct outside (0, 1] is a ValueError
+        (--crop-pct is checked where it is read)."""
         return ResizePolicy(
             CropMode(crop_mode) if crop_mode else self.crop_mode,
             self.crop_pct if crop_pct is None else crop_pct,
@@ -122,8 +131,8 @@ class ResizePolicy:
             raise ValueError(
                 f"key 'interpolation' must be one of {', '.join(Interpolation)}, got {interp!r}"
             )
-        if isinstance(pct, bool) or not isinstance(pct, int | float) or not 0 < pct <= 1:
-            raise ValueError(f"key 'crop_pct' must be a number in (0, 1], got {pct!r}")
+        if isinstance(pct, bool) or not isinstance(pct, int | float) or not crop_pct_ok(pct):
+            raise ValueError(f"key 'crop_pct' must be a number in {CROP_PCT_RANGE}, got {pct!r}")
         return cls(CropMode(mode.lower()), float(pct), Interpolation(interp.lower()))
 
 

@@ -16,7 +16,7 @@ be at the same path on every node (a shared file system). Ray is imported lazily
 from __future__ import annotations
 
 import dataclasses
-import enum
+import hashlib
 import logging
 import os
 import socket
@@ -35,21 +35,23 @@ from cnnbench.files import Report
 from cnnbench.infer.decode.decoders import DecodeLimits
 from cnnbench.infer.decode.images import load_items
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
-from cnnbench.infer.engines.local import (
+from cnnbench.infer.engines.job import (
     InferConfig,
     InferSummary,
+    RayOptions,
     StopOnSigint,
     batch_size_for,
-    batched,
     check_config,
     describe_format,
     has_class_folders,
     iter_items,
+    job_key,
     prediction_row,
     top_indices,
     write_summary,
 )
 from cnnbench.infer.engines.ray_cleanup import release_watchdog, start_watchdog
+from cnnbench.infer.engines.ray_watch import Stalled, watched
 from cnnbench.infer.errors import InferError, first_line
 from cnnbench.infer.runtime.preprocess import InputFormat, check_top_k, resolve_input_format
 from cnnbench.infer.runtime.runner import make_runner
@@ -60,8 +62,9 @@ from cnnbench.infer.runtime.session import (
     active_provider,
     create_session,
 )
-from cnnbench.infer.sinks.output import OutputLock, fieldnames, read_resume_state, safe_cell
-from cnnbench.infer.sinks.parts import Parts, names_digest, parts_dir
+from cnnbench.infer.sinks.formats import Format, fieldnames, format_of
+from cnnbench.infer.sinks.output import OutputLock, read_resume_state
+from cnnbench.infer.sinks.parts import Parts, blocks, parts_dir
 from cnnbench.infer.sources import stores
 from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.listing import reason
@@ -70,21 +73,6 @@ RAY_HINT = "pip install 'cnnbench[ray]'"
 CONNECT_TIMEOUT_S = 3.0
 DECODE_CPUS = 0.5  # per decode task
 TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
-
-
-class Engine(enum.StrEnum):
-    LOCAL = "local"  # threads on this machine (pipeline.py)
-    RAY = "ray"  # a Ray Data job on a Ray cluster
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """How the job runs on Ray; the rows do not depend on any of these but block_size."""
-
-    address: str | None = None  # None: RAY_ADDRESS, else a running cluster, else a local one
-    workers: int = 0  # inference actors; 0: autoscale between 1 and what the cluster holds
-    num_gpus_per_worker: float | None = None  # None: 1 for cuda/tensorrt, else 0
-    block_size: int = 1000  # files per block: the unit of shards and of --resume
 
 
 def import_ray() -> ModuleType:
@@ -100,19 +88,37 @@ def import_ray() -> ModuleType:
     return ray
 
 
-def _check_reachable(address: str) -> None:
-    """Fail in seconds, not minutes, when nothing listens at HOST:PORT."""
+def _check_reachable(address: str) -> str:
+    """Fail in seconds, not minutes, when nothing listens at HOST:PORT; the local address
+    this machine reaches it from."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise InferError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S) as s:
+            return str(s.getsockname()[0])
     except OSError as e:
         raise InferError(
             f"no Ray cluster at {address} ({reason(e)}): start one there with "
             "`ray start --head`, or leave out --address to start a local one"
         ) from e
+
+
+def _driver_address(address: str, here: str | None) -> dict:
+    """`_node_ip_address` for ray.init when Ray's own guess would be wrong. Ray takes the
+    address of the interface that routes to a public one (8.8.8.8; a UDP connect, which
+    sends nothing); where there is no such route (a private network, a namespace) it falls
+    back to the host name's address, which need not be this machine's node at all, and
+    the job waits forever. The address this machine reaches the cluster from is the
+    right one then."""
+    if here is None or address.startswith("ray://") or here.startswith("127."):
+        return {}
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("8.8.8.8", 53))
+        return {}  # Ray's guess works
+    except OSError:
+        return {"_node_ip_address": here}
 
 
 def connect(
@@ -122,15 +128,16 @@ def connect(
     whether this call made the connection (and so must end it), and the watchdog of a
     cluster it started (ray_cleanup.py)."""
     address = address or os.environ.get("RAY_ADDRESS") or None
+    here = None
     if address not in (None, "auto"):
-        _check_reachable(address)
+        here = _check_reachable(address)
     if ray.is_initialized():
         report("ray: using this process's connection to its cluster")
         return False, None
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     try:
         if address is not None:
-            ray.init(address=address, **quiet)
+            ray.init(address=address, **quiet, **_driver_address(address, here))
             report(f"ray: connected to the cluster at {address}")
             return True, None
         try:
@@ -200,6 +207,14 @@ def probe_worker(model: list, runtime: RuntimeOptions) -> str:
         return f"error: {e}"
 
 
+def worker_name() -> str:
+    """`NODE_IP:PID` of this actor: nodes are told apart by address, not by host name
+    (containers and namespaces often share one); a restarted actor is a new one."""
+    import ray
+
+    return f"{ray.util.get_node_ip_address()}:{os.getpid()}"
+
+
 class Predictor:
     """Ray Data actor: one ONNX Runtime session, created once, for every batch it gets."""
 
@@ -212,7 +227,7 @@ class Predictor:
         self.buf = np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8)
         self.runner.warm_up(self.buf)
         self.top_k = min(top_k, self.runner.raw(self.buf, 1).shape[1])
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = worker_name()
 
     def __call__(self, batch: dict) -> dict:
         errors = batch["error"]
@@ -255,13 +270,12 @@ def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary: InferSu
     import pyarrow as pa
 
     job = _Job([], {}, [])
-    for k, chunk in enumerate(batched(items, block_size)):
+    for k, digest, chunk in blocks(items, block_size):
         if any(item.data is not None for item in chunk):
             raise InferError(
                 "--engine ray does not read tar shards yet (their members are read while "
                 "listing): run them with the local engine (leave out --engine ray)"
             )
-        digest = names_digest(item.name for item in chunk)
         job.digests.append(digest)
         if parts.is_done(k, digest):
             summary.skipped += len(chunk)
@@ -321,7 +335,7 @@ class _Collector:
             if truncated and not error:
                 summary.truncated.append(name)
             if error:
-                errors.append({"path": safe_cell(name), "error": error})
+                errors.append({"path": name, "error": error})
             else:
                 predictions.append(
                     prediction_row(name, top, score, self.labels, self.truth, summary)
@@ -445,19 +459,30 @@ def _worker_error(e: Exception) -> InferError:
 
 
 def _consume(
-    ray: ModuleType, ds: Any, collector: _Collector, summary: InferSummary, progress: bool
+    ray: ModuleType,
+    ds: Any,
+    collector: _Collector,
+    summary: InferSummary,
+    progress: bool,
+    report: Report,
 ) -> None:
-    """Pull rows until every block is written or Ctrl-C; Ray Data shows the progress."""
+    """Pull rows until every block is written, Ctrl-C (a second one stops at once), or a
+    lost node leaves the job stuck (ray_watch.py); Ray Data shows the progress."""
     ray.data.DataContext.get_current().enable_progress_bars = progress
     if not progress:  # Ray Data's own log lines on the console are progress too
         logging.getLogger("ray.data").setLevel(logging.ERROR)
     start = time.perf_counter()
     try:
         with StopOnSigint() as stop:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                collector.add(batch, summary)
-                if stop.requested:
-                    break
+            batches = ds.iter_batches(batch_size=None, batch_format="numpy")
+            try:
+                for batch in watched(ray, batches, report, stop):
+                    collector.add(batch, summary)
+            except Stalled as e:
+                report(str(e))
+                stop.requested = True
+            except KeyboardInterrupt:  # the second Ctrl-C: committed blocks stay
+                stop.requested = True
             summary.interrupted = stop.requested
     except ray.exceptions.RayError as e:
         raise _worker_error(e) from e
@@ -478,26 +503,16 @@ def _read_model(path: str) -> bytes:
         raise InferError(f"cannot read model file {path}: {reason(e)}") from e
 
 
-def _job_key(cfg: InferConfig, model: bytes, columns: list[str], block_size: int) -> dict:
-    import hashlib
-
-    return {
-        "model_sha256": hashlib.sha256(model).hexdigest(),
-        "inputs": [os.path.abspath(p) if not p.startswith("@") else p for p in cfg.inputs],
-        "columns": columns,
-        "block_size": block_size,
-        "foreign": repr(cfg.foreign),
-    }
-
-
 def _finished_earlier(
     cfg: InferConfig, columns: list[str], items: Iterator[Item], summary: InferSummary
 ) -> bool:
-    """--resume where a run already finished: its output is there and its parts folder
-    gone. True when every listed file has its row (nothing to do, as with the local
-    engine); an output that lacks rows was not left by a Ray run, which merges only at
-    the end: refused, as Ray's unit of resume is the parts folder."""
-    if os.path.isdir(parts_dir(cfg.output)) or not os.path.exists(cfg.output):
+    """--resume of a CSV or JSON lines output whose run already finished: the output is
+    there and its parts folder gone. True when every listed file has its row (nothing to
+    do, as with the local engine); an output that lacks rows was not left by a Ray run,
+    which merges only at the end: refused, as Ray's unit of resume is the parts folder.
+    (A Parquet output keeps its parts: a finished one resumes as every block done.)"""
+    staged = os.path.isdir(parts_dir(cfg.output))
+    if format_of(cfg.output) is Format.PARQUET or staged or not os.path.exists(cfg.output):
         return False
     done = read_resume_state(cfg.output, cfg.errors_path, columns).done
     listed = missing = 0
@@ -533,7 +548,7 @@ def _run_job(
         _check_workers(ray, model_ref, cfg, opts, report)
         job.refs = [ray.put(table) for table in job.refs]
         ds = _dataset(ray, job, collector.fmt, model_ref, cfg, opts, summary.batch_size)
-        _consume(ray, ds, collector, summary, cfg.progress)
+        _consume(ray, ds, collector, summary, cfg.progress, report)
     finally:
         if owned:
             ray.shutdown()
@@ -543,8 +558,6 @@ def _run_job(
 def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = None) -> InferSummary:
     """`run_infer` on a Ray cluster: the same rows, in the same order, in the same files."""
     report = report or (lambda line: None)
-    if opts.block_size < 1:
-        raise InferError(f"--block-size must be a positive integer, got {opts.block_size}")
     ray = import_ray()
     inputs = check_config(cfg)
     # The driver only needs the model's input format and labels: a one-thread CPU session.
@@ -566,16 +579,18 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
             if cfg.summary:
                 write_summary(cfg, summary)
             return summary
-        parts = Parts(cfg.output, _job_key(cfg, model, columns, opts.block_size), cfg.resume)
-        job = _plan(items, opts.block_size, parts, summary)
+        key = job_key(cfg, hashlib.sha256(model).hexdigest(), columns)
+        parts = Parts(cfg.output, cfg.errors_path, key, cfg.resume)
+        job = _plan(items, cfg.block_size, parts, summary)
+        parts.keep_only(job.digests)  # before any new block: never a file twice
+        summary.committed_in = parts.where
         collector = _Collector(job, parts, fmt, cfg, with_truth)
         if job.pending:  # else a resume with every block done: merge without a cluster
             _run_job(ray, job, model, collector, summary, cfg, opts, report)
         summary.provider = ",".join(sorted(collector.providers)) or "none"
         summary.scores = "; ".join(sorted(collector.scores))
         if not summary.interrupted:
-            parts.merge(job.digests, cfg.output, cfg.errors_path)
-            parts.remove()
+            parts.finish(job.digests, columns)
     if cfg.summary:
         write_summary(cfg, summary)
     return summary

@@ -322,10 +322,7 @@ def _from_spec(spec: ModelSpec, options: ForeignOptions, inp: TensorInfo) -> Inp
 def _policy(base: ResizePolicy, options: ForeignOptions, preset: Preset | None) -> ResizePolicy:
     if preset is not None:
         base = PRESETS[preset][1]
-    try:
-        return base.overridden(options.crop_mode, options.crop_pct, options.interpolation)
-    except ValueError as e:
-        raise InferError(f"--crop-pct must be in (0, 1], got {options.crop_pct:g}") from e
+    return base.overridden(options.crop_mode, options.crop_pct, options.interpolation)
 
 
 def _from_options(inp: TensorInfo, options: ForeignOptions, need_pixels: bool) -> InputFormat:
@@ -402,10 +399,6 @@ def _pixels(
         std=_per_channel(options.std, base.std, channels, "--std"),
         bgr=base.bgr if options.bgr is None else options.bgr,
     )
-    if pixels.scale <= 0:
-        raise InferError(f"--scale must be positive, got {pixels.scale:g}")
-    if any(v == 0 for v in pixels.std):
-        raise InferError(f"--std has a 0 ({','.join(f'{v:g}' for v in pixels.std)}): std divides")
     notes: tuple[str, ...] = ()
     units = [*pixels.mean, *pixels.std]
     if pixels.scale == 1.0 and units and all(0 <= abs(v) <= 1 for v in units):

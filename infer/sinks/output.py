@@ -1,83 +1,84 @@
-"""The CSV outputs: schema, formula-safe cells, resume state and the single-writer lock."""
+"""The output files: which format and where, resume state of appended files, and the
+single-writer lock."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
+import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 
 import filelock
 
+from cnnbench.files import unwritable, unwritable_folder
 from cnnbench.infer.errors import InferError
-
-ERROR_FIELDNAMES = ("path", "error")
-# A cell starting with one of these is read as a formula by spreadsheets; "'" itself is
-# escaped too, so that escaping is reversible (resume reads the names back).
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "'")
-
-
-def fieldnames(top_k: int, with_truth: bool) -> list[str]:
-    names = ["path", "label", "score"]
-    for k in range(2, top_k + 1):
-        names += [f"label_{k}", f"score_{k}"]
-    return names + (["true_label", "correct"] if with_truth else [])
-
-
-def safe_cell(text: str) -> str:
-    """Keep spreadsheets from reading a file name as a formula."""
-    return f"'{text}" if text.startswith(FORMULA_PREFIXES) else text
-
-
-def unsafe_cell(text: str) -> str:
-    """The inverse of `safe_cell`."""
-    return text[1:] if text.startswith("'") else text
+from cnnbench.infer.sinks.formats import ERROR_FIELDNAMES, Format, format_of, read_names
+from cnnbench.infer.sources.stores import is_url
 
 
 def default_errors_path(output: str) -> str:
-    root, ext = os.path.splitext(output)
+    """OUTPUT.errors.EXT beside the output, in its format (.csv when it has none)."""
+    root, ext = os.path.splitext(output.rstrip("/"))
     return f"{root}.errors{ext or '.csv'}"
+
+
+def check_outputs(output: str, errors: str) -> Format:
+    """The format both files are written in, or one line saying what to change: the
+    errors file is in the output's format; an object store takes Parquet only (a text
+    file there cannot be appended to)."""
+    fmt = format_of(output)
+    if format_of(errors) is not fmt:
+        raise InferError(
+            f"--errors {errors} is not in the format of -o {output} ({fmt.value}): "
+            f"give it the same extension, or leave --errors out"
+        )
+    for path in (output, errors):
+        if is_url(path) and fmt is not Format.PARQUET:
+            raise InferError(
+                f"cannot write {path}: an object store takes a .parquet output (a dataset "
+                "of parts); write CSV or JSON lines to a local file"
+            )
+        if not is_url(path) and (why := _unwritable(path, fmt)):
+            raise InferError(f"cannot write {path}: {why}")
+    return fmt
+
+
+def _unwritable(path: str, fmt: Format) -> str | None:
+    if fmt is Format.PARQUET:  # a folder of parts: it may exist already
+        return unwritable_folder(os.path.dirname(os.path.abspath(path)))
+    return unwritable(path)
 
 
 @dataclass(frozen=True)
 class ResumeState:
-    """Names already written by an earlier run, and whether its files carry a header."""
+    """Names already written by an earlier run, and whether its files have a start
+    (a header, or rows) to append after."""
 
     done: frozenset[str]
     output_has_header: bool
     errors_has_header: bool
 
 
-def _complete_rows(path: str, expected: list[str] | tuple[str, ...]) -> tuple[set[str], bool]:
-    """Paths in a CSV left by an earlier (maybe killed) run; a torn last line is cut off."""
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
-        return set(), False
-    with open(path, "rb+") as f:
-        data = f.read()
-        cut = data.rfind(b"\n") + 1
-        if cut < len(data):
-            f.truncate(cut)  # the run was killed in the middle of writing this line
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            return set(), False
-        if list(header) != list(expected):
-            raise InferError(
-                f"cannot resume: {path} has columns {','.join(header)}, this run writes "
-                f"{','.join(expected)}; use the same --top-k, or run without --resume"
-            )
-        return {unsafe_cell(row[0]) for row in reader if row}, True
-
-
 def read_resume_state(output: str, errors: str, columns: list[str]) -> ResumeState:
-    done, out_header = _complete_rows(output, columns)
-    failed, err_header = _complete_rows(errors, ERROR_FIELDNAMES)
+    """What an earlier run left in an appended (CSV or JSON lines) output."""
+    fmt = format_of(output)
+    done, out_header = read_names(fmt, output, columns)
+    failed, err_header = read_names(fmt, errors, ERROR_FIELDNAMES)
     return ResumeState(frozenset(done | failed), out_header, err_header)
 
 
+def lock_path(output: str) -> str:
+    """`OUTPUT.lock` beside a local output; for an object-store output, a file in the
+    temporary folder named after its URL (it keeps runs on this machine apart only)."""
+    if not is_url(output):
+        return f"{output.rstrip('/')}.lock"
+    digest = hashlib.sha256(output.rstrip("/").encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"cnnbench-output-{digest}.lock")
+
+
 class OutputLock:
-    """An exclusive lock beside the output, so that two runs never write it at once.
+    """An exclusive lock for the output, so that two runs never write it at once.
 
     filelock takes an OS lock on `OUTPUT.lock` (flock on POSIX, LockFileEx on Windows),
     released by the kernel when the holder dies, so a SIGKILL leaves no stale lock; the
@@ -86,7 +87,8 @@ class OutputLock:
     """
 
     def __init__(self, output: str) -> None:
-        self.path = f"{output}.lock"
+        self.output = output
+        self.path = lock_path(output)
         self.lock = filelock.FileLock(self.path, timeout=0)
 
     def __enter__(self) -> OutputLock:
@@ -94,7 +96,7 @@ class OutputLock:
             self.lock.acquire()
         except filelock.Timeout:
             raise InferError(
-                f"another cnnbench infer is writing {self.path[:-5]} (lock {self.path}); "
+                f"another cnnbench infer is writing {self.output} (lock {self.path}); "
                 "wait for it to finish or choose another -o"
             ) from None
         return self

@@ -1,30 +1,49 @@
-"""Per-block CSV shards beside the output, and their merge: how the Ray engine keeps
-exactly once and resume across workers and restarts.
+"""Outputs committed a block at a time: how the Ray engine (every format) and the local
+engine (Parquet) keep exactly once and resume across workers, kills and restarts.
 
 The sorted listing is cut into fixed blocks (block k = files k*B .. k*B+B-1). A finished
-block is written as two shards in `OUTPUT.parts/`: `block-K-DIGEST.errors.csv`, then
-`block-K-DIGEST.csv`, each through a temporary file and a rename, the second rename
-being the block's commit. DIGEST hashes the block's file names, so a shard left by an
-earlier run counts only for the very same files. `manifest.json` records what else the
-rows depend on (model, columns, block size); resuming with different ones is refused.
-The merge concatenates the shards in block order into the output, again atomically.
+block is written as two whole files, `block-K-DIGEST.errors.EXT` then `block-K-DIGEST.EXT`
+(each through a temporary file and a rename, or one PUT in an object store), the second
+being the block's commit. DIGEST hashes the block's file names, so a part left by an
+earlier run counts only for the very same files. A manifest records what else the rows
+depend on (model, columns, block size); resuming with different ones is refused.
+
+Where the parts live depends on the format:
+- CSV and JSON lines: in a staging folder `OUTPUT.parts/` beside the output; at the end
+  they are concatenated in block order into OUTPUT and its errors file (each atomically)
+  and the folder is removed.
+- Parquet: OUTPUT is itself a dataset folder (or object-store prefix) of
+  `block-K-DIGEST.parquet` files, the errors one beside it likewise. Every committed part
+  is a complete Parquet file, so pyarrow, pandas, polars, DuckDB and Ray Data read the
+  folder at any moment (files starting with `_` or `.` are skipped by all of them);
+  `_manifest.json` holds the job while it runs and, written last, `"complete": true` and
+  the list of parts once the run has finished. Parts of blocks that are no longer in the
+  listing are removed before the manifest is written.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Protocol, TypeVar
 
 from cnnbench.files import atomic_open
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.sinks.output import ERROR_FIELDNAMES
+from cnnbench.infer.sinks.formats import (
+    ERROR_FIELDNAMES,
+    Format,
+    encode,
+    extension,
+    format_of,
+    header,
+)
+from cnnbench.infer.sinks.store import Store
 
-MANIFEST = "manifest.json"
+MANIFEST = "manifest.json"  # in a staging folder
+DATASET_MANIFEST = "_manifest.json"  # in a Parquet dataset folder: readers skip `_` files
 
 
 def parts_dir(output: str) -> str:
@@ -39,67 +58,137 @@ def names_digest(names: Iterable[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def _atomic_write(path: str, text: str) -> None:
-    with atomic_open(path, newline="") as f:
-        f.write(text)
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
 
 
-def _csv_text(columns: Sequence[str], rows: Iterable[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+N = TypeVar("N", bound=Named)
+
+
+def blocks(items: Iterable[N], size: int) -> Iterator[tuple[int, str, list[N]]]:
+    """The listing cut into blocks of `size`: (k, digest of its names, its items)."""
+    it = iter(items)
+    k = 0
+    while chunk := list(islice(it, size)):
+        yield k, names_digest(item.name for item in chunk), chunk
+        k += 1
+
+
+def part_name(block: int, digest: str, ext: str) -> str:
+    return f"block-{block:08d}-{digest}{ext}"
 
 
 class Parts:
-    """The shards folder of one output. `job` is what the rows depend on besides the
-    files: a resumed run must have the same, or its shards would mix two jobs."""
+    """The committed blocks of one output and its errors file. `job` is what the rows
+    depend on besides the files: a resumed run must have the same, or its parts would
+    mix two jobs."""
 
-    def __init__(self, output: str, job: dict, resume: bool) -> None:
-        self.dir = parts_dir(output)
-        manifest = os.path.join(self.dir, MANIFEST)
-        if resume and os.path.isfile(manifest):
-            with open(manifest, encoding="utf-8") as f:
-                old = json.load(f)
-            changed = sorted(k for k in job.keys() | old.keys() if job.get(k) != old.get(k))
-            if changed:
-                raise InferError(
-                    f"cannot resume: {self.dir} was written by a job with another "
-                    f"{', '.join(changed)}; rerun with the same options, or without --resume"
-                )
+    def __init__(self, output: str, errors: str, job: dict, resume: bool) -> None:
+        self.output, self.errors, self.job = output, errors, job
+        self.format = format_of(output)
+        ext = extension(self.format)
+        if self.format is Format.PARQUET:
+            self.rows, self.failed = Store(output), Store(errors)
+            self.manifest = DATASET_MANIFEST
+            self.exts = (ext, ext)
         else:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            os.makedirs(self.dir)
-            _atomic_write(manifest, json.dumps(job, indent=2, sort_keys=True))
-        self.present = frozenset(os.listdir(self.dir))
+            self.rows = self.failed = Store(parts_dir(output))
+            self.manifest = MANIFEST
+            self.exts = (ext, f".errors{ext}")
+        self.where = self.rows.location
+        if resume and self.manifest in self.rows.names():
+            self._check_job()
+        else:
+            self._start()
+        self.present = frozenset(self.rows.names())
+        self.present_errors = frozenset(self.failed.names()) if self.dataset else self.present
 
-    def _path(self, block: int, digest: str, errors: bool = False) -> str:
-        suffix = ".errors.csv" if errors else ".csv"
-        return os.path.join(self.dir, f"block-{block:08d}-{digest}{suffix}")
+    @property
+    def dataset(self) -> bool:
+        """Parts are the output itself (Parquet), not staged for a merge."""
+        return self.format is Format.PARQUET
+
+    def _check_job(self) -> None:
+        old = json.loads(self.rows.get(self.manifest))
+        old = old.get("job", old) if self.dataset else old
+        changed = sorted(k for k in self.job.keys() | old.keys() if self.job.get(k) != old.get(k))
+        if changed:
+            raise InferError(
+                f"cannot resume: {self.where} was written by a job with another "
+                f"{', '.join(changed)}; rerun with the same options, or without --resume"
+            )
+
+    def _start(self) -> None:
+        """A fresh run: nothing of an earlier one stays. A dataset folder that cnnbench
+        did not write is not removed."""
+        for store in {id(s): s for s in (self.rows, self.failed)}.values():
+            names = store.names()
+            if self.dataset and names and not names & {DATASET_MANIFEST}:
+                raise InferError(
+                    f"{store.location} is a folder of other files (no {DATASET_MANIFEST}): "
+                    "choose another -o/--errors, or remove it"
+                )
+            store.remove_all()
+            store.make()
+        self._write_manifest(complete=False)
+
+    def _write_manifest(self, complete: bool, parts: Sequence[str] = ()) -> None:
+        doc: dict = self.job
+        if self.dataset:
+            doc = {"complete": complete, "format": self.format.value, "job": self.job}
+            if complete:
+                doc |= {"parts": list(parts), "errors": self.failed.location}
+        self.rows.put(self.manifest, json.dumps(doc, indent=2, sort_keys=True).encode())
+
+    def _names(self, block: int, digest: str) -> tuple[str, str]:
+        return part_name(block, digest, self.exts[0]), part_name(block, digest, self.exts[1])
 
     def is_done(self, block: int, digest: str) -> bool:
-        """Both shards of the block, for exactly these files, are already there."""
-        names = (self._path(block, digest), self._path(block, digest, errors=True))
-        return all(os.path.basename(p) in self.present for p in names)
+        """Both parts of the block, for exactly these files, are already there."""
+        rows, errors = self._names(block, digest)
+        return rows in self.present and errors in self.present_errors
 
     def write_block(
         self, block: int, digest: str, columns: Sequence[str], rows: list, errors: list
     ) -> None:
-        """Errors shard first, predictions shard last: its rename commits the block."""
-        _atomic_write(self._path(block, digest, errors=True), _csv_text(ERROR_FIELDNAMES, errors))
-        _atomic_write(self._path(block, digest), _csv_text(columns, rows))
+        """Errors part first, predictions part last: writing it commits the block."""
+        rows_name, errors_name = self._names(block, digest)
+        self.failed.put(errors_name, encode(self.format, ERROR_FIELDNAMES, errors))
+        self.rows.put(rows_name, encode(self.format, columns, rows))
 
-    def merge(self, digests: Sequence[str], output: str, errors_path: str) -> None:
-        """Every block's shards, in block order, into the two outputs (each atomically)."""
-        for path, errors in ((errors_path, True), (output, False)):
+    def keep_only(self, digests: Sequence[str]) -> None:
+        """Remove the parts of blocks that are not in this listing (an earlier run's, over
+        inputs that have changed since), so that no reader sees a file twice."""
+        keep = [self._names(k, digest) for k, digest in enumerate(digests)]
+        wanted = {name for pair in keep for name in pair} | {self.manifest}
+        for store in {id(s): s for s in (self.rows, self.failed)}.values():
+            for name in store.names() - wanted:
+                if name.startswith("block-"):
+                    store.remove(name)
+
+    def finish(self, digests: Sequence[str], columns: Sequence[str]) -> None:
+        """Every block is committed: merge the staged parts into the outputs (then
+        remove them), or close the dataset with its manifest."""
+        if not self.dataset:
+            self.merge(digests, columns)
+            shutil.rmtree(self.rows.root, ignore_errors=True)
+            return
+        self.keep_only(digests)
+        parts = [self._names(k, digest)[0] for k, digest in enumerate(digests)]
+        self._write_manifest(complete=True, parts=parts)
+
+    def merge(self, digests: Sequence[str], columns: Sequence[str]) -> None:
+        """Every block's staged parts, in block order, into the two outputs (each
+        atomically); a file starts with its header even when there is no block."""
+        for path, errors, names in (
+            (self.errors, True, ERROR_FIELDNAMES),
+            (self.output, False, columns),
+        ):
             with atomic_open(path, "wb") as out:
+                out.write(header(self.format, names).encode())
                 for block, digest in enumerate(digests):
-                    with open(self._path(block, digest, errors), "rb") as shard:
-                        header = shard.readline()
-                        if block == 0:
-                            out.write(header)
-                        shutil.copyfileobj(shard, out)
-
-    def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+                    with open(self.rows.path(self._names(block, digest)[errors]), "rb") as part:
+                        if self.format is Format.CSV:
+                            part.readline()  # its header
+                        shutil.copyfileobj(part, out)

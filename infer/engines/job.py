@@ -1,0 +1,376 @@
+"""What a job is, whichever engine runs it: its configuration and summary, the listing
+it reads (checked, counted, cut into batches), the prediction rows it writes, the summary
+file, and Ctrl-C. The local pipeline (local.py) and the Ray engine (ray.py) both build on
+this module and on neither of each other; the command's options need only this one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import itertools
+import json
+import os
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from cnnbench.files import atomic_open, unwritable
+from cnnbench.infer.decode.decoders import DecodeLimits
+from cnnbench.infer.errors import InferError
+from cnnbench.infer.runtime.plan import Plan, check_model, machine_difference, missing_provider
+from cnnbench.infer.runtime.preprocess import (
+    ForeignOptions,
+    InputFormat,
+)
+from cnnbench.infer.runtime.runner import DEFAULT_BATCH_SIZE
+from cnnbench.infer.runtime.session import (
+    Provider,
+    RuntimeOptions,
+)
+from cnnbench.infer.sinks.output import check_outputs, default_errors_path
+from cnnbench.infer.sources import shards, stores
+from cnnbench.infer.sources.items import Item
+from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
+
+TRUNCATED_LISTED = 1000  # names of truncated-but-predicted files kept for --summary
+IO_THREADS = 32  # reads in flight by default when an input is a URL, a shard or a list
+
+
+class Engine(enum.StrEnum):
+    LOCAL = "local"  # threads on this machine (local.py)
+    RAY = "ray"  # a Ray Data job on a Ray cluster
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How the job runs on Ray; the rows do not depend on any of these."""
+
+    address: str | None = None  # None: RAY_ADDRESS, else a running cluster, else a local one
+    workers: int = 0  # inference actors; 0: autoscale between 1 and what the cluster holds
+    num_gpus_per_worker: float | None = None  # None: 1 for cuda/tensorrt, else 0
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    model: str
+    inputs: tuple[str, ...]  # folders, files, or '@list.txt'
+    output: str  # .csv, .jsonl or .parquet (a folder of parts), local or s3://
+    errors: str | None = None  # default: OUTPUT.errors.EXT
+    batch_size: int | None = None  # None: the provider's default
+    workers: int = 0  # decode threads; 0 = one per core
+    io_threads: int | None = None  # reads in flight; None: IO_THREADS for URLs, else 0
+    top_k: int = 1
+    extensions: Extensions = IMAGE_EXTENSIONS  # None: every file
+    limit: int | None = None  # only the first N files of the inputs
+    progress: bool = True
+    resume: bool = False  # skip files already in the output or errors file, append
+    block_size: int = 1000  # files per block: the unit of parts (Ray; Parquet) and of resume
+    summary: str | None = None  # JSON file for the summary
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    foreign: ForeignOptions = field(default_factory=ForeignOptions)
+    limits: DecodeLimits = field(default_factory=DecodeLimits)  # --max-pixels, --allow-truncated
+    concurrency: int = 1  # batches run at once (a plan's runs in flight): CPU and OpenVINO
+
+    @property
+    def errors_path(self) -> str:
+        return self.errors or default_errors_path(self.output)
+
+
+@dataclass
+class InferSummary:
+    images: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    provider: str = ""
+    batch_size: int = 0
+    precision: str = ""  # what runs: OpenVINO's read back, else the spec's (or the weights')
+    concurrency: int = 1
+    correct: int = 0
+    labelled: int = 0
+    skipped: int = 0  # already done by an earlier run (--resume)
+    interrupted: bool = False
+    per_class: dict[str, list[int]] = field(default_factory=dict)  # label -> [correct, total]
+    # --engine ray only: rows (predictions and errors) per inference actor, and the
+    # seconds spent connecting to or starting the cluster (not in `seconds`)
+    per_worker: dict[str, int] = field(default_factory=dict)
+    startup_seconds: float = 0.0
+    scores: str = ""  # how the scores were made, e.g. "softmax (auto: ...)"
+    preprocessing: str = ""  # how the pixels were prepared and resized
+    # files left out by their extension, per extension; truncated files predicted from
+    # what decoded (--allow-truncated)
+    skipped_by_extension: Counter = field(default_factory=Counter)
+    truncated: list[str] = field(default_factory=list)
+    committed_in: str | None = None  # where finished blocks are kept (parts.py), if not OUTPUT
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.labelled if self.labelled else None
+
+    def count(self, truth: str, hit: bool) -> None:
+        entry = self.per_class.setdefault(truth, [0, 0])
+        entry[0] += hit
+        entry[1] += 1
+        self.correct += hit
+        self.labelled += 1
+
+    def to_dict(self) -> dict:
+        doc = {
+            "images": self.images,
+            "errors": self.errors,
+            "skipped": self.skipped,
+            "skipped_by_extension": dict(self.skipped_by_extension.most_common()),
+            "truncated_predicted": len(self.truncated),
+            "truncated_files": sorted(self.truncated)[:TRUNCATED_LISTED],
+            "seconds": self.seconds,
+            "images_per_second": self.images_per_second,
+            "provider": self.provider,
+            "precision": self.precision,
+            "batch_size": self.batch_size,
+            "concurrency": self.concurrency,
+            "interrupted": self.interrupted,
+            "scores": self.scores,
+            "preprocessing": self.preprocessing,
+            "accuracy": self.accuracy,
+            "correct": self.correct,
+            "labelled": self.labelled,
+            "per_class": {
+                k: {"correct": c, "total": t, "accuracy": c / t}
+                for k, (c, t) in sorted(self.per_class.items())
+            },
+        }
+        if self.per_worker:
+            doc |= {"per_worker": self.per_worker, "startup_seconds": self.startup_seconds}
+        return doc
+
+
+def check_config(cfg: InferConfig) -> tuple[str, ...]:
+    """Everything checkable before the model loads; returns the validated inputs."""
+    if cfg.batch_size is not None and cfg.batch_size < 1:
+        raise InferError(f"--batch-size must be a positive integer, got {cfg.batch_size}")
+    if cfg.concurrency < 1:
+        raise InferError(f"concurrency must be a positive integer, got {cfg.concurrency}")
+    if cfg.top_k < 1:
+        raise InferError(f"--top-k must be a positive integer, got {cfg.top_k}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise InferError(f"--limit must be a positive integer, got {cfg.limit}")
+    if cfg.limits.max_pixels < 1:
+        raise InferError(f"--max-pixels must be a positive integer, got {cfg.limits.max_pixels}")
+    if cfg.runtime.trt_fp16 and cfg.runtime.provider is not Provider.TENSORRT:
+        raise InferError("--fp16 applies to --provider tensorrt only")
+    if cfg.runtime.precision_hint != "auto" and cfg.runtime.provider is not Provider.OPENVINO:
+        raise InferError("--precision-hint applies to --provider openvino only")
+    if cfg.io_threads is not None and cfg.io_threads < 0:
+        raise InferError(f"--io-threads must be 0 or more, got {cfg.io_threads}")
+    if not cfg.inputs:
+        raise InferError("no INPUT given: pass folders, files, URLs, tar shards or @list.txt")
+    if cfg.block_size < 1:
+        raise InferError(f"--block-size must be a positive integer, got {cfg.block_size}")
+    inputs = expand_inputs(cfg.inputs)
+    check_outputs(cfg.output, cfg.errors_path)
+    targets = [cfg.output, cfg.errors_path] + ([cfg.summary] if cfg.summary else [])
+    if cfg.summary and (why := unwritable(cfg.summary)):
+        raise InferError(f"cannot write {cfg.summary}: {why}")
+    if len({os.path.abspath(p) for p in targets}) < len(targets):
+        raise InferError("--output, --errors and --summary must be different files")
+    return inputs
+
+
+def iter_items(
+    inputs: tuple[str, ...], cfg: InferConfig, skipped: Counter | None = None
+) -> Iterator[Item]:
+    """Every input file in order; files left out by extension are counted in `skipped`.
+    Raises when there is none at all."""
+    skipped = Counter() if skipped is None else skipped
+    items = scan_inputs(inputs, cfg.extensions, skipped)
+    items = islice(items, cfg.limit) if cfg.limit is not None else items
+    first = next(items, None)
+    if first is None:
+        where = ", ".join(cfg.inputs)
+        extensions = " ".join(cfg.extensions or ("*",))
+        left_out = f"; {skipped_line(skipped)}" if skipped else ""
+        raise InferError(
+            f"no images found under {where} (extensions: {extensions}){left_out}; "
+            "check the path or pass --extensions"
+        )
+    return itertools.chain((first,), items)
+
+
+def skipped_line(skipped: Counter) -> str:
+    """'skipped 382 files by extension: 170 .gif, 40 .jp2, ...'"""
+    counts = ", ".join(f"{n} {ext}" for ext, n in skipped.most_common())
+    return f"skipped {skipped.total()} files by extension: {counts}"
+
+
+def truth_for(name: str, labels: set[str]) -> str | None:
+    """The class-subfolder name of a file, when it names one of the model's labels."""
+    parts = name.split("/")
+    return parts[-2] if len(parts) >= 2 and parts[-2] in labels else None
+
+
+def has_class_folders(inputs: tuple[str, ...], labels: set[str]) -> bool:
+    """True when some input folder or prefix has subfolders named like the model's labels."""
+    for root in inputs:
+        if stores.is_url(root) and not shards.is_shard(root):
+            if stores.kind(root) == "directory" and stores.has_subprefix(root, labels):
+                return True
+        elif os.path.isdir(root):
+            with os.scandir(root) as entries:
+                if any(e.is_dir() and e.name in labels for e in entries):
+                    return True
+    return False
+
+
+def apply_plan(cfg: InferConfig, plan: Plan) -> tuple[InferConfig, list[str]]:
+    """`cfg` running the plan's model file (once its sha256 is checked) in the plan's
+    configuration, and a warning line for each way this machine differs from the plan's.
+    A provider missing here runs on ONNX Runtime's CPU instead (CUDA: `auto` tries it)."""
+    model = check_model(plan)
+    warnings = [w for w in (machine_difference(plan),) if w]
+    runtime = dataclasses.replace(
+        cfg.runtime,
+        provider=plan.provider,
+        threads=plan.threads,
+        precision_hint=plan.precision_hint,
+        trt_fp16=plan.trt_fp16,
+    )
+    concurrency = plan.concurrency
+    if why := missing_provider(plan.provider):
+        warnings.append(
+            f"the plan's provider {plan.provider.value} is missing here ({why}): "
+            "running on cpu, one batch at a time"
+        )
+        runtime = dataclasses.replace(
+            runtime, provider=Provider.CPU, threads=0, precision_hint="auto", trt_fp16=False
+        )
+        concurrency = 1
+    elif plan.provider is Provider.CUDA:
+        runtime = dataclasses.replace(runtime, provider=Provider.AUTO)
+    cfg = dataclasses.replace(
+        cfg, model=model, batch_size=plan.batch_size, runtime=runtime, concurrency=concurrency
+    )
+    return cfg, warnings
+
+
+def batch_size_for(fmt: InputFormat, asked: int | None, provider: Provider) -> int:
+    """The model's fixed batch, else the asked one, else the provider's default."""
+    if fmt.batch is None:
+        return asked or DEFAULT_BATCH_SIZE[provider]
+    if asked is not None and asked != fmt.batch:
+        raise InferError(
+            f"--batch-size {asked} contradicts the model's fixed batch of {fmt.batch} "
+            f"(input {fmt.input_name}): leave --batch-size out"
+        )
+    return fmt.batch
+
+
+def describe_format(fmt: InputFormat) -> list[str]:
+    """Lines telling the user what was read from the model and decided for it."""
+    lines = list(fmt.notes)
+    if fmt.batch is not None:
+        padded = ", the last one padded" if fmt.batch > 1 else ""
+        lines.append(f"the model's batch is fixed at {fmt.batch}: batches of {fmt.batch}{padded}")
+    if fmt.spec is None:
+        lines.append(f"preprocessing: {fmt.describe()}")
+    return lines
+
+
+def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    it = iter(items)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def top_indices(probs: np.ndarray, top_k: int) -> np.ndarray:
+    """Per row, the indices of the `top_k` highest probabilities, best first (stable)."""
+    k = min(top_k, probs.shape[1])
+    return np.argsort(-probs, axis=1, kind="stable")[:, :k]
+
+
+def prediction_row(
+    name: str,
+    idx: np.ndarray,
+    scores: np.ndarray,
+    labels: tuple[str, ...],
+    truth_labels: set[str] | None,
+    summary: InferSummary,
+) -> dict:
+    """One prediction row, typed (top-k labels and float32 scores, and the truth when the
+    file sits in a class folder; see sinks/formats.py); counts it in the summary's accuracy."""
+    row: dict[str, object] = {"path": name}
+    for rank, (j, score) in enumerate(zip(idx, scores, strict=True), start=1):
+        suffix = "" if rank == 1 else f"_{rank}"
+        row[f"label{suffix}"] = _label(labels, j)
+        row[f"score{suffix}"] = float(score)
+    if truth_labels is not None:
+        truth = truth_for(name, truth_labels)
+        row["true_label"] = truth
+        row["correct"] = None
+        if truth is not None:
+            hit = truth == _label(labels, idx[0])
+            row["correct"] = hit
+            summary.count(truth, hit)
+    return row
+
+
+def job_key(cfg: InferConfig, model_sha256: str, columns: list[str]) -> dict:
+    """What the rows of a block-committed output depend on besides its files: a resumed
+    run must have the same (sinks/parts.py)."""
+    return {
+        "model_sha256": model_sha256,
+        "inputs": [
+            p if p.startswith("@") or stores.is_url(p) else os.path.abspath(p) for p in cfg.inputs
+        ],
+        "columns": columns,
+        "block_size": cfg.block_size,
+        "foreign": repr(cfg.foreign),
+    }
+
+
+def _label(labels: tuple[str, ...], j: int) -> str:
+    return labels[j] if j < len(labels) else str(j)
+
+
+class StopOnSigint:
+    """The first Ctrl-C asks the loop to stop after the batches in flight; a second one
+    interrupts at once (the default handler is back)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: Callable[[int, FrameType | None], Any] | int | None = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __enter__(self) -> StopOnSigint:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def write_summary(cfg: InferConfig, summary: InferSummary) -> None:
+    doc = summary.to_dict() | {
+        "model": cfg.model,
+        "inputs": list(cfg.inputs),
+        "output": cfg.output,
+        "errors_csv": cfg.errors_path,
+    }
+    assert cfg.summary is not None, "called only with --summary"
+    with atomic_open(cfg.summary) as f:
+        json.dump(doc, f, indent=2, ensure_ascii=False)

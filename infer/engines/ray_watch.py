@@ -1,0 +1,98 @@
+"""The rows of a Ray job, pulled on a thread of their own, so that the driver watches the
+cluster while it waits for them instead of blocking inside Ray Data.
+
+What that buys: Ctrl-C is acted on within a fraction of a second even when no batch
+comes (a second one interrupts at once); a node that leaves the cluster is said in one
+line; and a job that makes no progress for `STALL_S` after losing a node stops, keeping
+its committed blocks for `--resume`, instead of waiting forever. That wait was seen with
+a worker raylet killed mid-job: the survivors' CPUs all held inference actors, none was
+left for the decode tasks, and Ray Data waited for resources that would never come.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+from cnnbench.files import Report
+
+STALL_S = 30.0  # no row for this long after a node was lost: stop
+POLL_S = 0.25  # how often the driver looks up from waiting
+NODES_EVERY_S = 1.0  # how often it asks the cluster which nodes are alive
+_END = object()
+
+
+class Stalled(Exception):
+    """The job made no progress after losing a node; the message says which."""
+
+
+def alive_nodes(ray: ModuleType) -> dict[str, str]:
+    """Node id -> address of every node the cluster counts as alive."""
+    return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+
+
+def _pull(batches: Iterator[Any], out: queue.Queue) -> None:
+    try:
+        for batch in batches:
+            out.put(batch)
+        out.put(_END)
+    except BaseException as e:  # handed to the driver's thread, which raises it
+        out.put(e)
+
+
+class Watch:
+    """What the driver has seen of the cluster since the job started."""
+
+    def __init__(self, ray: ModuleType, report: Report) -> None:
+        self.ray, self.report = ray, report
+        self.alive = alive_nodes(ray)
+        self.checked = self.lost_at = self.last_row = time.monotonic()
+        self.lost: list[str] = []
+
+    def look(self, now: float) -> None:
+        """Note the nodes that left since the last look; raise Stalled when no row came
+        for STALL_S since a node was lost."""
+        if now - self.checked >= NODES_EVERY_S:
+            self.checked = now
+            current = alive_nodes(self.ray)
+            gone = [address for node, address in self.alive.items() if node not in current]
+            if gone:
+                self.lost += gone
+                self.lost_at = now
+                self.report(
+                    f"ray: lost node {', '.join(gone)}; its work is retried on the "
+                    f"{len(current)} nodes left"
+                )
+            self.alive = current
+        if self.lost and now - max(self.last_row, self.lost_at) > STALL_S:
+            cpus = int(self.ray.cluster_resources().get("CPU", 0))
+            raise Stalled(
+                f"ray: no rows for {STALL_S:.0f} s since node {', '.join(self.lost)} was lost "
+                f"({cpus} CPUs left, too few for the inference actors and the decoding): "
+                "stopping"
+            )
+
+
+def watched(ray: ModuleType, batches: Iterator[Any], report: Report, stop: Any) -> Iterator[Any]:
+    """`batches`, pulled on a daemon thread; ends early when `stop.requested` (Ctrl-C),
+    raises Stalled (see the module docstring) or whatever the pulling raised."""
+    ready: queue.Queue = queue.Queue(maxsize=4)
+    threading.Thread(target=_pull, args=(batches, ready), daemon=True).start()
+    watch = Watch(ray, report)
+    while not stop.requested:
+        try:
+            item = ready.get(timeout=POLL_S)
+        except queue.Empty:
+            item = None
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        if item is not None:
+            watch.last_row = time.monotonic()
+            yield item
+        watch.look(time.monotonic())

@@ -1,0 +1,195 @@
+"""The three output formats, chosen by the file's extension: one schema, three encodings.
+
+Rows are dicts of typed values, as the engines make them: `path`, `label*` and
+`true_label` are strings, `score*` floats (float32 values), `correct` a bool; None where a
+file has no truth. Each format writes the same columns in the same order:
+
+- CSV: text cells; scores with 6 decimals, None as an empty cell, `correct` as 1/0, and a
+  cell that a spreadsheet would read as a formula escaped with a leading `'`.
+- JSON lines: one object per line; scores as the shortest decimal that reads back as the
+  same float32, None as null.
+- Parquet: scores float32, `correct` bool, the rest strings; null for None.
+
+CSV and JSON lines are appended to and flushed per batch (a line cut by a kill is cut off
+on resume); Parquet is written a whole file per block (parts.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO, Any
+
+import numpy as np
+
+from cnnbench.infer.errors import InferError
+
+ERROR_FIELDNAMES = ("path", "error")
+# A cell starting with one of these is read as a formula by spreadsheets; "'" itself is
+# escaped too, so that escaping is reversible (resume reads the names back).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+class Format(enum.StrEnum):
+    CSV = "csv"
+    JSONL = "jsonl"
+    PARQUET = "parquet"
+
+    @property
+    def appendable(self) -> bool:
+        """Rows can be appended to one file and a torn last row cut off (text lines)."""
+        return self is not Format.PARQUET
+
+
+EXTENSIONS = {".jsonl": Format.JSONL, ".ndjson": Format.JSONL, ".parquet": Format.PARQUET}
+
+
+def format_of(path: str) -> Format:
+    """The format an output path asks for; any extension but these is CSV (as always)."""
+    ext = os.path.splitext(path.rstrip("/"))[1].lower()
+    if ext == ".json":
+        raise InferError(
+            f"{path}: a .json output would be one document that no run can append to; "
+            "name it .jsonl (one JSON object per line), .csv or .parquet"
+        )
+    return EXTENSIONS.get(ext, Format.CSV)
+
+
+def extension(fmt: Format) -> str:
+    return f".{fmt.value}"
+
+
+def fieldnames(top_k: int, with_truth: bool) -> list[str]:
+    names = ["path", "label", "score"]
+    for k in range(2, top_k + 1):
+        names += [f"label_{k}", f"score_{k}"]
+    return names + (["true_label", "correct"] if with_truth else [])
+
+
+def safe_cell(text: str) -> str:
+    """Keep spreadsheets from reading a file name as a formula."""
+    return f"'{text}" if text.startswith(FORMULA_PREFIXES) else text
+
+
+def unsafe_cell(text: str) -> str:
+    """The inverse of `safe_cell`."""
+    return text[1:] if text.startswith("'") else text
+
+
+def _csv_cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return safe_cell(str(value))
+
+
+def _json_value(value: object) -> object:
+    """A float32 score as the shortest decimal that reads back as the same float32."""
+    if isinstance(value, float):
+        return float(np.format_float_positional(np.float32(value), unique=True, trim="-"))
+    return value
+
+
+def encode_lines(fmt: Format, columns: Sequence[str], rows: Iterable[dict]) -> str:
+    """Rows as CSV or JSON lines text (no CSV header)."""
+    if fmt is Format.JSONL:
+        return "".join(
+            json.dumps({c: _json_value(row.get(c)) for c in columns}, ensure_ascii=False) + "\n"
+            for row in rows
+        )
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerows([_csv_cell(row.get(c)) for c in columns] for row in rows)
+    return buf.getvalue()
+
+
+def header(fmt: Format, columns: Sequence[str]) -> str:
+    """What a new file starts with: the CSV header line; nothing for JSON lines."""
+    if fmt is not Format.CSV:
+        return ""
+    buf = io.StringIO()
+    csv.writer(buf).writerow(columns)
+    return buf.getvalue()
+
+
+def arrow_schema(columns: Sequence[str]) -> Any:
+    """The Parquet columns: scores float32, `correct` bool, the rest strings."""
+    import pyarrow as pa
+
+    def kind(name: str) -> Any:
+        if name.startswith("score"):
+            return pa.float32()
+        return pa.bool_() if name == "correct" else pa.string()
+
+    return pa.schema([(name, kind(name)) for name in columns])
+
+
+def encode(fmt: Format, columns: Sequence[str], rows: Sequence[dict]) -> bytes:
+    """A whole file of rows (a block's part): with its header, or a Parquet file."""
+    if fmt is not Format.PARQUET:
+        return (header(fmt, columns) + encode_lines(fmt, columns, rows)).encode("utf-8")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = arrow_schema(columns)
+    table = pa.table({c: [row.get(c) for row in rows] for c in columns}, schema=schema)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def cut_torn_line(path: str) -> None:
+    """A run killed in the middle of writing a line left part of it: cut it off."""
+    with open(path, "rb+") as f:
+        data = f.read()
+        cut = data.rfind(b"\n") + 1
+        if cut < len(data):
+            f.truncate(cut)
+
+
+def _refuse(path: str, found: Sequence[str], expected: Sequence[str]) -> InferError:
+    return InferError(
+        f"cannot resume: {path} has columns {','.join(found)}, this run writes "
+        f"{','.join(expected)}; use the same --top-k, or run without --resume"
+    )
+
+
+def read_names(fmt: Format, path: str, expected: Sequence[str]) -> tuple[set[str], bool]:
+    """The paths in a CSV or JSON lines file left by an earlier (maybe killed) run, and
+    whether it has rows or a header to append after. A torn last line is cut off first."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return set(), False
+    cut_torn_line(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        return (_json_names if fmt is Format.JSONL else _csv_names)(f, path, expected)
+
+
+def _csv_names(f: IO[str], path: str, expected: Sequence[str]) -> tuple[set[str], bool]:
+    reader = csv.reader(f)
+    found = next(reader, None)
+    if found is None:
+        return set(), False
+    if list(found) != list(expected):
+        raise _refuse(path, found, expected)
+    return {unsafe_cell(row[0]) for row in reader if row}, True
+
+
+def _json_names(f: IO[str], path: str, expected: Sequence[str]) -> tuple[set[str], bool]:
+    names: set[str] = set()
+    for line in _lines(f):
+        row = json.loads(line)
+        if list(row) != list(expected):
+            raise _refuse(path, list(row), expected)
+        names.add(row["path"])
+    return names, bool(names)
+
+
+def _lines(f: IO[str]) -> Iterator[str]:
+    return (line for line in f if line.strip())

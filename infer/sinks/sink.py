@@ -1,0 +1,123 @@
+"""Where the local engine's rows go, one batch at a time, in input order.
+
+- CSV and JSON lines are appended to the two files and flushed per batch; `--resume`
+  reads the paths back (a line cut by a kill is cut off) and skips those files.
+- Parquet is committed a block at a time through `Parts` (parts.py), as the Ray engine
+  does, with the same blocks and part names: a block's rows are kept until its last file
+  is done, then written as one file per output; `--resume` skips committed blocks. A kill
+  loses at most the block in progress, which the resumed run redoes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Protocol
+
+from cnnbench.infer.sinks.formats import ERROR_FIELDNAMES, Format, encode_lines, header
+from cnnbench.infer.sinks.output import ResumeState, read_resume_state
+from cnnbench.infer.sinks.parts import Parts, blocks
+from cnnbench.infer.sources.items import Item
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One input file's row: its prediction, or its error row (`path`, `error`)."""
+
+    row: dict
+    failed: bool
+
+
+class Sink(Protocol):
+    skipped: int  # files done by an earlier run (--resume)
+    where: str | None  # where committed blocks are kept; None: rows go straight to OUTPUT
+
+    def pending(self, items: Iterator[Item]) -> Iterator[Item]:
+        """The items still to do (all of them unless resuming)."""
+
+    def write(self, outcomes: list[Outcome]) -> None:
+        """One batch's rows, in input order: committed (or buffered) before returning."""
+
+    def close(self, finished: bool) -> None:
+        """The run ends; `finished`: every item was written (not stopped)."""
+
+
+class AppendSink:
+    """The two files of a CSV or JSON lines output, appended to when resuming."""
+
+    def __init__(
+        self, fmt: Format, output: str, errors: str, columns: list[str], resume: bool
+    ) -> None:
+        self.fmt, self.columns = fmt, columns
+        self.state: ResumeState | None = None
+        if resume:
+            self.state = read_resume_state(output, errors, columns)
+        self.skipped = 0
+        self.where: str | None = None
+        self.files: list[IO[str]] = []
+        with contextlib.ExitStack() as stack:
+            for path, names, started in (
+                (output, columns, self.state is not None and self.state.output_has_header),
+                (errors, ERROR_FIELDNAMES, self.state is not None and self.state.errors_has_header),
+            ):
+                f = stack.enter_context(
+                    open(path, "a" if started else "w", newline="", encoding="utf-8")
+                )
+                f.write("" if started else header(fmt, names))
+                self.files.append(f)
+            stack.pop_all()
+
+    def pending(self, items: Iterator[Item]) -> Iterator[Item]:
+        for item in items:
+            if self.state is not None and item.name in self.state.done:
+                self.skipped += 1
+            else:
+                yield item
+
+    def write(self, outcomes: list[Outcome]) -> None:
+        rows, failed = self.files
+        rows.write(encode_lines(self.fmt, self.columns, [o.row for o in outcomes if not o.failed]))
+        failed.write(
+            encode_lines(self.fmt, ERROR_FIELDNAMES, [o.row for o in outcomes if o.failed])
+        )
+        rows.flush()
+        failed.flush()
+
+    def close(self, finished: bool) -> None:
+        for f in self.files:
+            f.close()
+
+
+class BlockSink:
+    """A Parquet output committed a block at a time (see the module docstring)."""
+
+    def __init__(self, parts: Parts, block_size: int, columns: list[str]) -> None:
+        self.parts, self.block_size, self.columns = parts, block_size, columns
+        self.digests: list[str] = []
+        self.open: deque[tuple[int, str, int]] = deque()  # blocks handed out, not committed
+        self.buffer: list[Outcome] = []
+        self.skipped = 0
+        self.where: str | None = parts.where
+
+    def pending(self, items: Iterator[Item]) -> Iterator[Item]:
+        for k, digest, chunk in blocks(items, self.block_size):
+            self.digests.append(digest)
+            if self.parts.is_done(k, digest):
+                self.skipped += len(chunk)
+                continue
+            self.open.append((k, digest, len(chunk)))
+            yield from chunk
+
+    def write(self, outcomes: list[Outcome]) -> None:
+        self.buffer += outcomes
+        while self.open and len(self.buffer) >= self.open[0][2]:
+            k, digest, size = self.open.popleft()
+            done, self.buffer = self.buffer[:size], self.buffer[size:]
+            rows = [o.row for o in done if not o.failed]
+            self.parts.write_block(k, digest, self.columns, rows, [o.row for o in done if o.failed])
+
+    def close(self, finished: bool) -> None:
+        if finished:
+            self.parts.finish(self.digests, self.columns)

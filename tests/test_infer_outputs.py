@@ -1,0 +1,263 @@
+"""Outputs by extension: CSV, JSON lines and Parquet hold the same rows; each survives
+kill -9 and --resume exactly once; Parquet reads with pyarrow and DuckDB mid-run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import (
+    SLOW_FOLDER_FILES,
+    S3Server,
+    assert_exactly_once,
+    assert_one_line_error,
+    committed_blocks,
+    errors_of,
+    make_zoo,
+    paths,
+    read_rows,
+    run,
+)
+
+
+def infer_args(model: Path, folder: Path, out: Path | str, *extra: str) -> list[str]:
+    return ["infer", str(model), str(folder), "-o", str(out), "--no-progress", *extra]
+
+
+@pytest.fixture()
+def labelled(tmp_path: Path, photo_jpeg: bytes) -> Path:
+    """Class folders named like tiny_model's labels, other files, and bad files."""
+    root = tmp_path / "labelled"
+    make_zoo(root, photo_jpeg)
+    for label in ("cat", "dog"):
+        (root / label).mkdir()
+        for i in range(3):
+            (root / label / f"{i}.jpg").write_bytes(photo_jpeg)
+    (root / "cat" / "bad.jpg").write_bytes(b"nope")
+    return root
+
+
+def test_every_format_holds_the_same_rows(tiny_model: Path, labelled: Path, tmp_path: Path):
+    outs = {ext: tmp_path / f"pred.{ext}" for ext in ("csv", "jsonl", "parquet")}
+    for out in outs.values():
+        code, output = run([*infer_args(tiny_model, labelled, out, "--top-k", "2")])
+        assert code == 0, output
+    csv_rows, json_rows, parquet_rows = (read_rows(out) for out in outs.values())
+    assert [r["path"] for r in csv_rows] == [r["path"] for r in json_rows]
+    assert [r["path"] for r in json_rows] == [r["path"] for r in parquet_rows]
+    assert list(csv_rows[0]) == list(json_rows[0]) == list(parquet_rows[0])
+    assert list(csv_rows[0]) == [
+        "path", "label", "score", "label_2", "score_2", "true_label", "correct",
+    ]  # fmt: skip
+    for c, j, p in zip(csv_rows, json_rows, parquet_rows, strict=True):
+        assert c["label"] == j["label"] == p["label"] and c["label_2"] == p["label_2"]
+        assert float(c["score"]) == pytest.approx(j["score"], abs=5e-7)
+        assert np.float32(j["score"]) == np.float32(p["score"]), "the same float32"
+        assert (c["true_label"] or None) == j["true_label"] == p["true_label"]
+        assert {"": None, "1": True, "0": False}[c["correct"]] == j["correct"] == p["correct"]
+    assert "=HYPERLINK(1).jpg" in [r["path"] for r in json_rows], "no CSV escaping"
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(next(outs["parquet"].glob("block-*.parquet")))
+    assert (
+        str(schema.field("score").type) == "float" and str(schema.field("correct").type) == "bool"
+    )
+    errors = [read_rows(errors_of(out)) for out in outs.values()]
+    assert [r["path"] for r in errors[0]] == [r["path"] for r in errors[2]]
+    assert errors[1] == errors[2] and set(errors[1][0]) == {"path", "error"}
+    manifest = json.loads((outs["parquet"] / "_manifest.json").read_text())
+    assert manifest["complete"] is True and manifest["parts"]
+
+
+def test_output_format_errors_are_one_line(tiny_model: Path, labelled: Path, tmp_path: Path):
+    cases = [
+        (["-o", str(tmp_path / "p.json")], "name it .jsonl"),
+        (
+            ["-o", str(tmp_path / "p.csv"), "--errors", str(tmp_path / "e.parquet")],
+            "same extension",
+        ),
+        (["-o", "s3://bucket/p.csv"], "an object store takes a .parquet output"),
+    ]
+    for args, needle in cases:
+        code, output = run(["infer", str(tiny_model), str(labelled), *args, "--no-progress"])
+        assert_one_line_error(code, output, needle)
+    foreign = tmp_path / "theirs.parquet"
+    foreign.mkdir()
+    (foreign / "data.parquet").write_bytes(b"someone else's")
+    code, output = run(infer_args(tiny_model, labelled, foreign))
+    assert_one_line_error(code, output, "is a folder of other files")
+    assert (foreign / "data.parquet").exists()
+
+
+def command(model: Path, folder: Path, out: Path | str, *extra: str) -> list[str]:
+    args = [sys.executable, "-m", "cnnbench", *infer_args(model, folder, out)]
+    return [*args, "--batch-size", "8", "--workers", "1", *extra]
+
+
+def wait_until(done, proc: subprocess.Popen, what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"no {what} in {timeout} s"
+        time.sleep(0.02)
+
+
+def test_jsonl_kill_then_resume(tiny_model: Path, slow_folder: Path, tmp_path: Path):
+    out = tmp_path / "pred.jsonl"
+    proc = subprocess.Popen(command(tiny_model, slow_folder, out), stderr=subprocess.PIPE)
+    wait_until(lambda: out.exists() and out.read_bytes().count(b"\n") > 40, proc, "rows")
+    proc.kill()
+    proc.wait()
+    with open(out, "ab") as f:
+        f.write(b'{"path": "img_99')  # as if killed in the middle of a line
+    done = subprocess.run(
+        command(tiny_model, slow_folder, out, "--resume"), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "already done (resumed)" in done.stderr
+    assert_exactly_once(slow_folder, out)
+
+
+def assert_readable_once(out: Path) -> int:
+    """pyarrow and DuckDB read the dataset folder with every path once; its row count."""
+    import duckdb
+
+    names = paths(out)
+    assert len(names) == len(set(names))
+    query = f"select count(*), count(distinct path) from '{out}/*.parquet'"
+    with duckdb.connect() as db:
+        found = db.execute(query).fetchall()
+    assert found == [(len(names), len(names))]
+    return len(names)
+
+
+def test_parquet_kill_then_resume_readable_throughout(
+    tiny_model: Path, slow_folder: Path, tmp_path: Path
+):
+    out = tmp_path / "pred.parquet"
+    args = ("--block-size", "50")
+    proc = subprocess.Popen(command(tiny_model, slow_folder, out, *args), stderr=subprocess.PIPE)
+    wait_until(lambda: len(committed_blocks(out)) >= 2, proc, "two blocks")
+    mid_run = assert_readable_once(out)  # while the run goes on
+    assert (
+        mid_run >= 2 * 50 - 1 and not json.loads((out / "_manifest.json").read_text())["complete"]
+    )
+    proc.kill()
+    proc.wait()
+    blocks = len(committed_blocks(out))
+    assert 2 <= blocks < math.ceil((SLOW_FOLDER_FILES + 1) / 50), "killed mid-run"
+    done = subprocess.run(
+        command(tiny_model, slow_folder, out, *args, "--resume"), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{blocks * 50} already done (resumed)" in done.stderr
+    assert_exactly_once(slow_folder, out)
+    assert assert_readable_once(out) == len(paths(out))
+    assert json.loads((out / "_manifest.json").read_text())["complete"] is True
+    local = tmp_path / "once.parquet"
+    assert subprocess.run(command(tiny_model, slow_folder, local, *args)).returncode == 0
+    assert read_rows(local) == read_rows(out), "the same rows as a run never stopped"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1 with an empty bucket `out`."""
+    server = S3Server(tmp_path_factory.mktemp("moto") / "server.log")
+    server.client().create_bucket(Bucket="out")
+    yield server
+    server.stop()
+
+
+def s3_rows(s3: S3Server, prefix: str) -> tuple[list[str], list[dict]]:
+    """The object names under a prefix, and the rows of its Parquet parts in name order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    client = s3.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="out", Prefix=prefix)["Contents"]]
+    tables = [
+        pq.read_table(pa.BufferReader(client.get_object(Bucket="out", Key=k)["Body"].read()))
+        for k in sorted(keys)
+        if k.endswith(".parquet")
+    ]
+    return [k.removeprefix(prefix) for k in sorted(keys)], pa.concat_tables(tables).to_pylist()
+
+
+def test_s3_parquet_output(
+    s3: S3Server, tiny_model: Path, labelled: Path, tmp_path: Path, monkeypatch
+):
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    local = tmp_path / "local.parquet"
+    assert run(infer_args(tiny_model, labelled, local, "--block-size", "7"))[0] == 0
+    url = "s3://out/run/pred.parquet"
+    code, output = run(infer_args(tiny_model, labelled, url, "--block-size", "7"))
+    assert code == 0, output
+    names, rows = s3_rows(s3, "run/pred.parquet/")
+    assert names == sorted(os.listdir(local)), "the same parts and manifest as on a disk"
+    assert rows == read_rows(local)
+    errors = s3_rows(s3, "run/pred.errors.parquet/")[1]
+    assert errors == read_rows(errors_of(local))
+    manifest = s3.client().get_object(Bucket="out", Key="run/pred.parquet/_manifest.json")
+    assert json.loads(manifest["Body"].read())["complete"] is True
+    again = run(infer_args(tiny_model, labelled, url, "--block-size", "7", "--resume"))
+    assert again[0] == 0 and f"{len(rows) + len(errors)} already done" in again[1]
+    assert s3_rows(s3, "run/pred.parquet/")[1] == rows
+    code, output = run(infer_args(tiny_model, labelled, "s3://no-such-bucket/p.parquet"))
+    assert_one_line_error(code, output, "s3://no-such-bucket")
+
+
+def test_s3_parquet_kill_then_resume(
+    s3: S3Server, tiny_model: Path, slow_folder: Path, tmp_path: Path
+):
+    url, prefix = "s3://out/killed/pred.parquet", "killed/pred.parquet/"
+    env = os.environ | s3.env
+    args = command(tiny_model, slow_folder, url, "--block-size", "50")
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, env=env)
+    client = s3.client()
+
+    def blocks() -> int:
+        found = client.list_objects_v2(Bucket="out", Prefix=f"{prefix}block-")
+        return found.get("KeyCount", 0)
+
+    wait_until(lambda: blocks() >= 2, proc, "two parts in the bucket")
+    proc.kill()
+    proc.wait()
+    done = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    rows = s3_rows(s3, prefix)[1] + s3_rows(s3, "killed/pred.errors.parquet/")[1]
+    found = [r["path"] for r in rows]
+    expected = sorted(p.relative_to(slow_folder).as_posix() for p in slow_folder.rglob("*.png"))
+    assert sorted(found) == expected, "every file exactly once"
+
+
+def test_parts_of_another_listing_are_removed_before_new_ones(tmp_path: Path):
+    """A Parquet dataset resumed over inputs that changed: parts of blocks that are not in
+    the new listing go before any new block is written, so no reader sees a file twice."""
+    from cnnbench.infer.sinks.parts import Parts, names_digest
+
+    out, errors = tmp_path / "p.parquet", tmp_path / "p.errors.parquet"
+    columns, job = ["path", "label", "score"], {"model_sha256": "m", "block_size": 2}
+    old, new = [names_digest(["a", "b"]), names_digest(["c"])], [names_digest(["a", "new"])]
+    parts = Parts(str(out), str(errors), job, resume=False)
+    for k, (digest, names) in enumerate(zip(old, (["a", "b"], ["c"]), strict=True)):
+        rows = [{"path": n, "label": "x", "score": 0.5} for n in names]
+        parts.write_block(k, digest, columns, rows, [])
+    assert sorted(paths(out)) == ["a", "b", "c"]
+    again = Parts(str(out), str(errors), job, resume=True)
+    assert not again.is_done(0, new[0])
+    again.keep_only(new)
+    assert paths(out) == [] and paths(errors) == []
+    again.write_block(0, new[0], columns, [{"path": "a", "label": "y", "score": 0.25}], [])
+    again.finish(new, columns)
+    assert paths(out) == ["a"]
+    parts_listed = json.loads((out / "_manifest.json").read_text())["parts"]
+    assert parts_listed == sorted(n for n in os.listdir(out) if n.startswith("block-"))

@@ -368,8 +368,9 @@ def test_calibration_and_bench_images_take_prefixes_and_shards(
 
     s3_env.upload("calib", photos, "set/")
     facts = ModelFacts(size=(16, 16), channels=3, num_classes=2, input_dtype="uint8")
-    local = load_folder(str(photos), facts, 5, "--calibration")
-    assert np.array_equal(load_folder("s3://calib/set/", facts, 5, "--calibration"), local)
+    local, names = load_folder(str(photos), facts, 5, "--calibration")
+    remote, remote_names = load_folder("s3://calib/set/", facts, 5, "--calibration")
+    assert np.array_equal(remote, local) and remote_names == names
     _tar(
         tmp_path / "c.tar",
         [
@@ -377,7 +378,8 @@ def test_calibration_and_bench_images_take_prefixes_and_shards(
             for p in sorted(photos.rglob("*.jpg"), key=lambda p: p.relative_to(photos).as_posix())
         ],
     )
-    assert np.array_equal(load_folder(str(tmp_path / "c.tar"), facts, 5, "--calibration"), local)
+    sharded, shard_names = load_folder(str(tmp_path / "c.tar"), facts, 5, "--calibration")
+    assert np.array_equal(sharded, local) and shard_names == [f"c.tar/{n}" for n in names]
     truths = [i.truth for i in labelled_images(str(photos))]
     assert [i.truth for i in labelled_images("s3://calib/set")] == truths
     from cnnbench.convert.errors import ConvertError

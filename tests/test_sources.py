@@ -386,8 +386,8 @@ def test_calibration_and_bench_images_take_prefixes_and_shards(
             for p in sorted(photos.rglob("*.jpg"), key=lambda p: p.relative_to(photos).as_posix())
         ],
     )
-    shard, shard_names = load_folder(str(tmp_path / "c.tar"), facts, 5, "--calibration")
-    assert np.array_equal(shard, local) and shard_names == [f"c.tar/{n}" for n in names]
+    sharded, shard_names = load_folder(str(tmp_path / "c.tar"), facts, 5, "--calibration")
+    assert np.array_equal(sharded, local) and shard_names == [f"c.tar/{n}" for n in names]
     truths = [i.truth for i in labelled_images(str(photos))]
     assert [i.truth for i in labelled_images("s3://calib/set")] == truths
     from cnnbench.convert.errors import ConvertError

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -64,6 +65,8 @@ def main() -> None:
     args = parser.parse_args()
     if why := missing():
         sys.exit(f"cannot run: {why}")
+    # a SIGTERM (timeout, a stopped job) unwinds the clusters' `with` like an error would
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     with tempfile.TemporaryDirectory(prefix="cnnbench-node-kill-") as tmp:
         root = Path(tmp)
         model = _tiny_classifier(root / "tiny.onnx", uint8_nhwc=True, labels=("cat", "dog", "fish"))

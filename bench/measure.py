@@ -176,18 +176,23 @@ def validity(
 
 
 def next_batch_size(
-    history: Sequence[tuple[int, float]], max_batch: int, min_gain: float = SWEEP_MIN_GAIN
+    history: Sequence[tuple[int, float]],
+    max_batch: int,
+    min_gain: float = SWEEP_MIN_GAIN,
+    patience: int = 1,
 ) -> int | None:
     """The doubling sweep's next batch size, or None to stop.
 
-    `history` is [(batch, img/s), ...] in the order measured. Stop when the last batch did
-    not beat the best earlier one by `min_gain`, or when doubling passes `max_batch`.
+    `history` is [(batch, img/s), ...] in the order measured. Stop when the last `patience`
+    batches did not beat the best before them by `min_gain`, or when doubling passes
+    `max_batch`.
     """
     if not history:
         return 1
-    last_batch, last_ips = history[-1]
-    earlier = [ips for _, ips in history[:-1]]
-    if earlier and last_ips < max(earlier) * (1 + min_gain):
+    last_batch = history[-1][0]
+    earlier = [ips for _, ips in history[:-patience]]
+    recent = [ips for _, ips in history[-patience:]]
+    if earlier and len(history) > patience and max(recent) < max(earlier) * (1 + min_gain):
         return None
     nxt = last_batch * 2
     return nxt if nxt <= max_batch else None

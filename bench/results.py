@@ -41,6 +41,7 @@ class BenchConfig:
     precision_hints: tuple[str, ...] = ("auto",)  # OpenVINO only: one configuration each
     batch_sizes: tuple[int, ...] | None = None  # None: the doubling sweep
     max_batch: int = DEFAULT_MAX_BATCH
+    sweep_patience: int = 1  # doublings in a row that may gain < 5% before the sweep stops
     scenario: Scenario = Scenario.OFFLINE
     concurrency: tuple[int, ...] = (1,)
     timing: Timing = field(default_factory=Timing)

@@ -184,7 +184,14 @@ def _cold_start(
     return key
 
 
-def bench_target(target: Target, rc: RunConfig, cfg: BenchConfig, report: BenchReport) -> None:
+def bench_target(
+    target: Target,
+    rc: RunConfig,
+    cfg: BenchConfig,
+    report: BenchReport,
+    measured: Callable[[Result], None] = lambda row: None,
+) -> None:
+    """The batch sweep of one model on one configuration; `measured` sees each row."""
     session, session_ms = timed_session(target.path, rc, cfg.runtime)
     info = model_info(target, session, cfg, report)
     key = _cold_start(session, info, rc, cfg, session_ms)
@@ -209,16 +216,23 @@ def bench_target(target: Target, rc: RunConfig, cfg: BenchConfig, report: BenchR
             info.sweep_end[key] = f"out of memory at batch {batch}"
             break
         report.results += rows
+        for row in rows:
+            measured(row)
         history.append((batch, max(r.stats.throughput_ips for r in rows)))
-        batch = _next(planned, history, cfg.max_batch, info, key)
+        batch = _next(planned, history, cfg.max_batch, info, key, cfg.sweep_patience)
 
 
 def _next(
-    planned: tuple[int, ...], history: list, max_batch: int, info: ModelInfo, key: str
+    planned: tuple[int, ...],
+    history: list,
+    max_batch: int,
+    info: ModelInfo,
+    key: str,
+    patience: int = 1,
 ) -> int | None:
     if planned:
         return planned[len(history)] if len(history) < len(planned) else None
-    nxt = next_batch_size(history, max_batch)
+    nxt = next_batch_size(history, max_batch, patience=patience)
     if nxt is None:
         last = history[-1][0]
         info.sweep_end[key] = (

@@ -8,13 +8,16 @@ is first run over the images for its top-1 agreement with fp32 (and accuracy whe
 images sit in class folders); one that loses more than `max_drop` points is not timed.
 The others are timed by bench's own `bench_target` (warm-up apart, windows until three
 agree, VALID rows only), in its doubling sweep that stops once img/s stops rising
-(quick), or on every batch size up to `max_batch` (exhaustive).
+(quick), or on every batch size up to `max_batch` (exhaustive). The fastest row of each
+of the Pareto front's FINALISTS fastest variants then runs end to end over the images
+(infer's own pipeline, as `infer --plan` will run it), and the fastest there is the plan.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +26,12 @@ import numpy as np
 
 from cnnbench.bench.errors import BenchError
 from cnnbench.bench.extras import labelled_images
+from cnnbench.bench.flops import write_matmul_model
 from cnnbench.bench.machine import machine_facts
 from cnnbench.bench.results import BenchConfig, BenchReport, Result, RunConfig, Target
 from cnnbench.bench.run import bench_target
 from cnnbench.bench.runners import open_session, probe_providers, ran_precision
-from cnnbench.bench.tune_config import TuneConfig
+from cnnbench.bench.tune_config import QUICK_PATIENCE, TuneConfig
 from cnnbench.bench.tune_variants import Variant, make_variant_files, variants_for
 from cnnbench.cpu import has_native_bf16
 from cnnbench.files import sha256_file, unwritable
@@ -38,6 +42,8 @@ from cnnbench.infer.runtime.preprocess import InputFormat, resolve_input_format
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, Session
 
 AGREEMENT_BATCH = 8
+# the front's fastest variants run end to end over the images; the fastest there is chosen
+FINALISTS = 3
 
 
 @dataclass
@@ -99,13 +105,15 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = lambda line: None) ->
     images = _load_images(cfg.images, fmt)
     log(f"{len(images.pixels)} images from {cfg.images}, {fmt.size[0]}x{fmt.size[1]}")
     reference = predict(session, fmt, images.pixels)
-    providers, skipped = probe_providers(cfg.providers, cfg.model, cfg.runtime)
+    with tempfile.TemporaryDirectory(prefix="cnnbench-tune-") as tmp:
+        probe = write_matmul_model(os.path.join(tmp, "probe.onnx"), 8)
+        providers, skipped = probe_providers(cfg.providers, probe, cfg.runtime)
     for name, why in skipped.items():
         log(f"provider {name} skipped: {why}")
     folder = os.path.dirname(os.path.abspath(cfg.output))
     variants = variants_for(providers, has_native_bf16())
     stem = os.path.splitext(os.path.basename(cfg.output))[0]
-    make_variant_files(variants, cfg, images.pixels, os.path.join(folder, stem), log)
+    make_variant_files(variants, cfg, os.path.join(folder, stem), log)
     candidates: list[Candidate] = []
     unmeasured: list[str] = []
     base_accuracy = top1_accuracy(reference, images.truth, fmt)
@@ -181,15 +189,18 @@ def _tune_variant(
         return [Candidate(variant, None, None, None, None, variant.unavailable)]
     rc = RunConfig(variant.provider, variant.hint)
     runtime = dataclasses.replace(cfg.runtime, trt_fp16=variant.trt_fp16)
-    try:
-        session = open_session(variant.path, rc, runtime)
-    except BenchError as e:
-        log(f"{variant.name}: did not load ({e})")
-        return [Candidate(variant, None, None, None, None, f"did not load: {e}")]
-    top = predict(session, fmt, images.pixels)
-    if variant.file == "source":  # OpenVINO says what it runs: fp32 or bf16
-        variant.precision = ran_precision(session, variant.precision)
-    del session
+    if variant.provider is Provider.CPU and variant.file == "source":
+        top = reference  # the reference itself
+    else:
+        try:
+            session = open_session(variant.path, rc, runtime)
+        except BenchError as e:
+            log(f"{variant.name}: did not load ({e})")
+            return [Candidate(variant, None, None, None, None, f"did not load: {e}")]
+        top = predict(session, fmt, images.pixels)
+        if variant.file == "source":  # OpenVINO says what it runs: fp32 or bf16
+            variant.precision = ran_precision(session, variant.precision)
+        del session
     agreement = float(np.mean(top == reference))
     accuracy = top1_accuracy(top, images.truth, fmt)
     drop = (
@@ -246,23 +257,25 @@ def _time_variant(
         precision_hints=(variant.hint,),
         batch_sizes=sizes,
         max_batch=cfg.max_batch,
+        sweep_patience=QUICK_PATIENCE,
         concurrency=concurrency_levels(cores, cfg.exhaustive),
         timing=cfg.timing,
         runtime=runtime,
         peak=False,
     )
     report = BenchReport(machine_facts(), bench_cfg, [variant.provider.value], {}, {})
-    try:
-        bench_target(Target(variant.name, variant.path), rc, bench_cfg, report)
-    except BenchError as e:
-        log(f"{variant.name}: timing failed ({e})")
-        return []
-    for r in report.results:
+
+    def measured(r: Result) -> None:
         valid = "" if r.validity.valid else f"  {r.validity}"
         log(
             f"  {variant.name} batch {r.batch_size} x{r.concurrency}: "
             f"{r.stats.throughput_ips:.1f} img/s, p99 {r.stats.p99_or_max_ms:.1f} ms{valid}"
         )
+
+    try:
+        bench_target(Target(variant.name, variant.path), rc, bench_cfg, report, measured)
+    except BenchError as e:
+        log(f"{variant.name}: timing stopped ({e})")
     return report.results
 
 
@@ -295,11 +308,55 @@ def _finish(
     front = pareto_front(candidates)
     if not front:
         raise BenchError(_nothing_fits(candidates, cfg))
-    chosen = front[0]
-    plan = make_plan(chosen, cfg, candidates)
+    finalists = _distinct(front)[:FINALISTS]
+    plans = []
+    for c in finalists:
+        plan = make_plan(c, cfg, candidates)
+        log(f"end to end over {cfg.images}: {plan.describe()} ...")
+        reached = end_to_end(plan, cfg.images)
+        log(f"  {reached:.1f} img/s end to end")
+        expected = dataclasses.replace(plan.expected, end_to_end_ips=reached)
+        plans.append(dataclasses.replace(plan, expected=expected))
+    best = max(range(len(plans)), key=lambda k: plans[k].expected.end_to_end_ips or 0.0)
     return TuneReport(
-        candidates, front, chosen, plan, skipped, time.perf_counter() - start, unmeasured
+        candidates,
+        front,
+        finalists[best],
+        plans[best],
+        skipped,
+        time.perf_counter() - start,
+        unmeasured,
     )
+
+
+def _distinct(front: list[Candidate]) -> list[Candidate]:
+    """The front's fastest row of each variant, fastest first."""
+    seen: set[str] = set()
+    out = []
+    for c in front:
+        if c.variant.name not in seen:
+            seen.add(c.variant.name)
+            out.append(c)
+    return out
+
+
+def end_to_end(plan: Plan, images: str) -> float:
+    """infer's own img/s over the images with the plan, as `infer --plan` will run it."""
+    from cnnbench.infer.engines.job import InferConfig, apply_plan
+    from cnnbench.infer.engines.local import run_infer
+
+    with tempfile.TemporaryDirectory(prefix="cnnbench-tune-") as tmp:
+        cfg = InferConfig(
+            model=plan.model_path,
+            inputs=(images,),
+            output=os.path.join(tmp, "predictions.csv"),
+            progress=False,
+        )
+        try:
+            cfg, _ = apply_plan(cfg, plan)
+            return run_infer(cfg).images_per_second
+        except InferError as e:
+            raise BenchError(f"the chosen plan did not run end to end: {e}") from e
 
 
 def _nothing_fits(candidates: list[Candidate], cfg: TuneConfig) -> str:

@@ -10,8 +10,10 @@ from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
 # Shorter windows than bench's defaults, so that a whole search fits in minutes; the same
 # rules (three agreeing windows, a minimum of runs) decide what is VALID.
-TUNE_TIMING = Timing(warmup=3, duration=0.5, max_seconds=12.0, min_runs=10)
+TUNE_TIMING = Timing(warmup=3, duration=0.5, max_seconds=8.0, min_runs=10)
 QUICK_MAX_BATCH = 64
+# quick search: a batch size sweep stops after two doublings in a row that gain < 5%
+QUICK_PATIENCE = 2
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ def candidate_line(c: Candidate, front: list[Candidate], chosen: Candidate) -> s
     row = candidate_row(c)
     status = c.note or ("VALID" if c.result else "")
     if c is chosen:
-        status = "CHOSEN (fastest within the bounds)"
+        status = "CHOSEN (fastest end to end within the bounds)"
     elif c in front:
         status = "front"
     p99 = _num(row["p99_ms"]) + ("*" if row["p99_is_max"] else "")

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from cnnbench.bench.errors import BenchError
 from cnnbench.infer.runtime.session import Provider
@@ -46,9 +46,9 @@ def variants_for(providers: list[Provider], native_bf16: bool) -> list[Variant]:
             hints = ("f32", "bf16") if native_bf16 else ("f32",)
             for file in ("source", "int8"):
                 for hint in hints:
-                    base = "fp32" if file == "source" else "int8"
-                    name = f"openvino {base} (hint {hint})"
-                    out.append(Variant(name, p, "bf16" if hint == "bf16" else base, file, hint))
+                    # int8 layers run int8 whatever the hint; the others at the hint
+                    runs = "int8" if file == "int8" else ("bf16" if hint == "bf16" else "fp32")
+                    out.append(Variant(f"openvino {runs} (hint {hint})", p, runs, file, hint))
         elif p is Provider.CUDA:
             out += [
                 Variant("cuda fp32", p, "fp32", "source"),
@@ -65,7 +65,6 @@ def variants_for(providers: list[Provider], native_bf16: bool) -> list[Variant]:
 def make_variant_files(
     variants: list[Variant],
     cfg: TuneConfig,
-    pixels: np.ndarray,
     stem: str,
     log: Callable[[str], None],
 ) -> None:
@@ -77,8 +76,8 @@ def make_variant_files(
             path = f"{stem}.{v.file}.onnx"
             try:
                 if v.file == "int8":
-                    log(f"int8: calibrating on {min(len(pixels), CALIBRATION_IMAGES)} images ...")
-                    make_int8(cfg.model, pixels, path)
+                    log(f"int8: calibrating on {cfg.images}, --max-drop {cfg.max_drop:g} ...")
+                    make_int8(cfg, path, log)
                 else:
                     make_fp16(cfg.model, path)
                 made[v.file] = path
@@ -91,30 +90,41 @@ def make_variant_files(
             v.unavailable = f"no {v.file} file"
 
 
-def calibration_subset(pixels: np.ndarray, count: int = CALIBRATION_IMAGES) -> np.ndarray:
-    """`count` images spread evenly over the folder's order (not just its first class)."""
-    if len(pixels) <= count:
-        return pixels
-    return pixels[np.linspace(0, len(pixels) - 1, count).round().astype(int)]
-
-
-def make_int8(source: str, pixels: np.ndarray, out: str) -> None:
-    """Static QDQ int8 of `source` calibrated on the images, written to `out`.
-
-    Plain int8: accuracy control (keeping the most harmful layers in float until the loss
-    is within --max-drop) replaces this with convert's own function once it lands; until
-    then an int8 file that loses more is left out by the agreement check."""
+def make_int8(cfg: TuneConfig, out: str, log: Callable[[str], None]) -> None:
+    """int8 of the model calibrated on some of the tune images and kept within --max-drop
+    of fp32 on all of them (convert's accuracy control: the most harmful layers stay in
+    float)."""
     from cnnbench.convert.errors import ConvertError
-    from cnnbench.convert.precision import quantize_qdq
-    from cnnbench.files import atomic_path
+    from cnnbench.convert.onnx_export import quantize_int8
 
-    external = os.path.getsize(source) > 2_000_000_000
-    try:
-        with atomic_path(out, suffix=".onnx") as tmp:
-            quantize_qdq(source, tmp, calibration_subset(pixels), external)
-            say_precision(tmp, "int8")
-    except ConvertError as e:
-        raise BenchError(str(e)) from e
+    with tempfile.TemporaryDirectory(prefix="cnnbench-calibration-") as folder:
+        calibration = calibration_folder(cfg.images, folder)
+        try:
+            result = quantize_int8(
+                cfg.model,
+                out,
+                calibration,
+                verify_images=cfg.images,
+                max_drop=cfg.max_drop,
+                report=lambda line: log(f"  {line}"),
+            )
+        except ConvertError as e:
+            raise BenchError(str(e)) from e
+    kept = f", {len(result.kept_float)} layers kept in float" if result.kept_float else ""
+    log(f"int8: {result.metric} {result.reached:.1f}% (fp32 {result.fp32:.1f}%){kept}")
+
+
+def calibration_folder(images: str, folder: str, count: int = CALIBRATION_IMAGES) -> str:
+    """`folder` with links to `count` of the images, spread evenly over the folder's order
+    (calibration time grows with every image; the ranges settle well before)."""
+    from cnnbench.bench.extras import labelled_images
+
+    listed = [i.path for i in labelled_images(images)]
+    if len(listed) > count:
+        listed = [listed[round(k * (len(listed) - 1) / (count - 1))] for k in range(count)]
+    for k, path in enumerate(listed):
+        os.symlink(os.path.abspath(path), os.path.join(folder, f"{k:05d}{Path(path).suffix}"))
+    return folder
 
 
 def say_precision(path: str, precision: str) -> None:

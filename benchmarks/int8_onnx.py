@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-drop", type=float, default=1.0)
+    parser.add_argument("--window", type=float, default=3.0, help="bench's --duration")
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -72,6 +73,7 @@ def main() -> None:
             *(CNNBENCH, "bench", "--model", str(fp32), "--model", str(int8)),
             *("--provider", "cpu", "--batch-sizes", str(args.batch)),
             *("--images", str(held_out), "--no-peak", "--json", str(report)),
+            *("--duration", str(args.window), "--max-seconds", str(10 * args.window)),
         ]
     )
     rows = [r for r in json.loads(report.read_text())["results"] if r["concurrency"] == 1]

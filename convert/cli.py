@@ -1,4 +1,4 @@
-"""`cnnbench convert`: a thin shell over `export_onnx`."""
+"""`cnnbench convert`: a thin shell over `export_onnx` (Keras) and `convert_onnx` (ONNX)."""
 
 from __future__ import annotations
 

@@ -72,8 +72,6 @@ def read_source(path: str, options: ForeignOptions) -> tuple[OnnxSource, Session
         fmt = resolve_input_format(session, options)
     except InferError as e:
         raise ConvertError(str(e)) from e
-    except (OSError, UnicodeDecodeError) as e:  # the --labels file
-        raise ConvertError(f"cannot read --labels {options.labels_path}: {e}") from e
     scorer = Scorer(fmt.scores, known_probabilities=fmt.spec is not None)
     rng = np.random.default_rng(SCORE_PROBE_SEED)
     probe = rng.integers(0, 256, (max(4, fmt.batch or 0), *fmt.size, fmt.channels), np.uint8)

@@ -160,7 +160,7 @@ def test_foreign_model_without_options_is_infers_error(foreign, tmp_path: Path) 
         (["--preset", "imagenet", "--output-name", "nope"], "no such output"),
         (["--preset", "imagenet", "--preprocess", "scale"], "--preprocess only apply to Keras"),
         (["--preset", "imagenet", "--precision", "int8"], "needs --calibration DIR"),
-        (["--preset", "imagenet", "--labels", "MISSING"], "MISSING"),
+        (["--preset", "imagenet", "--labels", "MISSING"], "cannot read labels file MISSING"),
         (["--preset", "imagenet", "--max-drop", "2"], "--max-drop bounds int8 only"),
         (
             ["--preset", "imagenet", "--precision", "int8", "--max-drop", "2", "--no-verify"],
@@ -174,6 +174,15 @@ def test_bad_values_are_one_line_errors(foreign, tmp_path: Path, args, needle) -
     code, output = run(["convert", str(model), "-o", str(out), *args])
     assert_one_line_error(code, output, needle)
     assert not out.exists()
+
+
+def test_infer_with_an_unreadable_labels_file(foreign, tmp_path: Path) -> None:
+    model, _, folder = foreign
+    labels = tmp_path / "latin1.txt"
+    labels.write_bytes("caf\xe9\n".encode("latin-1") * 5)
+    args = ["infer", str(model), str(folder), "-o", str(tmp_path / "p.csv"), "--preset", "raw"]
+    code, output = run([*args, "--labels", str(labels)])
+    assert_one_line_error(code, output, "cannot read labels file", "latin1.txt", "UTF-8")
 
 
 def test_not_an_onnx_file_and_keras_with_foreign_options(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ from types import SimpleNamespace
 import pytest
 from helpers import assert_one_line_error, run
 
-from cnnbench.bench.measure import Validity
+from cnnbench.bench.measure import Validity, next_batch_size
 from cnnbench.bench.tune import Candidate, concurrency_levels, pareto_front
+from cnnbench.bench.tune_config import QUICK_PATIENCE
 from cnnbench.bench.tune_variants import Variant
 from cnnbench.infer.engines.job import InferConfig
 from cnnbench.infer.engines.local import run_infer
@@ -225,3 +226,34 @@ def test_concurrency_levels() -> None:
     assert concurrency_levels(2, False) == (1, 2)
     assert concurrency_levels(6, False) == (1, 2, 4)
     assert concurrency_levels(3, True) == (1, 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        ([(1, 100.0), (2, 102.0)], 4),  # one flat doubling: quick search goes on
+        ([(1, 100.0), (2, 102.0), (4, 103.0)], None),  # two in a row: it stops
+        ([(1, 100.0), (2, 102.0), (4, 120.0)], 8),  # int8 often gains only past batch 2
+    ],
+)
+def test_quick_search_waits_for_two_flat_doublings(history: list, expected: int | None) -> None:
+    assert next_batch_size(history, 64, patience=QUICK_PATIENCE) == expected
+
+
+@pytest.mark.slow
+def test_tune_on_a_trained_model_keeps_its_answers(digits_run, tmp_path: Path) -> None:
+    """Trained weights (digits, held-out images in class folders): every candidate tune may
+    choose is within --max-drop 1 of fp32's accuracy, the int8 one included."""
+    plan = tmp_path / "plan.json"
+    images = str(digits_run.heldout)
+    args = ["--provider", "cpu", "--max-batch", "4", "--duration", "0.05", "--max-drop", "1"]
+    code, out = run(["tune", str(digits_run.onnx_path), "--images", images, "-o", str(plan), *args])
+    assert code == 0, out
+    doc = json.loads(plan.read_text())
+    rows = {r["variant"]: r for r in doc["extra"]["candidates"]}
+    fp32 = rows["cpu fp32"]["accuracy"]
+    assert fp32 >= 0.95  # held-out accuracy of the fixture's training run
+    int8 = rows["cpu int8"]
+    assert int8["agreement"] >= 0.99 and int8["drop_points"] <= 1.0 + 1e-9
+    assert doc["expected"]["agreement"] >= 0.99
+    assert doc["expected"]["accuracy"] >= fp32 - 0.01

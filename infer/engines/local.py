@@ -49,7 +49,7 @@ from cnnbench.infer.runtime.preprocess import (
     check_top_k,
     resolve_input_format,
 )
-from cnnbench.infer.runtime.runner import Runner, check_output, make_runner
+from cnnbench.infer.runtime.runner import DEFAULT_BATCH_SIZE, Runner, check_output, make_runner
 from cnnbench.infer.runtime.session import (
     Provider,
     Session,
@@ -211,7 +211,10 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     """
     inputs = check_config(cfg)
     # Decoder threads share the cores with ORT's: idle ORT threads must not spin.
-    runtime = dataclasses.replace(cfg.runtime, spinning=False, streams=cfg.concurrency)
+    first_batch = cfg.batch_size or DEFAULT_BATCH_SIZE[Provider.OPENVINO]
+    runtime = dataclasses.replace(
+        cfg.runtime, spinning=False, streams=cfg.concurrency, first_batch=first_batch
+    )
     session, note = choose_session(cfg.model, runtime)
     fmt = resolve_input_format(session, cfg.foreign)
     check_top_k(fmt, cfg.top_k)

@@ -201,8 +201,12 @@ def read_spec(metadata: Mapping[str, str]) -> ModelSpec | None:
 
 def read_labels(path: str) -> tuple[str, ...]:
     """One label per line; blank lines at the end are ignored."""
-    with open(path, encoding="utf-8") as f:
-        labels = [line.rstrip("\r\n") for line in f]
+    try:
+        with open(path, encoding="utf-8") as f:
+            labels = [line.rstrip("\r\n") for line in f]
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise InferError(f"cannot read labels file {path}: {why}; give a UTF-8 text file") from e
     while labels and not labels[-1].strip():
         labels.pop()
     if not labels:

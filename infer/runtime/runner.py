@@ -52,10 +52,11 @@ class Runner(Protocol):
 
 class PlainRunner:
     """`session.run` on exactly the rows given (CPU: no padding, no copies), or on the
-    whole padded buffer when the model's batch dimension is fixed."""
+    whole padded buffer when the model's batch dimension is fixed or `pad` asks for it
+    (OpenVINO compiles once per input shape: a short last batch would compile again)."""
 
-    def __init__(self, session: Session, fmt: InputFormat) -> None:
-        self.session, self.fmt = session, fmt
+    def __init__(self, session: Session, fmt: InputFormat, pad: bool = False) -> None:
+        self.session, self.fmt, self.pad = session, fmt, pad
         self.output_name = fmt.output_name or session.get_outputs()[0].name
         self.scorer = make_scorer(fmt)
 
@@ -65,7 +66,7 @@ class PlainRunner:
 
     def raw(self, buf: np.ndarray, n: int) -> np.ndarray:
         """The model's output for the first `n` images, as it is."""
-        rows = self.fmt.batch or n
+        rows = self.fmt.batch or (len(buf) if self.pad else n)
         x = self.fmt.to_model_input(buf[:rows])
         try:
             out = self.session.run([self.output_name], {self.fmt.input_name: x})[0]
@@ -135,5 +136,5 @@ def check_output(runner: Runner, buf: np.ndarray) -> None:
 
 def make_runner(session: Session, fmt: InputFormat, provider: Provider, device_id: int) -> Runner:
     if provider in (Provider.CPU, Provider.OPENVINO):  # OpenVINO: an OpenVINOSession
-        return PlainRunner(session, fmt)
+        return PlainRunner(session, fmt, pad=provider is Provider.OPENVINO)
     return BoundRunner(session, fmt, "cuda", device_id)

@@ -91,6 +91,7 @@ class RuntimeOptions:
     spinning: bool = True
     precision_hint: str = "auto"  # OpenVINO: f32, bf16 or auto (the device's default)
     streams: int = 1  # OpenVINO: infer requests run at once (compiled for that many streams)
+    first_batch: int = 1  # OpenVINO: the batch size compiled when the session opens
     # ONNX Runtime's profiler on, its JSON written with this file prefix (bench --profile)
     profile_prefix: str | None = None
 
@@ -259,7 +260,7 @@ def choose_session(model_path: str, opts: RuntimeOptions) -> tuple[Session, str]
         from cnnbench.infer.runtime.openvino_runner import create_openvino_session
 
         ov = create_openvino_session(
-            model_path, opts.precision_hint, opts.threads, streams=opts.streams
+            model_path, opts.precision_hint, opts.threads, opts.streams, batch=opts.first_batch
         )
         return ov, f"provider openvino ({ov.precision()})"
     if opts.provider is Provider.AUTO:

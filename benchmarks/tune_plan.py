@@ -30,7 +30,9 @@ from cnnbench.bench.photos import write_sized_photos
 from cnnbench.bench.zoo import default_cache_dir, zoo_model
 from cnnbench.cpu import cpu_model, isa_flags
 
-CLI = [sys.executable, "-m", "cnnbench"]
+# the console script beside this python (`python -m cnnbench` run from a checkout would
+# import the checkout's cnnbench/ folder instead of the installed package)
+CLI = [str(Path(sys.executable).parent / "cnnbench")]
 
 
 def timed(args: list[str]) -> float:
@@ -62,6 +64,10 @@ def main() -> None:
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "cnnbench-tune-plan"))
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--tune-args", default="", help="extra tune options, e.g. '--exhaustive'")
+    ap.add_argument(
+        "--before",
+        help="the python of an older checkout: its plain infer joins each round (start-up then)",
+    )
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -72,8 +78,11 @@ def main() -> None:
     tune = [*CLI, "tune", model, "--images", str(photos), "-o", str(plan), "--max-drop", "100"]
     tune_s = timed([*tune, *a.tune_args.split()])
     expected = json.loads(plan.read_text())
-    plain, planned = [], []
+    plain, planned, before = [], [], []
     for r in range(a.rounds):
+        if a.before:
+            old = [str(Path(a.before).parent / "cnnbench"), "infer", model, str(photos)]
+            before.append(infer_once(old, work / f"before{r}.csv"))
         plain.append(infer_once([*CLI, "infer", model, str(photos)], work / f"plain{r}.csv"))
         planned.append(
             infer_once([*CLI, "infer", "--plan", str(plan), str(photos)], work / f"plan{r}.csv")
@@ -107,7 +116,13 @@ def main() -> None:
         "plain_whole_over_batches": med(plain, "whole_s") / med(plain, "batches_s"),
         "plan_whole_over_batches": med(planned, "whole_s") / med(planned, "batches_s"),
     }
-    print(json.dumps({k: v for k, v in result.items() if k not in ("plain", "planned")}, indent=2))
+    if before:
+        result["before"] = before
+        result["before_whole_over_batches"] = med(before, "whole_s") / med(before, "batches_s")
+        result["before_whole_s"] = med(before, "whole_s")
+        result["plain_whole_s"] = med(plain, "whole_s")
+    rows = ("plain", "planned", "before")
+    print(json.dumps({k: v for k, v in result.items() if k not in rows}, indent=2))
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2))
 

@@ -5,6 +5,7 @@ S3 client gets the endpoint from the environment the test sets (AWS_ENDPOINT_URL
 from __future__ import annotations
 
 import csv
+import dataclasses
 import http.server
 import io
 import json
@@ -21,8 +22,9 @@ import pytest
 from helpers import S3Server, assert_one_line_error, free_port, run
 
 from cnnbench.infer.sources import shards, stores
-from cnnbench.infer.sources.fetch import fetch_ahead
+from cnnbench.infer.sources.fetch import fetch_ahead, read_item
 from cnnbench.infer.sources.items import Item
+from cnnbench.infer.sources.listing import scan_inputs
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +243,12 @@ def test_a_shard_is_a_folder_of_its_members(
             f"s-{i}.tar" for i in range(3)
         }
         assert json.loads((tmp_path / "p.json").read_text())["skipped_by_extension"] == {".cls": 11}
+        # another process (a Ray worker) reads a member alone, by its range in the shard
+        for item in scan_inputs((pattern,), (".jpg",)):
+            assert item.offset is not None and item.data is not None
+            assert read_item(dataclasses.replace(item, data=None)) == item.data
+    gz = next(scan_inputs((str(tmp_path / "shard-1.tar.gz"),), (".jpg",)))
+    assert gz.offset is None and gz.data is not None  # compressed: read while listing only
 
 
 def test_a_broken_shard_is_an_error_row(tiny_model: Path, photos: Path, tmp_path: Path) -> None:
@@ -368,8 +376,9 @@ def test_calibration_and_bench_images_take_prefixes_and_shards(
 
     s3_env.upload("calib", photos, "set/")
     facts = ModelFacts(size=(16, 16), channels=3, num_classes=2, input_dtype="uint8")
-    local = load_folder(str(photos), facts, 5, "--calibration")
-    assert np.array_equal(load_folder("s3://calib/set/", facts, 5, "--calibration"), local)
+    local, names = load_folder(str(photos), facts, 5, "--calibration")
+    remote, remote_names = load_folder("s3://calib/set/", facts, 5, "--calibration")
+    assert np.array_equal(remote, local) and remote_names == names
     _tar(
         tmp_path / "c.tar",
         [
@@ -377,7 +386,8 @@ def test_calibration_and_bench_images_take_prefixes_and_shards(
             for p in sorted(photos.rglob("*.jpg"), key=lambda p: p.relative_to(photos).as_posix())
         ],
     )
-    assert np.array_equal(load_folder(str(tmp_path / "c.tar"), facts, 5, "--calibration"), local)
+    sharded, shard_names = load_folder(str(tmp_path / "c.tar"), facts, 5, "--calibration")
+    assert np.array_equal(sharded, local) and shard_names == [f"c.tar/{n}" for n in names]
     truths = [i.truth for i in labelled_images(str(photos))]
     assert [i.truth for i in labelled_images("s3://calib/set")] == truths
     from cnnbench.convert.errors import ConvertError

@@ -238,3 +238,22 @@ def test_concurrency_levels() -> None:
 )
 def test_quick_search_waits_for_two_flat_doublings(history: list, expected: int | None) -> None:
     assert next_batch_size(history, 64, patience=QUICK_PATIENCE) == expected
+
+
+@pytest.mark.slow
+def test_tune_on_a_trained_model_keeps_its_answers(digits_run, tmp_path: Path) -> None:
+    """Trained weights (digits, held-out images in class folders): every candidate tune may
+    choose is within --max-drop 1 of fp32's accuracy, the int8 one included."""
+    plan = tmp_path / "plan.json"
+    images = str(digits_run.heldout)
+    args = ["--provider", "cpu", "--max-batch", "4", "--duration", "0.05", "--max-drop", "1"]
+    code, out = run(["tune", str(digits_run.onnx_path), "--images", images, "-o", str(plan), *args])
+    assert code == 0, out
+    doc = json.loads(plan.read_text())
+    rows = {r["variant"]: r for r in doc["extra"]["candidates"]}
+    fp32 = rows["cpu fp32"]["accuracy"]
+    assert fp32 >= 0.95  # held-out accuracy of the fixture's training run
+    int8 = rows["cpu int8"]
+    assert int8["agreement"] >= 0.99 and int8["drop_points"] <= 1.0 + 1e-9
+    assert doc["expected"]["agreement"] >= 0.99
+    assert doc["expected"]["accuracy"] >= fp32 - 0.01

@@ -7,142 +7,32 @@ import dataclasses
 import click
 
 from cnnbench.bench.errors import BenchError
-from cnnbench.bench.measure import DEFAULT_MIN_RUNS, Timing
-from cnnbench.bench.results import DEFAULT_MAX_BATCH, Baseline, BenchConfig, BenchReport, Scenario
+from cnnbench.bench.measure import Timing
+from cnnbench.bench.options import (
+    MeasureOptions,
+    ReportFiles,
+    measure_options,
+    report_options,
+    timing_options,
+)
+from cnnbench.bench.results import BenchReport
 from cnnbench.bench.tune_config import QUICK_MAX_BATCH, TUNE_TIMING
-from cnnbench.files import atomic_open, unwritable
+from cnnbench.files import atomic_open
 from cnnbench.infer.options import (
+    RuntimeSweep,
     foreign_preprocessing_options,
     parse_providers,
-    runtime_options,
-    tensorrt_options,
+    runtime_sweep_options,
 )
 from cnnbench.infer.runtime.preprocess import ForeignOptions
-from cnnbench.infer.runtime.session import Provider, RuntimeOptions
-
-
-def parse_batch_sizes(
-    ctx: click.Context, param: click.Parameter, text: str | None
-) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        sizes = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        sizes = ()
-    if not sizes or min(sizes) < 1:
-        raise click.BadParameter(f"expected comma-separated positive integers, got {text!r}")
-    return tuple(dict.fromkeys(sizes))
-
-
-def check_outputs(paths: dict[str, str | None]) -> None:
-    """Fail before measuring, not after minutes of it, when an output cannot be written."""
-    for option, path in paths.items():
-        if path is None:
-            continue
-        if why := unwritable(path):
-            raise click.BadParameter(f"cannot write {path}: {why}", param_hint=option)
-    plot = paths.get("--plot")
-    if plot and not plot.lower().endswith(".png"):
-        raise click.BadParameter(
-            f"give a file name ending in .png, got {plot!r}", param_hint="--plot"
-        )
+from cnnbench.infer.runtime.session import Provider
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--model",
-    "models",
-    multiple=True,
-    type=click.Path(dir_okay=False),
-    help="ONNX model (repeatable). The first is the reference for agreement.",
-)
-@click.option(
-    "--arch",
-    "archs",
-    help="Zoo: 'all' or registry names, e.g. vgg16,resnet50; "
-    "built with random weights, converted once and cached.",
-)
-@runtime_options(provider_list=True)
-@tensorrt_options
-@click.option(
-    "--scenario",
-    type=click.Choice([s.value for s in Scenario], case_sensitive=False),
-    default=Scenario.OFFLINE.value,
-    show_default=True,
-    help="offline: the batch sweep; single-stream: batch 1, p90 headline; server: Poisson "
-    "arrivals, the highest rate whose p99 <= --max-latency-ms.",
-)
-@click.option(
-    "--concurrency",
-    callback=parse_batch_sizes,
-    help="e.g. 1,2,4: that many runs in flight at once, the cores split among them "
-    "(server: its workers). Default: 1.",
-)
-@click.option(
-    "--batch-sizes",
-    callback=parse_batch_sizes,
-    help="e.g. 1,8,32. Default: 1, 2, 4, ... until throughput stops improving.",
-)
-@click.option(
-    "--max-batch",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_BATCH,
-    show_default=True,
-    help="Largest batch of the sweep.",
-)
-@click.option(
-    "--warmup",
-    type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="Untimed runs before each configuration.",
-)
-@click.option("--iterations", type=click.IntRange(min=1), help="Runs per window.")
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0.001),
-    default=1.0,
-    show_default=True,
-    help="Seconds per window, at least (when --iterations is not given).",
-)
-@click.option(
-    "--min-runs",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MIN_RUNS,
-    show_default=True,
-    help="Timed runs per configuration, at least; fewer within --max-seconds: INVALID.",
-)
-@click.option(
-    "--max-seconds",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    help="Time cap per configuration (server: per search).",
-)
+@measure_options
+@runtime_sweep_options
+@timing_options
 @foreign_preprocessing_options
-@click.option(
-    "--images",
-    type=click.Path(file_okay=False),
-    help="Folder of class folders: top-1 accuracy and agreement per row, the pipeline's "
-    "stages and its bottleneck.",
-)
-@click.option(
-    "--profile",
-    is_flag=True,
-    help="Top operator types by share of run time (ORT profiler; OpenVINO counters).",
-)
-@click.option(
-    "--baseline",
-    type=click.Choice(list(Baseline), case_sensitive=False),
-    help="Also time the zoo models in Keras.",
-)
-@click.option(
-    "--max-latency-ms",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Offline: recommend the fastest configuration whose p99 stays under this. "
-    "Server: the p99 bound of the rate search.",
-)
 @click.option(
     "--compare",
     nargs=2,
@@ -155,62 +45,15 @@ def check_outputs(paths: dict[str, str | None]) -> None:
     type=click.FloatRange(min=0),
     help="With --compare: exit 1 on a regression larger than this many percent.",
 )
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False),
-    help="Zoo models' cache [default: $CNNBENCH_CACHE or ~/.cache/cnnbench].",
-)
-@click.option("--no-peak", is_flag=True, help="Skip the matmul peak measurement.")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False),
-    help="Every figure, the methodology and the machine's facts.",
-)
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="One row per result.")
-@click.option(
-    "--markdown",
-    "md_path",
-    type=click.Path(dir_okay=False),
-    help="The tables as Markdown, for a README.",
-)
-@click.option(
-    "--plot",
-    "plot_path",
-    type=click.Path(dir_okay=False),
-    help="PNG: throughput vs batch size, latency percentiles (needs matplotlib).",
-)
+@report_options
 def bench(
-    models: tuple[str, ...],
-    archs: str | None,
-    providers: tuple[Provider, ...] | None,
-    device_id: int,
-    threads: int,
-    precision_hints: tuple[str, ...],
-    trt_cache: str,
-    fp16: bool,
-    scenario: str,
-    concurrency: tuple[int, ...] | None,
-    batch_sizes: tuple[int, ...] | None,
-    max_batch: int,
-    warmup: int,
-    iterations: int | None,
-    duration: float,
-    min_runs: int,
-    max_seconds: float,
+    measure: MeasureOptions,
+    runtimes: RuntimeSweep,
+    timing: Timing,
     foreign: ForeignOptions,
-    images: str | None,
-    profile: bool,
-    baseline: str | None,
-    max_latency_ms: float | None,
     compare: tuple[str, str] | None,
     fail_above: float | None,
-    cache_dir: str | None,
-    no_peak: bool,
-    json_path: str | None,
-    csv_path: str | None,
-    md_path: str | None,
-    plot_path: str | None,
+    files: ReportFiles,
 ) -> None:
     """Measure latency and throughput per model, runtime, precision and batch size.
 
@@ -226,50 +69,13 @@ def bench(
         return
     if fail_above is not None:
         raise click.BadParameter("applies to --compare only", param_hint="--fail-above")
-    from cnnbench.bench.zoo import default_cache_dir, parse_archs
-
-    outputs = {"--json": json_path, "--csv": csv_path, "--markdown": md_path, "--plot": plot_path}
-    check_outputs(outputs)
-    try:
-        parsed_archs = parse_archs(archs) if archs else ()
-    except BenchError as e:
-        raise click.ClickException(str(e)) from e
-    cfg = BenchConfig(
-        models=models,
-        archs=parsed_archs,
-        providers=providers,
-        precision_hints=precision_hints,
-        batch_sizes=batch_sizes,
-        max_batch=max_batch,
-        scenario=Scenario(scenario),
-        concurrency=concurrency or (1,),
-        timing=Timing(
-            warmup=warmup,
-            iterations=iterations,
-            duration=duration,
-            max_seconds=max_seconds,
-            min_runs=min_runs,
-        ),
-        runtime=RuntimeOptions(
-            Provider.CPU,
-            device_id,
-            threads,
-            trt_cache=trt_cache,
-            trt_fp16=fp16,
-        ),
-        foreign=foreign,
-        images=images,
-        baseline=Baseline(baseline) if baseline else None,
-        max_latency_ms=max_latency_ms,
-        profile=profile,
-        cache_dir=cache_dir or default_cache_dir(),
-        peak=not no_peak,
-    )
+    files.check()
+    cfg = measure.config(runtimes, timing, foreign)
     try:
         from cnnbench.bench.run import run_bench
 
         report = run_bench(cfg, log=lambda line: click.echo(line, err=True))
-        _write(report, outputs)
+        _write(report, files)
     except BenchError as e:
         raise click.ClickException(str(e)) from e
 
@@ -292,20 +98,20 @@ def _compare(paths: tuple[str, str], fail_above: float | None) -> None:
         raise SystemExit(1)
 
 
-def _write(report: BenchReport, outputs: dict[str, str | None]) -> None:
+def _write(report: BenchReport, files: ReportFiles) -> None:
     from cnnbench.bench.report import render, write_csv, write_json, write_markdown
 
     click.echo(render(report))
-    if outputs["--json"]:
-        write_json(outputs["--json"], report)
-    if outputs["--csv"]:
-        write_csv(outputs["--csv"], report)
-    if outputs["--markdown"]:
-        write_markdown(outputs["--markdown"], report)
-    if outputs["--plot"]:
+    if files.json:
+        write_json(files.json, report)
+    if files.csv:
+        write_csv(files.csv, report)
+    if files.markdown:
+        write_markdown(files.markdown, report)
+    if files.plot:
         from cnnbench.bench.plot import write_plot
 
-        write_plot(outputs["--plot"], report)
+        write_plot(files.plot, report)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -330,7 +136,7 @@ def inspect(
 
     from cnnbench.bench.inspect import inspect_model, render
 
-    check_outputs({"--json": json_path})
+    ReportFiles(json=json_path).check()
     try:
         found = inspect_model(model, foreign)
     except BenchError as e:

@@ -1,12 +1,18 @@
-"""`cnnbench infer`: a thin shell over `run_infer`."""
+"""`cnnbench infer`: a thin shell over `run_infer` and `run_ray_infer`, and the option
+groups only it takes (its job, its engine)."""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import click
 
+from cnnbench.files import Report
 from cnnbench.infer.decode.decoders import DecodeLimits
 from cnnbench.infer.decode.probe import DEFAULT_MAX_PIXELS
 from cnnbench.infer.engines.job import (
@@ -23,74 +29,232 @@ from cnnbench.infer.engines.ray import run_ray_infer
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.options import (
     foreign_preprocessing_options,
-    make_runtime,
-    ray_options,
+    given_options,
+    option_group,
     runtime_options,
-    tensorrt_options,
 )
 from cnnbench.infer.runtime.plan import Plan, read_plan
 from cnnbench.infer.runtime.preprocess import ForeignOptions
 from cnnbench.infer.runtime.runner import DEFAULT_BATCH_SIZE
-from cnnbench.infer.runtime.session import Provider, check_ort_install
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, check_ort_install
 from cnnbench.infer.sinks.formats import Format, format_of
 from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensions
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """Which engine runs the job, with how many workers, and the Ray engine's options."""
+
+    engine: Engine
+    workers: int  # local: decode threads; ray: inference actors (0: the default of each)
+    ray: RayOptions
+    block_size: int  # files per block: Ray's unit of parts, and a Parquet output's
+
+    @property
+    def local_workers(self) -> int:
+        return self.workers if self.engine is Engine.LOCAL else 0
+
+
+RAY_ONLY = ("address", "num_gpus_per_worker", "block_size")
+
+
+def engine_params() -> list[click.Option]:
+    """--engine, --workers and the options of the Ray engine."""
+    return [
+        click.Option(
+            ["--engine"],
+            type=click.Choice(list(Engine), case_sensitive=False),
+            default=Engine.LOCAL.value,
+            show_default=True,
+            help="local: this machine; ray: a Ray Data job (pip install 'cnnbench[ray]').",
+        ),
+        click.Option(
+            ["--workers"],
+            type=click.IntRange(min=0),
+            default=0,
+            help="Local: decode threads (0 = one per core). Ray: inference actors (0 = autoscale).",
+        ),
+        click.Option(
+            ["--address"],
+            help="Ray: cluster address, auto or HOST:PORT or "
+            "ray://HOST:PORT. Default: $RAY_ADDRESS, else a running cluster, else a "
+            "local one started for the run.",
+        ),
+        click.Option(
+            ["--num-gpus-per-worker"],
+            type=click.FloatRange(min=0),
+            help="Ray: GPUs per inference actor. Default: 1 with --provider cuda or "
+            "tensorrt, else 0.",
+        ),
+        click.Option(
+            ["--block-size"],
+            type=click.IntRange(min=1),
+            default=InferConfig.block_size,
+            show_default=True,
+            help="Ray, and Parquet outputs: files per block (the unit of parts and --resume).",
+        ),
+    ]
+
+
+def _engine(
+    engine: str,
+    workers: int,
+    address: str | None,
+    num_gpus_per_worker: float | None,
+    block_size: int,
+) -> EngineOptions:
+    """The engine options; a Ray option given to the local engine would be silently
+    ignored, so it is refused (--block-size also applies to a Parquet output)."""
+    if engine == Engine.LOCAL:
+        ray_only = RAY_ONLY if not _parquet_output() else RAY_ONLY[:-1]
+        if given := given_options(ray_only):
+            raise click.UsageError(f"{', '.join(given)} only apply with --engine ray: add it")
+    ray = RayOptions(address=address, workers=workers, num_gpus_per_worker=num_gpus_per_worker)
+    return EngineOptions(Engine(engine), workers, ray, block_size)
+
+
+def _parquet_output() -> bool:
+    """Whether the command's -o names a Parquet output (read from the parsed options)."""
+    try:
+        return format_of(click.get_current_context().params["output"]) is Format.PARQUET
+    except InferError as e:
+        raise click.ClickException(str(e)) from e
+
+
+engine_options = option_group("engine", engine_params, _engine)
+"""--engine, --workers and the Ray options as one `engine: EngineOptions` argument."""
+
+
+def parse_extensions(
+    ctx: click.Context | None, param: click.Parameter | None, text: str | None
+) -> Extensions:
+    """'jpg,png' -> ('.jpg', '.png'); '*' -> every file; not given -> IMAGE_EXTENSIONS."""
+    if not text:
+        return IMAGE_EXTENSIONS
+    if text.strip() == "*":
+        return ALL_FILES
+    return tuple(f".{e.strip().lstrip('.').lower()}" for e in text.split(",") if e.strip())
+
+
+def job_params() -> list[click.Option]:
+    """What `infer` writes and reads, apart from the model, the runtime and the engine."""
+    return [
+        click.Option(
+            ["-o", "--output"],
+            required=True,
+            help="Predictions to write, in the format of its extension: .csv, .jsonl (JSON "
+            "lines) or .parquet (a folder of parts; also s3://BUCKET/PREFIX.parquet).",
+        ),
+        click.Option(
+            ["--errors"],
+            help="Unreadable files (path, error), in the output's format. Default: "
+            "OUTPUT.errors.EXT.",
+        ),
+        click.Option(
+            ["--batch-size"],
+            type=int,
+            help=f"Images per session run. Default: {DEFAULT_BATCH_SIZE[Provider.CPU]} on "
+            f"CPU, {DEFAULT_BATCH_SIZE[Provider.CUDA]} on GPU.",
+        ),
+        click.Option(
+            ["--io-threads"],
+            type=click.IntRange(min=0),
+            help=f"Reads in flight (objects by URL, shards). Default: {IO_THREADS} when an "
+            "input is a URL, a shard or @list, else 0 (the decode threads read local files).",
+        ),
+        click.Option(["--top-k"], type=int, default=1, show_default=True),
+        click.Option(["--limit"], type=int, help="Only the first N files of the inputs."),
+        click.Option(
+            ["--extensions"],
+            callback=parse_extensions,
+            help="Comma-separated file extensions to read in folders, e.g. jpg,png; '*' reads "
+            f"every file. Default: {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}. "
+            "Files left out are counted in the summary.",
+        ),
+        click.Option(
+            ["--max-pixels"],
+            type=click.IntRange(min=1),
+            default=DEFAULT_MAX_PIXELS,
+            show_default=True,
+            help="Refuse images larger than this (width x height as decoded) before decoding them.",
+        ),
+        click.Option(
+            ["--allow-truncated"],
+            is_flag=True,
+            help="Predict truncated files from what decoded (default: they are errors).",
+        ),
+        click.Option(
+            ["--resume"],
+            is_flag=True,
+            help="Skip files already in the output or errors file; append.",
+        ),
+        click.Option(
+            ["--summary"],
+            type=click.Path(dir_okay=False),
+            help="Also write the summary as JSON.",
+        ),
+        click.Option(["--no-progress"], is_flag=True, help="No progress bar."),
+    ]
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """`infer`'s own options: where rows go, which files are read and how."""
+
+    output: str
+    errors: str | None
+    batch_size: int | None
+    io_threads: int | None
+    top_k: int
+    limit: int | None
+    extensions: Extensions
+    limits: DecodeLimits
+    resume: bool
+    summary: str | None
+    progress: bool
+
+    def config(
+        self,
+        model: str,
+        inputs: tuple[str, ...],
+        engine: EngineOptions,
+        runtime: RuntimeOptions,
+        foreign: ForeignOptions,
+    ) -> InferConfig:
+        """The job's InferConfig (which the engines check before the model loads)."""
+        return InferConfig(
+            model=model,
+            inputs=inputs,
+            output=self.output,
+            errors=self.errors,
+            batch_size=self.batch_size,
+            workers=engine.local_workers,
+            block_size=engine.block_size,
+            io_threads=self.io_threads,
+            top_k=self.top_k,
+            extensions=self.extensions,
+            limit=self.limit,
+            progress=self.progress,
+            resume=self.resume,
+            summary=self.summary,
+            runtime=runtime,
+            foreign=foreign,
+            limits=self.limits,
+        )
+
+
+def _job(max_pixels: int, allow_truncated: bool, no_progress: bool, **given: Any) -> JobOptions:
+    limits = DecodeLimits(max_pixels, allow_truncated)
+    return JobOptions(limits=limits, progress=not no_progress, **given)
+
+
+job_options = option_group("job", job_params, _job)
+"""`infer`'s outputs, listing and decoding options as one `job: JobOptions` argument."""
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, required=True, metavar="[MODEL] INPUTS...")
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    help="Predictions to write, in the format of its extension: .csv, .jsonl (JSON lines) "
-    "or .parquet (a folder of parts; also s3://BUCKET/PREFIX.parquet).",
-)
-@click.option(
-    "--errors",
-    help="Unreadable files (path, error), in the output's format. Default: OUTPUT.errors.EXT.",
-)
-@click.option(
-    "--batch-size",
-    type=int,
-    help=f"Images per session run. Default: {DEFAULT_BATCH_SIZE[Provider.CPU]} on CPU, "
-    f"{DEFAULT_BATCH_SIZE[Provider.CUDA]} on GPU.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=0,
-    help="Local: decode threads (0 = one per core). Ray: inference actors (0 = autoscale).",
-)
-@click.option(
-    "--io-threads",
-    type=click.IntRange(min=0),
-    help=f"Reads in flight (objects by URL, shards). Default: {IO_THREADS} when an input is "
-    "a URL, a shard or @list, else 0 (the decode threads read local files).",
-)
-@click.option("--top-k", type=int, default=1, show_default=True)
-@click.option("--limit", type=int, help="Only the first N files of the inputs.")
-@click.option(
-    "--extensions",
-    help="Comma-separated file extensions to read in folders, e.g. jpg,png; '*' reads every "
-    f"file. Default: {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}. Files left out "
-    "are counted in the summary.",
-)
-@click.option(
-    "--max-pixels",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_PIXELS,
-    show_default=True,
-    help="Refuse images larger than this (width x height as decoded) before decoding them.",
-)
-@click.option(
-    "--allow-truncated",
-    is_flag=True,
-    help="Predict truncated files from what decoded (default: they are errors).",
-)
-@click.option(
-    "--resume", is_flag=True, help="Skip files already in the output or errors file; append."
-)
-@click.option("--summary", type=click.Path(dir_okay=False), help="Also write the summary as JSON.")
+@job_options
 @click.option(
     "--plan",
     "plan_path",
@@ -98,37 +262,15 @@ from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensio
     help="PLAN.json from `cnnbench tune`: its model, provider, precision, batch size, "
     "threads and runs in flight (then no MODEL argument).",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@ray_options
+@engine_options
 @runtime_options
-@tensorrt_options
 @foreign_preprocessing_options
 def infer(
     paths: tuple[str, ...],
-    output: str,
-    errors: str | None,
-    batch_size: int | None,
-    workers: int,
-    io_threads: int | None,
-    top_k: int,
-    limit: int | None,
-    extensions: str | None,
-    max_pixels: int,
-    allow_truncated: bool,
-    resume: bool,
-    summary: str | None,
+    job: JobOptions,
     plan_path: str | None,
-    no_progress: bool,
-    engine: str,
-    address: str | None,
-    num_gpus_per_worker: float | None,
-    block_size: int,
-    provider: str,
-    device_id: int,
-    threads: int,
-    precision_hint: str,
-    trt_cache: str,
-    fp16: bool,
+    engine: EngineOptions,
+    runtime: RuntimeOptions,
     foreign: ForeignOptions,
 ) -> None:
     """Classify every image under INPUTS into a CSV, JSON lines or Parquet output: folders
@@ -147,58 +289,54 @@ def infer(
       cnnbench infer model.onnx /shared/photos -o predictions.csv --engine ray --address auto
       cnnbench infer --plan plan.json photos/ -o predictions.csv
     """
-    if engine == Engine.LOCAL:
-        check_local_engine_options(output)
-    if plan_path is not None:
-        check_plan_options(engine)
-        model, inputs = "", paths
-    elif len(paths) < 2:
-        raise click.UsageError("give MODEL and at least one INPUT (or --plan PLAN.json INPUTS)")
-    else:
-        model, inputs = paths[0], paths[1:]
+    model, inputs = model_and_inputs(paths, plan_path, engine.engine)
     if warning := check_ort_install():
         click.echo(f"warning: {warning}", err=True)
-    cfg = InferConfig(
-        model=model,
-        inputs=inputs,
-        output=output,
-        errors=errors,
-        batch_size=batch_size,
-        workers=workers if engine == Engine.LOCAL else 0,
-        io_threads=io_threads,
-        top_k=top_k,
-        extensions=parse_extensions(extensions),
-        limit=limit,
-        progress=not no_progress,
-        resume=resume,
-        block_size=block_size,
-        summary=summary,
-        runtime=make_runtime(
-            provider,
-            device_id,
-            threads,
-            trt_cache=trt_cache,
-            trt_fp16=fp16,
-            precision_hint=precision_hint,
-        ),
-        foreign=foreign,
-        limits=DecodeLimits(max_pixels, allow_truncated),
-    )
-    report = lambda line: click.echo(line, err=True)  # noqa: E731
-    plan = None
+    cfg = job.config(model, inputs, engine, runtime, foreign)
+    with infer_errors():
+        cfg, plan = with_plan(cfg, plan_path)
+        result = run_job(cfg, engine, lambda line: click.echo(line, err=True))
+    click.echo(summary_line(result, cfg), err=True)
+    if plan is not None:
+        click.echo(plan_line(plan, result, cfg), err=True)
+    if result.interrupted:
+        stop_interrupted(result)
+
+
+def model_and_inputs(
+    paths: tuple[str, ...], plan_path: str | None, engine: Engine
+) -> tuple[str, tuple[str, ...]]:
+    """MODEL INPUTS..., or only INPUTS with --plan (which names the model)."""
+    if plan_path is not None:
+        check_plan_options(engine)
+        return "", paths
+    if len(paths) < 2:
+        raise click.UsageError("give MODEL and at least one INPUT (or --plan PLAN.json INPUTS)")
+    return paths[0], paths[1:]
+
+
+def with_plan(cfg: InferConfig, plan_path: str | None) -> tuple[InferConfig, Plan | None]:
+    """The job in the plan's configuration, its warnings said (no plan: as it is)."""
+    if plan_path is None:
+        return cfg, None
+    plan = read_plan(plan_path)
+    cfg, warnings = apply_plan(cfg, plan)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return cfg, plan
+
+
+def run_job(cfg: InferConfig, engine: EngineOptions, report: Report) -> InferSummary:
+    if engine.engine is Engine.RAY:
+        return run_ray_infer(cfg, engine.ray, report)
+    return run_infer(cfg, report)
+
+
+@contextlib.contextmanager
+def infer_errors() -> Iterator[None]:
+    """A library error, or a disk that filled up while writing, as one line."""
     try:
-        if plan_path is not None:
-            plan = read_plan(plan_path)
-            cfg, warnings = apply_plan(cfg, plan)
-            for warning in warnings:
-                click.echo(f"warning: {warning}", err=True)
-        if engine == Engine.RAY:
-            ray = RayOptions(
-                address=address, workers=workers, num_gpus_per_worker=num_gpus_per_worker
-            )
-            result = run_ray_infer(cfg, ray, report)
-        else:
-            result = run_infer(cfg, report)
+        yield
     except InferError as e:
         raise click.ClickException(str(e)) from e
     except OSError as e:  # the disk filled up or went away while writing: rows so far stay
@@ -207,44 +345,26 @@ def infer(
             f"cannot write{where}: {e.strerror or e}; free space (or fix the folder) "
             "and run the same command with --resume"
         ) from e
-    click.echo(summary_line(result, cfg), err=True)
-    if plan is not None:
-        click.echo(plan_line(plan, result, cfg), err=True)
-    if result.interrupted:
-        again = " ".join(shlex.quote(a) for a in sys.argv)
-        again = again if "--resume" in sys.argv else f"{again} --resume"
-        saved = (
-            "rows so far are"
-            if result.committed_in is None
-            else f"finished blocks are in {result.committed_in}"
-        )
-        click.echo(f"interrupted: {saved} saved; to finish, run: {again}", err=True)
-        sys.exit(130)
 
 
-def parse_extensions(text: str | None) -> Extensions:
-    if not text:
-        return IMAGE_EXTENSIONS
-    if text.strip() == "*":
-        return ALL_FILES
-    return tuple(f".{e.strip().lstrip('.').lower()}" for e in text.split(",") if e.strip())
+def stop_interrupted(result: InferSummary) -> NoReturn:
+    """After Ctrl-C: what was saved, the command that finishes the job, exit 130."""
+    again = " ".join(shlex.quote(a) for a in sys.argv)
+    again = again if "--resume" in sys.argv else f"{again} --resume"
+    where = result.committed_in
+    saved = "rows so far are" if where is None else f"finished blocks are in {where}"
+    click.echo(f"interrupted: {saved} saved; to finish, run: {again}", err=True)
+    sys.exit(130)
 
 
-RAY_ONLY = ("address", "num_gpus_per_worker", "block_size")
 PLAN_SETS = ("provider", "batch_size", "threads", "precision_hint", "fp16")
 
 
-def check_plan_options(engine: str) -> None:
+def check_plan_options(engine: Engine) -> None:
     """What a plan sets cannot also be asked for on the command line."""
-    ctx = click.get_current_context()
-    given = [
-        f"--{name.replace('_', '-')}"
-        for name in PLAN_SETS
-        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
-    ]
-    if given:
+    if given := given_options(PLAN_SETS):
         raise click.UsageError(f"--plan sets {', '.join(given)}: leave it out (or re-run tune)")
-    if engine != Engine.LOCAL:
+    if engine is not Engine.LOCAL:
         raise click.UsageError("--plan runs on the local engine: leave out --engine ray")
 
 
@@ -260,24 +380,6 @@ def plan_line(plan: Plan, summary: InferSummary, cfg: InferConfig) -> str:
         line += f"\nwarning: the plan's provider {plan.provider.value} did not load: ran on "
         line += summary.provider
     return line
-
-
-def check_local_engine_options(output: str) -> None:
-    """A Ray option given to the local engine would be silently ignored: refuse it
-    (--block-size also applies to a Parquet output)."""
-    ctx = click.get_current_context()
-    try:
-        parquet = format_of(output) is Format.PARQUET
-    except InferError as e:
-        raise click.ClickException(str(e)) from e
-    given = [
-        f"--{name.replace('_', '-')}"
-        for name in RAY_ONLY
-        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
-        and not (parquet and name == "block_size")
-    ]
-    if given:
-        raise click.UsageError(f"{', '.join(given)} only apply with --engine ray: add it")
 
 
 def summary_line(summary: InferSummary, cfg: InferConfig) -> str:

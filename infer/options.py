@@ -1,4 +1,7 @@
-"""Click options for running a model, written once here and reused by `bench`."""
+"""Click options for running a model, written once here and reused by `bench`, `inspect`,
+`convert` and `train`: each group is a decorator that hands the command one typed object
+(ForeignOptions, RuntimeOptions, RuntimeSweep, ResizeOverrides), its values checked as
+click reads them. `infer`'s own groups (its job, its engine) are in infer/cli.py."""
 
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ from cnnbench.infer.decode.resize import (
     ResizePolicy,
     crop_pct_ok,
 )
-from cnnbench.infer.engines.job import Engine, InferConfig
 from cnnbench.infer.runtime.preprocess import ForeignOptions, Layout, Preset
 from cnnbench.infer.runtime.scores import ScoreMode
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions
@@ -69,50 +71,6 @@ def parse_providers(
     return tuple(dict.fromkeys(Provider(n) for n in names))
 
 
-def runtime_options(f: Callable | None = None, *, provider_list: bool = False) -> Callable:
-    """--provider, --device-id, --threads. With `provider_list`, --provider takes a
-    comma-separated list and defaults to every provider that loads (`bench`)."""
-    if f is None:
-        return lambda g: runtime_options(g, provider_list=provider_list)
-    provider = (
-        click.option(
-            "--provider",
-            "providers",
-            callback=parse_providers,
-            help="Comma-separated: cpu,cuda,tensorrt,openvino. Default: every provider that loads.",
-        )
-        if provider_list
-        else click.option(
-            "--provider",
-            type=click.Choice(list(Provider), case_sensitive=False),
-            default=Provider.AUTO,
-            show_default=True,
-            help="auto = CUDA when a CUDA session really loads, else CPU.",
-        )
-    )
-    for option in reversed(
-        [
-            provider,
-            click.option(
-                "--device-id",
-                type=click.IntRange(min=0),
-                default=0,
-                show_default=True,
-                help="GPU index for cuda/tensorrt.",
-            ),
-            click.option(
-                "--threads",
-                type=click.IntRange(min=0),
-                default=0,
-                help="ONNX Runtime intra-op threads (0 = all cores).",
-            ),
-            precision_hint_option(provider_list),
-        ]
-    ):
-        f = option(f)
-    return f
-
-
 def parse_precision_hints(
     ctx: click.Context | None, param: click.Parameter | None, text: str
 ) -> tuple[str, ...]:
@@ -125,27 +83,6 @@ def parse_precision_hints(
             f"{', '.join(PRECISION_HINTS)} (comma-separated)"
         )
     return hints
-
-
-def precision_hint_option(many: bool) -> Callable:
-    """--precision-hint: OpenVINO's INFERENCE_PRECISION_HINT (a list for `bench`)."""
-    text = "OpenVINO: inference precision; auto = the device's default (bf16 where the CPU "
-    if many:
-        return click.option(
-            "--precision-hint",
-            "precision_hints",
-            default="auto",
-            show_default=True,
-            callback=parse_precision_hints,
-            help=text + "has it). Comma-separated: one configuration each, e.g. f32,bf16.",
-        )
-    return click.option(
-        "--precision-hint",
-        type=click.Choice(PRECISION_HINTS, case_sensitive=False),
-        default="auto",
-        show_default=True,
-        help=text + "has it). The provider line says the precision that really ran.",
-    )
 
 
 def option_group(
@@ -371,55 +308,124 @@ def default_trt_cache() -> str:
     return os.path.join(base, "cnnbench", "tensorrt")
 
 
-def tensorrt_options(f: Callable) -> Callable:
-    """--trt-cache, --fp16 (TensorRT only)."""
-    f = click.option(
-        "--fp16", is_flag=True, help="TensorRT: allow fp16 kernels (faster, small accuracy loss)."
-    )(f)
-    return click.option(
-        "--trt-cache",
-        type=click.Path(file_okay=False),
-        default=default_trt_cache,
-        show_default="~/.cache/cnnbench/tensorrt",
-        help="TensorRT: engine and timing cache folder (the first run builds, later ones load).",
-    )(f)
+def runtime_params(many: bool = False) -> list[click.Option]:
+    """--provider, --device-id, --threads, --precision-hint, --trt-cache, --fp16. With
+    `many`, --provider and --precision-hint take comma-separated lists and --provider
+    defaults to every provider that loads (`bench`)."""
+    hint = "OpenVINO: inference precision; auto = the device's default (bf16 where the CPU has it)."
+    if many:
+        provider = click.Option(
+            ["--provider", "providers"],
+            callback=parse_providers,
+            help="Comma-separated: cpu,cuda,tensorrt,openvino. Default: every provider that loads.",
+        )
+        precision = click.Option(
+            ["--precision-hint", "precision_hints"],
+            default="auto",
+            show_default=True,
+            callback=parse_precision_hints,
+            help=hint + " Comma-separated: one configuration each, e.g. f32,bf16.",
+        )
+    else:
+        provider = click.Option(
+            ["--provider"],
+            type=click.Choice(list(Provider), case_sensitive=False),
+            default=Provider.AUTO,
+            show_default=True,
+            help="auto = CUDA when a CUDA session really loads, else CPU.",
+        )
+        precision = click.Option(
+            ["--precision-hint"],
+            type=click.Choice(PRECISION_HINTS, case_sensitive=False),
+            default="auto",
+            show_default=True,
+            help=hint + " The provider line says the precision that really ran.",
+        )
+    return [
+        provider,
+        click.Option(
+            ["--device-id"],
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="GPU index for cuda/tensorrt.",
+        ),
+        click.Option(
+            ["--threads"],
+            type=click.IntRange(min=0),
+            default=0,
+            help="ONNX Runtime intra-op threads (0 = all cores).",
+        ),
+        precision,
+        click.Option(
+            ["--trt-cache"],
+            type=click.Path(file_okay=False),
+            default=default_trt_cache,
+            show_default="~/.cache/cnnbench/tensorrt",
+            help="TensorRT: engine and timing cache folder (the first run builds, later ones "
+            "load).",
+        ),
+        click.Option(
+            ["--fp16"],
+            is_flag=True,
+            help="TensorRT: allow fp16 kernels (faster, small accuracy loss).",
+        ),
+    ]
 
 
-def make_runtime(provider: str, device_id: int, threads: int, **extra: Any) -> RuntimeOptions:
+def _runtime(
+    provider: str,
+    device_id: int,
+    threads: int,
+    precision_hint: str,
+    trt_cache: str,
+    fp16: bool,
+) -> RuntimeOptions:
     return RuntimeOptions(
-        provider=Provider(provider), device_id=device_id, threads=threads, **extra
+        provider=Provider(provider),
+        device_id=device_id,
+        threads=threads,
+        trt_cache=trt_cache,
+        trt_fp16=fp16,
+        precision_hint=precision_hint,
     )
 
 
-def ray_options(f: Callable) -> Callable:
-    """--engine and the options of the Ray engine."""
-    for option in (
-        click.option(
-            "--block-size",
-            type=click.IntRange(min=1),
-            default=InferConfig.block_size,
-            show_default=True,
-            help="Ray, and Parquet outputs: files per block (the unit of parts and --resume).",
-        ),
-        click.option(
-            "--num-gpus-per-worker",
-            type=click.FloatRange(min=0),
-            help="Ray: GPUs per inference actor. Default: 1 with --provider cuda or "
-            "tensorrt, else 0.",
-        ),
-        click.option(
-            "--address",
-            help="Ray: cluster address, auto or HOST:PORT or "
-            "ray://HOST:PORT. Default: $RAY_ADDRESS, else a running cluster, else a "
-            "local one started for the run.",
-        ),
-        click.option(
-            "--engine",
-            type=click.Choice(list(Engine), case_sensitive=False),
-            default=Engine.LOCAL.value,
-            show_default=True,
-            help="local: this machine; ray: a Ray Data job (pip install 'cnnbench[ray]').",
-        ),
-    ):
-        f = option(f)
-    return f
+runtime_options = option_group("runtime", runtime_params, _runtime)
+"""The runtime options as one `runtime: RuntimeOptions` argument (`infer`)."""
+
+
+@dataclass(frozen=True)
+class RuntimeSweep:
+    """`bench`'s runtime options: the providers and precision hints to measure (None:
+    every provider that loads) and the rest of the runtime, the same for each."""
+
+    providers: tuple[Provider, ...] | None
+    precision_hints: tuple[str, ...]
+    runtime: RuntimeOptions
+
+
+def _sweep(
+    providers: tuple[Provider, ...] | None,
+    precision_hints: tuple[str, ...],
+    device_id: int,
+    threads: int,
+    trt_cache: str,
+    fp16: bool,
+) -> RuntimeSweep:
+    runtime = RuntimeOptions(Provider.CPU, device_id, threads, trt_cache=trt_cache, trt_fp16=fp16)
+    return RuntimeSweep(providers, precision_hints, runtime)
+
+
+runtime_sweep_options = option_group("runtimes", lambda: runtime_params(many=True), _sweep)
+"""The runtime options with lists, as one `runtimes: RuntimeSweep` argument (`bench`)."""
+
+
+def given_options(names: tuple[str, ...]) -> list[str]:
+    """Those of the current command's `names` given on the command line, as --options."""
+    ctx = click.get_current_context()
+    return [
+        f"--{name.replace('_', '-')}"
+        for name in names
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    ]

@@ -105,6 +105,7 @@ class Cluster:
             **s3_env(self.s3_url),
         }
         self.namespaces: list[str] = []
+        self.starts = 0  # worker nodes started so far (each gets its own --temp-dir)
 
     # -- the network ---------------------------------------------------------------
     def make_network(self) -> None:
@@ -158,23 +159,46 @@ class Cluster:
         self.check(self.head, [python, "-c", upload, self.s3_url, BUCKET, str(folder)])
 
     # -- Ray -------------------------------------------------------------------------
+    COMMON = ("--object-store-memory", "100000000", "--disable-usage-stats")
+
     def start_ray(self) -> None:
         ray = str(self.bin / "ray")
-        common = ["--object-store-memory", "100000000", "--disable-usage-stats"]
         head = [ray, "start", "--head", "--node-ip-address", HEAD_IP, "--port", str(RAY_PORT)]
-        head += ["--num-cpus", "0", "--include-dashboard=false", *common]
+        head += ["--num-cpus", "0", "--include-dashboard=false", *self.COMMON]
         self.check(
             self.head, [*head, "--temp-dir", str(self.ray_tmp / "head")], env=self.env | HEALTH
         )
+        self.start_workers(self.workers)
+
+    def start_workers(self, namespaces: list[str]) -> None:
+        """A worker node in each namespace (side by side: each takes seconds), each with a
+        --temp-dir of its own, then wait until the cluster counts all of them alive."""
         starting = []
-        for ns, address in zip(self.workers, WORKER_IPS, strict=True):
-            node = [ray, "start", "--address", self.address, "--node-ip-address", address]
-            node += ["--num-cpus", str(self.cpus), *common, "--temp-dir", f"{self.ray_tmp}/{ns}"]
-            with open(self.logs / f"start-{ns}.log", "wb") as log:
+        for ns in namespaces:
+            address = WORKER_IPS[self.workers.index(ns)]
+            self.starts += 1
+            node = [str(self.bin / "ray"), "start", "--address", self.address]
+            node += ["--node-ip-address", address, "--num-cpus", str(self.cpus), *self.COMMON]
+            node += ["--temp-dir", f"{self.ray_tmp}/{ns}-{self.starts}"]
+            with open(self.logs / f"start-{ns}-{self.starts}.log", "wb") as log:
                 starting.append(self.run(ns, node, stdout=log, stderr=subprocess.STDOUT))
-        for proc in starting:  # side by side: each takes seconds
+        for proc in starting:
             assert proc.wait(timeout=180) == 0, f"ray start failed: see {self.logs}"
         self.wait_for_nodes(1 + len(self.workers))
+
+    def restart_worker(self, ns: str) -> None:
+        """The node in `ns` ended (every process left there killed) and started anew."""
+        self.kill_all(ns)
+        self.start_workers([ns])
+
+    def kill_all(self, ns: str, timeout: float = 30) -> None:
+        """SIGKILL every process in the namespace until none is left."""
+        deadline = time.monotonic() + timeout
+        while (pids := self.pids(ns)) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
 
     def wait_for_nodes(self, alive: int, timeout: float = 60) -> None:
         code = (
@@ -223,13 +247,8 @@ class Cluster:
 
     def close(self) -> None:
         """SIGKILL every process in the namespaces (until none is left), then delete them."""
-        deadline = time.monotonic() + 30
         for ns in self.namespaces:
-            while (pids := self.pids(ns)) and time.monotonic() < deadline:
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                time.sleep(0.1)
+            self.kill_all(ns)
         for ns in self.namespaces:
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
         self.namespaces.clear()

@@ -374,3 +374,50 @@ def test_resume_that_only_merges_starts_no_cluster(
     assert infer(tiny_model, folder, local).exit_code == 0
     assert_same_files(local, out)
     assert not Path(f"{out}.parts").exists()
+
+
+def test_ray_reads_members_of_tar_shards(
+    ray_address: str, tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """Workers read each member alone by its range in the shard (the driver ships the
+    listing, not the bytes): the local engine's rows; a compressed shard is one line."""
+    import io
+    import tarfile
+
+    image = cv2.imdecode(np.frombuffer(photo_jpeg, np.uint8), cv2.IMREAD_COLOR)
+    for k, suffix in enumerate(("0.tar", "1.tar", "2.tar.gz")):
+        with tarfile.open(tmp_path / f"s-{suffix}", "w:gz" if "gz" in suffix else "w") as tar:
+            for i in range(5):
+                shifted = cv2.imencode(".jpg", np.roll(image, 30 * (i + k), axis=1))[1]
+                for name, data in ((f"{i:04d}.jpg", shifted.tobytes()), (f"{i:04d}.cls", b"1")):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    pattern = tmp_path / "s-{0..1}.tar"
+    local, remote = tmp_path / "local.csv", tmp_path / "ray.csv"
+    assert infer(tiny_model, pattern, local).exit_code == 0
+    result = infer(
+        tiny_model,
+        pattern,
+        remote,
+        "--engine",
+        "ray",
+        "--address",
+        ray_address,
+        "--block-size",
+        "3",
+    )
+    assert result.exit_code == 0, result.output
+    assert_same_files(local, remote)
+    assert len(paths(remote)) == 10 and paths(remote)[0] == "s-0.tar/0000.jpg"
+    refused = infer(
+        tiny_model,
+        tmp_path / "s-2.tar.gz",
+        tmp_path / "gz.csv",
+        "--engine",
+        "ray",
+        "--address",
+        ray_address,
+    )
+    assert refused.exit_code == 1 and "uncompressed shards (.tar) only" in refused.output
+    assert "Traceback" not in refused.output

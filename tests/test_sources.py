@@ -5,6 +5,7 @@ S3 client gets the endpoint from the environment the test sets (AWS_ENDPOINT_URL
 from __future__ import annotations
 
 import csv
+import dataclasses
 import http.server
 import io
 import json
@@ -21,8 +22,9 @@ import pytest
 from helpers import S3Server, assert_one_line_error, free_port, run
 
 from cnnbench.infer.sources import shards, stores
-from cnnbench.infer.sources.fetch import fetch_ahead
+from cnnbench.infer.sources.fetch import fetch_ahead, read_item
 from cnnbench.infer.sources.items import Item
+from cnnbench.infer.sources.listing import scan_inputs
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +243,12 @@ def test_a_shard_is_a_folder_of_its_members(
             f"s-{i}.tar" for i in range(3)
         }
         assert json.loads((tmp_path / "p.json").read_text())["skipped_by_extension"] == {".cls": 11}
+        # another process (a Ray worker) reads a member alone, by its range in the shard
+        for item in scan_inputs((pattern,), (".jpg",)):
+            assert item.offset is not None and item.data is not None
+            assert read_item(dataclasses.replace(item, data=None)) == item.data
+    gz = next(scan_inputs((str(tmp_path / "shard-1.tar.gz"),), (".jpg",)))
+    assert gz.offset is None and gz.data is not None  # compressed: read while listing only
 
 
 def test_a_broken_shard_is_an_error_row(tiny_model: Path, photos: Path, tmp_path: Path) -> None:

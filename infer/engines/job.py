@@ -223,7 +223,8 @@ def has_class_folders(inputs: tuple[str, ...], labels: set[str]) -> bool:
     """True when some input folder or prefix has subfolders named like the model's labels."""
     for root in inputs:
         if stores.is_url(root) and not shards.is_shard(root):
-            if stores.kind(root) == "directory" and stores.has_subprefix(root, labels):
+            # check_config's inputs: a prefix ends in '/' (an object does not)
+            if root.endswith("/") and stores.has_subprefix(root, labels):
                 return True
         elif os.path.isdir(root):
             with os.scandir(root) as entries:

@@ -15,6 +15,7 @@ be at the same path on every node (a shared file system). Ray is imported lazily
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -36,6 +37,7 @@ from cnnbench.infer.decode.decoders import DecodeLimits
 from cnnbench.infer.decode.images import load_items
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.engines.job import (
+    IO_THREADS,
     InferConfig,
     InferSummary,
     RayOptions,
@@ -66,6 +68,7 @@ from cnnbench.infer.sinks.formats import Format, fieldnames, format_of
 from cnnbench.infer.sinks.output import OutputLock, read_resume_state
 from cnnbench.infer.sinks.parts import Parts, blocks, parts_dir
 from cnnbench.infer.sources import stores
+from cnnbench.infer.sources.fetch import fetch_ahead
 from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.listing import reason
 
@@ -171,8 +174,11 @@ def decode_batch(
     import cv2
 
     cv2.setNumThreads(1)
-    columns = zip(batch["path"], batch["name"], batch["error"], strict=True)
-    items = [Item(path, name, error or None) for path, name, error in columns]
+    columns = ("path", "name", "error", "offset", "size")
+    items = [_listed(*row) for row in zip(*(batch[c] for c in columns), strict=True)]
+    if any(stores.is_url(item.path) for item in items):  # many GETs in flight, not one
+        with contextlib.closing(fetch_ahead(items, IO_THREADS)) as fetched:
+            items = list(fetched)
     images = np.zeros((len(items), *size, channels), dtype=np.uint8)
     truncated: list[str] = []
     reasons = load_items(items, images, bgr, policy, limits=limits, truncated=truncated)
@@ -184,6 +190,13 @@ def decode_batch(
         "truncated": np.isin(batch["name"], truncated),
         "image": images,
     }
+
+
+def _listed(path: str, name: str, error: str, offset: int, size: int) -> Item:
+    """An Item from its row of the listing table (-1: no offset, no size)."""
+    if offset < 0:
+        return Item(path, name, error or None)
+    return Item(path, name, error or None, size=int(size), offset=int(offset))
 
 
 def worker_session(model_ref: Any, runtime: RuntimeOptions) -> Session:
@@ -271,10 +284,11 @@ def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary: InferSu
 
     job = _Job([], {}, [])
     for k, digest, chunk in blocks(items, block_size):
-        if any(item.data is not None for item in chunk):
+        if any(item.data is not None and item.offset is None for item in chunk):
             raise InferError(
-                "--engine ray does not read tar shards yet (their members are read while "
-                "listing): run them with the local engine (leave out --engine ray)"
+                "--engine ray reads the members of uncompressed shards (.tar) only: a "
+                "compressed one can only be read front to back; run it with the local "
+                "engine (leave out --engine ray) or store the shards as .tar"
             )
         job.digests.append(digest)
         if parts.is_done(k, digest):
@@ -293,10 +307,21 @@ def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary: InferSu
                 ],
                 "name": [item.name for item in chunk],
                 "error": [item.error or "" for item in chunk],
+                # a tar member: its range in the shard (path), read alone by a worker
+                "offset": pa.array([_unset(item.offset) for item in chunk], pa.int64()),
+                "size": pa.array(
+                    [_unset(item.size if item.offset is not None else None) for item in chunk],
+                    pa.int64(),
+                ),
             }
         )
         job.refs.append(table)
     return job
+
+
+def _unset(value: int | None) -> int:
+    """-1 for None in the listing table's integer columns."""
+    return -1 if value is None else value
 
 
 class _Collector:

@@ -34,14 +34,33 @@ def read_source(path: str) -> bytes:
 
 
 def read_item(item: Item) -> bytes:
-    """An item's bytes: those the listing read (a shard member), else its file's."""
-    return item.data if item.data is not None else read_source(item.path)
+    """An item's bytes: those the listing read (a shard member), else the member's
+    range of its shard, else its file's."""
+    if item.data is not None:
+        return item.data
+    if item.offset is not None and item.size is not None:
+        return read_range(item.path, item.offset, item.size)
+    return read_source(item.path)
+
+
+def read_range(path: str, offset: int, size: int) -> bytes:
+    """`size` bytes at `offset` of a local file or an object by URL (a member of a tar
+    shard, read alone)."""
+    if stores.is_url(path):
+        data = stores.read_range(path, offset, size)
+    else:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(size)
+    if len(data) != size:
+        raise OSError(f"the shard ends early: {len(data)} of {size} bytes at byte {offset}")
+    return data
 
 
 def _fetch(item: Item) -> Item:
     """The item with its bytes, or with the reason they could not be read."""
     try:
-        return dataclasses.replace(item, data=stores.read_bytes(item.path))
+        return dataclasses.replace(item, data=read_item(item))
     except OSError as e:
         return dataclasses.replace(item, error=str(e))
 

@@ -9,16 +9,19 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Item:
-    """One input file: where it is (a local path, a URL, or `shard.tar/member`), how it
-    is named in the output, why it is already known to be unreadable (a folder that
-    cannot be listed, a shard cut short), and its bytes when the listing read them
-    already (a tar member, an object fetched ahead)."""
+    """One input file: where it is (a local path or a URL; for a tar member, its shard),
+    how it is named in the output, why it is already known to be unreadable (a folder
+    that cannot be listed, a shard cut short), and its bytes when the listing read them
+    already (a tar member, an object fetched ahead). A member of an uncompressed shard
+    also has its `offset` in the shard, so that another process (a Ray worker) can read
+    it alone, by a range read."""
 
     path: str
     name: str  # relative to its input root, '/'-separated
     error: str | None = None
     data: bytes | None = None
-    size: int | None = None  # bytes, when the listing says (object stores)
+    size: int | None = None  # bytes, when the listing says (object stores, tar members)
+    offset: int | None = None  # where a tar member's bytes start in its shard
 
 
 NO_EXTENSION = "(none)"

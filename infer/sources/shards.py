@@ -2,7 +2,8 @@
 
 A `.tar`, `.tar.gz` or `.tgz` input, local or by URL, is read front to back without
 extracting: each regular member whose extension is wanted becomes an Item carrying its
-bytes, named `shard.tar/member`, in the archive's order. `shards-{000000..000099}.tar`
+bytes (and, in an uncompressed shard, where they are), named `shard.tar/member`, in the
+archive's order. `shards-{000000..000099}.tar`
 expands as WebDataset expands it (the braceexpand package). A member that cannot be
 read, a corrupt header or a shard that ends early (even exactly between two members:
 the end-of-archive blocks are missing) becomes one error row; the other shards go on.
@@ -87,6 +88,7 @@ def members(
             stream: Any = raw
             if shard.lower().endswith((".gz", ".tgz")):
                 stream = gzip.GzipFile(fileobj=raw, mode="rb")
+            compressed = stream is not raw
             with tarfile.open(fileobj=stream, mode="r|", tarinfo=_CheckedInfo) as tar:
                 for member in tar:
                     name = member.name.removeprefix("./")
@@ -100,7 +102,8 @@ def members(
                     if len(data) < member.size:
                         raise tarfile.ReadError("unexpected end of data")
                     last, read = name, read + 1
-                    yield Item(f"{shard}/{name}", f"{prefix}{name}", data=data, size=len(data))
+                    where = None if compressed else member.offset_data
+                    yield Item(shard, f"{prefix}{name}", data=data, size=len(data), offset=where)
     except (*_BROKEN, _CutShort) as e:
         yield _broken(shard, prefix, read, last, _why(e))
 

@@ -241,6 +241,22 @@ def read_bytes(url: str) -> bytes:
     return with_retries(lambda: fs.cat_file(path), url)
 
 
+def read_range(url: str, offset: int, size: int) -> bytes:
+    """`size` bytes from `offset` of the object at `url` (one ranged GET)."""
+    if size == 0:
+        return b""
+    if _scheme(url).protocol == "s3":
+        client = s3_client()
+        bucket, key = _bucket_key(url)
+        span = f"bytes={offset}-{offset + size - 1}"
+        return with_retries(
+            lambda: client.get_object(Bucket=bucket, Key=key, Range=span)["Body"].read(), url
+        )
+    fs = filesystem(url)
+    path = store_path(url)
+    return with_retries(lambda: fs.cat_file(path, start=offset, end=offset + size), url)
+
+
 def open_stream(url: str, block_size: int = 8 << 20) -> Any:
     """A binary file object reading `url` front to back (a tar shard), with readahead."""
     fs = filesystem(url)

@@ -15,6 +15,7 @@ of the Pareto front's FINALISTS fastest variants then runs end to end over the i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -113,18 +114,24 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = lambda line: None) ->
     folder = os.path.dirname(os.path.abspath(cfg.output))
     variants = variants_for(providers, has_native_bf16())
     stem = os.path.splitext(os.path.basename(cfg.output))[0]
-    make_variant_files(variants, cfg, os.path.join(folder, stem), log)
-    candidates: list[Candidate] = []
-    unmeasured: list[str] = []
-    base_accuracy = top1_accuracy(reference, images.truth, fmt)
-    for variant in variants:
-        if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
-            unmeasured.append(variant.name)
-            continue
-        candidates += _tune_variant(variant, cfg, fmt, images, reference, base_accuracy, log)
-    if unmeasured:
-        log(f"time budget reached: not measured: {', '.join(unmeasured)}")
-    return _finish(cfg, fmt, candidates, skipped, unmeasured, start, log)
+    made = make_variant_files(variants, cfg, os.path.join(folder, stem), log)
+    try:
+        candidates: list[Candidate] = []
+        unmeasured: list[str] = []
+        base_accuracy = top1_accuracy(reference, images.truth, fmt)
+        for variant in variants:
+            if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
+                unmeasured.append(variant.name)
+                continue
+            candidates += _tune_variant(variant, cfg, fmt, images, reference, base_accuracy, log)
+        if unmeasured:
+            log(f"time budget reached: not measured: {', '.join(unmeasured)}")
+        return _finish(cfg, fmt, candidates, skipped, unmeasured, start, log)
+    except BaseException:  # no plan: the files made for it go too (Ctrl-C included)
+        for path in made:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        raise
 
 
 def _contract_format(path: str, session: Session) -> InputFormat:

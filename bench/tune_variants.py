@@ -67,9 +67,9 @@ def make_variant_files(
     cfg: TuneConfig,
     stem: str,
     log: Callable[[str], None],
-) -> None:
+) -> list[str]:
     """Give each variant its file: `STEM.int8.onnx` and `STEM.fp16.onnx` are written
-    beside the plan, once, when a variant needs them."""
+    beside the plan, once, when a variant needs them. Returns the files written."""
     made: dict[str, str] = {"source": cfg.model}
     for v in variants:
         if v.file not in made:
@@ -88,6 +88,7 @@ def make_variant_files(
         v.path = made[v.file]
         if not v.path and not v.unavailable:
             v.unavailable = f"no {v.file} file"
+    return [path for kind, path in made.items() if kind != "source" and path]
 
 
 def make_int8(cfg: TuneConfig, out: str, log: Callable[[str], None]) -> None:

@@ -174,13 +174,14 @@ def serve_listing(counts: list[int], port_file: Path) -> None:
 
 def list_once(url: str) -> None:
     """List `url` through infer's listing; print the count, seconds and peak RSS."""
-    import resource
-
     from cnnbench.infer.sources import stores
 
     start = time.perf_counter()
     count = sum(1 for _ in stores.list_prefix(url))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child of a
+    # process that held a gigabyte reports that gigabyte whatever it did itself.
+    status = Path("/proc/self/status").read_text()
+    peak = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmHWM:"))) * 1024
     print(json.dumps({"objects": count, "seconds": time.perf_counter() - start, "peak_rss": peak}))
 
 

@@ -257,3 +257,13 @@ def test_tune_on_a_trained_model_keeps_its_answers(digits_run, tmp_path: Path) -
     assert int8["agreement"] >= 0.99 and int8["drop_points"] <= 1.0 + 1e-9
     assert doc["expected"]["agreement"] >= 0.99
     assert doc["expected"]["accuracy"] >= fp32 - 0.01
+
+
+def test_a_latency_budget_nothing_meets_is_one_line(
+    tiny_model: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    plan = tmp_path / "plan.json"
+    args = [*FAST, "--latency-budget", "0.000001", "--exhaustive"]
+    code, out = run(["tune", str(tiny_model), "--images", str(tiny_folder), "-o", str(plan), *args])
+    assert_one_line_error(code, out, "--latency-budget", "the lowest was")
+    assert list(tmp_path.iterdir()) == []  # no plan, and no int8 file made for it

@@ -261,11 +261,14 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
 
 
 def running_precision(session: Session, fmt: InputFormat) -> str:
-    """OpenVINO says what it runs (fp32, bf16); ONNX Runtime runs the file's precision."""
+    """ONNX Runtime runs the file's precision; OpenVINO says what it runs (fp32, bf16),
+    which for an int8 file is the precision of the layers left in float."""
+    declared = fmt.spec.precision if fmt.spec is not None else ""
     precision = getattr(session, "precision", None)
-    if callable(precision):
-        return str(precision())
-    return fmt.spec.precision if fmt.spec is not None else ""
+    if not callable(precision):
+        return declared
+    ran = str(precision())
+    return f"int8 ({ran} elsewhere)" if declared == "int8" else ran
 
 
 def _run_loop(

@@ -83,16 +83,33 @@ def watched(ray: ModuleType, batches: Iterator[Any], report: Report, stop: Any) 
     ready: queue.Queue = queue.Queue(maxsize=4)
     threading.Thread(target=_pull, args=(batches, ready), daemon=True).start()
     watch = Watch(ray, report)
-    while not stop.requested:
-        try:
-            item = ready.get(timeout=POLL_S)
-        except queue.Empty:
-            item = None
-        if item is _END:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        if item is not None:
-            watch.last_row = time.monotonic()
-            yield item
-        watch.look(time.monotonic())
+    ended = False
+    try:
+        while not stop.requested:
+            try:
+                item = ready.get(timeout=POLL_S)
+            except queue.Empty:
+                item = None
+            if item is _END:
+                ended = True
+                return
+            if isinstance(item, BaseException):
+                raise item
+            if item is not None:
+                watch.last_row = time.monotonic()
+                yield item
+            watch.look(time.monotonic())
+    finally:
+        if not ended:  # the pulling thread is left inside Ray Data's iterator
+            _no_auto_connect(ray)
+
+
+def _no_auto_connect(ray: ModuleType) -> None:
+    """Keep the pulling thread, still inside Ray Data's iterator when the driver stops
+    early, from connecting again after the driver's ray.shutdown(): any Ray call made
+    without a connection runs ray.init() (Ray's auto-connect, read from
+    RAY_ENABLE_AUTO_CONNECT at import), which would join a cluster or start a local one
+    as the process ends. Remove when a Ray Data iterator can be closed from another thread."""
+    hook = getattr(getattr(ray, "_private", None), "auto_init_hook", None)
+    if hook is not None and hasattr(hook, "enable_auto_connect"):
+        hook.enable_auto_connect = False

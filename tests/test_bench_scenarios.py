@@ -249,9 +249,14 @@ def test_agreement_differs_for_a_different_model(tiny: Path, tmp_path: Path) -> 
 def test_profile_shares_add_up_to_the_run(convnet: Path, tmp_path: Path, provider: str) -> None:
     """Shares sum to 1 and the operators' time is within 10% of the measured run time.
     Other processes preempting runs can push one profile outside that on a shared
-    machine: up to five profiles are taken, and one must be within 10%."""
+    machine: up to five profiles are taken, and one must be within 10%. OpenVINO runs at
+    f32: on a CPU with AMX its default bf16 runs the whole batch in about a millisecond, where
+    the runtime's fixed cost per call is a tenth of the run (coverage 0.86-0.89 seen), and
+    the point here is the profile's arithmetic, not one precision's speed."""
     args = ["--model", str(convnet), "--provider", provider, "--batch-sizes", "64", *FAST]
     args += ["--threads", "1", "--min-runs", "3", "--profile"]
+    if provider == "openvino":
+        args += ["--precision-hint", "f32"]
     coverages = []
     for attempt in range(5):
         doc, output = _json(args, tmp_path / f"p{attempt}.json")

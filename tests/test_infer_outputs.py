@@ -252,7 +252,10 @@ def test_parts_of_another_listing_are_removed_before_new_ones(tmp_path: Path):
         rows = [{"path": n, "label": "x", "score": 0.5} for n in names]
         parts.write_block(k, digest, columns, rows, [])
     assert sorted(paths(out)) == ["a", "b", "c"]
+    torn = out / f".block-00000002-{new[0]}.parquet.1234abcd.tmp"  # a killed run's
+    torn.write_bytes(b"half a part")
     again = Parts(str(out), str(errors), job, resume=True)
+    assert not torn.exists(), "a resumed run removes what a killed one was writing"
     assert not again.is_done(0, new[0])
     again.keep_only(new)
     assert paths(out) == [] and paths(errors) == []

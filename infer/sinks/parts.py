@@ -99,6 +99,7 @@ class Parts:
         self.where = self.rows.location
         if resume and self.manifest in self.rows.names():
             self._check_job()
+            self._remove_torn()
         else:
             self._start()
         self.present = frozenset(self.rows.names())
@@ -132,6 +133,14 @@ class Parts:
             store.remove_all()
             store.make()
         self._write_manifest(complete=False)
+
+    def _remove_torn(self) -> None:
+        """The temporary file of a part that a killed run was writing (hidden, so no
+        reader took it for a part; its block is redone)."""
+        for store in {id(s): s for s in (self.rows, self.failed)}.values():
+            for name in store.names():
+                if name.startswith(".block-") and name.endswith(".tmp"):
+                    store.remove(name)
 
     def _write_manifest(self, complete: bool, parts: Sequence[str] = ()) -> None:
         doc: dict = self.job

@@ -31,6 +31,14 @@ def planned(tiny_model: Path, tiny_folder: Path, tmp_path_factory: pytest.TempPa
     code, out = run(["tune", str(tiny_model), "--images", str(tiny_folder), "-o", str(plan), *FAST])
     assert code == 0, out
     assert "Pareto front" in out and "CHOSEN" in out
+    e = json.loads(plan.read_text())["expected"]
+    chosen = next(line for line in out.splitlines() if "CHOSEN" in line)
+    assert f" {e['images_per_second']:.1f} " in chosen, chosen  # its e2e column
+    assert f" {e['model_only_images_per_second']:.1f} " in chosen, chosen
+    assert (
+        f"expected {e['images_per_second']:.1f} img/s end to end (infer --plan over the "
+        f"images; model-only {e['model_only_images_per_second']:.1f} img/s)" in out
+    ), out
     return plan
 
 
@@ -50,23 +58,48 @@ def _edited(plan: Path, tmp_path: Path, **changes: object) -> Path:
 
 def test_tune_writes_a_plan_that_infer_runs(planned: Path, tiny_folder: Path, tmp_path: Path):
     doc = json.loads(planned.read_text())
-    assert doc["schema"] == "cnnbench.plan/1"
+    assert doc["schema"] == "cnnbench.plan/2"
     assert doc["provider"] == "cpu" and doc["precision"] in ("fp32", "int8")
     assert doc["batch_size"] in (1, 2) and doc["concurrency"] in (1, 2)
-    assert len(doc["sha256"]) == 64 and doc["expected"]["images_per_second"] > 0
+    assert len(doc["sha256"]) == 64
     assert doc["machine"]["cpu"] and doc["machine"]["onnxruntime"]
     # the int8 file tune made sits beside the plan; the plan names its model relative to it
     assert (planned.parent / "plan.int8.onnx").is_file()
     assert (planned.parent / doc["model"]).is_file()
-    rows = [r for r in doc["extra"]["candidates"] if r["images_per_second"]]
-    assert {r["variant"] for r in rows} == {"cpu fp32", "cpu int8"}
+    rows = doc["extra"]["candidates"]
+    timed = [r for r in rows if r["model_only_images_per_second"]]
+    assert {r["variant"] for r in timed} == {"cpu fp32", "cpu int8"}
+    # the expected img/s is the chosen row's end-to-end figure (infer over the images),
+    # the model-only figure its own field; only the finalists ran end to end
+    expected = doc["expected"]
+    chosen = [
+        r
+        for r in rows
+        if (r["variant"], r["batch_size"], r["concurrency"])
+        == (f"cpu {doc['precision']}", doc["batch_size"], doc["concurrency"])
+    ]
+    assert len(chosen) == 1, rows
+    assert expected["images_per_second"] == chosen[0]["end_to_end_images_per_second"] > 0
+    assert expected["model_only_images_per_second"] == chosen[0]["model_only_images_per_second"]
+    ran = [r for r in rows if r["end_to_end_images_per_second"] is not None]
+    assert 1 <= len(ran) <= 2 and all(r["model_only_images_per_second"] for r in ran)
+    assert expected["images_per_second"] == max(r["end_to_end_images_per_second"] for r in ran)
 
     out_csv = tmp_path / "pred.csv"
-    code, out = run(["infer", "--plan", str(planned), str(tiny_folder), "-o", str(out_csv)])
+    summary_json = tmp_path / "summary.json"
+    args = ["-o", str(out_csv), "--summary", str(summary_json)]
+    code, out = run(["infer", "--plan", str(planned), str(tiny_folder), *args])
     assert code == 0, out
     summary = next(line for line in out.splitlines() if " images, " in line)
     assert f"provider cpu {doc['precision']}, batch {doc['batch_size']}" in summary
-    assert "plan: cpu" in out and "expected" in out and "reached" in out
+    # the summary's ratio is against the end-to-end expectation, the model-only one labelled
+    got = json.loads(summary_json.read_text())["images_per_second"]
+    plan_line = next(line for line in out.splitlines() if line.startswith("plan: cpu"))
+    assert (
+        f"reached {got:.1f} img/s, {got / expected['images_per_second']:.2f}x the expected "
+        f"{expected['images_per_second']:.1f} img/s end to end" in plan_line
+    ), plan_line
+    assert f"model-only in tune: {expected['model_only_images_per_second']:.1f}" in plan_line
     assert "warning" not in out
     with out_csv.open() as f:
         assert len(list(csv.DictReader(f))) == 8
@@ -110,6 +143,7 @@ def test_a_missing_provider_is_one_warning_and_runs_on_cpu(
         ({"batch_size": 0}, "batch_size 0"),
         ({"provider": "tpu"}, "'tpu'"),
         ({"schema": "other/1"}, "not a cnnbench plan"),
+        ({"schema": "cnnbench.plan/1"}, "written by an older cnnbench"),
         ({"expected": {"oops": 1}}, "missing or bad field"),
     ],
 )

@@ -12,7 +12,7 @@ DEMO       := demo
 UV_VERSION := 0.13.9
 UV_VENV    := .uv
 UV         := $(UV_VENV)/bin/uv
-EXTRAS     := train dev ray openvino s3 http
+EXTRAS     := train dev ray openvino s3 gcs azure http
 LATEST     := .venv-latest
 # Never download a Python: the one PYTHON names is the one the lock is used with.
 export UV_PYTHON_DOWNLOADS := never
@@ -61,4 +61,4 @@ test-latest: | $(UV)
 	$(LATEST)/bin/pytest -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) $(UV_VENV) $(LATEST) $(DEMO) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(UV_VENV) $(LATEST) $(DEMO) .pytest_cache .ruff_cache .mypy_cache tests/azurite/node_modules

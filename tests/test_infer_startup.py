@@ -94,7 +94,7 @@ def test_header_of_what_is_not_onnx_is_none(tiny_model: Path, tmp_path: Path) ->
 
 
 def _config(model: Path, folder: Path, out: Path, **given: object) -> InferConfig:
-    runtime = RuntimeOptions(Provider.CPU)
+    runtime = given.pop("runtime", RuntimeOptions(Provider.CPU))
     return InferConfig(
         str(model), (str(folder),), str(out), progress=False, runtime=runtime, **given
     )  # type: ignore[arg-type]
@@ -121,12 +121,14 @@ def test_first_batches_decode_before_the_session_and_rows_are_the_same(
     assert (tmp_path / "head.csv").read_text() == (tmp_path / "waited.csv").read_text()
 
 
-def test_no_head_where_the_items_pass_through_the_sink_first(
+def test_no_head_where_the_items_pass_through_the_sink_first_or_on_openvino(
     tiny_model: Path, foreign_model: Path, tiny_folder: Path, tmp_path: Path
 ) -> None:
     inputs = (str(tiny_folder),)
+    openvino = RuntimeOptions(Provider.OPENVINO)
     for cfg in (
         _config(tiny_model, tiny_folder, tmp_path / "p.csv", resume=True),
+        _config(tiny_model, tiny_folder, tmp_path / "p.csv", runtime=openvino),  # a compile
         _config(tiny_model, tiny_folder, tmp_path / "p.parquet"),
         _config(foreign_model, tiny_folder, tmp_path / "p.csv"),  # no preset: the session says
     ):

@@ -327,19 +327,21 @@ class _Head:
 
     @classmethod
     def start(cls, cfg: InferConfig, inputs: tuple[str, ...]) -> _Head | None:
-        """None where the format or the batch size are not sure before the session is
-        there, or where the items pass through the sink first (--resume, Parquet's
-        blocks) or are fetched (URLs, shards, lists): those runs start as before."""
+        """None where the session is not ONNX Runtime's CPU one, where the format or the
+        batch size are not sure before the session is there, or where the items pass
+        through the sink first (--resume, Parquet's blocks) or are fetched (URLs, shards,
+        lists): those runs start as before."""
         if cfg.resume or io_threads_for(cfg) or format_of(cfg.output) is Format.PARQUET:
             return None
-        provider = _known_provider(cfg.runtime.provider)
-        view = read_graph_view(cfg.model) if provider is not None else None
-        if provider is None or view is None:
+        if not _cpu_session_ahead(cfg.runtime.provider):
+            return None
+        view = read_graph_view(cfg.model)
+        if view is None:
             return None
         skipped: Counter = Counter()
         try:
             fmt = resolve_input_format(view, cfg.foreign)
-            batch_size = batch_size_for(fmt, cfg.batch_size, provider)
+            batch_size = batch_size_for(fmt, cfg.batch_size, Provider.CPU)
             items = iter_items(inputs, cfg, skipped)
         except InferError:
             return None  # the same check, made on the session, says it in its turn
@@ -363,12 +365,15 @@ class _Head:
         self.decoder.close()
 
 
-def _known_provider(asked: Provider) -> Provider | None:
-    """The provider the session will have, where it is known before it is built (`auto`
-    on a machine without a usable GPU driver: the CPU); it sets the default batch size."""
-    if asked is not Provider.AUTO:
-        return asked
-    return Provider.CPU if gpu_missing() is not None else None
+def _cpu_session_ahead(asked: Provider) -> bool:
+    """True when the session will be ONNX Runtime's CPU one (asked for, or `auto` on a
+    machine without a usable GPU driver). Only there do the first batches decode ahead:
+    its build (a few tenths of a second) is about what the decoders fill DEPTH batches in,
+    while OpenVINO's compile or TensorRT's engine build run far longer than that, and the
+    batches' time would mostly hold the build."""
+    if asked is Provider.AUTO:
+        return gpu_missing() is not None
+    return asked is Provider.CPU
 
 
 def running_precision(session: Session, fmt: InputFormat) -> str:

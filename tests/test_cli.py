@@ -66,7 +66,12 @@ def test_import_has_no_tensorflow(module: str) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-ENGINES = ("cnnbench.infer.engines.local", "cnnbench.infer.engines.ray")
+RAY_ENGINE = (
+    "cnnbench.infer.engines.ray",
+    "cnnbench.infer.engines.ray_cluster",
+    "cnnbench.infer.engines.ray_workers",
+)
+ENGINES = ("cnnbench.infer.engines.local", *RAY_ENGINE)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +79,7 @@ ENGINES = ("cnnbench.infer.engines.local", "cnnbench.infer.engines.ray")
     [
         ("cnnbench.training.cli", ENGINES),
         ("cnnbench.infer.options", ENGINES),
-        ("cnnbench.infer.engines.local", ("cnnbench.infer.engines.ray",)),
+        ("cnnbench.infer.engines.local", RAY_ENGINE),
         ("cnnbench.infer.engines.ray", ("cnnbench.infer.engines.local",)),
     ],
 )

@@ -23,8 +23,11 @@ $(UV):
 	$(PYTHON) -m venv $(UV_VENV)
 	$(UV_VENV)/bin/python -m pip install -q uv==$(UV_VERSION)
 
+# --compile-bytecode: the packages' .pyc files are written at install, as pip does; uv
+# leaves them out, and where PYTHONDONTWRITEBYTECODE is set (this machine) every run
+# compiled numpy, click, onnxruntime ... from source: +0.1 s on each `cnnbench infer`.
 $(STAMP): pyproject.toml uv.lock Makefile | $(UV)
-	$(UV) sync --locked --quiet --python $(PYTHON) $(addprefix --extra ,$(EXTRAS))
+	$(UV) sync --locked --quiet --compile-bytecode --python $(PYTHON) $(addprefix --extra ,$(EXTRAS))
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -121,11 +121,14 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = lambda line: None) ->
         candidates: list[Candidate] = []
         unmeasured: list[str] = []
         base_accuracy = top1_accuracy(reference, images.truth, fmt)
+        deadline = None if cfg.time_budget_s is None else start + cfg.time_budget_s
         for variant in variants:
-            if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
+            if deadline is not None and time.perf_counter() > deadline:
                 unmeasured.append(variant.name)
                 continue
-            candidates += _tune_variant(variant, cfg, fmt, images, reference, base_accuracy, log)
+            candidates += _tune_variant(
+                variant, cfg, fmt, images, reference, base_accuracy, log, deadline, unmeasured
+            )
         if unmeasured:
             log(f"time budget reached: not measured: {', '.join(unmeasured)}")
         return _finish(cfg, fmt, candidates, skipped, unmeasured, start, log)
@@ -191,8 +194,11 @@ def _tune_variant(
     reference: np.ndarray,
     base_accuracy: float | None,
     log: Callable[[str], None],
+    deadline: float | None = None,
+    unmeasured: list[str] | None = None,
 ) -> list[Candidate]:
-    """The variant's agreement, then (within the bound) its timed configurations."""
+    """The variant's agreement, then (within the bound) its timed configurations; past
+    `deadline` (perf_counter) the batch sweep stops, and `unmeasured` says where."""
     if variant.unavailable:
         log(f"{variant.name}: not a candidate ({variant.unavailable})")
         return [Candidate(variant, None, None, None, None, variant.unavailable)]
@@ -225,7 +231,7 @@ def _tune_variant(
         log(f"{variant.name}: {figure}: {note}, not timed")
         return [Candidate(variant, None, agreement, accuracy, drop, note)]
     log(f"{variant.name}: {figure}; timing it ...")
-    rows = _time_variant(variant, rc, runtime, cfg, log)
+    rows = _time_variant(variant, rc, runtime, cfg, log, deadline, unmeasured)
     return [Candidate(variant, r, agreement, accuracy, drop, _budget_note(r, cfg)) for r in rows]
 
 
@@ -255,8 +261,14 @@ def _time_variant(
     runtime: RuntimeOptions,
     cfg: TuneConfig,
     log: Callable[[str], None],
+    deadline: float | None = None,
+    unmeasured: list[str] | None = None,
 ) -> list[Result]:
+    """The variant's rows from bench's sweep. The time budget is checked after each batch
+    size (once its every count of runs in flight is measured): a long sweep overruns it by
+    one batch size's measurement at most."""
     cores = runtime.threads or os.cpu_count() or 1
+    levels = concurrency_levels(cores, cfg.exhaustive)
     sizes = None
     if cfg.exhaustive:
         sizes = tuple(2**k for k in range(cfg.max_batch.bit_length()))
@@ -267,7 +279,7 @@ def _time_variant(
         batch_sizes=sizes,
         max_batch=cfg.max_batch,
         sweep_patience=QUICK_PATIENCE,
-        concurrency=concurrency_levels(cores, cfg.exhaustive),
+        concurrency=levels,
         timing=cfg.timing,
         runtime=runtime,
         peak=False,
@@ -280,12 +292,26 @@ def _time_variant(
             f"  {variant.name} batch {r.batch_size} x{r.concurrency}: "
             f"{r.stats.throughput_ips:.1f} img/s, p99 {r.stats.p99_or_max_ms:.1f} ms{valid}"
         )
+        if r.concurrency == levels[-1] and deadline is not None and time.perf_counter() > deadline:
+            raise _OutOfTime(r.batch_size)
 
     try:
         bench_target(Target(variant.name, variant.path), rc, bench_cfg, report, measured)
     except BenchError as e:
         log(f"{variant.name}: timing stopped ({e})")
+    except _OutOfTime as cut:
+        log(f"{variant.name}: time budget reached: stopped after batch {cut.batch}")
+        if unmeasured is not None:
+            unmeasured.append(f"{variant.name} past batch {cut.batch}")
     return report.results
+
+
+class _OutOfTime(Exception):
+    """The time budget ran out during a variant's batch sweep."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__(batch)
+        self.batch = batch
 
 
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:

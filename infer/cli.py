@@ -25,7 +25,6 @@ from cnnbench.infer.engines.job import (
     skipped_line,
 )
 from cnnbench.infer.engines.local import run_infer
-from cnnbench.infer.engines.ray import run_ray_infer
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.options import (
     foreign_preprocessing_options,
@@ -328,6 +327,8 @@ def with_plan(cfg: InferConfig, plan_path: str | None) -> tuple[InferConfig, Pla
 
 def run_job(cfg: InferConfig, engine: EngineOptions, report: Report) -> InferSummary:
     if engine.engine is Engine.RAY:
+        from cnnbench.infer.engines.ray import run_ray_infer
+
         return run_ray_infer(cfg, engine.ray, report)
     return run_infer(cfg, report)
 

@@ -12,13 +12,14 @@ from types import SimpleNamespace
 import pytest
 from helpers import assert_one_line_error, run
 
-from cnnbench.bench.measure import Validity, next_batch_size
-from cnnbench.bench.tune import Candidate, concurrency_levels, pareto_front
-from cnnbench.bench.tune_config import QUICK_PATIENCE
+from cnnbench.bench.measure import Timing, Validity, next_batch_size
+from cnnbench.bench.results import RunConfig
+from cnnbench.bench.tune import Candidate, _time_variant, concurrency_levels, pareto_front
+from cnnbench.bench.tune_config import QUICK_PATIENCE, TuneConfig
 from cnnbench.bench.tune_variants import Variant
 from cnnbench.infer.engines.job import InferConfig
 from cnnbench.infer.engines.local import run_infer
-from cnnbench.infer.runtime.session import Provider
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
 # short windows: behaviour only
 FAST = ["--provider", "cpu", "--max-batch", "2", "--duration", "0.02", "--max-drop", "100"]
@@ -169,16 +170,24 @@ def test_plan_files_that_are_not_plans_are_one_line(tiny_folder: Path, tmp_path:
 
 
 @pytest.mark.parametrize(
-    "extra",
-    [["--provider", "openvino"], ["--batch-size", "4"], ["--threads", "1"], ["--engine", "ray"]],
+    ("extra", "needle"),
+    [
+        (["--provider", "openvino"], "--plan sets"),
+        (["--batch-size", "4"], "--plan sets"),
+        (["--threads", "1"], "--plan sets"),
+        # a plan is measured on this machine's cores: Ray's workers are other processes
+        (["--engine", "ray"], "--plan runs on the local engine: leave out --engine ray"),
+    ],
 )
 def test_what_a_plan_sets_cannot_be_given_too(
-    planned: Path, tiny_folder: Path, tmp_path: Path, extra: list[str]
+    planned: Path, tiny_folder: Path, tmp_path: Path, extra: list[str], needle: str
 ):
     args = ["infer", "--plan", str(planned), str(tiny_folder), "-o", str(tmp_path / "p.csv")]
     code, out = run([*args, *extra])
     assert code != 0 and "Traceback" not in out
-    assert len([line for line in out.splitlines() if line.startswith("Error")]) == 1, out
+    errors = [line for line in out.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and needle in errors[0], out
+    assert not (tmp_path / "p.csv").exists()
 
 
 @pytest.mark.parametrize(
@@ -301,3 +310,23 @@ def test_a_latency_budget_nothing_meets_is_one_line(
     code, out = run(["tune", str(tiny_model), "--images", str(tiny_folder), "-o", str(plan), *args])
     assert_one_line_error(code, out, "--latency-budget", "the lowest was")
     assert list(tmp_path.iterdir()) == []  # no plan, and no int8 file made for it
+
+
+def test_the_time_budget_stops_a_sweep_after_the_batch_size_it_ran_out_in(
+    tiny_model: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    """Checked after each batch size (every count of runs in flight at it measured), not
+    only between variants: a budget already spent measures batch 1 and says the rest."""
+    variant = Variant("cpu fp32", Provider.CPU, "fp32", "source", path=str(tiny_model))
+    timing = Timing(warmup=1, duration=0.02, max_seconds=1.0, min_runs=3)
+    cfg = TuneConfig(str(tiny_model), str(tiny_folder), str(tmp_path / "p.json"), timing=timing)
+    runtime = RuntimeOptions(Provider.CPU, threads=2)
+    lines: list[str] = []
+    unmeasured: list[str] = []
+    rc = RunConfig(Provider.CPU)
+    rows = _time_variant(variant, rc, runtime, cfg, lines.append, 0.0, unmeasured)
+    assert sorted((r.batch_size, r.concurrency) for r in rows) == [(1, 1), (1, 2)], lines
+    assert unmeasured == ["cpu fp32 past batch 1"]
+    assert any("time budget reached: stopped after batch 1" in line for line in lines), lines
+    rows = _time_variant(variant, rc, runtime, cfg, lines.append, None, unmeasured)
+    assert max(r.batch_size for r in rows) > 1  # no budget: the sweep goes on

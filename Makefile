@@ -12,7 +12,7 @@ DEMO       := demo
 UV_VERSION := 0.13.9
 UV_VENV    := .uv
 UV         := $(UV_VENV)/bin/uv
-EXTRAS     := train dev ray openvino s3 http
+EXTRAS     := train dev ray openvino s3 gcs azure http
 LATEST     := .venv-latest
 # Never download a Python: the one PYTHON names is the one the lock is used with.
 export UV_PYTHON_DOWNLOADS := never
@@ -23,8 +23,11 @@ $(UV):
 	$(PYTHON) -m venv $(UV_VENV)
 	$(UV_VENV)/bin/python -m pip install -q uv==$(UV_VERSION)
 
+# --compile-bytecode: the packages' .pyc files are written at install, as pip does; uv
+# leaves them out, and where PYTHONDONTWRITEBYTECODE is set (this machine) every run
+# compiled numpy, click, onnxruntime ... from source: +0.1 s on each `cnnbench infer`.
 $(STAMP): pyproject.toml uv.lock Makefile | $(UV)
-	$(UV) sync --locked --quiet --python $(PYTHON) $(addprefix --extra ,$(EXTRAS))
+	$(UV) sync --locked --quiet --compile-bytecode --python $(PYTHON) $(addprefix --extra ,$(EXTRAS))
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -61,4 +64,4 @@ test-latest: | $(UV)
 	$(LATEST)/bin/pytest -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) $(UV_VENV) $(LATEST) $(DEMO) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(UV_VENV) $(LATEST) $(DEMO) .pytest_cache .ruff_cache .mypy_cache tests/azurite/node_modules

@@ -14,6 +14,7 @@ from typing import Any
 from cnnbench.bench.errors import BenchError
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.contract import SPEC_KEY
+from cnnbench.infer.runtime.header import Arg, GraphView
 from cnnbench.infer.runtime.preprocess import (
     PRESET_NAMES,
     ForeignOptions,
@@ -22,33 +23,6 @@ from cnnbench.infer.runtime.preprocess import (
     resolve_input_format,
     shape_text,
 )
-
-
-@dataclass(frozen=True)
-class Arg:
-    """One graph input or output, as ONNX Runtime's NodeArg shows it."""
-
-    name: str
-    shape: list
-    type: str  # e.g. "tensor(float)"
-
-
-@dataclass
-class GraphView:
-    """The part of an InferenceSession's API that `resolve_input_format` reads."""
-
-    inputs: list[Arg]
-    outputs: list[Arg]
-    metadata: dict[str, str]
-
-    def get_inputs(self) -> list[Arg]:
-        return self.inputs
-
-    def get_outputs(self) -> list[Arg]:
-        return self.outputs
-
-    def get_modelmeta(self) -> Any:
-        return type("Meta", (), {"custom_metadata_map": self.metadata})()
 
 
 @dataclass

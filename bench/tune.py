@@ -57,6 +57,8 @@ class Candidate:
     accuracy: float | None
     drop: float | None  # points lost against fp32
     note: str = ""  # why it was not timed, or why it is out
+    # infer's own img/s over the images in this configuration (the finalists only)
+    end_to_end_ips: float | None = None
 
     @property
     def eligible(self) -> bool:
@@ -119,11 +121,14 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = lambda line: None) ->
         candidates: list[Candidate] = []
         unmeasured: list[str] = []
         base_accuracy = top1_accuracy(reference, images.truth, fmt)
+        deadline = None if cfg.time_budget_s is None else start + cfg.time_budget_s
         for variant in variants:
-            if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
+            if deadline is not None and time.perf_counter() > deadline:
                 unmeasured.append(variant.name)
                 continue
-            candidates += _tune_variant(variant, cfg, fmt, images, reference, base_accuracy, log)
+            candidates += _tune_variant(
+                variant, cfg, fmt, images, reference, base_accuracy, log, deadline, unmeasured
+            )
         if unmeasured:
             log(f"time budget reached: not measured: {', '.join(unmeasured)}")
         return _finish(cfg, fmt, candidates, skipped, unmeasured, start, log)
@@ -189,8 +194,11 @@ def _tune_variant(
     reference: np.ndarray,
     base_accuracy: float | None,
     log: Callable[[str], None],
+    deadline: float | None = None,
+    unmeasured: list[str] | None = None,
 ) -> list[Candidate]:
-    """The variant's agreement, then (within the bound) its timed configurations."""
+    """The variant's agreement, then (within the bound) its timed configurations; past
+    `deadline` (perf_counter) the batch sweep stops, and `unmeasured` says where."""
     if variant.unavailable:
         log(f"{variant.name}: not a candidate ({variant.unavailable})")
         return [Candidate(variant, None, None, None, None, variant.unavailable)]
@@ -223,7 +231,7 @@ def _tune_variant(
         log(f"{variant.name}: {figure}: {note}, not timed")
         return [Candidate(variant, None, agreement, accuracy, drop, note)]
     log(f"{variant.name}: {figure}; timing it ...")
-    rows = _time_variant(variant, rc, runtime, cfg, log)
+    rows = _time_variant(variant, rc, runtime, cfg, log, deadline, unmeasured)
     return [Candidate(variant, r, agreement, accuracy, drop, _budget_note(r, cfg)) for r in rows]
 
 
@@ -253,8 +261,14 @@ def _time_variant(
     runtime: RuntimeOptions,
     cfg: TuneConfig,
     log: Callable[[str], None],
+    deadline: float | None = None,
+    unmeasured: list[str] | None = None,
 ) -> list[Result]:
+    """The variant's rows from bench's sweep. The time budget is checked after each batch
+    size (once its every count of runs in flight is measured): a long sweep overruns it by
+    one batch size's measurement at most."""
     cores = runtime.threads or os.cpu_count() or 1
+    levels = concurrency_levels(cores, cfg.exhaustive)
     sizes = None
     if cfg.exhaustive:
         sizes = tuple(2**k for k in range(cfg.max_batch.bit_length()))
@@ -265,7 +279,7 @@ def _time_variant(
         batch_sizes=sizes,
         max_batch=cfg.max_batch,
         sweep_patience=QUICK_PATIENCE,
-        concurrency=concurrency_levels(cores, cfg.exhaustive),
+        concurrency=levels,
         timing=cfg.timing,
         runtime=runtime,
         peak=False,
@@ -278,12 +292,26 @@ def _time_variant(
             f"  {variant.name} batch {r.batch_size} x{r.concurrency}: "
             f"{r.stats.throughput_ips:.1f} img/s, p99 {r.stats.p99_or_max_ms:.1f} ms{valid}"
         )
+        if r.concurrency == levels[-1] and deadline is not None and time.perf_counter() > deadline:
+            raise _OutOfTime(r.batch_size)
 
     try:
         bench_target(Target(variant.name, variant.path), rc, bench_cfg, report, measured)
     except BenchError as e:
         log(f"{variant.name}: timing stopped ({e})")
+    except _OutOfTime as cut:
+        log(f"{variant.name}: time budget reached: stopped after batch {cut.batch}")
+        if unmeasured is not None:
+            unmeasured.append(f"{variant.name} past batch {cut.batch}")
     return report.results
+
+
+class _OutOfTime(Exception):
+    """The time budget ran out during a variant's batch sweep."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__(batch)
+        self.batch = batch
 
 
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
@@ -316,23 +344,17 @@ def _finish(
     if not front:
         raise BenchError(_nothing_fits(candidates, cfg))
     finalists = _distinct(front)[:FINALISTS]
-    plans = []
     for c in finalists:
-        plan = make_plan(c, cfg, candidates)
-        log(f"end to end over {cfg.images}: {plan.describe()} ...")
-        reached = end_to_end(plan, cfg.images)
-        log(f"  {reached:.1f} img/s end to end")
-        expected = dataclasses.replace(plan.expected, end_to_end_ips=reached)
-        plans.append(dataclasses.replace(plan, expected=expected))
-    best = max(range(len(plans)), key=lambda k: plans[k].expected.end_to_end_ips or 0.0)
+        # the trial plan is only run, so its expected img/s is not known yet (0)
+        trial = make_plan(c, cfg, candidates, end_to_end_ips=0.0)
+        log(f"end to end over {cfg.images}: {trial.describe()} ...")
+        c.end_to_end_ips = end_to_end(trial, cfg.images)
+        log(f"  {c.end_to_end_ips:.1f} img/s end to end")
+    chosen = max(finalists, key=lambda c: c.end_to_end_ips or 0.0)
+    assert chosen.end_to_end_ips is not None, "every finalist ran end to end"
+    plan = make_plan(chosen, cfg, candidates, chosen.end_to_end_ips)
     return TuneReport(
-        candidates,
-        front,
-        finalists[best],
-        plans[best],
-        skipped,
-        time.perf_counter() - start,
-        unmeasured,
+        candidates, front, chosen, plan, skipped, time.perf_counter() - start, unmeasured
     )
 
 
@@ -382,7 +404,11 @@ def _nothing_fits(candidates: list[Candidate], cfg: TuneConfig) -> str:
     )
 
 
-def make_plan(chosen: Candidate, cfg: TuneConfig, candidates: list[Candidate]) -> Plan:
+def make_plan(
+    chosen: Candidate, cfg: TuneConfig, candidates: list[Candidate], end_to_end_ips: float
+) -> Plan:
+    """The plan running `chosen`; `end_to_end_ips` is what `infer --plan` is expected to
+    reach (infer's own img/s over the tune images), the model-only figure stays beside it."""
     r, v = chosen.result, chosen.variant
     assert r is not None, "the chosen candidate was timed"
     folder = os.path.dirname(os.path.abspath(cfg.output))
@@ -397,7 +423,8 @@ def make_plan(chosen: Candidate, cfg: TuneConfig, candidates: list[Candidate]) -
         threads=threads,
         concurrency=r.concurrency,
         expected=Expected(
-            images_per_second=r.stats.throughput_ips,
+            images_per_second=end_to_end_ips,
+            model_only_images_per_second=r.stats.throughput_ips,
             p50_ms=r.stats.p50_ms,
             p99_ms=r.stats.p99_or_max_ms,
             agreement=chosen.agreement,
@@ -429,7 +456,8 @@ def candidate_row(c: Candidate) -> dict[str, object]:
         "batch_size": r.batch_size if r else None,
         "concurrency": r.concurrency if r else None,
         "threads": r.threads if r else None,
-        "images_per_second": r.stats.throughput_ips if r else None,
+        "model_only_images_per_second": r.stats.throughput_ips if r else None,
+        "end_to_end_images_per_second": c.end_to_end_ips,
         "p50_ms": r.stats.p50_ms if r else None,
         "p99_ms": r.stats.p99_or_max_ms if r else None,
         "p99_is_max": r.stats.p99_ms is None if r else None,

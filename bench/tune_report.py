@@ -14,7 +14,7 @@ def _num(x: object, fmt: str = ".1f") -> str:
 
 
 HEAD = (
-    f"{'variant':<28} {'batch':>5} {'x':>2} {'thr':>3} {'img/s':>7} {'p50 ms':>8} "
+    f"{'variant':<28} {'batch':>5} {'x':>2} {'thr':>3} {'model':>7} {'e2e':>7} {'p50 ms':>8} "
     f"{'p99 ms':>8} {'agree':>6} {'acc':>6}  status"
 )
 
@@ -30,7 +30,8 @@ def candidate_line(c: Candidate, front: list[Candidate], chosen: Candidate) -> s
     return (
         f"{c.variant.name[:28]:<28} {_num(row['batch_size'], 'd'):>5} "
         f"{_num(row['concurrency'], 'd'):>2} {_num(row['threads'], 'd'):>3} "
-        f"{_num(row['images_per_second']):>7} {_num(row['p50_ms']):>8} {p99:>8} "
+        f"{_num(row['model_only_images_per_second']):>7} "
+        f"{_num(row['end_to_end_images_per_second']):>7} {_num(row['p50_ms']):>8} {p99:>8} "
         f"{_pct(row['agreement']):>6} {_pct(row['accuracy']):>6}  {status}"
     )
 
@@ -39,19 +40,21 @@ def render(report: TuneReport) -> str:
     lines = [HEAD]
     lines += [candidate_line(c, report.front, report.chosen) for c in report.candidates]
     lines.append("")
-    lines.append("Pareto front (img/s up, p99 down, agreement up):")
+    lines.append("Pareto front (model-only img/s up, p99 down, agreement up):")
     lines += [candidate_line(c, report.front, report.chosen) for c in report.front]
     lines.append("")
     plan = report.plan
     e = plan.expected
     lines.append(
-        f"plan: {plan.describe()}: expected {e.images_per_second:.1f} img/s model-only"
-        + (f", {e.end_to_end_ips:.1f} img/s end to end" if e.end_to_end_ips else "")
-        + f", p99 {e.p99_ms:.1f} ms per batch, agreement {_pct(e.agreement)}"
+        f"plan: {plan.describe()}: expected {e.images_per_second:.1f} img/s end to end "
+        f"(infer --plan over the images; model-only {e.model_only_images_per_second:.1f} "
+        f"img/s), p99 {e.p99_ms:.1f} ms per batch, agreement {_pct(e.agreement)}"
     )
     lines.append(
-        "x: runs in flight (OpenVINO streams); thr: threads of each; *: the max, fewer "
-        "than 100 runs give no p99; agree: top-1 equal to ORT fp32's"
+        "model: img/s of the model alone (bench's methodology); e2e: infer's own img/s over "
+        "the images, decoding included (the front's fastest, run end to end); x: runs in "
+        "flight (OpenVINO streams); thr: threads of each; *: the max, fewer than 100 runs "
+        "give no p99; agree: top-1 equal to ORT fp32's"
     )
     if report.unmeasured:
         lines.append(f"not measured (time budget): {', '.join(report.unmeasured)}")

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from infer_speed import end_to_end_rate  # a sibling script: run from benchmarks/
 
 from cnnbench.bench.measure import Timing, measure
 from cnnbench.bench.photos import write_sized_photos
@@ -43,8 +44,6 @@ from cnnbench.bench.workloads import best_of
 from cnnbench.bench.zoo import default_cache_dir, zoo_model
 from cnnbench.infer.decode.images import decode_into, read_into
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, Interpolation
-from cnnbench.infer.engines.job import InferConfig
-from cnnbench.infer.engines.local import run_infer
 from cnnbench.infer.runtime.preprocess import (
     EVAL_CROP,
     ForeignOptions,
@@ -154,20 +153,6 @@ def bare_rate(model: Path, folder: Path, batch: int, seconds: float) -> float:
     return measure(run, batch, timing).stats().throughput_ips
 
 
-def end_to_end_rate(model: Path, folder: Path, out: Path, batch: int, limit: int) -> float:
-    cfg = InferConfig(
-        model=str(model),
-        inputs=(str(folder),),
-        output=str(out),
-        batch_size=batch,
-        limit=limit,
-        progress=False,
-        runtime=RuntimeOptions(Provider.CPU),
-        foreign=IMAGENET,
-    )
-    return run_infer(cfg).images_per_second
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/pillow-resize-bench"))
@@ -185,7 +170,7 @@ def main() -> None:
         n, out = args.resnet_images, args.work / "pred.csv"
         r = best_of(
             args.rounds,
-            end_to_end=lambda: end_to_end_rate(model, folder, out, args.batch, n),
+            end_to_end=lambda: end_to_end_rate(model, folder, out, args.batch, n, IMAGENET),
             bare_session_run=lambda: bare_rate(model, folder, args.batch, 7.0),
         )
         result["resnet50_preset_imagenet"] = r | {

@@ -18,7 +18,7 @@
     client pays per object. moto's own ceiling (GETs/s on one core, from the Clients
     figures) bounds the s3:// rate in this row.
 - Listing memory: peak RSS of a process that lists a prefix of --big zero-byte objects
-  through infer's listing (`stores.list_prefix`) vs one that lists 1,000. Target <= 1.2x.
+  through infer's listing (`prefixes.list_prefix`) vs one that lists 1,000. Target <= 1.2x.
   The big bucket is filled inside the server's process through moto's backend (an HTTP
   PUT per object runs at a few hundred a second here) and moto's ListObjectsV2 is given a
   sorted index: moto sorts the whole bucket for every page (4.4 s a page at 100,000 keys,
@@ -318,10 +318,10 @@ def serve_listing(counts: list[int], port_file: Path) -> None:
 
 def list_once(url: str) -> None:
     """List `url` through infer's listing; print the count, seconds and peak RSS."""
-    from cnnbench.infer.sources import stores
+    from cnnbench.infer.sources import prefixes
 
     start = time.perf_counter()
-    count = sum(1 for _ in stores.list_prefix(url))
+    count = sum(1 for _ in prefixes.list_prefix(url))
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child of a
     # process that held a gigabyte reports that gigabyte whatever it did itself.
     status = Path("/proc/self/status").read_text()

@@ -7,9 +7,11 @@ One run measures, on the same photos, as whole processes:
     alternated for --rounds rounds, each with its whole-process wall time and the batches'
     time from its --summary.
 It prints and writes (--json) the ratios: plan / plain img/s, plan img/s / the plan's
-expected, whole process / batches for the plain job. Run it under the bench lock:
+expected img/s (end to end: tune's own `infer --plan` run over the photos) and / its
+model-only img/s, whole process / batches for both jobs. Run it under the bench lock:
 
-    flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/tune_plan.py --json out.json
+    chrt -f 10 flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/tune_plan.py \
+        --json out.json
 
 --max-drop 100 because random weights make agreement noise: never gate on them.
 """
@@ -112,7 +114,10 @@ def main() -> None:
         "plain": plain,
         "planned": planned,
         "plan_over_plain": med(planned, "ips") / med(plain, "ips"),
+        # the plan's expected img/s is end to end (infer --plan over the photos, in tune)
         "plan_over_expected": med(planned, "ips") / expected["expected"]["images_per_second"],
+        "plan_over_model_only": med(planned, "ips")
+        / expected["expected"]["model_only_images_per_second"],
         "plain_whole_over_batches": med(plain, "whole_s") / med(plain, "batches_s"),
         "plan_whole_over_batches": med(planned, "whole_s") / med(planned, "batches_s"),
     }

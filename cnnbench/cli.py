@@ -1,18 +1,46 @@
-"""The top-level click group: each stage owns its commands, attached here."""
+"""The top-level click group: each stage owns its commands, attached here.
+
+A command's module is imported when that command runs (or `--help` lists them all), so
+`cnnbench infer` loads neither bench's, convert's nor training's command modules: on a
+small job, start-up counts (docs/fast.md, "Start-up of a small job").
+"""
+
+import importlib
 
 import click
 
 from cnnbench import __version__
-from cnnbench.bench.cli import bench, inspect, tune
-from cnnbench.convert.cli import convert
-from cnnbench.infer.cli import infer
 from cnnbench.native_logs import filtered_native_stderr
-from cnnbench.training.cli import train
+
+# command name -> (module, attribute)
+COMMANDS = {
+    "train": ("cnnbench.training.cli", "train"),
+    "convert": ("cnnbench.convert.cli", "convert"),
+    "infer": ("cnnbench.infer.cli", "infer"),
+    "bench": ("cnnbench.bench.cli", "bench"),
+    "inspect": ("cnnbench.bench.cli", "inspect"),
+    "tune": ("cnnbench.bench.cli", "tune"),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="cnnbench")
 def cli() -> None:
     """Train image classifiers, export them to ONNX, classify folders, benchmark.
@@ -26,10 +54,6 @@ def cli() -> None:
       cnnbench inspect model.onnx
     """
     click.get_current_context().with_resource(filtered_native_stderr())
-
-
-for command in (train, convert, infer, bench, inspect, tune):
-    cli.add_command(command)
 
 
 def main() -> None:

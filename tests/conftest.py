@@ -163,3 +163,28 @@ def slow_folder(tmp_path: Path) -> Path:
         os.link(first, folder / ("sub" if i % 3 == 0 else "") / f"img_{i:04d}.png")
     (folder / "broken.png").write_bytes(b"nope")
     return folder
+
+
+def _jpeg(seed: int, photo: bytes) -> bytes:
+    """A photo with its colours shifted: a different prediction per seed."""
+    import cv2
+    import numpy as np
+
+    image = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
+    shifted = np.roll(image, seed * 40, axis=2) if seed % 3 else image // (1 + seed % 4)
+    return cv2.imencode(".jpg", cv2.resize(shifted, (64, 48)))[1].tobytes()
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory: pytest.TempPathFactory, photo_jpeg: bytes) -> Path:
+    """Class folders named like tiny_model's labels, files at the top, a folder whose
+    name sorts differently as a name and as a path ('a/' after 'a.jpg'), a text file:
+    what the object stores' tests upload."""
+    root = tmp_path_factory.mktemp("photos")
+    names = [f"cat/{i}.jpg" for i in range(4)] + [f"dog/{i}.jpg" for i in range(3)]
+    names += ["a.jpg", "a-b/x.jpg", "a/x.jpg", "top.jpg"]
+    for i, name in enumerate(names):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(_jpeg(i, photo_jpeg))
+    (root / "cat" / "notes.txt").write_text("not an image")
+    return root

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -151,34 +152,58 @@ def s3_env(endpoint: str) -> dict[str, str]:
     }
 
 
-class S3Server:
+class LoopbackServer:
+    """A server in a process of its own on 127.0.0.1, its output in `log`, waited for
+    until it accepts connections; `stop` ends it (by its pid) whatever happened."""
+
+    def __init__(self, command: list[str], log: Path, port: int, env: dict | None = None,
+                 host: str = "127.0.0.1", timeout: float = 30) -> None:  # fmt: skip
+        self.port = port
+        self.url = f"http://{host}:{port}"
+        self.log = open(log, "wb")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, log.read_text()
+            try:
+                socket.create_connection((host, port), 0.2).close()
+                return
+            except OSError:
+                assert time.monotonic() < deadline, f"{command[:3]} did not start in {timeout} s"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def key_order(folder: Path) -> list[Path]:
+    """The files under `folder` in the order a store lists their keys (code points of
+    the relative path: 'a-b/x' before 'a/x', which Path order puts the other way)."""
+    return sorted(
+        (p for p in folder.rglob("*") if p.is_file()),
+        key=lambda p: p.relative_to(folder).as_posix(),
+    )
+
+
+class S3Server(LoopbackServer):
     """moto's S3-compatible server in a process of its own on 127.0.0.1 (as s3fs's own
     tests run it), and the environment a client needs to reach it and nothing else:
     the endpoint, made-up credentials, no config files, no instance-metadata lookup.
     `auth_after`: moto checks credentials after that many requests (wrong ones: 403)."""
 
     def __init__(self, log: Path, host: str = "127.0.0.1", auth_after: int | None = None):
-        self.port = free_port()
-        self.url = f"http://{host}:{self.port}"
         env = dict(os.environ)
         if auth_after is not None:
             env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(auth_after)
-        self.log = open(log, "wb")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(self.port)],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, log.read_text()
-            try:
-                socket.create_connection((host, self.port), 0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto server did not start in 30 s"
-                time.sleep(0.05)
+        port = free_port()
+        command = [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)]
+        super().__init__(command, log, port, env, host)
 
     @property
     def env(self) -> dict[str, str]:
@@ -200,16 +225,119 @@ class S3Server:
         """Every file under `folder` as an object under `prefix` (created bucket)."""
         client = self.client()
         client.create_bucket(Bucket=bucket)
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                key = prefix + path.relative_to(folder).as_posix()
-                client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+        for path in key_order(folder):
+            key = prefix + path.relative_to(folder).as_posix()
+            client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+
+class GcsServer(LoopbackServer):
+    """gcp-storage-emulator (a GCS JSON API server in pure Python) in a process of its
+    own on 127.0.0.1, in memory. Clients reach it through STORAGE_EMULATOR_HOST, without
+    credentials (cnnbench's gcsfs filesystem and google-cloud-storage alike); NO_GCE_CHECK
+    keeps google-auth from asking a cloud metadata server, should anything look."""
+
+    def __init__(self, log: Path) -> None:
+        port = free_port()
+        command = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1"]
+        super().__init__([*command, "--port", str(port), "--in-memory", "-q"], log, port)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"STORAGE_EMULATOR_HOST": self.url, "NO_GCE_CHECK": "true"}
+
+    def filesystem(self):
+        from gcsfs.core import GCSFileSystem
+
+        return GCSFileSystem(token="anon", endpoint_url=self.url, skip_instance_cache=True)
+
+    def upload(self, bucket: str, folder: Path, prefix: str = "") -> None:
+        """Every file under `folder` as an object under `prefix` (created bucket)."""
+        fs = self.filesystem()
+        fs.mkdir(bucket)
+        for path in key_order(folder):
+            fs.pipe(f"{bucket}/{prefix}{path.relative_to(folder).as_posix()}", path.read_bytes())
+
+    def put(self, bucket: str, objects: dict[str, bytes]) -> None:
+        fs = self.filesystem()
+        if not fs.exists(bucket):
+            fs.mkdir(bucket)
+        for key, data in objects.items():
+            fs.pipe(f"{bucket}/{key}", data)
+
+    def delete(self, bucket: str, keys: list[str]) -> None:
+        self.filesystem().rm([f"{bucket}/{k}" for k in keys])
+
+
+AZURITE = Path(__file__).parent / "azurite"  # package.json and lock of the emulator
+AZURITE_ACCOUNT = "devstoreaccount1"  # Azurite's fixed development account and its
+AZURITE_KEY = (  # well-known key, published with Azurite: not a secret
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def azurite_blob() -> Path | str:
+    """Azurite's blob server, installed from tests/azurite's lock with `npm ci` once
+    (again when the lock changes); or why it cannot be (npm absent, install failed)."""
+    binary = AZURITE / "node_modules" / ".bin" / "azurite-blob"
+    stamp = AZURITE / "node_modules" / ".installed-stamp"
+    lock = AZURITE / "package-lock.json"
+    if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime and binary.exists():
+        return binary
+    npm = shutil.which("npm")
+    if npm is None:
+        return "npm is not installed: the az:// tests need Azurite (an npm package)"
+    done = subprocess.run(
+        [npm, "ci", "--prefix", str(AZURITE), "--no-audit", "--no-fund", "--silent"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, f"npm ci of Azurite failed: {done.stderr[-2000:]}"
+    stamp.touch()
+    return binary
+
+
+class AzuriteServer(LoopbackServer):
+    """Azurite's blob service (Microsoft's Azure Storage emulator) in a process of its
+    own on 127.0.0.1, its data in `folder`, telemetry off (otherwise it resolves and
+    calls an Application Insights host). Clients reach it through
+    AZURE_STORAGE_CONNECTION_STRING, as adlfs and azure-storage-blob read it."""
+
+    def __init__(self, binary: Path, folder: Path, log: Path) -> None:
+        port = free_port()
+        command = [str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port)]
+        command += ["--location", str(folder), "--silent", "--disableTelemetry"]
+        command += ["--skipApiVersionCheck", "--loose"]  # newer SDKs' API versions
+        super().__init__(command, log, port)
+
+    @property
+    def env(self) -> dict[str, str]:
+        connection = (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={self.url}/{AZURITE_ACCOUNT};"
+        )
+        return {"AZURE_STORAGE_CONNECTION_STRING": connection}
+
+    def service(self):
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient.from_connection_string(self.env["AZURE_STORAGE_CONNECTION_STRING"])
+
+    def upload(self, container: str, folder: Path, prefix: str = "") -> None:
+        """Every file under `folder` as a blob under `prefix` (created container)."""
+        self.put(
+            container,
+            {prefix + p.relative_to(folder).as_posix(): p.read_bytes() for p in key_order(folder)},
+        )
+
+    def put(self, container: str, objects: dict[str, bytes]) -> None:
+        client = self.service().get_container_client(container)
+        if not client.exists():
+            client.create_container()
+        for key, data in objects.items():
+            client.upload_blob(key, data, overwrite=True)
+
+    def delete(self, container: str, keys: list[str]) -> None:
+        client = self.service().get_container_client(container)
+        for key in keys:
+            client.delete_blob(key)

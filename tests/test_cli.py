@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from helpers import assert_one_line_error
@@ -65,7 +66,12 @@ def test_import_has_no_tensorflow(module: str) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-ENGINES = ("cnnbench.infer.engines.local", "cnnbench.infer.engines.ray")
+RAY_ENGINE = (
+    "cnnbench.infer.engines.ray",
+    "cnnbench.infer.engines.ray_cluster",
+    "cnnbench.infer.engines.ray_workers",
+)
+ENGINES = ("cnnbench.infer.engines.local", *RAY_ENGINE)
 
 
 @pytest.mark.parametrize(
@@ -73,7 +79,7 @@ ENGINES = ("cnnbench.infer.engines.local", "cnnbench.infer.engines.ray")
     [
         ("cnnbench.training.cli", ENGINES),
         ("cnnbench.infer.options", ENGINES),
-        ("cnnbench.infer.engines.local", ("cnnbench.infer.engines.ray",)),
+        ("cnnbench.infer.engines.local", RAY_ENGINE),
         ("cnnbench.infer.engines.ray", ("cnnbench.infer.engines.local",)),
     ],
 )
@@ -128,7 +134,9 @@ def test_foreign_options_are_one_group(command: str) -> None:
     """infer, bench, inspect and convert take the same foreign options, from one list."""
     from cnnbench.infer.options import FOREIGN_NAMES
 
-    params = {p.name for p in cli.commands[command].params}
+    found = cli.get_command(click.Context(cli), command)
+    assert found is not None
+    params = {p.name for p in found.params}
     assert set(FOREIGN_NAMES) <= params, set(FOREIGN_NAMES) - params
 
 

@@ -16,12 +16,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from helpers import S3Server, assert_one_line_error, free_port, run
 
-from cnnbench.infer.sources import shards, stores
+from cnnbench.infer.sources import prefixes, shards, stores
 from cnnbench.infer.sources.fetch import fetch_ahead, read_item
 from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.listing import scan_inputs
@@ -39,27 +38,6 @@ def s3_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     for key, value in s3.env.items():
         monkeypatch.setenv(key, value)
     return s3
-
-
-def _jpeg(seed: int, photo: bytes) -> bytes:
-    """A photo with its colours shifted: a different prediction per seed."""
-    image = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
-    shifted = np.roll(image, seed * 40, axis=2) if seed % 3 else image // (1 + seed % 4)
-    return cv2.imencode(".jpg", cv2.resize(shifted, (64, 48)))[1].tobytes()
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory, photo_jpeg: bytes) -> Path:
-    """Class folders named like tiny_model's labels, files at the top, a folder whose
-    name sorts differently as a name and as a path ('a/' after 'a.jpg'), a text file."""
-    root = tmp_path_factory.mktemp("photos")
-    names = [f"cat/{i}.jpg" for i in range(4)] + [f"dog/{i}.jpg" for i in range(3)]
-    names += ["a.jpg", "a-b/x.jpg", "a/x.jpg", "top.jpg"]
-    for i, name in enumerate(names):
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(_jpeg(i, photo_jpeg))
-    (root / "cat" / "notes.txt").write_text("not an image")
-    return root
 
 
 def _rows(path: Path) -> list[dict]:
@@ -113,12 +91,12 @@ def test_listing_streams_pages_in_key_order(s3_env: S3Server) -> None:
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda k: client.put_object(Bucket="many", Key=k, Body=b""), keys))
     client.put_object(Bucket="many", Key="p/", Body=b"")  # a folder marker: not a file
-    entries = stores.list_prefix("s3://many/p/")
+    entries = prefixes.list_prefix("s3://many/p/")
     assert not isinstance(entries, list)
     names = [e.name for e in entries]
     assert names == sorted(k.removeprefix("p/") for k in keys)
-    assert stores.has_subprefix("s3://many/p/", {"3", "x"})
-    assert not stores.has_subprefix("s3://many/p/", {"x", "y"})
+    assert prefixes.has_subprefix("s3://many/p/", {"3", "x"})
+    assert not prefixes.has_subprefix("s3://many/p/", {"x", "y"})
 
 
 def test_object_access_denied_is_an_error_row(
@@ -174,18 +152,6 @@ def test_wrong_credentials_are_one_line(
         assert_one_line_error(code, output, "access denied", "s3://locked/")
     finally:
         server.stop()
-
-
-@pytest.mark.parametrize("url", ["gs://bucket/photos/", "az://container/photos/"])
-def test_a_scheme_without_its_library_names_the_extra(
-    tiny_model: Path, tmp_path: Path, url: str
-) -> None:
-    extra = "gcs" if url.startswith("gs") else "azure"
-    module = "gcsfs" if extra == "gcs" else "adlfs"
-    if stores.importlib.util.find_spec(module) is not None:
-        pytest.skip(f"{module} is installed here: the missing-extra path cannot be seen")
-    code, output = run(["infer", str(tiny_model), url, "-o", str(tmp_path / "o.csv")])
-    assert_one_line_error(code, output, f"cnnbench[{extra}]", module)
 
 
 def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:

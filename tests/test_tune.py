@@ -12,13 +12,14 @@ from types import SimpleNamespace
 import pytest
 from helpers import assert_one_line_error, run
 
-from cnnbench.bench.measure import Validity, next_batch_size
-from cnnbench.bench.tune import Candidate, concurrency_levels, pareto_front
-from cnnbench.bench.tune_config import QUICK_PATIENCE
+from cnnbench.bench.measure import Timing, Validity, next_batch_size
+from cnnbench.bench.results import RunConfig
+from cnnbench.bench.tune import Candidate, _time_variant, concurrency_levels, pareto_front
+from cnnbench.bench.tune_config import QUICK_PATIENCE, TuneConfig
 from cnnbench.bench.tune_variants import Variant
 from cnnbench.infer.engines.job import InferConfig
 from cnnbench.infer.engines.local import run_infer
-from cnnbench.infer.runtime.session import Provider
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
 # short windows: behaviour only
 FAST = ["--provider", "cpu", "--max-batch", "2", "--duration", "0.02", "--max-drop", "100"]
@@ -31,6 +32,14 @@ def planned(tiny_model: Path, tiny_folder: Path, tmp_path_factory: pytest.TempPa
     code, out = run(["tune", str(tiny_model), "--images", str(tiny_folder), "-o", str(plan), *FAST])
     assert code == 0, out
     assert "Pareto front" in out and "CHOSEN" in out
+    e = json.loads(plan.read_text())["expected"]
+    chosen = next(line for line in out.splitlines() if "CHOSEN" in line)
+    assert f" {e['images_per_second']:.1f} " in chosen, chosen  # its e2e column
+    assert f" {e['model_only_images_per_second']:.1f} " in chosen, chosen
+    assert (
+        f"expected {e['images_per_second']:.1f} img/s end to end (infer --plan over the "
+        f"images; model-only {e['model_only_images_per_second']:.1f} img/s)" in out
+    ), out
     return plan
 
 
@@ -50,23 +59,48 @@ def _edited(plan: Path, tmp_path: Path, **changes: object) -> Path:
 
 def test_tune_writes_a_plan_that_infer_runs(planned: Path, tiny_folder: Path, tmp_path: Path):
     doc = json.loads(planned.read_text())
-    assert doc["schema"] == "cnnbench.plan/1"
+    assert doc["schema"] == "cnnbench.plan/2"
     assert doc["provider"] == "cpu" and doc["precision"] in ("fp32", "int8")
     assert doc["batch_size"] in (1, 2) and doc["concurrency"] in (1, 2)
-    assert len(doc["sha256"]) == 64 and doc["expected"]["images_per_second"] > 0
+    assert len(doc["sha256"]) == 64
     assert doc["machine"]["cpu"] and doc["machine"]["onnxruntime"]
     # the int8 file tune made sits beside the plan; the plan names its model relative to it
     assert (planned.parent / "plan.int8.onnx").is_file()
     assert (planned.parent / doc["model"]).is_file()
-    rows = [r for r in doc["extra"]["candidates"] if r["images_per_second"]]
-    assert {r["variant"] for r in rows} == {"cpu fp32", "cpu int8"}
+    rows = doc["extra"]["candidates"]
+    timed = [r for r in rows if r["model_only_images_per_second"]]
+    assert {r["variant"] for r in timed} == {"cpu fp32", "cpu int8"}
+    # the expected img/s is the chosen row's end-to-end figure (infer over the images),
+    # the model-only figure its own field; only the finalists ran end to end
+    expected = doc["expected"]
+    chosen = [
+        r
+        for r in rows
+        if (r["variant"], r["batch_size"], r["concurrency"])
+        == (f"cpu {doc['precision']}", doc["batch_size"], doc["concurrency"])
+    ]
+    assert len(chosen) == 1, rows
+    assert expected["images_per_second"] == chosen[0]["end_to_end_images_per_second"] > 0
+    assert expected["model_only_images_per_second"] == chosen[0]["model_only_images_per_second"]
+    ran = [r for r in rows if r["end_to_end_images_per_second"] is not None]
+    assert 1 <= len(ran) <= 2 and all(r["model_only_images_per_second"] for r in ran)
+    assert expected["images_per_second"] == max(r["end_to_end_images_per_second"] for r in ran)
 
     out_csv = tmp_path / "pred.csv"
-    code, out = run(["infer", "--plan", str(planned), str(tiny_folder), "-o", str(out_csv)])
+    summary_json = tmp_path / "summary.json"
+    args = ["-o", str(out_csv), "--summary", str(summary_json)]
+    code, out = run(["infer", "--plan", str(planned), str(tiny_folder), *args])
     assert code == 0, out
     summary = next(line for line in out.splitlines() if " images, " in line)
     assert f"provider cpu {doc['precision']}, batch {doc['batch_size']}" in summary
-    assert "plan: cpu" in out and "expected" in out and "reached" in out
+    # the summary's ratio is against the end-to-end expectation, the model-only one labelled
+    got = json.loads(summary_json.read_text())["images_per_second"]
+    plan_line = next(line for line in out.splitlines() if line.startswith("plan: cpu"))
+    assert (
+        f"reached {got:.1f} img/s, {got / expected['images_per_second']:.2f}x the expected "
+        f"{expected['images_per_second']:.1f} img/s end to end" in plan_line
+    ), plan_line
+    assert f"model-only in tune: {expected['model_only_images_per_second']:.1f}" in plan_line
     assert "warning" not in out
     with out_csv.open() as f:
         assert len(list(csv.DictReader(f))) == 8
@@ -110,6 +144,7 @@ def test_a_missing_provider_is_one_warning_and_runs_on_cpu(
         ({"batch_size": 0}, "batch_size 0"),
         ({"provider": "tpu"}, "'tpu'"),
         ({"schema": "other/1"}, "not a cnnbench plan"),
+        ({"schema": "cnnbench.plan/1"}, "written by an older cnnbench"),
         ({"expected": {"oops": 1}}, "missing or bad field"),
     ],
 )
@@ -135,16 +170,24 @@ def test_plan_files_that_are_not_plans_are_one_line(tiny_folder: Path, tmp_path:
 
 
 @pytest.mark.parametrize(
-    "extra",
-    [["--provider", "openvino"], ["--batch-size", "4"], ["--threads", "1"], ["--engine", "ray"]],
+    ("extra", "needle"),
+    [
+        (["--provider", "openvino"], "--plan sets"),
+        (["--batch-size", "4"], "--plan sets"),
+        (["--threads", "1"], "--plan sets"),
+        # a plan is measured on this machine's cores: Ray's workers are other processes
+        (["--engine", "ray"], "--plan runs on the local engine: leave out --engine ray"),
+    ],
 )
 def test_what_a_plan_sets_cannot_be_given_too(
-    planned: Path, tiny_folder: Path, tmp_path: Path, extra: list[str]
+    planned: Path, tiny_folder: Path, tmp_path: Path, extra: list[str], needle: str
 ):
     args = ["infer", "--plan", str(planned), str(tiny_folder), "-o", str(tmp_path / "p.csv")]
     code, out = run([*args, *extra])
     assert code != 0 and "Traceback" not in out
-    assert len([line for line in out.splitlines() if line.startswith("Error")]) == 1, out
+    errors = [line for line in out.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and needle in errors[0], out
+    assert not (tmp_path / "p.csv").exists()
 
 
 @pytest.mark.parametrize(
@@ -267,3 +310,23 @@ def test_a_latency_budget_nothing_meets_is_one_line(
     code, out = run(["tune", str(tiny_model), "--images", str(tiny_folder), "-o", str(plan), *args])
     assert_one_line_error(code, out, "--latency-budget", "the lowest was")
     assert list(tmp_path.iterdir()) == []  # no plan, and no int8 file made for it
+
+
+def test_the_time_budget_stops_a_sweep_after_the_batch_size_it_ran_out_in(
+    tiny_model: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    """Checked after each batch size (every count of runs in flight at it measured), not
+    only between variants: a budget already spent measures batch 1 and says the rest."""
+    variant = Variant("cpu fp32", Provider.CPU, "fp32", "source", path=str(tiny_model))
+    timing = Timing(warmup=1, duration=0.02, max_seconds=1.0, min_runs=3)
+    cfg = TuneConfig(str(tiny_model), str(tiny_folder), str(tmp_path / "p.json"), timing=timing)
+    runtime = RuntimeOptions(Provider.CPU, threads=2)
+    lines: list[str] = []
+    unmeasured: list[str] = []
+    rc = RunConfig(Provider.CPU)
+    rows = _time_variant(variant, rc, runtime, cfg, lines.append, 0.0, unmeasured)
+    assert sorted((r.batch_size, r.concurrency) for r in rows) == [(1, 1), (1, 2)], lines
+    assert unmeasured == ["cpu fp32 past batch 1"]
+    assert any("time budget reached: stopped after batch 1" in line for line in lines), lines
+    rows = _time_variant(variant, rc, runtime, cfg, lines.append, None, unmeasured)
+    assert max(r.batch_size for r in rows) > 1  # no budget: the sweep goes on

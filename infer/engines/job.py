@@ -36,7 +36,7 @@ from cnnbench.infer.runtime.session import (
     RuntimeOptions,
 )
 from cnnbench.infer.sinks.output import check_outputs, default_errors_path
-from cnnbench.infer.sources import shards, stores
+from cnnbench.infer.sources import prefixes, shards, stores
 from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
 
@@ -224,7 +224,7 @@ def has_class_folders(inputs: tuple[str, ...], labels: set[str]) -> bool:
     for root in inputs:
         if stores.is_url(root) and not shards.is_shard(root):
             # check_config's inputs: a prefix ends in '/' (an object does not)
-            if root.endswith("/") and stores.has_subprefix(root, labels):
+            if root.endswith("/") and prefixes.has_subprefix(root, labels):
                 return True
         elif os.path.isdir(root):
             with os.scandir(root) as entries:

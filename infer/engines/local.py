@@ -15,10 +15,11 @@ import os
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Iterable
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from typing import TYPE_CHECKING
 
 import cv2
@@ -44,6 +45,7 @@ from cnnbench.infer.engines.job import (
     write_summary,
 )
 from cnnbench.infer.errors import InferError
+from cnnbench.infer.runtime.header import read_graph_view
 from cnnbench.infer.runtime.preprocess import (
     InputFormat,
     check_top_k,
@@ -55,6 +57,7 @@ from cnnbench.infer.runtime.session import (
     Session,
     active_provider,
     choose_session,
+    gpu_missing,
 )
 from cnnbench.infer.sinks.formats import Format, fieldnames, format_of
 from cnnbench.infer.sinks.output import OutputLock
@@ -97,8 +100,8 @@ class _Decoder:
         depth: int = DEPTH,
     ) -> None:
         self.fmt, self.workers, self.limits, self.truncated = fmt, workers, limits, truncated
-        shape = (batch_size, fmt.size[0], fmt.size[1], fmt.channels)
-        self.free = deque(np.zeros(shape, dtype=np.uint8) for _ in range(depth))
+        self.shape = (batch_size, fmt.size[0], fmt.size[1], fmt.channels)
+        self.free = deque(np.zeros(self.shape, dtype=np.uint8) for _ in range(depth))
         self.pool = ThreadPoolExecutor(max_workers=workers, initializer=_decode_thread_setup)
 
     def _load(self, items: list[Item], out: np.ndarray) -> list[str | None]:
@@ -177,11 +180,27 @@ class _Writer:
         sink.write(outcomes)
 
 
-def _progress(enabled: bool) -> tqdm:
-    """A bar on a terminal only (tqdm's disable=None), never with --no-progress."""
+class _NoBar:
+    """What the loop calls on a progress bar, where none is shown."""
+
+    n = 0
+
+    def update(self, n: int) -> None:
+        self.n += n
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(enabled: bool) -> tqdm | _NoBar:
+    """A bar on a terminal only (as tqdm's disable=None decides), never with
+    --no-progress; tqdm is imported only when a bar shows (start-up counts)."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    if not enabled or isatty is None or not isatty():
+        return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(unit="img", file=sys.stderr, dynamic_ncols=True, disable=None if enabled else True)
+    return tqdm(unit="img", file=sys.stderr, dynamic_ncols=True)
 
 
 def io_threads_for(cfg: InferConfig) -> int:
@@ -208,6 +227,11 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     """Classify every image under the inputs; write predictions and errors CSV.
 
     `report` receives progress lines meant for the user (the provider chosen, and why).
+
+    The session is built on a thread (ONNX Runtime releases the GIL while it optimises
+    the graph): meanwhile the inputs are listed and the first batches decode, where the
+    model file's header already says how (`_Head`). Nothing is written before the session
+    is there: its errors, and every check made on it, come first as before.
     """
     inputs = check_config(cfg)
     # Decoder threads share the cores with ORT's: idle ORT threads must not spin.
@@ -215,7 +239,27 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     runtime = dataclasses.replace(
         cfg.runtime, spinning=False, streams=cfg.concurrency, first_batch=first_batch
     )
-    session, note = choose_session(cfg.model, runtime)
+    head: _Head | None = None
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="cnnbench-session") as opener:
+            opening = opener.submit(choose_session, cfg.model, runtime)
+            head = _Head.start(cfg, inputs)
+            session, note = opening.result()
+        return _run_session(cfg, inputs, session, note, head, report)
+    except BaseException:
+        if head is not None:
+            head.close()
+        raise
+
+
+def _run_session(
+    cfg: InferConfig,
+    inputs: tuple[str, ...],
+    session: Session,
+    note: str,
+    head: _Head | None,
+    report: Report | None,
+) -> InferSummary:
     fmt = resolve_input_format(session, cfg.foreign)
     check_top_k(fmt, cfg.top_k)
     provider = active_provider(session)
@@ -238,7 +282,14 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     )
     summary.preprocessing = fmt.describe()
     with_truth = has_class_folders(inputs, set(fmt.labels))
-    items = iter_items(inputs, cfg, summary.skipped_by_extension)
+    if head is not None and not head.decodes_for(fmt, batch_size):
+        head.close()  # the session read the file otherwise: decode again, its way
+        head = None
+    if head is None:
+        items = iter_items(inputs, cfg, summary.skipped_by_extension)
+    else:
+        items = head.rest
+        summary.skipped_by_extension, summary.truncated = head.skipped, head.truncated
     runner = make_runner(session, fmt, provider, cfg.runtime.device_id)
     if fmt.num_classes is None:  # the file does not say its class count: run one batch
         check_output(runner, np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8))
@@ -249,7 +300,7 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
             writer = _Writer(runner, fmt, cfg, summary, with_truth)
             pending = sink.pending(items)
             with contextlib.closing(fetch_ahead(pending, io_threads_for(cfg))) as ready:
-                _run_loop(ready, writer, sink, fmt, cfg, summary)
+                _run_loop(ready, writer, sink, fmt, cfg, summary, head)
             finished = not summary.interrupted
         finally:
             summary.skipped, summary.committed_in = sink.skipped, sink.where
@@ -258,6 +309,71 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     if cfg.summary:
         write_summary(cfg, summary)
     return summary
+
+
+@dataclass
+class _Head:
+    """The first batches of a job, listed and decoding while the session is built, in the
+    format the model file's header gives (infer/runtime/header.py)."""
+
+    fmt: InputFormat
+    batch_size: int
+    decoder: _Decoder
+    submitted: list[tuple[list[Item], np.ndarray, list[Future]]]
+    rest: Iterator[Item]  # the items after the submitted batches
+    skipped: Counter  # files left out by extension
+    truncated: list[str]
+    started: float  # when the first batch was submitted
+
+    @classmethod
+    def start(cls, cfg: InferConfig, inputs: tuple[str, ...]) -> _Head | None:
+        """None where the session is not ONNX Runtime's CPU one, where the format or the
+        batch size are not sure before the session is there, or where the items pass
+        through the sink first (--resume, Parquet's blocks) or are fetched (URLs, shards,
+        lists): those runs start as before."""
+        if cfg.resume or io_threads_for(cfg) or format_of(cfg.output) is Format.PARQUET:
+            return None
+        if not _cpu_session_ahead(cfg.runtime.provider):
+            return None
+        view = read_graph_view(cfg.model)
+        if view is None:
+            return None
+        skipped: Counter = Counter()
+        try:
+            fmt = resolve_input_format(view, cfg.foreign)
+            batch_size = batch_size_for(fmt, cfg.batch_size, Provider.CPU)
+            items = iter_items(inputs, cfg, skipped)
+        except InferError:
+            return None  # the same check, made on the session, says it in its turn
+        truncated: list[str] = []
+        workers = cfg.workers or os.cpu_count() or 1
+        depth = DEPTH + cfg.concurrency - 1
+        decoder = _Decoder(fmt, batch_size, workers, cfg.limits, truncated, depth)
+        start = time.perf_counter()
+        # `batched` takes exactly a batch of items at a time: `items` goes on after these
+        submitted = [decoder.submit(b) for b in islice(batched(items, batch_size), depth)]
+        return cls(fmt, batch_size, decoder, submitted, items, skipped, truncated, start)
+
+    def decodes_for(self, fmt: InputFormat, batch_size: int) -> bool:
+        """The session's format decodes the same pixels into the same batches."""
+        mine = (self.fmt.size, self.fmt.channels, self.fmt.bgr, self.fmt.policy)
+        return mine == (fmt.size, fmt.channels, fmt.bgr, fmt.policy) and (
+            self.batch_size == batch_size
+        )
+
+    def close(self) -> None:
+        self.decoder.close()
+
+
+def _cpu_session_ahead(asked: Provider) -> bool:
+    """True when the session will be ONNX Runtime's CPU one (asked for, or `auto` on a
+    machine without a usable GPU driver). Only there do the first batches decode ahead:
+    its build (a few tenths of a second) is about what the decoders fill DEPTH batches in,
+    while OpenVINO's compile or TensorRT's engine build run far longer than that, and the
+    batches' time would mostly hold the build."""
+    if asked is Provider.AUTO:
+        return gpu_missing() is not None
+    return asked is Provider.CPU
 
 
 def running_precision(session: Session, fmt: InputFormat) -> str:
@@ -278,20 +394,24 @@ def _run_loop(
     fmt: InputFormat,
     cfg: InferConfig,
     summary: InferSummary,
+    head: _Head | None = None,
 ) -> None:
     """Keep DEPTH batches in flight (and one more per extra run in flight); finish them
-    in order; stop cleanly on Ctrl-C."""
+    in order; stop cleanly on Ctrl-C. `head`: the first batches, already decoding (the
+    batches' time then starts when the first of them was submitted)."""
     workers = cfg.workers or os.cpu_count() or 1
     depth = DEPTH + cfg.concurrency - 1
-    decoder = _Decoder(fmt, summary.batch_size, workers, cfg.limits, summary.truncated, depth)
-    writer.runner.warm_up(decoder.free[0])
+    if head is None:
+        decoder = _Decoder(fmt, summary.batch_size, workers, cfg.limits, summary.truncated, depth)
+    else:
+        decoder = head.decoder
+    writer.runner.warm_up(np.zeros(decoder.shape, dtype=np.uint8))
     progress = _progress(cfg.progress)
     pending: deque = deque()
     # runs in flight: the model runs on this many threads, rows are written in order here
     runs = ThreadPoolExecutor(cfg.concurrency) if cfg.concurrency > 1 else None
 
-    def submit(batch: list[Item]) -> None:
-        batch_items, buf, futures = decoder.submit(batch)
+    def queue(batch_items: list[Item], buf: np.ndarray, futures: list[Future]) -> None:
         scored = runs.submit(writer.score, buf, futures) if runs else None
         pending.append((batch_items, buf, futures, scored))
 
@@ -304,13 +424,17 @@ def _run_loop(
         decoder.free.append(buf)
         progress.update(summary.images + summary.errors - progress.n)
 
-    start = time.perf_counter()
+    start = time.perf_counter() if head is None else head.started
     try:
         with StopOnSigint() as stop:
+            for submitted in head.submitted if head is not None else ():
+                queue(*submitted)
             for batch in batched(items, summary.batch_size):
+                if stop.requested:
+                    break
                 if not decoder.free:
                     finish_oldest()
-                submit(batch)
+                queue(*decoder.submit(batch))
                 if stop.requested:
                     break
             while pending:

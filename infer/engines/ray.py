@@ -9,20 +9,18 @@ at the end, merges the shards into the output in input order (see parts.py).
 
 The model file is read once by the driver and put in Ray's object store; each actor
 writes it to a private temporary file for ONNX Runtime, so worker nodes need no copy of
-the model. The images are read by the decode tasks: on a multi-node cluster they must
-be at the same path on every node (a shared file system). Ray is imported lazily.
+the model. The driver ships the listing, never the bytes: the decode tasks read the
+images themselves, from URLs (any node) or from paths (the same path on every node: a
+shared file system). Connecting is ray_cluster.py; what runs on the workers is
+ray_workers.py. Ray is imported lazily.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
-import socket
-import subprocess
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,14 +28,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-
 from cnnbench.files import Report
-from cnnbench.infer.decode.decoders import DecodeLimits
-from cnnbench.infer.decode.images import load_items
-from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.engines.job import (
-    IO_THREADS,
     InferConfig,
     InferSummary,
     RayOptions,
@@ -49,223 +41,23 @@ from cnnbench.infer.engines.job import (
     iter_items,
     job_key,
     prediction_row,
-    top_indices,
     write_summary,
 )
-from cnnbench.infer.engines.ray_cleanup import release_watchdog, start_watchdog
+from cnnbench.infer.engines.ray_cleanup import release_watchdog
+from cnnbench.infer.engines.ray_cluster import connect, import_ray
 from cnnbench.infer.engines.ray_watch import Stalled, watched
-from cnnbench.infer.errors import InferError, first_line
+from cnnbench.infer.engines.ray_workers import Predictor, decode_batch, probe_worker
+from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.preprocess import InputFormat, check_top_k, resolve_input_format
-from cnnbench.infer.runtime.runner import make_runner
-from cnnbench.infer.runtime.session import (
-    Provider,
-    RuntimeOptions,
-    Session,
-    active_provider,
-    create_session,
-)
+from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
 from cnnbench.infer.sinks.formats import Format, fieldnames, format_of
 from cnnbench.infer.sinks.output import OutputLock, read_resume_state
 from cnnbench.infer.sinks.parts import Parts, blocks, parts_dir
 from cnnbench.infer.sources import stores
-from cnnbench.infer.sources.fetch import fetch_ahead
 from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.listing import reason
 
-RAY_HINT = "pip install 'cnnbench[ray]'"
-CONNECT_TIMEOUT_S = 3.0
 DECODE_CPUS = 0.5  # per decode task
-TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
-
-
-def import_ray() -> ModuleType:
-    """Ray and Ray Data, or one line saying how to install them."""
-    try:
-        import ray
-        import ray.data  # the [data] part of the extra
-    except ImportError as e:
-        raise InferError(
-            f"--engine ray needs Ray Data, which is not installed ({e}); install it with: "
-            f"{RAY_HINT}"
-        ) from e
-    return ray
-
-
-def _check_reachable(address: str) -> str:
-    """Fail in seconds, not minutes, when nothing listens at HOST:PORT; the local address
-    this machine reaches it from."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise InferError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S) as s:
-            return str(s.getsockname()[0])
-    except OSError as e:
-        raise InferError(
-            f"no Ray cluster at {address} ({reason(e)}): start one there with "
-            "`ray start --head`, or leave out --address to start a local one"
-        ) from e
-
-
-def _driver_address(address: str, here: str | None) -> dict:
-    """`_node_ip_address` for ray.init when Ray's own guess would be wrong. Ray takes the
-    address of the interface that routes to a public one (8.8.8.8; a UDP connect, which
-    sends nothing); where there is no such route (a private network, a namespace) it falls
-    back to the host name's address, which need not be this machine's node at all, and
-    the job waits forever. The address this machine reaches the cluster from is the
-    right one then."""
-    if here is None or address.startswith("ray://") or here.startswith("127."):
-        return {}
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("8.8.8.8", 53))
-        return {}  # Ray's guess works
-    except OSError:
-        return {"_node_ip_address": here}
-
-
-def connect(
-    ray: ModuleType, address: str | None, report: Report
-) -> tuple[bool, subprocess.Popen | None]:
-    """Connect this driver to a cluster, or start a local one; say which. Returns
-    whether this call made the connection (and so must end it), and the watchdog of a
-    cluster it started (ray_cleanup.py)."""
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    here = None
-    if address not in (None, "auto"):
-        here = _check_reachable(address)
-    if ray.is_initialized():
-        report("ray: using this process's connection to its cluster")
-        return False, None
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
-    try:
-        if address is not None:
-            ray.init(address=address, **quiet, **_driver_address(address, here))
-            report(f"ray: connected to the cluster at {address}")
-            return True, None
-        try:
-            ray.init(address="auto", **quiet)
-            report("ray: connected to the running cluster (found by address=auto)")
-        except ConnectionError:
-            # Ray warns that token authentication is on by default: this cluster is this
-            # run's own, on this machine, and ends with it. Remove when ray.init() of a
-            # local cluster stops logging that warning.
-            logging.getLogger(TOKEN_AUTH_LOGGER).setLevel(logging.ERROR)
-            ray.init(**quiet)
-            cpus = int(ray.cluster_resources().get("CPU", 0))
-            report(f"ray: no cluster running; started a local one ({cpus} CPUs) for this run")
-            return True, start_watchdog(ray)
-    except ConnectionError as e:
-        raise InferError(
-            f"no Ray cluster at {address}: {first_line(e)}; start one with `ray start --head`"
-        ) from e
-    return True, None
-
-
-def decode_batch(
-    batch: dict,
-    size: tuple[int, int],
-    channels: int,
-    bgr: bool,
-    limits: DecodeLimits,
-    policy: ResizePolicy = DEFAULT_POLICY,
-) -> dict:
-    """Ray Data task: read and resize a batch of files; a failure becomes its reason."""
-    import cv2
-
-    cv2.setNumThreads(1)
-    columns = ("path", "name", "error", "offset", "size")
-    items = [_listed(*row) for row in zip(*(batch[c] for c in columns), strict=True)]
-    if any(stores.is_url(item.path) for item in items):  # many GETs in flight, not one
-        with contextlib.closing(fetch_ahead(items, IO_THREADS)) as fetched:
-            items = list(fetched)
-    images = np.zeros((len(items), *size, channels), dtype=np.uint8)
-    truncated: list[str] = []
-    reasons = load_items(items, images, bgr, policy, limits=limits, truncated=truncated)
-    return {
-        "block": batch["block"],
-        "index": batch["index"],
-        "name": batch["name"],
-        "error": np.array([r or "" for r in reasons], dtype=object),
-        "truncated": np.isin(batch["name"], truncated),
-        "image": images,
-    }
-
-
-def _listed(path: str, name: str, error: str, offset: int, size: int) -> Item:
-    """An Item from its row of the listing table (-1: no offset, no size)."""
-    if offset < 0:
-        return Item(path, name, error or None)
-    return Item(path, name, error or None, size=int(size), offset=int(offset))
-
-
-def worker_session(model_ref: Any, runtime: RuntimeOptions) -> Session:
-    """A session on a worker from the model bytes in the object store. ORT reads the
-    file while creating the session, so the temporary copy is removed right after."""
-    import ray
-
-    with tempfile.TemporaryDirectory(prefix="cnnbench-model-") as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        with open(path, "wb") as f:
-            f.write(ray.get(model_ref))
-        return create_session(path, dataclasses.replace(runtime, spinning=False))
-
-
-def probe_worker(model: list, runtime: RuntimeOptions) -> str:
-    """Ray task placed like an inference actor: the provider a worker gets, or
-    'error: why' when it cannot load the model (returned, so Ray logs no traceback)."""
-    try:
-        return active_provider(worker_session(model[0], runtime)).value
-    except InferError as e:
-        return f"error: {e}"
-
-
-def worker_name() -> str:
-    """`NODE_IP:PID` of this actor: nodes are told apart by address, not by host name
-    (containers and namespaces often share one); a restarted actor is a new one."""
-    import ray
-
-    return f"{ray.util.get_node_ip_address()}:{os.getpid()}"
-
-
-class Predictor:
-    """Ray Data actor: one ONNX Runtime session, created once, for every batch it gets."""
-
-    def __init__(
-        self, model: list, fmt: InputFormat, runtime: RuntimeOptions, batch_size: int, top_k: int
-    ) -> None:
-        session = worker_session(model[0], runtime)
-        self.provider = active_provider(session)
-        self.runner = make_runner(session, fmt, self.provider, runtime.device_id)
-        self.buf = np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8)
-        self.runner.warm_up(self.buf)
-        self.top_k = min(top_k, self.runner.raw(self.buf, 1).shape[1])
-        self.worker = worker_name()
-
-    def __call__(self, batch: dict) -> dict:
-        errors = batch["error"]
-        n, ok = len(errors), np.flatnonzero(errors == "")
-        top = np.zeros((n, self.top_k), dtype=np.int64)
-        scores = np.zeros((n, self.top_k), dtype=np.float32)
-        for start in range(0, len(ok), len(self.buf)):
-            rows = ok[start : start + len(self.buf)]
-            self.buf[: len(rows)] = batch["image"][rows]
-            probs = self.runner.run(self.buf, len(rows))
-            top[rows] = top_indices(probs, self.top_k)
-            scores[rows] = np.take_along_axis(probs, top[rows], axis=1)
-        return {
-            "block": batch["block"],
-            "index": batch["index"],
-            "name": batch["name"],
-            "error": errors,
-            "truncated": batch["truncated"],
-            "top": top,
-            "score": scores,
-            "worker": np.full(n, self.worker, dtype=object),
-            "provider": np.full(n, self.provider.value, dtype=object),
-            # --scores auto is decided by each actor on its first batch: the driver reports it
-            "scores": np.full(n, self.runner.scorer.describe(), dtype=object),
-        }
 
 
 @dataclass

@@ -20,20 +20,24 @@ from cnnbench.files import sha256_file
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.session import ORT_NAMES, Provider, gpu_missing
 
-PLAN_SCHEMA = "cnnbench.plan/1"
+# 2: `expected.images_per_second` became the end-to-end figure (1: the model alone)
+PLAN_SCHEMA = "cnnbench.plan/2"
+OLD_SCHEMAS = ("cnnbench.plan/1",)
 RETUNE = "re-run cnnbench tune"
 
 
 @dataclass(frozen=True)
 class Expected:
-    """What the configuration reached when it was measured."""
+    """What the configuration reached when it was measured. `images_per_second` is what
+    `infer --plan` promises: infer's own img/s (decode and model) over the tune images;
+    the model alone, and its latency per batch, are kept beside it as model-only figures."""
 
-    images_per_second: float  # the model alone, bench's methodology (VALID windows)
-    p50_ms: float  # per batch
-    p99_ms: float  # per batch; the max where fewer than 100 runs give no p99
+    images_per_second: float  # end to end: infer --plan over the tune images
+    model_only_images_per_second: float  # the model alone, bench's methodology (VALID)
+    p50_ms: float  # the model alone, per batch
+    p99_ms: float  # the model alone, per batch; the max where fewer than 100 runs give no p99
     agreement: float | None = None  # share of the tune images with fp32's top-1
     accuracy: float | None = None  # top-1 on the tune images' class folders
-    end_to_end_ips: float | None = None  # infer's own img/s over the tune images
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,11 @@ def read_plan(path: str) -> Plan:
         raise InferError(f"--plan: cannot read {path}: {e.strerror or e}") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InferError(f"--plan: {path} is not JSON ({e}); {RETUNE}") from e
+    if isinstance(doc, dict) and doc.get("schema") in OLD_SCHEMAS:
+        raise InferError(
+            f"--plan: {path} was written by an older cnnbench (schema {doc['schema']!r}, "
+            f"whose expected img/s meant another figure); {RETUNE}"
+        )
     if not isinstance(doc, dict) or doc.get("schema") != PLAN_SCHEMA:
         found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
         raise InferError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
-from cnnbench.infer.sources import stores
+from cnnbench.infer.sources import prefixes, stores
 from cnnbench.infer.sources.items import Item, wanted
 
 
@@ -20,7 +20,7 @@ def url_items(
         yield Item(url, url)
         return
     try:
-        for entry in stores.list_prefix(url):
+        for entry in prefixes.list_prefix(url):
             if wanted(entry.name, extensions, skipped):
                 yield Item(entry.url, f"{head}{entry.name}", size=entry.size)
     except stores.StoreError as e:

@@ -21,8 +21,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -92,7 +91,7 @@ def _scheme(url: str) -> Scheme:
 # filesystem is made, and fsspec caches filesystems by their arguments only: a change of
 # AWS_ENDPOINT_URL or of the keys would be ignored. Filesystems are kept per process,
 # scheme and the store-related environment instead.
-_ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCS", "AZURE_", "CLOUDSDK_")
+_ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCS", "STORAGE_EMULATOR_HOST", "AZURE_", "CLOUDSDK_")
 _cache: dict[tuple, Any] = {}
 _cache_lock = threading.Lock()
 
@@ -110,8 +109,35 @@ def filesystem(url: str) -> Any:
     key = (os.getpid(), protocol, _store_env())
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = fsspec.filesystem(protocol, skip_instance_cache=True)
+            if protocol == "gcs" and _gcs_emulator():
+                _cache[key] = _gcs_emulator_filesystem()
+            else:
+                _cache[key] = fsspec.filesystem(protocol, skip_instance_cache=True)
         return _cache[key]
+
+
+def _gcs_emulator() -> bool:
+    """STORAGE_EMULATOR_HOST names a GCS emulator (gcsfs and google-cloud-storage read it)."""
+    return os.environ.get("STORAGE_EMULATOR_HOST", "") not in ("", "default")
+
+
+def _gcs_emulator_filesystem() -> Any:
+    """gcsfs's filesystem for a GCS emulator: its core one, without credentials, as
+    google-cloud-storage's own client reaches an emulator. Two workarounds, remove when
+    gcsfs does both itself: with token=None gcsfs looks for Google credentials first and
+    asks the cloud metadata server (169.254.169.254); and the filesystem fsspec gives for
+    'gcs' since gcsfs 2026 (ExtendedGcsFileSystem) asks each bucket's layout of the
+    Storage Control API over gRPC with TLS, which no emulator serves: 60 s of retries
+    per call (gcsfs 2026.10.1)."""
+    from gcsfs.core import GCSFileSystem
+
+    return GCSFileSystem(token="anon", skip_instance_cache=True)
+
+
+def store_protocol(url: str) -> str:
+    """fsspec's name for the store holding `url` ('s3', 'gcs', 'az', 'abfs', 'https'...),
+    or one line naming the extra to install."""
+    return _scheme(url).protocol
 
 
 def store_path(url: str) -> str:
@@ -187,8 +213,9 @@ def describe(e: BaseException, url: str) -> str:
     if isinstance(e, PermissionError) or status in (401, 403):
         return f"access denied to {url} ({text}): check the credentials and what they may read"
     if isinstance(e, FileNotFoundError) or status == 404:
-        if "bucket" in text.lower():
-            return f"no such bucket for {url}: {text}"
+        for what in ("bucket", "container"):
+            if what in text.lower():
+                return f"no such {what} for {url}: {text}"
         return f"not found: {url}"
     where = f"HTTP {status}: " if status else ""
     return f"cannot read {url}: {where}{text}"
@@ -410,15 +437,6 @@ def open_stream(url: str, block_size: int = 8 << 20) -> Any:
     return with_retries(lambda: fs.open(path, "rb", block_size=block_size), url)
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One object under a prefix: its URL, its name relative to the prefix, its size."""
-
-    url: str
-    name: str
-    size: int | None
-
-
 def kind(url: str) -> str:
     """'file' or 'directory' (a prefix with objects under it); one line when neither
     exists or the store cannot be reached."""
@@ -431,79 +449,3 @@ def kind(url: str) -> str:
     except StoreError as e:
         raise InferError(str(e)) from e
     return "directory" if info.get("type") == "directory" else "file"
-
-
-def list_prefix(url: str) -> Iterator[Entry]:
-    """Every object under the prefix `url`, in key order (code-point order of the names,
-    which is how a folder scan orders them), streamed: S3 one page of 1,000 keys at a
-    time; other stores through fsspec's `find`, which holds their listing."""
-    base = url.rstrip("/") + "/"
-    if _scheme(url).protocol == "s3":
-        yield from _list_s3(base)
-        return
-    fs = filesystem(url)
-    root = store_path(base)
-    found = with_retries(lambda: fs.find(root, detail=True), url)
-    head = url.split("://", 1)[0]
-    for path in sorted(found):
-        name = path[len(root) :] if path.startswith(root) else path.rsplit("/", 1)[-1]
-        yield Entry(f"{head}://{path}", name, found[path].get("size"))
-
-
-def _list_s3(base: str) -> Iterator[Entry]:
-    """ListObjectsV2 page by page through botocore's client (s3fs's find and ls would
-    hold the whole listing)."""
-    client = s3_client()
-    bucket, prefix = _bucket_key(base)
-    args: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-    while True:
-        page = with_retries(lambda: client.list_objects_v2(**args), base)
-        for obj in page.get("Contents", ()):
-            key = obj["Key"]
-            if not key.endswith("/"):  # a zero-byte "folder marker" some tools write
-                yield Entry(f"s3://{bucket}/{key}", key[len(prefix) :], obj.get("Size"))
-        if not page.get("IsTruncated"):
-            return
-        args["ContinuationToken"] = page["NextContinuationToken"]
-
-
-LABEL_PAGES = 3  # delimiter pages read before probing the labels one by one
-PROBE_THREADS = 32
-
-
-def has_subprefix(url: str, names: set[str]) -> bool:
-    """True when the prefix `url` has a 'sub-folder' named as one of `names` (the
-    model's labels, for class-folder accuracy). S3: a few pages of a '/'-delimited
-    listing, then, if the prefix holds more, one 1-key listing per name, in parallel,
-    so a prefix of a million flat objects costs a handful of requests, not a thousand
-    pages. Other stores: their one-level listing."""
-    base = url.rstrip("/") + "/"
-    fs = filesystem(url)
-    if _scheme(url).protocol != "s3":
-        root = store_path(base)
-        entries = with_retries(lambda: fs.ls(root, detail=True), url)
-        return any(
-            e.get("type") == "directory" and e["name"].rstrip("/").rsplit("/", 1)[-1] in names
-            for e in entries
-        )
-    client = s3_client()
-    bucket, prefix = _bucket_key(base)
-    args: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
-    for _ in range(LABEL_PAGES):
-        page = with_retries(lambda: client.list_objects_v2(**args), url)
-        found = {p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", ())}
-        if found & names:
-            return True
-        if not page.get("IsTruncated"):
-            return False
-        args["ContinuationToken"] = page["NextContinuationToken"]
-
-    def probe(name: str) -> bool:
-        key = f"{prefix}{name}/"
-        page = with_retries(
-            lambda: client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1), url
-        )
-        return bool(page.get("KeyCount") or page.get("Contents"))
-
-    with ThreadPoolExecutor(PROBE_THREADS) as pool:
-        return any(pool.map(probe, sorted(names)))

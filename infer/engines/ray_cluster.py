@@ -1,0 +1,103 @@
+"""Connecting `infer --engine ray` to a cluster: an existing one by address, or a local one
+started for this run (and ended with it, see ray_cleanup.py). Ray is imported lazily."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+from types import ModuleType
+
+from cnnbench.files import Report
+from cnnbench.infer.engines.ray_cleanup import start_watchdog
+from cnnbench.infer.errors import InferError, first_line
+from cnnbench.infer.sources.listing import reason
+
+RAY_HINT = "pip install 'cnnbench[ray]'"
+CONNECT_TIMEOUT_S = 3.0
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def import_ray() -> ModuleType:
+    """Ray and Ray Data, or one line saying how to install them."""
+    try:
+        import ray
+        import ray.data  # the [data] part of the extra
+    except ImportError as e:
+        raise InferError(
+            f"--engine ray needs Ray Data, which is not installed ({e}); install it with: "
+            f"{RAY_HINT}"
+        ) from e
+    return ray
+
+
+def _check_reachable(address: str) -> str:
+    """Fail in seconds, not minutes, when nothing listens at HOST:PORT; the local address
+    this machine reaches it from."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise InferError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S) as s:
+            return str(s.getsockname()[0])
+    except OSError as e:
+        raise InferError(
+            f"no Ray cluster at {address} ({reason(e)}): start one there with "
+            "`ray start --head`, or leave out --address to start a local one"
+        ) from e
+
+
+def _driver_address(address: str, here: str | None) -> dict:
+    """`_node_ip_address` for ray.init when Ray's own guess would be wrong. Ray takes the
+    address of the interface that routes to a public one (8.8.8.8; a UDP connect, which
+    sends nothing); where there is no such route (a private network, a namespace) it falls
+    back to the host name's address, which need not be this machine's node at all, and
+    the job waits forever. The address this machine reaches the cluster from is the
+    right one then."""
+    if here is None or address.startswith("ray://") or here.startswith("127."):
+        return {}
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("8.8.8.8", 53))
+        return {}  # Ray's guess works
+    except OSError:
+        return {"_node_ip_address": here}
+
+
+def connect(
+    ray: ModuleType, address: str | None, report: Report
+) -> tuple[bool, subprocess.Popen | None]:
+    """Connect this driver to a cluster, or start a local one; say which. Returns
+    whether this call made the connection (and so must end it), and the watchdog of a
+    cluster it started (ray_cleanup.py)."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    here = None
+    if address not in (None, "auto"):
+        here = _check_reachable(address)
+    if ray.is_initialized():
+        report("ray: using this process's connection to its cluster")
+        return False, None
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+    try:
+        if address is not None:
+            ray.init(address=address, **quiet, **_driver_address(address, here))
+            report(f"ray: connected to the cluster at {address}")
+            return True, None
+        try:
+            ray.init(address="auto", **quiet)
+            report("ray: connected to the running cluster (found by address=auto)")
+        except ConnectionError:
+            # Ray warns that token authentication is on by default: this cluster is this
+            # run's own, on this machine, and ends with it. Remove when ray.init() of a
+            # local cluster stops logging that warning.
+            logging.getLogger(TOKEN_AUTH_LOGGER).setLevel(logging.ERROR)
+            ray.init(**quiet)
+            cpus = int(ray.cluster_resources().get("CPU", 0))
+            report(f"ray: no cluster running; started a local one ({cpus} CPUs) for this run")
+            return True, start_watchdog(ray)
+    except ConnectionError as e:
+        raise InferError(
+            f"no Ray cluster at {address}: {first_line(e)}; start one with `ray start --head`"
+        ) from e
+    return True, None

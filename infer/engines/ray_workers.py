@@ -1,0 +1,132 @@
+"""What runs on Ray's workers for `infer --engine ray`: the decode tasks (read, decode and
+resize a batch of listed files, from a path or a URL) and the inference actors (one ONNX
+Runtime session each, made once from the model bytes in the object store). The driver
+side is ray.py."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from cnnbench.infer.decode.decoders import DecodeLimits
+from cnnbench.infer.decode.images import load_items
+from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
+from cnnbench.infer.engines.job import IO_THREADS, top_indices
+from cnnbench.infer.errors import InferError
+from cnnbench.infer.runtime.preprocess import InputFormat
+from cnnbench.infer.runtime.runner import make_runner
+from cnnbench.infer.runtime.session import RuntimeOptions, Session, active_provider, create_session
+from cnnbench.infer.sources import stores
+from cnnbench.infer.sources.fetch import fetch_ahead
+from cnnbench.infer.sources.items import Item
+
+
+def decode_batch(
+    batch: dict,
+    size: tuple[int, int],
+    channels: int,
+    bgr: bool,
+    limits: DecodeLimits,
+    policy: ResizePolicy = DEFAULT_POLICY,
+) -> dict:
+    """Ray Data task: read and resize a batch of files; a failure becomes its reason."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    columns = ("path", "name", "error", "offset", "size")
+    items = [_listed(*row) for row in zip(*(batch[c] for c in columns), strict=True)]
+    if any(stores.is_url(item.path) for item in items):  # many GETs in flight, not one
+        with contextlib.closing(fetch_ahead(items, IO_THREADS)) as fetched:
+            items = list(fetched)
+    images = np.zeros((len(items), *size, channels), dtype=np.uint8)
+    truncated: list[str] = []
+    reasons = load_items(items, images, bgr, policy, limits=limits, truncated=truncated)
+    return {
+        "block": batch["block"],
+        "index": batch["index"],
+        "name": batch["name"],
+        "error": np.array([r or "" for r in reasons], dtype=object),
+        "truncated": np.isin(batch["name"], truncated),
+        "image": images,
+    }
+
+
+def _listed(path: str, name: str, error: str, offset: int, size: int) -> Item:
+    """An Item from its row of the listing table (-1: no offset, no size)."""
+    if offset < 0:
+        return Item(path, name, error or None)
+    return Item(path, name, error or None, size=int(size), offset=int(offset))
+
+
+def worker_session(model_ref: Any, runtime: RuntimeOptions) -> Session:
+    """A session on a worker from the model bytes in the object store. ORT reads the
+    file while creating the session, so the temporary copy is removed right after."""
+    import ray
+
+    with tempfile.TemporaryDirectory(prefix="cnnbench-model-") as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        with open(path, "wb") as f:
+            f.write(ray.get(model_ref))
+        return create_session(path, dataclasses.replace(runtime, spinning=False))
+
+
+def probe_worker(model: list, runtime: RuntimeOptions) -> str:
+    """Ray task placed like an inference actor: the provider a worker gets, or
+    'error: why' when it cannot load the model (returned, so Ray logs no traceback)."""
+    try:
+        return active_provider(worker_session(model[0], runtime)).value
+    except InferError as e:
+        return f"error: {e}"
+
+
+def worker_name() -> str:
+    """`NODE_IP:PID` of this actor: nodes are told apart by address, not by host name
+    (containers and namespaces often share one); a restarted actor is a new one."""
+    import ray
+
+    return f"{ray.util.get_node_ip_address()}:{os.getpid()}"
+
+
+class Predictor:
+    """Ray Data actor: one ONNX Runtime session, created once, for every batch it gets."""
+
+    def __init__(
+        self, model: list, fmt: InputFormat, runtime: RuntimeOptions, batch_size: int, top_k: int
+    ) -> None:
+        session = worker_session(model[0], runtime)
+        self.provider = active_provider(session)
+        self.runner = make_runner(session, fmt, self.provider, runtime.device_id)
+        self.buf = np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8)
+        self.runner.warm_up(self.buf)
+        self.top_k = min(top_k, self.runner.raw(self.buf, 1).shape[1])
+        self.worker = worker_name()
+
+    def __call__(self, batch: dict) -> dict:
+        errors = batch["error"]
+        n, ok = len(errors), np.flatnonzero(errors == "")
+        top = np.zeros((n, self.top_k), dtype=np.int64)
+        scores = np.zeros((n, self.top_k), dtype=np.float32)
+        for start in range(0, len(ok), len(self.buf)):
+            rows = ok[start : start + len(self.buf)]
+            self.buf[: len(rows)] = batch["image"][rows]
+            probs = self.runner.run(self.buf, len(rows))
+            top[rows] = top_indices(probs, self.top_k)
+            scores[rows] = np.take_along_axis(probs, top[rows], axis=1)
+        return {
+            "block": batch["block"],
+            "index": batch["index"],
+            "name": batch["name"],
+            "error": errors,
+            "truncated": batch["truncated"],
+            "top": top,
+            "score": scores,
+            "worker": np.full(n, self.worker, dtype=object),
+            "provider": np.full(n, self.provider.value, dtype=object),
+            # --scores auto is decided by each actor on its first batch: the driver reports it
+            "scores": np.full(n, self.runner.scorer.describe(), dtype=object),
+        }

@@ -1,0 +1,193 @@
+"""Prefixes listed page by page, as folders: a prefix of millions of objects is never held.
+
+Each store's own listing request, one page of at most PAGE_KEYS keys at a time: S3's
+ListObjectsV2 through botocore's client, GCS's objects.list (the JSON API's `pageToken`)
+through gcsfs's request method, Azure's List Blobs (`marker`) through azure-storage-blob's
+pager on adlfs's client. fsspec's `find` and `ls` would hold the whole listing (and its
+directory cache) in memory. Each page is one request, retried as any read is
+(`stores.with_retries`), with the credentials and endpoint of the filesystem that reads
+the objects, so listing and reading reach the same server as the same user.
+
+Every store lists keys in code-point order (S3 and GCS by their UTF-8 bytes, Azure
+lexicographically), which is the order a folder scan gives its relative paths: a prefix
+and a folder of the same files give the same rows in the same order.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from cnnbench.infer.sources import stores
+
+PAGE_KEYS = 1000  # keys per listing request (the most S3 and GCS send)
+LABEL_PAGES = 3  # delimiter pages read before probing the labels one by one
+PROBE_THREADS = 32
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One object under a prefix: its URL, its name relative to the prefix, its size."""
+
+    url: str
+    name: str
+    size: int | None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One answer of a store's listing: keys in key order, with their sizes; the
+    'sub-folders' when asked with a delimiter (whole keys, ending in it); where the
+    next page starts (None: this is the last)."""
+
+    objects: list[tuple[str, int | None]]
+    prefixes: list[str]
+    token: str | None
+
+
+# (prefix, token, delimiter, max keys) -> one page of one bucket or container
+Pager = Callable[[str, str | None, str | None, int], Page]
+
+
+def list_prefix(url: str, page_keys: int = PAGE_KEYS) -> Iterator[Entry]:
+    """Every object under the prefix `url`, in key order, streamed one page of
+    `page_keys` at a time; zero-byte 'folder marker' objects (keys ending in '/') are
+    not files."""
+    base = url.rstrip("/") + "/"
+    page_of, prefix = _pager(base)
+    if page_of is None:
+        raise stores.StoreError(
+            f"{base} is not a prefix: web URLs are single files; name each one, "
+            "or write them one per line in an @list file"
+        )
+    token = None
+    while True:
+        page = stores.with_retries(functools.partial(page_of, prefix, token, None, page_keys), base)
+        for key, size in page.objects:
+            if not key.endswith("/"):
+                name = key[len(prefix) :]
+                yield Entry(base + name, name, size)
+        if not page.token:
+            return
+        token = page.token
+
+
+def has_subprefix(url: str, names: set[str], page_keys: int = PAGE_KEYS) -> bool:
+    """True when the prefix `url` has a 'sub-folder' named as one of `names` (the
+    model's labels, for class-folder accuracy): a few pages of a '/'-delimited listing,
+    then, if the prefix holds more, one 1-key listing per name, in parallel, so a prefix
+    of a million flat objects costs a handful of requests, not a thousand pages."""
+    base = url.rstrip("/") + "/"
+    page_of, prefix = _pager(base)
+    if page_of is None:
+        return False
+    token = None
+    for _ in range(LABEL_PAGES):
+        page = stores.with_retries(functools.partial(page_of, prefix, token, "/", page_keys), url)
+        if {p[len(prefix) :].rstrip("/") for p in page.prefixes} & names:
+            return True
+        if not page.token:
+            return False
+        token = page.token
+
+    def probe(name: str) -> bool:
+        page = stores.with_retries(
+            functools.partial(page_of, f"{prefix}{name}/", None, None, 1), url
+        )
+        return bool(page.objects)
+
+    with ThreadPoolExecutor(PROBE_THREADS) as pool:
+        return any(pool.map(probe, sorted(names)))
+
+
+def _pager(base: str) -> tuple[Pager | None, str]:
+    """The listing request of the store holding `base` (a prefix URL ending in '/'),
+    bound to its bucket or container (None for http(s)://), and the key prefix in it."""
+    protocol = stores.store_protocol(base)
+    bucket, prefix = base.split("://", 1)[1].split("/", 1)
+    if protocol == "s3":
+        return functools.partial(_s3_page, stores.s3_client(), bucket), prefix
+    if protocol == "gcs":
+        return functools.partial(_gcs_page, stores.filesystem(base), bucket), prefix
+    if protocol in ("az", "abfs"):
+        container = bucket.split("@", 1)[0]  # abfs://container@account.dfs.core.windows.net/
+        return functools.partial(_azure_page, stores.filesystem(base), container), prefix
+    return None, prefix  # a web server: no listing to ask for
+
+
+def _s3_page(
+    client: Any, bucket: str, prefix: str, token: str | None, delimiter: str | None, limit: int
+) -> Page:
+    args: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": limit}
+    if token:
+        args["ContinuationToken"] = token
+    if delimiter:
+        args["Delimiter"] = delimiter
+    answer = client.list_objects_v2(**args)
+    return Page(
+        [(o["Key"], o.get("Size")) for o in answer.get("Contents", ())],
+        [p["Prefix"] for p in answer.get("CommonPrefixes", ())],
+        answer.get("NextContinuationToken") if answer.get("IsTruncated") else None,
+    )
+
+
+GCS_FIELDS = "items(name,size),prefixes,nextPageToken"  # what the answer carries
+
+
+def _gcs_page(
+    fs: Any, bucket: str, prefix: str, token: str | None, delimiter: str | None, limit: int
+) -> Page:
+    """objects.list through gcsfs's own request method (`call`: its session,
+    credentials, endpoint and retries). google-cloud-storage's paged `list_blobs` would
+    do as well, but with a client of its own that resolves credentials and project
+    apart from gcsfs, which reads the objects."""
+    try:
+        answer = fs.call(
+            "GET",
+            "b/{}/o",
+            bucket,
+            json_out=True,
+            prefix=prefix,
+            delimiter=delimiter,
+            pageToken=token,
+            maxResults=limit,
+            fields=GCS_FIELDS,
+        )
+    except FileNotFoundError as e:  # gcsfs says only the path; an empty prefix is no 404
+        raise FileNotFoundError(f"bucket {bucket} does not exist") from e
+    return Page(
+        [(i["name"], int(i["size"])) for i in answer.get("items", ())],
+        list(answer.get("prefixes", ())),
+        answer.get("nextPageToken"),
+    )
+
+
+def _azure_page(
+    fs: Any, container: str, prefix: str, token: str | None, delimiter: str | None, limit: int
+) -> Page:
+    """List Blobs through azure-storage-blob's pager on adlfs's client (its credentials
+    and endpoint, its event loop): one page from `token` (the service's marker)."""
+    from azure.storage.blob.aio import BlobPrefix
+    from fsspec.asyn import sync
+
+    async def one_page() -> Page:
+        client = fs.service_client.get_container_client(container)
+        if delimiter:
+            items = client.walk_blobs(
+                name_starts_with=prefix, delimiter=delimiter, results_per_page=limit
+            )
+        else:
+            items = client.list_blobs(name_starts_with=prefix, results_per_page=limit)
+        pages = items.by_page(continuation_token=token)
+        objects, prefixes = [], []
+        async for item in await pages.__anext__():
+            if isinstance(item, BlobPrefix):
+                prefixes.append(item.name)
+            else:
+                objects.append((item.name, item.size))
+        return Page(objects, prefixes, pages.continuation_token or None)
+
+    return sync(fs.loop, one_page)

@@ -1,0 +1,199 @@
+"""gs:// and az:// (abfs://) inputs against real servers on 127.0.0.1, started here:
+gcp-storage-emulator (GCS's JSON API, pure Python) and Azurite (Microsoft's Azure
+Storage emulator, from npm; skipped with the reason where npm is absent). Every client
+gets its endpoint from the environment the test sets (STORAGE_EMULATOR_HOST,
+AZURE_STORAGE_CONNECTION_STRING): nothing resolves a cloud host."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+from helpers import (
+    AzuriteServer,
+    GcsServer,
+    assert_one_line_error,
+    azurite_blob,
+    read_rows,
+    run,
+)
+
+from cnnbench.infer.sources import prefixes, stores
+
+STORES = ("gs", "az")
+
+
+@pytest.fixture(scope="module", params=STORES)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    root = tmp_path_factory.mktemp(request.param)
+    if request.param == "gs":
+        started: Any = GcsServer(root / "server.log")
+    else:
+        binary = azurite_blob()
+        if isinstance(binary, str):
+            pytest.skip(binary)
+        (root / "data").mkdir()
+        started = AzuriteServer(binary, root / "data", root / "server.log")
+    started.scheme = request.param
+    yield started
+    started.stop()
+
+
+@pytest.fixture()
+def store(server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The server, with the environment its clients read set for this test only."""
+    for key in ("GOOGLE_APPLICATION_CREDENTIALS", "AZURE_STORAGE_ACCOUNT_NAME"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in server.env.items():
+        monkeypatch.setenv(key, value)
+    return server
+
+
+def _infer(model: Path, out: Path, *inputs: str) -> None:
+    summary = out.with_suffix(".json")
+    args = [*inputs, "-o", str(out), "--no-progress", "--summary", str(summary)]
+    code, output = run(["infer", str(model), *args])
+    assert code == 0, output
+
+
+def test_a_prefix_gives_the_rows_of_the_same_folder(
+    tiny_model: Path, photos: Path, store: Any, tmp_path: Path
+) -> None:
+    store.upload("photos", photos, "set/")
+    store.put("photos", {"set/": b""})  # a folder marker some tools write: not a file
+    _infer(tiny_model, tmp_path / "local.csv", str(photos))
+    _infer(tiny_model, tmp_path / "remote.csv", f"{store.scheme}://photos/set/")
+    assert (tmp_path / "remote.csv").read_text() == (tmp_path / "local.csv").read_text()
+    names = [r["path"] for r in read_rows(tmp_path / "remote.csv")]
+    assert names.index("a-b/x.jpg") < names.index("a.jpg") < names.index("a/x.jpg")
+    local, remote = (json.loads((tmp_path / f).read_text()) for f in ("local.json", "remote.json"))
+    assert remote["labelled"] == 7  # class-folder accuracy from the prefix
+    for key in ("accuracy", "per_class", "skipped_by_extension", "images"):
+        assert remote[key] == local[key], key
+    # without the trailing '/': the store is asked, and it is the same folder
+    _infer(tiny_model, tmp_path / "noslash.csv", f"{store.scheme}://photos/set")
+    assert (tmp_path / "noslash.csv").read_text() == (tmp_path / "local.csv").read_text()
+    if store.scheme == "az":  # adlfs's other scheme, the same container
+        _infer(tiny_model, tmp_path / "abfs.csv", "abfs://photos/set/")
+        assert (tmp_path / "abfs.csv").read_text() == (tmp_path / "local.csv").read_text()
+
+
+class _GcsPages(http.server.BaseHTTPRequestHandler):
+    """In front of the GCS emulator, which answers objects.list whole, whatever
+    maxResults says: serves the listing page by page as GCS does (maxResults names,
+    then a nextPageToken that the next request sends back), asking the emulator again
+    for each page. Everything else is 404: only listing goes through it."""
+
+    upstream = ""
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        limit = int(query.pop("maxResults", "1000"))
+        start = int(query.pop("pageToken", "0"))
+        if not url.path.endswith("/o") or "delimiter" in query:
+            self.send_error(404)
+            return
+        with urllib.request.urlopen(f"{self.upstream}{url.path}?{urlencode(query)}") as r:
+            answer = json.loads(r.read())
+        items = answer.get("items", [])
+        page: dict = {"kind": "storage#objects", "items": items[start : start + limit]}
+        if start + limit < len(items):
+            page["nextPageToken"] = str(start + limit)
+        body = json.dumps(page).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _paging_proxy(store: Any, env: pytest.MonkeyPatch) -> http.server.HTTPServer | None:
+    """For GCS: _GcsPages on a port of its own, and the emulator's clients sent to it."""
+    if store.scheme != "gs":
+        return None
+    _GcsPages.upstream = store.url
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GcsPages)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    env.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{proxy.server_address[1]}")
+    return proxy
+
+
+def test_listing_streams_pages_in_key_order(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = [f"p/{i % 7}/{i:03d}.jpg" for i in range(40)]
+    store.put("many", {"p/": b"", **{k: b"x" * (i % 5) for i, k in enumerate(keys)}})
+    url = f"{store.scheme}://many/p/"
+    with monkeypatch.context() as env:
+        pager = _paging_proxy(store, env)
+        try:
+            entries = prefixes.list_prefix(url, page_keys=7)
+            assert not isinstance(entries, list)
+            listed = [(e.name, e.size, e.url) for e in entries]
+            expected = sorted((k[2:], i % 5, f"{url}{k[2:]}") for i, k in enumerate(keys))
+            assert listed == expected  # 41 keys, 6 pages; the folder marker is not a file
+            # Streamed: after the first page, the rest is asked for only as it is read.
+            entries = prefixes.list_prefix(url, page_keys=7)
+            first = next(entries)
+            store.delete("many", sorted(keys)[6:])
+            assert [first.name, *(e.name for e in entries)] == [n for n, _, _ in expected[:6]]
+        finally:
+            if pager is not None:
+                pager.shutdown()
+    store.put("labels", {f"p/{c}/{i}.jpg": b"" for c in "abcdefgh" for i in range(2)})
+    url = f"{store.scheme}://labels/p/"
+    assert prefixes.has_subprefix(url, {"b", "x"})
+    # past 3 pages of 2 sub-folders, the labels are probed one by one
+    assert prefixes.has_subprefix(url, {"h"}, page_keys=2)
+    assert not prefixes.has_subprefix(url, {"x", "y"}, page_keys=2)
+
+
+def test_missing_bucket_is_one_line_and_missing_object_an_error_row(
+    tiny_model: Path, photos: Path, store: Any, tmp_path: Path
+) -> None:
+    s = store.scheme
+    out = str(tmp_path / "out.csv")
+    code, output = run(["infer", str(tiny_model), f"{s}://absent/set/", "-o", out])
+    assert_one_line_error(code, output, f"{s}://absent/set")
+    assert "not found" in output or "no such" in output
+    with pytest.raises(stores.StoreError, match=f"^no such (bucket|container) for {s}://absent/"):
+        list(prefixes.list_prefix(f"{s}://absent/set/"))
+    store.put("some", {"a.jpg": (photos / "a.jpg").read_bytes()})
+    (tmp_path / "list.txt").write_text(f"{s}://some/a.jpg\n{s}://some/gone.jpg\n")
+    code, output = run(["infer", str(tiny_model), f"@{tmp_path / 'list.txt'}", "-o", out])
+    assert code == 0, output
+    assert [r["path"] for r in read_rows(tmp_path / "out.csv")] == [f"{s}://some/a.jpg"]
+    errors = read_rows(tmp_path / "out.errors.csv")
+    assert [(e["path"], e["error"]) for e in errors] == [
+        (f"{s}://some/gone.jpg", f"not found: {s}://some/gone.jpg")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "extra"),
+    [
+        ("gs://b/p/", "gcsfs", "gcs"),
+        ("az://c/p/", "adlfs", "azure"),
+        ("abfs://c/p/", "adlfs", "azure"),
+    ],
+)
+def test_a_scheme_without_its_library_names_the_extra(
+    tiny_model: Path, tmp_path: Path, url: str, module: str, extra: str
+) -> None:
+    """In a process where the store's library cannot be imported (as where the extra
+    was not installed)."""
+    code = f"import sys; sys.modules[{module!r}] = None; from cnnbench.cli import main; main()"
+    args = ["infer", str(tiny_model), url, "-o", str(tmp_path / "o.csv")]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert_one_line_error(done.returncode, done.stderr, f"pip install 'cnnbench[{extra}]'", module)

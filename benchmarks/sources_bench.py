@@ -1,9 +1,22 @@
 """Inputs by URL and from tar shards against moto's S3 server on 127.0.0.1 (issue 22).
 
+- Clients: the CPU each S3 client spends per GET of a photo-sized object (16 GETs in
+  flight, a process of its own pinned to core 0; `time.process_time`), and the CPU moto's
+  server spends per GET (pinned to core 1; its utime + stime from /proc), with the GETs/s
+  seen: botocore, pyarrow's S3FileSystem (endpoint passed explicitly), obstore (what
+  `infer` uses for GETs).
 - End to end: `run_infer` img/s over --photos 500x375 JPEGs read from s3://bucket/prefix/,
   from tar shards of 100 photos (local, and by s3:// URL), and from the same files on
   local disk; mnist_cnn (decode- and I/O-bound) and ResNet50 (compute-bound, on the first
-  --resnet-images photos). Targets: s3:// >= 0.9x local disk, shards >= 1.0x.
+  --resnet-images photos). Targets: s3:// >= 0.9x local disk, shards >= 1.0x. Two rows
+  per model, the same jobs in each:
+  - `shared`: as a user runs it; the server shares both cores with `infer`, so every
+    request costs the job the server's CPU too (which a store on other machines would not).
+  - `pinned`: the server stands for a store on other machines: it gets core 1 alone, and
+    both `infer` jobs (local disk and s3://) get core 0 alone, with one decode thread and
+    one ONNX Runtime thread (`--workers 1`, `--threads 1`), so the ratio says what the
+    client pays per object. moto's own ceiling (GETs/s on one core, from the Clients
+    figures) bounds the s3:// rate in this row.
 - Listing memory: peak RSS of a process that lists a prefix of --big zero-byte objects
   through infer's listing (`prefixes.list_prefix`) vs one that lists 1,000. Target <= 1.2x.
   The big bucket is filled inside the server's process through moto's backend (an HTTP
@@ -12,17 +25,20 @@
   so hours for a million), which says nothing about the client being measured.
 
 Every figure is the best of --rounds interleaved runs (other jobs on a shared machine
-only ever slow a run down). Run under the shared benchmark lock, from the repository root:
+only ever slow a run down). Run under the shared benchmark lock at real-time priority
+(children inherit it), from the repository root:
 
-    flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/sources_bench.py
+    chrt -f 10 flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/sources_bench.py
 
 Needs the `train` extra (TensorFlow) to build and convert the two models, and the `s3`
-and `dev` extras (s3fs, moto).
+and `dev` extras (s3fs, obstore, moto); the `pinned` row and the Clients figures need two
+cores or more (Linux CPU affinity).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -31,6 +47,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +60,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 
 SHARD_SIZE = 100  # photos per tar shard
+GET_THREADS = 16  # GETs in flight when measuring a client's cost per GET
 
 
 def write_shards(photos: Path, folder: Path) -> list[Path]:
@@ -63,7 +81,8 @@ def write_shards(photos: Path, folder: Path) -> list[Path]:
 def upload(server: S3Server, bucket: str, files: list[Path], prefix: str = "") -> float:
     """Every file as an object, 32 PUTs at a time; returns the seconds taken."""
     client = server.client()
-    client.create_bucket(Bucket=bucket)
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+        client.create_bucket(Bucket=bucket)
     start = time.perf_counter()
     with ThreadPoolExecutor(32) as pool:
         list(
@@ -77,7 +96,18 @@ def upload(server: S3Server, bucket: str, files: list[Path], prefix: str = "") -
     return time.perf_counter() - start
 
 
-def infer_rate(model: Path, source: str, out: Path, limit: int | None) -> float:
+SERVER_CORE, CLIENT_CORE = 1, 0  # the `pinned` row's split of the machine
+
+
+def pin(pid: int, cores: set[int]) -> None:
+    """Every thread of process `pid` onto `cores` (threads made later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cores)
+
+
+def infer_rate(model: Path, source: str, out: Path, limit: int | None, pinned: bool) -> float:
+    """img/s of one `infer` job; `pinned`: on CLIENT_CORE alone, one decode thread and
+    one ONNX Runtime thread (the server on SERVER_CORE alone)."""
     from cnnbench.infer.engines.job import InferConfig
     from cnnbench.infer.engines.local import run_infer
     from cnnbench.infer.runtime.session import Provider, RuntimeOptions
@@ -90,9 +120,18 @@ def infer_rate(model: Path, source: str, out: Path, limit: int | None) -> float:
         output=str(out),
         limit=limit,
         progress=False,
-        runtime=RuntimeOptions(Provider.CPU),
+        runtime=RuntimeOptions(Provider.CPU, threads=1 if pinned else 0),
+        workers=1 if pinned else 0,
     )
-    summary = run_infer(cfg)
+    everything = os.sched_getaffinity(0)
+    server_pid = int(os.environ["SOURCES_BENCH_SERVER_PID"])
+    pin(server_pid, {SERVER_CORE} if pinned else everything)
+    pin(os.getpid(), {CLIENT_CORE} if pinned else everything)
+    try:
+        summary = run_infer(cfg)
+    finally:
+        pin(os.getpid(), everything)
+        pin(server_pid, everything)
     assert summary.errors == 0 and summary.images == (limit or summary.images), summary
     return summary.images_per_second
 
@@ -115,19 +154,124 @@ def end_to_end(args: argparse.Namespace, server: S3Server, models: dict[str, Pat
         "s3_shards": f"s3://shards/photos-{{000000..{last}}}.tar",
     }
     doc: dict = {"upload_seconds": uploads}
-    for name, limit in (("mnist_cnn", None), ("resnet50", args.resnet_images)):
+    os.environ["SOURCES_BENCH_SERVER_PID"] = str(server.proc.pid)
+    models_run = (("mnist_cnn", None), ("resnet50", args.resnet_images))
+    for name, limit in (m for m in models_run if m[0] in args.models):
         out = args.work / f"{name}.csv"
         runs = {
-            src: functools.partial(infer_rate, models[name], s, out, limit)
+            f"{row}/{src}": functools.partial(
+                infer_rate, models[name], s, out, limit, row == "pinned"
+            )
+            for row in args.rows
             for src, s in sources.items()
+            if row == "shared" or src in PINNED_SOURCES
         }
         rates = best_of(args.rounds, **runs)
-        doc[name] = {
-            "images": limit or args.photos,
-            "img_per_s": rates,
-            "vs_local": {k: v / rates["local"] for k, v in rates.items()},
-        }
+        doc[name] = {"images": limit or args.photos}
+        for row in args.rows:
+            got = {k.split("/", 1)[1]: v for k, v in rates.items() if k.startswith(row + "/")}
+            doc[name][row] = {
+                "img_per_s": got,
+                "vs_local": {k: v / got["local"] for k, v in got.items()},
+            }
         print(json.dumps({name: doc[name]}), flush=True)
+    return doc
+
+
+PINNED_SOURCES = ("local", "s3")  # the `pinned` row's question: what a GET costs the client
+
+
+# --- the cost of a GET, client by client (each a process of its own) -------------------
+
+
+def _getter(client: str, endpoint: str) -> Callable[[str, str], bytes]:
+    """A function reading one whole object with `client`, set up as infer would."""
+    if client == "botocore":
+        from cnnbench.infer.sources import stores
+
+        boto = stores.s3_client()
+        return lambda bucket, key: boto.get_object(Bucket=bucket, Key=key)["Body"].read()
+    if client == "pyarrow":
+        from pyarrow import fs
+
+        s3 = fs.S3FileSystem(
+            endpoint_override=endpoint,  # pyarrow ignores AWS_ENDPOINT_URL
+            access_key=os.environ["AWS_ACCESS_KEY_ID"],
+            secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+            region=os.environ["AWS_DEFAULT_REGION"],
+            scheme="http",
+        )
+
+        def read(bucket: str, key: str) -> bytes:
+            with s3.open_input_stream(f"{bucket}/{key}") as f:
+                return f.readall()
+
+        return read
+    if client == "obstore":
+        from cnnbench.infer.sources import stores
+
+        return lambda bucket, key: stores.read_bytes(f"s3://{bucket}/{key}")
+    raise ValueError(f"unknown client {client}")
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of process `pid`, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def get_cost(client: str, bucket: str, keys: list[str], threads: int, server_pid: int) -> None:
+    """GET every key with `client`, `threads` at a time, after one warm-up GET; print the
+    GETs/s, and the CPU per GET of this process and of the server."""
+    read = _getter(client, os.environ["AWS_ENDPOINT_URL"])
+    read(bucket, keys[0])
+    server0, mine0, start = proc_cpu_seconds(server_pid), time.process_time(), time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        size = sum(len(b) for b in pool.map(lambda k: read(bucket, k), keys))
+    seconds = time.perf_counter() - start
+    mine, server = time.process_time() - mine0, proc_cpu_seconds(server_pid) - server0
+    n = len(keys)
+    print(
+        json.dumps(
+            {
+                "client": client,
+                "gets": n,
+                "mean_bytes": size / n,
+                "gets_per_s": n / seconds,
+                "client_ms_per_get": 1000 * mine / n,
+                "server_ms_per_get": 1000 * server / n,
+            }
+        )
+    )
+
+
+CLIENTS = ("botocore", "pyarrow", "obstore")
+
+
+def client_costs(args: argparse.Namespace, server: S3Server, photos: Path) -> dict:
+    """Each client in a process of its own on CLIENT_CORE, the server on SERVER_CORE,
+    --rounds interleaved rounds; the best (lowest client CPU) of each."""
+    files = sorted(photos.glob("*.jpg"))[: args.gets]
+    keys = ",".join(f"set/{f.name}" for f in files)
+    me = [sys.executable, __file__, "--work", str(args.work)]
+    runs: dict[str, list[dict]] = {c: [] for c in CLIENTS}
+    pin(server.proc.pid, {SERVER_CORE})
+    try:
+        for _ in range(args.rounds):
+            for c in CLIENTS:
+                out = subprocess.run(
+                    ["taskset", "-c", str(CLIENT_CORE), *me, "--get-cost", c],
+                    input=f"{server.proc.pid}\n{keys}",
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                runs[c].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    finally:
+        pin(server.proc.pid, os.sched_getaffinity(0))
+    doc = {c: min(r, key=lambda x: x["client_ms_per_get"]) for c, r in runs.items()}
+    doc["runs"] = runs
+    print(json.dumps({"clients": {c: doc[c] for c in CLIENTS}}), flush=True)
     return doc
 
 
@@ -248,11 +392,23 @@ def main() -> None:
     parser.add_argument("--resnet-images", type=int, default=1000)
     parser.add_argument("--big", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--skip", choices=["e2e", "listing"], action="append", default=[])
+    parser.add_argument("--gets", type=int, default=1000, help="objects per client, Clients")
+    parser.add_argument("--models", type=lambda t: t.split(","), default=["mnist_cnn", "resnet50"])
+    parser.add_argument(
+        "--rows", type=lambda t: t.split(","), default=["shared", "pinned"], help="end to end"
+    )
+    parser.add_argument(
+        "--skip", choices=["clients", "e2e", "listing"], action="append", default=[]
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--serve-listing", help=argparse.SUPPRESS)
     parser.add_argument("--list", help=argparse.SUPPRESS)
+    parser.add_argument("--get-cost", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.get_cost:
+        server_pid, keys = sys.stdin.read().split("\n", 1)
+        get_cost(args.get_cost, "photos", keys.split(","), GET_THREADS, int(server_pid))
+        return
     if args.serve_listing:
         serve_listing(
             [int(n) for n in args.serve_listing.split(",")], args.work / "listing-port.json"
@@ -272,11 +428,12 @@ def main() -> None:
     server = S3Server(args.work / "moto.log")
     try:
         os.environ.update(server.env)
+        photos = write_sized_photos(args.work / f"photos-{args.photos}", args.photos)
+        if "clients" not in args.skip:
+            upload(server, "photos", sorted(photos.glob("*.jpg"))[: args.gets], "set/")
+            doc["clients"] = client_costs(args, server, photos)
         if "e2e" not in args.skip:
-            models = make_models(
-                args.work, write_sized_photos(args.work / f"photos-{args.photos}", args.photos)
-            )
-            doc["end_to_end"] = end_to_end(args, server, models)
+            doc["end_to_end"] = end_to_end(args, server, make_models(args.work, photos))
         if "listing" not in args.skip:
             doc["listing"] = listing_memory(args, server.env)
     finally:

@@ -15,6 +15,7 @@ Imports nothing heavy: fsspec and the store's library load on the first URL.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -22,9 +23,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from cnnbench.infer.errors import InferError, first_line
+
+if TYPE_CHECKING:
+    from obstore.store import S3Credential
 
 T = TypeVar("T")
 
@@ -62,13 +68,18 @@ def is_url(text: str) -> bool:
     return scheme_of(text) is not None
 
 
+@functools.cache
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def _scheme(url: str) -> Scheme:
     name = scheme_of(url)
     scheme = SCHEMES.get(name or "")
     if scheme is None:
         known = ", ".join(f"{s}://" for s in SCHEMES)
         raise InferError(f"unsupported URL scheme in {url}: use one of {known} or a local path")
-    if importlib.util.find_spec(scheme.module) is None:
+    if not _installed(scheme.module):
         raise InferError(
             f"{name}:// needs {scheme.module}, which is not installed: "
             f"pip install 'cnnbench[{scheme.extra}]'"
@@ -85,14 +96,17 @@ _cache: dict[tuple, Any] = {}
 _cache_lock = threading.Lock()
 
 
+def _store_env() -> tuple:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
+
+
 def filesystem(url: str) -> Any:
     """The fsspec filesystem for `url`, made once per process, scheme and store
     settings in the environment; or one line naming the extra to install."""
     import fsspec
 
     protocol = _scheme(url).protocol
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
-    key = (os.getpid(), protocol, env)
+    key = (os.getpid(), protocol, _store_env())
     with _cache_lock:
         if key not in _cache:
             if protocol == "gcs" and _gcs_emulator():
@@ -161,6 +175,7 @@ def _names(e: BaseException) -> set[str]:
     return {c.__name__ for c in type(e).__mro__}
 
 
+TRANSIENT_KINDS = {"Timeout", "Interrupted", "Request"}  # reqwest's, through obstore
 TRANSIENT_NAMES = {
     "TimeoutError",
     "ReadTimeoutError",
@@ -180,7 +195,7 @@ def is_transient(e: BaseException) -> bool:
     status = status_of(e)
     if status is not None:
         return status >= 500 or status == 429
-    return bool(_names(e) & TRANSIENT_NAMES)
+    return bool(_names(e) & TRANSIENT_NAMES) or getattr(e, "kind", None) in TRANSIENT_KINDS
 
 
 def describe(e: BaseException, url: str) -> str:
@@ -192,7 +207,8 @@ def describe(e: BaseException, url: str) -> str:
             f"no credentials for {url}: set them as the store's library reads them "
             "(for S3: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
         )
-    if "EndpointConnectionError" in names or "ClientConnectorError" in names:
+    connect = getattr(e, "kind", None) == "Connect"
+    if "EndpointConnectionError" in names or "ClientConnectorError" in names or connect:
         return f"cannot connect for {url}: {text}; check the endpoint (AWS_ENDPOINT_URL for S3)"
     if isinstance(e, PermissionError) or status in (401, 403):
         return f"access denied to {url} ({text}): check the credentials and what they may read"
@@ -232,24 +248,161 @@ def with_retries(call: Callable[[], T], url: str, attempts: int = RETRIES) -> T:
 S3_CONNECTIONS = 64  # kept open per process: at least the reads in flight
 
 
+def _botocore_session() -> Any:
+    """botocore's session, made once per process and store environment: where the
+    credentials, profile, region and endpoint (AWS_ENDPOINT_URL) are resolved, as s3fs's
+    aiobotocore resolves them."""
+    key = (os.getpid(), "botocore-session", _store_env())
+    with _cache_lock:
+        if key not in _cache:
+            import botocore.session
+
+            _cache[key] = botocore.session.get_session()
+        return _cache[key]
+
+
 def s3_client() -> Any:
     """botocore's own (synchronous, thread-safe) S3 client, made once per process and
-    store environment, as s3fs's async one is: the same credentials, profile, region
-    and AWS_ENDPOINT_URL. Whole-object GETs and listing pages go through it: s3fs's
-    cat_file took 3.0 ms of client CPU per small object here and ran one GET at a time
-    through its event loop (116 objects/s with 16 threads), botocore 1.3 ms (362/s)."""
+    store environment. Listing pages go through it (s3fs's find and ls hold the whole
+    listing), and the GETs of keys object_store cannot name (`_object_store_key`)."""
     _scheme("s3://")  # the extra's check
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
-    key = (os.getpid(), "botocore-s3", env)
+    session = _botocore_session()
+    key = (os.getpid(), "botocore-s3", _store_env())
     with _cache_lock:
         if key not in _cache:
             import botocore.config
-            import botocore.session
 
             config = botocore.config.Config(max_pool_connections=S3_CONNECTIONS)
-            session = botocore.session.get_session()
             _cache[key] = session.create_client("s3", config=config)
         return _cache[key]
+
+
+CREDENTIALS_CHECK_S = 300  # how often obstore asks again for credentials that expire
+
+
+class _BotocoreCredentials:
+    """obstore's credential provider: botocore's credentials (environment, profiles,
+    SSO, roles), refreshed by botocore; obstore asks again every CREDENTIALS_CHECK_S
+    when they are of a kind that expires."""
+
+    def __init__(self, credentials: Any) -> None:
+        self.credentials = credentials
+
+    def __call__(self) -> S3Credential:
+        import botocore.credentials
+
+        frozen = self.credentials.get_frozen_credentials()
+        expires = None
+        if isinstance(self.credentials, botocore.credentials.RefreshableCredentials):
+            expires = datetime.now(UTC) + timedelta(seconds=CREDENTIALS_CHECK_S)
+        return {
+            "access_key_id": frozen.access_key,
+            "secret_access_key": frozen.secret_key,
+            "token": frozen.token,
+            "expires_at": expires,
+        }
+
+
+def _object_store(bucket: str) -> Any:
+    """obstore's S3Store for `bucket` (Rust's object_store), made once per process,
+    store environment and bucket, for whole-object and ranged GETs: 0.25-0.35 ms of
+    client CPU per photo-sized object here, against botocore's 1.2-1.4 ms and pyarrow's
+    0.7-1.0 ms (which also sends a HEAD before each GET): docs/benchmarks.md. It gets the
+    endpoint, region and credentials botocore resolves, so both clients reach the same
+    server as the same user; an endpoint is passed only when one is configured
+    (AWS_ENDPOINT_URL...), never looked up. Its own retries are off: `with_retries`
+    does them, as for every store."""
+    key = (os.getpid(), "obstore-s3", _store_env(), bucket)
+    store = _cache.get(key)  # without the lock: once made, a store is only read
+    if store is not None:
+        return store
+    client, session = s3_client(), _botocore_session()
+    with _cache_lock:
+        if key not in _cache:
+            from botocore.exceptions import NoCredentialsError
+            from obstore.store import S3Store
+
+            credentials = session.get_credentials()
+            if credentials is None:
+                raise NoCredentialsError()
+            endpoint = client.meta.endpoint_url
+            custom = not (urlsplit(endpoint).hostname or "").endswith(".amazonaws.com")
+            _cache[key] = S3Store(
+                bucket,
+                region=client.meta.region_name,
+                **({"endpoint": endpoint} if custom else {}),
+                client_options={"allow_http": endpoint.startswith("http://")},
+                retry_config={"max_retries": 0},
+                credential_provider=_BotocoreCredentials(credentials),
+            )
+        return _cache[key]
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _object_store_key(key: str) -> bool:
+    """Whether object_store can name the S3 key exactly. Its paths have no empty,
+    '.' or '..' segment and no control character; given one, it refuses the key or
+    drops the empty segment (a leading '/' would read another object). S3 allows
+    them: such keys go through botocore."""
+    parts = key.split("/")
+    return not _CONTROL.search(key) and all(p not in ("", ".", "..") for p in parts)
+
+
+class ObjectStoreError(OSError):
+    """An obstore failure, with what `describe` and `is_transient` read: the HTTP
+    status, or how the request failed (reqwest's kind: Connect, Timeout...)."""
+
+    def __init__(self, message: str, status: int | None, kind: str | None) -> None:
+        super().__init__(message)
+        self.status, self.kind = status, kind
+
+
+_STATUS = re.compile(r"status code: (\d{3})")
+_KIND = re.compile(r"kind: (\w+)")
+_S3_CODE = re.compile(r"<Code>([^<]*)</Code>(?:.*?<Message>([^<]*)</Message>)?", re.S)
+
+
+def _from_obstore(e: Exception) -> Exception:
+    """obstore's exception as one the rest of this module reads: its first line is the
+    S3 error code and message when the server sent them, else the cause after ' - '."""
+    import obstore.exceptions as ox
+
+    if not isinstance(e, (ox.BaseError, FileNotFoundError)):
+        return e
+    text = str(e)
+    status = _STATUS.search(text)
+    kind = _KIND.search(text)
+    code = _S3_CODE.search(text)
+    head = text.splitlines()[0] if text else type(e).__name__
+    message = head.rsplit(" - ", 1)[-1].rstrip(": ")
+    if code:
+        message = f"{code.group(1)}: {code.group(2)}" if code.group(2) else code.group(1)
+    if isinstance(e, ox.UnauthenticatedError):
+        message = "unauthenticated: " + message
+    return ObjectStoreError(
+        message, int(status.group(1)) if status else None, kind.group(1) if kind else None
+    )
+
+
+def _s3_get(url: str, span: tuple[int, int] | None = None) -> bytes:
+    """The object at `url`, or `span` (offset, size) of it: through obstore when it can
+    name the key, else botocore."""
+    bucket, key = _bucket_key(url)
+    if not _object_store_key(key):
+        client = s3_client()
+        args = {"Range": f"bytes={span[0]}-{span[0] + span[1] - 1}"} if span else {}
+        return client.get_object(Bucket=bucket, Key=key, **args)["Body"].read()
+    import obstore
+
+    store = _object_store(bucket)
+    try:
+        if span is None:
+            return bytes(obstore.get(store, key).bytes())
+        return bytes(obstore.get_range(store, key, start=span[0], length=span[1]))
+    except Exception as e:
+        raise _from_obstore(e) from e
 
 
 def _bucket_key(url: str) -> tuple[str, str]:
@@ -260,9 +413,7 @@ def _bucket_key(url: str) -> tuple[str, str]:
 def read_bytes(url: str) -> bytes:
     """The whole object at `url`."""
     if _scheme(url).protocol == "s3":
-        client = s3_client()
-        bucket, key = _bucket_key(url)
-        return with_retries(lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read(), url)
+        return with_retries(lambda: _s3_get(url), url)
     fs = filesystem(url)
     path = store_path(url)
     return with_retries(lambda: fs.cat_file(path), url)
@@ -273,12 +424,7 @@ def read_range(url: str, offset: int, size: int) -> bytes:
     if size == 0:
         return b""
     if _scheme(url).protocol == "s3":
-        client = s3_client()
-        bucket, key = _bucket_key(url)
-        span = f"bytes={offset}-{offset + size - 1}"
-        return with_retries(
-            lambda: client.get_object(Bucket=bucket, Key=key, Range=span)["Body"].read(), url
-        )
+        return with_retries(lambda: _s3_get(url, (offset, size)), url)
     fs = filesystem(url)
     path = store_path(url)
     return with_retries(lambda: fs.cat_file(path, start=offset, end=offset + size), url)

@@ -163,14 +163,14 @@ class LoopbackServer:
         self.log = open(log, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc.poll() is None, log.read_text()
+        while self.proc.poll() is None and time.monotonic() < deadline:
             try:
                 socket.create_connection((host, port), 0.2).close()
                 return
             except OSError:
-                assert time.monotonic() < deadline, f"{command[:3]} did not start in {timeout} s"
                 time.sleep(0.05)
+        self.stop()  # not left running when it never answered
+        raise AssertionError(f"{command[:3]} did not start in {timeout} s: {log.read_text()}")
 
     def stop(self) -> None:
         self.proc.terminate()

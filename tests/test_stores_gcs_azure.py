@@ -165,11 +165,13 @@ def test_missing_bucket_is_one_line_and_missing_object_an_error_row(
     s = store.scheme
     out = str(tmp_path / "out.csv")
     code, output = run(["infer", str(tiny_model), f"{s}://absent/set/", "-o", out])
-    assert_one_line_error(code, output, f"{s}://absent/set")
-    assert "not found" in output or "no such" in output
+    what = "bucket" if s == "gs" else "container"
+    assert_one_line_error(code, output, f"no such {what} for {s}://absent/set")
     with pytest.raises(stores.StoreError, match=f"^no such (bucket|container) for {s}://absent/"):
         list(prefixes.list_prefix(f"{s}://absent/set/"))
     store.put("some", {"a.jpg": (photos / "a.jpg").read_bytes()})
+    code, output = run(["infer", str(tiny_model), f"{s}://some/nothing/", "-o", out])
+    assert_one_line_error(code, output, f"not found: {s}://some/nothing")
     (tmp_path / "list.txt").write_text(f"{s}://some/a.jpg\n{s}://some/gone.jpg\n")
     code, output = run(["infer", str(tiny_model), f"@{tmp_path / 'list.txt'}", "-o", out])
     assert code == 0, output

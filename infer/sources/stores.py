@@ -447,5 +447,17 @@ def kind(url: str) -> str:
     try:
         info = with_retries(lambda: fs.info(path), url)
     except StoreError as e:
-        raise InferError(str(e)) from e
+        raise InferError(_missing_container(fs, url, path, e) or str(e)) from e
     return "directory" if info.get("type") == "directory" else "file"
+
+
+def _missing_container(fs: Any, url: str, path: str, e: StoreError) -> str | None:
+    """'no such bucket' when GCS's or Azure's not-found is for want of the bucket or
+    container (gcsfs and adlfs say only 'not found' and the path); else None."""
+    protocol = store_protocol(url)
+    if not isinstance(e.__cause__, FileNotFoundError) or protocol not in ("gcs", "az", "abfs"):
+        return None
+    bucket = path.split("/", 1)[0]
+    if fs.exists(bucket):
+        return None
+    return f"no such {'bucket' if protocol == 'gcs' else 'container'} for {url}: {bucket}"

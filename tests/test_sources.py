@@ -10,6 +10,7 @@ import http.server
 import io
 import json
 import os
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import S3Server, assert_one_line_error, free_port, run
+from helpers import s3_env as s3_environment
 
 from cnnbench.infer.sources import prefixes, shards, stores
 from cnnbench.infer.sources.fetch import fetch_ahead, read_item
@@ -152,6 +154,21 @@ def test_wrong_credentials_are_one_line(
         assert_one_line_error(code, output, "access denied", "s3://locked/")
     finally:
         server.stop()
+
+
+def test_s3_without_obstore_names_the_extra(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An s3 extra installed before obstore joined it: one line, not an error per row."""
+    for key, value in s3_environment(f"http://127.0.0.1:{free_port()}").items():
+        monkeypatch.setenv(key, value)  # were the check missed: nothing to reach but loopback
+    monkeypatch.setitem(sys.modules, "obstore", None)  # what find_spec reads: not installed
+    stores._installed.cache_clear()
+    try:
+        code, output = run(["infer", str(tiny_model), "s3://b/x/", "-o", str(tmp_path / "o.csv")])
+    finally:
+        stores._installed.cache_clear()
+    assert_one_line_error(code, output, "cnnbench[s3]", "obstore")
 
 
 def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:

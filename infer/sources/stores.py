@@ -38,19 +38,19 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Scheme:
     protocol: str  # fsspec's name for it
-    module: str  # the library that must be importable
-    extra: str  # cnnbench's extra that installs it
+    modules: tuple[str, ...]  # the libraries that must be importable
+    extra: str  # cnnbench's extra that installs them
 
 
 SCHEMES = {
-    "s3": Scheme("s3", "s3fs", "s3"),
-    "gs": Scheme("gcs", "gcsfs", "gcs"),
-    "gcs": Scheme("gcs", "gcsfs", "gcs"),
-    "az": Scheme("az", "adlfs", "azure"),
-    "abfs": Scheme("abfs", "adlfs", "azure"),
-    "abfss": Scheme("abfs", "adlfs", "azure"),
-    "http": Scheme("http", "aiohttp", "http"),
-    "https": Scheme("https", "aiohttp", "http"),
+    "s3": Scheme("s3", ("s3fs", "obstore"), "s3"),  # obstore: the GETs (_object_store)
+    "gs": Scheme("gcs", ("gcsfs",), "gcs"),
+    "gcs": Scheme("gcs", ("gcsfs",), "gcs"),
+    "az": Scheme("az", ("adlfs",), "azure"),
+    "abfs": Scheme("abfs", ("adlfs",), "azure"),
+    "abfss": Scheme("abfs", ("adlfs",), "azure"),
+    "http": Scheme("http", ("aiohttp",), "http"),
+    "https": Scheme("https", ("aiohttp",), "http"),
 }
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://")
 
@@ -79,11 +79,12 @@ def _scheme(url: str) -> Scheme:
     if scheme is None:
         known = ", ".join(f"{s}://" for s in SCHEMES)
         raise InferError(f"unsupported URL scheme in {url}: use one of {known} or a local path")
-    if not _installed(scheme.module):
-        raise InferError(
-            f"{name}:// needs {scheme.module}, which is not installed: "
-            f"pip install 'cnnbench[{scheme.extra}]'"
-        )
+    for module in scheme.modules:
+        if not _installed(module):
+            raise InferError(
+                f"{name}:// needs {module}, which is not installed: "
+                f"pip install 'cnnbench[{scheme.extra}]'"
+            )
     return scheme
 
 

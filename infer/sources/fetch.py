@@ -3,9 +3,12 @@
 Small objects in a store are latency-bound (tens of milliseconds a GET, whatever the
 size), so one read at a time per decode thread starves the decoders. `fetch_ahead`
 lists the inputs on a thread of its own and keeps up to `threads` reads in flight,
-handing the items on in their order with their bytes. What it holds ahead is bounded:
-at most 2 x `threads` items and `FETCH_BUDGET_BYTES` of listed object sizes (at least
-one item, whatever its size), so memory stays flat whatever the prefix size.
+handing the items on in their order with their bytes. Items that need no read (shard
+members carrying their bytes, local files) go on in lists of up to READY_CHUNK: one
+queue entry for many, not a Future and a put/get each. What it holds ahead is bounded:
+at most 2 x `threads` reads or lists, and `FETCH_BUDGET_BYTES` of listed object sizes
+and carried bytes (at least one entry, whatever its size), so memory stays flat
+whatever the prefix size.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ import dataclasses
 import queue
 import threading
 from collections.abc import Generator, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from cnnbench.infer.sources import stores
 from cnnbench.infer.sources.items import Item
 
 FETCH_BUDGET_BYTES = 256 << 20
 UNKNOWN_SIZE = 1 << 20  # what an object of unlisted size is counted as
+READY_CHUNK = 32  # items that need no read (shard members, local files) go on in lists
+READY_CHUNK_BYTES = 8 << 20  # ... of at most this many bytes (or one item)
 _END = object()
 
 
@@ -65,12 +70,6 @@ def _fetch(item: Item) -> Item:
         return dataclasses.replace(item, error=str(e))
 
 
-def _done(item: Item) -> Future:
-    f: Future = Future()
-    f.set_result(item)
-    return f
-
-
 class _Budget:
     """Bytes held ahead, waited on by the lister and freed by the consumer."""
 
@@ -107,21 +106,36 @@ def fetch_ahead(
     stop = threading.Event()
     pool = ThreadPoolExecutor(threads, thread_name_prefix="cnnbench-fetch")
 
+    def hand_on(ready: list[Item], held: int) -> bool:
+        return budget.take(held, stop) and _put(ahead, (ready, held), stop)
+
     def lister() -> None:
+        ready: list[Item] = []  # items that need no read, handed on in lists
+        held = 0  # the bytes they carry
         try:
             for item in items:
                 if item.data is not None or item.error is not None or not stores.is_url(item.path):
-                    cost, future = 0, _done(item)
-                else:
-                    cost = item.size if item.size is not None else UNKNOWN_SIZE
-                    if not budget.take(cost, stop):
-                        return
-                    future = pool.submit(_fetch, item)
-                if not _put(ahead, (future, cost), stop):
+                    ready.append(item)
+                    held += len(item.data) if item.data is not None else 0
+                    if len(ready) >= READY_CHUNK or held >= READY_CHUNK_BYTES:
+                        if not hand_on(ready, held):
+                            return
+                        ready, held = [], 0
+                    continue
+                if ready and not hand_on(ready, held):
                     return
+                ready, held = [], 0
+                cost = item.size if item.size is not None else UNKNOWN_SIZE
+                if not budget.take(cost, stop):
+                    return
+                if not _put(ahead, (pool.submit(_fetch, item), cost), stop):
+                    return
+            if ready and not hand_on(ready, held):
+                return
             _put(ahead, (_END, 0), stop)
         except BaseException as e:  # handed to the consumer, raised there in order
-            _put(ahead, (e, 0), stop)
+            if not ready or hand_on(ready, held):
+                _put(ahead, (e, 0), stop)
 
     thread = threading.Thread(target=lister, name="cnnbench-lister", daemon=True)
     thread.start()
@@ -132,6 +146,10 @@ def fetch_ahead(
                 return
             if isinstance(got, BaseException):
                 raise got
+            if isinstance(got, list):
+                budget.give(cost)
+                yield from got
+                continue
             item = got.result()
             budget.give(cost)
             yield item

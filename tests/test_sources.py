@@ -270,6 +270,39 @@ def test_a_broken_shard_is_an_error_row(tiny_model: Path, photos: Path, tmp_path
     assert len([p for p in rows if p.startswith("b-2.tar/")]) == 3
 
 
+def test_a_broken_shard_reads_the_same_from_disk_and_by_s3(
+    photos: Path, tmp_path: Path, s3_env: S3Server
+) -> None:
+    """Local shards are read by offset ("r:"), shards by URL streamed (obstore): the same
+    members and the same error row for each way a shard breaks."""
+    members = _members(photos)[:8:2]
+    whole = _tar(tmp_path / "whole.tar", members).read_bytes()
+    first_end = 512 + -(-len(members[0][1]) // 512) * 512
+    garbled = bytearray(whole)
+    garbled[first_end : first_end + 100] = b"\x07" * 100
+    broken = {
+        "whole.tar": whole,
+        "in-data.tar": whole[: 512 + 1000],
+        "between.tar": whole[:first_end],
+        "garbled.tar": bytes(garbled),
+        "empty.tar": b"",
+    }
+    client = s3_env.client()
+    client.create_bucket(Bucket="broken")
+    for name, data in broken.items():
+        (tmp_path / name).write_bytes(data)
+        client.put_object(Bucket="broken", Key=name, Body=data)
+
+    def read(shard: str) -> list[tuple[str, str | None, bytes | None]]:
+        return [(i.name, i.error, i.data) for i in shards.members(shard, "", (".jpg",))]
+
+    for name in broken:
+        local, remote = read(str(tmp_path / name)), read(f"s3://broken/{name}")
+        assert local == remote, name
+        assert (local[-1][1] is None) == (name == "whole.tar"), local[-1]
+    assert [n for n, _, _ in read(str(tmp_path / "whole.tar"))] == [n for n, _ in members]
+
+
 class _Flaky(http.server.BaseHTTPRequestHandler):
     """Serves /good.jpg; /flaky.jpg after two 503s; /dead.jpg always 500; 404 else."""
 

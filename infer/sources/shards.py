@@ -74,7 +74,7 @@ def _open(shard: str) -> IO[bytes]:
 
 def _seekable(shard: str) -> bool:
     """A local uncompressed shard: its headers are read where they lie and each member's
-    bytes by their offset, skipping tarfile's stream layer (a third of the CPU a member
+    bytes by their offset, skipping tarfile's stream layer (a quarter of the CPU a member
     costs, measured in docs/benchmarks.md)."""
     return not stores.is_url(shard) and not shard.lower().endswith((".gz", ".tgz"))
 

@@ -37,11 +37,20 @@ _MAX_FIELD = 1 << 26  # a name, a value info, a metadata entry: never near 64 MB
 
 @dataclass(frozen=True)
 class Arg:
-    """One graph input or output, as ONNX Runtime's NodeArg shows it."""
+    """One graph input or output, as ONNX Runtime's NodeArg shows it: name, shape (ints,
+    or names/None for dynamic dimensions), type string. Also what the OpenVINO session
+    reports (openvino_runner.py)."""
 
     name: str
     shape: list
     type: str  # e.g. "tensor(float)"
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """ONNX Runtime's ModelMetadata, the part cnnbench reads."""
+
+    custom_metadata_map: dict[str, str]
 
 
 @dataclass
@@ -58,8 +67,8 @@ class GraphView:
     def get_outputs(self) -> list[Arg]:
         return self.outputs
 
-    def get_modelmeta(self) -> Any:
-        return type("Meta", (), {"custom_metadata_map": self.metadata})()
+    def get_modelmeta(self) -> ModelMeta:
+        return ModelMeta(self.metadata)
 
 
 class _Malformed(ValueError):

@@ -12,12 +12,12 @@ from __future__ import annotations
 import enum
 import os
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from cnnbench.infer.errors import InferError, first_line
+from cnnbench.infer.runtime.header import Arg, ModelMeta
 
 OPENVINO_NAME = "OpenVINO"  # what `get_providers()` answers, beside ORT's EP names
 OPENVINO_HINT = "pip install 'cnnbench[openvino]'"
@@ -34,20 +34,6 @@ class PrecisionHint(enum.StrEnum):
     BF16 = "bf16"
 
 
-@dataclass(frozen=True)
-class NodeArg:
-    """ORT's NodeArg: name, shape (ints, or names for dynamic dims), type string."""
-
-    name: str
-    shape: list
-    type: str
-
-
-@dataclass(frozen=True)
-class ModelMeta:
-    custom_metadata_map: dict[str, str]
-
-
 def import_openvino() -> Any:
     try:
         import openvino
@@ -56,16 +42,16 @@ def import_openvino() -> Any:
     return openvino
 
 
-def _graph_io(model: Any) -> tuple[list[NodeArg], list[NodeArg], dict[str, str]]:
+def _graph_io(model: Any) -> tuple[list[Arg], list[Arg], dict[str, str]]:
     """Inputs, outputs and metadata of the model OpenVINO read, as ORT would report them
     (the ONNX metadata sits in its rt_info under 'framework'). Read from OpenVINO's model,
     not by parsing the file a second time: onnx.load of a 100 MB file costs a second or
     more at start-up."""
 
-    def arg(port: Any) -> NodeArg:
+    def arg(port: Any) -> Arg:
         dims = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
         kind = port.get_element_type().get_type_name()
-        return NodeArg(port.get_any_name(), dims, _OV_TYPES.get(kind, f"openvino type {kind}"))
+        return Arg(port.get_any_name(), dims, _OV_TYPES.get(kind, f"openvino type {kind}"))
 
     meta: dict[str, str] = {}
     if model.has_rt_info(["framework"]):
@@ -124,10 +110,10 @@ class OpenVINOSession:
         return tuple(fixed)
 
     # ---- the session interface the pipeline uses
-    def get_inputs(self) -> list[NodeArg]:
+    def get_inputs(self) -> list[Arg]:
         return self._inputs
 
-    def get_outputs(self) -> list[NodeArg]:
+    def get_outputs(self) -> list[Arg]:
         return self._outputs
 
     def get_modelmeta(self) -> ModelMeta:

@@ -72,11 +72,15 @@ def _open(shard: str) -> IO[bytes]:
     return open(shard, "rb")
 
 
+def _compressed(shard: str) -> bool:
+    return shard.lower().endswith((".gz", ".tgz"))
+
+
 def _seekable(shard: str) -> bool:
     """A local uncompressed shard: its headers are read where they lie and each member's
     bytes by their offset, skipping tarfile's stream layer (a quarter of the CPU a member
     costs, measured in docs/benchmarks.md)."""
-    return not stores.is_url(shard) and not shard.lower().endswith((".gz", ".tgz"))
+    return not stores.is_url(shard) and not _compressed(shard)
 
 
 def _tar(shard: str, raw: IO[bytes]) -> tarfile.TarFile:
@@ -84,7 +88,7 @@ def _tar(shard: str, raw: IO[bytes]) -> tarfile.TarFile:
     if _seekable(shard):
         return tarfile.open(fileobj=raw, mode="r:", tarinfo=_CheckedInfo)
     stream: Any = raw
-    if shard.lower().endswith((".gz", ".tgz")):
+    if _compressed(shard):
         stream = gzip.GzipFile(fileobj=raw, mode="rb")
     return tarfile.open(fileobj=stream, mode="r|", tarinfo=_CheckedInfo)
 
@@ -116,7 +120,7 @@ def members(
     last = ""
     try:
         with _open(shard) as raw, _tar(shard, raw) as tar:
-            seekable, compressed = _seekable(shard), shard.lower().endswith((".gz", ".tgz"))
+            seekable, compressed = _seekable(shard), _compressed(shard)
             for member in tar:
                 name = member.name.removeprefix("./")
                 if not member.isfile():

@@ -311,6 +311,15 @@ def _run_session(
     return summary
 
 
+def _job_decoder(
+    cfg: InferConfig, fmt: InputFormat, batch_size: int, truncated: list[str]
+) -> _Decoder:
+    """A job's decoder: --workers threads (every core by default) filling DEPTH batch
+    buffers, and one more per extra run in flight."""
+    workers = cfg.workers or os.cpu_count() or 1
+    return _Decoder(fmt, batch_size, workers, cfg.limits, truncated, DEPTH + cfg.concurrency - 1)
+
+
 @dataclass
 class _Head:
     """The first batches of a job, listed and decoding while the session is built, in the
@@ -346,12 +355,11 @@ class _Head:
         except InferError:
             return None  # the same check, made on the session, says it in its turn
         truncated: list[str] = []
-        workers = cfg.workers or os.cpu_count() or 1
-        depth = DEPTH + cfg.concurrency - 1
-        decoder = _Decoder(fmt, batch_size, workers, cfg.limits, truncated, depth)
+        decoder = _job_decoder(cfg, fmt, batch_size, truncated)
         start = time.perf_counter()
         # `batched` takes exactly a batch of items at a time: `items` goes on after these
-        submitted = [decoder.submit(b) for b in islice(batched(items, batch_size), depth)]
+        ahead = islice(batched(items, batch_size), len(decoder.free))
+        submitted = [decoder.submit(b) for b in ahead]
         return cls(fmt, batch_size, decoder, submitted, items, skipped, truncated, start)
 
     def decodes_for(self, fmt: InputFormat, batch_size: int) -> bool:
@@ -399,10 +407,8 @@ def _run_loop(
     """Keep DEPTH batches in flight (and one more per extra run in flight); finish them
     in order; stop cleanly on Ctrl-C. `head`: the first batches, already decoding (the
     batches' time then starts when the first of them was submitted)."""
-    workers = cfg.workers or os.cpu_count() or 1
-    depth = DEPTH + cfg.concurrency - 1
     if head is None:
-        decoder = _Decoder(fmt, summary.batch_size, workers, cfg.limits, summary.truncated, depth)
+        decoder = _job_decoder(cfg, fmt, summary.batch_size, summary.truncated)
     else:
         decoder = head.decoder
     writer.runner.warm_up(np.zeros(decoder.shape, dtype=np.uint8))

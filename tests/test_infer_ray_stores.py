@@ -6,7 +6,6 @@ reach them the way a real cluster's nodes reach a store: through their own envir
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from helpers import AzuriteServer, GcsServer, azurite_blob, errors_of, paths
+from helpers import AzuriteServer, GcsServer, azurite_blob, errors_of, local_ray, paths
 
 from cnnbench.cli import cli
 
@@ -25,8 +24,6 @@ pytest.importorskip("ray", reason="needs the ray extra: pip install 'cnnbench[ra
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any]]]:
     """Both stores' servers, their endpoints in os.environ, then a 2-CPU Ray cluster
     that inherits them; everything ended and the environment restored afterwards."""
-    import ray
-
     root = tmp_path_factory.mktemp("stores")
     servers: dict[str, Any] = {"gs": GcsServer(root / "gcs.log")}
     binary = azurite_blob()
@@ -37,18 +34,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
     try:
         for server in servers.values():
             os.environ.update(server.env)
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-        ray.init(
-            num_cpus=2,
-            object_store_memory=200 * 2**20,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-        )
-        try:
-            yield ray.get_runtime_context().gcs_address, servers
-        finally:
-            ray.shutdown()
+        with local_ray(object_store_mb=200) as address:
+            yield address, servers
     finally:
         os.environ.clear()
         os.environ.update(saved)

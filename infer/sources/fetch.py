@@ -5,10 +5,14 @@ size), so one read at a time per decode thread starves the decoders. `fetch_ahea
 lists the inputs on a thread of its own and keeps up to `threads` reads in flight,
 handing the items on in their order with their bytes. Items that need no read (shard
 members carrying their bytes, local files) go on in lists of up to READY_CHUNK: one
-queue entry for many, not a Future and a put/get each. What it holds ahead is bounded:
-at most 2 x `threads` reads or lists, and `FETCH_BUDGET_BYTES` of listed object sizes
-and carried bytes (at least one entry, whatever its size), so memory stays flat
-whatever the prefix size.
+queue entry for many, not a Future and a put/get each. Items to read go to the threads
+in tasks of up to READ_CHUNK, read one after another (a Future and a queue entry per
+item cost about a tenth of an S3 GET's client CPU), or one by one while fewer than
+`threads` entries wait, so that a short list still has its reads in flight together.
+The store settings are read once per call (`stores.store_settings`). What it holds
+ahead is bounded: at most 2 x `threads` tasks or lists, and `FETCH_BUDGET_BYTES` of
+listed object sizes and carried bytes (at least one entry, whatever its size), so
+memory stays flat whatever the prefix size.
 """
 
 from __future__ import annotations
@@ -27,32 +31,34 @@ FETCH_BUDGET_BYTES = 256 << 20
 UNKNOWN_SIZE = 1 << 20  # what an object of unlisted size is counted as
 READY_CHUNK = 32  # items that need no read (shard members, local files) go on in lists
 READY_CHUNK_BYTES = 8 << 20  # ... of at most this many bytes (or one item)
+READ_CHUNK = 8  # items to read go to the threads in tasks of up to this many
 _END = object()
 
 
-def read_source(path: str) -> bytes:
-    """The bytes of a local file or of an object by URL (retried when transient)."""
+def read_source(path: str, settings: tuple | None = None) -> bytes:
+    """The bytes of a local file or of an object by URL (retried when transient), read
+    with the store `settings` (None: those of now, `stores.store_settings`)."""
     if stores.is_url(path):
-        return stores.read_bytes(path)
+        return stores.read_bytes(path, settings)
     with open(path, "rb") as f:
         return f.read()
 
 
-def read_item(item: Item) -> bytes:
+def read_item(item: Item, settings: tuple | None = None) -> bytes:
     """An item's bytes: those the listing read (a shard member), else the member's
     range of its shard, else its file's."""
     if item.data is not None:
         return item.data
     if item.offset is not None and item.size is not None:
-        return read_range(item.path, item.offset, item.size)
-    return read_source(item.path)
+        return read_range(item.path, item.offset, item.size, settings)
+    return read_source(item.path, settings)
 
 
-def read_range(path: str, offset: int, size: int) -> bytes:
+def read_range(path: str, offset: int, size: int, settings: tuple | None = None) -> bytes:
     """`size` bytes at `offset` of a local file or an object by URL (a member of a tar
     shard, read alone)."""
     if stores.is_url(path):
-        data = stores.read_range(path, offset, size)
+        data = stores.read_range(path, offset, size, settings)
     else:
         with open(path, "rb") as f:
             f.seek(offset)
@@ -62,12 +68,15 @@ def read_range(path: str, offset: int, size: int) -> bytes:
     return data
 
 
-def _fetch(item: Item) -> Item:
-    """The item with its bytes, or with the reason they could not be read."""
-    try:
-        return dataclasses.replace(item, data=read_item(item))
-    except OSError as e:
-        return dataclasses.replace(item, error=str(e))
+def _fetch(items: list[Item], settings: tuple) -> list[Item]:
+    """The items with their bytes, or with the reason they could not be read."""
+    done = []
+    for item in items:
+        try:
+            done.append(dataclasses.replace(item, data=read_item(item, settings)))
+        except OSError as e:
+            done.append(dataclasses.replace(item, error=str(e)))
+    return done
 
 
 class _Budget:
@@ -105,16 +114,27 @@ def fetch_ahead(
     budget = _Budget(budget_bytes)
     stop = threading.Event()
     pool = ThreadPoolExecutor(threads, thread_name_prefix="cnnbench-fetch")
+    settings = stores.store_settings()  # once: reading them costs a quarter of a GET
 
     def hand_on(ready: list[Item], held: int) -> bool:
         return budget.take(held, stop) and _put(ahead, (ready, held), stop)
 
+    def submit(reads: list[Item], cost: int) -> bool:
+        if not budget.take(cost, stop):
+            return False
+        return _put(ahead, (pool.submit(_fetch, reads, settings), cost), stop)
+
     def lister() -> None:
         ready: list[Item] = []  # items that need no read, handed on in lists
         held = 0  # the bytes they carry
+        reads: list[Item] = []  # items to read, read in order by one task
+        cost = 0  # their listed sizes
         try:
             for item in items:
                 if item.data is not None or item.error is not None or not stores.is_url(item.path):
+                    if reads and not submit(reads, cost):
+                        return
+                    reads, cost = [], 0
                     ready.append(item)
                     held += len(item.data) if item.data is not None else 0
                     if len(ready) >= READY_CHUNK or held >= READY_CHUNK_BYTES:
@@ -125,16 +145,20 @@ def fetch_ahead(
                 if ready and not hand_on(ready, held):
                     return
                 ready, held = [], 0
-                cost = item.size if item.size is not None else UNKNOWN_SIZE
-                if not budget.take(cost, stop):
-                    return
-                if not _put(ahead, (pool.submit(_fetch, item), cost), stop):
-                    return
+                reads.append(item)
+                cost += item.size if item.size is not None else UNKNOWN_SIZE
+                # A task per READ_CHUNK items, or sooner while reads are few in flight
+                if len(reads) >= READ_CHUNK or ahead.qsize() < threads:
+                    if not submit(reads, cost):
+                        return
+                    reads, cost = [], 0
+            if reads and not submit(reads, cost):
+                return
             if ready and not hand_on(ready, held):
                 return
             _put(ahead, (_END, 0), stop)
         except BaseException as e:  # handed to the consumer, raised there in order
-            if not ready or hand_on(ready, held):
+            if (not reads or submit(reads, cost)) and (not ready or hand_on(ready, held)):
                 _put(ahead, (e, 0), stop)
 
     thread = threading.Thread(target=lister, name="cnnbench-lister", daemon=True)
@@ -150,9 +174,9 @@ def fetch_ahead(
                 budget.give(cost)
                 yield from got
                 continue
-            item = got.result()
+            fetched = got.result()
             budget.give(cost)
-            yield item
+            yield from fetched
     finally:
         stop.set()
         budget.give(0)

@@ -98,7 +98,11 @@ _cache: dict[tuple, Any] = {}
 _cache_lock = threading.Lock()
 
 
-def _store_env() -> tuple:
+def store_settings() -> tuple:
+    """The store settings in the environment now (the variables the store libraries
+    read), which clients are kept per. Reading them scans os.environ (~20 us, a quarter of
+    an S3 GET's client CPU): a job that makes many reads takes them once and passes them
+    to `read_bytes` and `read_range`, which otherwise read them anew."""
     return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
 
 
@@ -109,7 +113,7 @@ def filesystem(url: str) -> Any:
 
     protocol = _scheme(url).protocol
     options = {"account_name": account} if (account := _azure_account(url)) else {}
-    key = (os.getpid(), protocol, _store_env(), account)
+    key = (os.getpid(), protocol, store_settings(), account)
     with _cache_lock:
         if key not in _cache:
             if protocol == "gcs" and _gcs_emulator():
@@ -288,11 +292,11 @@ def with_retries(call: Callable[[], T], url: str, attempts: int = RETRIES) -> T:
 S3_CONNECTIONS = 64  # kept open per process: at least the reads in flight
 
 
-def _botocore_session() -> Any:
-    """botocore's session, made once per process and store environment: where the
+def _botocore_session(settings: tuple) -> Any:
+    """botocore's session, made once per process and store `settings`: where the
     credentials, profile, region and endpoint (AWS_ENDPOINT_URL) are resolved, as s3fs's
     aiobotocore resolves them."""
-    key = (os.getpid(), "botocore-session", _store_env())
+    key = (os.getpid(), "botocore-session", settings)
     with _cache_lock:
         if key not in _cache:
             import botocore.session
@@ -301,13 +305,15 @@ def _botocore_session() -> Any:
         return _cache[key]
 
 
-def s3_client() -> Any:
+def s3_client(settings: tuple | None = None) -> Any:
     """botocore's own (synchronous, thread-safe) S3 client, made once per process and
-    store environment. Listing pages go through it (s3fs's find and ls hold the whole
-    listing), and the GETs of keys object_store cannot name (`_object_store_key`)."""
+    store settings (None: those of now). Listing pages go through it (s3fs's find and ls
+    hold the whole listing), and the GETs of keys object_store cannot name
+    (`_object_store_key`)."""
     _scheme("s3://")  # the extra's check
-    session = _botocore_session()
-    key = (os.getpid(), "botocore-s3", _store_env())
+    settings = store_settings() if settings is None else settings
+    session = _botocore_session(settings)
+    key = (os.getpid(), "botocore-s3", settings)
     with _cache_lock:
         if key not in _cache:
             import botocore.config
@@ -343,20 +349,20 @@ class _BotocoreCredentials:
         }
 
 
-def _object_store(bucket: str) -> Any:
+def _object_store(bucket: str, settings: tuple) -> Any:
     """obstore's S3Store for `bucket` (Rust's object_store), made once per process,
-    store environment and bucket, for whole-object and ranged GETs: 0.25-0.35 ms of
+    store settings and bucket, for whole-object and ranged GETs: 0.25-0.35 ms of
     client CPU per photo-sized object here, against botocore's 1.2-1.4 ms and pyarrow's
     0.7-1.0 ms (which also sends a HEAD before each GET): docs/benchmarks.md. It gets the
     endpoint, region and credentials botocore resolves, so both clients reach the same
     server as the same user; an endpoint is passed only when one is configured
     (AWS_ENDPOINT_URL...), never looked up. Its own retries are off: `with_retries`
     does them, as for every store."""
-    key = (os.getpid(), "obstore-s3", _store_env(), bucket)
+    key = (os.getpid(), "obstore-s3", settings, bucket)
     store = _cache.get(key)  # without the lock: once made, a store is only read
     if store is not None:
         return store
-    client, session = s3_client(), _botocore_session()
+    client, session = s3_client(settings), _botocore_session(settings)
     with _cache_lock:
         if key not in _cache:
             from botocore.exceptions import NoCredentialsError
@@ -426,17 +432,17 @@ def _from_obstore(e: Exception) -> Exception:
     )
 
 
-def _s3_get(url: str, span: tuple[int, int] | None = None) -> bytes:
+def _s3_get(url: str, span: tuple[int, int] | None, settings: tuple) -> bytes:
     """The object at `url`, or `span` (offset, size) of it: through obstore when it can
     name the key, else botocore."""
     bucket, key = _bucket_key(url)
     if not _object_store_key(key):
-        client = s3_client()
+        client = s3_client(settings)
         args = {"Range": f"bytes={span[0]}-{span[0] + span[1] - 1}"} if span else {}
         return client.get_object(Bucket=bucket, Key=key, **args)["Body"].read()
     import obstore
 
-    store = _object_store(bucket)
+    store = _object_store(bucket, settings)
     try:
         if span is None:
             return bytes(obstore.get(store, key).bytes())
@@ -450,21 +456,24 @@ def _bucket_key(url: str) -> tuple[str, str]:
     return bucket, key
 
 
-def read_bytes(url: str) -> bytes:
-    """The whole object at `url`."""
+def read_bytes(url: str, settings: tuple | None = None) -> bytes:
+    """The whole object at `url`, read with the store `settings` (None: those of now)."""
     if _scheme(url).protocol == "s3":
-        return with_retries(lambda: _s3_get(url), url)
+        settings = store_settings() if settings is None else settings
+        return with_retries(lambda: _s3_get(url, None, settings), url)
     fs = filesystem(url)
     path = store_path(url)
     return with_retries(lambda: fs.cat_file(path), url)
 
 
-def read_range(url: str, offset: int, size: int) -> bytes:
-    """`size` bytes from `offset` of the object at `url` (one ranged GET)."""
+def read_range(url: str, offset: int, size: int, settings: tuple | None = None) -> bytes:
+    """`size` bytes from `offset` of the object at `url` (one ranged GET), read with the
+    store `settings` (None: those of now)."""
     if size == 0:
         return b""
     if _scheme(url).protocol == "s3":
-        return with_retries(lambda: _s3_get(url, (offset, size)), url)
+        settings = store_settings() if settings is None else settings
+        return with_retries(lambda: _s3_get(url, (offset, size), settings), url)
     fs = filesystem(url)
     path = store_path(url)
     return with_retries(lambda: fs.cat_file(path, start=offset, end=offset + size), url)
@@ -486,7 +495,7 @@ def _s3_stream(url: str, chunk: int) -> io.BufferedReader:
 
     bucket, key = _bucket_key(url)
     try:
-        got = obstore.get(_object_store(bucket), key)
+        got = obstore.get(_object_store(bucket, store_settings()), key)
     except Exception as e:
         raise _from_obstore(e) from e
     return io.BufferedReader(_Chunks(iter(got.stream(min_chunk_size=chunk))), chunk)

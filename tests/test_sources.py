@@ -14,7 +14,7 @@ import sys
 import tarfile
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +22,11 @@ import pytest
 from helpers import S3Server, assert_one_line_error, free_port, run
 from helpers import s3_env as s3_environment
 
-from cnnbench.infer.sources import prefixes, shards, stores
+from cnnbench.infer.sources import prefixes, s3_multi, shards, stores
 from cnnbench.infer.sources.fetch import fetch_ahead, read_item
 from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.listing import scan_inputs
+from cnnbench.infer.sources.s3_multi import S3Multi
 
 
 @pytest.fixture(scope="module")
@@ -385,6 +386,65 @@ def test_s3_gets_retry_transient_errors_then_say_one_line(
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(stores.StoreError, match=r"^cannot connect for s3://bkt/a.jpg: .*ENDPOINT"):
         stores.read_bytes("s3://bkt/a.jpg")
+
+
+def test_s3_multi_reads_whole_objects_and_hands_the_rest_to_its_fallback(
+    photo_jpeg: bytes, s3_env: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libcurl's multi handle (one thread, signed by libcurl) reads whole objects; an
+    HTTP error, a missing object or a refused connection goes to the fallback."""
+    client = s3_env.client()
+    client.create_bucket(Bucket="multi")
+    client.put_object(Bucket="multi", Key="p/a.jpg", Body=photo_jpeg)
+    client.put_object(Bucket="multi", Key="p/b.jpg", Body=b"b")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "a-token/+=")  # sent as x-amz-security-token
+    fell: list[str] = []
+
+    def fallback(item: Item) -> Future:
+        fell.append(item.name)
+        done: Future = Future()
+        done.set_result([dataclasses.replace(item, error="fell back")])
+        return done
+
+    names = ["multi/p/a.jpg", "multi/p/missing.jpg", "multi/p/b.jpg", "gone/a.jpg"]
+    multi = S3Multi(stores.store_settings(), 2, fallback)
+    try:
+        got = multi.submit([Item(f"s3://{n}", n) for n in names]).result(timeout=60)
+    finally:
+        multi.close()
+    assert [(i.data, i.error) for i in got] == [
+        (photo_jpeg, None),
+        (None, "fell back"),
+        (b"b", None),
+        (None, "fell back"),
+    ]
+    assert fell == ["multi/p/missing.jpg", "gone/a.jpg"]
+    assert s3_multi.reads("s3://multi/p/a.jpg") and not s3_multi.reads("s3://multi/p q.jpg")
+    assert not s3_multi.reads("s3://multi//a.jpg") and not s3_multi.reads("gs://multi/a.jpg")
+
+
+def test_fetch_ahead_s3_errors_are_read_bytes_errors(
+    photo_jpeg: bytes, s3_env: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fetch_ahead's S3 GETs give every object its bytes or exactly the error row that
+    stores.read_bytes gives (its retries of a 503, its one line for a 500 and a 404),
+    in order, whatever engine read them."""
+    _Flaky.photo, _Flaky.gets = photo_jpeg, {}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    names = ["good.jpg", "flaky.jpg", "dead.jpg", "missing.jpg", "good.jpg"]
+    try:
+        got = list(fetch_ahead([Item(f"s3://bkt/{n}", n) for n in names], 4))
+    finally:
+        server.shutdown()
+    assert [i.name for i in got] == names
+    assert got[0].data == got[1].data == got[4].data == photo_jpeg
+    assert got[2].error == (
+        "cannot read s3://bkt/dead.jpg: HTTP 500: "
+        "Server returned non-2xx status code: 500 Internal Server Error: no (after 3 tries)"
+    )
+    assert got[3].error == "not found: s3://bkt/missing.jpg"
 
 
 def test_s3_keys_object_store_cannot_name_are_read_exactly(s3_env: S3Server) -> None:

@@ -9,6 +9,8 @@ queue entry for many, not a Future and a put/get each. Items to read go to the t
 in tasks of up to READ_CHUNK, read one after another (a Future and a queue entry per
 item cost about a tenth of an S3 GET's client CPU), or one by one while fewer than
 `threads` entries wait, so that a short list still has its reads in flight together.
+S3 objects with plain keys are read by one `S3Multi` (libcurl's multi interface on a
+thread of its own) instead of the threads, which read what it cannot (its `fallback`).
 The store settings are read once per call (`stores.store_settings`). What it holds
 ahead is bounded: at most 2 x `threads` tasks or lists, and `FETCH_BUDGET_BYTES` of
 listed object sizes and carried bytes (at least one entry, whatever its size), so
@@ -22,10 +24,11 @@ import dataclasses
 import queue
 import threading
 from collections.abc import Generator, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
-from cnnbench.infer.sources import stores
+from cnnbench.infer.sources import s3_multi, stores
 from cnnbench.infer.sources.items import Item
+from cnnbench.infer.sources.s3_multi import S3Multi
 
 FETCH_BUDGET_BYTES = 256 << 20
 UNKNOWN_SIZE = 1 << 20  # what an object of unlisted size is counted as
@@ -116,23 +119,41 @@ def fetch_ahead(
     pool = ThreadPoolExecutor(threads, thread_name_prefix="cnnbench-fetch")
     settings = stores.store_settings()  # once: reading them costs a quarter of a GET
 
+    def fallback(item: Item) -> Future:
+        return pool.submit(_fetch, [item], settings)
+
     def hand_on(ready: list[Item], held: int) -> bool:
         return budget.take(held, stop) and _put(ahead, (ready, held), stop)
 
-    def submit(reads: list[Item], cost: int) -> bool:
+    def submit(reads: list[Item], cost: int, multi: S3Multi | None) -> bool:
         if not budget.take(cost, stop):
             return False
-        return _put(ahead, (pool.submit(_fetch, reads, settings), cost), stop)
+        task = multi.submit(reads) if multi else pool.submit(_fetch, reads, settings)
+        return _put(ahead, (task, cost), stop)
+
+    multis: list[S3Multi | None] = []  # made for the first S3 object it can read
+
+    def multi_for(item: Item) -> S3Multi | None:
+        """The S3Multi that reads `item`, or None: the threads do."""
+        if item.offset is not None or not s3_multi.reads(item.path):
+            return None
+        if not multis:
+            try:
+                multis.append(S3Multi(settings, threads, fallback))
+            except Exception:  # the threads read them, and say what is wrong
+                multis.append(None)
+        return multis[0]
 
     def lister() -> None:
         ready: list[Item] = []  # items that need no read, handed on in lists
         held = 0  # the bytes they carry
         reads: list[Item] = []  # items to read, read in order by one task
         cost = 0  # their listed sizes
+        engine = None  # what reads them (an S3Multi, or None: the threads)
         try:
             for item in items:
                 if item.data is not None or item.error is not None or not stores.is_url(item.path):
-                    if reads and not submit(reads, cost):
+                    if reads and not submit(reads, cost, engine):
                         return
                     reads, cost = [], 0
                     ready.append(item)
@@ -145,20 +166,25 @@ def fetch_ahead(
                 if ready and not hand_on(ready, held):
                     return
                 ready, held = [], 0
+                multi = multi_for(item)
+                if reads and multi is not engine and not submit(reads, cost, engine):
+                    return
+                if multi is not engine:
+                    reads, cost, engine = [], 0, multi
                 reads.append(item)
                 cost += item.size if item.size is not None else UNKNOWN_SIZE
                 # A task per READ_CHUNK items, or sooner while reads are few in flight
                 if len(reads) >= READ_CHUNK or ahead.qsize() < threads:
-                    if not submit(reads, cost):
+                    if not submit(reads, cost, engine):
                         return
                     reads, cost = [], 0
-            if reads and not submit(reads, cost):
+            if reads and not submit(reads, cost, engine):
                 return
             if ready and not hand_on(ready, held):
                 return
             _put(ahead, (_END, 0), stop)
         except BaseException as e:  # handed to the consumer, raised there in order
-            if (not reads or submit(reads, cost)) and (not ready or hand_on(ready, held)):
+            if (not reads or submit(reads, cost, engine)) and (not ready or hand_on(ready, held)):
                 _put(ahead, (e, 0), stop)
 
     thread = threading.Thread(target=lister, name="cnnbench-lister", daemon=True)
@@ -183,6 +209,9 @@ def fetch_ahead(
         while thread.is_alive():  # unblock a lister waiting to put
             with contextlib.suppress(queue.Empty):
                 ahead.get(timeout=0.05)
+        for multi in multis:
+            if multi is not None:
+                multi.close()
         pool.shutdown(wait=True, cancel_futures=True)
 
 

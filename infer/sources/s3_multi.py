@@ -1,0 +1,246 @@
+"""S3 GETs many at a time on one thread: libcurl's multi interface (pycurl), signed by
+libcurl's own AWS Signature V4.
+
+obstore's GETs from a pool of threads cost the client 0.09-0.12 ms of CPU per
+photo-sized object on loopback, about three thread wake-ups each; one thread driving
+libcurl's multi handle costs 0.08 ms and well under one wake-up (docs/benchmarks.md).
+`fetch_ahead` hands this engine the whole-object GETs of S3 keys it can name plainly
+(`reads`); everything else keeps the obstore and botocore paths.
+
+Only a whole answer (HTTP 200 and every byte) is taken from here. Any other outcome (an
+HTTP error, a refused connection, a timeout, no credentials) is read again through
+`stores.read_bytes` by the caller's `fallback`, so retries, error rows and their one-line
+messages are exactly those of that path. The endpoint, region and credentials are those
+botocore resolves for the store settings (as for obstore); credentials that expire are
+asked for again every CREDENTIALS_CHECK_S.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import queue
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from cnnbench.infer.sources import stores
+from cnnbench.infer.sources.items import Item
+
+CONNECT_TIMEOUT_S = 10
+STALL_S = 30  # a transfer that receives nothing for this long is given up (to the fallback)
+POLL_S = 0.005  # longest wait for sockets before looking for new work again
+_PLAIN = re.compile(r"[A-Za-z0-9._~/-]+")  # a key signed and sent exactly as written
+
+
+def reads(url: str) -> bool:
+    """Whether this engine reads `url`: pycurl is installed (the `s3` extra brings it)
+    and the URL is an S3 object whose key has plain characters only (no
+    percent-encoding to agree on with the server) and no empty, '.' or '..' segment."""
+    if stores.scheme_of(url) != "s3" or not stores._installed("pycurl"):
+        return False
+    key = url.split("://", 1)[1].partition("/")[2]
+    return bool(_PLAIN.fullmatch(key)) and stores._object_store_key(key)
+
+
+@dataclass
+class _Task:
+    future: Future
+    items: list[Item]
+    left: int
+    done: list[Item | None] = field(default_factory=list)
+
+
+class S3Multi:
+    """GETs of whole S3 objects, `in_flight` at a time, on a thread of its own.
+    `submit(items)` returns a Future of the items with their bytes, in order. An item
+    whose GET did not end in a whole answer is handed to `fallback`, which returns a
+    Future of it read another way (as a list of one item), and waited for."""
+
+    def __init__(self, settings: tuple, in_flight: int, fallback: Callable[[Item], Future]) -> None:
+        import pycurl
+
+        self._pycurl = pycurl
+        self._fallback = fallback
+        client = stores.s3_client(settings)
+        endpoint = client.meta.endpoint_url.rstrip("/")
+        self._region = client.meta.region_name or "us-east-1"
+        if (urlsplit(endpoint).hostname or "").endswith(".amazonaws.com"):
+            endpoint = f"https://s3.{self._region}.amazonaws.com"  # path style, as obstore
+        self._endpoint = endpoint
+        self._ca = dict(settings).get("AWS_CA_BUNDLE") or _certifi()
+        self._credentials = stores._botocore_session(settings).get_credentials()
+        self._signed_at = -float("inf")
+        self._userpwd: str | None = None
+        self._headers: list[str] = []
+        self._multi = pycurl.CurlMulti()
+        self._multi.setopt(pycurl.M_MAX_HOST_CONNECTIONS, in_flight)
+        self._free = [self._handle() for _ in range(in_flight)]
+        self._busy: set = set()
+        self._inbox: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()  # a task's slots, filled here and by fallbacks
+        self._broken: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="cnnbench-s3multi", daemon=True)
+        self._thread.start()
+
+    def submit(self, items: list[Item]) -> Future:
+        future: Future = Future()
+        with self._lock:
+            if self._broken is not None:
+                future.set_exception(self._broken)
+                return future
+            self._inbox.put(_Task(future, items, len(items), [None] * len(items)))
+        return future
+
+    def close(self) -> None:
+        """Ends the thread; transfers in flight are dropped, their tasks cancelled."""
+        self._inbox.put(None)
+        self._thread.join()
+        for c in self._busy:
+            self._multi.remove_handle(c)
+            c.close()
+        for c in self._free:
+            c.close()
+        self._multi.close()
+
+    def _handle(self) -> Any:
+        pycurl = self._pycurl
+        c = pycurl.Curl()
+        c.setopt(pycurl.NOSIGNAL, 1)
+        c.setopt(pycurl.CONNECTTIMEOUT, CONNECT_TIMEOUT_S)
+        c.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+        c.setopt(pycurl.LOW_SPEED_TIME, STALL_S)
+        c.setopt(pycurl.AWS_SIGV4, f"aws:amz:{self._region}:s3")
+        if self._ca:
+            c.setopt(pycurl.CAINFO, self._ca)
+        return c
+
+    def _sign(self) -> None:
+        """The key and secret (and session token) the handles sign with, taken again
+        when they may have been refreshed."""
+        if time.monotonic() - self._signed_at < stores.CREDENTIALS_CHECK_S:
+            return
+        self._signed_at = time.monotonic()
+        frozen = self._credentials.get_frozen_credentials() if self._credentials else None
+        self._userpwd = f"{frozen.access_key}:{frozen.secret_key}" if frozen else None
+        token = frozen.token if frozen else None
+        self._headers = [f"x-amz-security-token: {token}"] if token else []
+
+    def _run(self) -> None:
+        waiting: deque = deque()  # (task, index) not started yet
+        try:
+            while self._step(waiting):
+                pass
+        except BaseException as e:  # every task waited for gets it, and every later one
+            with self._lock:
+                self._broken = e
+            tasks = [t for t, _ in waiting] + [c.task for c in self._busy]
+            while not self._inbox.empty():
+                if (got := self._inbox.get_nowait()) is not None:
+                    tasks.append(got)
+            for task in {id(t): t for t in tasks}.values():
+                _settle(task.future, exception=e)
+            return
+        for task in {id(t): t for t, _ in waiting}.values():
+            task.future.cancel()
+
+    def _step(self, waiting: deque) -> bool:
+        """New work taken, transfers started and finished; False once closed."""
+        pycurl, multi = self._pycurl, self._multi
+        try:
+            got = self._inbox.get(block=not (self._busy or waiting))
+            while True:
+                if got is None:
+                    return False
+                waiting.extend((got, i) for i in range(len(got.items)))
+                got = self._inbox.get_nowait()
+        except queue.Empty:
+            pass
+        self._sign()
+        while waiting and self._free:
+            task, i = waiting.popleft()
+            if self._userpwd is None:  # no credentials: the fallback says so
+                self._give_up(task, i)
+                continue
+            c = self._free.pop()
+            bucket, _, key = task.items[i].path.split("://", 1)[1].partition("/")
+            c.task, c.index, c.body = task, i, io.BytesIO()
+            c.setopt(pycurl.URL, f"{self._endpoint}/{bucket}/{key}")
+            c.setopt(pycurl.USERPWD, self._userpwd)
+            c.setopt(pycurl.HTTPHEADER, self._headers)
+            c.setopt(pycurl.WRITEDATA, c.body)
+            multi.add_handle(c)
+            self._busy.add(c)
+        while multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+            pass
+        while True:
+            left, ok, failed = multi.info_read()
+            for c in ok:
+                self._finish(c, c.getinfo(pycurl.RESPONSE_CODE) == 200)
+            for c, _errno, _message in failed:
+                self._finish(c, False)
+            if not left:
+                break
+        if self._busy:
+            multi.select(POLL_S)
+        return True
+
+    def _finish(self, c: Any, whole: bool) -> None:
+        self._multi.remove_handle(c)
+        self._busy.discard(c)
+        task, i, body = c.task, c.index, c.body
+        c.task = c.body = None
+        self._free.append(c)
+        if whole:
+            self._fill(task, i, replace(task.items[i], data=body.getvalue()))
+        else:
+            self._give_up(task, i)
+
+    def _give_up(self, task: _Task, i: int) -> None:
+        """The item read another way (`fallback`), put in its place when done."""
+
+        def done(f: Future) -> None:
+            if f.cancelled():
+                _settle(task.future, cancel=True)
+            elif f.exception() is not None:
+                _settle(task.future, exception=f.exception())
+            else:
+                self._fill(task, i, f.result()[0])
+
+        self._fallback(task.items[i]).add_done_callback(done)
+
+    def _fill(self, task: _Task, i: int, item: Item) -> None:
+        with self._lock:
+            task.done[i] = item
+            task.left -= 1
+            finished = task.left == 0
+        if finished:
+            _settle(task.future, result=task.done)
+
+
+def _settle(
+    future: Future, result: Any = None, exception: BaseException | None = None, cancel: bool = False
+) -> None:
+    """The future's outcome, unless it has one already (cancelled on close)."""
+    with contextlib.suppress(InvalidStateError):
+        if cancel:
+            future.cancel()
+        elif exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+
+
+def _certifi() -> str | None:
+    """certifi's CA bundle (botocore's default) for https endpoints, when installed."""
+    try:
+        import certifi
+    except ImportError:
+        return None
+    return certifi.where()

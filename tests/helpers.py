@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -114,6 +117,28 @@ def ray_command(model: Path, folder: Path, out: Path, address: str, *extra: str)
     args = [sys.executable, "-m", "cnnbench", "infer", str(model), str(folder), "-o", str(out)]
     args += ["--engine", "ray", "--address", address, "--no-progress"]
     return [*args, "--batch-size", "8", "--block-size", "25", *extra]
+
+
+@contextlib.contextmanager
+def local_ray(object_store_mb: int) -> Iterator[str]:
+    """A real Ray cluster of this test process (its address): 2 CPUs, no dashboard, on
+    loopback only, its workers started with this process's environment; shut down on
+    leaving (memory is shared with other work on this machine)."""
+    # Ray would otherwise advertise the machine's network address; read at import.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        object_store_memory=object_store_mb * 2**20,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
 
 
 def committed_blocks(out: Path) -> list[str]:

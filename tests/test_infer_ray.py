@@ -4,7 +4,6 @@ exactly once through a killed driver, a killed worker and --resume, and one-line
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from helpers import (
     assert_exactly_once,
     committed_blocks,
     errors_of,
+    local_ray,
     make_zoo,
     paths,
     ray_command,
@@ -37,24 +37,8 @@ PNG_4x4 = cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1].tobytes()
 
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
-    """A real Ray cluster of this test process: 2 CPUs, a 300 MB object store, no
-    dashboard, on loopback only; shut down when the module's tests are done (memory
-    is shared with other work on this machine)."""
-    # Ray would otherwise advertise the machine's network address; read at import.
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import ray
-
-    ray.init(
-        num_cpus=2,
-        object_store_memory=300 * 2**20,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
+    with local_ray(object_store_mb=300) as address:
+        yield address
 
 
 def infer(model: Path, inputs: Path, out: Path, *extra: str):

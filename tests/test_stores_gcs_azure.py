@@ -87,6 +87,34 @@ def test_a_prefix_gives_the_rows_of_the_same_folder(
         assert (tmp_path / "abfs.csv").read_text() == (tmp_path / "local.csv").read_text()
 
 
+@pytest.mark.parametrize("server", ["az"], indirect=True)
+def test_abfs_long_form_reads_the_account_it_names(
+    tiny_model: Path, photos: Path, store: Any, tmp_path: Path
+) -> None:
+    """abfs://CONTAINER@ACCOUNT.dfs.core.windows.net/: adlfs's long form. The account
+    the URL names must be the one the environment's credentials are for (Azurite's
+    connection string: its BlobEndpoint keeps every request on 127.0.0.1)."""
+    store.upload("long", photos, "set/")
+    _infer(tiny_model, tmp_path / "short.csv", "az://long/set/")
+    account = store.env["AZURE_STORAGE_CONNECTION_STRING"].split("AccountName=")[1].split(";")[0]
+    for host in ("dfs", "blob"):
+        url = f"abfs://long@{account}.{host}.core.windows.net/set/"
+        _infer(tiny_model, tmp_path / f"{host}.csv", url)
+        assert (tmp_path / f"{host}.csv").read_text() == (tmp_path / "short.csv").read_text()
+    out = tmp_path / "other.csv"
+    for url, message in [
+        (
+            "abfs://long@someoneelse.dfs.core.windows.net/set/",
+            "names the storage account someoneelse, but AZURE_STORAGE_CONNECTION_STRING"
+            f" is for {account}",
+        ),
+        ("abfs://long@127.0.0.1:10000/set/", "cannot tell the storage account in abfs://long@127"),
+    ]:
+        code, output = run(["infer", str(tiny_model), url, "-o", str(out)])
+        assert_one_line_error(code, output, message)
+        assert not out.exists()
+
+
 class _GcsPages(http.server.BaseHTTPRequestHandler):
     """In front of the GCS emulator, which answers objects.list whole, whatever
     maxResults says: serves the listing page by page as GCS does (maxResults names,

@@ -108,14 +108,52 @@ def filesystem(url: str) -> Any:
     import fsspec
 
     protocol = _scheme(url).protocol
-    key = (os.getpid(), protocol, _store_env())
+    options = {"account_name": account} if (account := _azure_account(url)) else {}
+    key = (os.getpid(), protocol, _store_env(), account)
     with _cache_lock:
         if key not in _cache:
             if protocol == "gcs" and _gcs_emulator():
                 _cache[key] = _gcs_emulator_filesystem()
             else:
-                _cache[key] = fsspec.filesystem(protocol, skip_instance_cache=True)
+                _cache[key] = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
         return _cache[key]
+
+
+_AZURE_AUTHORITY = re.compile(r"^[^@/]+@(?P<account>[a-z0-9]+)\.(?:dfs|blob)\.core\.windows\.net$")
+
+
+def _azure_account(url: str) -> str | None:
+    """The storage account that an `abfs://container@ACCOUNT.dfs.core.windows.net/...`
+    URL names (adlfs's long form; `.blob.` too), or None where the URL names none and the
+    environment's account applies. The URL's account is the one read, as adlfs does for
+    fsspec.open; credentials still come from the environment, so one that names another
+    account is one line rather than a read of the wrong account's container."""
+    authority = urlsplit(url).netloc
+    if "@" not in authority or _scheme(url).protocol not in ("az", "abfs"):
+        return None
+    match = _AZURE_AUTHORITY.match(authority)
+    if match is None:
+        raise InferError(
+            f"cannot tell the storage account in {url}: write abfs://CONTAINER@ACCOUNT"
+            ".dfs.core.windows.net/..., or az://CONTAINER/... with the account (or an"
+            " emulator's endpoint) in AZURE_STORAGE_CONNECTION_STRING"
+        )
+    account = match["account"]
+    connection = dict(
+        part.split("=", 1)
+        for part in os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "").split(";")
+        if "=" in part
+    )
+    for source, named in (
+        ("AZURE_STORAGE_CONNECTION_STRING", connection.get("AccountName")),
+        ("AZURE_STORAGE_ACCOUNT_NAME", os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")),
+    ):
+        if named and named != account:
+            raise InferError(
+                f"{url} names the storage account {account}, but {source} is for {named}:"
+                f" set credentials for {account}, or write az://CONTAINER/... to read {named}"
+            )
+    return account
 
 
 def _gcs_emulator() -> bool:

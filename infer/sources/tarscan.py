@@ -7,7 +7,7 @@ with its per-member reads a member cost ~46 us of CPU (PAX; ~25 us GNU), against
 11-17 us of reading a photo from its own file: tar shards ran mnist_cnn at 0.96x a
 local folder (docs/benchmarks.md). libarchive through `libarchive-c` measured 22 us a
 member, and needs the system's libarchive. So the headers that tar writers produce
-(Python's tarfile in PAX, GNU and ustar formats, GNU tar, bsdtar) are decoded here, from
+(Python's tarfile and GNU tar, in PAX, GNU and ustar formats) are decoded here, from
 slices of 512 KiB reads, at a few microseconds a member; anything else goes to `tarfile`:
 
 - a header whose number fields are not in the usual octal forms (base-256 sizes, odd

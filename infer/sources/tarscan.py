@@ -199,20 +199,21 @@ def _checksum_ok(block: bytes) -> bool:
 
 def _pax(data: bytes) -> tuple[str | None, int | None] | None:
     """(path, size) of a pax extended header, each None where absent, as tarfile
-    applies them; None where a record changes how tarfile reads the member."""
-    if b"hdrcharset=" in data or b"GNU.sparse." in data:
-        return None
+    applies them (its record loop, its decoding); None where a record changes how
+    tarfile reads the member: GNU sparse maps, a path in another charset."""
     path: str | None = None
     size: int | None = None
     pos = 0
     while match := _PAX_RECORD.match(data, pos):
-        length = int(match.group(1))
-        if length == 0:
-            return None  # tarfile: "invalid header"
+        length, keyword = int(match[1]), match[2]
+        if length == 0 or keyword.startswith(b"GNU.sparse."):
+            return None  # tarfile: "invalid header"; a sparse member
         value = data[match.end(2) + 1 : match.start(1) + length - 1]
-        if match.group(2) == b"path":
+        if keyword == b"path":
+            if b"hdrcharset=" in data:  # tarfile looks for it anywhere in the header
+                return None
             path = _pax_text(value).rstrip("/")
-        elif match.group(2) == b"size":
+        elif keyword == b"size":
             try:
                 size = int(_pax_text(value))
             except ValueError:

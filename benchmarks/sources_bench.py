@@ -1,7 +1,12 @@
-"""Inputs by URL and from tar shards against moto's S3 server on 127.0.0.1 (issue 22).
+"""Inputs by URL and from tar shards against an S3 server on 127.0.0.1 (issue 22).
+
+The server (--server): s3rver (an S3-compatible server in Node, pinned by
+benchmarks/s3rver/package-lock.json and installed from it with `npm ci` on first use)
+by default: about a third of moto's CPU per GET, so on one core it answers more GETs/s
+than one client core asks for; or moto's (`--server moto`, what the tests start).
 
 - Clients: the CPU each S3 client spends per GET of a photo-sized object (16 GETs in
-  flight, a process of its own pinned to core 0; `time.process_time`), and the CPU moto's
+  flight, a process of its own pinned to core 0; `time.process_time`), and the CPU the
   server spends per GET (pinned to core 1; its utime + stime from /proc), with the GETs/s
   seen: botocore, pyarrow's S3FileSystem (endpoint passed explicitly), obstore (what
   `infer` uses for GETs).
@@ -15,14 +20,15 @@
   - `pinned`: the server stands for a store on other machines: it gets core 1 alone, and
     both `infer` jobs (local disk and s3://) get core 0 alone, with one decode thread and
     one ONNX Runtime thread (`--workers 1`, `--threads 1`), so the ratio says what the
-    client pays per object. moto's own ceiling (GETs/s on one core, from the Clients
-    figures) bounds the s3:// rate in this row.
+    client pays per object. The server's own ceiling (GETs/s on one core, from the
+    Clients figures) bounds the s3:// rate in this row.
 - Listing memory: peak RSS of a process that lists a prefix of --big zero-byte objects
   through infer's listing (`prefixes.list_prefix`) vs one that lists 1,000. Target <= 1.2x.
-  The big bucket is filled inside the server's process through moto's backend (an HTTP
-  PUT per object runs at a few hundred a second here) and moto's ListObjectsV2 is given a
-  sorted index: moto sorts the whole bucket for every page (4.4 s a page at 100,000 keys,
-  so hours for a million), which says nothing about the client being measured.
+  This one runs on moto's server whatever --server: the big bucket is filled inside the
+  server's process through moto's backend (an HTTP PUT per object runs at a few hundred
+  a second here) and moto's ListObjectsV2 is given a sorted index: moto sorts the whole
+  bucket for every page (4.4 s a page at 100,000 keys, so hours for a million), which
+  says nothing about the client being measured.
 
 Every figure is the best of --rounds interleaved runs (other jobs on a shared machine
 only ever slow a run down). Run under the shared benchmark lock at real-time priority
@@ -30,9 +36,9 @@ only ever slow a run down). Run under the shared benchmark lock at real-time pri
 
     chrt -f 10 flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/sources_bench.py
 
-Needs the `train` extra (TensorFlow) to build and convert the two models, and the `s3`
-and `dev` extras (s3fs, obstore, moto); the `pinned` row and the Clients figures need two
-cores or more (Linux CPU affinity).
+Needs the `train` extra (TensorFlow) to build and convert the two models, the `s3`
+and `dev` extras (s3fs, obstore, moto), and npm (s3rver); the `pinned` row and the
+Clients figures need two cores or more (Linux CPU affinity).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import functools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -58,6 +65,28 @@ if TYPE_CHECKING:
 # The listing process must hold only what listing needs (its peak RSS is the figure), so
 # the pipeline, the models and the test server are imported where they are used.
 ROOT = Path(__file__).resolve().parent.parent
+
+S3RVER = ROOT / "benchmarks" / "s3rver"  # package.json and lock of the default S3 server
+
+
+def start_server(kind: str, work: Path) -> S3Server:
+    """The S3 server the end-to-end rows and the Clients figures read from, in a process
+    of its own on 127.0.0.1: s3rver (Node; about 0.5 ms of CPU per GET, a third of
+    moto's, so one core serves more GETs/s than one client core asks for) or moto (what
+    the tests start)."""
+    sys.path.insert(0, str(ROOT / "tests"))  # the servers the tests start: one definition
+    from helpers import S3rverServer, S3Server, npm_installed
+
+    if kind == "moto":
+        return S3Server(work / "moto.log")
+    binary = npm_installed(S3RVER, "s3rver", "the benchmark's S3 server is s3rver")
+    if isinstance(binary, str):
+        sys.exit(f"{binary}; or pass --server moto")
+    data = work / "s3rver-data"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    return S3rverServer(binary, data, work / "s3rver.log")
+
 
 SHARD_SIZE = 100  # photos per tar shard
 GET_THREADS = 16  # GETs in flight when measuring a client's cost per GET
@@ -81,7 +110,8 @@ def write_shards(photos: Path, folder: Path) -> list[Path]:
 def upload(server: S3Server, bucket: str, files: list[Path], prefix: str = "") -> float:
     """Every file as an object, 32 PUTs at a time; returns the seconds taken."""
     client = server.client()
-    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+    errors = client.exceptions
+    with contextlib.suppress(errors.BucketAlreadyOwnedByYou, errors.BucketAlreadyExists):
         client.create_bucket(Bucket=bucket)
     start = time.perf_counter()
     with ThreadPoolExecutor(32) as pool:
@@ -400,6 +430,9 @@ def main() -> None:
     parser.add_argument(
         "--skip", choices=["clients", "e2e", "listing"], action="append", default=[]
     )
+    parser.add_argument(
+        "--server", choices=["s3rver", "moto"], default="s3rver", help="the S3 server"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--serve-listing", help=argparse.SUPPRESS)
     parser.add_argument("--list", help=argparse.SUPPRESS)
@@ -417,15 +450,13 @@ def main() -> None:
     if args.list:
         list_once(args.list)
         return
-    sys.path.insert(0, str(ROOT / "tests"))  # the S3 server the tests start: one definition
-    from helpers import S3Server
-
     from cnnbench.bench.photos import write_sized_photos
     from cnnbench.bench.workloads import make_models
 
     args.work.mkdir(parents=True, exist_ok=True)
     doc: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
-    server = S3Server(args.work / "moto.log")
+    server = start_server(args.server, args.work)
+    doc["server"] = args.server
     try:
         os.environ.update(server.env)
         photos = write_sized_photos(args.work / f"photos-{args.photos}", args.photos)

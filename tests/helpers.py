@@ -255,6 +255,28 @@ class S3Server(LoopbackServer):
             client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
 
 
+class S3rverServer(S3Server):
+    """s3rver (an S3-compatible server in Node, from npm; `binary`) in a process of its
+    own on 127.0.0.1, its objects in `folder`: about a third of moto's CPU per GET, so
+    benchmarks/sources_bench.py reads from it. Its fixed access key and secret are
+    S3RVER (its documented default, not a secret)."""
+
+    def __init__(self, binary: Path, folder: Path, log: Path) -> None:
+        port = free_port()
+        # --single-threaded: no V8 background threads, which spin while they wait for
+        # each other: under SCHED_FIFO (chrt, as the benchmarks run) on one core, a
+        # spinning thread never lets the one it waits for run, and the server hung.
+        # --openssl-legacy-provider: its ListObjectsV2 continuation tokens are
+        # DES-encrypted, which OpenSSL 3 has only in its legacy provider.
+        node = [shutil.which("node") or "node", "--single-threaded", "--openssl-legacy-provider"]
+        command = [*node, str(binary.resolve()), "-d", str(folder), "-a", "127.0.0.1"]
+        LoopbackServer.__init__(self, [*command, "-p", str(port), "--silent"], log, port)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return s3_env(self.url) | {"AWS_ACCESS_KEY_ID": "S3RVER", "AWS_SECRET_ACCESS_KEY": "S3RVER"}
+
+
 class GcsServer(LoopbackServer):
     """gcp-storage-emulator (a GCS JSON API server in pure Python) in a process of its
     own on 127.0.0.1, in memory. Clients reach it through STORAGE_EMULATOR_HOST, without
@@ -300,26 +322,31 @@ AZURITE_KEY = (  # well-known key, published with Azurite: not a secret
 )
 
 
-def azurite_blob() -> Path | str:
-    """Azurite's blob server, installed from tests/azurite's lock with `npm ci` once
-    (again when the lock changes); or why it cannot be (npm absent, install failed)."""
-    binary = AZURITE / "node_modules" / ".bin" / "azurite-blob"
-    stamp = AZURITE / "node_modules" / ".installed-stamp"
-    lock = AZURITE / "package-lock.json"
+def npm_installed(folder: Path, name: str, needed_for: str) -> Path | str:
+    """The program `name` of the npm packages locked in `folder`, installed there with
+    `npm ci` once (again when the lock changes); or why it cannot be (npm absent)."""
+    binary = folder / "node_modules" / ".bin" / name
+    stamp = folder / "node_modules" / ".installed-stamp"
+    lock = folder / "package-lock.json"
     if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime and binary.exists():
         return binary
     npm = shutil.which("npm")
     if npm is None:
-        return "npm is not installed: the az:// tests need Azurite (an npm package)"
+        return f"npm is not installed: {needed_for} (an npm package)"
     done = subprocess.run(
-        [npm, "ci", "--prefix", str(AZURITE), "--no-audit", "--no-fund", "--silent"],
+        [npm, "ci", "--prefix", str(folder), "--no-audit", "--no-fund", "--silent"],
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert done.returncode == 0, f"npm ci of Azurite failed: {done.stderr[-2000:]}"
+    assert done.returncode == 0, f"npm ci in {folder} failed: {done.stderr[-2000:]}"
     stamp.touch()
     return binary
+
+
+def azurite_blob() -> Path | str:
+    """Azurite's blob server, installed from tests/azurite's lock; or why it cannot be."""
+    return npm_installed(AZURITE, "azurite-blob", "the az:// tests need Azurite")
 
 
 class AzuriteServer(LoopbackServer):

@@ -2,19 +2,22 @@
 
 Why not `tarfile` alone: decoding a header in `tarfile.TarInfo.frombuf` costs ~12 us of
 pure Python (every field through `nti`/`nts`, two checksums through `struct`), twice per
-member in PAX shards (Python's own writer puts a pax header before each member), and
-with its per-member reads a member cost ~46 us of CPU (PAX; ~25 us GNU), against the
-11-17 us of reading a photo from its own file: tar shards ran mnist_cnn at 0.96x a
-local folder (docs/benchmarks.md). libarchive through `libarchive-c` measured 22 us a
-member, and needs the system's libarchive. So the headers that tar writers produce
-(Python's tarfile and GNU tar, in PAX, GNU and ustar formats) are decoded here, from
-slices of 512 KiB reads, at a few microseconds a member; anything else goes to `tarfile`:
+member in PAX shards (Python's own writer puts a pax header before each member); with
+tarfile a member cost 48 us of CPU (PAX; 27 us GNU) against 16 us for listing and reading
+a photo from its own file, and tar shards ran mnist_cnn at 0.91-0.95x a local folder.
+libarchive through `libarchive-c` measured 22 us a member, and needs the system's
+libarchive. So the headers that tar writers produce (Python's tarfile and GNU tar, in
+PAX, GNU and ustar formats) are decoded here, from slices of 512 KiB reads: 1.3-1.5 us a
+header, 15 us a member with its bytes (PAX; 13 us GNU), shards at 0.99-1.07x a local
+folder (docs/benchmarks.md, "infer: inputs by URL and from tar shards"). Anything else
+goes to `tarfile`:
 
 - a header whose number fields are not in the usual octal forms (base-256 sizes, odd
   padding) or whose unsigned checksum does not match is decoded by `TarInfo.frombuf`
   (which also knows the signed checksum some old tars write);
 - a header `frombuf` rejects, a cut header, global pax headers ('g'), sparse members,
-  pax records that change how names are read (`hdrcharset`, `GNU.sparse.*`), repeated
+  pax records that change how a member is read (`GNU.sparse.*`; `hdrcharset` beside a
+  `path`), repeated
   extension headers: the shard is read by `tarfile` from that member's first header on,
   so such a member and every error it raises are exactly `tarfile`'s.
 

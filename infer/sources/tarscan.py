@@ -17,9 +17,8 @@ goes to `tarfile`:
   (which also knows the signed checksum some old tars write);
 - a header `frombuf` rejects, a cut header, global pax headers ('g'), sparse members,
   pax records that change how a member is read (`GNU.sparse.*`; `hdrcharset` beside a
-  `path`), repeated
-  extension headers: the shard is read by `tarfile` from that member's first header on,
-  so such a member and every error it raises are exactly `tarfile`'s.
+  `path`), repeated extension headers: the shard is read by `tarfile` from that member's
+  first header on, so such a member and every error it raises are exactly `tarfile`'s.
 
 What is taken from a header is what `tarfile` takes: the name (`prefix` + `name`, a GNU
 'L' long name, a pax `path`; of several, the first header's), the size (a pax `size`

@@ -16,13 +16,13 @@ import tarfile
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO
 
-from cnnbench.infer.sources import stores
+from cnnbench.infer.sources import stores, tarscan
 from cnnbench.infer.sources.items import Item, wanted
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-_BROKEN = (tarfile.TarError, EOFError, zlib.error, OSError)  # and _CutShort, below
+_BROKEN = (tarfile.TarError, EOFError, zlib.error, OSError)  # and tarscan.CutShort, below
 
 
 def is_shard(text: str) -> bool:
@@ -39,72 +39,13 @@ def expand(text: str) -> list[str]:
     return list(braceexpand(text))
 
 
-class _CutShort(Exception):
-    """A header that is not the end-of-archive block: tarfile would end quietly."""
-
-
-class _CheckedInfo(tarfile.TarInfo):
-    """Raises where tarfile would take a missing, cut or garbled header for the end of
-    the archive and drop the members after it without a word."""
-
-    @classmethod
-    def fromtarfile(cls, tar: tarfile.TarFile) -> _CheckedInfo:
-        try:
-            return super().fromtarfile(tar)
-        except tarfile.HeaderError as e:
-            problem = type(e).__name__
-            if problem == "EOFHeaderError":  # a block of zeros: the archive's proper end
-                raise
-            why = _HEADER_PROBLEMS.get(problem, f"garbled member header at byte {tar.offset}")
-            raise _CutShort(f"{why} ({e})") from e
-
-
-# tarfile's header errors (its private names), as the reason in the error row
-_HEADER_PROBLEMS = {
-    "EmptyHeaderError": "the file ends early: the end-of-archive blocks are missing",
-    "TruncatedHeaderError": "the file ends early, inside a member's header",
-}
-
-
 def _open(shard: str) -> IO[bytes]:
-    if stores.is_url(shard):
-        return stores.open_stream(shard)
-    return open(shard, "rb")
+    """A local shard unbuffered (tarscan reads it in big reads), one by URL streamed."""
+    return stores.open_stream(shard) if stores.is_url(shard) else open(shard, "rb", 0)
 
 
 def _compressed(shard: str) -> bool:
     return shard.lower().endswith((".gz", ".tgz"))
-
-
-def _seekable(shard: str) -> bool:
-    """A local uncompressed shard: its headers are read where they lie and each member's
-    bytes by their offset, skipping tarfile's stream layer (a quarter of the CPU a member
-    costs, measured in docs/benchmarks.md)."""
-    return not stores.is_url(shard) and not _compressed(shard)
-
-
-def _tar(shard: str, raw: IO[bytes]) -> tarfile.TarFile:
-    """The shard opened for random access ("r:") where `_seekable`, else front to back."""
-    if _seekable(shard):
-        return tarfile.open(fileobj=raw, mode="r:", tarinfo=_CheckedInfo)
-    stream: Any = raw
-    if _compressed(shard):
-        stream = gzip.GzipFile(fileobj=raw, mode="rb")
-    return tarfile.open(fileobj=stream, mode="r|", tarinfo=_CheckedInfo)
-
-
-def _data(tar: tarfile.TarFile, member: tarfile.TarInfo, raw: IO[bytes], seekable: bool) -> bytes:
-    """A member's bytes: read at its offset in a seekable shard, else from the stream."""
-    if seekable:
-        raw.seek(member.offset_data)
-        data = raw.read(member.size)
-    else:
-        extracted = tar.extractfile(member)
-        assert extracted is not None, "a regular member always extracts"
-        data = extracted.read()
-    if len(data) < member.size:
-        raise tarfile.ReadError("unexpected end of data")
-    return data
 
 
 def members(
@@ -118,25 +59,25 @@ def members(
     ends it with one error Item named after the shard (`prefix` without its '/')."""
     read = 0
     last = ""
+
+    def want(name: str) -> bool:
+        return wanted(name.removeprefix("./"), extensions, skipped)
+
     try:
-        with _open(shard) as raw, _tar(shard, raw) as tar:
-            seekable, compressed = _seekable(shard), _compressed(shard)
-            for member in tar:
-                name = member.name.removeprefix("./")
-                if not member.isfile():
-                    continue
-                if not wanted(name, extensions, skipped):
-                    continue
-                data = _data(tar, member, raw, seekable)
+        with _open(shard) as raw:
+            compressed = _compressed(shard)
+            stream: tarscan.Stream = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+            for member, offset, data in tarscan.regular_members(stream, want):
+                name = member.removeprefix("./")
                 last, read = name, read + 1
-                where = None if compressed else member.offset_data
+                where = None if compressed else offset
                 yield Item(shard, f"{prefix}{name}", data=data, size=len(data), offset=where)
-    except (*_BROKEN, _CutShort) as e:
+    except (*_BROKEN, tarscan.CutShort) as e:
         yield _broken(shard, prefix, read, last, _why(e))
 
 
 def _why(e: BaseException) -> str:
-    if isinstance(e, stores.StoreError | _CutShort):
+    if isinstance(e, stores.StoreError | tarscan.CutShort):
         return str(e)
     text = str(e) or type(e).__name__
     if isinstance(e, EOFError | tarfile.ReadError) and (

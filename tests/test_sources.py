@@ -423,6 +423,36 @@ def test_s3_multi_reads_whole_objects_and_hands_the_rest_to_its_fallback(
     assert not s3_multi.reads("s3://multi//a.jpg") and not s3_multi.reads("gs://multi/a.jpg")
 
 
+def test_s3_listing_pages_through_libcurl_are_botocore_s(s3_env: S3Server) -> None:
+    """ListObjectsV2 pages read through libcurl (URL-encoded keys decoded, tokens
+    passed on) are botocore's pages, key for key, with and without a delimiter."""
+    client = s3_env.client()
+    client.create_bucket(Bucket="pages")
+    odd = ["b c.jpg", "x+y%.jpg", "é q+%.jpg", "a//d.jpg", "./e.jpg", "tab\t.jpg", "&<>.jpg"]
+    keys = [f"p/{k}" for k in odd] + ["p/sub/z.jpg"] + [f"p/n{i:02d}.jpg" for i in range(12)]
+    for key in keys:
+        client.put_object(Bucket="pages", Key=key, Body=b"x")
+    settings = stores.store_settings()
+    for delimiter in (None, "/"):
+        token, listed = None, []
+        while True:
+            page = s3_multi.list_page(settings, "pages", "p/", token, delimiter, 5)
+            args = {"Bucket": "pages", "Prefix": "p/", "MaxKeys": 5, "Delimiter": delimiter or ""}
+            answer = client.list_objects_v2(
+                **args, **({"ContinuationToken": token} if token else {})
+            )
+            assert page is not None
+            assert page[0] == [(o["Key"], o["Size"]) for o in answer.get("Contents", ())]
+            assert page[1] == [p["Prefix"] for p in answer.get("CommonPrefixes", ())]
+            listed += page[0]
+            token = page[2]
+            if token is None:
+                break
+        flat = [k for k in sorted(keys) if delimiter is None or "/" not in k[2:]]
+        assert [k for k, _ in listed] == flat
+    assert s3_multi.list_page(settings, "no-such-bucket", "", None, None, 5) is None
+
+
 def test_fetch_ahead_s3_errors_are_read_bytes_errors(
     photo_jpeg: bytes, s3_env: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:

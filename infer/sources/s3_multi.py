@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import queue
 import re
 import threading
@@ -28,7 +29,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote_plus, urlencode, urlsplit
+from xml.etree import ElementTree
 
 from cnnbench.infer.sources import stores
 from cnnbench.infer.sources.items import Item
@@ -39,14 +41,68 @@ POLL_S = 0.005  # longest wait for sockets before looking for new work again
 _PLAIN = re.compile(r"[A-Za-z0-9._~/-]+")  # a key signed and sent exactly as written
 
 
+def installed() -> bool:
+    """Whether pycurl is installed (the `s3` extra brings it)."""
+    return stores._installed("pycurl")
+
+
 def reads(url: str) -> bool:
     """Whether this engine reads `url`: pycurl is installed (the `s3` extra brings it)
     and the URL is an S3 object whose key has plain characters only (no
     percent-encoding to agree on with the server) and no empty, '.' or '..' segment."""
-    if stores.scheme_of(url) != "s3" or not stores._installed("pycurl"):
+    if stores.scheme_of(url) != "s3" or not installed():
         return False
     key = url.split("://", 1)[1].partition("/")[2]
     return bool(_PLAIN.fullmatch(key)) and stores._object_store_key(key)
+
+
+class _Target:
+    """Where and as whom libcurl's requests go: the endpoint (path style, as obstore),
+    region, CA bundle and credentials botocore resolves for the store settings; the key
+    and secret (and session token) taken again when they may have been refreshed."""
+
+    def __init__(self, settings: tuple) -> None:
+        client = stores.s3_client(settings)
+        endpoint = client.meta.endpoint_url.rstrip("/")
+        self.region = client.meta.region_name or "us-east-1"
+        if (urlsplit(endpoint).hostname or "").endswith(".amazonaws.com"):
+            endpoint = f"https://s3.{self.region}.amazonaws.com"
+        self.endpoint = endpoint
+        self.ca = dict(settings).get("AWS_CA_BUNDLE") or _certifi()
+        self._credentials = stores._botocore_session(settings).get_credentials()
+        self._signed_at = -float("inf")
+        self.userpwd: str | None = None  # None: no credentials
+        self.headers: list[str] = []
+
+    def handle(self) -> Any:
+        """An easy handle that signs for this target (`sign` sets who signs)."""
+        import pycurl
+
+        c = pycurl.Curl()
+        c.setopt(pycurl.NOSIGNAL, 1)
+        c.setopt(pycurl.CONNECTTIMEOUT, CONNECT_TIMEOUT_S)
+        c.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+        c.setopt(pycurl.LOW_SPEED_TIME, STALL_S)
+        c.setopt(pycurl.AWS_SIGV4, f"aws:amz:{self.region}:s3")
+        if self.ca:
+            c.setopt(pycurl.CAINFO, self.ca)
+        return c
+
+    def refresh(self) -> None:
+        if time.monotonic() - self._signed_at < stores.CREDENTIALS_CHECK_S:
+            return
+        self._signed_at = time.monotonic()
+        frozen = self._credentials.get_frozen_credentials() if self._credentials else None
+        self.userpwd = f"{frozen.access_key}:{frozen.secret_key}" if frozen else None
+        token = frozen.token if frozen else None
+        self.headers = [f"x-amz-security-token: {token}"] if token else []
+
+    def sign(self, c: Any, url: str) -> None:
+        import pycurl
+
+        c.setopt(pycurl.URL, url)
+        c.setopt(pycurl.USERPWD, self.userpwd)
+        c.setopt(pycurl.HTTPHEADER, self.headers)
 
 
 @dataclass
@@ -68,20 +124,10 @@ class S3Multi:
 
         self._pycurl = pycurl
         self._fallback = fallback
-        client = stores.s3_client(settings)
-        endpoint = client.meta.endpoint_url.rstrip("/")
-        self._region = client.meta.region_name or "us-east-1"
-        if (urlsplit(endpoint).hostname or "").endswith(".amazonaws.com"):
-            endpoint = f"https://s3.{self._region}.amazonaws.com"  # path style, as obstore
-        self._endpoint = endpoint
-        self._ca = dict(settings).get("AWS_CA_BUNDLE") or _certifi()
-        self._credentials = stores._botocore_session(settings).get_credentials()
-        self._signed_at = -float("inf")
-        self._userpwd: str | None = None
-        self._headers: list[str] = []
+        self._target = _Target(settings)
         self._multi = pycurl.CurlMulti()
         self._multi.setopt(pycurl.M_MAX_HOST_CONNECTIONS, in_flight)
-        self._free = [self._handle() for _ in range(in_flight)]
+        self._free = [self._target.handle() for _ in range(in_flight)]
         self._busy: set = set()
         self._inbox: queue.Queue = queue.Queue()
         self._lock = threading.Lock()  # a task's slots, filled here and by fallbacks
@@ -108,29 +154,6 @@ class S3Multi:
         for c in self._free:
             c.close()
         self._multi.close()
-
-    def _handle(self) -> Any:
-        pycurl = self._pycurl
-        c = pycurl.Curl()
-        c.setopt(pycurl.NOSIGNAL, 1)
-        c.setopt(pycurl.CONNECTTIMEOUT, CONNECT_TIMEOUT_S)
-        c.setopt(pycurl.LOW_SPEED_LIMIT, 1)
-        c.setopt(pycurl.LOW_SPEED_TIME, STALL_S)
-        c.setopt(pycurl.AWS_SIGV4, f"aws:amz:{self._region}:s3")
-        if self._ca:
-            c.setopt(pycurl.CAINFO, self._ca)
-        return c
-
-    def _sign(self) -> None:
-        """The key and secret (and session token) the handles sign with, taken again
-        when they may have been refreshed."""
-        if time.monotonic() - self._signed_at < stores.CREDENTIALS_CHECK_S:
-            return
-        self._signed_at = time.monotonic()
-        frozen = self._credentials.get_frozen_credentials() if self._credentials else None
-        self._userpwd = f"{frozen.access_key}:{frozen.secret_key}" if frozen else None
-        token = frozen.token if frozen else None
-        self._headers = [f"x-amz-security-token: {token}"] if token else []
 
     def _run(self) -> None:
         waiting: deque = deque()  # (task, index) not started yet
@@ -162,18 +185,16 @@ class S3Multi:
                 got = self._inbox.get_nowait()
         except queue.Empty:
             pass
-        self._sign()
+        self._target.refresh()
         while waiting and self._free:
             task, i = waiting.popleft()
-            if self._userpwd is None:  # no credentials: the fallback says so
+            if self._target.userpwd is None:  # no credentials: the fallback says so
                 self._give_up(task, i)
                 continue
             c = self._free.pop()
             bucket, _, key = task.items[i].path.split("://", 1)[1].partition("/")
             c.task, c.index, c.body = task, i, io.BytesIO()
-            c.setopt(pycurl.URL, f"{self._endpoint}/{bucket}/{key}")
-            c.setopt(pycurl.USERPWD, self._userpwd)
-            c.setopt(pycurl.HTTPHEADER, self._headers)
+            self._target.sign(c, f"{self._target.endpoint}/{bucket}/{key}")
             c.setopt(pycurl.WRITEDATA, c.body)
             multi.add_handle(c)
             self._busy.add(c)
@@ -244,3 +265,59 @@ def _certifi() -> str | None:
     except ImportError:
         return None
     return certifi.where()
+
+
+def list_page(
+    settings: tuple, bucket: str, prefix: str, token: str | None, delimiter: str | None, limit: int
+) -> tuple[list[tuple[str, int | None]], list[str], str | None] | None:
+    """One ListObjectsV2 page through libcurl: (key, size) of the objects, the common
+    prefixes, the next page's token; or None for anything but a 200 with a page in it,
+    which the caller asks botocore for instead (its retries and errors). Parsing a page
+    here costs a fraction of botocore's (~70 us a key)."""
+    import pycurl
+
+    target = _target(settings)
+    target.refresh()
+    if target.userpwd is None:
+        return None
+    query = {"list-type": "2", "encoding-type": "url", "max-keys": str(limit), "prefix": prefix}
+    if delimiter:
+        query["delimiter"] = delimiter
+    if token:
+        query["continuation-token"] = token
+    body = io.BytesIO()
+    c = target.handle()
+    try:
+        target.sign(c, f"{target.endpoint}/{bucket}?{urlencode(query, quote_via=quote)}")
+        c.setopt(pycurl.WRITEDATA, body)
+        c.perform()
+        if c.getinfo(pycurl.RESPONSE_CODE) != 200:
+            return None
+    except pycurl.error:
+        return None
+    finally:
+        c.close()
+    try:
+        root = ElementTree.fromstring(body.getvalue())
+    except ElementTree.ParseError:
+        return None
+    if not root.tag.endswith("ListBucketResult"):  # any namespace: s3rver's differs
+        return None
+    # Keys are URL-encoded only where the answer says so (as botocore decodes them)
+    decode = unquote_plus if root.findtext("{*}EncodingType") == "url" else str
+    objects = []
+    for o in root.iterfind("{*}Contents"):
+        size = o.findtext("{*}Size")
+        objects.append((decode(o.findtext("{*}Key") or ""), int(size) if size else None))
+    common = [decode(p.findtext("{*}Prefix") or "") for p in root.iterfind("{*}CommonPrefixes")]
+    truncated = root.findtext("{*}IsTruncated") == "true"
+    return objects, common, root.findtext("{*}NextContinuationToken") if truncated else None
+
+
+def _target(settings: tuple) -> _Target:
+    """The target for the store settings, made once per process and settings."""
+    key = (os.getpid(), "curl-s3", settings)
+    target = stores._cache.get(key)
+    if target is None:  # two threads may both make one: either will do
+        target = stores._cache[key] = _Target(settings)
+    return target

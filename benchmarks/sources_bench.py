@@ -8,8 +8,9 @@ than one client core asks for; or moto's (`--server moto`, what the tests start)
 - Clients: the CPU each S3 client spends per GET of a photo-sized object (16 GETs in
   flight, a process of its own pinned to core 0; `time.process_time`), and the CPU the
   server spends per GET (pinned to core 1; its utime + stime from /proc), with the GETs/s
-  seen: botocore, pyarrow's S3FileSystem (endpoint passed explicitly), obstore (what
-  `infer` uses for GETs).
+  seen: botocore, pyarrow's S3FileSystem (endpoint passed explicitly), obstore
+  (`stores.read_bytes`), and `fetch_ahead` as `infer` reads objects ahead of its
+  decoders (--io-threads in flight through libcurl's multi handle, one thread).
 - End to end: `run_infer` img/s over --photos 500x375 JPEGs read from s3://bucket/prefix/,
   from tar shards of 100 photos (local, and by s3:// URL), and from the same files on
   local disk; mnist_cnn (decode- and I/O-bound) and ResNet50 (compute-bound, on the first
@@ -253,11 +254,18 @@ def proc_cpu_seconds(pid: int) -> float:
 def get_cost(client: str, bucket: str, keys: list[str], threads: int, server_pid: int) -> None:
     """GET every key with `client`, `threads` at a time, after one warm-up GET; print the
     GETs/s, and the CPU per GET of this process and of the server."""
-    read = _getter(client, os.environ["AWS_ENDPOINT_URL"])
-    read(bucket, keys[0])
+    urls = [f"s3://{bucket}/{k}" for k in keys]
+    if client == "fetch_ahead":
+        read_ahead(urls[:1])  # the warm-up: imports, clients
+    else:
+        read = _getter(client, os.environ["AWS_ENDPOINT_URL"])
+        read(bucket, keys[0])
     server0, mine0, start = proc_cpu_seconds(server_pid), time.process_time(), time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        size = sum(len(b) for b in pool.map(lambda k: read(bucket, k), keys))
+    if client == "fetch_ahead":
+        size = read_ahead(urls)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            size = sum(len(b) for b in pool.map(lambda k: read(bucket, k), keys))
     seconds = time.perf_counter() - start
     mine, server = time.process_time() - mine0, proc_cpu_seconds(server_pid) - server0
     n = len(keys)
@@ -275,7 +283,19 @@ def get_cost(client: str, bucket: str, keys: list[str], threads: int, server_pid
     )
 
 
-CLIENTS = ("botocore", "pyarrow", "obstore")
+def read_ahead(urls: list[str]) -> int:
+    """The objects read as `infer` reads them (`fetch_ahead`, IO_THREADS in flight:
+    libcurl's multi handle on one thread); their bytes in all."""
+    from cnnbench.infer.engines.job import IO_THREADS
+    from cnnbench.infer.sources.fetch import fetch_ahead
+    from cnnbench.infer.sources.items import Item
+
+    got = list(fetch_ahead((Item(u, u) for u in urls), IO_THREADS))
+    assert all(i.error is None for i in got), next(i.error for i in got if i.error)
+    return sum(len(i.data or b"") for i in got)
+
+
+CLIENTS = ("botocore", "pyarrow", "obstore", "fetch_ahead")
 
 
 def client_costs(args: argparse.Namespace, server: S3Server, photos: Path) -> dict:

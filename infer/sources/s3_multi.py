@@ -72,6 +72,7 @@ class _Target:
         self._credentials = stores._botocore_session(settings).get_credentials()
         self._signed_at = -float("inf")
         self.userpwd: str | None = None  # None: no credentials
+        self.signed = 0  # times the credentials were taken
         self.headers: list[str] = []
 
     def handle(self) -> Any:
@@ -96,13 +97,18 @@ class _Target:
         self.userpwd = f"{frozen.access_key}:{frozen.secret_key}" if frozen else None
         token = frozen.token if frozen else None
         self.headers = [f"x-amz-security-token: {token}"] if token else []
+        self.signed += 1  # handles signed before sign again
 
     def sign(self, c: Any, url: str) -> None:
+        """The request of handle `c` to `url`, signed as the target is now (the key,
+        secret and headers set again only when they changed since it last signed)."""
         import pycurl
 
         c.setopt(pycurl.URL, url)
-        c.setopt(pycurl.USERPWD, self.userpwd)
-        c.setopt(pycurl.HTTPHEADER, self.headers)
+        if getattr(c, "signed", None) != self.signed:
+            c.setopt(pycurl.USERPWD, self.userpwd)
+            c.setopt(pycurl.HTTPHEADER, self.headers)
+            c.signed = self.signed
 
 
 @dataclass
@@ -303,15 +309,16 @@ def list_page(
         return None
     if not root.tag.endswith("ListBucketResult"):  # any namespace: s3rver's differs
         return None
+    ns = root.tag[: -len("ListBucketResult")]  # exact tags: ElementTree's fast path
     # Keys are URL-encoded only where the answer says so (as botocore decodes them)
-    decode = unquote_plus if root.findtext("{*}EncodingType") == "url" else str
+    decode = unquote_plus if root.findtext(ns + "EncodingType") == "url" else str
     objects = []
-    for o in root.iterfind("{*}Contents"):
-        size = o.findtext("{*}Size")
-        objects.append((decode(o.findtext("{*}Key") or ""), int(size) if size else None))
-    common = [decode(p.findtext("{*}Prefix") or "") for p in root.iterfind("{*}CommonPrefixes")]
-    truncated = root.findtext("{*}IsTruncated") == "true"
-    return objects, common, root.findtext("{*}NextContinuationToken") if truncated else None
+    for o in root.iterfind(ns + "Contents"):
+        size = o.findtext(ns + "Size")
+        objects.append((decode(o.findtext(ns + "Key") or ""), int(size) if size else None))
+    common = [decode(p.findtext(ns + "Prefix") or "") for p in root.iterfind(ns + "CommonPrefixes")]
+    truncated = root.findtext(ns + "IsTruncated") == "true"
+    return objects, common, root.findtext(ns + "NextContinuationToken") if truncated else None
 
 
 def _target(settings: tuple) -> _Target:

@@ -19,10 +19,11 @@ than one client core asks for; or moto's (`--server moto`, what the tests start)
   - `shared`: as a user runs it; the server shares both cores with `infer`, so every
     request costs the job the server's CPU too (which a store on other machines would not).
   - `pinned`: the server stands for a store on other machines: it gets core 1 alone, and
-    both `infer` jobs (local disk and s3://) get core 0 alone, with one decode thread and
-    one ONNX Runtime thread (`--workers 1`, `--threads 1`), so the ratio says what the
-    client pays per object. The server's own ceiling (GETs/s on one core, from the
-    Clients figures) bounds the s3:// rate in this row.
+    every `infer` job (local disk, s3://, the shards locally and by s3://) gets core 0
+    alone, with one decode thread and one ONNX Runtime thread (`--workers 1`,
+    `--threads 1`), so the ratio says what the client pays per object or member. The
+    server's own ceiling (GETs/s on one core, from the Clients figures) bounds the s3://
+    rate in this row.
 - Listing memory: peak RSS of a process that lists a prefix of --big zero-byte objects
   through infer's listing (`prefixes.list_prefix`) vs one that lists 1,000. Target <= 1.2x.
   This one runs on moto's server whatever --server: the big bucket is filled inside the
@@ -209,7 +210,8 @@ def end_to_end(args: argparse.Namespace, server: S3Server, models: dict[str, Pat
     return doc
 
 
-PINNED_SOURCES = ("local", "s3")  # the `pinned` row's question: what a GET costs the client
+# the `pinned` row's question: what a GET, or a member of a shard, costs the client
+PINNED_SOURCES = ("local", "s3", "shards", "s3_shards")
 
 
 # --- the cost of a GET, client by client (each a process of its own) -------------------

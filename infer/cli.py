@@ -158,8 +158,8 @@ def job_params() -> list[click.Option]:
         click.Option(
             ["--io-threads"],
             type=click.IntRange(min=0),
-            help=f"Reads in flight (objects by URL, shards). Default: {IO_THREADS} when an "
-            "input is a URL, a shard or @list, else 0 (the decode threads read local files).",
+            help=f"Reads in flight (objects and shards by URL). Default: {IO_THREADS} when "
+            "an input is a URL or @list, else 0 (the decode threads read local files).",
         ),
         click.Option(["--top-k"], type=int, default=1, show_default=True),
         click.Option(["--limit"], type=int, help="Only the first N files of the inputs."),

@@ -519,6 +519,20 @@ def test_brace_patterns_expand_as_webdataset_does() -> None:
     assert os.path.basename("s-000.tar") == "s-000.tar"
 
 
+def test_local_shards_are_read_in_the_loop_and_shards_by_url_ahead() -> None:
+    """A local shard's members come with their bytes from the listing: no reads in
+    flight (a thread listing ahead cost more than it saved); by URL, GETs in flight."""
+    from cnnbench.infer.engines.job import IO_THREADS, InferConfig
+    from cnnbench.infer.engines.local import io_threads_for
+
+    def threads(*inputs: str) -> int:
+        return io_threads_for(InferConfig(model="m.onnx", inputs=inputs, output="o.csv"))
+
+    assert threads("s-{000..002}.tar", "t.tar.gz", "photos/") == 0
+    assert threads("s-{000..002}.tar", "s3://b/s-{000..002}.tar") == IO_THREADS
+    assert threads("s-000.tar", "@list.txt") == IO_THREADS
+
+
 def test_calibration_and_bench_images_take_prefixes_and_shards(
     photos: Path, s3_env: S3Server, tmp_path: Path
 ) -> None:

@@ -268,3 +268,25 @@ def test_what_tar_writers_write_is_read_without_tarfile(
     monkeypatch.setattr(tarfile, "open", refused)
     for writer, got in data.items():
         assert _scanned(got) == expected[writer], writer
+
+
+def test_a_header_claiming_gigabytes_costs_no_more_memory_than_a_read(tmp_path: Path) -> None:
+    """A member whose header (checksum and all) says 8 GiB, in a shard file that ends 1000
+    bytes later: the error, without a read sized for what the header claims (a file's
+    read allocates what it is asked for)."""
+    import tracemalloc
+
+    for name, want in (("big.jpg", _everything), ("big.bin", _jpgs)):
+        info = tarfile.TarInfo(name)
+        info.size = 8 << 30
+        shard = tmp_path / "big.tar"
+        shard.write_bytes(info.tobuf(tarfile.GNU_FORMAT) + bytes(1000))
+        tracemalloc.start()
+        try:
+            with shard.open("rb", buffering=0) as raw, pytest.raises(tarfile.ReadError) as e:
+                list(tarscan.regular_members(raw, want))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert str(e.value) == "unexpected end of data", name
+        assert peak < 2 * tarscan.MAX_READ, (name, peak)

@@ -41,7 +41,7 @@ from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
 
 TRUNCATED_LISTED = 1000  # names of truncated-but-predicted files kept for --summary
-IO_THREADS = 64  # reads in flight by default when an input is a URL, a shard or a list
+IO_THREADS = 64  # reads in flight by default when an input is a URL or a list
 
 
 class Engine(enum.StrEnum):

@@ -63,7 +63,7 @@ from cnnbench.infer.sinks.formats import Format, fieldnames, format_of
 from cnnbench.infer.sinks.output import OutputLock
 from cnnbench.infer.sinks.parts import Parts
 from cnnbench.infer.sinks.sink import AppendSink, BlockSink, Outcome, Sink
-from cnnbench.infer.sources import shards, stores
+from cnnbench.infer.sources import stores
 from cnnbench.infer.sources.fetch import fetch_ahead
 from cnnbench.infer.sources.items import Item
 
@@ -204,12 +204,14 @@ def _progress(enabled: bool) -> tqdm | _NoBar:
 
 
 def io_threads_for(cfg: InferConfig) -> int:
-    """--io-threads, else IO_THREADS when an input may be read over the network or from
-    a shard (a URL, a shard, a list of paths), else 0: local files are read by the decode
-    threads, as they always were."""
+    """--io-threads, else IO_THREADS when an input may be read over the network (a URL,
+    a list of paths), else 0: local files are read by the decode threads, as they always
+    were, and a local shard's members come with their bytes from the listing itself (a
+    thread listing it ahead cost 7 us more a member than listing it in the loop:
+    docs/benchmarks.md)."""
     if cfg.io_threads is not None:
         return cfg.io_threads
-    remote = (t.startswith("@") or stores.is_url(t) or shards.is_shard(t) for t in cfg.inputs)
+    remote = (t.startswith("@") or stores.is_url(t) for t in cfg.inputs)
     return IO_THREADS if any(remote) else 0
 
 
@@ -338,8 +340,8 @@ class _Head:
     def start(cls, cfg: InferConfig, inputs: tuple[str, ...]) -> _Head | None:
         """None where the session is not ONNX Runtime's CPU one, where the format or the
         batch size are not sure before the session is there, or where the items pass
-        through the sink first (--resume, Parquet's blocks) or are fetched (URLs, shards,
-        lists): those runs start as before."""
+        through the sink first (--resume, Parquet's blocks) or are fetched (URLs, lists):
+        those runs start as before."""
         if cfg.resume or io_threads_for(cfg) or format_of(cfg.output) is Format.PARQUET:
             return None
         if not _cpu_session_ahead(cfg.runtime.provider):

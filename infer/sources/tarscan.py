@@ -40,6 +40,7 @@ from typing import Protocol
 
 BLOCK = 512
 READ_SIZE = 512 << 10  # bytes per read of the shard (256 KiB-1 MiB measured best: L2-sized)
+MAX_READ = 64 << 20  # bytes per read at most, for a member bigger than READ_SIZE
 _ZEROS = bytes(BLOCK)
 _REGULAR = (b"0", b"\0", b"7")  # tarfile.REGULAR_TYPES less GNU sparse, which tarfile reads
 _NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, folders: nothing follows
@@ -272,10 +273,9 @@ class _Blocks:
         need = n - len(parts[0])
         self.buf, self.pos = b"", 0
         while need > 0:
-            chunk = self.raw.read(max(self.read_size, need))
+            chunk = self._read(need)
             if not chunk:
                 break
-            self.end += len(chunk)
             if len(chunk) > need:
                 self.buf, self.pos = chunk, need
                 parts.append(chunk[:need])
@@ -285,11 +285,28 @@ class _Blocks:
         return b"".join(parts)
 
     def skip(self, n: int) -> int:
-        """Steps over `n` bytes; how many there were."""
+        """Steps over `n` bytes, holding no more than a read of them; how many there were."""
         if self.pos + n <= len(self.buf):
             self.pos += n
             return n
-        return len(self.take(n))
+        skipped = len(self.buf) - self.pos
+        self.buf, self.pos = b"", 0
+        while skipped < n:
+            chunk = self._read(n - skipped)
+            if not chunk:
+                break
+            if skipped + len(chunk) > n:
+                self.buf, self.pos = chunk, n - skipped
+                return n
+            skipped += len(chunk)
+        return skipped
+
+    def _read(self, need: int) -> bytes:
+        """One read of the stream: READ_SIZE, or what a bigger member needs, up to
+        MAX_READ (a header may claim any size: the stream's end says how much there is)."""
+        chunk = self.raw.read(min(max(self.read_size, need), MAX_READ))
+        self.end += len(chunk)
+        return chunk
 
     def unread(self, data: bytes) -> None:
         """Puts back the bytes just taken."""

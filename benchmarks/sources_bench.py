@@ -49,6 +49,7 @@ import argparse
 import contextlib
 import functools
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -57,7 +58,7 @@ import sys
 import tarfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -486,7 +487,15 @@ def main() -> None:
             upload(server, "photos", sorted(photos.glob("*.jpg"))[: args.gets], "set/")
             doc["clients"] = client_costs(args, server, photos)
         if "e2e" not in args.skip:
-            doc["end_to_end"] = end_to_end(args, server, make_models(args.work, photos))
+            # Built in a process of its own: TensorFlow's libcurl, once loaded, keeps this
+            # process off libcurl's S3 engine (infer/sources/s3_multi.py: `available`)
+            spawn = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(1, mp_context=spawn) as child:
+                models = child.submit(make_models, args.work, photos).result()
+            from cnnbench.infer.sources import s3_multi
+
+            doc["s3_gets_by"] = "libcurl (s3_multi)" if s3_multi.available() else "obstore"
+            doc["end_to_end"] = end_to_end(args, server, models)
         if "listing" not in args.skip:
             doc["listing"] = listing_memory(args, server.env)
     finally:

@@ -121,9 +121,9 @@ def _pager(base: str) -> tuple[Pager | None, str]:
 def _s3_page(
     settings: tuple, bucket: str, prefix: str, token: str | None, delimiter: str | None, limit: int
 ) -> Page:
-    """A ListObjectsV2 page through libcurl where pycurl is installed (a tenth of
+    """A ListObjectsV2 page through libcurl where pycurl is available (a tenth of
     botocore's CPU a key), else, and for any answer but a page, through botocore."""
-    if s3_multi.installed():
+    if s3_multi.available():
         page = s3_multi.list_page(settings, bucket, prefix, token, delimiter, limit)
         if page is not None:
             return Page(*page)

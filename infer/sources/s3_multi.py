@@ -18,10 +18,12 @@ asked for again every CREDENTIALS_CHECK_S.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import queue
 import re
+import sys
 import threading
 import time
 from collections import deque
@@ -41,16 +43,29 @@ POLL_S = 0.005  # longest wait for sockets before looking for new work again
 _PLAIN = re.compile(r"[A-Za-z0-9._~/-]+")  # a key signed and sent exactly as written
 
 
-def installed() -> bool:
-    """Whether pycurl is installed (the `s3` extra brings it)."""
-    return stores._installed("pycurl")
+def available() -> bool:
+    """Whether pycurl (the `s3` extra brings it) loads and may be used here: not in a
+    process that has loaded TensorFlow, whose own libcurl's symbols are global and stand
+    in for pycurl's libcurl (pycurl refuses to load after it: "libcurl link-time version
+    (8.11.0) is older than compile-time version"; loaded before it, its later calls could
+    bind to them). Without it, S3 goes through obstore and botocore alone."""
+    return "tensorflow" not in sys.modules and _loads()
+
+
+@functools.cache
+def _loads() -> bool:
+    try:
+        import pycurl  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def reads(url: str) -> bool:
-    """Whether this engine reads `url`: pycurl is installed (the `s3` extra brings it)
-    and the URL is an S3 object whose key has plain characters only (no
-    percent-encoding to agree on with the server) and no empty, '.' or '..' segment."""
-    if stores.scheme_of(url) != "s3" or not installed():
+    """Whether this engine reads `url`: pycurl is `available` and the URL is an S3
+    object whose key has plain characters only (no percent-encoding to agree on with the
+    server) and no empty, '.' or '..' segment."""
+    if stores.scheme_of(url) != "s3" or not available():
         return False
     key = url.split("://", 1)[1].partition("/")[2]
     return bool(_PLAIN.fullmatch(key)) and stores._object_store_key(key)

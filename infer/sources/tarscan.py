@@ -242,7 +242,8 @@ def _pax_text(value: bytes) -> str:
 
 def _by_tarfile(blocks: _Blocks, want: Callable[[str], bool]) -> Iterator[Member]:
     """The rest of the stream read by tarfile's random-access mode over forward seeks."""
-    with tarfile.open(fileobj=_Rest(blocks), mode="r:", tarinfo=CheckedInfo) as tar:  # type: ignore[call-overload]  # _Rest has the read/seek/tell tarfile uses
+    rest = _Rest(blocks)  # not an IO[bytes]: it has the read, seek and tell tarfile uses
+    with tarfile.open(fileobj=rest, mode="r:", tarinfo=CheckedInfo) as tar:  # type: ignore[call-overload]
         for member in tar:
             if member.isfile() and want(member.name):
                 extracted = tar.extractfile(member)

@@ -70,7 +70,8 @@ def _archive(fmt: int, **kwargs: object) -> bytes:
     './' names, a folder, links, a FIFO, empty and block-sized members."""
     rng = random.Random(fmt)
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt, **kwargs) as tar:  # type: ignore[call-overload]  # kwargs: pax_headers
+    # kwargs: pax_headers, which the overloads do not take through **
+    with tarfile.open(fileobj=buf, mode="w", format=fmt, **kwargs) as tar:  # type: ignore[call-overload]
         _add(tar, "000000.jpg", rng.randbytes(1000))
         _add(tar, "000000.cls", b"3")
         _add(tar, "./000001.jpg", rng.randbytes(512))

@@ -8,9 +8,9 @@ a photo from its own file, and tar shards ran mnist_cnn at 0.91-0.95x a local fo
 libarchive through `libarchive-c` measured 22 us a member, and needs the system's
 libarchive. So the headers that tar writers produce (Python's tarfile and GNU tar, in
 PAX, GNU and ustar formats) are decoded here, from slices of 512 KiB reads: 1.3-1.5 us a
-header, 15 us a member with its bytes (PAX; 13 us GNU), shards at 0.99-1.07x a local
-folder (docs/benchmarks.md, "infer: inputs by URL and from tar shards"). Anything else
-goes to `tarfile`:
+header, 15 us a member with its bytes (PAX; 13 us GNU), at parity with a local folder
+(0.98-1.04x; docs/benchmarks.md, "infer: inputs by URL and from tar shards"). Anything
+else goes to `tarfile`:
 
 - a header whose number fields are not in the usual octal forms (base-256 sizes, odd
   padding) or whose unsigned checksum does not match is decoded by `TarInfo.frombuf`
@@ -242,7 +242,8 @@ def _pax_text(value: bytes) -> str:
 
 def _by_tarfile(blocks: _Blocks, want: Callable[[str], bool]) -> Iterator[Member]:
     """The rest of the stream read by tarfile's random-access mode over forward seeks."""
-    with tarfile.open(fileobj=_Rest(blocks), mode="r:", tarinfo=CheckedInfo) as tar:  # type: ignore[call-overload]  # _Rest has the read/seek/tell tarfile uses
+    rest = _Rest(blocks)  # not an IO[bytes]: it has the read, seek and tell tarfile uses
+    with tarfile.open(fileobj=rest, mode="r:", tarinfo=CheckedInfo) as tar:  # type: ignore[call-overload]
         for member in tar:
             if member.isfile() and want(member.name):
                 extracted = tar.extractfile(member)

@@ -4,6 +4,7 @@ exactly once through a killed driver, a killed worker and --resume, and one-line
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -405,3 +406,38 @@ def test_ray_reads_members_of_tar_shards(
     )
     assert refused.exit_code == 1 and "uncompressed shards (.tar) only" in refused.output
     assert "Traceback" not in refused.output
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_ray_data_errors_stay_off_the_console(progress: bool) -> None:
+    """Ray Data logs a cancelled or failed task, and its stats actor gone after the
+    driver disconnects, with tracebacks (a Ctrl-C under load did): on the console the
+    job's own one line stands for them, with progress on or off. Ray Data's own console
+    handler, its stream swapped for a buffer here."""
+    import io
+
+    import ray.data  # noqa: F401  (sets up Ray Data's logging)
+
+    from cnnbench.infer.engines.ray import _quiet_ray_data_console
+
+    logger = logging.getLogger("ray.data._internal.stats")
+    console = next(
+        h for h in logging.getLogger("ray.data").handlers if type(h).__name__ == "PlainRayHandler"
+    )
+    shown = io.StringIO()
+    stream = console.setStream(shown)
+    try:
+        _quiet_ray_data_console(progress)
+        try:
+            raise RuntimeError("Ray is not initialized")
+        except RuntimeError as e:
+            logger.warning("Error occurred during update_execution_metrics", exc_info=e)
+            logger.error("An exception was raised from a task")
+        logger.info("Execution plan: progress")
+        logger.warning("Plain warning")
+    finally:
+        console.setStream(stream)
+    assert "Traceback" not in shown.getvalue() and "raised from a task" not in shown.getvalue()
+    assert "update_execution_metrics" not in shown.getvalue()
+    assert ("Execution plan: progress" in shown.getvalue()) == progress
+    assert ("Plain warning" in shown.getvalue()) == progress

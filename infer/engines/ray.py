@@ -275,6 +275,32 @@ def _worker_error(e: Exception) -> InferError:
     return InferError(f"the Ray job failed: {lines[-1] if lines else type(e).__name__}")
 
 
+class _RayDataConsole(logging.Filter):
+    """What Ray Data's logger shows on the console: its info lines and warnings with
+    progress on (they are progress too), nothing without; never an error or a
+    traceback (a task cancelled by Ctrl-C, a failed block, its stats actor gone once
+    the driver disconnects): our own one line stands for those. Its session log file
+    (ray-data.log) still gets every record. Stays on Ray Data's console handler for the
+    rest of the process, which also logs while the driver disconnects at exit."""
+
+    progress = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.progress and record.levelno < logging.ERROR and not record.exc_info
+
+
+_RAY_DATA_CONSOLE = _RayDataConsole()
+
+
+def _quiet_ray_data_console(progress: bool) -> None:
+    _RAY_DATA_CONSOLE.progress = progress
+    for handler in logging.getLogger("ray.data").handlers:
+        console = isinstance(handler, logging.StreamHandler)
+        console = console and not isinstance(handler, logging.FileHandler)
+        if console and _RAY_DATA_CONSOLE not in handler.filters:
+            handler.addFilter(_RAY_DATA_CONSOLE)
+
+
 def _consume(
     ray: ModuleType,
     ds: Any,
@@ -286,8 +312,7 @@ def _consume(
     """Pull rows until every block is written, Ctrl-C (a second one stops at once), or a
     lost node leaves the job stuck (ray_watch.py); Ray Data shows the progress."""
     ray.data.DataContext.get_current().enable_progress_bars = progress
-    if not progress:  # Ray Data's own log lines on the console are progress too
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    _quiet_ray_data_console(progress)
     start = time.perf_counter()
     try:
         with StopOnSigint() as stop:

@@ -82,6 +82,11 @@ def _quiet_image_libraries() -> None:
     logging.getLogger("PIL").setLevel(logging.CRITICAL)  # its errors about damaged files
 
 
+def asked_for() -> bool:
+    """Whether the user asked to see every native line (CNNBENCH_NATIVE_LOGS=1)."""
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
 @contextlib.contextmanager
 def filtered_native_stderr() -> Iterator[None]:
     """Filter what native code writes to fd 2 for the duration of the block.
@@ -89,7 +94,7 @@ def filtered_native_stderr() -> Iterator[None]:
     A user who sets CNNBENCH_NATIVE_LOGS=1, or TF_CPP_MIN_LOG_LEVEL to 0 or 1, gets
     every line."""
     verbose = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2") in ("0", "1")
-    verbose = verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+    verbose = verbose or asked_for()
     if not verbose:
         _quiet_image_libraries()
     try:

@@ -7,6 +7,7 @@ import importlib.metadata
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,16 @@ from cnnbench.cli import cli
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.preprocess import ForeignOptions, Preset, resolve_input_format
 from cnnbench.infer.runtime.runner import BoundRunner, PlainRunner
-from cnnbench.infer.runtime.session import Provider, RuntimeOptions, choose_session, load_error
+from cnnbench.infer.runtime.session import (
+    Provider,
+    RuntimeOptions,
+    choose_session,
+    load_error,
+    quiet_stderr,
+)
 from cnnbench.infer.sinks.formats import safe_cell, unsafe_cell
 from cnnbench.infer.sinks.output import OutputLock
+from cnnbench.native_logs import VERBOSE_ENV
 
 
 def save_graph(path: Path, inp_shape: list, out_shape: list, op: str = "Identity") -> Path:
@@ -240,3 +248,21 @@ def test_load_error_names_the_missing_library(tiny_model: Path) -> None:
     with pytest.raises(InferError) as e:
         choose_session(str(tiny_model), RuntimeOptions(provider=Provider.CUDA))
     assert reason in str(e.value)
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_native_lines_of_other_threads_while_a_session_builds_come_back_when_asked(
+    asked: bool, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """ORT's chatter is kept off fd 2 while a session builds, and so is whatever the
+    decoders of the first batches write meanwhile; CNNBENCH_NATIVE_LOGS=1 asked for
+    every native line, so it is written out afterwards (a hostile-files test lost
+    libjpeg's lines this way under load)."""
+    monkeypatch.setenv(VERBOSE_ENV, "1" if asked else "0")
+    line = "libpng warning: iCCP: known incorrect sRGB profile"
+    with quiet_stderr() as captured:
+        decoder = threading.Thread(target=os.write, args=(2, f"{line}\n".encode()))
+        decoder.start()
+        decoder.join()
+    assert line in captured
+    assert (line in capfd.readouterr().err) == asked

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cnnbench import native_logs
 from cnnbench.infer.errors import InferError, first_line
 
 if TYPE_CHECKING:
@@ -131,7 +132,11 @@ def quiet_stderr() -> Iterator[list[str]]:
     ORT writes to file descriptor 2 whatever `sys.stderr` is, so the descriptor is what
     gets redirected; its Python layer print()s the provider fallback notice on stdout, so
     that is captured too. Remove when ONNX Runtime reports provider-load failures only
-    through its logger (`log_severity_level`) or an exception."""
+    through its logger (`log_severity_level`) or an exception.
+
+    The redirection is process-wide: what other threads write meanwhile (the decoders
+    of the first batches, while the session builds on a thread) lands here too, so with
+    CNNBENCH_NATIVE_LOGS=1 it is all written to stderr afterwards."""
     captured: list[str] = []
     with contextlib.suppress(AttributeError, OSError, ValueError):
         sys.stderr.flush()
@@ -153,8 +158,11 @@ def quiet_stderr() -> Iterator[list[str]]:
             os.dup2(saved, 2)
             os.close(saved)
             log.seek(0)
+            native = log.read()
             captured.extend(python_text.getvalue().splitlines())
-            captured.extend(log.read().decode("utf-8", "replace").splitlines())
+            captured.extend(native.decode("utf-8", "replace").splitlines())
+            if native_logs.asked_for():  # and other threads' lines (decoders') are in it
+                os.write(2, native)
 
 
 def load_error(lines: list[str]) -> str | None:

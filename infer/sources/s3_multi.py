@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import os
 import queue
 import re
 import sys
@@ -338,8 +337,4 @@ def list_page(
 
 def _target(settings: tuple) -> _Target:
     """The target for the store settings, made once per process and settings."""
-    key = (os.getpid(), "curl-s3", settings)
-    target = stores._cache.get(key)
-    if target is None:  # two threads may both make one: either will do
-        target = stores._cache[key] = _Target(settings)
-    return target
+    return stores.made_once(("curl-s3", settings), lambda: _Target(settings))

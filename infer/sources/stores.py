@@ -95,7 +95,21 @@ def _scheme(url: str) -> Scheme:
 # scheme and the store-related environment instead.
 _ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCS", "STORAGE_EMULATOR_HOST", "AZURE_", "CLOUDSDK_")
 _cache: dict[tuple, Any] = {}
-_cache_lock = threading.Lock()
+_cache_lock = threading.RLock()  # re-entered: a client made from another one
+
+
+def made_once(key: tuple, make: Callable[[], T]) -> T:
+    """What `make()` returns, made once per process and `key` (the store settings in
+    it, so a changed environment gets new clients) and kept; read without the lock once
+    it is there."""
+    key = (os.getpid(), *key)
+    made = _cache.get(key)
+    if made is None:
+        with _cache_lock:
+            made = _cache.get(key)
+            if made is None:
+                made = _cache[key] = make()
+    return made
 
 
 def store_settings() -> tuple:
@@ -113,14 +127,11 @@ def filesystem(url: str) -> Any:
 
     protocol = _scheme(url).protocol
     options = {"account_name": account} if (account := _azure_account(url)) else {}
-    key = (os.getpid(), protocol, store_settings(), account)
-    with _cache_lock:
-        if key not in _cache:
-            if protocol == "gcs" and _gcs_emulator():
-                _cache[key] = _gcs_emulator_filesystem()
-            else:
-                _cache[key] = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
-        return _cache[key]
+    if protocol == "gcs" and _gcs_emulator():
+        make = _gcs_emulator_filesystem
+    else:
+        make = functools.partial(fsspec.filesystem, protocol, skip_instance_cache=True, **options)
+    return made_once((protocol, store_settings(), account), make)
 
 
 _AZURE_AUTHORITY = re.compile(r"^[^@/]+@(?P<account>[a-z0-9]+)\.(?:dfs|blob)\.core\.windows\.net$")
@@ -296,13 +307,9 @@ def _botocore_session(settings: tuple) -> Any:
     """botocore's session, made once per process and store `settings`: where the
     credentials, profile, region and endpoint (AWS_ENDPOINT_URL) are resolved, as s3fs's
     aiobotocore resolves them."""
-    key = (os.getpid(), "botocore-session", settings)
-    with _cache_lock:
-        if key not in _cache:
-            import botocore.session
+    import botocore.session
 
-            _cache[key] = botocore.session.get_session()
-        return _cache[key]
+    return made_once(("botocore-session", settings), botocore.session.get_session)
 
 
 def s3_client(settings: tuple | None = None) -> Any:
@@ -312,15 +319,14 @@ def s3_client(settings: tuple | None = None) -> Any:
     (`_object_store_key`)."""
     _scheme("s3://")  # the extra's check
     settings = store_settings() if settings is None else settings
-    session = _botocore_session(settings)
-    key = (os.getpid(), "botocore-s3", settings)
-    with _cache_lock:
-        if key not in _cache:
-            import botocore.config
 
-            config = botocore.config.Config(max_pool_connections=S3_CONNECTIONS)
-            _cache[key] = session.create_client("s3", config=config)
-        return _cache[key]
+    def make() -> Any:
+        import botocore.config
+
+        config = botocore.config.Config(max_pool_connections=S3_CONNECTIONS)
+        return _botocore_session(settings).create_client("s3", config=config)
+
+    return made_once(("botocore-s3", settings), make)
 
 
 CREDENTIALS_CHECK_S = 300  # how often obstore asks again for credentials that expire
@@ -358,30 +364,27 @@ def _object_store(bucket: str, settings: tuple) -> Any:
     server as the same user; an endpoint is passed only when one is configured
     (AWS_ENDPOINT_URL...), never looked up. Its own retries are off: `with_retries`
     does them, as for every store."""
-    key = (os.getpid(), "obstore-s3", settings, bucket)
-    store = _cache.get(key)  # without the lock: once made, a store is only read
-    if store is not None:
-        return store
-    client, session = s3_client(settings), _botocore_session(settings)
-    with _cache_lock:
-        if key not in _cache:
-            from botocore.exceptions import NoCredentialsError
-            from obstore.store import S3Store
 
-            credentials = session.get_credentials()
-            if credentials is None:
-                raise NoCredentialsError()
-            endpoint = client.meta.endpoint_url
-            custom = not (urlsplit(endpoint).hostname or "").endswith(".amazonaws.com")
-            _cache[key] = S3Store(
-                bucket,
-                region=client.meta.region_name,
-                **({"endpoint": endpoint} if custom else {}),
-                client_options={"allow_http": endpoint.startswith("http://")},
-                retry_config={"max_retries": 0},
-                credential_provider=_BotocoreCredentials(credentials),
-            )
-        return _cache[key]
+    def make() -> Any:
+        from botocore.exceptions import NoCredentialsError
+        from obstore.store import S3Store
+
+        client = s3_client(settings)
+        credentials = _botocore_session(settings).get_credentials()
+        if credentials is None:
+            raise NoCredentialsError()
+        endpoint = client.meta.endpoint_url
+        custom = not (urlsplit(endpoint).hostname or "").endswith(".amazonaws.com")
+        return S3Store(
+            bucket,
+            region=client.meta.region_name,
+            **({"endpoint": endpoint} if custom else {}),
+            client_options={"allow_http": endpoint.startswith("http://")},
+            retry_config={"max_retries": 0},
+            credential_provider=_BotocoreCredentials(credentials),
+        )
+
+    return made_once(("obstore-s3", settings, bucket), make)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -4,6 +4,7 @@ the converted models and the best-of-rounds rule. Needs the `train` extra for th
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,11 +40,32 @@ def make_models(work: Path, calibration: Path) -> dict[str, Path]:
     return models
 
 
+def rounds_of(
+    rounds: int, before: Callable[[], object] | None = None, **runs: Callable[[], float]
+) -> dict[str, list[float]]:
+    """Each measurement `rounds` times, interleaved (a, b, a, b, ...), every figure kept
+    in order, so that round i of one can be set against round i of another. `before`
+    runs, untimed, before each measurement (emptying a cache, say)."""
+    got: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            if before is not None:
+                before()
+            got[name].append(run())
+    return got
+
+
 def best_of(rounds: int, **runs: Callable[[], float]) -> dict[str, float]:
     """Each measurement `rounds` times, interleaved, keeping the best: other jobs on a
     shared machine only ever slow a run down."""
-    best = dict.fromkeys(runs, 0.0)
-    for _ in range(rounds):
-        for name, run in runs.items():
-            best[name] = max(best[name], run())
-    return best
+    return {name: max(figures) for name, figures in rounds_of(rounds, **runs).items()}
+
+
+def spread(figures: list[float]) -> dict[str, float]:
+    """The median and the range of some figures (ratios of paired rounds, say)."""
+    return {
+        "median": statistics.median(figures),
+        "min": min(figures),
+        "max": max(figures),
+        "n": len(figures),
+    }

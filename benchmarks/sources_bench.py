@@ -24,6 +24,13 @@ than one client core asks for; or moto's (`--server moto`, what the tests start)
     `--threads 1`), so the ratio says what the client pays per object or member. The
     server's own ceiling (GETs/s on one core, from the Clients figures) bounds the s3://
     rate in this row.
+- Local shards against the local folder, page cache warm and cold: the same `run_infer`
+  jobs over the folder and over the photos as local shards (both cores, defaults),
+  --spread-rounds interleaved rounds (folder, shards, folder, shards, ...) with every file
+  in the page cache, then as many with the page cache dropped before each run (`sync;
+  echo 3 > /proc/sys/vm/drop_caches`: root on Linux; skipped with the reason elsewhere),
+  the case shards exist for: millions of files that no machine holds in RAM. Each round's
+  shards/folder ratio is kept; the median and the range are the figure.
 - Listing memory: peak RSS of a process that lists a prefix of --big zero-byte objects
   through infer's listing (`prefixes.list_prefix`) vs one that lists 1,000. Target <= 1.2x.
   This one runs on moto's server whatever --server: the big bucket is filled inside the
@@ -32,8 +39,8 @@ than one client core asks for; or moto's (`--server moto`, what the tests start)
   bucket for every page (4.4 s a page at 100,000 keys, so hours for a million), which
   says nothing about the client being measured.
 
-Every figure is the best of --rounds interleaved runs (other jobs on a shared machine
-only ever slow a run down). Run under the shared benchmark lock at real-time priority
+Every figure but the local shards' is the best of --rounds interleaved runs (other jobs on a
+shared machine only ever slow a run down). Run under the shared benchmark lock at real-time priority
 (children inherit it), from the repository root:
 
     chrt -f 10 flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/sources_bench.py
@@ -110,6 +117,18 @@ def write_shards(photos: Path, folder: Path) -> list[Path]:
     return shards
 
 
+def shard_pattern(shards: list[Path]) -> str:
+    """The shards as one brace pattern, as a user names them."""
+    return str(shards[0].with_name(f"photos-{{000000..{len(shards) - 1:06d}}}.tar"))
+
+
+def model_jobs(args: argparse.Namespace) -> list[tuple[str, int | None]]:
+    """(model, images) of each end-to-end job asked for: mnist_cnn over every photo,
+    ResNet50 over the first --resnet-images."""
+    jobs = (("mnist_cnn", None), ("resnet50", args.resnet_images))
+    return [job for job in jobs if job[0] in args.models]
+
+
 def upload(server: S3Server, bucket: str, files: list[Path], prefix: str = "") -> float:
     """Every file as an object, 32 PUTs at a time; returns the seconds taken."""
     client = server.client()
@@ -157,14 +176,17 @@ def infer_rate(model: Path, source: str, out: Path, limit: int | None, pinned: b
         workers=1 if pinned else 0,
     )
     everything = os.sched_getaffinity(0)
-    server_pid = int(os.environ["SOURCES_BENCH_SERVER_PID"])
-    pin(server_pid, {SERVER_CORE} if pinned else everything)
+    server = os.environ.get("SOURCES_BENCH_SERVER_PID")  # none: local inputs only
+    server_pids = [int(server)] if server else []
+    for pid in server_pids:
+        pin(pid, {SERVER_CORE} if pinned else everything)
     pin(os.getpid(), {CLIENT_CORE} if pinned else everything)
     try:
         summary = run_infer(cfg)
     finally:
         pin(os.getpid(), everything)
-        pin(server_pid, everything)
+        for pid in server_pids:
+            pin(pid, everything)
     assert summary.errors == 0 and summary.images == (limit or summary.images), summary
     return summary.images_per_second
 
@@ -179,17 +201,15 @@ def end_to_end(args: argparse.Namespace, server: S3Server, models: dict[str, Pat
         "photos": upload(server, "photos", sorted(photos.glob("*.jpg")), "set/"),
         "shards": upload(server, "shards", shards),
     }
-    last = f"{len(shards) - 1:06d}"
     sources = {
         "local": str(photos),
         "s3": "s3://photos/set/",
-        "shards": str(args.work / f"shards-{args.photos}" / f"photos-{{000000..{last}}}.tar"),
-        "s3_shards": f"s3://shards/photos-{{000000..{last}}}.tar",
+        "shards": shard_pattern(shards),
+        "s3_shards": f"s3://shards/{Path(shard_pattern(shards)).name}",
     }
     doc: dict = {"upload_seconds": uploads}
     os.environ["SOURCES_BENCH_SERVER_PID"] = str(server.proc.pid)
-    models_run = (("mnist_cnn", None), ("resnet50", args.resnet_images))
-    for name, limit in (m for m in models_run if m[0] in args.models):
+    for name, limit in model_jobs(args):
         out = args.work / f"{name}.csv"
         runs = {
             f"{row}/{src}": functools.partial(
@@ -208,6 +228,65 @@ def end_to_end(args: argparse.Namespace, server: S3Server, models: dict[str, Pat
                 "vs_local": {k: v / got["local"] for k, v in got.items()},
             }
         print(json.dumps({name: doc[name]}), flush=True)
+    return doc
+
+
+# --- local shards against the local folder, page cache warm and cold -----------------
+
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def drop_page_cache() -> None:
+    """Dirty pages written back, then the page cache, dentries and inodes dropped: the
+    next run reads every file, and every folder entry, from the disk."""
+    os.sync()
+    DROP_CACHES.write_text("3\n")
+
+
+def cannot_drop_page_cache() -> str | None:
+    """Why the page cache cannot be dropped here, else None."""
+    if not DROP_CACHES.exists() or not os.access(DROP_CACHES, os.W_OK):
+        return f"{DROP_CACHES} is not writable here (needs root on Linux)"
+    return None
+
+
+def read_all(paths: list[Path]) -> None:
+    """Every file read once, so that the warm rounds start with all of them cached."""
+    for path in paths:
+        with open(path, "rb") as f:
+            while f.read(1 << 20):
+                pass
+
+
+def local_shards(args: argparse.Namespace, models: dict[str, Path], photos: Path) -> dict:
+    """Each model over the folder and over the same photos as local shards: rounds with
+    the page cache warm, then rounds with it dropped before each run; every round's
+    shards/folder ratio, and their median and range."""
+    from cnnbench.bench.workloads import rounds_of, spread
+
+    shards = write_shards(photos, args.work / f"shards-{args.photos}")
+    sources = {"local": str(photos), "shards": shard_pattern(shards)}
+    why = cannot_drop_page_cache()
+    doc: dict = {"cold_skipped": why}
+    if why:
+        print(f"local shards: no cold rounds: {why}", flush=True)
+    for name, limit in model_jobs(args):
+        out = args.work / f"{name}.csv"
+        runs = {
+            src: functools.partial(infer_rate, models[name], s, out, limit, False)
+            for src, s in sources.items()
+        }
+        doc[name] = {"images": limit or args.photos}
+        for cache in ("warm",) if why else ("warm", "cold"):
+            if cache == "warm":
+                read_all([*sorted(photos.glob("*.jpg")), *shards])
+            before = drop_page_cache if cache == "cold" else None
+            got = rounds_of(args.spread_rounds, before, **runs)
+            ratios = [s / f for s, f in zip(got["shards"], got["local"], strict=True)]
+            doc[name][cache] = {"img_per_s": got, "shards_vs_local": ratios} | {
+                "ratio": spread(ratios)
+            }
+        print(json.dumps({"local_shards": {name: doc[name]}}), flush=True)
     return doc
 
 
@@ -382,7 +461,7 @@ def list_once(url: str) -> None:
     print(json.dumps({"objects": count, "seconds": time.perf_counter() - start, "peak_rss": peak}))
 
 
-def listing_memory(args: argparse.Namespace, env: dict[str, str]) -> dict:
+def listing_memory(args: argparse.Namespace) -> dict:
     counts = [1000, args.big]
     port_file = args.work / "listing-port.json"
     port_file.unlink(missing_ok=True)
@@ -395,7 +474,10 @@ def listing_memory(args: argparse.Namespace, env: dict[str, str]) -> dict:
             assert server.poll() is None, "the listing server ended"
             time.sleep(0.5)
         info = json.loads(port_file.read_text())
-        env = env | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{info['port']}"}
+        sys.path.insert(0, str(ROOT / "tests"))  # the test servers' client settings
+        from helpers import s3_env
+
+        env = s3_env(f"http://127.0.0.1:{info['port']}")
         runs: dict[int, list[dict]] = {n: [] for n in counts}
         for _ in range(args.rounds):
             for n in counts:
@@ -423,7 +505,8 @@ def listing_memory(args: argparse.Namespace, env: dict[str, str]) -> dict:
 
 def machine() -> dict:
     flags = subprocess.run(
-        "grep -o 'avx512_vnni\\|avx512_bf16\\|amx_bf16\\|avx2' /proc/cpuinfo | sort -u",
+        "grep -o -w 'avx2\\|avx512f\\|avx512_vnni\\|avx512_bf16\\|amx_bf16\\|amx_int8' "
+        "/proc/cpuinfo | sort -u",
         shell=True,
         capture_output=True,
         text=True,
@@ -438,6 +521,26 @@ def machine() -> dict:
     }
 
 
+def with_server(args: argparse.Namespace, photos: Path, models: dict[str, Path]) -> dict:
+    """The Clients figures and the end-to-end rows, against the S3 server."""
+    server = start_server(args.server, args.work)
+    doc: dict = {"server": args.server}
+    try:
+        os.environ.update(server.env)
+        if "clients" not in args.skip:
+            upload(server, "photos", sorted(photos.glob("*.jpg"))[: args.gets], "set/")
+            doc["clients"] = client_costs(args, server, photos)
+        if "e2e" not in args.skip:
+            from cnnbench.infer.sources import s3_multi
+
+            doc["s3_gets_by"] = "libcurl (s3_multi)" if s3_multi.available() else "obstore"
+            doc["end_to_end"] = end_to_end(args, server, models)
+    finally:
+        server.stop()
+        os.environ.pop("SOURCES_BENCH_SERVER_PID", None)
+    return doc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/sources-bench"))
@@ -445,13 +548,19 @@ def main() -> None:
     parser.add_argument("--resnet-images", type=int, default=1000)
     parser.add_argument("--big", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--spread-rounds", type=int, default=5, help="rounds of each cache, local shards"
+    )
     parser.add_argument("--gets", type=int, default=1000, help="objects per client, Clients")
     parser.add_argument("--models", type=lambda t: t.split(","), default=["mnist_cnn", "resnet50"])
     parser.add_argument(
         "--rows", type=lambda t: t.split(","), default=["shared", "pinned"], help="end to end"
     )
     parser.add_argument(
-        "--skip", choices=["clients", "e2e", "listing"], action="append", default=[]
+        "--skip",
+        choices=["clients", "e2e", "local-shards", "listing"],
+        action="append",
+        default=[],
     )
     parser.add_argument(
         "--server", choices=["s3rver", "moto"], default="s3rver", help="the S3 server"
@@ -478,28 +587,20 @@ def main() -> None:
 
     args.work.mkdir(parents=True, exist_ok=True)
     doc: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
-    server = start_server(args.server, args.work)
-    doc["server"] = args.server
-    try:
-        os.environ.update(server.env)
-        photos = write_sized_photos(args.work / f"photos-{args.photos}", args.photos)
-        if "clients" not in args.skip:
-            upload(server, "photos", sorted(photos.glob("*.jpg"))[: args.gets], "set/")
-            doc["clients"] = client_costs(args, server, photos)
-        if "e2e" not in args.skip:
-            # Built in a process of its own: TensorFlow's libcurl, once loaded, keeps this
-            # process off libcurl's S3 engine (infer/sources/s3_multi.py: `available`)
-            spawn = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(1, mp_context=spawn) as child:
-                models = child.submit(make_models, args.work, photos).result()
-            from cnnbench.infer.sources import s3_multi
-
-            doc["s3_gets_by"] = "libcurl (s3_multi)" if s3_multi.available() else "obstore"
-            doc["end_to_end"] = end_to_end(args, server, models)
-        if "listing" not in args.skip:
-            doc["listing"] = listing_memory(args, server.env)
-    finally:
-        server.stop()
+    photos = write_sized_photos(args.work / f"photos-{args.photos}", args.photos)
+    models: dict[str, Path] = {}
+    if not {"e2e", "local-shards"} <= set(args.skip):
+        # Built in a process of its own: TensorFlow's libcurl, once loaded, keeps this
+        # process off libcurl's S3 engine (infer/sources/s3_multi.py: `available`)
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=spawn) as child:
+            models = child.submit(make_models, args.work, photos).result()
+    if "local-shards" not in args.skip:
+        doc["local_shards"] = local_shards(args, models, photos)
+    if not {"clients", "e2e"} <= set(args.skip):
+        doc |= with_server(args, photos, models)
+    if "listing" not in args.skip:
+        doc["listing"] = listing_memory(args)
     doc["machine"]["uptime_after"] = subprocess.run(
         ["uptime"], capture_output=True, text=True
     ).stdout.strip()

@@ -157,9 +157,17 @@ def pin(pid: int, cores: set[int]) -> None:
         os.sched_setaffinity(int(tid), cores)
 
 
-def infer_rate(model: Path, source: str, out: Path, limit: int | None, pinned: bool) -> float:
+def infer_rate(
+    model: Path,
+    source: str,
+    out: Path,
+    limit: int | None,
+    pinned: bool,
+    cpu: list[float] | None = None,
+) -> float:
     """img/s of one `infer` job; `pinned`: on CLIENT_CORE alone, one decode thread and
-    one ONNX Runtime thread (the server on SERVER_CORE alone)."""
+    one ONNX Runtime thread (the server on SERVER_CORE alone). The process's CPU per
+    image (us, all its threads) is appended to `cpu`."""
     from cnnbench.infer.engines.job import InferConfig
     from cnnbench.infer.engines.local import run_infer
     from cnnbench.infer.runtime.session import Provider, RuntimeOptions
@@ -181,6 +189,7 @@ def infer_rate(model: Path, source: str, out: Path, limit: int | None, pinned: b
     for pid in server_pids:
         pin(pid, {SERVER_CORE} if pinned else everything)
     pin(os.getpid(), {CLIENT_CORE} if pinned else everything)
+    start = time.process_time()
     try:
         summary = run_infer(cfg)
     finally:
@@ -188,6 +197,8 @@ def infer_rate(model: Path, source: str, out: Path, limit: int | None, pinned: b
         for pid in server_pids:
             pin(pid, everything)
     assert summary.errors == 0 and summary.images == (limit or summary.images), summary
+    if cpu is not None:
+        cpu.append(1e6 * (time.process_time() - start) / summary.images)
     return summary.images_per_second
 
 
@@ -272,19 +283,23 @@ def local_shards(args: argparse.Namespace, models: dict[str, Path], photos: Path
         print(f"local shards: no cold rounds: {why}", flush=True)
     for name, limit in model_jobs(args):
         out = args.work / f"{name}.csv"
-        runs = {
-            src: functools.partial(infer_rate, models[name], s, out, limit, False)
-            for src, s in sources.items()
-        }
         doc[name] = {"images": limit or args.photos}
         for cache in ("warm",) if why else ("warm", "cold"):
             if cache == "warm":
                 read_all([*sorted(photos.glob("*.jpg")), *shards])
+            cpu: dict[str, list[float]] = {src: [] for src in sources}
+            runs = {
+                src: functools.partial(infer_rate, models[name], s, out, limit, False, cpu[src])
+                for src, s in sources.items()
+            }
             before = drop_page_cache if cache == "cold" else None
             got = rounds_of(args.spread_rounds, before, **runs)
             ratios = [s / f for s, f in zip(got["shards"], got["local"], strict=True)]
-            doc[name][cache] = {"img_per_s": got, "shards_vs_local": ratios} | {
-                "ratio": spread(ratios)
+            doc[name][cache] = {
+                "img_per_s": got,
+                "cpu_us_per_image": cpu,
+                "shards_vs_local": ratios,
+                "ratio": spread(ratios),
             }
         print(json.dumps({"local_shards": {name: doc[name]}}), flush=True)
     return doc

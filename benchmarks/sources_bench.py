@@ -41,8 +41,10 @@ than one client core asks for; or moto's (`--server moto`, what the tests start)
   says nothing about the client being measured.
 
 Every figure but the local shards' is the best of --rounds interleaved runs (other jobs on a
-shared machine only ever slow a run down). Run under the shared benchmark lock at real-time priority
-(children inherit it), from the repository root:
+shared machine only ever slow a run down); the end-to-end rows also keep every round and
+the median and range of each round's ratio to the local run beside it. Run under the
+shared benchmark lock at real-time priority (children inherit it), from the repository
+root:
 
     chrt -f 10 flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/sources_bench.py
 
@@ -207,7 +209,7 @@ def infer_rate(
 
 def end_to_end(args: argparse.Namespace, server: S3Server, models: dict[str, Path]) -> dict:
     from cnnbench.bench.photos import write_sized_photos
-    from cnnbench.bench.workloads import best_of
+    from cnnbench.bench.workloads import rounds_of, spread
 
     photos = write_sized_photos(args.work / f"photos-{args.photos}", args.photos)
     shards = write_shards(photos, args.work / f"shards-{args.photos}")
@@ -233,13 +235,20 @@ def end_to_end(args: argparse.Namespace, server: S3Server, models: dict[str, Pat
             for src, s in sources.items()
             if row == "shared" or src in PINNED_SOURCES
         }
-        rates = best_of(args.rounds, **runs)
+        rounds = rounds_of(args.rounds, **runs)
         doc[name] = {"images": limit or args.photos}
         for row in args.rows:
-            got = {k.split("/", 1)[1]: v for k, v in rates.items() if k.startswith(row + "/")}
+            got = {k.split("/", 1)[1]: v for k, v in rounds.items() if k.startswith(row + "/")}
+            local = got["local"]
             doc[name][row] = {
-                "img_per_s": got,
-                "vs_local": {k: v / got["local"] for k, v in got.items()},
+                "img_per_s": {k: max(v) for k, v in got.items()},
+                "vs_local": {k: max(v) / max(local) for k, v in got.items()},
+                # each round against the local run just before it: the median and range
+                "vs_local_by_round": {
+                    k: spread([a / b for a, b in zip(v, local, strict=True)])
+                    for k, v in got.items()
+                },
+                "rounds": got,
             }
         print(json.dumps({name: doc[name]}), flush=True)
     return doc

@@ -17,7 +17,8 @@ than one client core asks for; or moto's (`--server moto`, what the tests start)
   --resnet-images photos). Targets: s3:// >= 0.9x local disk, shards >= 1.0x. Two rows
   per model, the same jobs in each:
   - `shared`: as a user runs it; the server shares both cores with `infer`, so every
-    request costs the job the server's CPU too (which a store on other machines would not).
+    request costs the job the server's CPU too (which a store on other machines would not);
+    ONNX Runtime threads one per core, given rather than left to it (UNPINNED_THREADS).
   - `pinned`: the server stands for a store on other machines: it gets core 1 alone, and
     every `infer` job (local disk, s3://, the shards locally and by s3://) gets core 0
     alone, with one decode thread and one ONNX Runtime thread (`--workers 1`,
@@ -26,7 +27,7 @@ than one client core asks for; or moto's (`--server moto`, what the tests start)
     rate in this row.
 - Local shards against the local folder, page cache warm and cold: the same `run_infer`
   jobs over the folder and over the photos as local shards (both cores, ONNX Runtime
-  threads one per core, given rather than left to it: see `local_shards`),
+  threads one per core, as in the `shared` rows),
   --spread-rounds interleaved rounds (folder, shards, folder, shards, ...) with every file
   in the page cache, then as many with the page cache dropped before each run (`sync;
   echo 3 > /proc/sys/vm/drop_caches`: root on Linux; skipped with the reason elsewhere),
@@ -152,6 +153,11 @@ def upload(server: S3Server, bucket: str, files: list[Path], prefix: str = "") -
 
 
 SERVER_CORE, CLIENT_CORE = 1, 0  # the `pinned` row's split of the machine
+# ONNX Runtime pins its pool's threads to cores when it chooses their number; under
+# SCHED_FIFO a main thread on a pinned thread's core then runs the model's parallel parts
+# one after the other (ResNet50 rounds at 0.55-0.8x of the others, either source). A
+# count given keeps them unpinned: the same threads, so the rounds agree.
+UNPINNED_THREADS = os.cpu_count() or 1
 
 
 def pin(pid: int, cores: set[int]) -> None:
@@ -167,12 +173,11 @@ def infer_rate(
     limit: int | None,
     pinned: bool,
     cpu: list[float] | None = None,
-    threads: int = 0,
 ) -> float:
     """img/s of one `infer` job; `pinned`: on CLIENT_CORE alone, one decode thread and
-    one ONNX Runtime thread (the server on SERVER_CORE alone); else `threads` ONNX
-    Runtime threads (0: its default). The process's CPU per image (us, all its threads)
-    is appended to `cpu`."""
+    one ONNX Runtime thread (the server on SERVER_CORE alone); else UNPINNED_THREADS
+    ONNX Runtime threads. The process's CPU per image (us, all its threads) is appended
+    to `cpu`."""
     from cnnbench.infer.engines.job import InferConfig
     from cnnbench.infer.engines.local import run_infer
     from cnnbench.infer.runtime.session import Provider, RuntimeOptions
@@ -185,7 +190,7 @@ def infer_rate(
         output=str(out),
         limit=limit,
         progress=False,
-        runtime=RuntimeOptions(Provider.CPU, threads=1 if pinned else threads),
+        runtime=RuntimeOptions(Provider.CPU, threads=1 if pinned else UNPINNED_THREADS),
         workers=1 if pinned else 0,
     )
     everything = os.sched_getaffinity(0)
@@ -289,11 +294,6 @@ def local_shards(args: argparse.Namespace, models: dict[str, Path], photos: Path
 
     shards = write_shards(photos, args.work / f"shards-{args.photos}")
     sources = {"local": str(photos), "shards": shard_pattern(shards)}
-    # ONNX Runtime pins its pool's threads to cores when it chooses their number; under
-    # SCHED_FIFO a main thread on a pinned thread's core then runs the model's parallel
-    # parts one after the other (ResNet50 rounds at 0.55-0.8x of the others, either
-    # source). A count given keeps them unpinned: the same threads, so the rounds agree.
-    threads = os.cpu_count() or 1
     why = cannot_drop_page_cache()
     doc: dict = {"cold_skipped": why}
     if why:
@@ -306,9 +306,7 @@ def local_shards(args: argparse.Namespace, models: dict[str, Path], photos: Path
                 read_all([*sorted(photos.glob("*.jpg")), *shards])
             cpu: dict[str, list[float]] = {src: [] for src in sources}
             runs = {
-                src: functools.partial(
-                    infer_rate, models[name], s, out, limit, False, cpu[src], threads
-                )
+                src: functools.partial(infer_rate, models[name], s, out, limit, False, cpu[src])
                 for src, s in sources.items()
             }
             before = drop_page_cache if cache == "cold" else None

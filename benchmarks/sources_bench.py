@@ -212,6 +212,10 @@ def infer_rate(
     return summary.images_per_second
 
 
+# the `pinned` row's question: what a GET, or a member of a shard, costs the client
+PINNED_SOURCES = ("local", "s3", "shards", "s3_shards")
+
+
 def end_to_end(args: argparse.Namespace, server: S3Server, models: dict[str, Path]) -> dict:
     from cnnbench.bench.photos import write_sized_photos
     from cnnbench.bench.workloads import rounds_of, spread
@@ -320,10 +324,6 @@ def local_shards(args: argparse.Namespace, models: dict[str, Path], photos: Path
             }
         print(json.dumps({"local_shards": {name: doc[name]}}), flush=True)
     return doc
-
-
-# the `pinned` row's question: what a GET, or a member of a shard, costs the client
-PINNED_SOURCES = ("local", "s3", "shards", "s3_shards")
 
 
 # --- the cost of a GET, client by client (each a process of its own) -------------------

@@ -33,13 +33,7 @@ than one client core asks for; or moto's (`--server moto`, what the tests start)
   echo 3 > /proc/sys/vm/drop_caches`: root on Linux; skipped with the reason elsewhere),
   the case shards exist for: millions of files that no machine holds in RAM. Each round's
   shards/folder ratio is kept; the median and the range are the figure.
-- Listing memory: peak RSS of a process that lists a prefix of --big zero-byte objects
-  through infer's listing (`prefixes.list_prefix`) vs one that lists 1,000. Target <= 1.2x.
-  This one runs on moto's server whatever --server: the big bucket is filled inside the
-  server's process through moto's backend (an HTTP PUT per object runs at a few hundred
-  a second here) and moto's ListObjectsV2 is given a sorted index: moto sorts the whole
-  bucket for every page (4.4 s a page at 100,000 keys, so hours for a million), which
-  says nothing about the client being measured.
+- Listing memory: benchmarks/listing_memory.py.
 
 Every figure but the local shards' is the best of --rounds interleaved runs (other jobs on a
 shared machine only ever slow a run down); the end-to-end rows also keep every round and
@@ -76,8 +70,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from helpers import S3Server
 
-# The listing process must hold only what listing needs (its peak RSS is the figure), so
-# the pipeline, the models and the test server are imported where they are used.
+# The pipeline, the models and the test servers are imported where they are used, so that
+# each client's `--get-cost` process holds only what its client needs.
 ROOT = Path(__file__).resolve().parent.parent
 
 S3RVER = ROOT / "benchmarks" / "s3rver"  # package.json and lock of the default S3 server
@@ -439,102 +433,6 @@ def client_costs(args: argparse.Namespace, server: S3Server, photos: Path) -> di
     return doc
 
 
-# --- the listing server and the listing client (each run as a process of its own) ---
-
-
-def serve_listing(counts: list[int], port_file: Path) -> None:
-    """moto's S3 server with a bucket per count of zero-byte objects, filled in-process,
-    and a ListObjectsV2 that slices a sorted index instead of sorting every page."""
-    import bisect
-
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.s3.models import S3Backend, s3_backends
-    from moto.server import ThreadedMotoServer
-
-    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-    start = time.perf_counter()
-    index: dict[str, list[str]] = {}
-    for n in counts:
-        bucket = f"list-{n}"
-        backend.create_bucket(bucket, "us-east-1")
-        for i in range(n):
-            backend.put_object(bucket, f"p/{i:07d}.jpg", b"")
-        index[bucket] = sorted(backend.get_bucket(bucket).keys.keys())
-    filled = time.perf_counter() - start
-
-    def list_objects_v2(self, bucket, prefix, delimiter, continuation_token, start_after, max_keys):  # type: ignore[no-untyped-def]
-        names = index[bucket.name]
-        after = (
-            self._pagination_tokens.get(continuation_token) if continuation_token else start_after
-        )
-        lo = bisect.bisect_right(names, after) if after else bisect.bisect_left(names, prefix or "")
-        page = [n for n in names[lo : lo + max_keys + 1] if n.startswith(prefix or "")]
-        keys = [bucket.keys[n] for n in page]
-        return self._truncate_result(keys, max_keys)
-
-    S3Backend.list_objects_v2 = list_objects_v2  # type: ignore[method-assign]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    port_file.write_text(json.dumps({"port": server.get_host_and_port()[1], "fill_s": filled}))
-    sys.stdin.read()  # until the parent closes our stdin
-    server.stop()
-
-
-def list_once(url: str) -> None:
-    """List `url` through infer's listing; print the count, seconds and peak RSS."""
-    from cnnbench.infer.sources import prefixes
-
-    start = time.perf_counter()
-    count = sum(1 for _ in prefixes.list_prefix(url))
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child of a
-    # process that held a gigabyte reports that gigabyte whatever it did itself.
-    status = Path("/proc/self/status").read_text()
-    peak = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmHWM:"))) * 1024
-    print(json.dumps({"objects": count, "seconds": time.perf_counter() - start, "peak_rss": peak}))
-
-
-def listing_memory(args: argparse.Namespace) -> dict:
-    counts = [1000, args.big]
-    port_file = args.work / "listing-port.json"
-    port_file.unlink(missing_ok=True)
-    me = [sys.executable, __file__, "--work", str(args.work)]
-    server = subprocess.Popen(
-        [*me, "--serve-listing", ",".join(map(str, counts))], stdin=subprocess.PIPE
-    )
-    try:
-        while not port_file.exists():
-            assert server.poll() is None, "the listing server ended"
-            time.sleep(0.5)
-        info = json.loads(port_file.read_text())
-        sys.path.insert(0, str(ROOT / "tests"))  # the test servers' client settings
-        from helpers import s3_env
-
-        env = s3_env(f"http://127.0.0.1:{info['port']}")
-        runs: dict[int, list[dict]] = {n: [] for n in counts}
-        for _ in range(args.rounds):
-            for n in counts:
-                out = subprocess.run(
-                    [*me, "--list", f"s3://list-{n}/p/"],
-                    env=os.environ | env,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                runs[n].append(json.loads(out.stdout.strip().splitlines()[-1]))
-        best = {n: min(r, key=lambda x: x["peak_rss"]) for n, r in runs.items()}
-        doc = {
-            "fill_seconds": info["fill_s"],
-            "runs": {str(n): r for n, r in runs.items()},
-            "peak_rss_ratio": best[args.big]["peak_rss"] / best[1000]["peak_rss"],
-        }
-        print(json.dumps({"listing": doc}), flush=True)
-        return doc
-    finally:
-        assert server.stdin is not None
-        server.stdin.close()
-        server.wait(60)
-
-
 def machine() -> dict:
     flags = subprocess.run(
         "grep -o -w 'avx2\\|avx512f\\|avx512_vnni\\|avx512_bf16\\|amx_bf16\\|amx_int8' "
@@ -578,7 +476,6 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/sources-bench"))
     parser.add_argument("--photos", type=int, default=5000)
     parser.add_argument("--resnet-images", type=int, default=1000)
-    parser.add_argument("--big", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
         "--spread-rounds", type=int, default=5, help="rounds of each cache, local shards"
@@ -590,7 +487,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--skip",
-        choices=["clients", "e2e", "local-shards", "listing"],
+        choices=["clients", "e2e", "local-shards"],
         action="append",
         default=[],
     )
@@ -598,21 +495,11 @@ def main() -> None:
         "--server", choices=["s3rver", "moto"], default="s3rver", help="the S3 server"
     )
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--serve-listing", help=argparse.SUPPRESS)
-    parser.add_argument("--list", help=argparse.SUPPRESS)
     parser.add_argument("--get-cost", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.get_cost:
         server_pid, keys = sys.stdin.read().split("\n", 1)
         get_cost(args.get_cost, "photos", keys.split(","), GET_THREADS, int(server_pid))
-        return
-    if args.serve_listing:
-        serve_listing(
-            [int(n) for n in args.serve_listing.split(",")], args.work / "listing-port.json"
-        )
-        return
-    if args.list:
-        list_once(args.list)
         return
     from cnnbench.bench.photos import write_sized_photos
     from cnnbench.bench.workloads import make_models
@@ -631,15 +518,18 @@ def main() -> None:
         doc["local_shards"] = local_shards(args, models, photos)
     if not {"clients", "e2e"} <= set(args.skip):
         doc |= with_server(args, photos, models)
-    if "listing" not in args.skip:
-        doc["listing"] = listing_memory(args)
+    report(doc, args.json)
+
+
+def report(doc: dict, path: Path | None) -> None:
+    """The figures with the load after them, printed and written to `path`."""
     doc["machine"]["uptime_after"] = subprocess.run(
         ["uptime"], capture_output=True, text=True
     ).stdout.strip()
     text = json.dumps(doc, indent=2)
     print(text)
-    if args.json:
-        args.json.write_text(text)
+    if path:
+        path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -127,10 +127,17 @@ class _Target:
 
 @dataclass
 class _Task:
+    """Items submitted together: their slots, filled as their reads end, and how many
+    are still to come."""
+
     future: Future
     items: list[Item]
-    left: int
-    done: list[Item | None] = field(default_factory=list)
+    left: int = field(init=False)
+    done: list[Item | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.left = len(self.items)
+        self.done = [None] * len(self.items)
 
 
 class S3Multi:
@@ -161,7 +168,7 @@ class S3Multi:
             if self._broken is not None:
                 future.set_exception(self._broken)
                 return future
-            self._inbox.put(_Task(future, items, len(items), [None] * len(items)))
+            self._inbox.put(_Task(future, items))
         return future
 
     def close(self) -> None:

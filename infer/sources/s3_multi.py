@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -39,6 +39,7 @@ from cnnbench.infer.sources.items import Item
 CONNECT_TIMEOUT_S = 10
 STALL_S = 30  # a transfer that receives nothing for this long is given up (to the fallback)
 POLL_S = 0.005  # longest wait for sockets before looking for new work again
+GATHER_S = 0.01  # while nobody waits for a task, its answers are taken this often
 _PLAIN = re.compile(r"[A-Za-z0-9._~/-]+")  # a key signed and sent exactly as written
 
 
@@ -125,6 +126,20 @@ class _Target:
             c.signed = self.signed
 
 
+class _Awaited(Future):
+    """A task's Future that hurries its engine while somebody waits for its result."""
+
+    def __init__(self, engine: S3Multi) -> None:
+        super().__init__()
+        self._engine = engine
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self.done():
+            return super().result()
+        with self._engine.hurried():
+            return super().result(timeout)
+
+
 @dataclass
 class _Task:
     """Items submitted together: their slots, filled as their reads end, and how many
@@ -144,7 +159,12 @@ class S3Multi:
     """GETs of whole S3 objects, `in_flight` at a time, on a thread of its own.
     `submit(items)` returns a Future of the items with their bytes, in order. An item
     whose GET did not end in a whole answer is handed to `fallback`, which returns a
-    Future of it read another way (as a list of one item), and waited for."""
+    Future of it read another way (as a list of one item), and waited for.
+
+    While somebody waits for a task's result (`hurried`), answers are taken as they
+    come; otherwise every GATHER_S, many at a wake-up. On a core shared with the decode
+    threads a wake-up per answer cost a third more CPU per GET, and the `infer` job a few
+    percent of its rate (docs/benchmarks.md)."""
 
     def __init__(self, settings: tuple, in_flight: int, fallback: Callable[[Item], Future]) -> None:
         import pycurl
@@ -158,12 +178,14 @@ class S3Multi:
         self._busy: set = set()
         self._inbox: queue.Queue = queue.Queue()
         self._lock = threading.Lock()  # a task's slots, filled here and by fallbacks
+        self._waiters = 0  # callers in `hurried`
+        self._nudge = threading.Event()  # set when one comes, or on close
         self._broken: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="cnnbench-s3multi", daemon=True)
         self._thread.start()
 
     def submit(self, items: list[Item]) -> Future:
-        future: Future = Future()
+        future = _Awaited(self)
         with self._lock:
             if self._broken is not None:
                 future.set_exception(self._broken)
@@ -171,9 +193,22 @@ class S3Multi:
             self._inbox.put(_Task(future, items))
         return future
 
+    @contextlib.contextmanager
+    def hurried(self) -> Iterator[None]:
+        """Answers taken as they come while inside (a caller waits for one)."""
+        with self._lock:
+            self._waiters += 1
+        self._nudge.set()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiters -= 1
+
     def close(self) -> None:
         """Ends the thread; transfers in flight are dropped, their tasks cancelled."""
         self._inbox.put(None)
+        self._nudge.set()
         self._thread.join()
         for c in self._busy:
             self._multi.remove_handle(c)
@@ -235,8 +270,11 @@ class S3Multi:
                 self._finish(c, False)
             if not left:
                 break
-        if self._busy:
+        if self._busy and self._waiters:
             multi.select(POLL_S)
+        elif self._busy:
+            self._nudge.wait(GATHER_S)
+            self._nudge.clear()
         return True
 
     def _finish(self, c: Any, whole: bool) -> None:

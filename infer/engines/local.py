@@ -102,7 +102,9 @@ class _Decoder:
         self.fmt, self.workers, self.limits, self.truncated = fmt, workers, limits, truncated
         self.shape = (batch_size, fmt.size[0], fmt.size[1], fmt.channels)
         self.free = deque(np.zeros(self.shape, dtype=np.uint8) for _ in range(depth))
-        self.pool = ThreadPoolExecutor(max_workers=workers, initializer=_decode_thread_setup)
+        self.pool = ThreadPoolExecutor(
+            workers, thread_name_prefix="cnnbench-decode", initializer=_decode_thread_setup
+        )
 
     def _load(self, items: list[Item], out: np.ndarray) -> list[str | None]:
         return load_items(

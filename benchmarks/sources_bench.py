@@ -43,6 +43,10 @@ root:
 
     chrt -f 10 flock /tmp/cnnbench-bench.lock .venv/bin/python benchmarks/sources_bench.py
 
+and without `chrt` for the end-to-end rows as users run them: under SCHED_FIFO a thread
+runs until it blocks and nice is ignored, so the decode threads and the GET thread take
+turns otherwise (benchmarks/thread_cpu.py shows by how much).
+
 Needs the `train` extra (TensorFlow) to build and convert the two models, the `s3`
 and `dev` extras (s3fs, obstore, moto), and npm (s3rver); the `pinned` row and the
 Clients figures need two cores or more (Linux CPU affinity).

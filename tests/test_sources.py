@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gzip
 import http.server
 import io
 import json
@@ -289,6 +290,8 @@ def test_a_broken_shard_reads_the_same_from_disk_and_by_s3(
         "between.tar": whole[:first_end],
         "garbled.tar": bytes(garbled),
         "empty.tar": b"",
+        "whole.tar.gz": gzip.compress(whole),  # gzip reads the stream in its own reads
+        "cut.tar.gz": gzip.compress(whole)[:3000],
     }
     client = s3_env.client()
     client.create_bucket(Bucket="broken")
@@ -302,7 +305,7 @@ def test_a_broken_shard_reads_the_same_from_disk_and_by_s3(
     for name in broken:
         local, remote = read(str(tmp_path / name)), read(f"s3://broken/{name}")
         assert local == remote, name
-        assert (local[-1][1] is None) == (name == "whole.tar"), local[-1]
+        assert (local[-1][1] is None) == name.startswith("whole."), local[-1]
     assert [n for n, _, _ in read(str(tmp_path / "whole.tar"))] == [n for n, _ in members]
 
 

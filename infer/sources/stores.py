@@ -493,7 +493,7 @@ def open_stream(url: str, block_size: int = 8 << 20) -> Any:
     return with_retries(lambda: fs.open(path, "rb", block_size=block_size), url)
 
 
-def _s3_stream(url: str, chunk: int) -> io.BufferedReader:
+def _s3_stream(url: str, chunk: int) -> _Chunks:
     import obstore
 
     bucket, key = _bucket_key(url)
@@ -501,12 +501,14 @@ def _s3_stream(url: str, chunk: int) -> io.BufferedReader:
         got = obstore.get(_object_store(bucket, store_settings()), key)
     except Exception as e:
         raise _from_obstore(e) from e
-    return io.BufferedReader(_Chunks(iter(got.stream(min_chunk_size=chunk))), chunk)
+    return _Chunks(iter(got.stream(min_chunk_size=chunk)))
 
 
 class _Chunks(io.RawIOBase):
     """A file object over the chunks of a streamed GET, fetched as they are read; a
-    failure mid-stream is an OSError, as a failed read of a file would be."""
+    failure mid-stream is an OSError, as a failed read of a file would be. A read
+    returns at most what is left of the current chunk, copied once (no buffer between:
+    tarscan and gzip read in big reads and take short ones)."""
 
     def __init__(self, chunks: Any) -> None:
         self._chunks = chunks
@@ -515,18 +517,33 @@ class _Chunks(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(1 << 30), b""))
+        if not self._next():
+            return b""
+        data = bytes(self._left[:size])
+        self._left = self._left[len(data) :]
+        return data
+
     def readinto(self, buffer: Any) -> int:
-        while not self._left:
-            try:
-                self._left = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
-            except Exception as e:
-                raise _from_obstore(e) from e
+        if not self._next():
+            return 0
         n = min(len(buffer), len(self._left))
         buffer[:n] = self._left[:n]
         self._left = self._left[n:]
         return n
+
+    def _next(self) -> bool:
+        """Whether bytes are left, the next chunk fetched when the current one is done."""
+        while not self._left:
+            try:
+                self._left = memoryview(next(self._chunks))
+            except StopIteration:
+                return False
+            except Exception as e:
+                raise _from_obstore(e) from e
+        return True
 
 
 def kind(url: str) -> str:

@@ -359,7 +359,12 @@ def _getter(client: str, endpoint: str) -> Callable[[str, str], bytes]:
 
 def proc_cpu_seconds(pid: int) -> float:
     """utime + stime of process `pid`, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return stat_cpu_seconds(f"/proc/{pid}/stat")
+
+
+def stat_cpu_seconds(stat: str) -> float:
+    """utime + stime of a process's or a thread's /proc `stat` file."""
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -506,23 +511,28 @@ def main() -> None:
         get_cost(args.get_cost, "photos", keys.split(","), GET_THREADS, int(server_pid))
         return
     from cnnbench.bench.photos import write_sized_photos
-    from cnnbench.bench.workloads import make_models
 
     args.work.mkdir(parents=True, exist_ok=True)
     doc: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
     photos = write_sized_photos(args.work / f"photos-{args.photos}", args.photos)
     models: dict[str, Path] = {}
     if not {"e2e", "local-shards"} <= set(args.skip):
-        # Built in a process of its own: TensorFlow's libcurl, once loaded, keeps this
-        # process off libcurl's S3 engine (infer/sources/s3_multi.py: `available`)
-        spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=spawn) as child:
-            models = child.submit(make_models, args.work, photos).result()
+        models = models_apart(args.work, photos)
     if "local-shards" not in args.skip:
         doc["local_shards"] = local_shards(args, models, photos)
     if not {"clients", "e2e"} <= set(args.skip):
         doc |= with_server(args, photos, models)
     report(doc, args.json)
+
+
+def models_apart(work: Path, photos: Path) -> dict[str, Path]:
+    """`make_models`, in a process of its own: TensorFlow's libcurl, once loaded, keeps
+    this process off libcurl's S3 engine (infer/sources/s3_multi.py: `available`)."""
+    from cnnbench.bench.workloads import make_models
+
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as child:
+        return child.submit(make_models, work, photos).result()
 
 
 def report(doc: dict, path: Path | None) -> None:

@@ -25,11 +25,9 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import sources_bench
@@ -39,12 +37,6 @@ SKIP_HEAD_S, SKIP_TAIL_S = 0.5, 0.3  # the run's start and end, left out of its 
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(stat: str) -> float:
-    """utime + stime of a /proc .../stat line."""
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 def snapshot(server_pid: int) -> dict[str, float]:
     """CPU seconds so far: of each of this process's threads by name, the server's, and
     each core's idle time."""
@@ -52,13 +44,11 @@ def snapshot(server_pid: int) -> dict[str, float]:
     out: dict[str, float] = collections.defaultdict(float)
     for tid in os.listdir("/proc/self/task"):
         try:
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                seconds = cpu_seconds(f.read())
+            seconds = sources_bench.stat_cpu_seconds(f"/proc/self/task/{tid}/stat")
         except OSError:  # ended meanwhile
             continue
         out[_kind(names.get(int(tid), "native"))] += seconds
-    with open(f"/proc/{server_pid}/stat") as f:
-        out["(server)"] = cpu_seconds(f.read())
+    out["(server)"] = sources_bench.proc_cpu_seconds(server_pid)
     with open("/proc/stat") as f:
         for line in f:
             if line.startswith("cpu") and line[3].isdigit():
@@ -116,13 +106,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     from cnnbench.bench.photos import write_sized_photos
-    from cnnbench.bench.workloads import make_models, spread
+    from cnnbench.bench.workloads import spread
 
     args.work.mkdir(parents=True, exist_ok=True)
     photos = write_sized_photos(args.work / f"photos-{args.photos}", args.photos)
-    spawn = multiprocessing.get_context("spawn")  # TensorFlow kept out (s3_multi.available)
-    with ProcessPoolExecutor(1, mp_context=spawn) as child:
-        model = child.submit(make_models, args.work, photos).result()["mnist_cnn"]
+    model = sources_bench.models_apart(args.work, photos)["mnist_cnn"]
     server = sources_bench.start_server("s3rver", args.work)
     doc: dict = {"machine": sources_bench.machine()}
     doc["args"] = {k: str(v) for k, v in vars(args).items()}

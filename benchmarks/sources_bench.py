@@ -161,7 +161,8 @@ UNPINNED_THREADS = os.cpu_count() or 1
 def pin(pid: int, cores: set[int]) -> None:
     """Every thread of process `pid` onto `cores` (threads made later inherit it)."""
     for tid in os.listdir(f"/proc/{pid}/task"):
-        os.sched_setaffinity(int(tid), cores)
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid), cores)
 
 
 def infer_rate(
@@ -171,11 +172,15 @@ def infer_rate(
     limit: int | None,
     pinned: bool,
     cpu: list[float] | None = None,
+    calls: list[float] | None = None,
 ) -> float:
-    """img/s of one `infer` job; `pinned`: on CLIENT_CORE alone, one decode thread and
-    one ONNX Runtime thread (the server on SERVER_CORE alone); else UNPINNED_THREADS
-    ONNX Runtime threads. The process's CPU per image (us, all its threads) is appended
-    to `cpu`."""
+    """img/s of one `infer` job, as it reports it (the batches' time: from the first
+    batch submitted to the last row written); `pinned`: on CLIENT_CORE alone, one decode
+    thread and one ONNX Runtime thread (the server on SERVER_CORE alone); else
+    UNPINNED_THREADS ONNX Runtime threads. The process's CPU per image (us, all its
+    threads) is appended to `cpu`, and the img/s of the whole call (its checks, the
+    session, listing and class-folder check included: what the command's wall clock
+    shows but for the process's start) to `calls`."""
     from cnnbench.infer.engines.job import InferConfig
     from cnnbench.infer.engines.local import run_infer
     from cnnbench.infer.runtime.session import Provider, RuntimeOptions
@@ -197,9 +202,10 @@ def infer_rate(
     for pid in server_pids:
         pin(pid, {SERVER_CORE} if pinned else everything)
     pin(os.getpid(), {CLIENT_CORE} if pinned else everything)
-    start = time.process_time()
+    start, wall = time.process_time(), time.perf_counter()
     try:
         summary = run_infer(cfg)
+        wall = time.perf_counter() - wall
     finally:
         pin(os.getpid(), everything)
         for pid in server_pids:
@@ -207,6 +213,8 @@ def infer_rate(
     assert summary.errors == 0 and summary.images == (limit or summary.images), summary
     if cpu is not None:
         cpu.append(1e6 * (time.process_time() - start) / summary.images)
+    if calls is not None:
+        calls.append(summary.images / wall)
     return summary.images_per_second
 
 
@@ -234,18 +242,30 @@ def end_to_end(args: argparse.Namespace, server: S3Server, models: dict[str, Pat
     os.environ["SOURCES_BENCH_SERVER_PID"] = str(server.proc.pid)
     for name, limit in model_jobs(args):
         out = args.work / f"{name}.csv"
-        runs = {
-            f"{row}/{src}": functools.partial(
-                infer_rate, models[name], s, out, limit, row == "pinned"
-            )
+        jobs = [
+            f"{row}/{src}"
             for row in args.rows
-            for src, s in sources.items()
+            for src in sources
             if row == "shared" or src in PINNED_SOURCES
+        ]
+        calls: dict[str, list[float]] = {job: [] for job in jobs}
+        runs = {
+            job: functools.partial(
+                infer_rate,
+                models[name],
+                sources[job.split("/", 1)[1]],
+                out,
+                limit,
+                job.startswith("pinned/"),
+                calls=calls[job],
+            )
+            for job in jobs
         }
         rounds = rounds_of(args.rounds, **runs)
         doc[name] = {"images": limit or args.photos}
         for row in args.rows:
             got = {k.split("/", 1)[1]: v for k, v in rounds.items() if k.startswith(row + "/")}
+            whole = {k.split("/", 1)[1]: v for k, v in calls.items() if k.startswith(row + "/")}
             local = got["local"]
             doc[name][row] = {
                 "img_per_s": {k: max(v) for k, v in got.items()},
@@ -255,7 +275,13 @@ def end_to_end(args: argparse.Namespace, server: S3Server, models: dict[str, Pat
                     k: spread([a / b for a, b in zip(v, local, strict=True)])
                     for k, v in got.items()
                 },
+                # the same for the whole call's img/s (start-up and listing included)
+                "call_vs_local_by_round": {
+                    k: spread([a / b for a, b in zip(v, whole["local"], strict=True)])
+                    for k, v in whole.items()
+                },
                 "rounds": got,
+                "call_rounds": whole,
             }
         print(json.dumps({name: doc[name]}), flush=True)
     return doc

@@ -6,8 +6,9 @@ alternately in one process, --rounds times. For each run, the CPU each thread sp
 image in the run's middle (from 0.5 s after its start to 0.3 s before its end; threads
 named by Python's `threading`, ONNX Runtime's and other native threads as `native`), the
 idle time of the client's cores (/proc/stat), the server's CPU, and the img/s of the
-whole run. Then each round's s3/local ratio of img/s and of CPU per image, median and
-range: a wall ratio under the CPU ratio means the client's core waited.
+whole run (as `infer` reports it, and of the whole `run_infer` call: start-up included).
+Then each round's s3/local ratio of img/s and of CPU per image, median and range: a wall
+ratio under the CPU ratio means the client's core waited.
 
 Rows as in sources_bench.py: `pinned` (the default: the server on core 1 alone, the job
 on core 0 alone with one decode thread and one ONNX Runtime thread) or `shared`. Run from
@@ -88,13 +89,20 @@ class Sampler:
 def one_run(
     model: Path, source: str, out: Path, images: int, pinned: bool, sampler: Sampler
 ) -> dict:
-    """img/s of the whole run and, in its middle, us per image by thread and core."""
-    rate = sources_bench.infer_rate(model, source, out, None, pinned)
+    """img/s of the run (as `infer` reports it, and of the whole call) and, in its
+    middle, us per image by thread and core."""
+    calls: list[float] = []
+    rate = sources_bench.infer_rate(model, source, out, None, pinned, calls=calls)
     end = time.perf_counter()
     seconds, used = sampler.middle(end - images / rate, end)
     per_image = {k: 1e6 * v / seconds / rate for k, v in used.items() if v > 0}
     client = sum(v for k, v in per_image.items() if not k.startswith("("))
-    return {"img_per_s": rate, "client_us": client, "us_per_image": per_image}
+    return {
+        "img_per_s": rate,
+        "call_img_per_s": calls[0],
+        "client_us": client,
+        "us_per_image": per_image,
+    }
 
 
 def main() -> None:
@@ -140,6 +148,7 @@ def main() -> None:
     doc["runs"] = runs
     doc["s3_vs_local"] = {
         "img_per_s": spread([s["img_per_s"] / loc["img_per_s"] for loc, s in pairs]),
+        "call_img_per_s": spread([s["call_img_per_s"] / loc["call_img_per_s"] for loc, s in pairs]),
         "cpu_per_image": spread([loc["client_us"] / s["client_us"] for loc, s in pairs]),
     }
     sources_bench.report(doc, args.json)

@@ -6,8 +6,10 @@ does not use."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from cnnbench.infer.engines.job import InferConfig
 from cnnbench.infer.engines.local import _Head, run_infer
+from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.header import read_graph_view
 from cnnbench.infer.runtime.preprocess import ForeignOptions, resolve_input_format
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
@@ -93,7 +96,7 @@ def test_header_of_what_is_not_onnx_is_none(tiny_model: Path, tmp_path: Path) ->
         assert read_graph_view(str(path)) is None, path
 
 
-def _config(model: Path, folder: Path, out: Path, **given: object) -> InferConfig:
+def _config(model: Path, folder: Path | str, out: Path, **given: object) -> InferConfig:
     runtime = given.pop("runtime", RuntimeOptions(Provider.CPU))
     return InferConfig(
         str(model), (str(folder),), str(out), progress=False, runtime=runtime, **given
@@ -104,27 +107,38 @@ def _config(model: Path, folder: Path, out: Path, **given: object) -> InferConfi
 def test_first_batches_decode_before_the_session_and_rows_are_the_same(
     tiny_model: Path, tiny_folder: Path, tmp_path: Path, batch_size: int
 ) -> None:
-    """A plain local run starts its first batches from the header; the rows equal those
-    of a run whose batches wait for the session (--io-threads: no head)."""
+    """A plain local run starts its first batches from the header, and so does one whose
+    items go through `fetch_ahead` (--io-threads, as URLs do: tests/test_sources.py has
+    objects read meanwhile); the rows equal those of a run whose batches wait for the
+    session (--resume: no head)."""
+    inputs = (str(tiny_folder),)
     cfg = _config(tiny_model, tiny_folder, tmp_path / "head.csv", batch_size=batch_size)
-    head = _Head.start(cfg, (str(tiny_folder),))
-    assert head is not None and head.batch_size == batch_size
-    assert sum(len(items) for items, _, _ in head.submitted) == min(8, 3 * batch_size)
-    head.close()
-    waited = _config(
-        tiny_model, tiny_folder, tmp_path / "waited.csv", batch_size=batch_size, io_threads=1
-    )
-    assert _Head.start(waited, (str(tiny_folder),)) is None
-    first, second = run_infer(cfg), run_infer(waited)
-    assert first.images == second.images == 8
-    assert first.skipped_by_extension == second.skipped_by_extension == {".txt": 1}
-    assert (tmp_path / "head.csv").read_text() == (tmp_path / "waited.csv").read_text()
+    fetched = dataclasses.replace(cfg, output=str(tmp_path / "fetched.csv"), io_threads=2)
+    with ThreadPoolExecutor(1) as pool:
+        for config, read_ahead in ((cfg, False), (fetched, True)):
+            head = _Head.start(config, inputs, pool)
+            assert head is not None and head.batch_size == batch_size
+            items = [item for batch, _, _ in head.submitted for item in batch]
+            assert len(items) == min(8, 3 * batch_size)
+            assert (head.fetched is not None) == read_ahead
+            assert head.classes.result() is False  # no folder named as a label
+            head.close()
+        waited = _config(
+            tiny_model, tiny_folder, tmp_path / "waited.csv", batch_size=batch_size, resume=True
+        )
+        assert _Head.start(waited, inputs, pool) is None
+    runs = [run_infer(c) for c in (cfg, fetched, waited)]
+    assert [r.images for r in runs] == [8, 8, 8]
+    assert [r.skipped_by_extension for r in runs] == [{".txt": 1}] * 3
+    rows = [(tmp_path / f).read_text() for f in ("head.csv", "fetched.csv", "waited.csv")]
+    assert rows[0] == rows[1] == rows[2]
 
 
 def test_no_head_where_the_items_pass_through_the_sink_first_or_on_openvino(
     tiny_model: Path, foreign_model: Path, tiny_folder: Path, tmp_path: Path
 ) -> None:
     inputs = (str(tiny_folder),)
+    pool = ThreadPoolExecutor(1)
     openvino = RuntimeOptions(Provider.OPENVINO)
     for cfg in (
         _config(tiny_model, tiny_folder, tmp_path / "p.csv", resume=True),
@@ -132,11 +146,46 @@ def test_no_head_where_the_items_pass_through_the_sink_first_or_on_openvino(
         _config(tiny_model, tiny_folder, tmp_path / "p.parquet"),
         _config(foreign_model, tiny_folder, tmp_path / "p.csv"),  # no preset: the session says
     ):
-        assert _Head.start(cfg, inputs) is None
+        assert _Head.start(cfg, inputs, pool) is None
     preset = ForeignOptions(preset="imagenet")
-    assert _Head.start(
-        _config(foreign_model, tiny_folder, tmp_path / "p.csv", foreign=preset), inputs
+    head = _Head.start(
+        _config(foreign_model, tiny_folder, tmp_path / "p.csv", foreign=preset), inputs, pool
     )
+    assert head is not None
+    head.close()
+
+
+def test_an_error_reading_the_inputs_ahead_comes_after_the_sessions(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """A list file whose second line is not UTF-8: the head starts no batch and keeps
+    the error for where the run takes the next items, so a model that cannot load
+    still says so first; else the line is named, in one line."""
+    listed = tmp_path / "list.txt"
+    listed.write_bytes(b"missing.jpg\n\xff\xfe.jpg\n")
+    cfg = _config(tiny_model, f"@{listed}", tmp_path / "p.csv")
+    with ThreadPoolExecutor(1) as pool:
+        head = _Head.start(cfg, cfg.inputs, pool)
+    assert head is not None and head.fetched is not None and head.submitted == []
+    with pytest.raises(InferError, match="line 2: not UTF-8"):
+        next(iter(head.rest))
+    head.close()
+    out = tmp_path / "p.csv"
+    code, text = run(["infer", str(tiny_model), f"@{listed}", "-o", str(out), "--no-progress"])
+    assert_one_line_error(code, text, "list.txt, line 2: not UTF-8", "one image path per line")
+    bad = _unloadable(tiny_model, tmp_path / "bad.onnx")
+    code, text = run(["infer", str(bad), f"@{listed}", "-o", str(tmp_path / "q.csv")])
+    assert_one_line_error(code, text, "cannot load", "NoSuchOp")
+    assert not (tmp_path / "q.csv").exists()
+
+
+def _unloadable(model_path: Path, bad: Path) -> Path:
+    """The model with a node of an operator ONNX Runtime does not know."""
+    model = onnx.load(str(model_path))
+    model.graph.node.append(helper.make_node("NoSuchOp", ["probs"], ["extra"], domain="x.y"))
+    model.opset_import.append(helper.make_opsetid("x.y", 1))
+    onnx.save(model, bad)
+    return bad
 
 
 def test_a_session_that_fails_after_the_header_read_is_one_line(
@@ -144,13 +193,10 @@ def test_a_session_that_fails_after_the_header_read_is_one_line(
 ) -> None:
     """The header reads (the spec, the input), the first batches start decoding, and ONNX
     Runtime then refuses the graph: its error is the one line, and nothing is written."""
-    model = onnx.load(str(tiny_model))
-    model.graph.node.append(helper.make_node("NoSuchOp", ["probs"], ["extra"], domain="x.y"))
-    model.opset_import.append(helper.make_opsetid("x.y", 1))
-    bad = tmp_path / "bad.onnx"
-    onnx.save(model, bad)
+    bad = _unloadable(tiny_model, tmp_path / "bad.onnx")
     cfg = _config(bad, tiny_folder, tmp_path / "p.csv")
-    head = _Head.start(cfg, (str(tiny_folder),))
+    with ThreadPoolExecutor(1) as pool:
+        head = _Head.start(cfg, (str(tiny_folder),), pool)
     assert head is not None
     head.close()
     out = tmp_path / "p.csv"

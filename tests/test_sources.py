@@ -25,6 +25,8 @@ import pytest
 from helpers import S3Server, assert_one_line_error, free_port, run
 from helpers import s3_env as s3_environment
 
+from cnnbench.infer.engines.job import InferConfig
+from cnnbench.infer.engines.local import _Head
 from cnnbench.infer.sources import prefixes, s3_multi, shards, stores
 from cnnbench.infer.sources.fetch import fetch_ahead, read_item
 from cnnbench.infer.sources.items import Item
@@ -90,7 +92,26 @@ def test_a_prefix_gives_the_rows_of_the_same_folder(
     assert two == [f"s3://photos/set/cat/{i}.jpg" for i in range(4)] + ["s3://photos/set/top.jpg"]
 
 
-def test_listing_streams_pages_in_key_order(s3_env: S3Server) -> None:
+def test_a_prefix_is_listed_and_read_while_the_session_is_built(
+    tiny_model: Path, photos: Path, s3_env: S3Server, tmp_path: Path
+) -> None:
+    """The head of a run over a prefix holds its first objects' bytes and whether the
+    prefix has class folders before the session is there."""
+    s3_env.upload("photos", photos, "head/")
+    cfg = InferConfig(str(tiny_model), ("s3://photos/head/",), str(tmp_path / "p.csv"))
+    with ThreadPoolExecutor(1) as pool:
+        head = _Head.start(cfg, cfg.inputs, pool)
+        assert head is not None and head.fetched is not None
+        items = [item for batch, _, _ in head.submitted for item in batch]
+        assert items and all(item.data is not None for item in items)
+        assert items[0].data == (photos / items[0].name).read_bytes()
+        assert head.classes.result() is True  # cat/ and dog/, the model's labels
+        head.close()
+
+
+def test_listing_streams_pages_in_key_order(
+    s3_env: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = s3_env.client()
     client.create_bucket(Bucket="many")
     keys = [f"p/{i % 7}/{i:05d}.jpg" for i in range(2100)]  # three pages of 1,000
@@ -103,6 +124,21 @@ def test_listing_streams_pages_in_key_order(s3_env: S3Server) -> None:
     assert names == sorted(k.removeprefix("p/") for k in keys)
     assert prefixes.has_subprefix("s3://many/p/", {"3", "x"})
     assert not prefixes.has_subprefix("s3://many/p/", {"x", "y"})
+    # Past a first page of 3 (the folder marker, 0/ and 1/), only names sorting after 1/
+    # are probed: 0x/ would have been in it
+    asked: list[str] = []
+    pager = prefixes._pager
+
+    def counted(base: str) -> tuple[Callable, str]:
+        page_of, prefix = pager(base)
+        return lambda p, *rest: asked.append(p) or page_of(p, *rest), prefix
+
+    monkeypatch.setattr(prefixes, "_pager", counted)
+    assert not prefixes.has_subprefix("s3://many/p/", {"0x"}, page_keys=3)
+    assert asked == ["p/"]
+    assert prefixes.has_subprefix("s3://many/p/", {"0x", "5"}, page_keys=3)
+    assert not prefixes.has_subprefix("s3://many/p/", {"9"}, page_keys=3)
+    assert asked == ["p/", "p/", "p/5/", "p/", "p/9/"]
 
 
 def test_object_access_denied_is_an_error_row(

@@ -182,7 +182,7 @@ def test_listing_streams_pages_in_key_order(store: Any, monkeypatch: pytest.Monk
     store.put("labels", {f"p/{c}/{i}.jpg": b"" for c in "abcdefgh" for i in range(2)})
     url = f"{store.scheme}://labels/p/"
     assert prefixes.has_subprefix(url, {"b", "x"})
-    # past 3 pages of 2 sub-folders, the labels are probed one by one
+    # past a first page of 2 sub-folders, the labels sorting after it are probed
     assert prefixes.has_subprefix(url, {"h"}, page_keys=2)
     assert not prefixes.has_subprefix(url, {"x", "y"}, page_keys=2)
 

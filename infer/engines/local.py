@@ -16,8 +16,8 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Generator, Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING
@@ -233,8 +233,9 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     `report` receives progress lines meant for the user (the provider chosen, and why).
 
     The session is built on a thread (ONNX Runtime releases the GIL while it optimises
-    the graph): meanwhile the inputs are listed and the first batches decode, where the
-    model file's header already says how (`_Head`). Nothing is written before the session
+    the graph): meanwhile the inputs are listed (and fetched, where they are read over the
+    network) and the first batches decode, where the model file's header already says how
+    (`_Head`). Nothing is written before the session
     is there: its errors, and every check made on it, come first as before.
     """
     inputs = check_config(cfg)
@@ -244,11 +245,14 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
         cfg.runtime, spinning=False, streams=cfg.concurrency, first_batch=first_batch
     )
     head: _Head | None = None
+    opener = ThreadPoolExecutor(2, thread_name_prefix="cnnbench-session")
     try:
-        with ThreadPoolExecutor(1, thread_name_prefix="cnnbench-session") as opener:
+        try:
             opening = opener.submit(choose_session, cfg.model, runtime)
-            head = _Head.start(cfg, inputs)
+            head = _Head.start(cfg, inputs, opener)
             session, note = opening.result()
+        finally:  # the head's class-folder check may still be listing: the run waits for it
+            opener.shutdown(wait=False)
         return _run_session(cfg, inputs, session, note, head, report)
     except BaseException:
         if head is not None:
@@ -285,7 +289,10 @@ def _run_session(
         concurrency=cfg.concurrency,
     )
     summary.preprocessing = fmt.describe()
-    with_truth = has_class_folders(inputs, set(fmt.labels))
+    if head is not None and head.fmt.labels == fmt.labels:
+        with_truth = head.classes.result()
+    else:
+        with_truth = has_class_folders(inputs, set(fmt.labels))
     if head is not None and not head.decodes_for(fmt, batch_size):
         head.close()  # the session read the file otherwise: decode again, its way
         head = None
@@ -302,8 +309,11 @@ def _run_session(
         finished = False
         try:
             writer = _Writer(runner, fmt, cfg, summary, with_truth)
-            pending = sink.pending(items)
-            with contextlib.closing(fetch_ahead(pending, io_threads_for(cfg))) as ready:
+            ready = sink.pending(items)
+            fetching = head.fetched if head is not None else None  # the head's reads ahead
+            if head is None:
+                ready = fetching = fetch_ahead(ready, io_threads_for(cfg))
+            with contextlib.closing(fetching) if fetching else contextlib.nullcontext():
                 _run_loop(ready, writer, sink, fmt, cfg, summary, head)
             finished = not summary.interrupted
         finally:
@@ -326,25 +336,31 @@ def _job_decoder(
 
 @dataclass
 class _Head:
-    """The first batches of a job, listed and decoding while the session is built, in the
-    format the model file's header gives (infer/runtime/header.py)."""
+    """The first batches of a job, listed, fetched and decoding while the session is
+    built, in the format the model file's header gives (infer/runtime/header.py), and
+    whether the inputs have class folders for the header's labels (for a prefix, listing
+    requests: `classes`, asked on `pool` meanwhile)."""
 
     fmt: InputFormat
     batch_size: int
     decoder: _Decoder
     submitted: list[tuple[list[Item], np.ndarray, list[Future]]]
-    rest: Iterator[Item]  # the items after the submitted batches
+    rest: Iterator[Item]  # the items after the submitted batches (an error: raised there)
     skipped: Counter  # files left out by extension
     truncated: list[str]
     started: float  # when the first batch was submitted
+    classes: Future  # has_class_folders for the header's labels
+    fetched: Generator[Item, None, None] | None  # the items' reads ahead, if fetched
 
     @classmethod
-    def start(cls, cfg: InferConfig, inputs: tuple[str, ...]) -> _Head | None:
+    def start(cls, cfg: InferConfig, inputs: tuple[str, ...], pool: Executor) -> _Head | None:
         """None where the session is not ONNX Runtime's CPU one, where the format or the
         batch size are not sure before the session is there, or where the items pass
-        through the sink first (--resume, Parquet's blocks) or are fetched (URLs, lists):
-        those runs start as before."""
-        if cfg.resume or io_threads_for(cfg) or format_of(cfg.output) is Format.PARQUET:
+        through the sink first (--resume, Parquet's blocks): those runs start as before.
+        Items by URL or from a list are fetched ahead here, as the run would
+        (`fetch_ahead`); an error listing or reading them is raised where the run takes
+        the items after the submitted batches, after the session's own checks."""
+        if cfg.resume or format_of(cfg.output) is Format.PARQUET:
             return None
         if not _cpu_session_ahead(cfg.runtime.provider):
             return None
@@ -355,16 +371,31 @@ class _Head:
         try:
             fmt = resolve_input_format(view, cfg.foreign)
             batch_size = batch_size_for(fmt, cfg.batch_size, Provider.CPU)
+            classes = pool.submit(has_class_folders, inputs, set(fmt.labels))
             items = iter_items(inputs, cfg, skipped)
         except InferError:
             return None  # the same check, made on the session, says it in its turn
+        threads = io_threads_for(cfg)
+        fetched = fetch_ahead(items, threads) if threads else None
+        rest = fetched or items
         truncated: list[str] = []
         decoder = _job_decoder(cfg, fmt, batch_size, truncated)
         start = time.perf_counter()
-        # `batched` takes exactly a batch of items at a time: `items` goes on after these
-        ahead = islice(batched(items, batch_size), len(decoder.free))
-        submitted = [decoder.submit(b) for b in ahead]
-        return cls(fmt, batch_size, decoder, submitted, items, skipped, truncated, start)
+        # `batched` takes exactly a batch of items at a time: `rest` goes on after these
+        submitted = []
+        try:
+            for batch in islice(batched(rest, batch_size), len(decoder.free)):
+                submitted.append(decoder.submit(batch))
+        except Exception as e:  # the run raises it in its turn, after the session's checks
+            rest = _raising(e)
+        except BaseException:  # Ctrl-C: nothing is left running
+            if fetched is not None:
+                fetched.close()
+            decoder.close()
+            raise
+        return cls(
+            fmt, batch_size, decoder, submitted, rest, skipped, truncated, start, classes, fetched
+        )
 
     def decodes_for(self, fmt: InputFormat, batch_size: int) -> bool:
         """The session's format decodes the same pixels into the same batches."""
@@ -374,7 +405,15 @@ class _Head:
         )
 
     def close(self) -> None:
+        if self.fetched is not None:
+            self.fetched.close()
         self.decoder.close()
+
+
+def _raising(error: Exception) -> Iterator[Item]:
+    """An iterator that raises `error` when first asked for an item."""
+    raise error
+    yield  # a generator: raised when iterated, not when made
 
 
 def _cpu_session_ahead(asked: Provider) -> bool:

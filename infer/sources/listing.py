@@ -104,11 +104,18 @@ def _posix(path: str) -> str:
 
 
 def _scan_list(list_path: str, extensions: Extensions, skipped: Counter | None) -> Iterator[Item]:
-    """One path or URL per line (paths relative to the working directory); folders,
-    prefixes and shards are scanned."""
-    with open(list_path, encoding="utf-8") as f:
-        for line in f:
-            path = line.rstrip("\r\n")
+    """One path or URL per line, in UTF-8 (paths relative to the working directory);
+    folders, prefixes and shards are scanned. A line that is not UTF-8: one line naming
+    it, where the scan reaches it."""
+    with open(list_path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                path = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise InferError(
+                    f"list file {list_path}, line {number}: not UTF-8 text ({e.reason} at "
+                    f"byte {e.start}); write one image path per line, in UTF-8"
+                ) from None
             if path.strip():
                 yield from _scan_one(path, False, extensions, skipped)
 

@@ -24,7 +24,8 @@ from typing import Any
 from cnnbench.infer.sources import s3_multi, stores
 
 PAGE_KEYS = 1000  # keys per listing request (the most S3 and GCS send)
-LABEL_PAGES = 3  # delimiter pages read before probing the labels one by one
+FIRST_PAGE_KEYS = 100  # ... but the first: its objects' reads start sooner
+LABEL_PAGES = 1  # delimiter pages read before probing the labels left one by one
 PROBE_THREADS = 32
 
 
@@ -54,7 +55,9 @@ Pager = Callable[[str, str | None, str | None, int], Page]
 
 def list_prefix(url: str, page_keys: int = PAGE_KEYS) -> Iterator[Entry]:
     """Every object under the prefix `url`, in key order, streamed one page of
-    `page_keys` at a time; zero-byte 'folder marker' objects (keys ending in '/') are
+    `page_keys` at a time (the first of at most FIRST_PAGE_KEYS: a store answers a
+    short page sooner, s3rver in 17 ms against 70-90 ms for 1,000 keys, and the job's
+    first reads wait for it); zero-byte 'folder marker' objects (keys ending in '/') are
     not files."""
     base = url.rstrip("/") + "/"
     page_of, prefix = _pager(base)
@@ -63,9 +66,10 @@ def list_prefix(url: str, page_keys: int = PAGE_KEYS) -> Iterator[Entry]:
             f"{base} is not a prefix: web URLs are single files; name each one, "
             "or write them one per line in an @list file"
         )
-    token = None
+    token, keys = None, min(page_keys, FIRST_PAGE_KEYS)
     while True:
-        page = stores.with_retries(functools.partial(page_of, prefix, token, None, page_keys), base)
+        page = stores.with_retries(functools.partial(page_of, prefix, token, None, keys), base)
+        keys = page_keys
         for key, size in page.objects:
             if not key.endswith("/"):
                 name = key[len(prefix) :]
@@ -77,9 +81,12 @@ def list_prefix(url: str, page_keys: int = PAGE_KEYS) -> Iterator[Entry]:
 
 def has_subprefix(url: str, names: set[str], page_keys: int = PAGE_KEYS) -> bool:
     """True when the prefix `url` has a 'sub-folder' named as one of `names` (the
-    model's labels, for class-folder accuracy): a few pages of a '/'-delimited listing,
-    then, if the prefix holds more, one 1-key listing per name, in parallel, so a prefix
-    of a million flat objects costs a handful of requests, not a thousand pages."""
+    model's labels, for class-folder accuracy): the first page of a '/'-delimited
+    listing, then, if the prefix holds more, one 1-key listing per name that sorts after
+    that page, in parallel, so a prefix of a million flat objects costs a handful of
+    requests, not a thousand pages. A page lists keys and sub-folders in key order, so a
+    name whose sub-folder sorts within it and is not in it has none (a flat prefix of
+    'photo_00001.jpg'... settles '0' to '9' with that one page)."""
     base = url.rstrip("/") + "/"
     page_of, prefix = _pager(base)
     if page_of is None:
@@ -92,6 +99,10 @@ def has_subprefix(url: str, names: set[str], page_keys: int = PAGE_KEYS) -> bool
         if not page.token:
             return False
         token = page.token
+        last = max([k for k, _ in page.objects[-1:]] + page.prefixes[-1:], default="")
+        names = {n for n in names if f"{prefix}{n}/" > last}  # code points: UTF-8 order
+        if not names:
+            return False
 
     def probe(name: str) -> bool:
         page = stores.with_retries(

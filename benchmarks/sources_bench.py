@@ -14,7 +14,11 @@ than one client core asks for; or moto's (`--server moto`, what the tests start)
 - End to end: `run_infer` img/s over --photos 500x375 JPEGs read from s3://bucket/prefix/,
   from tar shards of 100 photos (local, and by s3:// URL), and from the same files on
   local disk; mnist_cnn (decode- and I/O-bound) and ResNet50 (compute-bound, on the first
-  --resnet-images photos). Targets: s3:// >= 0.9x local disk, shards >= 1.0x. Two rows
+  --resnet-images photos). Targets: s3:// >= 0.9x local disk, shards >= 1.0x. Each job's
+  img/s as `infer` reports it (from the first batch submitted to the last row), and of
+  the whole `run_infer` call (checks, session, listing included); with --as-command,
+  each job is a `cnnbench infer` process instead, and the second figure is its whole
+  wall clock, imports and exit included: what a user timing the command sees. Two rows
   per model, the same jobs in each:
   - `shared`: as a user runs it; the server shares both cores with `infer`, so every
     request costs the job the server's CPU too (which a store on other machines would not);
@@ -218,6 +222,48 @@ def infer_rate(
     return summary.images_per_second
 
 
+def command_rate(
+    model: Path,
+    source: str,
+    out: Path,
+    limit: int | None,
+    pinned: bool,
+    cpu: list[float] | None = None,
+    calls: list[float] | None = None,
+) -> float:
+    """`infer_rate`'s job run as users run it, a `cnnbench infer` process of its own
+    (`--as-command`): the same img/s (from its --summary) and, appended to `calls`, the
+    img/s of the process's whole wall clock (imports, checks, session, exit included).
+    `cpu` is not measured here."""
+    summary = out.with_suffix(".summary.json")
+    for path in (out, out.with_name(out.stem + ".errors.csv"), summary):
+        path.unlink(missing_ok=True)
+    threads = (
+        ["--workers", "1", "--threads", "1"] if pinned else ["--threads", str(UNPINNED_THREADS)]
+    )
+    cores = {CLIENT_CORE} if pinned else os.sched_getaffinity(0)
+    command = ["taskset", "-c", ",".join(map(str, sorted(cores)))]
+    command += [str(Path(sys.executable).with_name("cnnbench")), "infer", str(model), source]
+    command += ["-o", str(out), "--summary", str(summary), "--no-progress", "--provider", "cpu"]
+    command += [*threads, *(["--limit", str(limit)] if limit else [])]
+    server = os.environ.get("SOURCES_BENCH_SERVER_PID")
+    if server:
+        pin(int(server), {SERVER_CORE} if pinned else os.sched_getaffinity(0))
+    try:
+        wall = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        wall = time.perf_counter() - wall
+    finally:
+        if server:
+            pin(int(server), os.sched_getaffinity(0))
+    assert done.returncode == 0, done.stderr
+    got = json.loads(summary.read_text())
+    assert got["errors"] == 0 and got["images"] == (limit or got["images"]), got
+    if calls is not None:
+        calls.append(got["images"] / wall)
+    return got["images_per_second"]
+
+
 # the `pinned` row's question: what a GET, or a member of a shard, costs the client
 PINNED_SOURCES = ("local", "s3", "shards", "s3_shards")
 
@@ -251,7 +297,7 @@ def end_to_end(args: argparse.Namespace, server: S3Server, models: dict[str, Pat
         calls: dict[str, list[float]] = {job: [] for job in jobs}
         runs = {
             job: functools.partial(
-                infer_rate,
+                command_rate if args.as_command else infer_rate,
                 models[name],
                 sources[job.split("/", 1)[1]],
                 out,
@@ -528,6 +574,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--server", choices=["s3rver", "moto"], default="s3rver", help="the S3 server"
+    )
+    parser.add_argument(
+        "--as-command", action="store_true", help="end to end: each job a `cnnbench infer` process"
     )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--get-cost", help=argparse.SUPPRESS)

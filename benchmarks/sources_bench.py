@@ -177,6 +177,7 @@ def infer_rate(
     pinned: bool,
     cpu: list[float] | None = None,
     calls: list[float] | None = None,
+    as_command: bool = False,
 ) -> float:
     """img/s of one `infer` job, as it reports it (the batches' time: from the first
     batch submitted to the last row written); `pinned`: on CLIENT_CORE alone, one decode
@@ -184,7 +185,10 @@ def infer_rate(
     UNPINNED_THREADS ONNX Runtime threads. The process's CPU per image (us, all its
     threads) is appended to `cpu`, and the img/s of the whole call (its checks, the
     session, listing and class-folder check included: what the command's wall clock
-    shows but for the process's start) to `calls`."""
+    shows but for the process's start) to `calls`. `as_command`: the job run as a
+    process instead (`command_rate`; `cpu` is not measured then)."""
+    if as_command:
+        return command_rate(model, source, out, limit, pinned, [] if calls is None else calls)
     from cnnbench.infer.engines.job import InferConfig
     from cnnbench.infer.engines.local import run_infer
     from cnnbench.infer.runtime.session import Provider, RuntimeOptions
@@ -223,18 +227,11 @@ def infer_rate(
 
 
 def command_rate(
-    model: Path,
-    source: str,
-    out: Path,
-    limit: int | None,
-    pinned: bool,
-    cpu: list[float] | None = None,
-    calls: list[float] | None = None,
+    model: Path, source: str, out: Path, limit: int | None, pinned: bool, calls: list[float]
 ) -> float:
     """`infer_rate`'s job run as users run it, a `cnnbench infer` process of its own
     (`--as-command`): the same img/s (from its --summary) and, appended to `calls`, the
-    img/s of the process's whole wall clock (imports, checks, session, exit included).
-    `cpu` is not measured here."""
+    img/s of the process's whole wall clock (imports, checks, session, exit included)."""
     summary = out.with_suffix(".summary.json")
     for path in (out, out.with_name(out.stem + ".errors.csv"), summary):
         path.unlink(missing_ok=True)
@@ -259,8 +256,7 @@ def command_rate(
     assert done.returncode == 0, done.stderr
     got = json.loads(summary.read_text())
     assert got["errors"] == 0 and got["images"] == (limit or got["images"]), got
-    if calls is not None:
-        calls.append(got["images"] / wall)
+    calls.append(got["images"] / wall)
     return got["images_per_second"]
 
 
@@ -297,13 +293,14 @@ def end_to_end(args: argparse.Namespace, server: S3Server, models: dict[str, Pat
         calls: dict[str, list[float]] = {job: [] for job in jobs}
         runs = {
             job: functools.partial(
-                command_rate if args.as_command else infer_rate,
+                infer_rate,
                 models[name],
                 sources[job.split("/", 1)[1]],
                 out,
                 limit,
                 job.startswith("pinned/"),
                 calls=calls[job],
+                as_command=args.as_command,
             )
             for job in jobs
         }

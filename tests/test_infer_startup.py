@@ -7,6 +7,7 @@ does not use."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from helpers import assert_one_line_error, run
 from onnx import TensorProto, helper, numpy_helper
 
 from cnnbench.infer.engines.job import InferConfig
-from cnnbench.infer.engines.local import _Head, run_infer
+from cnnbench.infer.engines.local import _Head, _Writer, run_infer
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.header import read_graph_view
 from cnnbench.infer.runtime.preprocess import ForeignOptions, resolve_input_format
@@ -132,6 +133,33 @@ def test_first_batches_decode_before_the_session_and_rows_are_the_same(
     assert [r.skipped_by_extension for r in runs] == [{".txt": 1}] * 3
     rows = [(tmp_path / f).read_text() for f in ("head.csv", "fetched.csv", "waited.csv")]
     assert rows[0] == rows[1] == rows[2]
+
+
+def test_the_objects_frozen_for_the_batches_are_handed_back(
+    tiny_model: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    """The start-up's objects are out of the garbage collector's passes while the
+    batches run (`gc.freeze`) and back in them after; a process that froze objects
+    itself keeps them frozen."""
+    seen: list[int] = []
+    real = _Writer.write
+
+    def write(self: _Writer, *args: object) -> None:
+        seen.append(gc.get_freeze_count())
+        real(self, *args)
+
+    _Writer.write = write  # type: ignore[method-assign]
+    try:
+        run_infer(_config(tiny_model, tiny_folder, tmp_path / "a.csv"))
+        assert seen and min(seen) > 0  # frozen while the batches ran
+        assert gc.get_freeze_count() == 0
+        gc.freeze()
+        frozen = gc.get_freeze_count()
+        run_infer(_config(tiny_model, tiny_folder, tmp_path / "b.csv"))
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        _Writer.write = real  # type: ignore[method-assign]
+        gc.unfreeze()
 
 
 def test_no_head_where_the_items_pass_through_the_sink_first_or_on_openvino(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import sys
 import threading
@@ -313,7 +314,10 @@ def _run_session(
             fetching = head.fetched if head is not None else None  # the head's reads ahead
             if head is None:
                 ready = fetching = fetch_ahead(ready, io_threads_for(cfg))
-            with contextlib.closing(fetching) if fetching else contextlib.nullcontext():
+            with (
+                contextlib.closing(fetching) if fetching else contextlib.nullcontext(),
+                _startup_objects_frozen(),
+            ):
                 _run_loop(ready, writer, sink, fmt, cfg, summary, head)
             finished = not summary.interrupted
         finally:
@@ -323,6 +327,25 @@ def _run_session(
     if cfg.summary:
         write_summary(cfg, summary)
     return summary
+
+
+@contextlib.contextmanager
+def _startup_objects_frozen() -> Iterator[None]:
+    """The objects made before the batches (modules, the session, store clients: some
+    120,000 in a job by s3://) left out of the cyclic garbage collector's passes while
+    the batches run (`gc.freeze`), and handed back to it after. Items read ahead live
+    long enough to reach its oldest generation, and each full pass then walked the
+    whole heap: one a 5,000-photo job by s3://, 6-9 us a photo (docs/benchmarks.md).
+    Objects still die as their references go; only cycles among them wait for the end.
+    Left as is where the process froze objects itself (after its own fork, say)."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _job_decoder(

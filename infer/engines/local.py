@@ -234,10 +234,10 @@ def run_infer(cfg: InferConfig, report: Report | None = None) -> InferSummary:
     `report` receives progress lines meant for the user (the provider chosen, and why).
 
     The session is built on a thread (ONNX Runtime releases the GIL while it optimises
-    the graph): meanwhile the inputs are listed (and fetched, where they are read over the
-    network) and the first batches decode, where the model file's header already says how
-    (`_Head`). Nothing is written before the session
-    is there: its errors, and every check made on it, come first as before.
+    the graph): meanwhile the inputs are listed (and fetched, where they are read over
+    the network) and the first batches decode, where the model file's header already
+    says how (`_Head`). Nothing is written before the session is there: its errors, and
+    every check made on it, come first as before.
     """
     inputs = check_config(cfg)
     # Decoder threads share the cores with ORT's: idle ORT threads must not spin.

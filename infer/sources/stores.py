@@ -583,7 +583,7 @@ def _s3_kind(url: str, settings: tuple) -> str:
                 raise
     under = key.rstrip("/") + "/" if key else ""
     page = client.list_objects_v2(Bucket=bucket, Prefix=under, Delimiter="/", MaxKeys=1)
-    if key and not page.get("KeyCount", 0):
+    if key and not (page.get("Contents") or page.get("CommonPrefixes")):
         raise FileNotFoundError(f"no object or prefix {bucket}/{key}")
     return "directory"
 

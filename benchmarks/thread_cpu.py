@@ -39,16 +39,16 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def snapshot(server_pid: int) -> dict[str, float]:
-    """CPU seconds so far: of each of this process's threads by name, the server's, and
-    each core's idle time."""
+    """CPU seconds so far: of each of this process's threads, keyed 'name#tid', the
+    server's, and each core's idle time."""
     names = {t.native_id: t.name for t in threading.enumerate()}
-    out: dict[str, float] = collections.defaultdict(float)
+    out: dict[str, float] = {}
     for tid in os.listdir("/proc/self/task"):
         try:
             seconds = sources_bench.stat_cpu_seconds(f"/proc/self/task/{tid}/stat")
         except OSError:  # ended meanwhile
             continue
-        out[_kind(names.get(int(tid), "native"))] += seconds
+        out[f"{_kind(names.get(int(tid), 'native'))}#{tid}"] = seconds
     out["(server)"] = sources_bench.proc_cpu_seconds(server_pid)
     with open("/proc/stat") as f:
         for line in f:
@@ -80,10 +80,18 @@ class Sampler:
 
     def middle(self, start: float, end: float) -> tuple[float, dict[str, float]]:
         """Seconds and CPU seconds by name between the first snapshot after the run's
-        start and the last before its end (SKIP_HEAD_S and SKIP_TAIL_S left out)."""
+        start and the last before its end (SKIP_HEAD_S and SKIP_TAIL_S left out). A
+        thread that ends in between (the listing thread, once the last page is read)
+        counts up to the last snapshot it is in."""
         inside = [s for s in self.taken if start + SKIP_HEAD_S <= s[0] <= end - SKIP_TAIL_S]
-        (t0, a), (t1, b) = inside[0], inside[-1]
-        return t1 - t0, {k: v - a.get(k, 0.0) for k, v in b.items()}
+        (t0, first), t1 = inside[0], inside[-1][0]
+        last: dict[str, float] = {}
+        for _, taken in inside:
+            last |= taken
+        used: dict[str, float] = collections.defaultdict(float)
+        for key, value in last.items():
+            used[key.split("#", 1)[0]] += value - first.get(key, 0.0)
+        return t1 - t0, dict(used)
 
 
 def one_run(

@@ -70,7 +70,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -169,6 +169,31 @@ def pin(pid: int, cores: set[int]) -> None:
             os.sched_setaffinity(int(tid), cores)
 
 
+@contextlib.contextmanager
+def cores_for(pinned: bool, this_process: bool) -> Iterator[None]:
+    """A job's cores: `pinned`, the server (SOURCES_BENCH_SERVER_PID; none: local
+    inputs only) on SERVER_CORE and, with `this_process`, this process on CLIENT_CORE;
+    else both on every core. Every core again after."""
+    everything = os.sched_getaffinity(0)
+    server = os.environ.get("SOURCES_BENCH_SERVER_PID")
+    own = {int(server): {SERVER_CORE}} if server else {}
+    if this_process:
+        own[os.getpid()] = {CLIENT_CORE}
+    for pid, cores in own.items():
+        pin(pid, cores if pinned else everything)
+    try:
+        yield
+    finally:
+        for pid in own:
+            pin(pid, everything)
+
+
+def remove_outputs(out: Path, *more: Path) -> None:
+    """A job's output and errors files (and `more`), left by an earlier round."""
+    for path in (out, out.with_name(out.stem + ".errors.csv"), *more):
+        path.unlink(missing_ok=True)
+
+
 def infer_rate(
     model: Path,
     source: str,
@@ -193,8 +218,7 @@ def infer_rate(
     from cnnbench.infer.engines.local import run_infer
     from cnnbench.infer.runtime.session import Provider, RuntimeOptions
 
-    for path in (out, out.with_name(out.stem + ".errors.csv")):
-        path.unlink(missing_ok=True)
+    remove_outputs(out)
     cfg = InferConfig(
         model=str(model),
         inputs=(source,),
@@ -204,20 +228,10 @@ def infer_rate(
         runtime=RuntimeOptions(Provider.CPU, threads=1 if pinned else UNPINNED_THREADS),
         workers=1 if pinned else 0,
     )
-    everything = os.sched_getaffinity(0)
-    server = os.environ.get("SOURCES_BENCH_SERVER_PID")  # none: local inputs only
-    server_pids = [int(server)] if server else []
-    for pid in server_pids:
-        pin(pid, {SERVER_CORE} if pinned else everything)
-    pin(os.getpid(), {CLIENT_CORE} if pinned else everything)
-    start, wall = time.process_time(), time.perf_counter()
-    try:
+    with cores_for(pinned, this_process=True):
+        start, wall = time.process_time(), time.perf_counter()
         summary = run_infer(cfg)
         wall = time.perf_counter() - wall
-    finally:
-        pin(os.getpid(), everything)
-        for pid in server_pids:
-            pin(pid, everything)
     assert summary.errors == 0 and summary.images == (limit or summary.images), summary
     if cpu is not None:
         cpu.append(1e6 * (time.process_time() - start) / summary.images)
@@ -233,8 +247,7 @@ def command_rate(
     (`--as-command`): the same img/s (from its --summary) and, appended to `calls`, the
     img/s of the process's whole wall clock (imports, checks, session, exit included)."""
     summary = out.with_suffix(".summary.json")
-    for path in (out, out.with_name(out.stem + ".errors.csv"), summary):
-        path.unlink(missing_ok=True)
+    remove_outputs(out, summary)
     threads = (
         ["--workers", "1", "--threads", "1"] if pinned else ["--threads", str(UNPINNED_THREADS)]
     )
@@ -243,16 +256,10 @@ def command_rate(
     command += [str(Path(sys.executable).with_name("cnnbench")), "infer", str(model), source]
     command += ["-o", str(out), "--summary", str(summary), "--no-progress", "--provider", "cpu"]
     command += [*threads, *(["--limit", str(limit)] if limit else [])]
-    server = os.environ.get("SOURCES_BENCH_SERVER_PID")
-    if server:
-        pin(int(server), {SERVER_CORE} if pinned else os.sched_getaffinity(0))
-    try:
+    with cores_for(pinned, this_process=False):  # taskset places the command
         wall = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True)
         wall = time.perf_counter() - wall
-    finally:
-        if server:
-            pin(int(server), os.sched_getaffinity(0))
     assert done.returncode == 0, done.stderr
     got = json.loads(summary.read_text())
     assert got["errors"] == 0 and got["images"] == (limit or got["images"]), got

@@ -24,7 +24,7 @@ from cnnbench.infer.engines.job import (
     apply_plan,
     skipped_line,
 )
-from cnnbench.infer.engines.local import run_infer
+from cnnbench.infer.engines.local import io_threads_for, run_infer
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.options import (
     foreign_preprocessing_options,
@@ -385,6 +385,34 @@ def plan_line(plan: Plan, summary: InferSummary, cfg: InferConfig) -> str:
     return line
 
 
+STAGE_WORDS = {
+    "inputs": "waiting for inputs",
+    "decode": "waiting for decodes",
+    "model": "the model",
+    "write": "writing rows",
+}
+BOUND_WORDS = {
+    "inputs": "the inputs (listing and reads)",
+    "decode": "decoding",
+    "model": "the model",
+    "write": "writing rows",
+}
+
+
+def stages_line(summary: InferSummary, bound: str, cfg: InferConfig) -> str:
+    """'time: the model 61%, waiting for decodes 33%, ...: bound by decoding'."""
+    seconds = summary.stage_seconds
+    total = sum(seconds.values())
+    shares = ", ".join(
+        f"{STAGE_WORDS[stage]} {seconds[stage] / total:.0%}"
+        for stage in sorted(seconds, key=seconds.__getitem__, reverse=True)
+    )
+    line = f"time: {shares}: bound by {BOUND_WORDS[bound]}"
+    if bound == "inputs" and (n := io_threads_for(cfg)):
+        line += f"; more reads in flight may help (--io-threads, now {n})"
+    return line
+
+
 def summary_line(summary: InferSummary, cfg: InferConfig) -> str:
     line = (
         f"{summary.images} images, {summary.errors} errors, "
@@ -407,6 +435,8 @@ def summary_line(summary: InferSummary, cfg: InferConfig) -> str:
     if summary.per_worker:
         workers = ", ".join(f"{w} {n}" for w, n in sorted(summary.per_worker.items()))
         line += f"\nray: rows per worker: {workers}; start-up {summary.startup_seconds:.2f} s"
+    if (bound := summary.bound_by) is not None:
+        line += f"\n{stages_line(summary, bound, cfg)}"
     if summary.skipped_by_extension:
         line += f"\n{skipped_line(summary.skipped_by_extension)}; pass --extensions to include them"
     if summary.truncated:

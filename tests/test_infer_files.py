@@ -174,6 +174,43 @@ def test_summary_json_and_per_class_accuracy(
     assert "per class:" in result.output
 
 
+def test_the_summary_says_what_held_the_batches(
+    tiny_model: Path, slow_folder: Path, tmp_path: Path
+) -> None:
+    """PNGs of 600x450 (about 10 ms each to decode) on one decode thread, into a model of
+    8x8 pixels: the batches wait for their decodes, and the summary says so."""
+    out, summary = tmp_path / "p.csv", tmp_path / "s.json"
+    args = ["infer", str(tiny_model), str(slow_folder), "-o", str(out), "--no-progress"]
+    args += ["--workers", "1", "--batch-size", "4", "--limit", "60", "--summary", str(summary)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(summary.read_text())
+    stages = doc["stage_seconds"]
+    assert set(stages) == {"inputs", "decode", "model", "write"}
+    assert all(v >= 0 for v in stages.values())
+    # each stage timed on the loop's own thread, one after the other: within its time
+    assert sum(stages.values()) <= doc["seconds"] + 0.01
+    assert doc["bound_by"] == "decode", stages
+    assert stages["decode"] > stages["model"] + stages["inputs"] + stages["write"], stages
+    line = next(x for x in result.output.splitlines() if x.startswith("time: "))
+    assert line.startswith("time: waiting for decodes ") and line.endswith("bound by decoding")
+
+
+def test_what_held_the_batches_by_its_shares() -> None:
+    """The loop's own work (the model, writing) is named unless it waited a tenth of its
+    time or more for inputs or decodes; then the longer wait is."""
+    from cnnbench.infer.engines.job import InferSummary
+
+    def bound(**seconds: float) -> str | None:
+        return InferSummary(stage_seconds=seconds).bound_by
+
+    assert bound(inputs=0.05, decode=0.04, model=0.8, write=0.11) == "model"
+    assert bound(inputs=0.01, decode=0.01, model=0.2, write=0.78) == "write"
+    assert bound(inputs=0.05, decode=0.3, model=0.6, write=0.05) == "decode"
+    assert bound(inputs=0.5, decode=0.3, model=0.2, write=0.0) == "inputs"
+    assert bound() is None  # nothing timed: the Ray engine
+
+
 def test_inputs_as_files_lists_and_folders(
     tiny_model: Path, photo_jpeg: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

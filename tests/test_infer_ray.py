@@ -127,6 +127,9 @@ def test_ray_reports_the_workers_score_choice(
         outputs[engine], docs[engine] = out, json.loads(summary.read_text())
     assert_same_files(outputs["local"], outputs["ray"])
     assert docs["ray"]["scores"] == docs["local"]["scores"]
+    # what held the batches: timed by the local engine's loop only
+    assert docs["local"]["bound_by"] in ("inputs", "decode", "model", "write")
+    assert "bound_by" not in docs["ray"] and "stage_seconds" not in docs["ray"]
     # decided by each actor from its first batch (a softmax inside): not from a spec
     assert docs["ray"]["scores"] == "raw (auto: the output rows are already probabilities)"
 

@@ -15,6 +15,7 @@ import os
 import sys
 import tarfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -400,6 +401,50 @@ def test_https_files_and_transient_errors(
         assert_one_line_error(code, output, "not found", "missing.jpg")
     finally:
         server.shutdown()
+
+
+class _Slow(http.server.BaseHTTPRequestHandler):
+    """Serves the photo at any path, _SLOW_S after each request."""
+
+    photo = b""
+
+    def do_GET(self) -> None:
+        time.sleep(_SLOW_S)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.photo)))
+        self.end_headers()
+        self.wfile.write(self.photo)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+_SLOW_S = 0.03
+
+
+def test_reads_that_hold_the_batches_are_named(
+    tiny_model: Path, tmp_path: Path, photo_jpeg: bytes
+) -> None:
+    """One GET in flight, 30 ms each, for photos that decode in a millisecond: the summary
+    says the inputs held the batches and names --io-threads."""
+    _Slow.photo = photo_jpeg
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    (tmp_path / "list.txt").write_text("".join(f"{base}/{i}.jpg\n" for i in range(40)))
+    try:
+        output = _infer(
+            tiny_model,
+            tmp_path / "o.csv",
+            f"@{tmp_path / 'list.txt'}",
+            extra=("--io-threads", "1", "--batch-size", "4", "--summary", str(tmp_path / "s.json")),
+        )
+    finally:
+        server.shutdown()
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["images"] == 40 and doc["bound_by"] == "inputs", doc["stage_seconds"]
+    assert "bound by the inputs (listing and reads); more reads in flight may help " in output
+    assert "(--io-threads, now 1)" in output
 
 
 def test_s3_gets_retry_transient_errors_then_say_one_line(

@@ -6,6 +6,7 @@ this module and on neither of each other; the command's options need only this o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import itertools
@@ -13,12 +14,13 @@ import json
 import os
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -84,6 +86,45 @@ class InferConfig:
         return self.errors or default_errors_path(self.output)
 
 
+T = TypeVar("T")
+
+# The local engine's batch loop, stage by stage: waiting for the next inputs (listing,
+# reads), waiting for their decodes, running the model, writing the rows.
+STAGES = ("inputs", "decode", "model", "write")
+WAIT_SHARE = 0.1  # a wait this large a share of the loop's time is what held it
+
+
+class StageClock:
+    """Seconds the batch loop spent in each of STAGES, added by the threads that run
+    them: the loop's own, and the runs in flight (`--plan` with several)."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def timing(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.seconds[stage] += time.perf_counter() - start
+
+    def timed(self, items: Iterable[T], stage: str) -> Iterator[T]:
+        """`items`, the wait for each counted in `stage`."""
+        it = iter(items)
+        while True:
+            with self.timing(stage):
+                item = next(it, _DONE)
+            if item is _DONE:
+                return
+            yield item
+
+
+_DONE: Any = object()
+
+
 @dataclass
 class InferSummary:
     images: int = 0
@@ -109,10 +150,26 @@ class InferSummary:
     skipped_by_extension: Counter = field(default_factory=Counter)
     truncated: list[str] = field(default_factory=list)
     committed_in: str | None = None  # where finished blocks are kept (parts.py), if not OUTPUT
+    # the local engine: seconds its batch loop spent per stage (StageClock)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def bound_by(self) -> str | None:
+        """The stage that held the batch loop: the inputs or the decodes, where it waited
+        for them WAIT_SHARE of its time or more (the larger wait), else the larger of its
+        own work, the model or writing rows. None where nothing was timed (Ray)."""
+        seconds = self.stage_seconds
+        total = sum(seconds.values())
+        if not total:
+            return None
+        waited = max(("inputs", "decode"), key=lambda k: seconds.get(k, 0.0))
+        if seconds.get(waited, 0.0) >= WAIT_SHARE * total:
+            return waited
+        return max(("model", "write"), key=lambda k: seconds.get(k, 0.0))
 
     @property
     def accuracy(self) -> float | None:
@@ -152,6 +209,8 @@ class InferSummary:
         }
         if self.per_worker:
             doc |= {"per_worker": self.per_worker, "startup_seconds": self.startup_seconds}
+        if self.stage_seconds:
+            doc |= {"stage_seconds": self.stage_seconds, "bound_by": self.bound_by}
         return doc
 
 

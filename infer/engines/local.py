@@ -33,6 +33,7 @@ from cnnbench.infer.engines.job import (
     IO_THREADS,
     InferConfig,
     InferSummary,
+    StageClock,
     StopOnSigint,
     batch_size_for,
     batched,
@@ -145,6 +146,7 @@ class _Writer:
         self.runner, self.top_k, self.summary = runner, cfg.top_k, summary
         self.labels = fmt.labels
         self.truth = set(fmt.labels) if truth else None
+        self.clock = StageClock()
 
     def finish(self, items: list[Item], buf: np.ndarray, futures: list[Future], sink: Sink) -> None:
         self.write(items, self.score(buf, futures), sink)
@@ -152,17 +154,23 @@ class _Writer:
     def score(self, buf: np.ndarray, futures: list[Future]) -> Scored:
         """Wait for the batch's decodes and run the readable images: safe to call from
         several threads at once (each on its own buffer)."""
-        reasons = [r for f in futures for r in f.result()]
+        with self.clock.timing("decode"):
+            reasons = [r for f in futures for r in f.result()]
         ok = [i for i, r in enumerate(reasons) if r is None]
         probs = None
         if ok:
-            if len(ok) < len(reasons):
-                buf[: len(ok)] = buf[ok]  # compact the readable images to the front
-            probs = self.runner.run(buf, len(ok))
+            with self.clock.timing("model"):
+                if len(ok) < len(reasons):
+                    buf[: len(ok)] = buf[ok]  # compact the readable images to the front
+                probs = self.runner.run(buf, len(ok))
         return Scored(reasons, ok, probs)
 
     def write(self, items: list[Item], scored: Scored, sink: Sink) -> None:
         """The batch's rows, in input order, to the sink: one batch after the other."""
+        with self.clock.timing("write"):
+            self._write(items, scored, sink)
+
+    def _write(self, items: list[Item], scored: Scored, sink: Sink) -> None:
         outcomes = [
             Outcome({"path": item.name, "error": why}, True)
             for item, why in zip(items, scored.reasons, strict=True)
@@ -501,7 +509,7 @@ def _run_loop(
         with StopOnSigint() as stop:
             for submitted in head.submitted if head is not None else ():
                 queue(*submitted)
-            for batch in batched(items, summary.batch_size):
+            for batch in writer.clock.timed(batched(items, summary.batch_size), "inputs"):
                 if stop.requested:
                     break
                 if not decoder.free:
@@ -514,6 +522,7 @@ def _run_loop(
             summary.interrupted = stop.requested
     finally:
         summary.seconds = time.perf_counter() - start
+        summary.stage_seconds = dict(writer.clock.seconds)
         if runs is not None:
             runs.shutdown(wait=True, cancel_futures=True)
         decoder.close()

@@ -352,7 +352,7 @@ def run_infer(model: Path, folder: Path, out: Path, *extra: str, env: dict | Non
 OWN_LINES = re.compile(
     r"^(provider \S+.*|.*batch size \d+|\d+ images, \d+ errors, .*|per class: .*|"
     r"skipped \d+ files by extension: .*|\d+ files failed: see .*|"
-    r"\d+ truncated files predicted .*)$"
+    r"\d+ truncated files predicted .*|time: .*: bound by .*)$"
 )
 
 

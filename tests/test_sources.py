@@ -403,6 +403,9 @@ def test_https_files_and_transient_errors(
         server.shutdown()
 
 
+_SLOW_S = 0.03
+
+
 class _Slow(http.server.BaseHTTPRequestHandler):
     """Serves the photo at any path, _SLOW_S after each request."""
 
@@ -417,9 +420,6 @@ class _Slow(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
-
-
-_SLOW_S = 0.03
 
 
 def test_reads_that_hold_the_batches_are_named(

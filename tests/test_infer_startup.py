@@ -166,21 +166,21 @@ def test_no_head_where_the_items_pass_through_the_sink_first_or_on_openvino(
     tiny_model: Path, foreign_model: Path, tiny_folder: Path, tmp_path: Path
 ) -> None:
     inputs = (str(tiny_folder),)
-    pool = ThreadPoolExecutor(1)
-    openvino = RuntimeOptions(Provider.OPENVINO)
-    for cfg in (
-        _config(tiny_model, tiny_folder, tmp_path / "p.csv", resume=True),
-        _config(tiny_model, tiny_folder, tmp_path / "p.csv", runtime=openvino),  # a compile
-        _config(tiny_model, tiny_folder, tmp_path / "p.parquet"),
-        _config(foreign_model, tiny_folder, tmp_path / "p.csv"),  # no preset: the session says
-    ):
-        assert _Head.start(cfg, inputs, pool) is None
-    preset = ForeignOptions(preset="imagenet")
-    head = _Head.start(
-        _config(foreign_model, tiny_folder, tmp_path / "p.csv", foreign=preset), inputs, pool
-    )
-    assert head is not None
-    head.close()
+    with ThreadPoolExecutor(1) as pool:
+        openvino = RuntimeOptions(Provider.OPENVINO)
+        for cfg in (
+            _config(tiny_model, tiny_folder, tmp_path / "p.csv", resume=True),
+            _config(tiny_model, tiny_folder, tmp_path / "p.csv", runtime=openvino),  # a compile
+            _config(tiny_model, tiny_folder, tmp_path / "p.parquet"),
+            _config(foreign_model, tiny_folder, tmp_path / "p.csv"),  # no preset: the session says
+        ):
+            assert _Head.start(cfg, inputs, pool) is None
+        preset = ForeignOptions(preset="imagenet")
+        head = _Head.start(
+            _config(foreign_model, tiny_folder, tmp_path / "p.csv", foreign=preset), inputs, pool
+        )
+        assert head is not None
+        head.close()
 
 
 def test_an_error_reading_the_inputs_ahead_comes_after_the_sessions(

@@ -62,8 +62,23 @@ def labelled_images(root: str) -> list[LabelledImage]:
     except InferError as e:  # a store that cannot be reached
         raise BenchError(f"--images: {e}") from e
     if not out:
-        raise BenchError(f"--images {root}: no images found (extensions {IMAGE_EXTENSIONS})")
+        raise _no_images(root)
     return out
+
+
+def check_images(root: str) -> None:
+    """Before anything is measured: `root` can be reached and holds an image (the scan
+    stops at the first one), so a typo fails in one line, not after the benchmarks."""
+    try:
+        first = next(iter(scan(root)), None)
+    except InferError as e:
+        raise BenchError(f"--images: {e}") from e
+    if first is None:
+        raise _no_images(root)
+
+
+def _no_images(root: str) -> BenchError:
+    return BenchError(f"--images {root}: no images found (extensions {IMAGE_EXTENSIONS})")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from cnnbench.bench.errors import BenchError
 from cnnbench.bench.extras import (
     accuracy_and_stages,
+    check_images,
     keras_baselines,
     recommend,
 )
@@ -81,6 +82,8 @@ def _check(cfg: BenchConfig) -> None:
     for path in cfg.models:
         if not os.path.isfile(path):
             raise BenchError(f"model file not found: {path}")
+    if cfg.images is not None:
+        check_images(cfg.images)
 
 
 def _targets(cfg: BenchConfig, log: Callable[[str], None]) -> list[Target]:

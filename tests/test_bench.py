@@ -276,6 +276,10 @@ def test_nothing_to_measure_and_bad_outputs(tiny: Path, tmp_path: Path) -> None:
     assert_one_line_error(code, output, "--baseline keras needs --arch")
     code, output = run(["bench", "--model", str(tiny), "--images", str(tmp_path / "none")])
     assert_one_line_error(code, output, "is not a folder")
+    (tmp_path / "empty").mkdir()
+    code, output = run(["bench", "--model", str(tiny), "--images", str(tmp_path / "empty")])
+    assert_one_line_error(code, output, "no images found")
+    assert "measuring" not in output  # said before anything is measured
 
 
 def test_bench_modules_import_neither_tensorflow_nor_matplotlib() -> None:

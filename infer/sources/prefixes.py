@@ -60,6 +60,7 @@ def list_prefix(url: str, page_keys: int = PAGE_KEYS) -> Iterator[Entry]:
     more, up to `page_keys`: a store answers a short page sooner (s3rver 100 keys in 17
     ms, 1,000 in 70-90), and a job's first reads wait for the first page, and at a
     server that answers one request at a time, behind the second."""
+    stores.store_protocol(url)  # one line for a URL that names no bucket ('s3://')
     base = url.rstrip("/") + "/"
     page_of, prefix = _pager(base)
     if page_of is None:

@@ -75,18 +75,31 @@ def _installed(module: str) -> bool:
 
 
 def _scheme(url: str) -> Scheme:
-    name = scheme_of(url)
-    scheme = SCHEMES.get(name or "")
+    name = scheme_of(url) or ""
+    scheme = SCHEMES.get(name)
     if scheme is None:
         known = ", ".join(f"{s}://" for s in SCHEMES)
         raise InferError(f"unsupported URL scheme in {url}: use one of {known} or a local path")
+    _check_extra(name, scheme)
+    if not url.split("://", 1)[1].partition("/")[0]:
+        if scheme.protocol in ("http", "https"):
+            raise InferError(f"{url} names no host: write {name}://HOST/PATH")
+        what = "container" if scheme.protocol in ("az", "abfs") else "bucket"
+        raise InferError(
+            f"{url} names no {what}: write {name}://{what.upper()}/PREFIX/ for the "
+            f"objects under a prefix, or {name}://{what.upper()}/KEY for one"
+        )
+    return scheme
+
+
+def _check_extra(name: str, scheme: Scheme) -> None:
+    """One line naming the extra to install when the scheme's library is missing."""
     for module in scheme.modules:
         if not _installed(module):
             raise InferError(
                 f"{name}:// needs {module}, which is not installed: "
                 f"pip install 'cnnbench[{scheme.extra}]'"
             )
-    return scheme
 
 
 # The store libraries read credentials and endpoints from the environment when a
@@ -317,7 +330,7 @@ def s3_client(settings: tuple | None = None) -> Any:
     store settings (None: those of now). Listing pages go through it (s3fs's find and ls
     hold the whole listing), and the GETs of keys object_store cannot name
     (`_object_store_key`)."""
-    _scheme("s3://")  # the extra's check
+    _check_extra("s3", SCHEMES["s3"])
     settings = store_settings() if settings is None else settings
 
     def make() -> Any:
@@ -554,7 +567,7 @@ def kind(url: str) -> str:
         try:
             return with_retries(lambda: _s3_kind(url, settings), url)
         except StoreError as e:
-            raise InferError(str(e)) from e
+            raise InferError(_what_to_do(e, url)) from e
     fs = filesystem(url)
     path = store_path(url)
     if url.endswith("/") and not path.endswith("://"):
@@ -562,8 +575,25 @@ def kind(url: str) -> str:
     try:
         info = with_retries(lambda: fs.info(path), url)
     except StoreError as e:
-        raise InferError(_missing_container(fs, url, path, e) or str(e)) from e
+        raise InferError(_missing_container(fs, url, path, e) or _what_to_do(e, url)) from e
     return "directory" if info.get("type") == "directory" else "file"
+
+
+def _what_to_do(e: StoreError, url: str) -> str:
+    """A command-line input's failure, with what to do when the store found nothing
+    there: no object has the key and none is under it (a typo, an empty prefix, or a
+    glob, which no store expands)."""
+    if not isinstance(e.__cause__, FileNotFoundError) and status_of(e) != 404:
+        return str(e)
+    if str(e).startswith("no such "):  # the bucket or container: said already
+        return str(e)
+    glob = re.search(r"[*?[]", url)
+    if glob:
+        prefix = url[: glob.start()].rpartition("/")[0] + "/"
+        hint = f"a pattern is not expanded: name the prefix {prefix} (--extensions picks files)"
+    else:
+        hint = "check the name (keys are case-sensitive)"
+    return f"{e}: no object has this key and none is under it as a prefix; {hint}"
 
 
 def _s3_kind(url: str, settings: tuple) -> str:

@@ -97,6 +97,29 @@ def test_output_format_errors_are_one_line(tiny_model: Path, labelled: Path, tmp
     assert (foreign / "data.parquet").exists()
 
 
+def test_parquet_output_is_replaced_by_a_fresh_run(
+    tiny_model: Path, labelled: Path, tmp_path: Path
+):
+    out = tmp_path / "pred.parquet"
+    seen = []
+    for _ in range(2):  # the second run replaces both datasets of the first
+        code, output = run(infer_args(tiny_model, labelled, out))
+        assert code == 0, output
+        seen.append((paths(out), paths(errors_of(out))))
+    assert seen[0] == seen[1] and "cat/bad.jpg" in seen[1][1]
+    errors = json.loads((errors_of(out) / "_manifest.json").read_text())
+    assert errors["complete"] is True and errors["rows"] == str(out)
+    assert errors["parts"] == sorted(p.name for p in errors_of(out).glob("block-*"))
+    (errors_of(out) / "_manifest.json").unlink()  # as written before errors had one
+    code, output = run(infer_args(tiny_model, labelled, out))
+    assert code == 0, output
+    (errors_of(out) / "_manifest.json").unlink()
+    (errors_of(out) / "notes.txt").write_text("someone else's")
+    code, output = run(infer_args(tiny_model, labelled, out))
+    assert_one_line_error(code, output, "errors.parquet is a folder of other files")
+    assert (errors_of(out) / "notes.txt").exists()
+
+
 def command(model: Path, folder: Path, out: Path | str, *extra: str) -> list[str]:
     args = [sys.executable, "-m", "cnnbench", *infer_args(model, folder, out)]
     return [*args, "--batch-size", "8", "--workers", "1", *extra]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
@@ -125,7 +126,7 @@ class Parts:
         did not write is not removed."""
         for store in {id(s): s for s in (self.rows, self.failed)}.values():
             names = store.names()
-            if self.dataset and names and not names & {DATASET_MANIFEST}:
+            if self.dataset and names and not (names & {DATASET_MANIFEST} or _all_parts(names)):
                 raise InferError(
                     f"{store.location} is a folder of other files (no {DATASET_MANIFEST}): "
                     "choose another -o/--errors, or remove it"
@@ -142,13 +143,21 @@ class Parts:
                 if name.startswith(".block-") and name.endswith(".tmp"):
                     store.remove(name)
 
-    def _write_manifest(self, complete: bool, parts: Sequence[str] = ()) -> None:
+    def _write_manifest(
+        self, complete: bool, parts: Sequence[str] = (), error_parts: Sequence[str] = ()
+    ) -> None:
+        """The job, and for a dataset whether it is complete. The errors dataset has
+        one too (saying whose errors it holds), written before the predictions' one,
+        which is the run's last write."""
         doc: dict = self.job
         if self.dataset:
             doc = {"complete": complete, "format": self.format.value, "job": self.job}
+            errors = doc | {"rows": self.rows.location}
             if complete:
                 doc |= {"parts": list(parts), "errors": self.failed.location}
-        self.rows.put(self.manifest, json.dumps(doc, indent=2, sort_keys=True).encode())
+                errors |= {"parts": list(error_parts)}
+            self.failed.put(self.manifest, _json(errors))
+        self.rows.put(self.manifest, _json(doc))
 
     def _names(self, block: int, digest: str) -> tuple[str, str]:
         return part_name(block, digest, self.exts[0]), part_name(block, digest, self.exts[1])
@@ -184,8 +193,8 @@ class Parts:
             shutil.rmtree(self.rows.root, ignore_errors=True)
             return
         self.keep_only(digests)
-        parts = [self._names(k, digest)[0] for k, digest in enumerate(digests)]
-        self._write_manifest(complete=True, parts=parts)
+        names = [self._names(k, digest) for k, digest in enumerate(digests)]
+        self._write_manifest(True, [n[0] for n in names], [n[1] for n in names])
 
     def merge(self, digests: Sequence[str], columns: Sequence[str]) -> None:
         """Every block's staged parts, in block order, into the two outputs (each
@@ -201,3 +210,16 @@ class Parts:
                         if self.format is Format.CSV:
                             part.readline()  # its header
                         shutil.copyfileobj(part, out)
+
+
+def _json(doc: dict) -> bytes:
+    return json.dumps(doc, indent=2, sort_keys=True).encode()
+
+
+_PART = re.compile(r"\.?block-\d{8}-[0-9a-f]{16}\..+")  # a part, or its temporary file
+
+
+def _all_parts(names: set[str]) -> bool:
+    """Every file is a part of cnnbench's (an errors dataset written before errors
+    datasets had a manifest), so the folder is one of its outputs."""
+    return all(_PART.fullmatch(name) for name in names)

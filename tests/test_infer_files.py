@@ -202,13 +202,16 @@ def test_what_held_the_batches_by_its_shares() -> None:
     from cnnbench.infer.engines.job import InferSummary
 
     def bound(**seconds: float) -> str | None:
-        return InferSummary(stage_seconds=seconds).bound_by
+        return InferSummary(images=100, stage_seconds=seconds).bound_by
 
     assert bound(inputs=0.05, decode=0.04, model=0.8, write=0.11) == "model"
     assert bound(inputs=0.01, decode=0.01, model=0.2, write=0.78) == "write"
     assert bound(inputs=0.05, decode=0.3, model=0.6, write=0.05) == "decode"
     assert bound(inputs=0.5, decode=0.3, model=0.2, write=0.0) == "inputs"
     assert bound() is None  # nothing timed: the Ray engine
+    resumed = InferSummary(stage_seconds={"inputs": 0.2, "decode": 0, "model": 0, "write": 0})
+    assert resumed.bound_by is None  # nothing left to read: only the listing was timed
+    assert InferSummary(errors=3, stage_seconds={"inputs": 0.1, "decode": 0.9}).bound_by
 
 
 def test_inputs_as_files_lists_and_folders(

@@ -271,6 +271,10 @@ def test_a_shard_is_a_folder_of_its_members(
     for i in range(3):
         _tar(tmp_path / f"s-{i}.tar", members[i::3])
         client.upload_file(str(tmp_path / f"s-{i}.tar"), "shards", f"train/s-{i}.tar")
+    code, output = run(
+        ["infer", str(tiny_model), "s3://shards/train/", "-o", str(tmp_path / "x.csv")]
+    )
+    assert_one_line_error(code, output, "3 .tar", "name the shards", "{000000..000099}.tar")
     for pattern in (str(tmp_path / "s-{0..2}.tar"), "s3://shards/train/s-{0..2}.tar"):
         out = _infer(
             tiny_model, tmp_path / "p.csv", pattern, extra=("--summary", str(tmp_path / "p.json"))

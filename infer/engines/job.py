@@ -161,10 +161,11 @@ class InferSummary:
     def bound_by(self) -> str | None:
         """The stage that held the batch loop: the inputs or the decodes, where it waited
         for them WAIT_SHARE of its time or more (the larger wait), else the larger of its
-        own work, the model or writing rows. None where nothing was timed (Ray)."""
+        own work, the model or writing rows. None where nothing was timed (Ray), or
+        no file was read (a resumed run with nothing left: only its listing was timed)."""
         seconds = self.stage_seconds
         total = sum(seconds.values())
-        if not total:
+        if not total or not self.images + self.errors:
             return None
         waited = max(("inputs", "decode"), key=lambda k: seconds.get(k, 0.0))
         if seconds.get(waited, 0.0) >= WAIT_SHARE * total:
@@ -259,9 +260,14 @@ def iter_items(
         where = ", ".join(cfg.inputs)
         extensions = " ".join(cfg.extensions or ("*",))
         left_out = f"; {skipped_line(skipped)}" if skipped else ""
+        todo = "check the path or pass --extensions"
+        if skipped.keys() & {".tar", ".tgz", ".gz"}:  # shards in a folder are not opened
+            todo = (
+                "a tar shard is read as an input of its own: name the shards (a brace "
+                "pattern such as DIR/shard-{000000..000099}.tar, or one per line in an @list)"
+            )
         raise InferError(
-            f"no images found under {where} (extensions: {extensions}){left_out}; "
-            "check the path or pass --extensions"
+            f"no images found under {where} (extensions: {extensions}){left_out}; {todo}"
         )
     return itertools.chain((first,), items)
 

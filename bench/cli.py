@@ -153,8 +153,8 @@ def inspect(
     "--images",
     required=True,
     type=click.Path(file_okay=False),
-    help="Photos like the job's: int8 calibration, top-1 agreement with fp32 (accuracy "
-    "when they sit in class folders).",
+    help="Photos like the job's, a folder or a prefix URL: int8 calibration, top-1 "
+    "agreement with fp32 (accuracy when they sit in class folders).",
 )
 @click.option(
     "-o", "--output", required=True, type=click.Path(dir_okay=False), help="PLAN.json to write."

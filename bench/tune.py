@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnbench.bench.errors import BenchError
-from cnnbench.bench.extras import labelled_images
+from cnnbench.bench.extras import check_images, labelled_images
 from cnnbench.bench.flops import write_matmul_model
 from cnnbench.bench.machine import machine_facts
 from cnnbench.bench.results import BenchConfig, BenchReport, Result, RunConfig, Target
@@ -37,10 +37,14 @@ from cnnbench.bench.tune_variants import Variant, make_variant_files, variants_f
 from cnnbench.cpu import has_native_bf16
 from cnnbench.files import sha256_file, unwritable
 from cnnbench.infer.decode.images import load_items
+from cnnbench.infer.engines.job import IO_THREADS
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.plan import Expected, Plan, this_machine
 from cnnbench.infer.runtime.preprocess import InputFormat, resolve_input_format
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, Session
+from cnnbench.infer.sources.fetch import fetch_ahead
+from cnnbench.infer.sources.items import Item
+from cnnbench.infer.sources.stores import is_url
 
 AGREEMENT_BATCH = 8
 # the front's fastest variants run end to end over the images; the fastest there is chosen
@@ -87,8 +91,8 @@ class _Images:
 def check_config(cfg: TuneConfig) -> None:
     if not os.path.isfile(cfg.model):
         raise BenchError(f"model file not found: {cfg.model}")
-    if not os.path.isdir(cfg.images):
-        raise BenchError(f"--images {cfg.images} is not a folder of images")
+    if not (os.path.isdir(cfg.images) or is_url(cfg.images)):
+        raise BenchError(f"--images {cfg.images} is not a folder of images or a prefix URL")
     if not cfg.output.lower().endswith(".json"):
         raise BenchError(f"-o {cfg.output}: give a plan file name ending in .json")
     if why := unwritable(cfg.output):
@@ -97,6 +101,7 @@ def check_config(cfg: TuneConfig) -> None:
         raise BenchError(f"--max-batch must be a positive integer, got {cfg.max_batch}")
     if not 0 <= cfg.max_drop <= 100:
         raise BenchError(f"--max-drop is in points, 0 to 100; got {cfg.max_drop:g}")
+    check_images(cfg.images)
 
 
 def run_tune(cfg: TuneConfig, log: Callable[[str], None] = lambda line: None) -> TuneReport:
@@ -150,11 +155,14 @@ def _contract_format(path: str, session: Session) -> InputFormat:
 
 
 def _load_images(folder: str, fmt: InputFormat) -> _Images:
+    """The images decoded at the model's size; a prefix's objects read IO_THREADS at a
+    time (`fetch_ahead`), as infer reads them."""
     listed = labelled_images(folder)
     pixels = np.zeros((len(listed), *fmt.size, fmt.channels), dtype=np.uint8)
-    from cnnbench.infer.sources.items import Item
-
-    items = [Item(i.path, os.path.relpath(i.path, folder)) for i in listed]
+    items = [Item(i.path, i.path) for i in listed]
+    if is_url(folder):
+        with contextlib.closing(fetch_ahead(iter(items), IO_THREADS)) as fetched:
+            items = list(fetched)
     reasons = load_items(items, pixels, fmt.bgr, fmt.policy)
     ok = [k for k, why in enumerate(reasons) if why is None]
     if not ok:
@@ -435,7 +443,7 @@ def make_plan(
         trt_fp16=v.trt_fp16,
         extra={
             "source": os.path.abspath(cfg.model),
-            "images": os.path.abspath(cfg.images),
+            "images": cfg.images if is_url(cfg.images) else os.path.abspath(cfg.images),
             "max_drop": cfg.max_drop,
             "latency_budget_ms": cfg.latency_budget_ms,
             "search": "exhaustive" if cfg.exhaustive else "quick",

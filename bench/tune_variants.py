@@ -4,6 +4,7 @@ fp16 file for CUDA), written beside the plan."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -116,15 +117,28 @@ def make_int8(cfg: TuneConfig, out: str, log: Callable[[str], None]) -> None:
 
 
 def calibration_folder(images: str, folder: str, count: int = CALIBRATION_IMAGES) -> str:
-    """`folder` with links to `count` of the images, spread evenly over the folder's order
-    (calibration time grows with every image; the ranges settle well before)."""
+    """`folder` with `count` of the images, spread evenly over the folder's order
+    (calibration time grows with every image; the ranges settle well before): links to
+    local files, copies of a prefix's objects."""
     from cnnbench.bench.extras import labelled_images
+    from cnnbench.infer.engines.job import IO_THREADS
+    from cnnbench.infer.sources.fetch import fetch_ahead
+    from cnnbench.infer.sources.items import Item
+    from cnnbench.infer.sources.stores import is_url
 
     listed = [i.path for i in labelled_images(images)]
     if len(listed) > count:
         listed = [listed[round(k * (len(listed) - 1) / (count - 1))] for k in range(count)]
-    for k, path in enumerate(listed):
-        os.symlink(os.path.abspath(path), os.path.join(folder, f"{k:05d}{Path(path).suffix}"))
+    names = [os.path.join(folder, f"{k:05d}{Path(path).suffix}") for k, path in enumerate(listed)]
+    if not is_url(images):
+        for path, name in zip(listed, names, strict=True):
+            os.symlink(os.path.abspath(path), name)
+        return folder
+    items = (Item(path, path) for path in listed)
+    with contextlib.closing(fetch_ahead(items, IO_THREADS)) as fetched:
+        for item, name in zip(fetched, names, strict=True):
+            if item.data is not None:  # one that cannot be read is left out, as bad files are
+                Path(name).write_bytes(item.data)
     return folder
 
 

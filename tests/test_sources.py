@@ -655,6 +655,30 @@ def test_local_shards_are_read_in_the_loop_and_shards_by_url_ahead() -> None:
     assert threads("s-000.tar", "@list.txt") == IO_THREADS
 
 
+def test_tune_takes_a_prefix_as_it_takes_a_folder(
+    tiny_model: Path, tiny_folder: Path, s3_env: S3Server, tmp_path: Path
+) -> None:
+    """The same images by URL: the same agreement and accuracy for every variant, the
+    int8 one calibrated on the same objects; the plan names the prefix."""
+    s3_env.upload("tune", tiny_folder, "set/")
+    fast = ["--provider", "cpu", "--max-batch", "1", "--duration", "0.02", "--max-drop", "100"]
+    figures = []
+    for images in (str(tiny_folder), "s3://tune/set/"):
+        plan = tmp_path / f"plan-{len(figures)}.json"
+        code, out = run(["tune", str(tiny_model), "--images", images, "-o", str(plan), *fast])
+        assert code == 0, out
+        doc = json.loads(plan.read_text())
+        assert doc["extra"]["images"] in (images, os.path.abspath(images))
+        rows = doc["extra"]["candidates"]
+        figures.append({r["variant"]: (r["agreement"], r["accuracy"]) for r in rows})
+        assert f"8 images from {images}" in out, out
+    assert figures[0] == figures[1] and "cpu int8" in figures[1], figures
+    int8 = [(tmp_path / f"plan-{k}.int8.onnx").read_bytes() for k in (0, 1)]
+    assert int8[0] == int8[1], "calibrated on the same images"
+    code, output = run(["tune", str(tiny_model), "--images", "s3://tune/sett/", "-o", str(plan)])
+    assert_one_line_error(code, output, "not found: s3://tune/sett/")
+
+
 def test_calibration_and_bench_images_take_prefixes_and_shards(
     photos: Path, s3_env: S3Server, tmp_path: Path
 ) -> None:

@@ -37,6 +37,7 @@ from cnnbench.infer.runtime.preprocess import ForeignOptions
 from cnnbench.infer.runtime.runner import DEFAULT_BATCH_SIZE
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, check_ort_install
 from cnnbench.infer.sinks.formats import Format, format_of
+from cnnbench.infer.sources.fetch import read_ahead
 from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensions
 
 
@@ -409,7 +410,10 @@ def stages_line(summary: InferSummary, bound: str, cfg: InferConfig) -> str:
     )
     line = f"time: {shares}: bound by {BOUND_WORDS[bound]}"
     if bound == "inputs" and (n := io_threads_for(cfg)):
-        line += f"; more reads in flight may help (--io-threads, now {n})"
+        if summary.images + summary.errors > (ahead := read_ahead(n)):
+            line += f"; more reads in flight may help (--io-threads, now {n})"
+        else:  # the read-ahead never filled: the wait was the first reads and pages
+            line += f"; mostly its start: the run is shorter than its read-ahead ({ahead:,} files)"
     return line
 
 

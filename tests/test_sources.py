@@ -450,19 +450,33 @@ def test_reads_that_hold_the_batches_are_named(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     (tmp_path / "list.txt").write_text("".join(f"{base}/{i}.jpg\n" for i in range(40)))
-    try:
-        output = _infer(
+
+    def infer(io_threads: int) -> str:
+        return _infer(
             tiny_model,
             tmp_path / "o.csv",
             f"@{tmp_path / 'list.txt'}",
-            extra=("--io-threads", "1", "--batch-size", "4", "--summary", str(tmp_path / "s.json")),
+            extra=(
+                "--io-threads",
+                str(io_threads),
+                "--batch-size",
+                "4",
+                "--summary",
+                str(tmp_path / "s.json"),
+            ),
         )
+
+    try:
+        output = infer(1)  # 16 files read ahead: the run waited for reads all along
+        doc = json.loads((tmp_path / "s.json").read_text())
+        short = infer(4)  # 64 ahead: the whole run is shorter than its read-ahead
     finally:
         server.shutdown()
-    doc = json.loads((tmp_path / "s.json").read_text())
     assert doc["images"] == 40 and doc["bound_by"] == "inputs", doc["stage_seconds"]
     assert "bound by the inputs (listing and reads); more reads in flight may help " in output
     assert "(--io-threads, now 1)" in output
+    assert "bound by the inputs (listing and reads); mostly its start: " in short, short
+    assert "shorter than its read-ahead (64 files)" in short and "--io-threads" not in short
 
 
 def test_s3_gets_retry_transient_errors_then_say_one_line(

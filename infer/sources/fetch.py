@@ -38,6 +38,12 @@ READ_CHUNK = 8  # items to read go to the threads in tasks of up to this many
 _END = object()
 
 
+def read_ahead(threads: int) -> int:
+    """The most items `fetch_ahead` holds ahead of the consumer with `threads` reads in
+    flight (2 x `threads` tasks of up to READ_CHUNK, budget permitting)."""
+    return 2 * threads * READ_CHUNK
+
+
 def read_source(path: str, settings: tuple | None = None) -> bytes:
     """The bytes of a local file or of an object by URL (retried when transient), read
     with the store `settings` (None: those of now, `stores.store_settings`)."""

@@ -36,6 +36,7 @@ from cnnbench.bench.runners import open_session, ran_precision, with_provider
 from cnnbench.infer.decode.images import decode_into
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.runner import make_scorer
+from cnnbench.infer.sources import shards
 from cnnbench.infer.sources.fetch import read_source
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, scan
 
@@ -68,7 +69,13 @@ def labelled_images(root: str) -> list[LabelledImage]:
 
 def check_images(root: str) -> None:
     """Before anything is measured: `root` can be reached and holds an image (the scan
-    stops at the first one), so a typo fails in one line, not after the benchmarks."""
+    stops at the first one), so a typo fails in one line, not after the benchmarks. Tar
+    shards are refused: the passes here read each image by its own path."""
+    if shards.is_shard(root):
+        raise BenchError(
+            f"--images {root}: a tar shard is not read here; give a folder or a prefix URL "
+            "of the images (infer and convert --calibration read shards)"
+        )
     try:
         first = next(iter(scan(root)), None)
     except InferError as e:

@@ -691,6 +691,8 @@ def test_tune_takes_a_prefix_as_it_takes_a_folder(
     assert int8[0] == int8[1], "calibrated on the same images"
     code, output = run(["tune", str(tiny_model), "--images", "s3://tune/sett/", "-o", str(plan)])
     assert_one_line_error(code, output, "not found: s3://tune/sett/")
+    code, output = run(["bench", "--model", str(tiny_model), "--images", "s3://tune/s.tar"])
+    assert_one_line_error(code, output, "a tar shard is not read here")
 
 
 def test_calibration_and_bench_images_take_prefixes_and_shards(

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import make_zoo, write_png
+from helpers import assert_one_line_error, make_zoo, run, write_png
 
 from cnnbench.cli import cli
 from cnnbench.infer.decode.images import decode, load_image, reduction_for
@@ -239,6 +239,36 @@ def test_inputs_as_files_lists_and_folders(
     )
     assert result.exit_code == 0, result.output
     assert [r["path"] for r in read_csv(out)] == ["x.jpg", "y.jpg"]
+
+
+def test_inputs_read_twice_are_one_line(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An input inside another, or the same one spelled twice, would give its files two
+    rows each: refused, naming both. Siblings, and a file the folder's scan leaves out
+    (by extension), are not read twice."""
+    (tmp_path / "a" / "cat").mkdir(parents=True)
+    (tmp_path / "b").mkdir()
+    for path in ("a/x.jpg", "a/cat/y.jpg", "b/z.jpg"):
+        (tmp_path / path).write_bytes(photo_jpeg)
+    (tmp_path / "a/cat/notes.txt").write_text("not an image: an error row when named")
+    monkeypatch.chdir(tmp_path)
+    refused = {
+        ("a", "a/cat"): "input a/cat is inside input a: its files would be read twice",
+        ("a/cat/", str(tmp_path / "a")): "input a/cat/ is inside input " + str(tmp_path / "a"),
+        ("a", "a/cat/y.jpg"): "input a/cat/y.jpg is inside input a",
+        ("a", "./a"): "inputs a and ./a are the same folder: give it once",
+        ("a/x.jpg", "./a/x.jpg"): "inputs a/x.jpg and ./a/x.jpg are the same file",
+    }
+    for inputs, needle in refused.items():
+        code, output = run(["infer", str(tiny_model), *inputs, "-o", "p.csv"])
+        assert_one_line_error(code, output, needle)
+        assert not (tmp_path / "p.csv").exists()
+    for inputs in (("a/cat", "b"), ("a", "a/cat/notes.txt")):
+        code, output = run(["infer", str(tiny_model), *inputs, "-o", "p.csv"])
+        assert code == 0, output
+        names = [r["path"] for r in read_csv(tmp_path / "p.csv")]
+        assert len(names) == len(set(names)) == 2, names
 
 
 def test_foreign_model_matches_numpy(foreign_model: Path, photo_jpeg: bytes, tmp_path: Path):

@@ -182,6 +182,8 @@ def test_store_failures_are_one_line(
     assert_one_line_error(code, output, "not found: s3://typos/sett/", "check the name")
     code, output = run(["infer", str(tiny_model), "s3://typos/set/*.jpg", "-o", out])
     assert_one_line_error(code, output, "not expanded", "name the prefix s3://typos/set/ ")
+    code, output = run(["infer", str(tiny_model), "s3://typos", "s3://typos/set/", "-o", out])
+    assert_one_line_error(code, output, "input s3://typos/set/ is inside input s3://typos/")
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     code, output = run(["infer", str(tiny_model), "s3://photos/set/", "-o", out])

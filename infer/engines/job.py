@@ -237,7 +237,7 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
         raise InferError("no INPUT given: pass folders, files, URLs, tar shards or @list.txt")
     if cfg.block_size < 1:
         raise InferError(f"--block-size must be a positive integer, got {cfg.block_size}")
-    inputs = expand_inputs(cfg.inputs)
+    inputs = expand_inputs(cfg.inputs, cfg.extensions)
     check_outputs(cfg.output, cfg.errors_path)
     targets = [cfg.output, cfg.errors_path] + ([cfg.summary] if cfg.summary else [])
     if cfg.summary and (why := unwritable(cfg.summary)):

@@ -20,12 +20,16 @@ IMAGE_EXTENSIONS = (
     ".tif", ".tiff", ".pbm", ".pgm", ".ppm", ".pnm", ".avif", ".jp2", ".mpo",
 )  # fmt: skip
 ALL_FILES = None  # `extensions` value for every file (`--extensions '*'`)
+Extensions = tuple[str, ...] | None  # lower-case with the dot; None: every file
 
 
-def expand_inputs(inputs: tuple[str, ...]) -> tuple[str, ...]:
+def expand_inputs(
+    inputs: tuple[str, ...], extensions: Extensions = IMAGE_EXTENSIONS
+) -> tuple[str, ...]:
     """Validate command-line inputs: local paths exist, URLs answer (one line when a
     bucket is missing, access is denied, credentials are absent or the endpoint is
-    dead), brace patterns of shards expand to at least one that exists; a URL that is a
+    dead), brace patterns of shards expand to at least one that exists, no input is
+    read twice (`_check_overlap`, by the folder scans' `extensions`); a URL that is a
     prefix comes back ending in '/'. `@list.txt` stays as is (read lazily by
     `scan_inputs`: there, prefixes must end in '/')."""
     seen: dict[str, None] = {}
@@ -40,10 +44,44 @@ def expand_inputs(inputs: tuple[str, ...]) -> tuple[str, ...]:
         if text.startswith("@") and not os.path.isfile(path):
             raise InferError(f"list file {path} is not a file: write one image path per line")
         seen.setdefault(text, None)
+    _check_overlap(tuple(seen), extensions)
     return tuple(seen)
 
 
-Extensions = tuple[str, ...] | None  # lower-case with the dot; None: every file
+def _check_overlap(inputs: tuple[str, ...], extensions: Extensions) -> None:
+    """One line when an input is given twice under two spellings, or lies inside a
+    folder or prefix also given (a file: one that the folder's scan reads, by
+    `extensions`): its files would be read, and their rows written, twice. Lists are
+    not opened here; a shard inside a folder is not one of its files."""
+    given: dict[str, str] = {}  # where each input is (real path, or the URL), and as given
+    folders: dict[str, str] = {}  # the same for folders and prefixes, ending in '/'
+    for text in inputs:
+        if text.startswith("@"):
+            continue
+        for one in shards.expand(text) if shards.is_shard(text) else [text]:
+            url = stores.is_url(one)
+            key = one if url else os.path.realpath(one)
+            folder = one.endswith("/") if url else os.path.isdir(one)
+            key = key.rstrip("/") + "/" if folder else key
+            if key in given:
+                raise InferError(
+                    f"inputs {given[key]} and {text} are the same {'folder' if folder else 'file'}:"
+                    " give it once"
+                )
+            given[key] = text
+            if folder:
+                folders[key] = text
+    for key, text in given.items():
+        if shards.is_shard(text) or not (key in folders or wanted(key, extensions, None)):
+            continue
+        parent = key.rstrip("/")
+        while (cut := parent.rfind("/")) > max(parent.find("://") + 2, 0):
+            parent = parent[:cut]
+            if (outer := folders.get(parent + "/")) is not None:
+                raise InferError(
+                    f"input {text} is inside input {outer}: its files would be read twice; "
+                    "give only one of them"
+                )
 
 
 def scan_inputs(

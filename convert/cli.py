@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 from typing import Any
 
 import click
@@ -53,6 +54,15 @@ def check_input_kind(keras: bool) -> None:
             else "apply to Keras input: for an ONNX model give --preset, --mean/--std/--scale"
         )
         raise click.UsageError(f"{', '.join(given)} only {what}; leave them out")
+
+
+def check_not_source(model: str, output: str) -> None:
+    """Writing over MODEL would lose the file the checks compare against, and the
+    original a user converts from (an fp32 model made int8 in place)."""
+    if os.path.exists(output) and os.path.exists(model) and os.path.samefile(model, output):
+        raise click.UsageError(
+            f"-o {output} is MODEL itself: write the converted model to another file"
+        )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,6 +129,7 @@ def convert(
     """
     from cnnbench.convert.onnx_export import is_keras_file
 
+    check_not_source(model, output)
     keras = is_keras_file(model)
     check_input_kind(keras)
     check_max_drop(Precision(precision), no_verify)

@@ -78,6 +78,16 @@ def test_output_is_a_folder(bad_models: Path, tmp_path: Path) -> None:
     assert out.is_dir() and not any(out.iterdir())
 
 
+def test_output_is_the_model_itself(tiny_model: Path, tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(tiny_model.read_bytes())
+    before = model.read_bytes()
+    again = str(tmp_path / "." / "m.onnx")  # another spelling of the same file
+    code, output = run(["convert", str(model), "-o", again, "--precision", "fp16"])
+    assert_one_line_error(code, output, "is MODEL itself")
+    assert model.read_bytes() == before
+
+
 def test_int8_needs_calibration(bad_models: Path, tmp_path: Path) -> None:
     args = [str(bad_models / "image.keras"), "--precision", "int8"]
     assert_refused(args, tmp_path / "m.onnx", "--precision int8 needs --calibration DIR")

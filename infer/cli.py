@@ -16,6 +16,7 @@ from cnnbench.files import Report
 from cnnbench.infer.decode.decoders import DecodeLimits
 from cnnbench.infer.decode.probe import DEFAULT_MAX_PIXELS
 from cnnbench.infer.engines.job import (
+    BUSY_IDLE,
     IO_THREADS,
     Engine,
     InferConfig,
@@ -410,10 +411,17 @@ def stages_line(summary: InferSummary, bound: str, cfg: InferConfig) -> str:
     )
     line = f"time: {shares}: bound by {BOUND_WORDS[bound]}"
     if bound == "inputs" and (n := io_threads_for(cfg)):
-        if summary.images + summary.errors > (ahead := read_ahead(n)):
-            line += f"; more reads in flight may help (--io-threads, now {n})"
-        else:  # the read-ahead never filled: the wait was the first reads and pages
+        idle = summary.cores_idle
+        if summary.images + summary.errors <= (ahead := read_ahead(n)):
+            # the read-ahead never filled: the wait was the first reads and pages
             line += f"; mostly its start: the run is shorter than its read-ahead ({ahead:,} files)"
+        elif idle is not None and idle < BUSY_IDLE:
+            line += (
+                f"; its cores were busy ({idle:.0%} idle): the reads likely waited for CPU "
+                "(a store on this machine, other work), which more in flight would not fix"
+            )
+        else:
+            line += f"; more reads in flight may help (--io-threads, now {n})"
     return line
 
 

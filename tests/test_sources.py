@@ -12,6 +12,7 @@ import io
 import json
 import multiprocessing
 import os
+import subprocess
 import sys
 import tarfile
 import threading
@@ -475,10 +476,52 @@ def test_reads_that_hold_the_batches_are_named(
     finally:
         server.shutdown()
     assert doc["images"] == 40 and doc["bound_by"] == "inputs", doc["stage_seconds"]
+    assert doc["cores_idle"] is None or doc["cores_idle"] > 0.2, doc  # waiting for the server
     assert "bound by the inputs (listing and reads); more reads in flight may help " in output
     assert "(--io-threads, now 1)" in output
     assert "bound by the inputs (listing and reads); mostly its start: " in short, short
     assert "shorter than its read-ahead (64 files)" in short and "--io-threads" not in short
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux's CPU affinity")
+def test_reads_held_by_busy_cores_are_said_to_wait_for_cpu(
+    tiny_model: Path, tmp_path: Path, photo_jpeg: bytes
+) -> None:
+    """The same slow reads, the job on one core that a busy loop keeps from ever being
+    idle: the line says the reads waited for CPU, not to put more in flight."""
+    _Slow.photo = photo_jpeg
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    (tmp_path / "list.txt").write_text("".join(f"{base}/{i}.jpg\n" for i in range(40)))
+    core = {min(os.sched_getaffinity(0))}
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(busy.pid, core)
+        args = [
+            "infer",
+            str(tiny_model),
+            f"@{tmp_path / 'list.txt'}",
+            "-o",
+            str(tmp_path / "o.csv"),
+        ]
+        args += ["--io-threads", "1", "--batch-size", "4", "--summary", str(tmp_path / "s.json")]
+        done = subprocess.run(
+            [sys.executable, "-m", "cnnbench", *args, "--no-progress"],
+            capture_output=True,
+            text=True,
+            preexec_fn=lambda: os.sched_setaffinity(0, core),
+            timeout=120,
+        )
+    finally:
+        busy.kill()
+        busy.wait()
+        server.shutdown()
+    assert done.returncode == 0, done.stderr
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["bound_by"] == "inputs" and doc["cores_idle"] < 0.1, doc
+    assert "its cores were busy (" in done.stderr and "likely waited for CPU" in done.stderr
+    assert "--io-threads" not in done.stderr
 
 
 def test_s3_gets_retry_transient_errors_then_say_one_line(

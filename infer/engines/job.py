@@ -124,6 +124,26 @@ class StageClock:
 
 _DONE: Any = object()
 
+# cores idle less than this share of a run were busy: reads that held it waited for CPU
+# more than for the store (s3rver on the same 2 cores: 9-17% idle, and 16, 64 or 256
+# reads in flight gave the same img/s within noise; a store that is only slow: ~100%)
+BUSY_IDLE = 0.2
+
+
+def idle_seconds() -> float | None:
+    """Idle seconds so far (idle and iowait) of the cores this process may run on, from
+    /proc/stat; None where there is none (not Linux). Read before and after the batch
+    loop: reads that held a run whose cores had no idle time waited for CPU, not for
+    the store, and more of them in flight would not help."""
+    try:
+        cores = {f"cpu{n}" for n in os.sched_getaffinity(0)}
+        with open("/proc/stat") as f:
+            lines = [line.split() for line in f if line.startswith("cpu")]
+    except (OSError, AttributeError):
+        return None
+    ticks = sum(int(w[4]) + int(w[5]) for w in lines if w[0] in cores and len(w) > 5)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
 
 @dataclass
 class InferSummary:
@@ -152,6 +172,8 @@ class InferSummary:
     committed_in: str | None = None  # where finished blocks are kept (parts.py), if not OUTPUT
     # the local engine: seconds its batch loop spent per stage (StageClock)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # ... and the share of its cores' time that was idle meanwhile (None: not known)
+    cores_idle: float | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -212,6 +234,7 @@ class InferSummary:
             doc |= {"per_worker": self.per_worker, "startup_seconds": self.startup_seconds}
         if self.stage_seconds:
             doc |= {"stage_seconds": self.stage_seconds, "bound_by": self.bound_by}
+            doc |= {"cores_idle": self.cores_idle}
         return doc
 
 

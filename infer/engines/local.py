@@ -40,6 +40,7 @@ from cnnbench.infer.engines.job import (
     check_config,
     describe_format,
     has_class_folders,
+    idle_seconds,
     iter_items,
     job_key,
     prediction_row,
@@ -505,6 +506,7 @@ def _run_loop(
         progress.update(summary.images + summary.errors - progress.n)
 
     start = time.perf_counter() if head is None else head.started
+    idle, loop_start = idle_seconds(), time.perf_counter()
     try:
         with StopOnSigint() as stop:
             for submitted in head.submitted if head is not None else ():
@@ -523,6 +525,9 @@ def _run_loop(
     finally:
         summary.seconds = time.perf_counter() - start
         summary.stage_seconds = dict(writer.clock.seconds)
+        if idle is not None and (now := idle_seconds()) is not None:
+            cores = len(os.sched_getaffinity(0)) * (time.perf_counter() - loop_start)
+            summary.cores_idle = min(1.0, (now - idle) / cores) if cores > 0 else None
         if runs is not None:
             runs.shutdown(wait=True, cancel_futures=True)
         decoder.close()

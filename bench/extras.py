@@ -39,6 +39,7 @@ from cnnbench.infer.runtime.runner import make_scorer
 from cnnbench.infer.sources import shards
 from cnnbench.infer.sources.fetch import read_source
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, scan
+from cnnbench.infer.sources.stores import is_url
 
 if TYPE_CHECKING:
     from cnnbench.infer.engines.job import InferSummary
@@ -71,6 +72,8 @@ def check_images(root: str) -> None:
     """Before anything is measured: `root` can be reached and holds an image (the scan
     stops at the first one), so a typo fails in one line, not after the benchmarks. Tar
     shards are refused: the passes here read each image by its own path."""
+    if not (os.path.isdir(root) or is_url(root)):
+        raise BenchError(f"--images {root} is not a folder of images or a prefix URL")
     if shards.is_shard(root):
         raise BenchError(
             f"--images {root}: a tar shard is not read here; give a folder or a prefix URL "

@@ -53,7 +53,6 @@ from cnnbench.bench.zoo import zoo_model
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.preprocess import resolve_input_format
 from cnnbench.infer.runtime.session import Provider, Session
-from cnnbench.infer.sources.stores import is_url
 
 __all__ = ["DEFAULT_MAX_BATCH", "Baseline", "BenchConfig", "make_images", "run_bench"]
 
@@ -63,8 +62,6 @@ def _check(cfg: BenchConfig) -> None:
         raise BenchError("nothing to measure: pass --model FILE.onnx or --arch NAME (or all)")
     if cfg.batch_sizes is not None and (not cfg.batch_sizes or min(cfg.batch_sizes) < 1):
         raise BenchError(f"batch sizes must be positive integers, got {cfg.batch_sizes}")
-    if cfg.images is not None and not (os.path.isdir(cfg.images) or is_url(cfg.images)):
-        raise BenchError(f"--images {cfg.images} is not a folder of images or a prefix URL")
     if cfg.baseline is Baseline.KERAS and not cfg.archs:
         raise BenchError(
             "--baseline keras needs --arch: only zoo models come with their Keras source"

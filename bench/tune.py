@@ -91,8 +91,6 @@ class _Images:
 def check_config(cfg: TuneConfig) -> None:
     if not os.path.isfile(cfg.model):
         raise BenchError(f"model file not found: {cfg.model}")
-    if not (os.path.isdir(cfg.images) or is_url(cfg.images)):
-        raise BenchError(f"--images {cfg.images} is not a folder of images or a prefix URL")
     if not cfg.output.lower().endswith(".json"):
         raise BenchError(f"-o {cfg.output}: give a plan file name ending in .json")
     if why := unwritable(cfg.output):

@@ -131,9 +131,9 @@ def test_listing_streams_pages_in_key_order(
     asked: list[str] = []
     pager = prefixes._pager
 
-    def counted(base: str) -> tuple[Callable, str]:
-        page_of, prefix = pager(base)
-        return lambda p, *rest: asked.append(p) or page_of(p, *rest), prefix
+    def counted(url: str) -> tuple[Callable, str, str]:
+        page_of, base, prefix = pager(url)
+        return lambda p, *rest: asked.append(p) or page_of(p, *rest), base, prefix
 
     monkeypatch.setattr(prefixes, "_pager", counted)
     assert not prefixes.has_subprefix("s3://many/p/", {"0x"}, page_keys=3)

@@ -39,9 +39,11 @@ from cnnbench.infer.runtime.session import (
 )
 from cnnbench.infer.sinks.output import check_outputs, default_errors_path
 from cnnbench.infer.sources import prefixes, shards, stores
-from cnnbench.infer.sources.items import Item
+from cnnbench.infer.sources.items import Item, extension_of
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
 
+# what a folder scan counts a tar shard as, by extension ('.gz' for a .tar.gz)
+SHARD_EXTENSIONS = frozenset(extension_of(f"x{suffix}") for suffix in shards.SHARD_SUFFIXES)
 TRUNCATED_LISTED = 1000  # names of truncated-but-predicted files kept for --summary
 IO_THREADS = 64  # reads in flight by default when an input is a URL or a list
 
@@ -284,7 +286,7 @@ def iter_items(
         extensions = " ".join(cfg.extensions or ("*",))
         left_out = f"; {skipped_line(skipped)}" if skipped else ""
         todo = "check the path or pass --extensions"
-        if skipped.keys() & {".tar", ".tgz", ".gz"}:  # shards in a folder are not opened
+        if skipped.keys() & SHARD_EXTENSIONS:  # shards in a folder are not opened
             todo = (
                 "a tar shard is read as an input of its own: name the shards (a brace "
                 "pattern such as DIR/shard-{000000..000099}.tar, or one per line in an @list)"

@@ -53,8 +53,9 @@ def _check_overlap(inputs: tuple[str, ...], extensions: Extensions) -> None:
     folder or prefix also given (a file: one that the folder's scan reads, by
     `extensions`): its files would be read, and their rows written, twice. Lists are
     not opened here; a shard inside a folder is not one of its files."""
-    given: dict[str, str] = {}  # where each input is (real path, or the URL), and as given
-    folders: dict[str, str] = {}  # the same for folders and prefixes, ending in '/'
+    # where each input is (its real path, or the URL; a folder or prefix ending in '/'),
+    # and the input as given
+    given: dict[str, str] = {}
     for text in inputs:
         if text.startswith("@"):
             continue
@@ -69,15 +70,14 @@ def _check_overlap(inputs: tuple[str, ...], extensions: Extensions) -> None:
                     " give it once"
                 )
             given[key] = text
-            if folder:
-                folders[key] = text
     for key, text in given.items():
-        if shards.is_shard(text) or not (key in folders or wanted(key, extensions, None)):
+        folder = key.endswith("/")
+        if shards.is_shard(text) or not (folder or wanted(key, extensions, None)):
             continue
         parent = key.rstrip("/")
         while (cut := parent.rfind("/")) > max(parent.find("://") + 2, 0):
             parent = parent[:cut]
-            if (outer := folders.get(parent + "/")) is not None:
+            if (outer := given.get(parent + "/")) is not None:
                 raise InferError(
                     f"input {text} is inside input {outer}: its files would be read twice; "
                     "give only one of them"

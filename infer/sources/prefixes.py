@@ -60,9 +60,7 @@ def list_prefix(url: str, page_keys: int = PAGE_KEYS) -> Iterator[Entry]:
     more, up to `page_keys`: a store answers a short page sooner (s3rver 100 keys in 17
     ms, 1,000 in 70-90), and a job's first reads wait for the first page, and at a
     server that answers one request at a time, behind the second."""
-    stores.store_protocol(url)  # one line for a URL that names no bucket ('s3://')
-    base = url.rstrip("/") + "/"
-    page_of, prefix = _pager(base)
+    page_of, base, prefix = _pager(url)
     if page_of is None:
         raise stores.StoreError(
             f"{base} is not a prefix: web URLs are single files; name each one, "
@@ -90,8 +88,7 @@ def has_subprefix(url: str, names: set[str], page_keys: int = FIRST_PAGE_KEYS) -
     in key order, so a name whose sub-folder sorts within it and is not in it has none
     (a flat prefix of 'photo_00001.jpg'... settles '0' to '9' with that one page). The
     page is as short as a listing's first: it runs beside the job's first reads."""
-    base = url.rstrip("/") + "/"
-    page_of, prefix = _pager(base)
+    page_of, _, prefix = _pager(url)
     if page_of is None:
         return False
     page = stores.with_retries(functools.partial(page_of, prefix, None, "/", page_keys), url)
@@ -114,19 +111,22 @@ def has_subprefix(url: str, names: set[str], page_keys: int = FIRST_PAGE_KEYS) -
         return any(pool.map(probe, left))
 
 
-def _pager(base: str) -> tuple[Pager | None, str]:
-    """The listing request of the store holding `base` (a prefix URL ending in '/'),
-    bound to its bucket or container (None for http(s)://), and the key prefix in it."""
-    protocol = stores.store_protocol(base)
+def _pager(url: str) -> tuple[Pager | None, str, str]:
+    """The listing request of the store holding the prefix `url`, bound to its bucket or
+    container (None for http(s)://), the prefix URL ending in one '/', and the key
+    prefix in it. The scheme is checked on `url` as given: one line for a URL that
+    names no bucket ('s3://', which the trailing '/' cut would make 's3:/')."""
+    protocol = stores.store_protocol(url)
+    base = url.rstrip("/") + "/"
     bucket, prefix = base.split("://", 1)[1].split("/", 1)
     if protocol == "s3":
-        return functools.partial(_s3_page, stores.store_settings(), bucket), prefix
+        return functools.partial(_s3_page, stores.store_settings(), bucket), base, prefix
     if protocol == "gcs":
-        return functools.partial(_gcs_page, stores.filesystem(base), bucket), prefix
+        return functools.partial(_gcs_page, stores.filesystem(base), bucket), base, prefix
     if protocol in ("az", "abfs"):
         container = bucket.split("@", 1)[0]  # abfs://container@account.dfs.core.windows.net/
-        return functools.partial(_azure_page, stores.filesystem(base), container), prefix
-    return None, prefix  # a web server: no listing to ask for
+        return functools.partial(_azure_page, stores.filesystem(base), container), base, prefix
+    return None, base, prefix  # a web server: no listing to ask for
 
 
 def _s3_page(

@@ -120,6 +120,26 @@ def test_parquet_output_is_replaced_by_a_fresh_run(
     assert (errors_of(out) / "notes.txt").exists()
 
 
+def test_outputs_inside_the_input_are_not_read(tiny_model: Path, labelled: Path):
+    """`--extensions '*'` reads every file, but never the job's own: its output, errors
+    file, lock and summary, or a Parquet dataset's parts, inside the folder it reads."""
+    summary = labelled / "dog" / "summary.json"
+    every = ("--extensions", "*", "--summary", str(summary))
+    for out in (labelled / "pred.csv", labelled / "cat" / "pred.parquet"):
+        seen = []
+        for _ in range(2):  # the second run finds the first one's files in the folder
+            code, output = run(infer_args(tiny_model, labelled, out, *every))
+            assert code == 0, output
+            seen.append(paths(out) + paths(errors_of(out)))
+        assert seen[0] == seen[1], "a rerun read its own files"
+        own = (out.with_suffix(""), errors_of(out).with_suffix(""), summary)
+        own_names = tuple(p.relative_to(labelled).as_posix() for p in own)
+        assert not [p for p in seen[1] if p.startswith(own_names)]
+    csv = labelled / "pred.csv"  # another job's files are inputs like any other
+    assert run(infer_args(tiny_model, labelled, csv, *every))[0] == 0
+    assert "cat/pred.parquet/_manifest.json" in paths(csv) + paths(errors_of(csv))
+
+
 def command(model: Path, folder: Path, out: Path | str, *extra: str) -> list[str]:
     args = [sys.executable, "-m", "cnnbench", *infer_args(model, folder, out)]
     return [*args, "--batch-size", "8", "--workers", "1", *extra]
@@ -199,15 +219,15 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server.stop()
 
 
-def s3_rows(s3: S3Server, prefix: str) -> tuple[list[str], list[dict]]:
+def s3_rows(s3: S3Server, prefix: str, bucket: str = "out") -> tuple[list[str], list[dict]]:
     """The object names under a prefix, and the rows of its Parquet parts in name order."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     client = s3.client()
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket="out", Prefix=prefix)["Contents"]]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
     tables = [
-        pq.read_table(pa.BufferReader(client.get_object(Bucket="out", Key=k)["Body"].read()))
+        pq.read_table(pa.BufferReader(client.get_object(Bucket=bucket, Key=k)["Body"].read()))
         for k in sorted(keys)
         if k.endswith(".parquet")
     ]
@@ -236,6 +256,23 @@ def test_s3_parquet_output(
     assert s3_rows(s3, "run/pred.parquet/")[1] == rows
     code, output = run(infer_args(tiny_model, labelled, "s3://no-such-bucket/p.parquet"))
     assert_one_line_error(code, output, "s3://no-such-bucket")
+
+
+def test_s3_outputs_inside_the_input_prefix_are_not_read(
+    s3: S3Server, tiny_model: Path, labelled: Path, monkeypatch
+):
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    s3.upload("inside", labelled, "set/")
+    url = "s3://inside/set/run/pred.parquet"
+    seen = []
+    for _ in range(2):
+        code, output = run(infer_args(tiny_model, "s3://inside/set/", url, "--extensions", "*"))
+        assert code == 0, output
+        rows = s3_rows(s3, "set/run/pred.parquet/", "inside")[1]
+        rows += s3_rows(s3, "set/run/pred.errors.parquet/", "inside")[1]
+        seen.append([r["path"] for r in rows])
+    assert seen[0] == seen[1] and not [p for p in seen[1] if p.startswith("run/")]
 
 
 def test_s3_parquet_kill_then_resume(

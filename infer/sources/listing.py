@@ -85,19 +85,49 @@ def _check_overlap(inputs: tuple[str, ...], extensions: Extensions) -> None:
 
 
 def scan_inputs(
-    inputs: tuple[str, ...], extensions: Extensions, skipped: Counter | None = None
+    inputs: tuple[str, ...],
+    extensions: Extensions,
+    skipped: Counter | None = None,
+    written: tuple[str, ...] = (),
 ) -> Iterator[Item]:
     """Every file under the inputs, in order. One folder, prefix or shard pattern: names
     relative to it (a shard's members as `shard.tar/member`); several inputs: names
     prefixed with the input as given, so that no two files share a name. Files in
     folders, prefixes and shards whose extension is not in `extensions` are counted in
-    `skipped` (per lower-case extension); files named directly are always read."""
+    `skipped` (per lower-case extension); files named directly are always read. What the
+    job itself writes (`written`: files, or folders of parts) is never one of its inputs,
+    even inside an input folder or prefix."""
     single = len(inputs) == 1 and not inputs[0].startswith("@")
+    items = (
+        item
+        for text in inputs
+        for item in (
+            _scan_list(text[1:], extensions, skipped)
+            if text.startswith("@")
+            else _scan_one(text, single, extensions, skipped)
+        )
+    )
+    if own := _as_scanned(inputs, written):
+        under = tuple({f"{path}{sep}" for path in own for sep in ("/", os.sep)})
+        items = (i for i in items if i.path not in own and not i.path.startswith(under))
+    yield from items
+
+
+def _as_scanned(inputs: tuple[str, ...], written: tuple[str, ...]) -> frozenset[str]:
+    """The written paths that lie under an input folder or prefix, spelled as its scan
+    spells the files it finds (the input as given, then the path under it)."""
+    own: set[str] = set()
     for text in inputs:
-        if text.startswith("@"):
-            yield from _scan_list(text[1:], extensions, skipped)
-        else:
-            yield from _scan_one(text, single, extensions, skipped)
+        if text.startswith("@") or shards.is_shard(text):
+            continue
+        if stores.is_url(text):
+            own.update(w.rstrip("/") for w in written if text.endswith("/") and w.startswith(text))
+        elif os.path.isdir(text):
+            root = os.path.realpath(text)
+            for w in written:
+                if not stores.is_url(w) and (real := os.path.realpath(w)).startswith(root + os.sep):
+                    own.add(os.path.join(text, os.path.relpath(real, root)))
+    return frozenset(own)
 
 
 def _scan_one(

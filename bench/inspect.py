@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnbench.bench.errors import BenchError
+from cnnbench.errors import first_line
+from cnnbench.files import not_onnx
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.contract import SPEC_KEY
 from cnnbench.infer.runtime.header import Arg, GraphView
@@ -99,7 +101,8 @@ def load_graph(path: str) -> Any:
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as e:  # protobuf's DecodeError, and others for damaged files
-        raise BenchError(f"{path} is not an ONNX model (it does not parse: {e})") from e
+        why = not_onnx(path) or f"it does not parse as ONNX: {first_line(e)}"
+        raise BenchError(f"cannot read {path}: {why}") from e
     if not model.ir_version or not model.graph.node or not model.graph.output:
         raise BenchError(f"{path} is not an ONNX model (no graph in it): give an .onnx file")
     return model

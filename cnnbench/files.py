@@ -92,3 +92,89 @@ def sha256_file(path: str) -> str:
     """The sha256 of a file's bytes, hex."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def not_onnx(path: str) -> str | None:
+    """What a file given as an ONNX model is instead, with what to do, when its first bytes
+    tell (`model_kind`); None when they do not."""
+    kind = model_kind(path)
+    if kind is None:
+        return None
+    if kind == "plan":
+        return _plan_hint(path)
+    return _NOT_ONNX[kind].format(path=path)
+
+
+def model_kind(path: str) -> str | None:
+    """A key of `_NOT_ONNX`, or 'plan' (cnnbench tune's), by the file's first bytes; None
+    for anything else, ONNX included (protobuf has no signature)."""
+    if os.path.isdir(path):
+        return "savedmodel" if os.path.isfile(os.path.join(path, "saved_model.pb")) else "folder"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "plan" if _plan_model(path) is not None else "json"
+    if head.startswith(b"PK\x03\x04"):
+        import zipfile
+
+        with contextlib.suppress(zipfile.BadZipFile, OSError), zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            if any(name.endswith("data.pkl") for name in names):
+                return "pytorch"
+            if "config.json" in names:
+                return "keras"
+        return None
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "hdf5"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    return None
+
+
+_TORCH_EXPORT = "export the model with torch.onnx.export(model, example_input, 'model.onnx')"
+_NOT_ONNX = {
+    "savedmodel": (
+        "it is a TensorFlow SavedModel: export it to ONNX first "
+        "(python -m tf2onnx.convert --saved-model {path} --output model.onnx)"
+    ),
+    "folder": "it is a folder, not a model file: give the .onnx model first, then the inputs",
+    "json": "it is JSON text, not an ONNX model: give an .onnx file",
+    "pytorch": f"it is a PyTorch checkpoint, not ONNX: {_TORCH_EXPORT}",
+    "pickle": f"it is a Python pickle (a PyTorch .pt or .pth?), not ONNX: {_TORCH_EXPORT}",
+    "keras": "it is a Keras model: export it first (cnnbench convert {path} -o model.onnx)",
+    "hdf5": (
+        "it is an HDF5 file (a Keras .h5 model?): load it in Keras, save it with "
+        "model.save('model.keras'), then cnnbench convert model.keras -o model.onnx"
+    ),
+    "tflite": (
+        "it is a TensorFlow Lite model: convert it to ONNX first "
+        "(python -m tf2onnx.convert --tflite {path} --output model.onnx)"
+    ),
+}
+
+
+def _plan_model(path: str) -> str | None:
+    """The model a plan from `cnnbench tune` names (beside the plan), or None when the
+    file is not one."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.loads(f.read(1 << 20))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("cnnbench.plan/"):
+        return None
+    return os.path.join(os.path.dirname(path), str(doc.get("model", "")))
+
+
+def _plan_hint(path: str) -> str:
+    return (
+        f"it is a plan from cnnbench tune, not a model: classify with "
+        f"cnnbench infer --plan {path} (its model is {_plan_model(path)})"
+    )

@@ -23,6 +23,7 @@ from cnnbench.infer.engines.job import (
     InferSummary,
     RayOptions,
     apply_plan,
+    plural,
     skipped_line,
 )
 from cnnbench.infer.engines.local import io_threads_for, run_infer
@@ -453,9 +454,10 @@ def summary_line(summary: InferSummary, cfg: InferConfig) -> str:
         line += f"\n{skipped_line(summary.skipped_by_extension)}; pass --extensions to include them"
     if summary.truncated:
         line += (
-            f"\n{len(summary.truncated)} truncated files predicted from what decoded "
+            f"\n{len(summary.truncated)} truncated {plural(len(summary.truncated), 'file')} "
+            "predicted from what decoded "
             "(--allow-truncated)"
         )
     if summary.errors:
-        line += f"\n{summary.errors} files failed: see {cfg.errors_path}"
+        line += f"\n{summary.errors} {plural(summary.errors, 'file')} failed: see {cfg.errors_path}"
     return line

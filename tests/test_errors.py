@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -155,3 +160,80 @@ def test_train_undecodable_image(tmp_path: Path) -> None:
         assert_one_line_error(code, output, "cannot decode", "broken.jpg", "fix or remove it")
     assert not (tmp_path / "run").exists(), "a failed run leaves no run folder of its own"
     assert os.listdir(tmp_path / "kept") == ["earlier.txt"], "a folder given is left as it was"
+
+
+@pytest.fixture(scope="module")
+def not_onnx_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Files people pass as a model that are something else, each written as its own tool
+    writes it (Keras in a process of its own: TensorFlow stays out of this one)."""
+    root = tmp_path_factory.mktemp("not-onnx")
+    script = (
+        "import sys, keras; m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]); "
+        "m.save(sys.argv[1]); m.save(sys.argv[2]); m.export(sys.argv[3], verbose=False)"
+    )
+    files = {"keras": root / "m.keras", "hdf5": root / "m.h5", "savedmodel": root / "saved"}
+    subprocess.run([sys.executable, "-c", script, *map(str, files.values())], check=True)
+    files["plan"] = root / "plan.json"
+    files["plan"].write_text(json.dumps({"schema": "cnnbench.plan/2", "model": "plan.int8.onnx"}))
+    files["pytorch"] = root / "m.pt"  # torch.save's layout: a zip with archive/data.pkl
+    with zipfile.ZipFile(files["pytorch"], "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"fc.weight": [0.5]}, protocol=2))
+        z.writestr("archive/version", "3\n")
+    files["pickle"] = root / "m.pth"  # torch.save before 1.6: a bare pickle
+    files["pickle"].write_bytes(pickle.dumps({"fc.weight": [0.5]}, protocol=2))
+    files["tflite"] = root / "m.tflite"  # the FlatBuffer's identifier at bytes 4-8
+    files["tflite"].write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))
+    files["folder"] = root / "photos"
+    files["folder"].mkdir()
+    files["text"] = root / "m.onnx"
+    files["text"].write_text("this is not a model")
+    return files
+
+
+NOT_ONNX_SAYS = {
+    "keras": "it is a Keras model: export it first (cnnbench convert",
+    "hdf5": "it is an HDF5 file (a Keras .h5 model?)",
+    "plan": "it is a plan from cnnbench tune, not a model: classify with cnnbench infer --plan",
+    "pytorch": "it is a PyTorch checkpoint, not ONNX: export the model with torch.onnx.export",
+    "pickle": "it is a Python pickle (a PyTorch .pt or .pth?)",
+    "tflite": "it is a TensorFlow Lite model: convert it to ONNX first",
+    "text": "it is not an ONNX model (ONNX Runtime cannot parse it)",
+    "savedmodel": "it is a TensorFlow SavedModel: export it to ONNX first",
+    "folder": "it is a folder, not a model file: give the .onnx model first, then the inputs",
+}
+
+
+@pytest.mark.parametrize("kind", list(NOT_ONNX_SAYS))
+def test_a_model_that_is_not_onnx_says_what_it_is(
+    not_onnx_files: dict[str, Path], tiny_folder: Path, kind: str, tmp_path: Path
+) -> None:
+    model, says = str(not_onnx_files[kind]), NOT_ONNX_SAYS[kind]
+    out = tmp_path / "p.csv"
+    code, output = run(["infer", model, str(tiny_folder), "-o", str(out), "--provider", "cpu"])
+    assert_one_line_error(code, output, says)
+    assert not out.exists()
+    if kind in ("savedmodel", "folder"):  # the other commands take files only (click says so)
+        return
+    code, output = run(["bench", "--model", model, "--provider", "cpu", "--duration", "0.1"])
+    assert_one_line_error(code, output, says)
+    if kind != "text":  # inspect parses with onnx itself: its own reason
+        assert_one_line_error(*run(["inspect", model]), says)
+    if kind not in ("keras", "hdf5"):  # convert reads .keras; an .h5 is refused as not .keras
+        assert_one_line_error(*run(["convert", model, "-o", str(tmp_path / "m.onnx")]), says)
+
+
+@pytest.mark.parametrize("kind", ["plan", "text"])
+def test_openvino_says_in_one_line_why_a_model_does_not_load(
+    not_onnx_files: dict[str, Path], tiny_folder: Path, kind: str, tmp_path: Path
+) -> None:
+    """As a command: OpenVINO's frontends log each failed parse on the process's stderr."""
+    args = ["infer", str(not_onnx_files[kind]), str(tiny_folder), "-o", str(tmp_path / "p.csv")]
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnbench", *args, "--provider", "openvino"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and not done.stdout.strip()
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "Exception from" not in done.stderr
+    assert (NOT_ONNX_SAYS[kind] if kind == "plan" else "Unable to read the model") in done.stderr

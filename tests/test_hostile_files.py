@@ -351,8 +351,8 @@ def run_infer(model: Path, folder: Path, out: Path, *extra: str, env: dict | Non
 # Everything `cnnbench infer` itself may print on stderr; any other line is native chatter.
 OWN_LINES = re.compile(
     r"^(provider \S+.*|.*batch size \d+|\d+ images, \d+ errors, .*|per class: .*|"
-    r"skipped \d+ files by extension: .*|\d+ files failed: see .*|"
-    r"\d+ truncated files predicted .*|time: .*: bound by .*)$"
+    r"skipped \d+ files? by extension: .*|\d+ files? failed: see .*|"
+    r"\d+ truncated files? predicted .*|time: .*: bound by .*)$"
 )
 
 

@@ -113,6 +113,21 @@ def test_a_plan_with_another_sha256_is_refused(planned: Path, tiny_folder: Path,
     assert not (tmp_path / "p.csv").exists()
 
 
+def test_a_plan_copied_without_its_model_says_to_copy_it(
+    planned: Path, tiny_folder: Path, tmp_path: Path
+):
+    copied = tmp_path / "a" / "b" / "elsewhere.json"  # its model named relative: not there
+    copied.parent.mkdir(parents=True)
+    copied.write_text(planned.read_text())
+    model = json.loads(planned.read_text())["model"]
+    code, out = run(
+        ["infer", "--plan", str(copied), str(tiny_folder), "-o", str(tmp_path / "p.csv")]
+    )
+    assert_one_line_error(code, out, f"{copied.parent / model} is not there", f"copy {model} with")
+    code, out = run(["bench", "--model", str(copied), "--duration", "0.1"])
+    assert_one_line_error(code, out, f"classify with cnnbench infer --plan {copied}")
+
+
 def test_another_cpu_is_one_warning_and_the_plan_still_runs(
     planned: Path, tiny_folder: Path, tmp_path: Path
 ):

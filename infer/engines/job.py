@@ -298,10 +298,15 @@ def iter_items(
     return itertools.chain((first,), items)
 
 
+def plural(n: int, noun: str) -> str:
+    """'file' for 1, 'files' for any other count."""
+    return noun if n == 1 else f"{noun}s"
+
+
 def skipped_line(skipped: Counter) -> str:
     """'skipped 382 files by extension: 170 .gif, 40 .jp2, ...'"""
     counts = ", ".join(f"{n} {ext}" for ext, n in skipped.most_common())
-    return f"skipped {skipped.total()} files by extension: {counts}"
+    return f"skipped {skipped.total()} {plural(skipped.total(), 'file')} by extension: {counts}"
 
 
 def truth_for(name: str, labels: set[str]) -> str | None:

@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from cnnbench.files import not_onnx
 from cnnbench.infer.errors import InferError, first_line
 from cnnbench.infer.runtime.header import Arg, ModelMeta
+from cnnbench.infer.runtime.session import quiet_stderr
 
 OPENVINO_NAME = "OpenVINO"  # what `get_providers()` answers, beside ORT's EP names
 OPENVINO_HINT = "pip install 'cnnbench[openvino]'"
@@ -60,6 +62,14 @@ def _graph_io(model: Any) -> tuple[list[Arg], list[Arg], dict[str, str]]:
     return [arg(p) for p in model.inputs], [arg(p) for p in model.outputs], meta
 
 
+def openvino_reason(e: BaseException) -> str:
+    """OpenVINO's message without the lines that name its own source files ("Exception
+    from src/inference/src/cpp/core.cpp:84:"), which come first."""
+    lines = [line.strip() for line in str(e).splitlines()]
+    told = [line for line in lines if line and not line.startswith("Exception from ")]
+    return told[0] if told else first_line(e)
+
+
 class OpenVINOSession:
     """One ONNX model on one OpenVINO device, compiled per input shape on first use.
 
@@ -81,9 +91,11 @@ class OpenVINOSession:
         self.path, self.device, self.streams = path, device, streams
         self.core = ov.Core()
         try:
-            self.model = self.core.read_model(path)
+            with quiet_stderr():  # its TensorFlow frontend logs each failed parse
+                self.model = self.core.read_model(path)
         except Exception as e:
-            raise InferError(f"cannot load {path} with OpenVINO: {first_line(e)}") from e
+            why = not_onnx(path) or openvino_reason(e)
+            raise InferError(f"cannot load {path} with OpenVINO: {why}") from e
         self._inputs, self._outputs, self._meta = _graph_io(self.model)
         self.config: dict[str, str] = {
             "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
@@ -146,7 +158,7 @@ class OpenVINOSession:
             except Exception as e:
                 raise InferError(
                     f"cannot compile {self.path} for OpenVINO {self.device} at input shape "
-                    f"{list(shape)}: {first_line(e)}"
+                    f"{list(shape)}: {openvino_reason(e)}"
                 ) from e
             if len(self._compiled) >= MAX_COMPILED_SHAPES:
                 self._compiled.pop(next(iter(self._compiled)))

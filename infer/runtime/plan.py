@@ -157,7 +157,10 @@ def check_model(plan: Plan) -> str:
     """The model file's path, once its bytes are the ones the plan was measured on."""
     model = plan.model_path
     if not os.path.isfile(model):
-        raise InferError(f"--plan: the plan's model file {model} is not there; {RETUNE}")
+        raise InferError(
+            f"--plan: the plan's model file {model} is not there: a plan names its model "
+            f"beside itself, so copy {plan.model} with it, or {RETUNE}"
+        )
     digest = sha256_file(model)
     if digest != plan.sha256:
         raise InferError(

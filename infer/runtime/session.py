@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cnnbench import native_logs
+from cnnbench.files import not_onnx
 from cnnbench.infer.errors import InferError, first_line
 
 if TYPE_CHECKING:
@@ -219,6 +220,12 @@ def preload_gpu_libraries() -> None:
         preload()
 
 
+NOT_PROTOBUF = (
+    "it is not an ONNX model (ONNX Runtime cannot parse it): give an .onnx file, or export "
+    "one (cnnbench convert for Keras, torch.onnx.export for PyTorch)"
+)
+
+
 def _try_session(
     model_path: str, provider: Provider, opts: RuntimeOptions
 ) -> tuple[Session, list[str]]:
@@ -247,6 +254,10 @@ def _try_session(
         with quiet_stderr() as log:
             session = ort.InferenceSession(model_path, so, providers=providers)
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
+        if why := not_onnx(model_path):
+            raise InferError(f"cannot load {model_path}: {why}") from e
+        if type(e).__name__ == "InvalidProtobuf":  # ORT's type for bytes that are not ONNX
+            raise InferError(f"cannot load {model_path}: {NOT_PROTOBUF}") from e
         raise InferError(f"cannot load {model_path} with ONNX Runtime: {first_line(e)}") from e
     return session, log
 
@@ -262,6 +273,8 @@ def create_session(model_path: str, opts: RuntimeOptions) -> Session:
 
 def choose_session(model_path: str, opts: RuntimeOptions) -> tuple[Session, str]:
     """`create_session`, plus one line saying which provider was chosen and why."""
+    if os.path.isdir(model_path):
+        raise InferError(f"cannot load {model_path}: {not_onnx(model_path)}")
     if not os.path.isfile(model_path):
         raise InferError(f"model file not found: {model_path}")
     if opts.provider is Provider.OPENVINO:

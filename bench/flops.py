@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnbench.bench.errors import BenchError
+from cnnbench.convert.graph import weights_precision
 from cnnbench.files import atomic_path
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ CONV_OPS = {"Conv": (0, 1), "ConvInteger": (0, 1), "QLinearConv": (0, 3)}
 MATMUL_OPS = {"MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3), "Gemm": (0, 1)}
 # Initializers of these types are weights; int64 ones are shapes and axes, not parameters.
 WEIGHT_TYPES = {1, 2, 3, 10, 11, 16}  # float, uint8, int8, float16, double, bfloat16
-PRECISION_OF_TYPE = {1: "fp32", 2: "int8", 3: "int8", 10: "fp16", 11: "fp64", 16: "bf16"}
 
 
 @dataclass(frozen=True)
@@ -63,15 +63,6 @@ class GraphFacts:
 
 def count_params(model: onnx.ModelProto) -> int:
     return sum(math.prod(t.dims) for t in model.graph.initializer if t.data_type in WEIGHT_TYPES)
-
-
-def weights_precision(model: onnx.ModelProto) -> str:
-    """fp32, fp16, int8, ...: the type of the majority of the weights' elements."""
-    counts: Counter[str] = Counter()
-    for t in model.graph.initializer:
-        if t.data_type in PRECISION_OF_TYPE:
-            counts[PRECISION_OF_TYPE[t.data_type]] += math.prod(t.dims)
-    return counts.most_common(1)[0][0] if counts else "unknown"
 
 
 def _fix_input_shape(model: onnx.ModelProto, shape: tuple[int, ...]) -> None:

@@ -34,6 +34,7 @@ from cnnbench.bench.run import bench_target
 from cnnbench.bench.runners import open_session, probe_providers, ran_precision
 from cnnbench.bench.tune_config import QUICK_PATIENCE, TuneConfig
 from cnnbench.bench.tune_variants import Variant, make_variant_files, variants_for
+from cnnbench.convert.graph import weights_precision
 from cnnbench.cpu import has_native_bf16
 from cnnbench.files import sha256_file, unwritable
 from cnnbench.infer.decode.images import load_items
@@ -117,7 +118,16 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = lambda line: None) ->
     for name, why in skipped.items():
         log(f"provider {name} skipped: {why}")
     folder = os.path.dirname(os.path.abspath(cfg.output))
-    variants = variants_for(providers, has_native_bf16())
+    import onnx
+
+    found = weights_precision(onnx.load(cfg.model, load_external_data=False))
+    lowered = None if found in ("fp32", "unknown") else found
+    if lowered:
+        log(
+            f"{cfg.model} is {lowered} already (its weights): measured as it is, no int8 or "
+            "fp16 file made from it; agreement is with its own top-1 on ORT's CPU"
+        )
+    variants = variants_for(providers, has_native_bf16(), lowered)
     stem = os.path.splitext(os.path.basename(cfg.output))[0]
     made = make_variant_files(variants, cfg, os.path.join(folder, stem), log)
     try:
@@ -219,7 +229,8 @@ def _tune_variant(
             log(f"{variant.name}: did not load ({e})")
             return [Candidate(variant, None, None, None, None, f"did not load: {e}")]
         top = predict(session, fmt, images.pixels)
-        if variant.file == "source":  # OpenVINO says what it runs: fp32 or bf16
+        if variant.file == "source" and variant.precision != "int8":
+            # OpenVINO says what it runs: fp32 or bf16 (int8 layers run int8 whatever it says)
             variant.precision = ran_precision(session, variant.precision)
         del session
     agreement = float(np.mean(top == reference))

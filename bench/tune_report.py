@@ -54,7 +54,8 @@ def render(report: TuneReport) -> str:
         "model: img/s of the model alone (bench's methodology); e2e: infer's own img/s over "
         "the images, decoding included (the front's fastest, run end to end); x: runs in "
         "flight (OpenVINO streams); thr: threads of each; *: the max, fewer than 100 runs "
-        "give no p99; agree: top-1 equal to ORT fp32's"
+        "give no p99; agree: top-1 equal to the model's own on ORT's CPU (fp32 unless it "
+        "is lowered already)"
     )
     if report.unmeasured:
         lines.append(f"not measured (time budget): {', '.join(report.unmeasured)}")

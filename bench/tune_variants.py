@@ -34,8 +34,25 @@ class Variant:
     unavailable: str = ""  # why the variant cannot be tried (its file could not be made)
 
 
-def variants_for(providers: list[Provider], native_bf16: bool) -> list[Variant]:
-    """Every runtime x precision worth a try on these providers; fp32 on ORT's CPU first."""
+def variants_for(
+    providers: list[Provider], native_bf16: bool, lowered: str | None = None
+) -> list[Variant]:
+    """Every runtime x precision worth a try on these providers; fp32 on ORT's CPU first.
+    A model `lowered` already (int8, fp16: its weights) runs as it is on each provider,
+    under each OpenVINO hint: no file is made from it."""
+    if lowered:
+        hints = ("f32", "bf16") if native_bf16 else ("f32",)
+        return [
+            Variant(
+                f"{p.value} {lowered}" + (f" (hint {hint})" if hint else ""),
+                p,
+                lowered,
+                "source",
+                hint or "auto",
+            )
+            for p in providers
+            for hint in (hints if p is Provider.OPENVINO else ("",))
+        ]
     out: list[Variant] = []
     for p in providers:
         if p is Provider.CPU:

@@ -3,8 +3,10 @@ constant sub-graphs fold, unused initializers and opset imports go."""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,8 @@ import numpy as np
 from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.writer import PROTO_LIMIT, save_model
 from cnnbench.infer.runtime.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME
+
+PRECISION_OF_TYPE = {1: "fp32", 2: "int8", 3: "int8", 10: "fp16", 11: "fp64", 16: "bf16"}
 
 
 def inputs_to_initializers(model: Any, arrays: dict[str, np.ndarray]) -> None:
@@ -104,3 +108,12 @@ def _ort_basic_optimize(src: str, dst: str, external: bool) -> None:
             "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
         )
     ort.InferenceSession(src, options, providers=["CPUExecutionProvider"])
+
+
+def weights_precision(model: Any) -> str:
+    """fp32, fp16, int8, ...: the type of the majority of the weights' elements."""
+    counts: Counter[str] = Counter()
+    for t in model.graph.initializer:
+        if t.data_type in PRECISION_OF_TYPE:
+            counts[PRECISION_OF_TYPE[t.data_type]] += math.prod(t.dims)
+    return counts.most_common(1)[0][0] if counts else "unknown"

@@ -345,3 +345,25 @@ def test_the_time_budget_stops_a_sweep_after_the_batch_size_it_ran_out_in(
     assert any("time budget reached: stopped after batch 1" in line for line in lines), lines
     rows = _time_variant(variant, rc, runtime, cfg, lines.append, None, unmeasured)
     assert max(r.batch_size for r in rows) > 1  # no budget: the sweep goes on
+
+
+def test_a_model_lowered_already_is_measured_as_it_is(
+    planned: Path, tiny_folder: Path, tmp_path: Path
+):
+    """tune on its own int8 file: no int8 of an int8 model (its quantizer fails on its own
+    nodes), the variants named by what runs, the plan's precision int8; convert refuses
+    to lower it again in one line."""
+    int8 = planned.with_name(f"{planned.stem}.int8.onnx")
+    assert int8.exists(), "the fixture's tune made an int8 file"
+    plan = tmp_path / "again.json"
+    code, out = run(["tune", str(int8), "--images", str(tiny_folder), "-o", str(plan), *FAST])
+    assert code == 0, out
+    assert f"{int8} is int8 already (its weights)" in out
+    rows = [line for line in out.splitlines() if line.startswith("cpu ")]
+    assert rows and all(line.startswith("cpu int8") for line in rows), out
+    assert json.loads(plan.read_text())["precision"] == "int8"
+    assert not list(tmp_path.glob("again.*.onnx")), "no file made from it"
+    args = ["convert", str(int8), "-o", str(tmp_path / "m.onnx"), "--precision", "int8"]
+    code, out = run([*args, "--calibration", str(tiny_folder)])
+    assert_one_line_error(code, out, "is int8 already (its weights): --precision int8 lowers")
+    assert not (tmp_path / "m.onnx").exists()

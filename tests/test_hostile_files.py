@@ -419,7 +419,7 @@ def test_allow_truncated_predicts_and_says_so(tiny_model: Path, tmp_path: Path) 
     result = CliRunner().invoke(cli, [*args, "--summary", str(tmp_path / "t.json")])
     assert result.exit_code == 0, result.output
     assert [r["path"] for r in read_rows(out)] == ["cut.png", "whole.png"]
-    assert "1 truncated files predicted from what decoded (--allow-truncated)" in result.output
+    assert "1 truncated file predicted from what decoded (--allow-truncated)" in result.output
     summary = json.loads((tmp_path / "t.json").read_text())
     assert summary["truncated_predicted"] == 1 and summary["truncated_files"] == ["cut.png"]
 

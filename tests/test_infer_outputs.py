@@ -140,6 +140,33 @@ def test_outputs_inside_the_input_are_not_read(tiny_model: Path, labelled: Path)
     assert "cat/pred.parquet/_manifest.json" in paths(csv) + paths(errors_of(csv))
 
 
+@pytest.mark.parametrize("ext", ["csv", "jsonl"])
+def test_resume_with_another_model_is_refused(
+    tiny_model: Path, labelled: Path, tmp_path: Path, ext: str
+):
+    """An appended output records its job (OUTPUT.job.json), as a Parquet manifest does:
+    rows of two models never end up in one file."""
+    import onnx
+
+    other = tmp_path / "other.onnx"  # the same model in other bytes
+    model = onnx.load(tiny_model)
+    model.doc_string = "another export"
+    onnx.save(model, other)
+    out = tmp_path / f"pred.{ext}"
+    assert run(infer_args(tiny_model, labelled, out, "--limit", "5"))[0] == 0
+    before = out.read_bytes()
+    code, output = run(infer_args(other, labelled, out, "--resume"))
+    assert_one_line_error(
+        code, output, f"cannot resume: {out} was written by a job with another model_sha256"
+    )
+    assert out.read_bytes() == before
+    code, output = run(infer_args(tiny_model, labelled, out, "--resume"))
+    assert code == 0 and "5 already done (resumed)" in output, output
+    Path(f"{out}.job.json").unlink()  # as an older cnnbench left it: nothing to check
+    code, output = run(infer_args(other, labelled, out, "--resume"))
+    assert code == 0 and "already done (resumed)" in output, output
+
+
 def command(model: Path, folder: Path, out: Path | str, *extra: str) -> list[str]:
     args = [sys.executable, "-m", "cnnbench", *infer_args(model, folder, out)]
     return [*args, "--batch-size", "8", "--workers", "1", *extra]

@@ -362,6 +362,12 @@ def test_resume_that_only_merges_starts_no_cluster(
     assert infer(tiny_model, folder, local).exit_code == 0
     assert_same_files(local, out)
     assert not Path(f"{out}.parts").exists()
+    recorded = json.loads(Path(f"{out}.job.json").read_text())
+    assert recorded == json.loads(Path(f"{local}.job.json").read_text()), "the same job"
+    recorded["model_sha256"] = "0" * 64  # as if another model had written it
+    Path(f"{out}.job.json").write_text(json.dumps(recorded))
+    again = infer(tiny_model, folder, out, "--engine", "ray", "--resume")
+    assert again.exit_code != 0 and "another model_sha256" in again.output
 
 
 def test_ray_reads_members_of_tar_shards(

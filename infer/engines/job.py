@@ -37,7 +37,7 @@ from cnnbench.infer.runtime.session import (
     Provider,
     RuntimeOptions,
 )
-from cnnbench.infer.sinks.output import check_outputs, default_errors_path, lock_path
+from cnnbench.infer.sinks.output import check_outputs, default_errors_path, job_path, lock_path
 from cnnbench.infer.sources import prefixes, shards, stores
 from cnnbench.infer.sources.items import Item, extension_of
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
@@ -278,7 +278,13 @@ def iter_items(
     """Every input file in order; files left out by extension are counted in `skipped`.
     Raises when there is none at all."""
     skipped = Counter() if skipped is None else skipped
-    written = (cfg.output, cfg.errors_path, lock_path(cfg.output), *filter(None, [cfg.summary]))
+    written: tuple[str, ...] = (
+        cfg.output,
+        cfg.errors_path,
+        lock_path(cfg.output),
+        job_path(cfg.output),
+    )
+    written += tuple(filter(None, [cfg.summary]))
     items = scan_inputs(inputs, cfg.extensions, skipped, written)
     items = islice(items, cfg.limit) if cfg.limit is not None else items
     first = next(items, None)

@@ -230,9 +230,9 @@ def io_threads_for(cfg: InferConfig) -> int:
 def open_sink(cfg: InferConfig, columns: list[str]) -> Sink:
     """Appended files for CSV and JSON lines, blocks of parts for Parquet."""
     fmt = format_of(cfg.output)
-    if fmt is not Format.PARQUET:
-        return AppendSink(fmt, cfg.output, cfg.errors_path, columns, cfg.resume)
     key = job_key(cfg, sha256_file(cfg.model), columns)
+    if fmt is not Format.PARQUET:
+        return AppendSink(fmt, cfg.output, cfg.errors_path, columns, cfg.resume, key)
     parts = Parts(cfg.output, cfg.errors_path, key, cfg.resume)
     return BlockSink(parts, cfg.block_size, columns)
 

@@ -51,7 +51,7 @@ from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.preprocess import InputFormat, check_top_k, resolve_input_format
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
 from cnnbench.infer.sinks.formats import Format, fieldnames, format_of
-from cnnbench.infer.sinks.output import OutputLock, read_resume_state
+from cnnbench.infer.sinks.output import OutputLock, check_recorded_job, read_resume_state
 from cnnbench.infer.sinks.parts import Parts, blocks, parts_dir
 from cnnbench.infer.sources import stores
 from cnnbench.infer.sources.items import Item
@@ -346,7 +346,7 @@ def _read_model(path: str) -> bytes:
 
 
 def _finished_earlier(
-    cfg: InferConfig, columns: list[str], items: Iterator[Item], summary: InferSummary
+    cfg: InferConfig, key: dict, items: Iterator[Item], summary: InferSummary
 ) -> bool:
     """--resume of a CSV or JSON lines output whose run already finished: the output is
     there and its parts folder gone. True when every listed file has its row (nothing to
@@ -356,7 +356,8 @@ def _finished_earlier(
     staged = os.path.isdir(parts_dir(cfg.output))
     if format_of(cfg.output) is Format.PARQUET or staged or not os.path.exists(cfg.output):
         return False
-    done = read_resume_state(cfg.output, cfg.errors_path, columns).done
+    done = read_resume_state(cfg.output, cfg.errors_path, key["columns"]).done
+    check_recorded_job(cfg.output, key)
     listed = missing = 0
     for item in items:
         listed += 1
@@ -416,12 +417,12 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
     for line in describe_format(fmt):
         report(line)
     items = iter_items(inputs, cfg, summary.skipped_by_extension)
+    key = job_key(cfg, hashlib.sha256(model).hexdigest(), columns)
     with OutputLock(cfg.output):
-        if cfg.resume and _finished_earlier(cfg, columns, items, summary):
+        if cfg.resume and _finished_earlier(cfg, key, items, summary):
             if cfg.summary:
                 write_summary(cfg, summary)
             return summary
-        key = job_key(cfg, hashlib.sha256(model).hexdigest(), columns)
         parts = Parts(cfg.output, cfg.errors_path, key, cfg.resume)
         job = _plan(items, cfg.block_size, parts, summary)
         parts.keep_only(job.digests)  # before any new block: never a file twice

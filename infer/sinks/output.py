@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass
 
 import filelock
 
-from cnnbench.files import unwritable, unwritable_folder
+from cnnbench.files import atomic_open, unwritable, unwritable_folder
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.sinks.formats import ERROR_FIELDNAMES, Format, format_of, read_names
 from cnnbench.infer.sources.stores import is_url
@@ -66,6 +67,37 @@ def read_resume_state(output: str, errors: str, columns: list[str]) -> ResumeSta
     done, out_header = read_names(fmt, output, columns)
     failed, err_header = read_names(fmt, errors, ERROR_FIELDNAMES)
     return ResumeState(frozenset(done | failed), out_header, err_header)
+
+
+def job_path(output: str) -> str:
+    """Where a CSV or JSON lines output's job is recorded: `OUTPUT.job.json` beside it."""
+    return f"{output}.job.json"
+
+
+def record_job(output: str, job: dict) -> None:
+    """Record the job a CSV or JSON lines output is written by: what its rows depend on
+    besides the files (`job_key`; its block size aside: appended rows have no blocks)."""
+    with atomic_open(job_path(output)) as f:
+        json.dump({k: v for k, v in job.items() if k != "block_size"}, f, indent=2)
+
+
+def check_recorded_job(output: str, job: dict) -> None:
+    """One line when a CSV or JSON lines output was written by another job (an output
+    of an older cnnbench has no record: nothing to check)."""
+    if os.path.isfile(path := job_path(output)):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        check_same_job(output, old, {k: v for k, v in job.items() if k != "block_size"})
+
+
+def check_same_job(where: str, old: dict, job: dict) -> None:
+    """One line when a resumed run's job differs from the one that wrote `where`."""
+    changed = sorted(k for k in job.keys() | old.keys() if job.get(k) != old.get(k))
+    if changed:
+        raise InferError(
+            f"cannot resume: {where} was written by a job with another "
+            f"{', '.join(changed)}; rerun with the same options, or without --resume"
+        )
 
 
 def lock_path(output: str) -> str:

@@ -41,6 +41,7 @@ from cnnbench.infer.sinks.formats import (
     format_of,
     header,
 )
+from cnnbench.infer.sinks.output import check_same_job, record_job
 from cnnbench.infer.sinks.store import Store
 
 MANIFEST = "manifest.json"  # in a staging folder
@@ -113,13 +114,7 @@ class Parts:
 
     def _check_job(self) -> None:
         old = json.loads(self.rows.get(self.manifest))
-        old = old.get("job", old) if self.dataset else old
-        changed = sorted(k for k in self.job.keys() | old.keys() if self.job.get(k) != old.get(k))
-        if changed:
-            raise InferError(
-                f"cannot resume: {self.where} was written by a job with another "
-                f"{', '.join(changed)}; rerun with the same options, or without --resume"
-            )
+        check_same_job(self.where, old.get("job", old) if self.dataset else old, self.job)
 
     def _start(self) -> None:
         """A fresh run: nothing of an earlier one stays. A dataset folder that cnnbench
@@ -190,6 +185,7 @@ class Parts:
         remove them), or close the dataset with its manifest."""
         if not self.dataset:
             self.merge(digests, columns)
+            record_job(self.output, self.job)
             shutil.rmtree(self.rows.root, ignore_errors=True)
             return
         self.keep_only(digests)

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from typing import IO, Protocol
 
 from cnnbench.infer.sinks.formats import ERROR_FIELDNAMES, Format, encode_lines, header
-from cnnbench.infer.sinks.output import ResumeState, read_resume_state
+from cnnbench.infer.sinks.output import (
+    ResumeState,
+    check_recorded_job,
+    read_resume_state,
+    record_job,
+)
 from cnnbench.infer.sinks.parts import Parts, blocks
 from cnnbench.infer.sources.items import Item
 
@@ -45,15 +50,19 @@ class Sink(Protocol):
 
 
 class AppendSink:
-    """The two files of a CSV or JSON lines output, appended to when resuming."""
+    """The two files of a CSV or JSON lines output, appended to when resuming, and
+    `OUTPUT.job.json`: the job they were written by (what the rows depend on besides the
+    files: `job_key`), checked by a resumed run as a Parquet dataset's manifest is."""
 
     def __init__(
-        self, fmt: Format, output: str, errors: str, columns: list[str], resume: bool
+        self, fmt: Format, output: str, errors: str, columns: list[str], resume: bool, job: dict
     ) -> None:
         self.fmt, self.columns = fmt, columns
         self.state: ResumeState | None = None
         if resume:
-            self.state = read_resume_state(output, errors, columns)
+            self.state = read_resume_state(output, errors, columns)  # columns: named
+            check_recorded_job(output, job)
+        record_job(output, job)
         self.skipped = 0
         self.where: str | None = None
         self.files: list[IO[str]] = []

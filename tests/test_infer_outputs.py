@@ -118,6 +118,14 @@ def test_parquet_output_is_replaced_by_a_fresh_run(
     code, output = run(infer_args(tiny_model, labelled, out))
     assert_one_line_error(code, output, "errors.parquet is a folder of other files")
     assert (errors_of(out) / "notes.txt").exists()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    single = tmp_path / "single.parquet"  # as pandas' to_parquet writes one: a file
+    pq.write_table(pa.table({"x": [1, 2]}), single)
+    code, output = run(infer_args(tiny_model, labelled, single))
+    assert_one_line_error(code, output, "single.parquet: it is a file (another tool's Parquet?)")
+    assert pq.read_table(single).num_rows == 2, "kept"
 
 
 def test_outputs_inside_the_input_are_not_read(tiny_model: Path, labelled: Path):

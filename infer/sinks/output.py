@@ -47,6 +47,11 @@ def check_outputs(output: str, errors: str) -> Format:
 
 def _unwritable(path: str, fmt: Format) -> str | None:
     if fmt is Format.PARQUET:  # a folder of parts: it may exist already
+        if os.path.isfile(path):  # pandas' to_parquet, say: not replaced unasked
+            return (
+                "it is a file (another tool's Parquet?), and cnnbench writes a Parquet "
+                "output as a folder of parts; choose another -o/--errors, or remove it"
+            )
         return unwritable_folder(os.path.dirname(os.path.abspath(path)))
     return unwritable(path)
 

@@ -4,6 +4,7 @@ groups only it takes (its job, its engine)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -311,6 +312,10 @@ def model_and_inputs(
     """MODEL INPUTS..., or only INPUTS with --plan (which names the model)."""
     if plan_path is not None:
         check_plan_options(engine)
+        if models := [p for p in paths if p.lower().endswith(".onnx") and os.path.isfile(p)]:
+            raise click.UsageError(
+                f"--plan names the model: leave {models[0]} out (it would be read as an image)"
+            )
         return "", paths
     if len(paths) < 2:
         raise click.UsageError("give MODEL and at least one INPUT (or --plan PLAN.json INPUTS)")

@@ -239,6 +239,20 @@ def test_bad_tune_paths_are_one_line(
     assert_one_line_error(code, out, "cnnbench convert")
 
 
+def test_a_model_given_beside_a_plan_is_one_line(
+    planned: Path, tiny_model: Path, tiny_folder: Path, tmp_path: Path
+):
+    """By habit, `infer --plan P MODEL INPUTS`: MODEL was read as an image (an error row)."""
+    out = tmp_path / "p.csv"
+    code, text = run(
+        ["infer", "--plan", str(planned), str(tiny_model), str(tiny_folder), "-o", str(out)]
+    )
+    errors = [line for line in text.splitlines() if line.startswith("Error")]
+    assert code != 0 and len(errors) == 1, text
+    assert f"--plan names the model: leave {tiny_model} out" in errors[0]
+    assert not out.exists()
+
+
 def test_infer_without_a_model_or_plan_is_one_line(tiny_folder: Path, tmp_path: Path):
     code, out = run(["infer", str(tiny_folder), "-o", str(tmp_path / "p.csv")])
     assert_one_line_error(code, out, "MODEL")

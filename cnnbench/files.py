@@ -178,3 +178,25 @@ def _plan_hint(path: str) -> str:
         f"it is a plan from cnnbench tune, not a model: classify with "
         f"cnnbench infer --plan {path} (its model is {_plan_model(path)})"
     )
+
+
+def missing_weights(path: str) -> str | None:
+    """Which external-data file an ONNX model keeps its weights in that is not beside
+    it (a model copied without its `.data`), with what to do; None when none is missing
+    or the file does not parse."""
+    import onnx
+
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception:  # not ONNX, or damaged: said elsewhere
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            where = {e.key: e.value for e in tensor.external_data}.get("location", "")
+            if not os.path.isfile(os.path.join(folder, where)):
+                return (
+                    f"it keeps its weights in {where} (ONNX external data), which is not "
+                    f"beside it: copy {where} with the model"
+                )
+    return None

@@ -237,3 +237,27 @@ def test_openvino_says_in_one_line_why_a_model_does_not_load(
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert "Exception from" not in done.stderr
     assert (NOT_ONNX_SAYS[kind] if kind == "plan" else "Unable to read the model") in done.stderr
+
+
+def test_a_model_copied_without_its_weights_says_to_copy_them(
+    tiny_model: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    """Large models keep their weights in a file of their own (ONNX external data)."""
+    import onnx
+
+    model = tmp_path / "m.onnx"
+    onnx.save(
+        onnx.load(tiny_model), model, save_as_external_data=True, location="m.onnx.data",
+        size_threshold=0,
+    )  # fmt: skip
+    (tmp_path / "m.onnx.data").unlink()
+    says = "it keeps its weights in m.onnx.data (ONNX external data), which is not beside it"
+    out = str(tmp_path / "p.csv")
+    for provider in ("cpu", "openvino"):
+        code, output = run(
+            ["infer", str(model), str(tiny_folder), "-o", out, "--provider", provider]
+        )
+        assert_one_line_error(code, output, says)
+    code, output = run(["bench", "--model", str(model), "--provider", "cpu", "--duration", "0.1"])
+    assert_one_line_error(code, output, says)
+    assert_one_line_error(*run(["convert", str(model), "-o", str(tmp_path / "w.onnx")]), says)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnbench.files import not_onnx
+from cnnbench.files import missing_weights, not_onnx
 from cnnbench.infer.errors import InferError, first_line
 from cnnbench.infer.runtime.header import Arg, ModelMeta
 from cnnbench.infer.runtime.session import quiet_stderr
@@ -94,7 +94,7 @@ class OpenVINOSession:
             with quiet_stderr():  # its TensorFlow frontend logs each failed parse
                 self.model = self.core.read_model(path)
         except Exception as e:
-            why = not_onnx(path) or openvino_reason(e)
+            why = not_onnx(path) or missing_weights(path) or openvino_reason(e)
             raise InferError(f"cannot load {path} with OpenVINO: {why}") from e
         self._inputs, self._outputs, self._meta = _graph_io(self.model)
         self.config: dict[str, str] = {

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cnnbench import native_logs
-from cnnbench.files import not_onnx
+from cnnbench.files import missing_weights, not_onnx
 from cnnbench.infer.errors import InferError, first_line
 
 if TYPE_CHECKING:
@@ -254,7 +254,7 @@ def _try_session(
         with quiet_stderr() as log:
             session = ort.InferenceSession(model_path, so, providers=providers)
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
-        if why := not_onnx(model_path):
+        if why := not_onnx(model_path) or missing_weights(model_path):
             raise InferError(f"cannot load {model_path}: {why}") from e
         if type(e).__name__ == "InvalidProtobuf":  # ORT's type for bytes that are not ONNX
             raise InferError(f"cannot load {model_path}: {NOT_PROTOBUF}") from e

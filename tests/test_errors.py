@@ -162,10 +162,24 @@ def test_train_undecodable_image(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "kept") == ["earlier.txt"], "a folder given is left as it was"
 
 
+def test_train_that_diverges_writes_nothing(tmp_path: Path) -> None:
+    """A learning rate far too high: the loss turns NaN, and a model of NaN weights was
+    written (validation accuracy at chance), which convert then failed to verify."""
+    data = class_folder(tmp_path / "data", {"china": 6, "flower": 6})
+    args = ["train", "mlp", "--data", str(data), "--img-size", "8", "--epochs", "2"]
+    code, output = run([*args, "--lr", "1e12", "--out", str(tmp_path / "run")])
+    assert_one_line_error(code, output, "training diverged: the loss became NaN", "lower --lr")
+    assert not (tmp_path / "run").exists()
+    code, output = run([*args, "--lr", "-0.1", "--out", str(tmp_path / "run")])
+    assert_one_line_error(code, output, "--lr")
+    code, output = run([*args, "--lr", "0.001", "--out", str(tmp_path / "run")])
+    assert code == 0, output
+
+
 @pytest.fixture(scope="module")
 def not_onnx_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Files people pass as a model that are something else, each written as its own tool
-    writes it (Keras in a process of its own: TensorFlow stays out of this one)."""
+    writes it (Keras's in a process of its own)."""
     root = tmp_path_factory.mktemp("not-onnx")
     script = (
         "import sys, keras; m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]); "

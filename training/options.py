@@ -26,7 +26,12 @@ def training_params() -> list[click.Option]:
         click.Option(["--out"], type=click.Path(file_okay=False), help="Run folder to write."),
         click.Option(["--epochs"], type=click.IntRange(min=1), default=5, show_default=True),
         click.Option(["--batch-size"], type=click.IntRange(min=1), default=32, show_default=True),
-        click.Option(["--lr", "learning_rate"], type=float, default=1e-3, show_default=True),
+        click.Option(
+            ["--lr", "learning_rate"],
+            type=click.FloatRange(min=0, min_open=True),
+            default=1e-3,
+            show_default=True,
+        ),
         click.Option(["--img-size"], type=click.IntRange(min=1), help="Input size (square)."),
         click.Option(["--channels"], type=click.Choice(["1", "3"]), help="Input channels."),
         click.Option(["--val-split"], type=float, default=0.2, show_default=True),

@@ -126,8 +126,21 @@ def fit(model: Any, data: tuple[Any, Any], cfg: TrainConfig, learning_rate: floa
     )
     train, val = data
     history = model.fit(
-        train, validation_data=val, epochs=cfg.epochs, verbose=cfg.verbose, shuffle=False
+        train,
+        validation_data=val,
+        epochs=cfg.epochs,
+        verbose=cfg.verbose,
+        shuffle=False,
+        callbacks=[keras.callbacks.TerminateOnNaN()],
     )
+    losses = np.asarray(history.history.get("loss", []), dtype=float)
+    if model.stop_training or not np.all(np.isfinite(losses)):  # TerminateOnNaN stopped it
+        bad = np.flatnonzero(~np.isfinite(losses))
+        epoch = bad[0] + 1 if len(bad) else len(losses) + 1
+        raise TrainError(
+            f"training diverged: the loss became NaN or infinite in epoch {epoch} (learning "
+            f"rate {learning_rate:g}); nothing was written: lower --lr"
+        )
     return history.history
 
 

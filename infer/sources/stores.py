@@ -280,13 +280,21 @@ def describe(e: BaseException, url: str) -> str:
         return f"cannot connect for {url}: {text}; check the endpoint (AWS_ENDPOINT_URL for S3)"
     if isinstance(e, PermissionError) or status in (401, 403):
         return f"access denied to {url} ({text}): check the credentials and what they may read"
-    if isinstance(e, FileNotFoundError) or status == 404:
-        for what in ("bucket", "container"):
-            if what in text.lower():
-                return f"no such {what} for {url}: {text}"
+    if (missing := _missing(e)) in ("bucket", "container"):
+        return f"no such {missing} for {url}: {text}"
+    if missing:
         return f"not found: {url}"
     where = f"HTTP {status}: " if status else ""
     return f"cannot read {url}: {where}{text}"
+
+
+def _missing(e: BaseException) -> str | None:
+    """What a not-found lacks: 'bucket' or 'container' where the store's message names
+    one, else 'object'; None for any other failure."""
+    if not (isinstance(e, FileNotFoundError) or status_of(e) == 404):
+        return None
+    text = first_line(e).lower()
+    return next((what for what in ("bucket", "container") if what in text), "object")
 
 
 class StoreError(OSError):
@@ -583,10 +591,8 @@ def _what_to_do(e: StoreError, url: str) -> str:
     """A command-line input's failure, with what to do when the store found nothing
     there: no object has the key and none is under it (a typo, an empty prefix, or a
     glob, which no store expands)."""
-    if not isinstance(e.__cause__, FileNotFoundError) and status_of(e) != 404:
-        return str(e)
-    if str(e).startswith("no such "):  # the bucket or container: said already
-        return str(e)
+    if e.__cause__ is None or _missing(e.__cause__) != "object":  # another failure, or the
+        return str(e)  # bucket or container missing: said already
     glob = re.search(r"[*?[]", url)
     if glob:
         prefix = url[: glob.start()].rpartition("/")[0] + "/"

@@ -27,7 +27,7 @@ import pytest
 from helpers import S3Server, assert_one_line_error, free_port, run
 from helpers import s3_env as s3_environment
 
-from cnnbench.infer.engines.job import InferConfig
+from cnnbench.infer.engines.job import BUSY_IDLE, InferConfig
 from cnnbench.infer.engines.local import _Head
 from cnnbench.infer.sources import prefixes, s3_multi, shards, stores
 from cnnbench.infer.sources.fetch import fetch_ahead, read_item
@@ -476,9 +476,11 @@ def test_reads_that_hold_the_batches_are_named(
     finally:
         server.shutdown()
     assert doc["images"] == 40 and doc["bound_by"] == "inputs", doc["stage_seconds"]
-    assert doc["cores_idle"] is None or doc["cores_idle"] > 0.2, doc  # waiting for the server
-    assert "bound by the inputs (listing and reads); more reads in flight may help " in output
-    assert "(--io-threads, now 1)" in output
+    if doc["cores_idle"] is None or doc["cores_idle"] >= BUSY_IDLE:  # waiting for the server
+        assert "bound by the inputs (listing and reads); more reads in flight may help " in output
+        assert "(--io-threads, now 1)" in output
+    else:  # other work kept this machine's cores busy meanwhile: the line says that instead
+        assert "its cores were busy" in output and "--io-threads" not in output, output
     assert "bound by the inputs (listing and reads); mostly its start: " in short, short
     assert "shorter than its read-ahead (64 files)" in short and "--io-threads" not in short
 

@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import cv2
 import numpy as np
@@ -51,6 +51,19 @@ STAGES_BATCH = 8  # batch of the stage pass when no model-only figure says bette
 class LabelledImage:
     path: str
     truth: str | None  # the class folder's name, None for files at the top
+
+
+T = TypeVar("T")
+
+
+def spread(items: list[T], count: int) -> list[T]:
+    """`count` of `items`, evenly spread over their order (the first and the last
+    included); all of them when there are no more."""
+    if len(items) <= count:
+        return list(items)
+    if count == 1:
+        return items[:1]
+    return [items[round(k * (len(items) - 1) / (count - 1))] for k in range(count)]
 
 
 def labelled_images(root: str) -> list[LabelledImage]:

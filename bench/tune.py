@@ -22,11 +22,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from cnnbench.bench.errors import BenchError
-from cnnbench.bench.extras import check_images, labelled_images
+from cnnbench.bench.extras import check_images, labelled_images, spread
 from cnnbench.bench.flops import write_matmul_model
 from cnnbench.bench.machine import machine_facts
 from cnnbench.bench.results import BenchConfig, BenchReport, Result, RunConfig, Target
@@ -107,9 +108,53 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = lambda line: None) ->
     """Search, pick, and write the plan and the files it runs; see the module docstring."""
     check_config(cfg)
     start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="cnnbench-tune-images-") as tmp:
+        return _search(cfg, sample_images(cfg.images, tmp, log), start, log)
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """Where tune reads its images: `root` (a folder or prefix) for the answers, the int8
+    calibration and its check, `end_to_end` for infer's run (a folder, prefix or @list)."""
+
+    root: str
+    end_to_end: str
+
+
+def sample_images(images: str, folder: str, log: Callable[[str], None]) -> _Sample:
+    """The images as given, or MAX_IMAGES of them spread over their order when there are
+    more (the job's own folder of millions, say: each was decoded and held in memory):
+    links in `folder` to local files, copies of a prefix's objects, at their names (the
+    class folders kept); infer's end-to-end run then reads the objects themselves."""
+    listed = labelled_images(images)
+    if len(listed) <= MAX_IMAGES:
+        return _Sample(images, images)
+    chosen = [i.path for i in spread(listed, MAX_IMAGES)]
+    log(f"{MAX_IMAGES} of the {len(listed):,} images in {images}, spread over them, are tune's")
+    root = os.path.join(folder, "images")
+    if not is_url(images):
+        for path in chosen:
+            link = os.path.join(root, os.path.relpath(path, images))
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            os.symlink(os.path.abspath(path), link)
+        return _Sample(root, root)
+    prefix = images.rstrip("/") + "/"
+    with contextlib.closing(fetch_ahead((Item(p, p) for p in chosen), IO_THREADS)) as fetched:
+        for item in fetched:
+            copy = Path(root, item.path.removeprefix(prefix))
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_bytes(item.data or b"")  # one that cannot be read stays unreadable
+    listing = os.path.join(folder, "images.txt")
+    Path(listing).write_text("".join(f"{url}\n" for url in chosen), encoding="utf-8")
+    return _Sample(root, f"@{listing}")
+
+
+def _search(
+    cfg: TuneConfig, sample: _Sample, start: float, log: Callable[[str], None]
+) -> TuneReport:
     session = open_session(cfg.model, RunConfig(Provider.CPU), cfg.runtime)
     fmt = _contract_format(cfg.model, session)
-    images = _load_images(cfg.images, fmt)
+    images = _load_images(sample.root, fmt)
     log(f"{len(images.pixels)} images from {cfg.images}, {fmt.size[0]}x{fmt.size[1]}")
     reference = predict(session, fmt, images.pixels)
     with tempfile.TemporaryDirectory(prefix="cnnbench-tune-") as tmp:
@@ -129,7 +174,7 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = lambda line: None) ->
         )
     variants = variants_for(providers, has_native_bf16(), lowered)
     stem = os.path.splitext(os.path.basename(cfg.output))[0]
-    made = make_variant_files(variants, cfg, os.path.join(folder, stem), log)
+    made = make_variant_files(variants, cfg, os.path.join(folder, stem), log, sample.root)
     try:
         candidates: list[Candidate] = []
         unmeasured: list[str] = []
@@ -144,7 +189,7 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = lambda line: None) ->
             )
         if unmeasured:
             log(f"time budget reached: not measured: {', '.join(unmeasured)}")
-        return _finish(cfg, fmt, candidates, skipped, unmeasured, start, log)
+        return _finish(cfg, fmt, candidates, skipped, unmeasured, start, log, sample.end_to_end)
     except BaseException:  # no plan: the files made for it go too (Ctrl-C included)
         for path in made:
             with contextlib.suppress(OSError):
@@ -160,6 +205,9 @@ def _contract_format(path: str, session: Session) -> InputFormat:
             f"{path}: {e}; tune takes a self-describing model: wrap it first with "
             "cnnbench convert MODEL.onnx -o OUT.onnx --preset ... --labels ..."
         ) from e
+
+
+MAX_IMAGES = 500  # tune's images at most (agreement to 0.2 points): more cost only time
 
 
 def _load_images(folder: str, fmt: InputFormat) -> _Images:
@@ -356,6 +404,7 @@ def _finish(
     unmeasured: list[str],
     start: float,
     log: Callable[[str], None],
+    end_to_end_images: str,
 ) -> TuneReport:
     front = pareto_front(candidates)
     if not front:
@@ -365,7 +414,7 @@ def _finish(
         # the trial plan is only run, so its expected img/s is not known yet (0)
         trial = make_plan(c, cfg, candidates, end_to_end_ips=0.0)
         log(f"end to end over {cfg.images}: {trial.describe()} ...")
-        c.end_to_end_ips = end_to_end(trial, cfg.images)
+        c.end_to_end_ips = end_to_end(trial, end_to_end_images)
         log(f"  {c.end_to_end_ips:.1f} img/s end to end")
     chosen = max(finalists, key=lambda c: c.end_to_end_ips or 0.0)
     assert chosen.end_to_end_ips is not None, "every finalist ran end to end"

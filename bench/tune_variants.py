@@ -85,6 +85,7 @@ def make_variant_files(
     cfg: TuneConfig,
     stem: str,
     log: Callable[[str], None],
+    images: str,
 ) -> list[str]:
     """Give each variant its file: `STEM.int8.onnx` and `STEM.fp16.onnx` are written
     beside the plan, once, when a variant needs them. Returns the files written."""
@@ -95,7 +96,7 @@ def make_variant_files(
             try:
                 if v.file == "int8":
                     log(f"int8: calibrating on {cfg.images}, --max-drop {cfg.max_drop:g} ...")
-                    make_int8(cfg, path, log)
+                    make_int8(cfg, path, log, images)
                 else:
                     make_fp16(cfg.model, path)
                 made[v.file] = path
@@ -109,21 +110,21 @@ def make_variant_files(
     return [path for kind, path in made.items() if kind != "source" and path]
 
 
-def make_int8(cfg: TuneConfig, out: str, log: Callable[[str], None]) -> None:
-    """int8 of the model calibrated on some of the tune images and kept within --max-drop
+def make_int8(cfg: TuneConfig, out: str, log: Callable[[str], None], images: str) -> None:
+    """int8 of the model calibrated on some of the tune `images` and kept within --max-drop
     of fp32 on all of them (convert's accuracy control: the most harmful layers stay in
     float)."""
     from cnnbench.convert.errors import ConvertError
     from cnnbench.convert.onnx_export import quantize_int8
 
     with tempfile.TemporaryDirectory(prefix="cnnbench-calibration-") as folder:
-        calibration = calibration_folder(cfg.images, folder)
+        calibration = calibration_folder(images, folder)
         try:
             result = quantize_int8(
                 cfg.model,
                 out,
                 calibration,
-                verify_images=cfg.images,
+                verify_images=images,
                 max_drop=cfg.max_drop,
                 report=lambda line: log(f"  {line}"),
             )
@@ -137,15 +138,13 @@ def calibration_folder(images: str, folder: str, count: int = CALIBRATION_IMAGES
     """`folder` with `count` of the images, spread evenly over the folder's order
     (calibration time grows with every image; the ranges settle well before): links to
     local files, copies of a prefix's objects."""
-    from cnnbench.bench.extras import labelled_images
+    from cnnbench.bench.extras import labelled_images, spread
     from cnnbench.infer.engines.job import IO_THREADS
     from cnnbench.infer.sources.fetch import fetch_ahead
     from cnnbench.infer.sources.items import Item
     from cnnbench.infer.sources.stores import is_url
 
-    listed = [i.path for i in labelled_images(images)]
-    if len(listed) > count:
-        listed = [listed[round(k * (len(listed) - 1) / (count - 1))] for k in range(count)]
+    listed = [i.path for i in spread(labelled_images(images), count)]
     names = [os.path.join(folder, f"{k:05d}{Path(path).suffix}") for k, path in enumerate(listed)]
     if not is_url(images):
         for path, name in zip(listed, names, strict=True):

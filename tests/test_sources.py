@@ -12,6 +12,7 @@ import io
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -716,11 +717,23 @@ def test_local_shards_are_read_in_the_loop_and_shards_by_url_ahead() -> None:
     assert threads("s-000.tar", "@list.txt") == IO_THREADS
 
 
+@pytest.mark.parametrize("most", [None, 5])
 def test_tune_takes_a_prefix_as_it_takes_a_folder(
-    tiny_model: Path, tiny_folder: Path, s3_env: S3Server, tmp_path: Path
+    tiny_model: Path,
+    tiny_folder: Path,
+    s3_env: S3Server,
+    tmp_path: Path,
+    most: int | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The same images by URL: the same agreement and accuracy for every variant, the
-    int8 one calibrated on the same objects; the plan names the prefix."""
+    int8 one calibrated on the same objects; the plan names the prefix. With more images
+    than tune takes (`most`), the same ones of each, spread over them, class folders kept
+    (the job's own folder of millions was decoded whole, into memory)."""
+    import cnnbench.bench.tune
+
+    if most is not None:
+        monkeypatch.setattr(cnnbench.bench.tune, "MAX_IMAGES", most)
     s3_env.upload("tune", tiny_folder, "set/")
     fast = ["--provider", "cpu", "--max-batch", "1", "--duration", "0.02", "--max-drop", "100"]
     figures = []
@@ -732,7 +745,19 @@ def test_tune_takes_a_prefix_as_it_takes_a_folder(
         assert doc["extra"]["images"] in (images, os.path.abspath(images))
         rows = doc["extra"]["candidates"]
         figures.append({r["variant"]: (r["agreement"], r["accuracy"]) for r in rows})
-        assert f"8 images from {images}" in out, out
+        assert f"{most or 8} images from {images}" in out, out
+        assert (f"{most} of the 8 images in {images}, spread over them" in out) == bool(most)
+        if most:  # the sample keeps the images' names, class folders included
+            sample = cnnbench.bench.tune.sample_images(images, str(tmp_path / "s"), print)
+            names = sorted(
+                p.relative_to(sample.root).as_posix() for p in Path(sample.root).rglob("*.jpg")
+            )
+            every = sorted(
+                p.relative_to(tiny_folder).as_posix() for p in tiny_folder.rglob("*.jpg")
+            )
+            assert len(names) == most and set(names) < set(every), names
+            assert {n.split("/")[0] for n in names} == {"china", "flower"}, names
+            shutil.rmtree(tmp_path / "s")
     assert figures[0] == figures[1] and "cpu int8" in figures[1], figures
     int8 = [(tmp_path / f"plan-{k}.int8.onnx").read_bytes() for k in (0, 1)]
     assert int8[0] == int8[1], "calibrated on the same images"

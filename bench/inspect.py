@@ -101,8 +101,9 @@ def load_graph(path: str) -> Any:
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as e:  # protobuf's DecodeError, and others for damaged files
-        why = not_onnx(path) or f"it does not parse as ONNX: {first_line(e)}"
-        raise BenchError(f"cannot read {path}: {why}") from e
+        if why := not_onnx(path):
+            raise BenchError(f"cannot read {path}: {why}") from e
+        raise BenchError(f"{path} is not an ONNX model (it does not parse: {first_line(e)})") from e
     if not model.ir_version or not model.graph.node or not model.graph.output:
         raise BenchError(f"{path} is not an ONNX model (no graph in it): give an .onnx file")
     return model

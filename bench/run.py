@@ -66,6 +66,11 @@ def _check(cfg: BenchConfig) -> None:
         raise BenchError(
             "--baseline keras needs --arch: only zoo models come with their Keras source"
         )
+    if cfg.scenario is not Scenario.OFFLINE and cfg.batch_sizes not in (None, (1,)):
+        raise BenchError(
+            f"--scenario {cfg.scenario.value} runs batch 1 (one query is one image): leave "
+            "out --batch-sizes, or use --scenario offline for a batch sweep"
+        )
     if cfg.scenario is Scenario.SERVER and cfg.max_latency_ms is None:
         raise BenchError(
             "--scenario server needs --max-latency-ms: the p99 bound the rate search keeps"
@@ -76,9 +81,15 @@ def _check(cfg: BenchConfig) -> None:
         and Provider.OPENVINO not in cfg.providers
     ):
         raise BenchError("--precision-hint applies to --provider openvino only")
+    seen: dict[str, str] = {}
     for path in cfg.models:
         if not os.path.isfile(path):
             raise BenchError(f"model file not found: {path}")
+        if (real := os.path.realpath(path)) in seen:
+            raise BenchError(
+                f"--model {seen[real]} and --model {path} are the same file: give it once"
+            )
+        seen[real] = path
     if cfg.images is not None:
         check_images(cfg.images)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,18 @@ def test_server_needs_a_bound(tiny: Path) -> None:
     assert_one_line_error(*run(args), "--precision-hint applies to --provider openvino only")
     args[-1] = "fp8"
     assert_one_line_error(*run(args), "unknown precision hint fp8", "f32, bf16")
+
+
+def test_what_a_scenario_or_model_list_cannot_mean_is_one_line(tiny: Path) -> None:
+    """Batch sizes for a batch-1 scenario were ignored without a word; the same file given
+    twice was measured twice under a clipped path."""
+    for scenario in ("single-stream", "server"):
+        args = ["bench", "--model", str(tiny), "--scenario", scenario, "--batch-sizes", "1,8"]
+        code, output = run([*args, "--max-latency-ms", "5", *FAST])
+        assert_one_line_error(code, output, f"--scenario {scenario} runs batch 1")
+    again = os.path.join(os.path.dirname(tiny), ".", os.path.basename(tiny))
+    code, output = run(["bench", "--model", str(tiny), "--model", again, *FAST])
+    assert_one_line_error(code, output, "are the same file: give it once")
 
 
 def test_openvino_rows_state_the_precision_that_ran(tiny: Path, tmp_path: Path) -> None:

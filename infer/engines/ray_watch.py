@@ -7,6 +7,11 @@ line; and a job that makes no progress for `STALL_S` after losing a node stops, 
 its committed blocks for `--resume`, instead of waiting forever. That wait was seen with
 a worker raylet killed mid-job: the survivors' CPUs all held inference actors, none was
 left for the decode tasks, and Ray Data waited for resources that would never come.
+
+On a stop the pulling thread leaves Ray Data at its next batch (waited for up to
+`LEAVE_S`), so that the driver shuts Ray down with no thread of its inside Ray: a thread
+left there ended the process with exit code 1 ("The core worker has already been
+shutdown") before it said what was saved, seen once with the machine under load.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from cnnbench.files import Report
 STALL_S = 30.0  # no row for this long after a node was lost: stop
 POLL_S = 0.25  # how often the driver looks up from waiting
 NODES_EVERY_S = 1.0  # how often it asks the cluster which nodes are alive
+LEAVE_S = 10.0  # a stop waits this long for the pulling thread to leave Ray Data
 _END = object()
 
 
@@ -35,10 +41,19 @@ def alive_nodes(ray: ModuleType) -> dict[str, str]:
     return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
 
 
-def _pull(batches: Iterator[Any], out: queue.Queue) -> None:
+def _pull(batches: Iterator[Any], out: queue.Queue, leave: threading.Event) -> None:
+    """Hand `batches` to the driver's thread; once `leave` is set, return at the next
+    batch, which closes Ray Data's iterator on this thread, the one iterating it."""
     try:
         for batch in batches:
-            out.put(batch)
+            while not leave.is_set():
+                try:
+                    out.put(batch, timeout=POLL_S)
+                    break
+                except queue.Full:
+                    continue
+            if leave.is_set():
+                return
         out.put(_END)
     except BaseException as e:  # handed to the driver's thread, which raises it
         out.put(e)
@@ -81,7 +96,9 @@ def watched(ray: ModuleType, batches: Iterator[Any], report: Report, stop: Any) 
     """`batches`, pulled on a daemon thread; ends early when `stop.requested` (Ctrl-C),
     raises Stalled (see the module docstring) or whatever the pulling raised."""
     ready: queue.Queue = queue.Queue(maxsize=4)
-    threading.Thread(target=_pull, args=(batches, ready), daemon=True).start()
+    leave = threading.Event()
+    puller = threading.Thread(target=_pull, args=(batches, ready, leave), daemon=True)
+    puller.start()
     watch = Watch(ray, report)
     ended = False
     try:
@@ -100,13 +117,17 @@ def watched(ray: ModuleType, batches: Iterator[Any], report: Report, stop: Any) 
                 yield item
             watch.look(time.monotonic())
     finally:
-        if not ended:  # the pulling thread is left inside Ray Data's iterator
-            _no_auto_connect(ray)
+        if not ended:  # stopped early: the pulling thread leaves at its next batch
+            leave.set()
+            puller.join(LEAVE_S)
+            if puller.is_alive():  # still inside Ray Data's iterator (no batch came)
+                _no_auto_connect(ray)
 
 
 def _no_auto_connect(ray: ModuleType) -> None:
     """Keep the pulling thread, still inside Ray Data's iterator when the driver stops
-    early, from connecting again after the driver's ray.shutdown(): any Ray call made
+    early and no batch came within LEAVE_S, from connecting again after the driver's
+    ray.shutdown(): any Ray call made
     without a connection runs ray.init() (Ray's auto-connect, read from
     RAY_ENABLE_AUTO_CONNECT at import), which would join a cluster or start a local one
     as the process ends. Remove when a Ray Data iterator can be closed from another thread."""

@@ -110,6 +110,11 @@ def test_parquet_output_is_replaced_by_a_fresh_run(
     errors = json.loads((errors_of(out) / "_manifest.json").read_text())
     assert errors["complete"] is True and errors["rows"] == str(out)
     assert errors["parts"] == sorted(p.name for p in errors_of(out).glob("block-*"))
+    (out / "_manifest.json").write_text("[]")
+    code, output = run(infer_args(tiny_model, labelled, out, "--resume"))
+    assert_one_line_error(
+        code, output, "_manifest.json is not a record cnnbench wrote (a JSON list)"
+    )
     (errors_of(out) / "_manifest.json").unlink()  # as written before errors had one
     code, output = run(infer_args(tiny_model, labelled, out))
     assert code == 0, output
@@ -170,6 +175,9 @@ def test_resume_with_another_model_is_refused(
     assert out.read_bytes() == before
     code, output = run(infer_args(tiny_model, labelled, out, "--resume"))
     assert code == 0 and "5 already done (resumed)" in output, output
+    Path(f"{out}.job.json").write_text("{edited")
+    code, output = run(infer_args(tiny_model, labelled, out, "--resume"))
+    assert_one_line_error(code, output, f"{out}.job.json is not a record cnnbench wrote")
     Path(f"{out}.job.json").unlink()  # as an older cnnbench left it: nothing to check
     code, output = run(infer_args(other, labelled, out, "--resume"))
     assert code == 0 and "already done (resumed)" in output, output

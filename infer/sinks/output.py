@@ -8,7 +8,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import filelock
 
@@ -90,9 +92,24 @@ def check_recorded_job(output: str, job: dict) -> None:
     """One line when a CSV or JSON lines output was written by another job (an output
     of an older cnnbench has no record: nothing to check)."""
     if os.path.isfile(path := job_path(output)):
-        with open(path, encoding="utf-8") as f:
-            old = json.load(f)
+        old = read_record(path, Path(path).read_bytes, "remove it to resume unchecked")
         check_same_job(output, old, {k: v for k, v in job.items() if k != "block_size"})
+
+
+def read_record(where: str, read: Callable[[], bytes], todo: str) -> dict:
+    """A JSON object cnnbench wrote (a job record, a manifest), or one line saying it is
+    not one (edited, or written by something else)."""
+    try:
+        doc = json.loads(read())
+    except (OSError, ValueError) as e:
+        doc = e
+    if not isinstance(doc, dict):
+        why = f"{doc}" if isinstance(doc, Exception) else f"a JSON {type(doc).__name__}"
+        raise InferError(
+            f"cannot resume: {where} is not a record cnnbench wrote ({why}); {todo}, or "
+            "run without --resume"
+        )
+    return doc
 
 
 def check_same_job(where: str, old: dict, job: dict) -> None:

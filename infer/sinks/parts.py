@@ -41,7 +41,7 @@ from cnnbench.infer.sinks.formats import (
     format_of,
     header,
 )
-from cnnbench.infer.sinks.output import check_same_job, record_job
+from cnnbench.infer.sinks.output import check_same_job, read_record, record_job
 from cnnbench.infer.sinks.store import Store
 
 MANIFEST = "manifest.json"  # in a staging folder
@@ -113,7 +113,8 @@ class Parts:
         return self.format is Format.PARQUET
 
     def _check_job(self) -> None:
-        old = json.loads(self.rows.get(self.manifest))
+        where, todo = f"{self.rows.location}/{self.manifest}", "remove it to start over"
+        old = read_record(where, lambda: self.rows.get(self.manifest), todo)
         check_same_job(self.where, old.get("job", old) if self.dataset else old, self.job)
 
     def _start(self) -> None:

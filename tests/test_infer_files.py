@@ -314,6 +314,21 @@ def test_resume_cuts_a_torn_line_and_checks_columns(
     assert [r["path"] for r in read_csv(out)] == [f"{i}.jpg" for i in range(10)]
     result = CliRunner().invoke(cli, [*args, "--resume", "--top-k", "2"])
     assert result.exit_code != 0 and "use the same --top-k" in result.output
+    (folder / "café.jpg").write_bytes(photo_jpeg)
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    data = out.read_bytes()
+    cut = data.index("café".encode()) + len("caf") + 1  # killed inside é's two bytes
+    out.write_bytes(data[:cut])
+    result = CliRunner().invoke(cli, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert sorted(r["path"] for r in read_csv(out)) == sorted(
+        [*(f"{i}.jpg" for i in range(10)), "café.jpg"]
+    )
+    with out.open("ab") as f:
+        f.write(b"x.jpg,\xbb\xcc,0.5\n")  # a whole line, not UTF-8: not ours
+    result = CliRunner().invoke(cli, [*args, "--resume"])
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
+    assert "p.csv is not an output cnnbench wrote" in result.output, result.output
 
 
 def test_symlink_loop_is_scanned_once(tiny_model: Path, photo_jpeg: bytes, tmp_path: Path):

@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from cnnbench.infer.errors import InferError
+from cnnbench.infer.errors import InferError, first_line
 
 ERROR_FIELDNAMES = ("path", "error")
 # A cell starting with one of these is read as a formula by spreadsheets; "'" itself is
@@ -167,8 +167,14 @@ def read_names(fmt: Format, path: str, expected: Sequence[str]) -> tuple[set[str
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return set(), False
     cut_torn_line(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        return (_json_names if fmt is Format.JSONL else _csv_names)(f, path, expected)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return (_json_names if fmt is Format.JSONL else _csv_names)(f, path, expected)
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error, TypeError) as e:
+        raise InferError(
+            f"cannot resume: {path} is not an output cnnbench wrote ({first_line(e)}); run "
+            "without --resume (a fresh run replaces it), or choose another -o"
+        ) from e
 
 
 def _csv_names(f: IO[str], path: str, expected: Sequence[str]) -> tuple[set[str], bool]:

@@ -145,13 +145,20 @@ def encode(fmt: Format, columns: Sequence[str], rows: Sequence[dict]) -> bytes:
     return buf.getvalue()
 
 
-def cut_torn_line(path: str) -> None:
-    """A run killed in the middle of writing a line left part of it: cut it off."""
+def cut_torn_line(path: str, chunk: int = 1 << 16) -> None:
+    """A run killed in the middle of writing a line left part of it: cut it off (the
+    file is read back from its end, a chunk at a time, to its last newline)."""
     with open(path, "rb+") as f:
-        data = f.read()
-        cut = data.rfind(b"\n") + 1
-        if cut < len(data):
-            f.truncate(cut)
+        end = pos = f.seek(0, os.SEEK_END)
+        while pos > 0:
+            pos = max(0, pos - chunk)
+            f.seek(pos)
+            newline = f.read(min(chunk, end - pos)).rfind(b"\n")
+            if newline >= 0:
+                pos += newline + 1
+                break
+        if pos < end:
+            f.truncate(pos)
 
 
 def _refuse(path: str, found: Sequence[str], expected: Sequence[str]) -> InferError:

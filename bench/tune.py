@@ -51,6 +51,7 @@ from cnnbench.infer.sources.stores import is_url
 AGREEMENT_BATCH = 8
 # the front's fastest variants run end to end over the images; the fastest there is chosen
 FINALISTS = 3
+MAX_IMAGES = 500  # tune's images at most (agreement to 0.2 points): more cost only time
 
 
 @dataclass
@@ -163,11 +164,7 @@ def _search(
     for name, why in skipped.items():
         log(f"provider {name} skipped: {why}")
     folder = os.path.dirname(os.path.abspath(cfg.output))
-    import onnx
-
-    found = weights_precision(onnx.load(cfg.model, load_external_data=False))
-    lowered = None if found in ("fp32", "unknown") else found
-    if lowered:
+    if lowered := _lowered(cfg.model):
         log(
             f"{cfg.model} is {lowered} already (its weights): measured as it is, no int8 or "
             "fp16 file made from it; agreement is with its own top-1 on ORT's CPU"
@@ -197,6 +194,14 @@ def _search(
         raise
 
 
+def _lowered(model: str) -> str | None:
+    """int8, fp16, ...: the precision of a model whose weights are lowered already."""
+    import onnx
+
+    found = weights_precision(onnx.load(model, load_external_data=False))
+    return None if found in ("fp32", "unknown") else found
+
+
 def _contract_format(path: str, session: Session) -> InputFormat:
     try:
         return resolve_input_format(session, need_pixels=True)
@@ -205,9 +210,6 @@ def _contract_format(path: str, session: Session) -> InputFormat:
             f"{path}: {e}; tune takes a self-describing model: wrap it first with "
             "cnnbench convert MODEL.onnx -o OUT.onnx --preset ... --labels ..."
         ) from e
-
-
-MAX_IMAGES = 500  # tune's images at most (agreement to 0.2 points): more cost only time
 
 
 def _load_images(folder: str, fmt: InputFormat) -> _Images:

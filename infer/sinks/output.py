@@ -85,7 +85,7 @@ def record_job(output: str, job: dict) -> None:
     """Record the job a CSV or JSON lines output is written by: what its rows depend on
     besides the files (`job_key`; its block size aside: appended rows have no blocks)."""
     with atomic_open(job_path(output)) as f:
-        json.dump({k: v for k, v in job.items() if k != "block_size"}, f, indent=2)
+        json.dump(_appended(job), f, indent=2)
 
 
 def check_recorded_job(output: str, job: dict) -> None:
@@ -93,7 +93,12 @@ def check_recorded_job(output: str, job: dict) -> None:
     of an older cnnbench has no record: nothing to check)."""
     if os.path.isfile(path := job_path(output)):
         old = read_record(path, Path(path).read_bytes, "remove it to resume unchecked")
-        check_same_job(output, old, {k: v for k, v in job.items() if k != "block_size"})
+        check_same_job(output, old, _appended(job))
+
+
+def _appended(job: dict) -> dict:
+    """What appended rows depend on: the job less its block size (they have no blocks)."""
+    return {k: v for k, v in job.items() if k != "block_size"}
 
 
 def read_record(where: str, read: Callable[[], bytes], todo: str) -> dict:

@@ -97,20 +97,23 @@ def scan_inputs(
     `skipped` (per lower-case extension); files named directly are always read. What the
     job itself writes (`written`: files, or folders of parts) is never one of its inputs,
     even inside an input folder or prefix."""
-    single = len(inputs) == 1 and not inputs[0].startswith("@")
-    items = (
-        item
-        for text in inputs
-        for item in (
-            _scan_list(text[1:], extensions, skipped)
-            if text.startswith("@")
-            else _scan_one(text, single, extensions, skipped)
-        )
-    )
-    if own := _as_scanned(inputs, written):
+    if own := _as_scanned(inputs, written):  # rare: a filter on every file only then
         under = tuple({f"{path}{sep}" for path in own for sep in ("/", os.sep)})
-        items = (i for i in items if i.path not in own and not i.path.startswith(under))
-    yield from items
+        items = _scan_all(inputs, extensions, skipped)
+        yield from (i for i in items if i.path not in own and not i.path.startswith(under))
+    else:
+        yield from _scan_all(inputs, extensions, skipped)
+
+
+def _scan_all(
+    inputs: tuple[str, ...], extensions: Extensions, skipped: Counter | None
+) -> Iterator[Item]:
+    single = len(inputs) == 1 and not inputs[0].startswith("@")
+    for text in inputs:
+        if text.startswith("@"):
+            yield from _scan_list(text[1:], extensions, skipped)
+        else:
+            yield from _scan_one(text, single, extensions, skipped)
 
 
 def _as_scanned(inputs: tuple[str, ...], written: tuple[str, ...]) -> frozenset[str]:

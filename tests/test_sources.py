@@ -474,6 +474,7 @@ def test_reads_that_hold_the_batches_are_named(
         output = infer(1)  # 16 files read ahead: the run waited for reads all along
         doc = json.loads((tmp_path / "s.json").read_text())
         short = infer(4)  # 64 ahead: the whole run is shorter than its read-ahead
+        short_doc = json.loads((tmp_path / "s.json").read_text())
     finally:
         server.shutdown()
     assert doc["images"] == 40 and doc["bound_by"] == "inputs", doc["stage_seconds"]
@@ -482,8 +483,13 @@ def test_reads_that_hold_the_batches_are_named(
         assert "(--io-threads, now 1)" in output
     else:  # other work kept this machine's cores busy meanwhile: the line says that instead
         assert "its cores were busy" in output and "--io-threads" not in output, output
-    assert "bound by the inputs (listing and reads); mostly its start: " in short, short
-    assert "shorter than its read-ahead (64 files)" in short and "--io-threads" not in short
+    assert "--io-threads" not in short, short
+    if short_doc["bound_by"] == "inputs":
+        assert "bound by the inputs (listing and reads); mostly its start: " in short, short
+        assert "shorter than its read-ahead (64 files)" in short
+    else:  # decoding starved by other work on this machine's cores, and only then: alone,
+        # this 0.5 s run of 30 ms GETs leaves its cores mostly idle
+        assert short_doc["cores_idle"] is not None and short_doc["cores_idle"] < 0.5, short
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux's CPU affinity")

@@ -36,7 +36,7 @@ from cnnbench.bench.runners import open_session, ran_precision, with_provider
 from cnnbench.infer.decode.images import decode_into
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.runner import make_scorer
-from cnnbench.infer.sources import shards
+from cnnbench.infer.sources import listing, shards
 from cnnbench.infer.sources.fetch import read_source
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, scan
 from cnnbench.infer.sources.stores import is_url
@@ -57,13 +57,8 @@ T = TypeVar("T")
 
 
 def spread(items: list[T], count: int) -> list[T]:
-    """`count` of `items`, evenly spread over their order (the first and the last
-    included); all of them when there are no more."""
-    if len(items) <= count:
-        return list(items)
-    if count == 1:
-        return items[:1]
-    return [items[round(k * (len(items) - 1) / (count - 1))] for k in range(count)]
+    """`count` of `items`, evenly spread over their order (`listing.spread`)."""
+    return [items[k] for k in listing.spread(len(items), count)]
 
 
 def labelled_images(root: str) -> list[LabelledImage]:

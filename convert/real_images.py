@@ -13,7 +13,7 @@ from cnnbench.convert.keras_model import ModelFacts
 from cnnbench.infer.decode.images import load_item
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.sources.listing import is_folder_like, scan
+from cnnbench.infer.sources.listing import is_folder_like, scan, spread
 
 CALIBRATION_LIMIT = 256  # images; MinMax ranges settle well before this on CNNs
 VERIFY_LIMIT = 500
@@ -33,22 +33,28 @@ def load_folder(
     option: str,
     policy: ResizePolicy = DEFAULT_POLICY,
 ) -> tuple[np.ndarray, list[str]]:
-    """Up to `limit` images from `folder` (sorted, recursive; a prefix URL or a tar
-    shard too), unreadable files skipped; with their names relative to `folder`."""
+    """`limit` images from `folder` (sorted, recursive; a prefix URL or a tar shard too),
+    spread evenly over its order, unreadable ones skipped; with their names relative to
+    `folder`. The listing is read twice, to count it and then to take those: the first
+    `limit` of a folder of class folders were the first few classes."""
     if not is_folder_like(folder):
         raise ConvertError(
             f"{option} {folder}: not a folder; give a folder of images, a prefix URL or a shard"
         )
     images, names = [], []
     try:
-        for item in scan(folder):
+        chosen = set(spread(sum(1 for _ in scan(folder)), limit))
+        last = max(chosen, default=-1)
+        for k, item in enumerate(scan(folder)):
+            if k > last:
+                break
+            if k not in chosen:
+                continue
             try:
                 images.append(load_item(item, facts.size, facts.channels, policy=policy))
             except (ValueError, OSError):
                 continue  # a corrupt file is not a reason to refuse the rest
             names.append(item.name)
-            if len(images) == limit:
-                break
     except InferError as e:  # a store that cannot be reached
         raise ConvertError(f"{option}: {e}") from e
     if not images:

@@ -783,6 +783,8 @@ def test_calibration_and_bench_images_take_prefixes_and_shards(
     s3_env.upload("calib", photos, "set/")
     facts = ModelFacts(size=(16, 16), channels=3, num_classes=2, input_dtype="uint8")
     local, names = load_folder(str(photos), facts, 5, "--calibration")
+    # spread over the 11 images, both classes: the first 5 held no dog
+    assert names == ["a-b/x.jpg", "a/x.jpg", "cat/2.jpg", "dog/1.jpg", "top.jpg"], names
     remote, remote_names = load_folder("s3://calib/set/", facts, 5, "--calibration")
     assert np.array_equal(remote, local) and remote_names == names
     _tar(

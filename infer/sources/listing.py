@@ -164,6 +164,16 @@ def scan(
         yield from _scan_dir(root, "", extensions, frozenset(), skipped)
 
 
+def spread(total: int, count: int) -> list[int]:
+    """`count` indices of `total`, evenly spread over them (the first and the last
+    included); all of them when there are no more."""
+    if total <= count:
+        return list(range(total))
+    if count == 1:
+        return [0]
+    return [round(k * (total - 1) / (count - 1)) for k in range(count)]
+
+
 def is_folder_like(text: str) -> bool:
     """A folder, a URL (a prefix, checked when scanned) or a tar shard (pattern): what
     --calibration, --verify-images and --images take."""

@@ -35,7 +35,7 @@ from cnnbench.bench.run import bench_target
 from cnnbench.bench.runners import open_session, probe_providers, ran_precision
 from cnnbench.bench.tune_config import QUICK_PATIENCE, TuneConfig
 from cnnbench.bench.tune_variants import Variant, make_variant_files, variants_for
-from cnnbench.convert.graph import weights_precision
+from cnnbench.convert.graph import lowered_precision
 from cnnbench.cpu import has_native_bf16
 from cnnbench.files import sha256_file, unwritable
 from cnnbench.infer.decode.images import load_items
@@ -164,7 +164,7 @@ def _search(
     for name, why in skipped.items():
         log(f"provider {name} skipped: {why}")
     folder = os.path.dirname(os.path.abspath(cfg.output))
-    if lowered := _lowered(cfg.model):
+    if lowered := lowered_precision(cfg.model):
         log(
             f"{cfg.model} is {lowered} already (its weights): measured as it is, no int8 or "
             "fp16 file made from it; agreement is with its own top-1 on ORT's CPU"
@@ -192,14 +192,6 @@ def _search(
             with contextlib.suppress(OSError):
                 os.remove(path)
         raise
-
-
-def _lowered(model: str) -> str | None:
-    """int8, fp16, ...: the precision of a model whose weights are lowered already."""
-    import onnx
-
-    found = weights_precision(onnx.load(model, load_external_data=False))
-    return None if found in ("fp32", "unknown") else found
 
 
 def _contract_format(path: str, session: Session) -> InputFormat:

@@ -110,6 +110,18 @@ def _ort_basic_optimize(src: str, dst: str, external: bool) -> None:
     ort.InferenceSession(src, options, providers=["CPUExecutionProvider"])
 
 
+def lowered_precision(path: str) -> str | None:
+    """int8, fp16, ...: the precision of a model whose weights are lowered already; None
+    for an fp32 one (or a file that does not parse: said where it is loaded)."""
+    import onnx
+
+    try:
+        found = weights_precision(onnx.load(path, load_external_data=False))
+    except Exception:  # protobuf's DecodeError, a damaged file, ...
+        return None
+    return None if found in ("fp32", "unknown") else found
+
+
 def weights_precision(model: Any) -> str:
     """fp32, fp16, int8, ...: the type of the majority of the weights' elements."""
     counts: Counter[str] = Counter()

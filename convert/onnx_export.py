@@ -13,7 +13,7 @@ from cnnbench.convert.accuracy import QuantResult, lower_file
 from cnnbench.convert.config import ConvertConfig, Precision
 from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.export import check_options
-from cnnbench.convert.graph import name_nodes, weights_precision
+from cnnbench.convert.graph import lowered_precision, name_nodes
 from cnnbench.convert.onnx_model import OnnxSource, read_source, source_reference, wrap_contract
 from cnnbench.convert.real_images import calibration_images, verification_images
 from cnnbench.convert.writer import check_writable, needs_external, save_model, staged
@@ -82,15 +82,7 @@ def convert_onnx(cfg: ConvertConfig, report: Callable[[str], None] | None = None
 def check_not_lowered(cfg: ConvertConfig) -> None:
     """--precision lowers an fp32 model: one line when the source is lowered already (its
     quantizer or fp16 converter would fail on their own nodes, in a traceback)."""
-    if cfg.precision is Precision.FP32:
-        return
-    import onnx
-
-    try:
-        found = weights_precision(onnx.load(cfg.model, load_external_data=False))
-    except Exception:  # unreadable: read_source says why
-        return
-    if found not in ("fp32", "unknown"):
+    if cfg.precision is not Precision.FP32 and (found := lowered_precision(cfg.model)):
         raise ConvertError(
             f"{cfg.model} is {found} already (its weights): --precision {cfg.precision.value} "
             f"lowers an fp32 model; give the fp32 model it came from, or leave --precision "

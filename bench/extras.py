@@ -4,6 +4,7 @@ under a latency budget."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -11,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import cv2
@@ -37,7 +39,8 @@ from cnnbench.infer.decode.images import decode_into
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.runner import make_scorer
 from cnnbench.infer.sources import listing, shards
-from cnnbench.infer.sources.fetch import read_source
+from cnnbench.infer.sources.fetch import fetch_ahead, read_source
+from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, scan
 from cnnbench.infer.sources.stores import is_url
 
@@ -59,6 +62,28 @@ T = TypeVar("T")
 def spread(items: list[T], count: int) -> list[T]:
     """`count` of `items`, evenly spread over their order (`listing.spread`)."""
     return [items[k] for k in listing.spread(len(items), count)]
+
+
+def place_images(paths: list[str], images: str, folder: str) -> None:
+    """`paths`, images under `images` (a folder or a prefix URL), in `folder` at their
+    names under it, class folders included: links to local files, copies of a prefix's
+    objects, read IO_THREADS at a time (one that cannot be read is left out, as bad
+    files are where they are read)."""
+    from cnnbench.infer.engines.job import IO_THREADS  # bench's start-up needs none of job
+
+    if not is_url(images):
+        for path in paths:
+            link = os.path.join(folder, os.path.relpath(path, images))
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            os.symlink(os.path.abspath(path), link)
+        return
+    prefix = images.rstrip("/") + "/"
+    with contextlib.closing(fetch_ahead((Item(p, p) for p in paths), IO_THREADS)) as fetched:
+        for item in fetched:
+            if item.data is not None:
+                copy = Path(folder, item.path.removeprefix(prefix))
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_bytes(item.data)
 
 
 def labelled_images(root: str) -> list[LabelledImage]:

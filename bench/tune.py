@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnbench.bench.errors import BenchError
-from cnnbench.bench.extras import check_images, labelled_images, spread
+from cnnbench.bench.extras import check_images, labelled_images, place_images, spread
 from cnnbench.bench.flops import write_matmul_model
 from cnnbench.bench.machine import machine_facts
 from cnnbench.bench.results import BenchConfig, BenchReport, Result, RunConfig, Target
@@ -124,27 +124,18 @@ class _Sample:
 
 def sample_images(images: str, folder: str, log: Callable[[str], None]) -> _Sample:
     """The images as given, or MAX_IMAGES of them spread over their order when there are
-    more (the job's own folder of millions, say: each was decoded and held in memory):
-    links in `folder` to local files, copies of a prefix's objects, at their names (the
-    class folders kept); infer's end-to-end run then reads the objects themselves."""
+    more (the job's own folder of millions, say: each was decoded and held in memory),
+    placed in `folder` at their names (`place_images`: the class folders kept); infer's
+    end-to-end run then reads a prefix's objects themselves."""
     listed = labelled_images(images)
     if len(listed) <= MAX_IMAGES:
         return _Sample(images, images)
     chosen = [i.path for i in spread(listed, MAX_IMAGES)]
     log(f"{MAX_IMAGES} of the {len(listed):,} images in {images}, spread over them, are tune's")
     root = os.path.join(folder, "images")
+    place_images(chosen, images, root)
     if not is_url(images):
-        for path in chosen:
-            link = os.path.join(root, os.path.relpath(path, images))
-            os.makedirs(os.path.dirname(link), exist_ok=True)
-            os.symlink(os.path.abspath(path), link)
         return _Sample(root, root)
-    prefix = images.rstrip("/") + "/"
-    with contextlib.closing(fetch_ahead((Item(p, p) for p in chosen), IO_THREADS)) as fetched:
-        for item in fetched:
-            copy = Path(root, item.path.removeprefix(prefix))
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            copy.write_bytes(item.data or b"")  # one that cannot be read stays unreadable
     listing = os.path.join(folder, "images.txt")
     Path(listing).write_text("".join(f"{url}\n" for url in chosen), encoding="utf-8")
     return _Sample(root, f"@{listing}")

@@ -4,13 +4,10 @@ fp16 file for CUDA), written beside the plan."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnbench.bench.errors import BenchError
@@ -136,25 +133,11 @@ def make_int8(cfg: TuneConfig, out: str, log: Callable[[str], None], images: str
 
 def calibration_folder(images: str, folder: str, count: int = CALIBRATION_IMAGES) -> str:
     """`folder` with `count` of the images, spread evenly over the folder's order
-    (calibration time grows with every image; the ranges settle well before): links to
-    local files, copies of a prefix's objects."""
-    from cnnbench.bench.extras import labelled_images, spread
-    from cnnbench.infer.engines.job import IO_THREADS
-    from cnnbench.infer.sources.fetch import fetch_ahead
-    from cnnbench.infer.sources.items import Item
-    from cnnbench.infer.sources.stores import is_url
+    (calibration time grows with every image; the ranges settle well before), placed at
+    their names (`place_images`: links to local files, copies of a prefix's objects)."""
+    from cnnbench.bench.extras import labelled_images, place_images, spread
 
-    listed = [i.path for i in spread(labelled_images(images), count)]
-    names = [os.path.join(folder, f"{k:05d}{Path(path).suffix}") for k, path in enumerate(listed)]
-    if not is_url(images):
-        for path, name in zip(listed, names, strict=True):
-            os.symlink(os.path.abspath(path), name)
-        return folder
-    items = (Item(path, path) for path in listed)
-    with contextlib.closing(fetch_ahead(items, IO_THREADS)) as fetched:
-        for item, name in zip(fetched, names, strict=True):
-            if item.data is not None:  # one that cannot be read is left out, as bad files are
-                Path(name).write_bytes(item.data)
+    place_images([i.path for i in spread(labelled_images(images), count)], images, folder)
     return folder
 
 

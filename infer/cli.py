@@ -4,6 +4,7 @@ groups only it takes (its job, its engine)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shlex
 import sys
@@ -350,10 +351,19 @@ def infer_errors() -> Iterator[None]:
         raise click.ClickException(str(e)) from e
     except OSError as e:  # the disk filled up or went away while writing: rows so far stay
         where = f" {e.filename}" if e.filename else ""
-        raise click.ClickException(
-            f"cannot write{where}: {e.strerror or e}; free space (or fix the folder) "
-            "and run the same command with --resume"
+        if e.errno in WRITE_ERRNOS:
+            raise click.ClickException(
+                f"cannot write{where}: {e.strerror or e}; free space (or fix the folder) "
+                "and run the same command with --resume"
+            ) from e
+        raise click.ClickException(  # not a full disk: say no more than what failed
+            f"cannot read or write{where}: {e.strerror or e}; fix it and run the same "
+            "command with --resume"
         ) from e
+
+
+# what a write fails with when the disk or folder cannot take it
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO)
 
 
 def stop_interrupted(result: InferSummary) -> NoReturn:

@@ -79,6 +79,13 @@ def make_zoo(root: Path, photo: bytes) -> tuple[set[str], set[str]]:
     (root / "sub").mkdir()
     add("sub/nested.jpeg", photo, True)
     (root / "notes.txt").write_text("not an image extension: not scanned")
+    os.mkfifo(root / "pipe.jpg")  # with no writer: opening it to read would wait for good
+    os.symlink("loop_b.jpg", root / "loop_a.jpg")  # a symlink loop
+    os.symlink("loop_a.jpg", root / "loop_b.jpg")
+    bad |= {"pipe.jpg", "loop_a.jpg", "loop_b.jpg"}
+    # a name that is not UTF-8 (Latin-1 bytes): written as Python and `ls -b` show it
+    (root / os.fsdecode(b"latin1-\xe9t\xe9.jpg")).write_bytes(photo)
+    good.add("latin1-\\xe9t\\xe9.jpg")
     if os.geteuid() != 0:  # root reads files whatever their mode: chmod cannot make one fail
         add("locked.jpg", photo, False)
         (root / "locked.jpg").chmod(0)
@@ -207,11 +214,21 @@ class LoopbackServer:
         self.log.close()
 
 
+def utf8(text: str) -> bool:
+    """Whether `text` (a file name) is valid Unicode, as an object key must be."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def key_order(folder: Path) -> list[Path]:
     """The files under `folder` in the order a store lists their keys (code points of
-    the relative path: 'a-b/x' before 'a/x', which Path order puts the other way)."""
+    the relative path: 'a-b/x' before 'a/x', which Path order puts the other way); a
+    file whose name is not UTF-8 has no key and is left out."""
     return sorted(
-        (p for p in folder.rglob("*") if p.is_file()),
+        (p for p in folder.rglob("*") if p.is_file() and utf8(str(p))),
         key=lambda p: p.relative_to(folder).as_posix(),
     )
 

@@ -275,3 +275,22 @@ def test_a_model_copied_without_its_weights_says_to_copy_them(
     code, output = run(["bench", "--model", str(model), "--provider", "cpu", "--duration", "0.1"])
     assert_one_line_error(code, output, says)
     assert_one_line_error(*run(["convert", str(model), "-o", str(tmp_path / "w.onnx")]), says)
+
+
+def test_train_takes_odd_names_and_says_why_a_file_fails(tmp_path: Path) -> None:
+    """A symlink loop beside the class folders is no class; an image whose name is not
+    UTF-8 trains; a named pipe (which would block a reader for good) is one line saying
+    what it is."""
+    data = class_folder(tmp_path / "data", {"china": 3, "flower": 3})
+    os.symlink("loop_b", data / "loop_a")
+    os.symlink("loop_a", data / "loop_b")
+    photo = next((data / "china").iterdir()).read_bytes()
+    (data / "china" / os.fsdecode(b"latin1-\xe9.jpg")).write_bytes(photo)
+    args = ["train", "mlp", "--data", str(data), "--img-size", "8", "--epochs", "1"]
+    code, output = run([*args, "--out", str(tmp_path / "run")])
+    assert code == 0, output
+    assert "on 2 images" in output  # validation: one of each class's 3 or 4
+    os.mkfifo(data / "flower" / "pipe.jpg")
+    code, output = run([*args, "--out", str(tmp_path / "run2")])
+    assert_one_line_error(code, output, "pipe.jpg", "not a regular file but a named pipe")
+    assert not (tmp_path / "run2").exists()

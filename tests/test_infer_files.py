@@ -46,6 +46,8 @@ def test_every_file_lands_once(tiny_model: Path, photo_jpeg: bytes, tmp_path: Pa
     assert "truncated" in failed["truncated.jpg"]
     assert failed["text.png"] == "not an image: the bytes are text"
     assert "broken symlink" in failed["broken_link.jpg"]
+    assert failed["pipe.jpg"] == "not a regular file but a named pipe (FIFO)"
+    assert failed["loop_a.jpg"] == "a symlink loop (too many levels of symbolic links)"
     if "locked.jpg" in failed:
         assert failed["locked.jpg"] == "permission denied"
     assert f"{len(bad)} files failed" in result.output

@@ -21,6 +21,8 @@ import numpy as np
 
 from cnnbench.infer.decode.images import load_image
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
+from cnnbench.infer.sources.items import printable
+from cnnbench.infer.sources.listing import is_dir_entry
 from cnnbench.training.errors import TrainError
 
 log = logging.getLogger("cnnbench.training")
@@ -118,7 +120,7 @@ def scan_folder(root: str) -> tuple[tuple[str, ...], Source, int]:
     """(labels, files, skipped count) of a folder with one subfolder per class, sorted."""
     if not os.path.isdir(root):
         raise TrainError(f"data folder not found: {root}")
-    labels = tuple(sorted(e.name for e in os.scandir(root) if e.is_dir()))
+    labels = tuple(sorted(e.name for e in os.scandir(root) if is_dir_entry(e)))
     if len(labels) < 2:
         raise TrainError(
             f"{root} has {len(labels)} class folder(s); training needs at least two "
@@ -166,7 +168,7 @@ def read_image(path: str, size: int, channels: int, policy: ResizePolicy) -> np.
     try:
         return load_image(path, (size, size), channels, policy=policy)
     except (OSError, ValueError, cv2.error) as e:
-        raise ValueError(f"cannot decode {path} as an image ({e})") from e
+        raise ValueError(f"cannot decode {printable(path)} as an image ({e})") from e
 
 
 def to_tf(source: Source, size: int, channels: int, policy: ResizePolicy = DEFAULT_POLICY) -> Any:
@@ -177,14 +179,16 @@ def to_tf(source: Source, size: int, channels: int, policy: ResizePolicy = DEFAU
         return tf.data.Dataset.from_tensor_slices((source.images, source.targets)).cache()
 
     def read(path: bytes) -> np.ndarray:
-        return read_image(path.decode(), size, channels, policy)
+        return read_image(os.fsdecode(path), size, channels, policy)
 
     def load(path: Any, target: Any) -> tuple[Any, Any]:
         image = tf.numpy_function(read, [path], tf.uint8, stateful=False)
         image.set_shape((size, size, channels))
         return image, target
 
-    ds = tf.data.Dataset.from_tensor_slices((list(source.paths), source.targets))
+    # bytes: a file name need not be UTF-8, which a string tensor must be
+    paths = [os.fsencode(p) for p in source.paths]
+    ds = tf.data.Dataset.from_tensor_slices((paths, source.targets))
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
 
 
@@ -197,18 +201,19 @@ def decode_errors(dataset: Dataset) -> Iterator[None]:
         yield
     except tf.errors.InvalidArgumentError as e:
         paths = dataset.train.paths + dataset.val.paths
-        bad = next((p for p in paths if not _decodes(p)), None)
-        if bad is None:
+        why = next((why for p in paths if (why := _problem(p))), None)
+        if why is None:
             raise
-        raise TrainError(f"cannot decode {bad} as an image: fix or remove it") from e
+        raise TrainError(f"{why}: fix or remove it") from e
 
 
-def _decodes(path: str) -> bool:
+def _problem(path: str) -> str | None:
+    """Why the image at `path` cannot be read (naming it), or None."""
     try:
         read_image(path, 8, 3, DEFAULT_POLICY)
-    except ValueError:
-        return False
-    return True
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def write_model_policy(model_path: str, policy: ResizePolicy) -> None:

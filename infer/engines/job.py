@@ -38,7 +38,7 @@ from cnnbench.infer.runtime.session import (
     RuntimeOptions,
 )
 from cnnbench.infer.sinks.output import check_outputs, default_errors_path, job_path, lock_path
-from cnnbench.infer.sources import prefixes, shards, stores
+from cnnbench.infer.sources import listing, prefixes, shards, stores
 from cnnbench.infer.sources.items import Item, extension_of
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
 
@@ -330,7 +330,7 @@ def has_class_folders(inputs: tuple[str, ...], labels: set[str]) -> bool:
                 return True
         elif os.path.isdir(root):
             with os.scandir(root) as entries:
-                if any(e.is_dir() and e.name in labels for e in entries):
+                if any(e.name in labels and listing.is_dir_entry(e) for e in entries):
                     return True
     return False
 

@@ -92,11 +92,17 @@ def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary: InferSu
                 "block": pa.array([k] * len(chunk), pa.int64()),
                 "index": pa.array(range(len(chunk)), pa.int64()),
                 # absolute: workers do not run in the driver's working directory;
-                # URLs are read by the workers themselves
-                "path": [
-                    item.path if stores.is_url(item.path) else os.path.abspath(item.path)
-                    for item in chunk
-                ],
+                # URLs are read by the workers themselves. Bytes: a file name need
+                # not be UTF-8 (its name column is `printable`)
+                "path": pa.array(
+                    [
+                        os.fsencode(
+                            item.path if stores.is_url(item.path) else os.path.abspath(item.path)
+                        )
+                        for item in chunk
+                    ],
+                    pa.binary(),
+                ),
                 "name": [item.name for item in chunk],
                 "error": [item.error or "" for item in chunk],
                 # a tar member: its range in the shard (path), read alone by a worker

@@ -56,8 +56,9 @@ def decode_batch(
     }
 
 
-def _listed(path: str, name: str, error: str, offset: int, size: int) -> Item:
-    """An Item from its row of the listing table (-1: no offset, no size)."""
+def _listed(raw: bytes, name: str, error: str, offset: int, size: int) -> Item:
+    """An Item from its row of the listing table (the path as bytes; -1: no offset, no size)."""
+    path = os.fsdecode(raw)
     if offset < 0:
         return Item(path, name, error or None)
     return Item(path, name, error or None, size=int(size), offset=int(offset))

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import queue
+import stat
 import threading
 from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,8 +51,25 @@ def read_source(path: str, settings: tuple | None = None) -> bytes:
     with the store `settings` (None: those of now, `stores.store_settings`)."""
     if stores.is_url(path):
         return stores.read_bytes(path, settings)
-    with open(path, "rb") as f:
+    # Opened without waiting (a named pipe with no writer would block the reader for
+    # good), then refused unless it is a file: a pipe or a device may never end.
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+        if not stat.S_ISREG(mode := os.fstat(f.fileno()).st_mode):
+            raise OSError(f"not a regular file but {_file_type(mode)}")
         return f.read()
+
+
+def _file_type(mode: int) -> str:
+    for test, what in (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return what
+    return "a special file"
 
 
 def read_item(item: Item, settings: tuple | None = None) -> bytes:

@@ -27,6 +27,19 @@ class Item:
 NO_EXTENSION = "(none)"
 
 
+def printable(name: str) -> str:
+    """`name` as the outputs write it: valid Unicode. A file name's bytes that are not
+    UTF-8 (Python carries them as surrogates) are written as `\\xNN`, as `ls -b` and
+    Python show them; a name that is UTF-8 (nearly all) is itself."""
+    if name.isascii():
+        return name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name
+
+
 def extension_of(name: str) -> str:
     """'.gif' for 'a.GIF'; NO_EXTENSION for 'README' or '.hidden'."""
     return os.path.splitext(name)[1].lower() or NO_EXTENSION

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ import cv2
 
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.sources import shards, stores
-from cnnbench.infer.sources.items import Item, wanted
+from cnnbench.infer.sources.items import Item, printable, wanted
 from cnnbench.infer.sources.remote import url_items
 
 # What a folder scan reads by default: the formats cameras, phones, scanners and the web
@@ -148,7 +149,7 @@ def _scan_one(
         prefix = "" if single else f"{_posix(text).rstrip('/')}/"
         yield from _scan_dir(text, prefix, extensions, frozenset(), skipped)
     else:
-        yield Item(text, _posix(text))
+        yield Item(text, printable(_posix(text)))
 
 
 def scan(
@@ -159,7 +160,7 @@ def scan(
     if stores.is_url(root) or shards.is_shard(root):
         yield from _scan_one(expand_inputs((root,))[0], True, extensions, skipped)
     elif not os.path.isdir(root):
-        yield Item(root, _posix(root))
+        yield Item(root, printable(_posix(root)))
     else:
         yield from _scan_dir(root, "", extensions, frozenset(), skipped)
 
@@ -215,9 +216,10 @@ def _scan_dir(
             # Sorted as the relative paths they lead to ('a/' after 'a.jpg'), which is
             # the order object stores list keys in: a prefix and a folder of the same
             # files give the same rows in the same order.
-            entries = sorted((e.name + "/" * e.is_dir(), e.is_dir()) for e in it)
+            entries = sorted((e.name + "/" * d, d) for e in it for d in (is_dir_entry(e),))
     except OSError as e:
-        yield Item(path, prefix.rstrip("/") or _posix(path), f"cannot list folder: {reason(e)}")
+        name = printable(prefix.rstrip("/") or _posix(path))
+        yield Item(path, name, f"cannot list folder: {reason(e)}")
         return
     key = (st.st_dev, st.st_ino)
     if key in ancestors:
@@ -227,7 +229,16 @@ def _scan_dir(
         if is_dir:
             yield from _scan_dir(full, f"{prefix}{name}", extensions, ancestors | {key}, skipped)
         elif wanted(name, extensions, skipped):
-            yield Item(full, f"{prefix}{name}")
+            yield Item(full, printable(f"{prefix}{name}"))
+
+
+def is_dir_entry(entry: os.DirEntry) -> bool:
+    """Whether the entry leads to a folder; one whose target cannot be looked up (a
+    symlink loop) is read as a file, and its error row says why."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def reason(e: BaseException) -> str:
@@ -238,6 +249,8 @@ def reason(e: BaseException) -> str:
         return "permission denied"
     if isinstance(e, IsADirectoryError):
         return "is a directory"
+    if isinstance(e, OSError) and e.errno == errno.ELOOP:
+        return "a symlink loop (too many levels of symbolic links)"
     if isinstance(e, cv2.error):
         return f"corrupt: OpenCV: {' '.join(str(e).split())[:200]}"
     if isinstance(e, MemoryError):

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from cnnbench.infer.sources import stores, tarscan
-from cnnbench.infer.sources.items import Item, wanted
+from cnnbench.infer.sources.items import Item, printable, wanted
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _BROKEN = (tarfile.TarError, EOFError, zlib.error, OSError)  # and tarscan.CutShort, below
@@ -71,7 +71,9 @@ def members(
                 name = member.removeprefix("./")
                 last, read = name, read + 1
                 where = None if compressed else offset
-                yield Item(shard, f"{prefix}{name}", data=data, size=len(data), offset=where)
+                yield Item(
+                    shard, printable(f"{prefix}{name}"), data=data, size=len(data), offset=where
+                )
     except (*_BROKEN, tarscan.CutShort) as e:
         yield _broken(shard, prefix, read, last, _why(e))
 
@@ -91,4 +93,4 @@ def _why(e: BaseException) -> str:
 
 def _broken(shard: str, prefix: str, read: int, last: str, why: str) -> Item:
     after = f" after {read} members (last: {last})" if read else ""
-    return Item(shard, prefix.rstrip("/"), error=f"shard unreadable{after}: {why}")
+    return Item(shard, printable(prefix.rstrip("/")), error=f"shard unreadable{after}: {why}")

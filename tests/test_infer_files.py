@@ -243,6 +243,35 @@ def test_inputs_as_files_lists_and_folders(
     assert [r["path"] for r in read_csv(out)] == ["x.jpg", "y.jpg"]
 
 
+def test_a_list_from_a_pipe_holds_any_file_name(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """`@/dev/stdin` (or `@<(find ...)`): a pipe is read as a list file; a byte-order
+    mark before the first line is dropped; a line that is not UTF-8 is a file name's
+    own bytes, as `find` prints them. A list saved as UTF-16, or a folder given with
+    '@', is one line."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jpg").write_bytes(photo_jpeg)
+    (tmp_path / os.fsdecode(b"latin1-\xe9.jpg")).write_bytes(photo_jpeg)
+    lines = b"\xef\xbb\xbfa/x.jpg\r\nlatin1-\xe9.jpg\n"
+    out = tmp_path / "p.jsonl"
+    args = [sys.executable, "-m", "cnnbench", "infer", str(tiny_model), "@/dev/stdin"]
+    args += ["-o", str(out), "--no-progress"]
+    done = subprocess.run(args, input=lines, capture_output=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["path"] for r in rows] == ["a/x.jpg", "latin1-\\xe9.jpg"]
+    assert not (tmp_path / "p.errors.jsonl").read_text()
+    out.unlink()
+    done = subprocess.run(
+        args, input="a/x.jpg\n".encode("utf-16"), capture_output=True, cwd=tmp_path
+    )
+    assert_one_line_error(done.returncode, done.stderr.decode(), "line 1: a NUL byte", "UTF-16")
+    assert not out.exists(), "nothing listed: no output made"
+    code, output = run(["infer", str(tiny_model), f"@{tmp_path / 'a'}", "-o", str(out)])
+    assert_one_line_error(code, output, "is a folder", "without '@'")
+
+
 def test_inputs_read_twice_are_one_line(
     tiny_model: Path, photo_jpeg: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

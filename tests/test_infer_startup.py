@@ -186,21 +186,21 @@ def test_no_head_where_the_items_pass_through_the_sink_first_or_on_openvino(
 def test_an_error_reading_the_inputs_ahead_comes_after_the_sessions(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    """A list file whose second line is not UTF-8: the head starts no batch and keeps
+    """A list file whose second line has a NUL byte: the head starts no batch and keeps
     the error for where the run takes the next items, so a model that cannot load
     still says so first; else the line is named, in one line."""
     listed = tmp_path / "list.txt"
-    listed.write_bytes(b"missing.jpg\n\xff\xfe.jpg\n")
+    listed.write_bytes(b"missing.jpg\nx\0.jpg\n")
     cfg = _config(tiny_model, f"@{listed}", tmp_path / "p.csv")
     with ThreadPoolExecutor(1) as pool:
         head = _Head.start(cfg, cfg.inputs, pool)
     assert head is not None and head.fetched is not None and head.submitted == []
-    with pytest.raises(InferError, match="line 2: not UTF-8"):
+    with pytest.raises(InferError, match="line 2: a NUL byte"):
         next(iter(head.rest))
     head.close()
     out = tmp_path / "p.csv"
     code, text = run(["infer", str(tiny_model), f"@{listed}", "-o", str(out), "--no-progress"])
-    assert_one_line_error(code, text, "list.txt, line 2: not UTF-8", "one image path per line")
+    assert_one_line_error(code, text, "list.txt, line 2: a NUL byte", "one image path per line")
     bad = _unloadable(tiny_model, tmp_path / "bad.onnx")
     code, text = run(["infer", str(bad), f"@{listed}", "-o", str(tmp_path / "q.csv")])
     assert_one_line_error(code, text, "cannot load", "NoSuchOp")

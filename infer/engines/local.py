@@ -311,6 +311,9 @@ def _run_session(
         head = None
     if head is None:
         items = iter_items(inputs, cfg, summary.skipped_by_extension)
+    elif head.unlisted is not None:  # before any output is made
+        head.close()
+        raise head.unlisted
     else:
         items = head.rest
         summary.skipped_by_extension, summary.truncated = head.skipped, head.truncated
@@ -386,6 +389,7 @@ class _Head:
     started: float  # when the first batch was submitted
     classes: Future  # has_class_folders for the header's labels
     fetched: Generator[Item, None, None] | None  # the items' reads ahead, if fetched
+    unlisted: InferError | None = None  # why the inputs gave no first item (raised in turn)
 
     @classmethod
     def start(cls, cfg: InferConfig, inputs: tuple[str, ...], pool: Executor) -> _Head | None:
@@ -406,10 +410,14 @@ class _Head:
         try:
             fmt = resolve_input_format(view, cfg.foreign)
             batch_size = batch_size_for(fmt, cfg.batch_size, Provider.CPU)
-            classes = pool.submit(has_class_folders, inputs, set(fmt.labels))
-            items = iter_items(inputs, cfg, skipped)
         except InferError:
             return None  # the same check, made on the session, says it in its turn
+        classes = pool.submit(has_class_folders, inputs, set(fmt.labels))
+        try:
+            items = iter_items(inputs, cfg, skipped)
+        except InferError as e:  # raised in its turn: a list from a pipe is not read twice
+            decoder = _job_decoder(cfg, fmt, batch_size, [])
+            return cls(fmt, batch_size, decoder, [], iter(()), skipped, [], 0.0, classes, None, e)
         threads = io_threads_for(cfg)
         fetched = fetch_ahead(items, threads) if threads else None
         rest = fetched or items

@@ -30,6 +30,7 @@ from typing import Any
 
 from cnnbench.files import Report
 from cnnbench.infer.engines.job import (
+    IO_THREADS,
     InferConfig,
     InferSummary,
     RayOptions,
@@ -224,6 +225,7 @@ def _dataset(
             "bgr": fmt.bgr,
             "policy": fmt.policy,
             "limits": cfg.limits,
+            "io_threads": IO_THREADS if cfg.io_threads is None else cfg.io_threads,
         },
         # Two decoders per core overlap their file reads (network file systems). Resources
         # unlike the actors' also keep Ray Data from fusing decode into the actor stage,

@@ -33,15 +33,17 @@ def decode_batch(
     bgr: bool,
     limits: DecodeLimits,
     policy: ResizePolicy = DEFAULT_POLICY,
+    io_threads: int = IO_THREADS,
 ) -> dict:
-    """Ray Data task: read and resize a batch of files; a failure becomes its reason."""
+    """Ray Data task: read and resize a batch of files, up to `io_threads` reads by URL
+    in flight (0: one after another); a failure becomes its reason."""
     import cv2
 
     cv2.setNumThreads(1)
     columns = ("path", "name", "error", "offset", "size")
     items = [_listed(*row) for row in zip(*(batch[c] for c in columns), strict=True)]
-    if any(stores.is_url(item.path) for item in items):  # many GETs in flight, not one
-        with contextlib.closing(fetch_ahead(items, IO_THREADS)) as fetched:
+    if io_threads and any(stores.is_url(item.path) for item in items):  # many GETs at once
+        with contextlib.closing(fetch_ahead(items, io_threads)) as fetched:
             items = list(fetched)
     images = np.zeros((len(items), *size, channels), dtype=np.uint8)
     truncated: list[str] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 from collections import Counter
@@ -42,8 +43,11 @@ def expand_inputs(
         elif not os.path.lexists(shards.expand(path)[0]):
             what = "list file" if text.startswith("@") else "input path"
             raise InferError(f"{what} does not exist: {path}")
-        if text.startswith("@") and not os.path.isfile(path):
-            raise InferError(f"list file {path} is not a file: write one image path per line")
+        if text.startswith("@") and os.path.isdir(path):  # a pipe is a list: @<(find ...)
+            raise InferError(
+                f"list file {path} is a folder: give it without '@' to read its images, "
+                "or a file with one image path per line"
+            )
         seen.setdefault(text, None)
     _check_overlap(tuple(seen), extensions)
     return tuple(seen)
@@ -186,20 +190,23 @@ def _posix(path: str) -> str:
 
 
 def _scan_list(list_path: str, extensions: Extensions, skipped: Counter | None) -> Iterator[Item]:
-    """One path or URL per line, in UTF-8 (paths relative to the working directory);
-    folders, prefixes and shards are scanned. A line that is not UTF-8: one line naming
-    it, where the scan reaches it."""
+    """One path or URL per line (paths relative to the working directory); folders,
+    prefixes and shards are scanned. A line is UTF-8 (a byte-order mark before the
+    first is dropped), or else a file name's own bytes, as `find` prints them. A NUL
+    byte, which no path has (a list saved as UTF-16): one line naming it, where the
+    scan reaches it."""
     with open(list_path, "rb") as f:
         for number, raw in enumerate(f, 1):
-            try:
-                path = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
+            if b"\0" in raw:
                 raise InferError(
-                    f"list file {list_path}, line {number}: not UTF-8 text ({e.reason} at "
-                    f"byte {e.start}); write one image path per line, in UTF-8"
-                ) from None
-            if path.strip():
-                yield from _scan_one(path, False, extensions, skipped)
+                    f"list file {list_path}, line {number}: a NUL byte, which no path has "
+                    "(saved as UTF-16?); write one image path per line, in UTF-8"
+                )
+            raw = raw.rstrip(b"\r\n")
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            if raw.strip():
+                yield from _scan_one(os.fsdecode(raw), False, extensions, skipped)
 
 
 def _scan_dir(

@@ -297,6 +297,42 @@ def test_a_shard_is_a_folder_of_its_members(
     assert gz.offset is None and gz.data is not None  # compressed: read while listing only
 
 
+@pytest.mark.parametrize("global_header", [False, True], ids=["scanned", "by-tarfile"])
+def test_what_is_no_file_in_a_shard_is_an_error_row(
+    tiny_model: Path, photos: Path, tmp_path: Path, global_header: bool
+) -> None:
+    """Links, a FIFO and a name met twice (which WebDataset refuses too) were passed
+    over without a word, or gave two rows one path. A global pax header hands the
+    shard to tarfile's reader, which must say the same."""
+    (name, photo), *_ = _members(photos)
+    shard = tmp_path / "odd.tar"
+    pax = {"comment": "made by a test"} if global_header else {}
+    with tarfile.open(shard, "w", format=tarfile.PAX_FORMAT, pax_headers=pax) as tar:
+        for member, kind in [
+            (name, tarfile.REGTYPE),
+            ("sym.jpg", tarfile.SYMTYPE),
+            ("hard.jpg", tarfile.LNKTYPE),
+            ("pipe.jpg", tarfile.FIFOTYPE),
+            ("folder.jpg", tarfile.DIRTYPE),
+            (name, tarfile.REGTYPE),
+        ]:
+            info = tarfile.TarInfo(member)
+            info.type, info.linkname = (
+                kind,
+                name if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else "",
+            )
+            info.size = len(photo) if kind == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(photo) if kind == tarfile.REGTYPE else None)
+    _infer(tiny_model, tmp_path / "o.csv", str(shard))
+    assert [r["path"] for r in _rows(tmp_path / "o.csv")] == [f"odd.tar/{name}"]
+    errors = {e["path"]: e["error"] for e in _rows(tmp_path / "o.errors.csv")}
+    assert list(errors) == [f"odd.tar/{n}" for n in ("sym.jpg", "hard.jpg", "pipe.jpg", name)]
+    assert errors["odd.tar/sym.jpg"].startswith("a symbolic link in the shard, not a file")
+    assert errors["odd.tar/hard.jpg"].startswith("a hard link in the shard")
+    assert errors["odd.tar/pipe.jpg"].startswith("a named pipe (FIFO) in the shard")
+    assert errors[f"odd.tar/{name}"].startswith("a second member of this name in the shard")
+
+
 def test_a_broken_shard_is_an_error_row(tiny_model: Path, photos: Path, tmp_path: Path) -> None:
     members = _members(photos)[:8:2]  # four jpgs
     whole = _tar(tmp_path / "whole.tar", members).read_bytes()

@@ -63,17 +63,27 @@ def members(
     def want(name: str) -> bool:
         return wanted(name.removeprefix("./"), extensions, skipped)
 
+    seen: set[str] = set()  # a name met twice would give two rows one path
     try:
         with _open(shard) as raw:
             compressed = _compressed(shard)
             stream: tarscan.Stream = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
-            for member, offset, data in tarscan.regular_members(stream, want):
-                name = member.removeprefix("./")
+            for member in tarscan.regular_members(stream, want, others=True):
+                named = member.name if isinstance(member, tarscan.NotRegular) else member[0]
+                name = named.removeprefix("./")
                 last, read = name, read + 1
-                where = None if compressed else offset
-                yield Item(
-                    shard, printable(f"{prefix}{name}"), data=data, size=len(data), offset=where
-                )
+                path = printable(f"{prefix}{name}")
+                if isinstance(member, tarscan.NotRegular):
+                    why = f"{member.what} in the shard, not a file: store the image itself"
+                    yield Item(shard, path, error=why)
+                elif name in seen:
+                    why = "a second member of this name in the shard: only the first is read"
+                    yield Item(shard, path, error=f"{why}; rename one")
+                else:
+                    _, offset, data = member
+                    where = None if compressed else offset
+                    yield Item(shard, path, data=data, size=len(data), offset=where)
+                seen.add(name)
     except (*_BROKEN, tarscan.CutShort) as e:
         yield _broken(shard, prefix, read, last, _why(e))
 

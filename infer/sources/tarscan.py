@@ -36,6 +36,7 @@ import re
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 BLOCK = 512
@@ -70,6 +71,24 @@ class Stream(Protocol):
 Member = tuple[str, int | None, bytes]
 
 
+@dataclass(frozen=True)
+class NotRegular:
+    """A member that is no file's bytes (a link, a device, a FIFO), named in the archive:
+    an input that cannot be read, said so rather than passed over."""
+
+    name: str
+    what: str
+
+
+_KINDS = {  # what a member of each tar type is (folders are left out: they hold nothing)
+    b"1": "a hard link",
+    b"2": "a symbolic link",
+    b"3": "a character device",
+    b"4": "a block device",
+    b"6": "a named pipe (FIFO)",
+}
+
+
 class CutShort(Exception):
     """A header that is not the end-of-archive block: tarfile would end quietly."""
 
@@ -98,19 +117,20 @@ _HEADER_PROBLEMS = {
 
 
 def regular_members(
-    raw: Stream, want: Callable[[str], bool], read_size: int = READ_SIZE
-) -> Iterator[Member]:
+    raw: Stream, want: Callable[[str], bool], read_size: int = READ_SIZE, others: bool = False
+) -> Iterator[Member | NotRegular]:
     """The regular members of the tar stream `raw` whose names `want` takes, in the
     archive's order, each with its offset in the stream (None for a GNU sparse member:
-    its bytes are not one range) and its bytes. Raises what `tarfile` raises for a
-    broken archive (`CutShort` for a header that is not the archive's end)."""
+    its bytes are not one range) and its bytes; with `others`, the links, devices and
+    FIFOs `want` takes too, as `NotRegular`. Raises what `tarfile` raises for a broken
+    archive (`CutShort` for a header that is not the archive's end)."""
     blocks = _Blocks(raw, read_size)
     while True:
         read: list[bytes] = []  # the blocks of this member's headers, for tarfile
         head = _member_head(blocks, read)
         if head is None:  # a header for tarfile: it reads from this member on
             blocks.unread(b"".join(read))
-            yield from _by_tarfile(blocks, want)
+            yield from _by_tarfile(blocks, want, others)
             return
         if head is _END:
             return
@@ -125,6 +145,8 @@ def regular_members(
             padded -= size
         elif kind in _NO_DATA:
             padded = 0
+            if others and kind in _KINDS and want(name):
+                yield NotRegular(name, _KINDS[kind])
         if blocks.skip(padded) < padded:
             raise tarfile.ReadError("unexpected end of data")
 
@@ -240,7 +262,9 @@ def _pax_text(value: bytes) -> str:
         return value.decode(_ENCODING, _ERRORS)
 
 
-def _by_tarfile(blocks: _Blocks, want: Callable[[str], bool]) -> Iterator[Member]:
+def _by_tarfile(
+    blocks: _Blocks, want: Callable[[str], bool], others: bool
+) -> Iterator[Member | NotRegular]:
     """The rest of the stream read by tarfile's random-access mode over forward seeks."""
     rest = _Rest(blocks)  # not an IO[bytes]: it has the read, seek and tell tarfile uses
     with tarfile.open(fileobj=rest, mode="r:", tarinfo=CheckedInfo) as tar:  # type: ignore[call-overload]
@@ -250,6 +274,8 @@ def _by_tarfile(blocks: _Blocks, want: Callable[[str], bool]) -> Iterator[Member
                 assert extracted is not None, "a regular member always extracts"
                 offset = None if member.sparse is not None else member.offset_data
                 yield member.name, offset, extracted.read()
+            elif others and member.type in _KINDS and want(member.name):
+                yield NotRegular(member.name, _KINDS[member.type])
 
 
 class _Blocks:

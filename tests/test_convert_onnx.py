@@ -185,6 +185,25 @@ def test_infer_with_an_unreadable_labels_file(foreign, tmp_path: Path) -> None:
     assert_one_line_error(code, output, "cannot read labels file", "latin1.txt", "UTF-8")
 
 
+def test_a_labels_file_from_a_windows_editor_and_one_with_a_gap(foreign, tmp_path: Path) -> None:
+    """A byte-order mark and CRLF line ends (Notepad's UTF-8) are not part of the first
+    label; a blank line before the last label would shift the labels after it onto the
+    wrong classes: one line naming it."""
+    model, _, folder = foreign
+    labels = tmp_path / "notepad.txt"
+    labels.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(LABELS).encode() + b"\r\n\r\n")
+    out = tmp_path / "w.onnx"
+    args = ["convert", str(model), "-o", str(out), "--preset", "raw", "--labels", str(labels)]
+    code, output = run(args)
+    assert code == 0, output
+    spec = ModelSpec.from_json({p.key: p.value for p in onnx.load(out).metadata_props}[SPEC_KEY])
+    assert spec.labels == LABELS
+    labels.write_text("\n".join([LABELS[0], "", *LABELS[1:-1]]) + "\n")
+    args = ["infer", str(model), str(folder), "-o", str(tmp_path / "p.csv"), "--preset", "raw"]
+    code, output = run([*args, "--labels", str(labels)])
+    assert_one_line_error(code, output, "notepad.txt, line 2 is blank", "one class name per line")
+
+
 def test_not_an_onnx_file_and_keras_with_foreign_options(tmp_path: Path) -> None:
     notes = tmp_path / "notes.onnx"
     notes.write_text("not a model\n" * 10)

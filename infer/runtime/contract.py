@@ -200,9 +200,11 @@ def read_spec(metadata: Mapping[str, str]) -> ModelSpec | None:
 
 
 def read_labels(path: str) -> tuple[str, ...]:
-    """One label per line; blank lines at the end are ignored."""
+    """One label per line, in UTF-8 (a byte-order mark before the first is dropped);
+    blank lines at the end are ignored, a blank line before a label is refused (it would
+    shift every label after it onto the wrong class)."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             labels = [line.rstrip("\r\n") for line in f]
     except (OSError, UnicodeDecodeError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
@@ -211,4 +213,9 @@ def read_labels(path: str) -> tuple[str, ...]:
         labels.pop()
     if not labels:
         raise InferError(f"labels file {path} is empty: write one class name per line")
+    if blank := next((n for n, label in enumerate(labels, 1) if not label.strip()), None):
+        raise InferError(
+            f"labels file {path}, line {blank} is blank: write one class name per line, "
+            "in the order of the model's outputs"
+        )
     return tuple(labels)

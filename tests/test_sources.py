@@ -12,6 +12,7 @@ import io
 import json
 import multiprocessing
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -838,3 +839,34 @@ def test_calibration_and_bench_images_take_prefixes_and_shards(
 
     with pytest.raises(ConvertError, match="no-such-bucket"):
         load_folder("s3://no-such-bucket/x/", facts, 5, "--calibration")
+
+
+def _open_files(soft: int, hard: int) -> Callable[[], None]:
+    """For a child process: at most `soft` open files, raisable to `hard` (ulimit -n)."""
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_reads_in_flight_fit_the_open_files_limit(
+    tiny_model: Path, photo_jpeg: bytes, s3: S3Server, tmp_path: Path
+) -> None:
+    """--io-threads 600 under `ulimit -Sn 256`: 600 connections at once. The run raises
+    its soft limit as far as the hard one allows (half the files were error rows that
+    blamed the endpoint); where the hard limit is too low, one line says so."""
+    s3.client().create_bucket(Bucket="fdlimit")
+    for i in range(300):
+        s3.client().put_object(Bucket="fdlimit", Key=f"p/{i:04d}.jpg", Body=photo_jpeg)
+    out = tmp_path / "p.csv"
+    args = [sys.executable, "-m", "cnnbench", "infer", str(tiny_model), "s3://fdlimit/p/"]
+    args += ["-o", str(out), "--no-progress", "--io-threads", "600"]
+    env = os.environ | s3.env
+    done = subprocess.run(
+        args, env=env, capture_output=True, text=True, preexec_fn=_open_files(256, 4096)
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(_rows(out)) == 300 and not _rows(tmp_path / "p.errors.csv")
+    out.unlink()
+    done = subprocess.run(
+        args, env=env, capture_output=True, text=True, preexec_fn=_open_files(256, 256)
+    )
+    assert_one_line_error(done.returncode, done.stderr, "--io-threads 600", "ulimit -n 256")
+    assert not out.exists()

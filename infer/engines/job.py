@@ -12,6 +12,7 @@ import enum
 import itertools
 import json
 import os
+import resource
 import signal
 import threading
 import time
@@ -39,6 +40,7 @@ from cnnbench.infer.runtime.session import (
 )
 from cnnbench.infer.sinks.output import check_outputs, default_errors_path, job_path, lock_path
 from cnnbench.infer.sources import listing, prefixes, shards, stores
+from cnnbench.infer.sources.fetch import room_for_reads
 from cnnbench.infer.sources.items import Item, extension_of
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
 
@@ -258,6 +260,12 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
         raise InferError("--precision-hint applies to --provider openvino only")
     if cfg.io_threads is not None and cfg.io_threads < 0:
         raise InferError(f"--io-threads must be 0 or more, got {cfg.io_threads}")
+    if cfg.io_threads and (room := room_for_reads(cfg.io_threads)) is not None:
+        raise InferError(
+            f"--io-threads {cfg.io_threads} needs as many connections open at once, more than "
+            f"this process may open (ulimit -n {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}): "
+            f"pass --io-threads {room} or less, or raise ulimit -n"
+        )
     if not cfg.inputs:
         raise InferError("no INPUT given: pass folders, files, URLs, tar shards or @list.txt")
     if cfg.block_size < 1:

@@ -37,7 +37,28 @@ UNKNOWN_SIZE = 1 << 20  # what an object of unlisted size is counted as
 READY_CHUNK = 32  # items that need no read (shard members, local files) go on in lists
 READY_CHUNK_BYTES = 8 << 20  # ... of at most this many bytes (or one item)
 READ_CHUNK = 8  # items to read go to the threads in tasks of up to this many
+FILES_BESIDE_READS = 256  # files a job opens besides its connections (model, outputs, ...)
 _END = object()
+
+
+def room_for_reads(threads: int) -> int | None:
+    """Makes room for `threads` reads in flight among the files this process may open
+    (each holds a connection): the soft limit (`ulimit -n`) is raised as far as the hard
+    one allows, as servers do. None when there is room; else the most reads in flight
+    that fit (a read past the limit fails to connect, and its file would be an error
+    row that blames the endpoint)."""
+    import resource
+
+    need = threads + FILES_BESIDE_READS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return None
+    raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    except (ValueError, OSError):
+        raised = soft
+    return None if raised >= need else max(raised - FILES_BESIDE_READS, 1)
 
 
 def read_ahead(threads: int) -> int:
@@ -138,6 +159,7 @@ def fetch_ahead(
     if threads == 0:
         yield from items
         return
+    room_for_reads(threads)  # the run checked it (check_config); a Ray worker just makes it
     ahead: queue.Queue = queue.Queue(maxsize=2 * threads)
     budget = _Budget(budget_bytes)
     stop = threading.Event()

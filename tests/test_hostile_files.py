@@ -278,6 +278,8 @@ def hostile_folder(root: Path, photo_jpeg: bytes) -> dict[str, str]:
     add("truncated.png", whole_png[: len(whole_png) // 2], r"^truncated: ")
     add("empty.jpg", b"", r"^empty file$")
     add("page.png", b"%PDF-1.7\n" + bytes(200), r"^not an image: the bytes are a PDF document$")
+    _, floats = cv2.imencode(".tiff", np.full((4, 4, 3), 0.5, np.float32))  # OpenCV's HDR TIFF
+    add("float.tif", floats.tobytes(), r"^unsupported or damaged TIFF: Pillow cannot read it")
     # damaged but readable: what makes libjpeg, libpng and libtiff talk
     scan = photo_jpeg.index(b"\xff\xda") + 200
     add("bitflip.jpg", photo_jpeg[:scan] + b"\x00" * 64 + photo_jpeg[scan + 64 :])

@@ -262,12 +262,20 @@ def _riff_truncated(data: bytes) -> str | None:
     return None
 
 
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # little and big endian, BigTIFF
+
+
 def wrong_content(data: bytes) -> str:
     """Say what bytes that no image reader recognises are."""
     head = data[:64].lstrip()
     for magic, what in _NOT_IMAGES:
         if head[: len(magic)].lower() == magic.lower():
             return f"not an image: the bytes are {what}"
+    if data[:4] in _TIFF_MAGIC:  # a TIFF Pillow does not take (float colour samples, ...)
+        return (
+            "unsupported or damaged TIFF: Pillow cannot read it (floating-point colour "
+            "samples, an unusual layout, or a broken header); save it with 8- or 16-bit samples"
+        )
     if data[4:8] == b"ftyp":
         brand = data[8:12].decode("ascii", "replace")
         return f"unsupported format: an ISO media file (brand {brand}: HEIF, AVIF or video)"

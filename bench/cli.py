@@ -69,7 +69,7 @@ def bench(
         return
     if fail_above is not None:
         raise click.BadParameter("applies to --compare only", param_hint="--fail-above")
-    files.check()
+    files.check(measure.models)
     cfg = measure.config(runtimes, timing, foreign)
     try:
         from cnnbench.bench.run import run_bench
@@ -136,7 +136,7 @@ def inspect(
 
     from cnnbench.bench.inspect import inspect_model, render
 
-    ReportFiles(json=json_path).check()
+    ReportFiles(json=json_path).check((model,))
     try:
         found = inspect_model(model, foreign)
     except BenchError as e:

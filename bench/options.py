@@ -11,7 +11,7 @@ import click
 from cnnbench.bench.errors import BenchError
 from cnnbench.bench.measure import DEFAULT_MIN_RUNS, Timing
 from cnnbench.bench.results import DEFAULT_MAX_BATCH, Baseline, BenchConfig, Scenario
-from cnnbench.files import unwritable
+from cnnbench.files import replaces_input, unwritable
 from cnnbench.infer.options import RuntimeSweep, option_group
 from cnnbench.infer.runtime.preprocess import ForeignOptions
 
@@ -238,10 +238,16 @@ class ReportFiles:
     markdown: str | None = None
     plot: str | None = None
 
-    def check(self) -> None:
-        """Fail before measuring, not after minutes of it, when one cannot be written."""
+    def check(self, inputs: tuple[str, ...] = ()) -> None:
+        """Fail before measuring, not after minutes of it, when one cannot be written, or
+        would replace one of the `inputs` (the models)."""
         for option, path in self.by_option().items():
-            if path is not None and (why := unwritable(path)):
+            if path is None:
+                continue
+            why = unwritable(path)
+            if not why and (why := replaces_input(path, inputs, images=option == "--plot")):
+                why += "; choose another path"
+            if why:
                 raise click.BadParameter(f"cannot write {path}: {why}", param_hint=option)
         if self.plot and not self.plot.lower().endswith(".png"):
             raise click.BadParameter(

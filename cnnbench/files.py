@@ -37,6 +37,27 @@ def unwritable(path: str) -> str | None:
     return unwritable_folder(os.path.dirname(os.path.abspath(path)))
 
 
+# what images and models are named: a report or output named so replaces one with text
+IMAGE_SUFFIXES = (
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".webp", ".gif",
+    ".tif", ".tiff", ".pbm", ".pgm", ".ppm", ".pnm", ".avif", ".jp2", ".mpo",
+)  # fmt: skip
+MODEL_SUFFIXES = (".onnx", ".keras", ".h5", ".pb", ".pt", ".pth", ".tflite")
+
+
+def replaces_input(path: str, inputs: tuple[str, ...], images: bool = False) -> str | None:
+    """Why writing a report or output at `path` would destroy an input (a slip of the
+    keyboard: `--json model.onnx`), or None: it is one of `inputs` (by what it is, not by
+    its name), or named like a model (or, unless `images`, an image)."""
+    for given in inputs:
+        if os.path.isfile(path) and os.path.isfile(given) and os.path.samefile(path, given):
+            return f"it is {given} itself, an input"
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in MODEL_SUFFIXES or (suffix in IMAGE_SUFFIXES and not images):
+        return f"a {suffix} name is a model's or an image's: the file there would be replaced"
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     """A hidden temporary path beside `path` (same folder, so the rename is atomic) for a

@@ -172,6 +172,23 @@ def test_outputs_json_csv_markdown_plot(tiny: Path, tmp_path: Path) -> None:
     assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
 
 
+def test_a_report_that_would_replace_the_model_is_refused(tiny: Path, tmp_path: Path) -> None:
+    """`--json model.onnx` (a slip of the keyboard) replaced the model with the report;
+    so did `inspect --json`. A report named like an image is refused too, but the plot."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(tiny.read_bytes())
+    base = ["--model", str(model), "--provider", "cpu", *FAST]
+    for extra, needle in [
+        (["--json", str(model)], "itself, an input"),
+        (["--csv", str(tmp_path / "x.jpg")], "a .jpg name"),
+    ]:
+        code, output = bench([*base, *extra])
+        assert_one_line_error(code, output, *extra, needle)
+    code, output = run(["inspect", str(model), "--json", str(model)])
+    assert_one_line_error(code, output, "itself, an input")
+    assert model.read_bytes() == tiny.read_bytes()
+
+
 def test_default_sweep_stops_by_its_rule(tiny: Path, tmp_path: Path) -> None:
     path = tmp_path / "sweep.json"
     code, output = bench(["--model", str(tiny), "--provider", "cpu", *FAST, "--json", str(path)])

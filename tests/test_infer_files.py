@@ -371,3 +371,28 @@ def test_symlink_loop_is_scanned_once(tiny_model: Path, photo_jpeg: bytes, tmp_p
     result = CliRunner().invoke(cli, ["infer", str(tiny_model), str(folder), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert [r["path"] for r in read_csv(out)] == ["a/x.jpg"], "the loop is not followed"
+
+
+def test_an_output_that_would_replace_the_model_or_an_image_is_refused(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """`-o model.onnx` or `-o photo.jpg` (a slip of the keyboard) replaced the file with
+    rows; the model under another name is caught by what it is, not by its name."""
+    model = tmp_path / "model"
+    model.write_bytes(tiny_model.read_bytes())
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(photo_jpeg)
+    base = ["infer", str(model), str(photo), "--no-progress"]
+    for args, needle in [
+        (["-o", str(model)], "itself, an input"),
+        (["-o", str(photo)], "itself, an input"),
+        (["-o", str(tmp_path / "other.PNG")], "a .png name is a model's or an image's"),
+        (["-o", str(tmp_path / "p.csv"), "--errors", str(tmp_path / "m.ONNX")], "a .onnx name"),
+        (["-o", str(tmp_path / "p.csv"), "--summary", str(model)], "itself, an input"),
+    ]:
+        code, output = run([*base, *args])
+        assert_one_line_error(code, output, needle)
+    assert model.read_bytes() == tiny_model.read_bytes() and photo.read_bytes() == photo_jpeg
+    assert not (tmp_path / "p.csv").exists()
+    code, output = run([*base, "-o", str(tmp_path / "p.csv")])
+    assert code == 0, output

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from cnnbench.files import atomic_open, unwritable
+from cnnbench.files import atomic_open, replaces_input, unwritable
 from cnnbench.infer.decode.decoders import DecodeLimits
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.plan import Plan, check_model, machine_difference, missing_provider
@@ -277,6 +277,10 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
         raise InferError(f"cannot write {cfg.summary}: {why}")
     if len({os.path.abspath(p) for p in targets}) < len(targets):
         raise InferError("--output, --errors and --summary must be different files")
+    given = (cfg.model, *(p for p in inputs if not p.startswith("@") and os.path.isfile(p)))
+    for target in targets:
+        if not stores.is_url(target) and (why := replaces_input(target, given)):
+            raise InferError(f"cannot write {target}: {why}; name it .csv, .jsonl or .parquet")
     return inputs
 
 

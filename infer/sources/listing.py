@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import cv2
 
+from cnnbench.files import IMAGE_SUFFIXES
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.sources import shards, stores
 from cnnbench.infer.sources.items import Item, printable, wanted
@@ -17,10 +18,7 @@ from cnnbench.infer.sources.remote import url_items
 
 # What a folder scan reads by default: the formats cameras, phones, scanners and the web
 # write. `--extensions '*'` reads every file (anything Pillow or OpenCV knows decodes).
-IMAGE_EXTENSIONS = (
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".webp", ".gif",
-    ".tif", ".tiff", ".pbm", ".pgm", ".ppm", ".pnm", ".avif", ".jp2", ".mpo",
-)  # fmt: skip
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 ALL_FILES = None  # `extensions` value for every file (`--extensions '*'`)
 Extensions = tuple[str, ...] | None  # lower-case with the dot; None: every file
 

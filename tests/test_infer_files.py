@@ -362,6 +362,22 @@ def test_resume_cuts_a_torn_line_and_checks_columns(
     assert "p.csv is not an output cnnbench wrote" in result.output, result.output
 
 
+def test_a_folder_deeper_than_the_recursion_limit(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,100 nested folders (a recursive scan died of RecursionError, a traceback),
+    named relative to the working directory (an absolute path would pass PATH_MAX)."""
+    depth = sys.getrecursionlimit() + 100
+    monkeypatch.chdir(tmp_path)
+    for level in range(depth + 1):  # not os.makedirs: it recurses too
+        os.mkdir(os.path.join("deep", *["d"] * level))
+    Path("deep", *["d"] * depth, "x.jpg").write_bytes(photo_jpeg)
+    out = tmp_path / "p.csv"
+    code, output = run(["infer", str(tiny_model), "deep", "-o", str(out)])
+    assert code == 0, output
+    assert [r["path"] for r in read_csv(out)] == ["d/" * depth + "x.jpg"]
+
+
 def test_symlink_loop_is_scanned_once(tiny_model: Path, photo_jpeg: bytes, tmp_path: Path):
     folder = tmp_path / "img"
     (folder / "a").mkdir(parents=True)

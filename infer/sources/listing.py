@@ -7,6 +7,7 @@ import errno
 import os
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import cv2
 
@@ -214,7 +215,45 @@ def _scan_dir(
     ancestors: frozenset,
     skipped: Counter | None = None,
 ) -> Iterator[Item]:
-    """Sorted, streamed: only one folder's names (not DirEntry objects) are held at a time."""
+    """Sorted, streamed: only the names of the folders on the way down (not DirEntry
+    objects) are held at a time. A stack, not recursion: a tree deeper than Python's
+    recursion limit is scanned like any other."""
+    top = _listed_dir(path, prefix, ancestors)
+    if isinstance(top, Item):
+        yield top
+    stack = [top] if isinstance(top, _Listed) else []
+    while stack:
+        here = stack[-1]
+        entry = next(here.entries, None)
+        if entry is None:
+            stack.pop()
+            continue
+        name, is_dir = entry
+        full = os.path.join(here.path, name.rstrip("/"))
+        if is_dir:
+            sub = _listed_dir(full, f"{here.prefix}{name}", here.ancestors)
+            if isinstance(sub, Item):
+                yield sub
+            elif sub is not None:
+                stack.append(sub)
+        elif wanted(name, extensions, skipped):
+            yield Item(full, printable(f"{here.prefix}{name}"))
+
+
+@dataclass
+class _Listed:
+    """A folder being scanned: where it is, its rows' prefix, the folders above it and
+    itself (by device and inode), and its sorted entries not yet taken."""
+
+    path: str
+    prefix: str
+    ancestors: frozenset
+    entries: Iterator[tuple[str, bool]]
+
+
+def _listed_dir(path: str, prefix: str, ancestors: frozenset) -> _Listed | Item | None:
+    """A folder's sorted entries; an error Item when it cannot be listed; None when it
+    is one of its own `ancestors` (a symlink loop: it is already being scanned)."""
     try:
         st = os.stat(path)
         with os.scandir(path) as it:
@@ -224,17 +263,11 @@ def _scan_dir(
             entries = sorted((e.name + "/" * d, d) for e in it for d in (is_dir_entry(e),))
     except OSError as e:
         name = printable(prefix.rstrip("/") or _posix(path))
-        yield Item(path, name, f"cannot list folder: {reason(e)}")
-        return
+        return Item(path, name, f"cannot list folder: {reason(e)}")
     key = (st.st_dev, st.st_ino)
     if key in ancestors:
-        return  # a symlink loop: the folder is already being scanned
-    for name, is_dir in entries:
-        full = os.path.join(path, name.rstrip("/"))
-        if is_dir:
-            yield from _scan_dir(full, f"{prefix}{name}", extensions, ancestors | {key}, skipped)
-        elif wanted(name, extensions, skipped):
-            yield Item(full, printable(f"{prefix}{name}"))
+        return None
+    return _Listed(path, prefix, ancestors | {key}, iter(entries))
 
 
 def is_dir_entry(entry: os.DirEntry) -> bool:

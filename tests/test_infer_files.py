@@ -369,13 +369,19 @@ def test_a_folder_deeper_than_the_recursion_limit(
     named relative to the working directory (an absolute path would pass PATH_MAX)."""
     depth = sys.getrecursionlimit() + 100
     monkeypatch.chdir(tmp_path)
-    for level in range(depth + 1):  # not os.makedirs: it recurses too
-        os.mkdir(os.path.join("deep", *["d"] * level))
-    Path("deep", *["d"] * depth, "x.jpg").write_bytes(photo_jpeg)
-    out = tmp_path / "p.csv"
-    code, output = run(["infer", str(tiny_model), "deep", "-o", str(out)])
-    assert code == 0, output
-    assert [r["path"] for r in read_csv(out)] == ["d/" * depth + "x.jpg"]
+    levels = [os.path.join("deep", *["d"] * level) for level in range(depth + 1)]
+    for level in levels:  # not os.makedirs: it recurses too
+        os.mkdir(level)
+    Path(levels[-1], "x.jpg").write_bytes(photo_jpeg)
+    try:
+        out = tmp_path / "p.csv"
+        code, output = run(["infer", str(tiny_model), "deep", "-o", str(out)])
+        assert code == 0, output
+        assert [r["path"] for r in read_csv(out)] == ["d/" * depth + "x.jpg"]
+    finally:  # bottom up: pytest's own clean-up (shutil.rmtree) recurses too
+        os.remove(os.path.join(levels[-1], "x.jpg"))
+        for level in reversed(levels):
+            os.rmdir(level)
 
 
 def test_symlink_loop_is_scanned_once(tiny_model: Path, photo_jpeg: bytes, tmp_path: Path):

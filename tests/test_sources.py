@@ -870,3 +870,30 @@ def test_reads_in_flight_fit_the_open_files_limit(
     )
     assert_one_line_error(done.returncode, done.stderr, "--io-threads 600", "ulimit -n 256")
     assert not out.exists()
+
+
+def test_a_file_larger_than_any_image_is_not_read(
+    tiny_model: Path, photo_jpeg: bytes, s3: S3Server, tmp_path: Path
+) -> None:
+    """A file over `--max-pixels` x 8 bytes + 16 MB (a video or a disk image that
+    `--extensions '*'` met) was read whole into memory; now it is an error row, unread:
+    a local one by its size on disk, an object by its listed size (no GET)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "photo.jpg").write_bytes(photo_jpeg)
+    with open(folder / "video.jpg", "wb") as f:
+        f.truncate(20 << 20)  # sparse: 20 MB that take no disk
+    client = s3.client()
+    client.create_bucket(Bucket="big")
+    for path in folder.iterdir():
+        client.upload_file(str(path), "big", f"in/{path.name}")
+    for source in (str(folder), "s3://big/in/"):
+        out = tmp_path / "p.csv"
+        args = [sys.executable, "-m", "cnnbench", "infer", str(tiny_model), source, "-o", str(out)]
+        args += ["--no-progress", "--max-pixels", "200000"]  # 1.6 MB + 16 MB
+        done = subprocess.run(args, env=os.environ | s3.env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert [r["path"] for r in _rows(out)] == ["photo.jpg"]
+        (error,) = _rows(tmp_path / "p.errors.csv")
+        assert error["path"] == "video.jpg"
+        assert error["error"].startswith("too large: a file of 20,971,520 bytes"), error

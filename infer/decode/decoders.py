@@ -30,6 +30,7 @@ from cnnbench.infer.decode.probe import (
     DecodeError,
     Header,
     classify,
+    max_file_bytes,
     message,
     pillow,
 )
@@ -50,6 +51,11 @@ class DecodeLimits:
 
     max_pixels: int = DEFAULT_MAX_PIXELS
     allow_truncated: bool = False
+
+    @property
+    def max_bytes(self) -> int:
+        """The largest file read at all (`probe.max_file_bytes`)."""
+        return max_file_bytes(self.max_pixels)
 
 
 DEFAULT_LIMITS = DecodeLimits()

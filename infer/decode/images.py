@@ -95,7 +95,8 @@ def read_into(
 ) -> None:
     """Read (a local path or a URL), decode and resize one file into `out` (H, W, C)
     exactly as the pipeline does."""
-    decode_into(read_source(path), out, bgr, policy, limits=limits, notes=notes)
+    data = read_source(path, max_bytes=limits.max_bytes)
+    decode_into(data, out, bgr, policy, limits=limits, notes=notes)
 
 
 def decode_into(
@@ -138,7 +139,8 @@ def load_items(
                 reasons.append(item.error)
                 continue
             notes: list[str] = []
-            decode_into(read_item(item), dst, bgr, policy, limits=limits, notes=notes)
+            data = read_item(item, max_bytes=limits.max_bytes)
+            decode_into(data, dst, bgr, policy, limits=limits, notes=notes)
             if notes and truncated is not None:
                 truncated.append(item.name)
             reasons.append(None)

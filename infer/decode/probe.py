@@ -19,6 +19,23 @@ from typing import Any
 
 # Pillow's DecompressionBombError threshold (2 x Image.MAX_IMAGE_PIXELS).
 DEFAULT_MAX_PIXELS = 178_956_970
+
+
+def max_file_bytes(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """The largest file read as an image: `max_pixels` stored uncompressed at 8 bytes a
+    pixel (16-bit RGBA), plus 16 MB of metadata. A larger file is no image the run
+    decodes, and reading it whole could take all the memory (a video or a disk image
+    that `--extensions '*'` met)."""
+    return max_pixels * 8 + (16 << 20)
+
+
+def too_large_file(size: int, max_bytes: int) -> str:
+    return (
+        f"too large: a file of {size:,} bytes, more than an image within --max-pixels "
+        f"takes ({max_bytes:,}); not read"
+    )
+
+
 ORIENTATION_TAG = 0x0112
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset([0x01, 0xD8, *range(0xD0, 0xD8)])

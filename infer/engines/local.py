@@ -328,7 +328,9 @@ def _run_session(
             ready = sink.pending(items)
             fetching = head.fetched if head is not None else None  # the head's reads ahead
             if head is None:
-                ready = fetching = fetch_ahead(ready, io_threads_for(cfg))
+                ready = fetching = fetch_ahead(
+                    ready, io_threads_for(cfg), max_bytes=cfg.limits.max_bytes
+                )
             with (
                 contextlib.closing(fetching) if fetching else contextlib.nullcontext(),
                 _startup_objects_frozen(),
@@ -419,7 +421,7 @@ class _Head:
             decoder = _job_decoder(cfg, fmt, batch_size, [])
             return cls(fmt, batch_size, decoder, [], iter(()), skipped, [], 0.0, classes, None, e)
         threads = io_threads_for(cfg)
-        fetched = fetch_ahead(items, threads) if threads else None
+        fetched = fetch_ahead(items, threads, max_bytes=cfg.limits.max_bytes) if threads else None
         rest = fetched or items
         truncated: list[str] = []
         decoder = _job_decoder(cfg, fmt, batch_size, truncated)

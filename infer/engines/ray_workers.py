@@ -43,7 +43,9 @@ def decode_batch(
     columns = ("path", "name", "error", "offset", "size")
     items = [_listed(*row) for row in zip(*(batch[c] for c in columns), strict=True)]
     if io_threads and any(stores.is_url(item.path) for item in items):  # many GETs at once
-        with contextlib.closing(fetch_ahead(items, io_threads)) as fetched:
+        with contextlib.closing(
+            fetch_ahead(items, io_threads, max_bytes=limits.max_bytes)
+        ) as fetched:
             items = list(fetched)
     images = np.zeros((len(items), *size, channels), dtype=np.uint8)
     truncated: list[str] = []

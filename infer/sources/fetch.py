@@ -28,6 +28,7 @@ import threading
 from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from cnnbench.infer.decode.probe import max_file_bytes, too_large_file
 from cnnbench.infer.sources import s3_multi, stores
 from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.s3_multi import S3Multi
@@ -67,17 +68,26 @@ def read_ahead(threads: int) -> int:
     return 2 * threads * READ_CHUNK
 
 
-def read_source(path: str, settings: tuple | None = None) -> bytes:
+def read_source(path: str, settings: tuple | None = None, max_bytes: int | None = None) -> bytes:
     """The bytes of a local file or of an object by URL (retried when transient), read
-    with the store `settings` (None: those of now, `stores.store_settings`)."""
+    with the store `settings` (None: those of now, `stores.store_settings`). A local
+    file over `max_bytes` (None: `max_file_bytes()`) is refused unread."""
     if stores.is_url(path):
         return stores.read_bytes(path, settings)
     # Opened without waiting (a named pipe with no writer would block the reader for
     # good), then refused unless it is a file: a pipe or a device may never end.
     with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
-        if not stat.S_ISREG(mode := os.fstat(f.fileno()).st_mode):
-            raise OSError(f"not a regular file but {_file_type(mode)}")
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"not a regular file but {_file_type(st.st_mode)}")
+        _check_size(st.st_size, max_bytes)
         return f.read()
+
+
+def _check_size(size: int | None, max_bytes: int | None) -> None:
+    limit = max_file_bytes() if max_bytes is None else max_bytes
+    if size is not None and size > limit:
+        raise OSError(too_large_file(size, limit))
 
 
 def _file_type(mode: int) -> str:
@@ -93,14 +103,16 @@ def _file_type(mode: int) -> str:
     return "a special file"
 
 
-def read_item(item: Item, settings: tuple | None = None) -> bytes:
+def read_item(item: Item, settings: tuple | None = None, max_bytes: int | None = None) -> bytes:
     """An item's bytes: those the listing read (a shard member), else the member's
-    range of its shard, else its file's."""
+    range of its shard, else its file's. One that the listing sized over `max_bytes`
+    (None: `max_file_bytes()`), or a local file over it, is refused unread."""
     if item.data is not None:
         return item.data
+    _check_size(item.size, max_bytes)
     if item.offset is not None and item.size is not None:
         return read_range(item.path, item.offset, item.size, settings)
-    return read_source(item.path, settings)
+    return read_source(item.path, settings, max_bytes)
 
 
 def read_range(path: str, offset: int, size: int, settings: tuple | None = None) -> bytes:
@@ -117,12 +129,12 @@ def read_range(path: str, offset: int, size: int, settings: tuple | None = None)
     return data
 
 
-def _fetch(items: list[Item], settings: tuple) -> list[Item]:
+def _fetch(items: list[Item], settings: tuple, max_bytes: int | None) -> list[Item]:
     """The items with their bytes, or with the reason they could not be read."""
     done = []
     for item in items:
         try:
-            done.append(dataclasses.replace(item, data=read_item(item, settings)))
+            done.append(dataclasses.replace(item, data=read_item(item, settings, max_bytes)))
         except OSError as e:
             done.append(dataclasses.replace(item, error=str(e)))
     return done
@@ -150,11 +162,15 @@ class _Budget:
 
 
 def fetch_ahead(
-    items: Iterable[Item], threads: int, budget_bytes: int = FETCH_BUDGET_BYTES
+    items: Iterable[Item],
+    threads: int,
+    budget_bytes: int = FETCH_BUDGET_BYTES,
+    max_bytes: int | None = None,
 ) -> Generator[Item, None, None]:
     """`items` in order; those named by URL come with their bytes (or their error),
     read by `threads` reads in flight. The listing itself runs ahead on a thread, so a
-    slow listing page overlaps the work; its errors are raised here, in order.
+    slow listing page overlaps the work; its errors are raised here, in order. An item
+    listed over `max_bytes` (None: `max_file_bytes()`) comes with its error, unread.
     `threads` 0: the items as they come, read later by the decode threads."""
     if threads == 0:
         yield from items
@@ -167,7 +183,7 @@ def fetch_ahead(
     settings = stores.store_settings()  # once: reading them costs a quarter of a GET
 
     def fallback(item: Item) -> Future:
-        return pool.submit(_fetch, [item], settings)
+        return pool.submit(_fetch, [item], settings, max_bytes)
 
     def hand_on(ready: list[Item], held: int) -> bool:
         return budget.take(held, stop) and _put(ahead, (ready, held), stop)
@@ -175,7 +191,7 @@ def fetch_ahead(
     def submit(reads: list[Item], cost: int, multi: S3Multi | None) -> bool:
         if not budget.take(cost, stop):
             return False
-        task = multi.submit(reads) if multi else pool.submit(_fetch, reads, settings)
+        task = multi.submit(reads) if multi else pool.submit(_fetch, reads, settings, max_bytes)
         return _put(ahead, (task, cost), stop)
 
     multis: list[S3Multi | None] = []  # made for the first S3 object it can read
@@ -198,7 +214,10 @@ def fetch_ahead(
         cost = 0  # their listed sizes
         engine = None  # what reads them (an S3Multi, or None: the threads)
         try:
+            limit = max_file_bytes() if max_bytes is None else max_bytes
             for item in items:
+                if item.size is not None and item.size > limit and item.data is None:
+                    item = dataclasses.replace(item, error=too_large_file(item.size, limit))
                 if item.data is not None or item.error is not None or not stores.is_url(item.path):
                     if reads and not submit(reads, cost, engine):
                         return

@@ -13,7 +13,7 @@ from typing import Any
 
 from cnnbench.bench.errors import BenchError
 from cnnbench.errors import first_line
-from cnnbench.files import not_onnx
+from cnnbench.files import model_not_found, not_onnx
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.contract import SPEC_KEY
 from cnnbench.infer.runtime.header import Arg, GraphView
@@ -97,7 +97,7 @@ def load_graph(path: str) -> Any:
     import onnx
 
     if not os.path.isfile(path):
-        raise BenchError(f"model file not found: {path}")
+        raise BenchError(model_not_found(path))
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as e:  # protobuf's DecodeError, and others for damaged files

@@ -50,6 +50,7 @@ from cnnbench.bench.runners import (
 )
 from cnnbench.bench.server import search_rate
 from cnnbench.bench.zoo import zoo_model
+from cnnbench.files import model_not_found
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.preprocess import resolve_input_format
 from cnnbench.infer.runtime.session import Provider, Session
@@ -84,7 +85,7 @@ def _check(cfg: BenchConfig) -> None:
     seen: dict[str, str] = {}
     for path in cfg.models:
         if not os.path.isfile(path):
-            raise BenchError(f"model file not found: {path}")
+            raise BenchError(model_not_found(path))
         if (real := os.path.realpath(path)) in seen:
             raise BenchError(
                 f"--model {seen[real]} and --model {path} are the same file: give it once"

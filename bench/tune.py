@@ -37,7 +37,7 @@ from cnnbench.bench.tune_config import QUICK_PATIENCE, TuneConfig
 from cnnbench.bench.tune_variants import Variant, make_variant_files, variants_for
 from cnnbench.convert.graph import lowered_precision
 from cnnbench.cpu import has_native_bf16
-from cnnbench.files import sha256_file, unwritable
+from cnnbench.files import model_not_found, sha256_file, unwritable
 from cnnbench.infer.decode.images import load_items
 from cnnbench.infer.engines.job import IO_THREADS
 from cnnbench.infer.errors import InferError
@@ -93,7 +93,7 @@ class _Images:
 
 def check_config(cfg: TuneConfig) -> None:
     if not os.path.isfile(cfg.model):
-        raise BenchError(f"model file not found: {cfg.model}")
+        raise BenchError(model_not_found(cfg.model))
     if not cfg.output.lower().endswith(".json"):
         raise BenchError(f"-o {cfg.output}: give a plan file name ending in .json")
     if why := unwritable(cfg.output):

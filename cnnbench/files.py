@@ -58,6 +58,17 @@ def replaces_input(path: str, inputs: tuple[str, ...], images: bool = False) -> 
     return None
 
 
+def model_not_found(path: str) -> str:
+    """The line for a model path that is no file: a URL says models are read from local
+    files (inputs may be URLs, a model may not); anything else that it is not there."""
+    if "://" in path:
+        return (
+            f"model {path} is a URL: a model is read from a local file (images may be "
+            "URLs); copy it here first, e.g. aws s3 cp, gsutil cp, curl -O"
+        )
+    return f"model file not found: {path}"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     """A hidden temporary path beside `path` (same folder, so the rename is atomic) for a

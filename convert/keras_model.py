@@ -13,7 +13,7 @@ import numpy as np
 from cnnbench.convert.config import Preprocess
 from cnnbench.convert.errors import ConvertError
 from cnnbench.errors import first_line
-from cnnbench.files import model_kind, not_onnx
+from cnnbench.files import model_kind, model_not_found, not_onnx
 
 REFERENCE_CHUNK = 2  # images per Keras call: eager Keras holds every activation of a call
 
@@ -30,7 +30,7 @@ class ModelFacts:
 
 def load_keras(path: str) -> Any:
     if not os.path.isfile(path):
-        raise ConvertError(f"model file not found: {path}")
+        raise ConvertError(model_not_found(path))
     if model_kind(path) not in (None, "keras"):
         raise ConvertError(f"cannot convert {path}: {not_onnx(path)}")
     if not zipfile.is_zipfile(path):

@@ -21,6 +21,22 @@ def test_missing_model_file(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_a_model_given_by_url_says_to_copy_it(tmp_path: Path) -> None:
+    """Images may be URLs, a model may not: each command says so in one line (it said
+    'model file not found' of a URL that may well be there). Nothing is asked of it."""
+    url = "s3://models/resnet50.onnx"  # no server: only the name is looked at
+    out = tmp_path / "p.csv"
+    for args in (
+        ["infer", url, str(tmp_path), "-o", str(out)],
+        ["bench", "--model", url],
+        ["inspect", url],
+        ["tune", url, "--images", str(tmp_path), "-o", str(tmp_path / "plan.json")],
+        ["convert", url.replace(".onnx", ".keras"), "-o", str(tmp_path / "m.onnx")],
+    ):
+        code, output = run(args)
+        assert_one_line_error(code, output, "is a URL: a model is read from a local file")
+
+
 def test_model_not_onnx(tmp_path: Path) -> None:
     bad = tmp_path / "model.onnx"
     bad.write_text("this is not a model")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnbench.files import missing_weights, not_onnx
+from cnnbench.files import missing_weights, model_not_found, not_onnx
 from cnnbench.infer.errors import InferError, first_line
 from cnnbench.infer.runtime.header import Arg, ModelMeta
 from cnnbench.infer.runtime.session import quiet_stderr
@@ -200,6 +200,6 @@ def create_openvino_session(
     batch: int = 1,
 ) -> OpenVINOSession:
     if not os.path.isfile(path):
-        raise InferError(f"model file not found: {path}")
+        raise InferError(model_not_found(path))
     hint = PrecisionHint(precision_hint)
     return OpenVINOSession(path, hint, threads, streams, profile=profile, batch=batch)

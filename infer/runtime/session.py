@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cnnbench import native_logs
-from cnnbench.files import missing_weights, not_onnx
+from cnnbench.files import missing_weights, model_not_found, not_onnx
 from cnnbench.infer.errors import InferError, first_line
 
 if TYPE_CHECKING:
@@ -276,7 +276,7 @@ def choose_session(model_path: str, opts: RuntimeOptions) -> tuple[Session, str]
     if os.path.isdir(model_path):
         raise InferError(f"cannot load {model_path}: {not_onnx(model_path)}")
     if not os.path.isfile(model_path):
-        raise InferError(f"model file not found: {model_path}")
+        raise InferError(model_not_found(model_path))
     if opts.provider is Provider.OPENVINO:
         from cnnbench.infer.runtime.openvino_runner import create_openvino_session
 

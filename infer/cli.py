@@ -137,7 +137,14 @@ def parse_extensions(
         return IMAGE_EXTENSIONS
     if text.strip() == "*":
         return ALL_FILES
-    return tuple(f".{e.strip().lstrip('.').lower()}" for e in text.split(",") if e.strip())
+    given = [e.strip().lstrip(".").lower() for e in text.split(",")]
+    if "*" in given:
+        raise click.BadParameter("'*' reads every file: give it alone", ctx, param)
+    if not any(given):
+        raise click.BadParameter(
+            f"{text!r} names no extension: give e.g. jpg,png, or '*' for every file", ctx, param
+        )
+    return tuple(f".{e}" for e in given if e)
 
 
 def job_params() -> list[click.Option]:

@@ -442,6 +442,13 @@ def test_extensions_star_tries_every_file(tiny_model: Path, tmp_path: Path) -> N
         {"path": "c.txt", "error": "not an image: the bytes are text"}
     ]
     assert "skipped" not in result.output
+    result = CliRunner().invoke(cli, [*base, "--extensions", " DAT, .Png "])
+    assert result.exit_code == 0, result.output
+    assert [r["path"] for r in read_rows(out)] == ["a.png", "b.dat"]
+    # '*' among others was the extension '.*'; blanks read nothing, said as '*'
+    for given, needle in [("*,png", "give it alone"), (" , ", "names no extension")]:
+        result = CliRunner().invoke(cli, [*base, "--extensions", given])
+        assert result.exit_code == 2 and needle in result.output, result.output
 
 
 def test_help_lists_the_default_extensions() -> None:

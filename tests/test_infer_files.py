@@ -418,3 +418,22 @@ def test_an_output_that_would_replace_the_model_or_an_image_is_refused(
     assert not (tmp_path / "p.csv").exists()
     code, output = run([*base, "-o", str(tmp_path / "p.csv")])
     assert code == 0, output
+
+
+def test_standard_output_or_a_device_as_output_is_one_line(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`-o -` wrote a file named '-'; `-o /dev/stdout` wrote its errors file and job
+    record beside it, into /dev (as root). `--errors /dev/null` throws the errors away,
+    as asked."""
+    monkeypatch.chdir(tmp_path)
+    Path("x.jpg").write_bytes(photo_jpeg)
+    Path("bad.jpg").write_bytes(b"not a jpeg")
+    for output in ("-", "/dev/stdout"):
+        code, text = run(["infer", str(tiny_model), "x.jpg", "-o", output, "--no-progress"])
+        assert_one_line_error(code, text, f"cannot write {output}", "give a file", "tail -f")
+    assert not Path("-").exists() and not Path("/dev/stdout.job.json").exists()
+    args = ["infer", str(tiny_model), "x.jpg", "bad.jpg", "-o", "p.csv", "--errors", os.devnull]
+    code, text = run(args)
+    assert code == 0, text
+    assert [r["path"] for r in read_csv(tmp_path / "p.csv")] == ["x.jpg"]

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,12 +43,24 @@ def check_outputs(output: str, errors: str) -> Format:
                 f"cannot write {path}: an object store takes a .parquet output (a dataset "
                 "of parts); write CSV or JSON lines to a local file"
             )
+        if path == os.devnull and path == errors:  # the errors thrown away: asked for
+            continue
         if not is_url(path) and (why := _unwritable(path, fmt)):
             raise InferError(f"cannot write {path}: {why}")
     return fmt
 
 
 def _unwritable(path: str, fmt: Format) -> str | None:
+    if (
+        path == "-"
+        or os.path.abspath(path).startswith(("/dev/", "/proc/"))  # /dev/stdout may be a file
+        or (os.path.exists(path) and not _file_or_folder(path))
+    ):
+        return (
+            "standard output, a pipe or a device is no output to append to and resume "
+            "(nor a place for its errors file and job record): give a file, and follow "
+            "it with tail -f"
+        )
     if fmt is Format.PARQUET:  # a folder of parts: it may exist already
         if os.path.isfile(path):  # pandas' to_parquet, say: not replaced unasked
             return (
@@ -164,3 +177,8 @@ class OutputLock:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         self.lock.release()
+
+
+def _file_or_folder(path: str) -> bool:
+    mode = os.stat(path).st_mode
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)

@@ -20,6 +20,17 @@ Report = Callable[[str], None]
 """Receives one line for the user (a provider chosen and why, a table row, a warning)."""
 
 
+def not_a_file(path: str) -> str | None:
+    """Why `path` is no file to write, or None: '-' (standard output), or a device, pipe
+    or socket, or anything in /dev or /proc (/dev/stdout may lead to a file). A file is
+    written beside itself and renamed into place: as root that rename replaced /dev/null
+    or the /dev/stdout link with a plain file."""
+    special = os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path))
+    if path == "-" or special or os.path.abspath(path).startswith(("/dev/", "/proc/")):
+        return "standard output, a pipe or a device is not a file to write: give a file path"
+    return None
+
+
 def unwritable_folder(folder: str) -> str | None:
     """Why files cannot be created in `folder`, or None when they can."""
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
@@ -30,6 +41,8 @@ def unwritable_folder(folder: str) -> str | None:
 def unwritable(path: str) -> str | None:
     """Why a file cannot be written at `path`, or None: checked before any work starts,
     so a bad output path fails in a second, not after the work."""
+    if why := not_a_file(path):
+        return why
     if os.path.isdir(path):
         return "it is a folder"
     if os.path.exists(path) and not os.access(path, os.W_OK):

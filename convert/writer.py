@@ -9,7 +9,7 @@ from typing import Any
 
 from cnnbench import files
 from cnnbench.convert.errors import ConvertError
-from cnnbench.files import unwritable
+from cnnbench.files import not_a_file, unwritable
 
 PROTO_LIMIT = 2**31 - 2**26  # protobuf's 2 GiB cap on one message, less room for the graph
 DATA_SUFFIX = ".data"
@@ -17,10 +17,11 @@ DATA_SUFFIX = ".data"
 
 def check_writable(path: str) -> None:
     if why := unwritable(path):
-        hint = (
-            "give a file name ending .onnx" if os.path.isdir(path) else "choose another output path"
-        )
-        raise ConvertError(f"cannot write {path}: {why}; {hint}")
+        if os.path.isdir(path):
+            why += "; give a file name ending .onnx"
+        elif not not_a_file(path):
+            why += "; choose another output path"
+        raise ConvertError(f"cannot write {path}: {why}")
 
 
 def weight_bytes(model: Any) -> int:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import stat
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from helpers import assert_one_line_error, run
 
@@ -310,3 +313,22 @@ def test_train_takes_odd_names_and_says_why_a_file_fails(tmp_path: Path) -> None
     code, output = run([*args, "--out", str(tmp_path / "run2")])
     assert_one_line_error(code, output, "pipe.jpg", "not a regular file but a named pipe")
     assert not (tmp_path / "run2").exists()
+
+
+def test_no_command_writes_over_a_device(tiny_model: Path, tmp_path: Path) -> None:
+    """Reports and models are written beside their path and renamed onto it: as root,
+    `bench --json /dev/null` or `convert -o /dev/null` replaced the device with a plain
+    file (and `/dev/stdout`'s link likewise). Each is one line, and /dev/null stays."""
+    photo = tmp_path / "x.png"
+    photo.write_bytes(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    model = str(tiny_model)
+    for args in (
+        ["bench", "--model", model, "--json", os.devnull],
+        ["bench", "--model", model, "--csv", "/dev/stdout"],
+        ["inspect", model, "--json", os.devnull],
+        ["convert", model, "-o", os.devnull],
+        ["infer", model, str(photo), "-o", str(tmp_path / "p.csv"), "--summary", os.devnull],
+    ):
+        code, output = run(args)
+        assert_one_line_error(code, output, "a pipe or a device is not a file to write")
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)

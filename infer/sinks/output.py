@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import json
 import os
-import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import filelock
 
-from cnnbench.files import atomic_open, unwritable, unwritable_folder
+from cnnbench.files import atomic_open, not_a_file, unwritable, unwritable_folder
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.sinks.formats import ERROR_FIELDNAMES, Format, format_of, read_names
 from cnnbench.infer.sources.stores import is_url
@@ -51,11 +50,7 @@ def check_outputs(output: str, errors: str) -> Format:
 
 
 def _unwritable(path: str, fmt: Format) -> str | None:
-    if (
-        path == "-"
-        or os.path.abspath(path).startswith(("/dev/", "/proc/"))  # /dev/stdout may be a file
-        or (os.path.exists(path) and not _file_or_folder(path))
-    ):
+    if not_a_file(path):
         return (
             "standard output, a pipe or a device is no output to append to and resume "
             "(nor a place for its errors file and job record): give a file, and follow "
@@ -177,8 +172,3 @@ class OutputLock:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         self.lock.release()
-
-
-def _file_or_folder(path: str) -> bool:
-    mode = os.stat(path).st_mode
-    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)

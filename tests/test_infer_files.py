@@ -437,3 +437,22 @@ def test_standard_output_or_a_device_as_output_is_one_line(
     code, text = run(args)
     assert code == 0, text
     assert [r["path"] for r in read_csv(tmp_path / "p.csv")] == ["x.jpg"]
+
+
+def test_class_folders_named_otherwise_say_why_there_is_no_accuracy(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """Subfolders that are none of the labels (synset ids against names): no accuracy,
+    as before, and now a line saying why; folders named as the labels give it."""
+    for folder in ("n02123045", "n02084071"):
+        (tmp_path / "set" / folder).mkdir(parents=True)
+        (tmp_path / "set" / folder / "x.jpg").write_bytes(photo_jpeg)
+    out = tmp_path / "p.csv"
+    args = ["infer", str(tiny_model), str(tmp_path / "set"), "-o", str(out), "--no-progress"]
+    code, output = run(args)
+    assert code == 0, output
+    assert "accuracy: not measured: the subfolders of" in output
+    assert "(n02084071, n02123045) are none of the model's labels (cat, dog, fish)" in output
+    (tmp_path / "set" / "cat").mkdir()
+    code, output = run(args)
+    assert code == 0 and "not measured" not in output, output

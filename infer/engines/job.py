@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from types import FrameType
@@ -345,6 +345,28 @@ def has_class_folders(inputs: tuple[str, ...], labels: set[str]) -> bool:
                 if any(e.name in labels and listing.is_dir_entry(e) for e in entries):
                     return True
     return False
+
+
+def unlabelled_folders(inputs: tuple[str, ...], labels: tuple[str, ...]) -> str | None:
+    """A line for a local input folder whose subfolders look like classes but none is
+    named like one of the model's labels (synset ids against names, another model's
+    classes): top-1 accuracy is not measured, and this says why. None otherwise."""
+    for root in inputs:
+        if stores.is_url(root) or shards.is_shard(root) or not os.path.isdir(root):
+            continue
+        with os.scandir(root) as entries:
+            folders = sorted(e.name for e in entries if listing.is_dir_entry(e))
+        if len(folders) >= 2 and labels:
+            return (
+                f"accuracy: not measured: the subfolders of {root} ({_some(folders)}) are "
+                f"none of the model's labels ({_some(labels)}); class folders named as its "
+                "labels give top-1 accuracy"
+            )
+    return None
+
+
+def _some(names: Sequence[str], shown: int = 3) -> str:
+    return ", ".join([*names[:shown], "..."] if len(names) > shown else names)
 
 
 def apply_plan(cfg: InferConfig, plan: Plan) -> tuple[InferConfig, list[str]]:

@@ -45,6 +45,7 @@ from cnnbench.infer.engines.job import (
     job_key,
     prediction_row,
     top_indices,
+    unlabelled_folders,
     write_summary,
 )
 from cnnbench.infer.errors import InferError
@@ -306,6 +307,8 @@ def _run_session(
         with_truth = head.classes.result()
     else:
         with_truth = has_class_folders(inputs, set(fmt.labels))
+    if not with_truth and (why := unlabelled_folders(inputs, fmt.labels)):
+        say(why)
     if head is not None and not head.decodes_for(fmt, batch_size):
         head.close()  # the session read the file otherwise: decode again, its way
         head = None

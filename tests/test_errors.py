@@ -332,3 +332,17 @@ def test_no_command_writes_over_a_device(tiny_model: Path, tmp_path: Path) -> No
         code, output = run(args)
         assert_one_line_error(code, output, "a pipe or a device is not a file to write")
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+
+def test_a_run_folder_inside_the_data_is_refused(tmp_path: Path) -> None:
+    """`--out data/cat` wrote confusion.png and history.png into class 'cat': the next
+    training took them as two more cat images. `--out data` put them beside the classes."""
+    data = class_folder(tmp_path / "data", {"china": 3, "flower": 3})
+    args = ["train", "mlp", "--data", str(data), "--img-size", "8", "--epochs", "1"]
+    for out in (data / "china", data):
+        before = sorted(p.name for p in out.iterdir())
+        code, output = run([*args, "--out", str(out)])
+        assert_one_line_error(code, output, "is inside --data", "choose another --out")
+        assert sorted(p.name for p in out.iterdir()) == before
+    code, output = run([*args, "--out", str(tmp_path / "run")])
+    assert code == 0, output

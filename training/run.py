@@ -75,15 +75,17 @@ def check_options(cfg: TrainConfig, spec: ArchSpec) -> None:
         raise TrainError("--unfreeze-top N is a second stage after --freeze-base: add it")
     if cfg.unfreeze_top < 0:
         raise TrainError(f"--unfreeze-top must be positive, got {cfg.unfreeze_top}")
-    out = os.path.realpath(cfg.out)
+    written = (("--out", cfg.out, "the run's plots (confusion.png, history.png)"),
+               ("--export-val", cfg.export_val, "the validation images it writes"))  # fmt: skip
     for option, folder in (("--data", cfg.data), ("--val", cfg.val)):
-        if folder and os.path.isdir(folder):
-            root = os.path.realpath(folder)
-            if out == root or out.startswith(root + os.sep):
+        if not folder or not os.path.isdir(folder):
+            continue
+        root = os.path.realpath(folder)
+        for name, path, what in written:
+            if path and (os.path.realpath(path) + os.sep).startswith(root + os.sep):
                 raise TrainError(
-                    f"--out {cfg.out} is inside {option} {folder}: the run's plots "
-                    "(confusion.png, history.png) would be read as images by the next "
-                    "training or infer over it; choose another --out"
+                    f"{name} {path} is inside {option} {folder}: {what} would be read as "
+                    f"images by the next training or infer over it; choose another {name}"
                 )
 
 

@@ -336,7 +336,8 @@ def test_no_command_writes_over_a_device(tiny_model: Path, tmp_path: Path) -> No
 
 def test_a_run_folder_inside_the_data_is_refused(tmp_path: Path) -> None:
     """`--out data/cat` wrote confusion.png and history.png into class 'cat': the next
-    training took them as two more cat images. `--out data` put them beside the classes."""
+    training took them as two more cat images. `--out data` put them beside the classes;
+    `--export-val data/heldout` made the validation images a class."""
     data = class_folder(tmp_path / "data", {"china": 3, "flower": 3})
     args = ["train", "mlp", "--data", str(data), "--img-size", "8", "--epochs", "1"]
     for out in (data / "china", data):
@@ -344,5 +345,9 @@ def test_a_run_folder_inside_the_data_is_refused(tmp_path: Path) -> None:
         code, output = run([*args, "--out", str(out)])
         assert_one_line_error(code, output, "is inside --data", "choose another --out")
         assert sorted(p.name for p in out.iterdir()) == before
+    held = data / "heldout"
+    code, output = run([*args, "--out", str(tmp_path / "run"), "--export-val", str(held)])
+    assert_one_line_error(code, output, "--export-val", "is inside --data")
+    assert not held.exists() and not (tmp_path / "run").exists()
     code, output = run([*args, "--out", str(tmp_path / "run")])
     assert code == 0, output

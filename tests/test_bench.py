@@ -432,3 +432,18 @@ def test_bf16_and_int8_rows_are_held_against_their_own_peak(tiny: Path, tmp_path
     assert bf16["peak_pct"] == pytest.approx(
         100 * bf16["gflops_per_s"] / doc["peaks_gflops"]["openvino bf16"]
     )
+
+
+def test_images_in_folders_named_otherwise_say_why_there_is_no_accuracy(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """--images in class folders that are none of the labels (synset ids against
+    names): the top-1 column stays empty, and a line now says why."""
+    for folder in ("n02123045", "n02084071"):
+        (tmp_path / "val" / folder).mkdir(parents=True)
+        (tmp_path / "val" / folder / "x.jpg").write_bytes(photo_jpeg)
+    args = ["--model", str(tiny_model), "--provider", "cpu", "--batch-sizes", "1", *FAST]
+    code, output = bench([*args, "--images", str(tmp_path / "val")])
+    assert code == 0, output
+    assert "accuracy: not measured: the subfolders of" in output
+    assert "are none of the model's labels (cat, dog, fish)" in output

@@ -21,12 +21,14 @@ Report = Callable[[str], None]
 
 
 def not_a_file(path: str) -> str | None:
-    """Why `path` is no file to write, or None: '-' (standard output), or a device, pipe
-    or socket, or anything in /dev or /proc (/dev/stdout may lead to a file). A file is
-    written beside itself and renamed into place: as root that rename replaced /dev/null
-    or the /dev/stdout link with a plain file."""
+    """Why `path` is no file to write, or None: '-' (standard output), a device, pipe or
+    socket, or a name in /dev itself, /dev/fd or /proc (/dev/stdout may lead to a file;
+    /dev/shm, a RAM disk, is a place for files). A file is written beside itself and
+    renamed into place: as root that rename replaced /dev/null or /dev/stdout's link."""
+    full = os.path.abspath(path)
     special = os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path))
-    if path == "-" or special or os.path.abspath(path).startswith(("/dev/", "/proc/")):
+    devices = os.path.dirname(full) in ("/dev", "/dev/fd") or full.startswith("/proc/")
+    if path == "-" or special or devices:
         return "standard output, a pipe or a device is not a file to write: give a file path"
     return None
 

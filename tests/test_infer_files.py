@@ -6,8 +6,10 @@ import csv
 import ctypes
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -437,6 +439,13 @@ def test_standard_output_or_a_device_as_output_is_one_line(
     code, text = run(args)
     assert code == 0, text
     assert [r["path"] for r in read_csv(tmp_path / "p.csv")] == ["x.jpg"]
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):  # a RAM disk: files
+        ram = Path(tempfile.mkdtemp(dir="/dev/shm"))
+        try:
+            code, text = run(["infer", str(tiny_model), "x.jpg", "-o", str(ram / "p.csv")])
+            assert code == 0, text
+        finally:
+            shutil.rmtree(ram)
 
 
 def test_class_folders_named_otherwise_say_why_there_is_no_accuracy(

@@ -36,7 +36,7 @@ from cnnbench.bench.results import (
 )
 from cnnbench.bench.runners import open_session, ran_precision, with_provider
 from cnnbench.infer.decode.images import decode_into
-from cnnbench.infer.engines.job import unlabelled_folders
+from cnnbench.infer.engines.job import class_folders
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.runner import make_scorer
 from cnnbench.infer.sources import listing, shards
@@ -237,10 +237,15 @@ def accuracy_and_stages(
             name = f"{info.model} {rc.label} {precision}"
             if reference is None:
                 reference, reference_name = done.predictions, name
-            if rc is configs[0] and cfg.images and not done.labels & {i.truth for i in images}:
-                labels = tuple(sorted(done.labels))
-                if why := unlabelled_folders((cfg.images,), labels):
-                    log(f"{info.model}: {why}")
+            if (
+                rc is configs[0]
+                and cfg.images
+                and not is_url(cfg.images)
+                and not done.labels & {i.truth for i in images}
+            ):
+                _, unmatched = class_folders((cfg.images,), sorted(done.labels))
+                if unmatched:
+                    log(f"{info.model}: {unmatched}")
             acc = Accuracy(
                 images=len(images),
                 top1=top1(images, done.predictions, set(done.labels)),

@@ -122,7 +122,7 @@ def test_first_batches_decode_before_the_session_and_rows_are_the_same(
             items = [item for batch, _, _ in head.submitted for item in batch]
             assert len(items) == min(8, 3 * batch_size)
             assert (head.fetched is not None) == read_ahead
-            assert head.classes.result() is False  # no folder named as a label
+            assert head.classes.result()[0] is False  # no folder named as a label
             head.close()
         waited = _config(
             tiny_model, tiny_folder, tmp_path / "waited.csv", batch_size=batch_size, resume=True

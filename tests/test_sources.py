@@ -109,7 +109,7 @@ def test_a_prefix_is_listed_and_read_while_the_session_is_built(
         items = [item for batch, _, _ in head.submitted for item in batch]
         assert items and all(item.data is not None for item in items)
         assert items[0].data == (photos / items[0].name).read_bytes()
-        assert head.classes.result() is True  # cat/ and dog/, the model's labels
+        assert head.classes.result() == (True, None)  # cat/ and dog/, the model's labels
         head.close()
 
 

@@ -333,36 +333,30 @@ def truth_for(name: str, labels: set[str]) -> str | None:
     return parts[-2] if len(parts) >= 2 and parts[-2] in labels else None
 
 
-def has_class_folders(inputs: tuple[str, ...], labels: set[str]) -> bool:
-    """True when some input folder or prefix has subfolders named like the model's labels."""
+def class_folders(inputs: tuple[str, ...], labels: Sequence[str]) -> tuple[bool, str | None]:
+    """Whether some input folder or prefix has subfolders named like the model's labels;
+    when none has, a line for a local input folder whose subfolders look like classes
+    (two or more) but are none of them (synset ids against names, another model's
+    classes): top-1 accuracy is not measured, and the line says why. Each local folder's
+    top is listed once."""
+    wanted, unmatched = set(labels), None
     for root in inputs:
         if stores.is_url(root) and not shards.is_shard(root):
             # check_config's inputs: a prefix ends in '/' (an object does not)
-            if root.endswith("/") and prefixes.has_subprefix(root, labels):
-                return True
+            if root.endswith("/") and prefixes.has_subprefix(root, wanted):
+                return True, None
         elif os.path.isdir(root):
             with os.scandir(root) as entries:
-                if any(e.name in labels and listing.is_dir_entry(e) for e in entries):
-                    return True
-    return False
-
-
-def unlabelled_folders(inputs: tuple[str, ...], labels: tuple[str, ...]) -> str | None:
-    """A line for a local input folder whose subfolders look like classes but none is
-    named like one of the model's labels (synset ids against names, another model's
-    classes): top-1 accuracy is not measured, and this says why. None otherwise."""
-    for root in inputs:
-        if stores.is_url(root) or shards.is_shard(root) or not os.path.isdir(root):
-            continue
-        with os.scandir(root) as entries:
-            folders = sorted(e.name for e in entries if listing.is_dir_entry(e))
-        if len(folders) >= 2 and labels:
-            return (
-                f"accuracy: not measured: the subfolders of {root} ({_some(folders)}) are "
-                f"none of the model's labels ({_some(labels)}); class folders named as its "
-                "labels give top-1 accuracy"
-            )
-    return None
+                folders = sorted(e.name for e in entries if listing.is_dir_entry(e))
+            if wanted.intersection(folders):
+                return True, None
+            if unmatched is None and len(folders) >= 2 and labels:
+                unmatched = (
+                    f"accuracy: not measured: the subfolders of {root} ({_some(folders)}) "
+                    f"are none of the model's labels ({_some(labels)}); class folders named "
+                    "as its labels give top-1 accuracy"
+                )
+    return False, unmatched
 
 
 def _some(names: Sequence[str], shown: int = 3) -> str:

@@ -38,14 +38,13 @@ from cnnbench.infer.engines.job import (
     batch_size_for,
     batched,
     check_config,
+    class_folders,
     describe_format,
-    has_class_folders,
     idle_seconds,
     iter_items,
     job_key,
     prediction_row,
     top_indices,
-    unlabelled_folders,
     write_summary,
 )
 from cnnbench.infer.errors import InferError
@@ -304,11 +303,11 @@ def _run_session(
     )
     summary.preprocessing = fmt.describe()
     if head is not None and head.fmt.labels == fmt.labels:
-        with_truth = head.classes.result()
+        with_truth, unmatched = head.classes.result()
     else:
-        with_truth = has_class_folders(inputs, set(fmt.labels))
-    if not with_truth and (why := unlabelled_folders(inputs, fmt.labels)):
-        say(why)
+        with_truth, unmatched = class_folders(inputs, fmt.labels)
+    if unmatched:
+        say(unmatched)
     if head is not None and not head.decodes_for(fmt, batch_size):
         head.close()  # the session read the file otherwise: decode again, its way
         head = None
@@ -392,7 +391,7 @@ class _Head:
     skipped: Counter  # files left out by extension
     truncated: list[str]
     started: float  # when the first batch was submitted
-    classes: Future  # has_class_folders for the header's labels
+    classes: Future  # class_folders for the header's labels
     fetched: Generator[Item, None, None] | None  # the items' reads ahead, if fetched
     unlisted: InferError | None = None  # why the inputs gave no first item (raised in turn)
 
@@ -417,7 +416,7 @@ class _Head:
             batch_size = batch_size_for(fmt, cfg.batch_size, Provider.CPU)
         except InferError:
             return None  # the same check, made on the session, says it in its turn
-        classes = pool.submit(has_class_folders, inputs, set(fmt.labels))
+        classes = pool.submit(class_folders, inputs, fmt.labels)
         try:
             items = iter_items(inputs, cfg, skipped)
         except InferError as e:  # raised in its turn: a list from a pipe is not read twice

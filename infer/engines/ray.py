@@ -37,12 +37,11 @@ from cnnbench.infer.engines.job import (
     StopOnSigint,
     batch_size_for,
     check_config,
+    class_folders,
     describe_format,
-    has_class_folders,
     iter_items,
     job_key,
     prediction_row,
-    unlabelled_folders,
     write_summary,
 )
 from cnnbench.infer.engines.ray_cleanup import release_watchdog
@@ -417,9 +416,9 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
     fmt = resolve_input_format(session, cfg.foreign)
     check_top_k(fmt, cfg.top_k)
     model = _read_model(cfg.model)
-    with_truth = has_class_folders(inputs, set(fmt.labels))
-    if not with_truth and (why := unlabelled_folders(inputs, fmt.labels)):
-        report(why)
+    with_truth, unmatched = class_folders(inputs, fmt.labels)
+    if unmatched:
+        report(unmatched)
     columns = fieldnames(cfg.top_k, with_truth)
     gpu = _num_gpus(opts, cfg.runtime) > 0
     batch_size = batch_size_for(fmt, cfg.batch_size, Provider.CUDA if gpu else Provider.CPU)

@@ -274,6 +274,33 @@ def test_a_list_from_a_pipe_holds_any_file_name(
     assert_one_line_error(code, output, "is a folder", "without '@'")
 
 
+def test_a_list_from_a_pipe_is_read_once_when_the_session_decodes_otherwise(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first batches decode while the session builds, in the format the model file's
+    header gives; where the session then decodes otherwise, those items decode again
+    from the same listing: a list from a pipe, read once, still gives every row."""
+    from cnnbench.infer.engines import local
+
+    names = [f"p{i}.jpg" for i in range(7)]
+    for name in names:
+        (tmp_path / name).write_bytes(photo_jpeg)
+    monkeypatch.setattr(local._Head, "decodes_for", lambda self, fmt, batch_size: False)
+    monkeypatch.chdir(tmp_path)
+    r, w = os.pipe()
+    os.write(w, "".join(f"{name}\n" for name in names).encode())
+    os.close(w)
+    try:
+        code, output = run(
+            ["infer", str(tiny_model), f"@/dev/fd/{r}", "-o", "p.csv", "--batch-size", "2"]
+        )
+    finally:
+        os.close(r)
+    assert code == 0, output
+    assert sorted(row["path"] for row in read_csv(tmp_path / "p.csv")) == names
+    assert not read_csv(tmp_path / "p.errors.csv")
+
+
 def test_inputs_read_twice_are_one_line(
     tiny_model: Path, photo_jpeg: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

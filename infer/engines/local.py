@@ -20,7 +20,7 @@ from collections import Counter, deque
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from typing import TYPE_CHECKING
 
 import cv2
@@ -308,14 +308,19 @@ def _run_session(
         with_truth, unmatched = class_folders(inputs, fmt.labels)
     if unmatched:
         say(unmatched)
-    if head is not None and not head.decodes_for(fmt, batch_size):
-        head.close()  # the session read the file otherwise: decode again, its way
-        head = None
-    if head is None:
-        items = iter_items(inputs, cfg, summary.skipped_by_extension)
-    elif head.unlisted is not None:  # before any output is made
+    if head is not None and head.unlisted is not None:  # before any output is made
         head.close()
         raise head.unlisted
+    fetched = head.fetched if head is not None else None  # the head's reads ahead
+    fetch_here = head is None
+    if head is None:
+        items = iter_items(inputs, cfg, summary.skipped_by_extension)
+    elif not head.decodes_for(fmt, batch_size):
+        # the session read the file otherwise: its items decode again, its way; they are
+        # not listed again (a list from a pipe is read once)
+        items = head.relisted()
+        summary.skipped_by_extension = head.skipped
+        head = None
     else:
         items = head.rest
         summary.skipped_by_extension, summary.truncated = head.skipped, head.truncated
@@ -328,8 +333,8 @@ def _run_session(
         try:
             writer = _Writer(runner, fmt, cfg, summary, with_truth)
             ready = sink.pending(items)
-            fetching = head.fetched if head is not None else None  # the head's reads ahead
-            if head is None:
+            fetching = fetched
+            if fetch_here:
                 ready = fetching = fetch_ahead(
                     ready, io_threads_for(cfg), max_bytes=cfg.limits.max_bytes
                 )
@@ -450,6 +455,12 @@ class _Head:
         return mine == (fmt.size, fmt.channels, fmt.bgr, fmt.policy) and (
             self.batch_size == batch_size
         )
+
+    def relisted(self) -> Iterator[Item]:
+        """The items, from the first, for a run that decodes them otherwise: the head's
+        decoding stops; its reads ahead go on (`fetched`: the caller closes it)."""
+        self.decoder.close()
+        return chain([item for items, _, _ in self.submitted for item in items], self.rest)
 
     def close(self) -> None:
         if self.fetched is not None:

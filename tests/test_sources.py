@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import gzip
 import http.server
 import io
@@ -897,3 +898,46 @@ def test_a_file_larger_than_any_image_is_not_read(
         (error,) = _rows(tmp_path / "p.errors.csv")
         assert error["path"] == "video.jpg"
         assert error["error"].startswith("too large: a file of 20,971,520 bytes"), error
+
+
+def test_objects_urls_and_shard_members_larger_than_any_image_are_not_read(
+    tiny_model: Path, photo_jpeg: bytes, s3: S3Server, tmp_path: Path
+) -> None:
+    """Where no listing gives the size first (an object or URL named alone, a member of
+    a tar shard), a file over `--max-pixels` x 8 bytes + 16 MB is an error row too, its
+    bytes not held: by the size the answer's headers give (S3 through libcurl, obstore
+    or botocore; HTTP asked for it first), or its member header."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "photo.jpg").write_bytes(photo_jpeg)
+    with open(folder / "video.jpg", "wb") as f:
+        f.truncate(20 << 20)
+    shard = _tar(tmp_path / "shard.tar", [("a.jpg", photo_jpeg), ("b.jpg", bytes(20 << 20))])
+    client = s3.client()
+    client.create_bucket(Bucket="big")
+    client.upload_file(str(folder / "video.jpg"), "big", "in/video.jpg")  # libcurl's key
+    client.upload_file(str(folder / "video.jpg"), "big", "in/a video.jpg")  # obstore's
+    client.upload_file(str(folder / "video.jpg"), "big", "in//video.jpg")  # botocore's
+    client.upload_file(str(shard), "big", "shard.tar")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    urls = ["s3://big/in/video.jpg", "s3://big/in/a video.jpg", "s3://big/in//video.jpg"]
+    (tmp_path / "list.txt").write_text("".join(f"{u}\n" for u in [*urls, f"{base}/video.jpg"]))
+    out = tmp_path / "p.csv"
+    args = [sys.executable, "-m", "cnnbench", "infer", str(tiny_model), f"{base}/photo.jpg"]
+    args += [f"@{tmp_path / 'list.txt'}", str(shard), "s3://big/shard.tar", "-o", str(out)]
+    args += ["--no-progress", "--max-pixels", "200000"]  # 1.6 MB + 16 MB
+    try:
+        done = subprocess.run(args, env=os.environ | s3.env, capture_output=True, text=True)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr
+    read = [f"{base}/photo.jpg", f"{shard}/a.jpg", "s3://big/shard.tar/a.jpg"]
+    assert [r["path"] for r in _rows(out)] == read
+    errors = {e["path"]: e["error"] for e in _rows(tmp_path / "p.errors.csv")}
+    large = [*urls, f"{base}/video.jpg", f"{shard}/b.jpg", "s3://big/shard.tar/b.jpg"]
+    assert sorted(errors) == sorted(large)
+    for path, error in errors.items():
+        assert error.startswith("too large: a file of 20,971,520 bytes"), (path, error)

@@ -103,6 +103,25 @@ def test_members_offsets_and_bytes_are_tarfiles(fmt: str, read_size: int) -> Non
     assert jpgs == _by_tarfile(data, _jpgs) and len(jpgs[0]) == 6
 
 
+# a global pax header first: tarfile reads the members (tarscan's `_by_tarfile`)
+@pytest.mark.parametrize(("fmt", "global_pax"), [*((f, False) for f in FORMATS), ("pax", True)])
+def test_members_over_max_size_are_stepped_over_unread(fmt: str, global_pax: bool) -> None:
+    """A member over `max_size` (larger than any image the run reads) is named with its
+    size, its bytes not taken; the members after it are tarfile's, unchanged."""
+    kwargs = {"pax_headers": {"comment": "global"}} if global_pax else {}
+    data = _archive(FORMATS[fmt], **kwargs)
+    expected, error = _by_tarfile(data)
+    for read_size in READ_SIZES:
+        got = list(tarscan.regular_members(io.BytesIO(data), _everything, read_size, max_size=2000))
+        assert error is None and len(got) == len(expected)
+        for member, (name, offset, body) in zip(got, expected, strict=True):
+            if len(body) > 2000:
+                assert member == tarscan.Oversized(name, len(body))
+            else:
+                assert member == (name, offset, body)
+        assert any(isinstance(m, tarscan.Oversized) for m in got)
+
+
 def _groups(data: bytes) -> list[bytes]:
     """Each member's headers (extension headers and its own), in order."""
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:

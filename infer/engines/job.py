@@ -297,7 +297,7 @@ def iter_items(
         job_path(cfg.output),
     )
     written += tuple(filter(None, [cfg.summary]))
-    items = scan_inputs(inputs, cfg.extensions, skipped, written)
+    items = scan_inputs(inputs, cfg.extensions, skipped, written, cfg.limits.max_bytes)
     items = islice(items, cfg.limit) if cfg.limit is not None else items
     first = next(items, None)
     if first is None:

@@ -71,9 +71,10 @@ def read_ahead(threads: int) -> int:
 def read_source(path: str, settings: tuple | None = None, max_bytes: int | None = None) -> bytes:
     """The bytes of a local file or of an object by URL (retried when transient), read
     with the store `settings` (None: those of now, `stores.store_settings`). A local
-    file over `max_bytes` (None: `max_file_bytes()`) is refused unread."""
+    file or object over `max_bytes` (None: `max_file_bytes()`) is refused unread."""
     if stores.is_url(path):
-        return stores.read_bytes(path, settings)
+        limit = max_file_bytes() if max_bytes is None else max_bytes
+        return stores.read_bytes(path, settings, limit)
     # Opened without waiting (a named pipe with no writer would block the reader for
     # good), then refused unless it is a file: a pipe or a device may never end.
     with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
@@ -181,6 +182,7 @@ def fetch_ahead(
     stop = threading.Event()
     pool = ThreadPoolExecutor(threads, thread_name_prefix="cnnbench-fetch")
     settings = stores.store_settings()  # once: reading them costs a quarter of a GET
+    limit = max_file_bytes() if max_bytes is None else max_bytes
 
     def fallback(item: Item) -> Future:
         return pool.submit(_fetch, [item], settings, max_bytes)
@@ -202,7 +204,7 @@ def fetch_ahead(
             return None
         if not multis:
             try:
-                multis.append(S3Multi(settings, threads, fallback))
+                multis.append(S3Multi(settings, threads, fallback, limit))
             except Exception:  # the threads read them, and say what is wrong
                 multis.append(None)
         return multis[0]
@@ -214,7 +216,6 @@ def fetch_ahead(
         cost = 0  # their listed sizes
         engine = None  # what reads them (an S3Multi, or None: the threads)
         try:
-            limit = max_file_bytes() if max_bytes is None else max_bytes
             for item in items:
                 if item.size is not None and item.size > limit and item.data is None:
                     item = dataclasses.replace(item, error=too_large_file(item.size, limit))

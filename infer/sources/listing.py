@@ -93,6 +93,7 @@ def scan_inputs(
     extensions: Extensions,
     skipped: Counter | None = None,
     written: tuple[str, ...] = (),
+    max_bytes: int | None = None,
 ) -> Iterator[Item]:
     """Every file under the inputs, in order. One folder, prefix or shard pattern: names
     relative to it (a shard's members as `shard.tar/member`); several inputs: names
@@ -103,21 +104,21 @@ def scan_inputs(
     even inside an input folder or prefix."""
     if own := _as_scanned(inputs, written):  # rare: a filter on every file only then
         under = tuple({f"{path}{sep}" for path in own for sep in ("/", os.sep)})
-        items = _scan_all(inputs, extensions, skipped)
+        items = _scan_all(inputs, extensions, skipped, max_bytes)
         yield from (i for i in items if i.path not in own and not i.path.startswith(under))
     else:
-        yield from _scan_all(inputs, extensions, skipped)
+        yield from _scan_all(inputs, extensions, skipped, max_bytes)
 
 
 def _scan_all(
-    inputs: tuple[str, ...], extensions: Extensions, skipped: Counter | None
+    inputs: tuple[str, ...], extensions: Extensions, skipped: Counter | None, max_bytes: int | None
 ) -> Iterator[Item]:
     single = len(inputs) == 1 and not inputs[0].startswith("@")
     for text in inputs:
         if text.startswith("@"):
-            yield from _scan_list(text[1:], extensions, skipped)
+            yield from _scan_list(text[1:], extensions, skipped, max_bytes)
         else:
-            yield from _scan_one(text, single, extensions, skipped)
+            yield from _scan_one(text, single, extensions, skipped, max_bytes)
 
 
 def _as_scanned(inputs: tuple[str, ...], written: tuple[str, ...]) -> frozenset[str]:
@@ -138,14 +139,18 @@ def _as_scanned(inputs: tuple[str, ...], written: tuple[str, ...]) -> frozenset[
 
 
 def _scan_one(
-    text: str, single: bool, extensions: Extensions, skipped: Counter | None
+    text: str,
+    single: bool,
+    extensions: Extensions,
+    skipped: Counter | None,
+    max_bytes: int | None = None,
 ) -> Iterator[Item]:
     """One input or list line: a folder, a file, a URL (object or prefix), or a shard
     (local or URL, or a brace pattern of them)."""
     if shards.is_shard(text):
         for shard in shards.expand(text):
             head = _posix(shard) if not single else os.path.basename(_posix(shard))
-            yield from shards.members(shard, f"{head}/", extensions, skipped)
+            yield from shards.members(shard, f"{head}/", extensions, skipped, max_bytes)
     elif stores.is_url(text):
         yield from url_items(text, "" if single else f"{text.rstrip('/')}/", extensions, skipped)
     elif os.path.isdir(text):
@@ -188,7 +193,9 @@ def _posix(path: str) -> str:
     return path.replace(os.sep, "/")
 
 
-def _scan_list(list_path: str, extensions: Extensions, skipped: Counter | None) -> Iterator[Item]:
+def _scan_list(
+    list_path: str, extensions: Extensions, skipped: Counter | None, max_bytes: int | None
+) -> Iterator[Item]:
     """One path or URL per line (paths relative to the working directory); folders,
     prefixes and shards are scanned. A line is UTF-8 (a byte-order mark before the
     first is dropped), or else a file name's own bytes, as `find` prints them. A NUL
@@ -205,7 +212,7 @@ def _scan_list(list_path: str, extensions: Extensions, skipped: Counter | None) 
             if number == 1:
                 raw = raw.removeprefix(codecs.BOM_UTF8)
             if raw.strip():
-                yield from _scan_one(os.fsdecode(raw), False, extensions, skipped)
+                yield from _scan_one(os.fsdecode(raw), False, extensions, skipped, max_bytes)
 
 
 def _scan_dir(

@@ -159,14 +159,21 @@ class S3Multi:
     """GETs of whole S3 objects, `in_flight` at a time, on a thread of its own.
     `submit(items)` returns a Future of the items with their bytes, in order. An item
     whose GET did not end in a whole answer is handed to `fallback`, which returns a
-    Future of it read another way (as a list of one item), and waited for.
+    Future of it read another way (as a list of one item), and waited for; so is one
+    over `max_bytes` (libcurl stops it at its headers' size).
 
     While somebody waits for a task's result (`hurried`), answers are taken as they
     come; otherwise every GATHER_S, many at a wake-up. On a core shared with the decode
     threads, at normal priority, a wake-up per answer cost 84 us of CPU a GET against 60,
     and mnist_cnn's `infer` job 0.84x local disk's rate against 0.89x (docs/benchmarks.md)."""
 
-    def __init__(self, settings: tuple, in_flight: int, fallback: Callable[[Item], Future]) -> None:
+    def __init__(
+        self,
+        settings: tuple,
+        in_flight: int,
+        fallback: Callable[[Item], Future],
+        max_bytes: int | None = None,
+    ) -> None:
         import pycurl
 
         self._pycurl = pycurl
@@ -175,6 +182,9 @@ class S3Multi:
         self._multi = pycurl.CurlMulti()
         self._multi.setopt(pycurl.M_MAX_HOST_CONNECTIONS, in_flight)
         self._free = [self._target.handle() for _ in range(in_flight)]
+        if max_bytes is not None:  # a larger object is left to the fallback, which says so
+            for c in self._free:
+                c.setopt(pycurl.MAXFILESIZE_LARGE, max_bytes)
         self._busy: set = set()
         self._inbox: queue.Queue = queue.Queue()
         self._lock = threading.Lock()  # a task's slots, filled here and by fallbacks

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import IO
 
+from cnnbench.infer.decode.probe import max_file_bytes, too_large_file
 from cnnbench.infer.sources import stores, tarscan
 from cnnbench.infer.sources.items import Item, printable, wanted
 
@@ -53,10 +54,13 @@ def members(
     prefix: str,
     extensions: tuple[str, ...] | None,
     skipped: Counter | None = None,
+    max_bytes: int | None = None,
 ) -> Iterator[Item]:
     """The wanted members of one shard, with their bytes, named `prefix + member`;
-    members left out by extension are counted in `skipped`. Whatever breaks the shard
-    ends it with one error Item named after the shard (`prefix` without its '/')."""
+    members left out by extension are counted in `skipped`; one over `max_bytes` (None:
+    `max_file_bytes()`) is an error Item, unread. Whatever breaks the shard ends it with
+    one error Item named after the shard (`prefix` without its '/')."""
+    limit = max_file_bytes() if max_bytes is None else max_bytes
     read = 0
     last = ""
 
@@ -68,17 +72,20 @@ def members(
         with _open(shard) as raw:
             compressed = _compressed(shard)
             stream: tarscan.Stream = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
-            for member in tarscan.regular_members(stream, want, others=True):
-                named = member.name if isinstance(member, tarscan.NotRegular) else member[0]
+            members = tarscan.regular_members(stream, want, others=True, max_size=limit)
+            for member in members:
+                named = member[0] if isinstance(member, tuple) else member.name
                 name = named.removeprefix("./")
                 last, read = name, read + 1
                 path = printable(f"{prefix}{name}")
-                if isinstance(member, tarscan.NotRegular):
-                    why = f"{member.what} in the shard, not a file: store the image itself"
-                    yield Item(shard, path, error=why)
-                elif name in seen:
+                if name in seen:
                     why = "a second member of this name in the shard: only the first is read"
                     yield Item(shard, path, error=f"{why}; rename one")
+                elif isinstance(member, tarscan.NotRegular):
+                    why = f"{member.what} in the shard, not a file: store the image itself"
+                    yield Item(shard, path, error=why)
+                elif isinstance(member, tarscan.Oversized):
+                    yield Item(shard, path, error=too_large_file(member.size, limit))
                 else:
                     _, offset, data = member
                     where = None if compressed else offset

@@ -15,6 +15,7 @@ Imports nothing heavy: fsspec and the store's library load on the first URL.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import io
@@ -28,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from cnnbench.infer.decode.probe import too_large_file
 from cnnbench.infer.errors import InferError, first_line
 
 if TYPE_CHECKING:
@@ -308,7 +310,7 @@ def with_retries(call: Callable[[], T], url: str, attempts: int = RETRIES) -> T:
         try:
             return call()
         except Exception as e:
-            if isinstance(e, InferError):
+            if isinstance(e, InferError | TooLarge):
                 raise
             if attempt + 1 < attempts and is_transient(e):
                 time.sleep(BACKOFF_S * 4**attempt)
@@ -456,21 +458,40 @@ def _from_obstore(e: Exception) -> Exception:
     )
 
 
-def _s3_get(url: str, span: tuple[int, int] | None, settings: tuple) -> bytes:
+class TooLarge(OSError):
+    """An object over the size the caller reads at all (said before its body is read)."""
+
+
+def _cap(size: int | None, max_bytes: int | None) -> None:
+    if max_bytes is not None and size is not None and size > max_bytes:
+        raise TooLarge(too_large_file(size, max_bytes))
+
+
+def _s3_get(
+    url: str, span: tuple[int, int] | None, settings: tuple, max_bytes: int | None = None
+) -> bytes:
     """The object at `url`, or `span` (offset, size) of it: through obstore when it can
-    name the key, else botocore."""
+    name the key, else botocore. A whole object over `max_bytes` is refused by the size
+    its answer's headers give, its body unread."""
     bucket, key = _bucket_key(url)
     if not _object_store_key(key):
         client = s3_client(settings)
         args = {"Range": f"bytes={span[0]}-{span[0] + span[1] - 1}"} if span else {}
-        return client.get_object(Bucket=bucket, Key=key, **args)["Body"].read()
+        answer = client.get_object(Bucket=bucket, Key=key, **args)
+        with contextlib.closing(answer["Body"]) as body:
+            _cap(answer.get("ContentLength"), max_bytes)
+            return body.read()
     import obstore
 
     store = _object_store(bucket, settings)
     try:
         if span is None:
-            return bytes(obstore.get(store, key).bytes())
+            got = obstore.get(store, key)
+            _cap(got.meta["size"], max_bytes)
+            return bytes(got.bytes())
         return bytes(obstore.get_range(store, key, start=span[0], length=span[1]))
+    except TooLarge:
+        raise
     except Exception as e:
         raise _from_obstore(e) from e
 
@@ -480,14 +501,27 @@ def _bucket_key(url: str) -> tuple[str, str]:
     return bucket, key
 
 
-def read_bytes(url: str, settings: tuple | None = None) -> bytes:
-    """The whole object at `url`, read with the store `settings` (None: those of now)."""
+def read_bytes(url: str, settings: tuple | None = None, max_bytes: int | None = None) -> bytes:
+    """The whole object at `url`, read with the store `settings` (None: those of now).
+    One over `max_bytes` (None: any size) is `TooLarge`, its body unread: S3 says the size
+    in its answer's headers; another store is asked for it first (one request more; a
+    server that does not say reads it whole)."""
     if _scheme(url).protocol == "s3":
         settings = store_settings() if settings is None else settings
-        return with_retries(lambda: _s3_get(url, None, settings), url)
+        return with_retries(lambda: _s3_get(url, None, settings, max_bytes), url)
     fs = filesystem(url)
     path = store_path(url)
-    return with_retries(lambda: fs.cat_file(path), url)
+
+    def read() -> bytes:
+        if max_bytes is not None:
+            try:
+                size = fs.size(path)
+            except Exception:  # the read itself says what is wrong, as it always has
+                size = None
+            _cap(size, max_bytes)
+        return fs.cat_file(path)
+
+    return with_retries(read, url)
 
 
 def read_range(url: str, offset: int, size: int, settings: tuple | None = None) -> bytes:

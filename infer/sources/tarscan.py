@@ -89,6 +89,14 @@ _KINDS = {  # what a member of each tar type is (folders are left out: they hold
 }
 
 
+@dataclass(frozen=True)
+class Oversized:
+    """A regular member over the size the caller reads at all: stepped over, unread."""
+
+    name: str
+    size: int
+
+
 class CutShort(Exception):
     """A header that is not the end-of-archive block: tarfile would end quietly."""
 
@@ -117,26 +125,34 @@ _HEADER_PROBLEMS = {
 
 
 def regular_members(
-    raw: Stream, want: Callable[[str], bool], read_size: int = READ_SIZE, others: bool = False
-) -> Iterator[Member | NotRegular]:
+    raw: Stream,
+    want: Callable[[str], bool],
+    read_size: int = READ_SIZE,
+    others: bool = False,
+    max_size: int | None = None,
+) -> Iterator[Member | NotRegular | Oversized]:
     """The regular members of the tar stream `raw` whose names `want` takes, in the
     archive's order, each with its offset in the stream (None for a GNU sparse member:
-    its bytes are not one range) and its bytes; with `others`, the links, devices and
-    FIFOs `want` takes too, as `NotRegular`. Raises what `tarfile` raises for a broken
-    archive (`CutShort` for a header that is not the archive's end)."""
+    its bytes are not one range) and its bytes; one over `max_size` bytes as `Oversized`,
+    its bytes stepped over; with `others`, the links, devices and FIFOs `want` takes too,
+    as `NotRegular`. Raises what `tarfile` raises for a broken archive (`CutShort` for a
+    header that is not the archive's end)."""
     blocks = _Blocks(raw, read_size)
     while True:
         read: list[bytes] = []  # the blocks of this member's headers, for tarfile
         head = _member_head(blocks, read)
         if head is None:  # a header for tarfile: it reads from this member on
             blocks.unread(b"".join(read))
-            yield from _by_tarfile(blocks, want, others)
+            yield from _by_tarfile(blocks, want, others, max_size)
             return
         if head is _END:
             return
         name, kind, size = head
         padded = -(-size // BLOCK) * BLOCK
-        if kind in _REGULAR and want(name):
+        taken = kind in _REGULAR and want(name)  # `want` counts what it leaves out: once
+        if taken and max_size is not None and size > max_size:
+            yield Oversized(name, size)
+        elif taken:
             offset = blocks.tell()
             data = blocks.take(size)
             if len(data) < size:
@@ -263,13 +279,16 @@ def _pax_text(value: bytes) -> str:
 
 
 def _by_tarfile(
-    blocks: _Blocks, want: Callable[[str], bool], others: bool
-) -> Iterator[Member | NotRegular]:
+    blocks: _Blocks, want: Callable[[str], bool], others: bool, max_size: int | None
+) -> Iterator[Member | NotRegular | Oversized]:
     """The rest of the stream read by tarfile's random-access mode over forward seeks."""
     rest = _Rest(blocks)  # not an IO[bytes]: it has the read, seek and tell tarfile uses
     with tarfile.open(fileobj=rest, mode="r:", tarinfo=CheckedInfo) as tar:  # type: ignore[call-overload]
         for member in tar:
-            if member.isfile() and want(member.name):
+            taken = member.isfile() and want(member.name)
+            if taken and max_size is not None and member.size > max_size:
+                yield Oversized(member.name, member.size)
+            elif taken:
                 extracted = tar.extractfile(member)
                 assert extracted is not None, "a regular member always extracts"
                 offset = None if member.sparse is not None else member.offset_data

@@ -51,7 +51,8 @@ def _edited(plan: Path, tmp_path: Path, **changes: object) -> Path:
             doc[section][field] = value
         else:
             doc[section] = value
-    doc["model"] = str((plan.parent / doc["model"]).resolve())  # the copy lives elsewhere
+    if isinstance(doc["model"], str):  # the copy lives elsewhere
+        doc["model"] = str((plan.parent / doc["model"]).resolve())
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(doc))
     return edited
@@ -161,6 +162,19 @@ def test_a_missing_provider_is_one_warning_and_runs_on_cpu(
         ({"schema": "other/1"}, "not a cnnbench plan"),
         ({"schema": "cnnbench.plan/1"}, "written by an older cnnbench"),
         ({"expected": {"oops": 1}}, "missing or bad field"),
+        # as a hand or another tool edits them: each a traceback, a wrong setting taken
+        # quietly, or a crash after the whole run (a zero expected img/s)
+        ({"batch_size": "8"}, "batch_size '8': a whole number"),
+        ({"batch_size": True}, "batch_size True: a whole number"),
+        ({"threads": 1.5}, "threads 1.5: a whole number"),
+        ({"model": None}, "model None: a non-empty string"),
+        ({"precision_hint": "fp8"}, "precision_hint 'fp8': one of auto, f32, bf16"),
+        ({"trt_fp16": "no"}, "trt_fp16 'no': true or false"),
+        ({"expected__images_per_second": 0}, "expected.images_per_second 0"),
+        ({"expected__p99_ms": "slow"}, "expected.p99_ms 'slow': a number"),
+        ({"expected__agreement": 2}, "expected.agreement 2: a number"),
+        ({"machine": 5}, "machine 5: an object"),
+        ({"batch_size": 10**12}, "more than this machine's"),
     ],
 )
 def test_bad_plans_are_one_line(
@@ -169,6 +183,7 @@ def test_bad_plans_are_one_line(
     bad = _edited(planned, tmp_path, **change)
     code, out = run(["infer", "--plan", str(bad), str(tiny_folder), "-o", str(tmp_path / "p.csv")])
     assert_one_line_error(code, out, needle)
+    assert not list(tmp_path.glob("p.*")), "nothing written"
 
 
 def test_plan_files_that_are_not_plans_are_one_line(tiny_folder: Path, tmp_path: Path):

@@ -406,6 +406,20 @@ def batch_size_for(fmt: InputFormat, asked: int | None, provider: Provider) -> i
     return fmt.batch
 
 
+def check_batch_memory(fmt: InputFormat, batch_size: int, buffers: int) -> None:
+    """One line where `buffers` batch buffers alone would take more memory than the
+    machine has (they are allocated up front, filled as images come)."""
+    height, width = fmt.size
+    need = buffers * batch_size * height * width * fmt.channels
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise InferError(
+            f"batch size {batch_size:,}: {buffers} batches of {height}x{width}x{fmt.channels} "
+            f"images take {need / 1e9:,.1f} GB, more than this machine's {have / 1e9:,.1f} GB "
+            "of memory; give a smaller --batch-size (or re-run cnnbench tune for a plan)"
+        )
+
+
 def describe_format(fmt: InputFormat) -> list[str]:
     """Lines telling the user what was read from the model and decided for it."""
     lines = list(fmt.notes)

@@ -37,6 +37,7 @@ from cnnbench.infer.engines.job import (
     StopOnSigint,
     batch_size_for,
     batched,
+    check_batch_memory,
     check_config,
     class_folders,
     describe_format,
@@ -285,6 +286,7 @@ def _run_session(
     check_top_k(fmt, cfg.top_k)
     provider = active_provider(session)
     batch_size = batch_size_for(fmt, cfg.batch_size, provider)
+    check_batch_memory(fmt, batch_size, DEPTH + cfg.concurrency - 1)
     say = report or (lambda line: None)
     if cfg.concurrency > 1 and provider not in (Provider.CPU, Provider.OPENVINO):
         raise InferError(
@@ -419,6 +421,7 @@ class _Head:
         try:
             fmt = resolve_input_format(view, cfg.foreign)
             batch_size = batch_size_for(fmt, cfg.batch_size, Provider.CPU)
+            check_batch_memory(fmt, batch_size, DEPTH + cfg.concurrency - 1)
         except InferError:
             return None  # the same check, made on the session, says it in its turn
         classes = pool.submit(class_folders, inputs, fmt.labels)

@@ -36,6 +36,7 @@ from cnnbench.infer.engines.job import (
     RayOptions,
     StopOnSigint,
     batch_size_for,
+    check_batch_memory,
     check_config,
     class_folders,
     describe_format,
@@ -422,6 +423,7 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
     columns = fieldnames(cfg.top_k, with_truth)
     gpu = _num_gpus(opts, cfg.runtime) > 0
     batch_size = batch_size_for(fmt, cfg.batch_size, Provider.CUDA if gpu else Provider.CPU)
+    check_batch_memory(fmt, batch_size, 1)  # each model actor's buffer
     summary = InferSummary(batch_size=batch_size)
     summary.preprocessing = fmt.describe()
     for line in describe_format(fmt):

@@ -174,13 +174,13 @@ def export_onnx(cfg: ConvertConfig, report: Callable[[str], None] | None = None)
     facts = model_facts(model)
     labels = resolve_labels(cfg, facts.num_classes)
     policy = model_policy(cfg)
-    calibration = calibration_images(cfg.calibration, facts, policy)
+    report = report or (lambda line: None)
+    calibration = calibration_images(cfg.calibration, facts, policy, report)
     real = (
-        verification_images(cfg.verify_images, calibration, facts, policy, labels)
+        verification_images(cfg.verify_images, calibration, facts, policy, labels, report)
         if cfg.verify
         else None
     )
-    report = report or (lambda line: None)
     proto = to_onnx(model, facts, cfg)
     with staged(cfg.output) as path:
         proto, quant = lower_precision(proto, cfg, path, calibration, real, report)

@@ -47,10 +47,11 @@ def convert_onnx(cfg: ConvertConfig, report: Callable[[str], None] | None = None
     check_not_lowered(cfg)
     source, session = read_source(cfg.model, cfg.foreign or ForeignOptions())
     facts, policy = source.facts, source.fmt.policy
-    calibration = calibration_images(cfg.calibration, facts, policy)
+    calibration = calibration_images(cfg.calibration, facts, policy, report)
     real = None
     if cfg.verify:
-        real = verification_images(cfg.verify_images, calibration, facts, policy, source.fmt.labels)
+        labels = source.fmt.labels
+        real = verification_images(cfg.verify_images, calibration, facts, policy, labels, report)
     model = load_onnx(cfg.model)
     if not source.is_contract:
         wrap_contract(model, source)

@@ -4,6 +4,7 @@ inference will see."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,7 @@ from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.keras_model import ModelFacts
 from cnnbench.infer.decode.images import load_item
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
-from cnnbench.infer.errors import InferError
+from cnnbench.infer.errors import InferError, first_line
 from cnnbench.infer.sources.listing import is_folder_like, scan, spread
 
 CALIBRATION_LIMIT = 256  # images; MinMax ranges settle well before this on CNNs
@@ -32,16 +33,18 @@ def load_folder(
     limit: int,
     option: str,
     policy: ResizePolicy = DEFAULT_POLICY,
+    report: Callable[[str], None] = lambda line: None,
 ) -> tuple[np.ndarray, list[str]]:
     """`limit` images from `folder` (sorted, recursive; a prefix URL or a tar shard too),
-    spread evenly over its order, unreadable ones skipped; with their names relative to
-    `folder`. The listing is read twice, to count it and then to take those: the first
-    `limit` of a folder of class folders were the first few classes."""
+    spread evenly over its order, unreadable ones skipped (`report` gets one line: how
+    many, and the first with its reason); with their names relative to `folder`. The
+    listing is read twice, to count it and then to take those: the first `limit` of a
+    folder of class folders were the first few classes."""
     if not is_folder_like(folder):
         raise ConvertError(
             f"{option} {folder}: not a folder; give a folder of images, a prefix URL or a shard"
         )
-    images, names = [], []
+    images, names, unreadable = [], [], []
     try:
         chosen = set(spread(sum(1 for _ in scan(folder)), limit))
         last = max(chosen, default=-1)
@@ -52,14 +55,20 @@ def load_folder(
                 continue
             try:
                 images.append(load_item(item, facts.size, facts.channels, policy=policy))
-            except (ValueError, OSError):
-                continue  # a corrupt file is not a reason to refuse the rest
+            except (ValueError, OSError) as e:  # not a reason to refuse the rest: said once
+                unreadable.append(f"{item.name}: {first_line(e)}")
+                continue
             names.append(item.name)
     except InferError as e:  # a store that cannot be reached
         raise ConvertError(f"{option}: {e}") from e
     if not images:
         raise ConvertError(
             f"{option} {folder}: no readable images found (looked for .jpg, .png, ...)"
+        )
+    if unreadable:
+        report(
+            f"{option} {folder}: {len(unreadable)} of {len(unreadable) + len(images)} files "
+            f"unreadable, left out (the first: {unreadable[0]}); {len(images)} images used"
         )
     return np.stack(images), names
 
@@ -75,11 +84,14 @@ def class_indices(names: list[str], labels: tuple[str, ...]) -> np.ndarray | Non
 
 
 def calibration_images(
-    folder: str | None, facts: ModelFacts, policy: ResizePolicy = DEFAULT_POLICY
+    folder: str | None,
+    facts: ModelFacts,
+    policy: ResizePolicy = DEFAULT_POLICY,
+    report: Callable[[str], None] = lambda line: None,
 ) -> np.ndarray | None:
     if folder is None:
         return None
-    return load_folder(folder, facts, CALIBRATION_LIMIT, "--calibration", policy)[0]
+    return load_folder(folder, facts, CALIBRATION_LIMIT, "--calibration", policy, report)[0]
 
 
 def verification_images(
@@ -88,11 +100,13 @@ def verification_images(
     facts: ModelFacts,
     policy: ResizePolicy = DEFAULT_POLICY,
     labels: tuple[str, ...] = (),
+    report: Callable[[str], None] = lambda line: None,
 ) -> RealImages | None:
     """Held-out images when given (labelled when their folders name the model's classes),
     else the calibration images, else None."""
     if verify_folder is not None:
-        images, names = load_folder(verify_folder, facts, VERIFY_LIMIT, "--verify-images", policy)
+        option = "--verify-images"
+        images, names = load_folder(verify_folder, facts, VERIFY_LIMIT, option, policy, report)
         truth = class_indices(names, labels)
         kind = "labelled" if truth is not None else "real"
         return RealImages(f"{kind}, {len(images)} images", images, truth)

@@ -840,6 +840,19 @@ def test_calibration_and_bench_images_take_prefixes_and_shards(
 
     with pytest.raises(ConvertError, match="no-such-bucket"):
         load_folder("s3://no-such-bucket/x/", facts, 5, "--calibration")
+    # an unreadable file is left out, and said so: it was left out without a word
+    shutil.copytree(photos, tmp_path / "some-broken")
+    (tmp_path / "some-broken" / "cat" / "0-broken.jpg").write_bytes(b"\xff\xd8 cut short")
+    lines: list[str] = []
+    images, used = load_folder(
+        str(tmp_path / "some-broken"), facts, 20, "--calibration", report=lines.append
+    )
+    assert len(images) == 11 and "cat/0-broken.jpg" not in used
+    (line,) = lines
+    assert line.startswith(f"--calibration {tmp_path / 'some-broken'}: 1 of 12 files unreadable"), (
+        line
+    )
+    assert "(the first: cat/0-broken.jpg: " in line and line.endswith("; 11 images used"), line
 
 
 def _open_files(soft: int, hard: int) -> Callable[[], None]:

@@ -200,9 +200,14 @@ def stage_pass(session: Any, info: ModelInfo, images: list[LabelledImage], batch
 def top1(
     images: list[LabelledImage], predictions: list[str | None], labels: set[str]
 ) -> float | None:
-    """Share of the labelled images whose top-1 is their folder; None if no folder is a
-    label of the model."""
-    pairs = [(i.truth, p) for i, p in zip(images, predictions, strict=True) if i.truth in labels]
+    """Share of the labelled images read whose top-1 is their folder (an unreadable one is
+    left out, as infer's accuracy leaves out its error rows); None if no folder is a label
+    of the model."""
+    pairs = [
+        (i.truth, p)
+        for i, p in zip(images, predictions, strict=True)
+        if i.truth in labels and p is not None
+    ]
     return sum(t == p for t, p in pairs) / len(pairs) if pairs else None
 
 
@@ -247,7 +252,7 @@ def accuracy_and_stages(
                 if unmatched:
                     log(f"{info.model}: {unmatched}")
             acc = Accuracy(
-                images=len(images),
+                images=sum(p is not None for p in done.predictions),  # those read
                 top1=top1(images, done.predictions, set(done.labels)),
                 agreement=agreement(done.predictions, reference),
                 reference=reference_name,

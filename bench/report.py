@@ -332,9 +332,10 @@ def extra_lines(report: BenchReport) -> list[str]:
     for e in report.end_to_end:
         s = e.stages
         ratio = f" ({e.ratio:.0%})" if e.model_only_ips else ""
+        unread = f", {e.errors} unreadable: left out" if e.errors else ""
         out.append(
             f"end to end {e.model} on {e.provider} {e.precision} (batch {e.batch_size}, "
-            f"{e.images} images): {e.pipeline_ips:.1f} img/s vs model-only "
+            f"{e.images} images{unread}): {e.pipeline_ips:.1f} img/s vs model-only "
             f"{e.model_only_ips:.1f}{ratio}; ms/image: read {s.read_ms:.3f}, decode+resize "
             f"{s.decode_resize_ms:.3f} (on {s.decode_workers} threads), batch assembly "
             f"{s.batch_assembly_ms:.3f}, run {s.run_ms:.3f}, write {s.write_ms:.3f}; "

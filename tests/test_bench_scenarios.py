@@ -215,6 +215,7 @@ def _labelled_folder(model: Path, root: Path, count: int = 8) -> float:
 def test_accuracy_agreement_and_stages(tiny: Path, tmp_path: Path) -> None:
     images = tmp_path / "labelled"
     expected = _labelled_folder(tiny, images)
+    (min(images.iterdir()) / "broken.png").write_bytes(b"\x89PNG cut short")  # left out
     other = write_classifier(tmp_path / "other.onnx")  # same weights: a second model
     out = {ext: tmp_path / f"a.{ext}" for ext in ("json", "csv", "md")}
     args = ["--model", str(tiny), "--model", str(other), "--provider", "cpu,openvino"]
@@ -238,9 +239,11 @@ def test_accuracy_agreement_and_stages(tiny: Path, tmp_path: Path) -> None:
     stage_names = {"read", "decode+resize", "batch assembly", "run", "write"}
     for e in e2e:
         assert e["images"] == 8 and e["pipeline_ips"] > 0 and e["bottleneck"] in stage_names
+        assert e["errors"] == 1
         for key in ("read_ms", "decode_resize_ms", "batch_assembly_ms", "run_ms", "write_ms"):
             assert e["stages"][key] > 0
     assert "bottleneck:" in output
+    assert output.count("8 images, 1 unreadable: left out") == 4, output
 
 
 def test_agreement_differs_for_a_different_model(tiny: Path, tmp_path: Path) -> None:

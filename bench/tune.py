@@ -146,7 +146,7 @@ def _search(
 ) -> TuneReport:
     session = open_session(cfg.model, RunConfig(Provider.CPU), cfg.runtime)
     fmt = _contract_format(cfg.model, session)
-    images = _load_images(sample.root, fmt)
+    images = _load_images(sample.root, fmt, log)
     log(f"{len(images.pixels)} images from {cfg.images}, {fmt.size[0]}x{fmt.size[1]}")
     reference = predict(session, fmt, images.pixels)
     with tempfile.TemporaryDirectory(prefix="cnnbench-tune-") as tmp:
@@ -195,9 +195,10 @@ def _contract_format(path: str, session: Session) -> InputFormat:
         ) from e
 
 
-def _load_images(folder: str, fmt: InputFormat) -> _Images:
+def _load_images(folder: str, fmt: InputFormat, log: Callable[[str], None]) -> _Images:
     """The images decoded at the model's size; a prefix's objects read IO_THREADS at a
-    time (`fetch_ahead`), as infer reads them."""
+    time (`fetch_ahead`), as infer reads them. Those that cannot be read are left out,
+    with one line."""
     listed = labelled_images(folder)
     pixels = np.zeros((len(listed), *fmt.size, fmt.channels), dtype=np.uint8)
     items = [Item(i.path, i.path) for i in listed]
@@ -208,6 +209,12 @@ def _load_images(folder: str, fmt: InputFormat) -> _Images:
     ok = [k for k, why in enumerate(reasons) if why is None]
     if not ok:
         raise BenchError(f"--images {folder}: none of the {len(listed)} images could be read")
+    if len(ok) < len(listed):
+        k, why = next((k, why) for k, why in enumerate(reasons) if why is not None)
+        log(
+            f"--images {folder}: {len(listed) - len(ok)} of {len(listed)} files unreadable, "
+            f"left out (the first: {items[k].name}: {why}); {len(ok)} images used"
+        )
     return _Images(pixels[ok], [listed[k].truth for k in ok])
 
 

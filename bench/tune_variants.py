@@ -123,12 +123,19 @@ def make_int8(cfg: TuneConfig, out: str, log: Callable[[str], None], images: str
                 calibration,
                 verify_images=images,
                 max_drop=cfg.max_drop,
-                report=lambda line: log(f"  {line}"),
+                report=lambda line: _said_by_convert(line, log),
             )
         except ConvertError as e:
             raise BenchError(str(e)) from e
     kept = f", {len(result.kept_float)} layers kept in float" if result.kept_float else ""
     log(f"int8: {result.metric} {result.reached:.1f}% (fp32 {result.fp32:.1f}%){kept}")
+
+
+def _said_by_convert(line: str, log: Callable[[str], None]) -> None:
+    """convert's lines, indented under tune's; not its own count of unreadable images
+    (tune said it of the same images, and its calibration folder is a temporary one)."""
+    if not line.startswith(("--calibration ", "--verify-images ")):
+        log(f"  {line}")
 
 
 def calibration_folder(images: str, folder: str, count: int = CALIBRATION_IMAGES) -> str:

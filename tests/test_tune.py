@@ -396,3 +396,22 @@ def test_a_model_lowered_already_is_measured_as_it_is(
     code, out = run([*args, "--calibration", str(tiny_folder)])
     assert_one_line_error(code, out, "is int8 already (its weights): --precision int8 lowers")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_unreadable_images_are_left_out_with_one_line(
+    tiny_model: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    """A file of --images that cannot be read is left out of tune's figures, said once
+    (not again by the int8 step's calibration, from its temporary folder)."""
+    import shutil
+
+    images = tmp_path / "images"
+    shutil.copytree(tiny_folder, images)
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 cut short")
+    plan = tmp_path / "plan.json"
+    code, out = run(["tune", str(tiny_model), "--images", str(images), "-o", str(plan), *FAST])
+    assert code == 0, out
+    said = [line for line in out.splitlines() if "files unreadable" in line]
+    assert len(said) == 1 and said[0].startswith(f"--images {images}: 1 of "), out
+    assert "broken.jpg: " in said[0], said
+    assert "cpu int8" in out, "the int8 step ran on them too"

@@ -5,8 +5,11 @@ non-zero exit on a regression larger than PCT percent, for CI."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
+from typing import Any
 
+from cnnbench import fields as checked
 from cnnbench.bench.errors import BenchError
 
 SCHEMA_PREFIX = "cnnbench.bench/"
@@ -65,25 +68,54 @@ def load_rows(path: str) -> dict[tuple, Row]:
         raise BenchError(f"--compare: {path} is not a `cnnbench bench --json` file")
     rows: dict[tuple, Row] = {}
     try:
-        for r in doc.get("results", []):
-            key = (
-                r["model"],
-                r["provider"],
-                r["precision"],
-                r.get("scenario", "offline"),
-                r["batch_size"],
-                r.get("concurrency", 1),
-            )
-            valid = r.get("validity", {}).get("valid", True)
-            rows[key] = Row(key, r["throughput_ips"], r.get("spread", 0.0), valid)
-        for s in doc.get("server", []):
-            key = (s["model"], s["provider"], s["precision"], "server", 1, s["concurrency"])
-            best = s.get("best")
-            if best:
-                rows[key] = Row(key, best["achieved_qps"], 0.0, s["validity"]["valid"])
-    except (KeyError, TypeError) as e:
+        for k, r in enumerate(checked.sequence(doc.get("results", []), "results")):
+            row = _result_row(checked.mapping(r, f"results[{k}]"), f"results[{k}].")
+            rows[row.key] = row
+        for k, s in enumerate(checked.sequence(doc.get("server", []), "server")):
+            best = _server_row(checked.mapping(s, f"server[{k}]"), f"server[{k}].")
+            if best is not None:
+                rows[best.key] = best
+    except KeyError as e:
         raise BenchError(f"--compare: {path} lacks the field {e} in a result") from e
+    except ValueError as e:
+        raise BenchError(f"--compare: {path} has a bad field ({e}); give files bench wrote") from e
     return rows
+
+
+def _result_row(r: dict[str, Any], at: str) -> Row:
+    """An offline or single-stream result, its fields of the types bench writes."""
+    key = (
+        checked.text(r["model"], at + "model"),
+        checked.text(r["provider"], at + "provider"),
+        checked.text(r["precision"], at + "precision"),
+        checked.text(r.get("scenario", "offline"), at + "scenario"),
+        checked.whole(r["batch_size"], at + "batch_size", 1),
+        checked.whole(r.get("concurrency", 1), at + "concurrency", 1),
+    )
+    value = checked.number(r["throughput_ips"], at + "throughput_ips", positive=True)
+    spread = r.get("spread", 0.0)  # infinite where a window measured nothing
+    if spread != math.inf:
+        spread = checked.number(spread, at + "spread", positive=False)
+    validity = checked.mapping(r.get("validity", {}), at + "validity")
+    return Row(key, value, spread, checked.flag(validity.get("valid", True), at + "validity.valid"))
+
+
+def _server_row(s: dict[str, Any], at: str) -> Row | None:
+    """A server result's best rate; None where no rate held."""
+    key = (
+        checked.text(s["model"], at + "model"),
+        checked.text(s["provider"], at + "provider"),
+        checked.text(s["precision"], at + "precision"),
+        "server",
+        1,
+        checked.whole(s["concurrency"], at + "concurrency", 1),
+    )
+    if not s.get("best"):
+        return None
+    best = checked.mapping(s["best"], at + "best")
+    value = checked.number(best["achieved_qps"], at + "best.achieved_qps", positive=True)
+    validity = checked.mapping(s["validity"], at + "validity")
+    return Row(key, value, 0.0, checked.flag(validity["valid"], at + "validity.valid"))
 
 
 def compare(base_path: str, new_path: str) -> Comparison:

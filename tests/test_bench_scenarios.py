@@ -310,5 +310,27 @@ def test_compare_exit_codes(tiny: Path, tmp_path: Path) -> None:
     (tmp_path / "junk.json").write_text("{")
     code, output = run(["bench", "--compare", str(base), str(tmp_path / "junk.json")])
     assert_one_line_error(code, output, "is not JSON")
+    # edited by hand or another tool: each was a traceback, a row of NaN that passed
+    # --fail-above, or two rows for one configuration
+    for field, value, needle in [
+        ("throughput_ips", "fast", "results[1].throughput_ips 'fast': a number above 0"),
+        ("throughput_ips", float("nan"), "results[1].throughput_ips nan: a number above 0"),
+        ("validity", 7, "results[1].validity 7: an object"),
+        ("batch_size", "2", "results[1].batch_size '2': a whole number"),
+    ]:
+        edited = json.loads(base.read_text())
+        edited["results"][1][field] = value
+        new.write_text(json.dumps(edited))
+        code, output = run(["bench", "--compare", str(base), str(new), "--fail-above", "10"])
+        assert_one_line_error(code, output, needle, "give files bench wrote")
+    edited["results"] = {"not": "a list"}
+    new.write_text(json.dumps(edited))
+    code, output = run(["bench", "--compare", str(base), str(new)])
+    assert_one_line_error(code, output, "results {'not': 'a list'}: a list")
+    infinite = json.loads(base.read_text())
+    infinite["results"][1]["spread"] = float("inf")  # a window that measured nothing
+    new.write_text(json.dumps(infinite))
+    code, output = run(["bench", "--compare", str(base), str(new), "--fail-above", "1"])
+    assert code == 0 and output.count("within noise") == 2, output
     code, output = run(["bench", "--model", str(tiny), "--fail-above", "5"])
     assert_one_line_error(code, output, "--compare")

@@ -11,11 +11,11 @@ may not hold.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from cnnbench import fields as checked
 from cnnbench.cpu import cpu_model, isa_flags
 from cnnbench.files import sha256_file
 from cnnbench.infer.errors import InferError
@@ -131,75 +131,37 @@ def read_plan(path: str) -> Plan:
 
 
 def _plan_from(doc: dict[str, Any], path: str) -> Plan:
-    """The plan's fields, each of the type and range tune writes (a plan carried to
-    another machine, or edited by hand, says which field is wrong before anything runs)."""
-    batch, threads, concurrency = (
-        _count(doc, "batch_size", 1),
-        _count(doc, "threads", 0),
-        _count(doc, "concurrency", 1),
-    )
-    hint = _text(doc, "precision_hint", "auto")
+    """The plan's fields, each of the type and range tune writes (`cnnbench.fields`)."""
+    hint = checked.text(doc.get("precision_hint", "auto"), "precision_hint")
     if hint not in tuple(PrecisionHint):
         raise ValueError(f"precision_hint {hint!r}: one of {', '.join(PrecisionHint)}")
-    trt_fp16 = doc.get("trt_fp16", False)
-    if not isinstance(trt_fp16, bool):
-        raise ValueError(f"trt_fp16 {trt_fp16!r}: true or false")
-    expected, machine, extra = (_object(doc, key) for key in ("expected", "machine", "extra"))
+    expected = checked.mapping(doc["expected"], "expected")
     for key in ("images_per_second", "model_only_images_per_second"):
-        _number(expected, f"expected.{key}", positive=True)
+        checked.number(expected[key], f"expected.{key}", positive=True)
     for key in ("p50_ms", "p99_ms"):
-        _number(expected, f"expected.{key}", positive=False)
+        checked.number(expected[key], f"expected.{key}", positive=False)
     for key in ("agreement", "accuracy"):
         if expected.get(key) is not None:
-            _number(expected, f"expected.{key}", positive=False, most=1.0)
+            checked.number(expected[key], f"expected.{key}", positive=False, most=1.0)
+    machine = checked.mapping(doc["machine"], "machine")
     machine["cpu_flags"] = tuple(map(str, machine.get("cpu_flags", ())))
     machine["gpus"] = tuple(map(str, machine.get("gpus", ())))
-    _count(machine, "cores", 1, "machine.cores")
+    checked.whole(machine["cores"], "machine.cores", 1)
     return Plan(
-        model=_text(doc, "model"),
-        sha256=_text(doc, "sha256"),
+        model=checked.text(doc["model"], "model"),
+        sha256=checked.text(doc["sha256"], "sha256"),
         provider=Provider(doc["provider"]),
-        precision=_text(doc, "precision"),
-        batch_size=batch,
-        threads=threads,
-        concurrency=concurrency,
+        precision=checked.text(doc["precision"], "precision"),
+        batch_size=checked.whole(doc["batch_size"], "batch_size", 1),
+        threads=checked.whole(doc["threads"], "threads", 0),
+        concurrency=checked.whole(doc["concurrency"], "concurrency", 1),
         expected=Expected(**expected),
         machine=PlanMachine(**machine),
         precision_hint=hint,
-        trt_fp16=trt_fp16,
-        extra=extra,
+        trt_fp16=checked.flag(doc.get("trt_fp16", False), "trt_fp16"),
+        extra=checked.mapping(doc.get("extra", {}), "extra"),
         path=path,
     )
-
-
-def _count(doc: dict[str, Any], key: str, least: int, name: str = "") -> int:
-    value = doc[key]
-    if type(value) is not int or value < least:  # not a bool, a float or a string
-        raise ValueError(f"{name or key} {value!r}: a whole number, at least {least}")
-    return value
-
-
-def _number(doc: dict[str, Any], name: str, positive: bool, most: float | None = None) -> None:
-    value = doc[name.rpartition(".")[2]]
-    fine = type(value) in (int, float) and math.isfinite(value)
-    if not fine or not (value > 0 if positive else value >= 0) or value > (most or math.inf):
-        bound = "above 0" if positive else "0 or more"
-        at_most = f", at most {most:g}" if most is not None else ""
-        raise ValueError(f"{name} {value!r}: a number {bound}{at_most}")
-
-
-def _text(doc: dict[str, Any], key: str, default: str | None = None) -> str:
-    value = doc[key] if default is None else doc.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{key} {value!r}: a non-empty string")
-    return value
-
-
-def _object(doc: dict[str, Any], key: str) -> dict[str, Any]:
-    value = doc.get(key, {}) if key == "extra" else doc[key]
-    if not isinstance(value, dict):
-        raise ValueError(f"{key} {value!r}: an object")
-    return dict(value)
 
 
 def check_model(plan: Plan) -> str:

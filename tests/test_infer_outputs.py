@@ -85,10 +85,16 @@ def test_output_format_errors_are_one_line(tiny_model: Path, labelled: Path, tmp
             "same extension",
         ),
         (["-o", "s3://bucket/p.csv"], "an object store takes a .parquet output"),
+        # names of other encodings held CSV: zcat, pandas and Excel could not read them
+        (["-o", str(tmp_path / "p.csv.gz")], "p.csv.gz: a compressed file is not written"),
+        (["-o", str(tmp_path / "p.tsv")], "p.tsv: tab-separated values are not written"),
+        (["-o", str(tmp_path / "p.xlsx")], "p.xlsx: an Excel workbook is not written"),
+        (["-o", str(tmp_path / "p.csv"), "--errors", str(tmp_path / "e.tsv")], "e.tsv: tab-sep"),
     ]
     for args, needle in cases:
         code, output = run(["infer", str(tiny_model), str(labelled), *args, "--no-progress"])
         assert_one_line_error(code, output, needle)
+    assert not list(tmp_path.glob("[pe].*")), "nothing written"
     foreign = tmp_path / "theirs.parquet"
     foreign.mkdir()
     (foreign / "data.parquet").write_bytes(b"someone else's")

@@ -46,15 +46,28 @@ class Format(enum.StrEnum):
 
 
 EXTENSIONS = {".jsonl": Format.JSONL, ".ndjson": Format.JSONL, ".parquet": Format.PARQUET}
+# Extensions of encodings other than the three: refused, not written as CSV under that name
+OTHER_ENCODINGS = {
+    ".tsv": "tab-separated values are",
+    ".xlsx": "an Excel workbook is",
+    ".xls": "an Excel workbook is",
+    **dict.fromkeys((".gz", ".bz2", ".xz", ".zst", ".zip"), "a compressed file is"),
+}
 
 
 def format_of(path: str) -> Format:
-    """The format an output path asks for; any extension but these is CSV (as always)."""
+    """The format an output path asks for; any extension but these, and those of other
+    encodings (`OTHER_ENCODINGS`: a name that promised one would have held CSV), is CSV."""
     ext = os.path.splitext(path.rstrip("/"))[1].lower()
     if ext == ".json":
         raise InferError(
             f"{path}: a .json output would be one document that no run can append to; "
             "name it .jsonl (one JSON object per line), .csv or .parquet"
+        )
+    if ext in OTHER_ENCODINGS:
+        raise InferError(
+            f"{path}: {OTHER_ENCODINGS[ext]} not written (it would hold CSV under that name); "
+            "name it .csv, .jsonl or .parquet (compressed, columnar)"
         )
     return EXTENSIONS.get(ext, Format.CSV)
 

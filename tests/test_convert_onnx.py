@@ -187,11 +187,13 @@ def test_infer_with_an_unreadable_labels_file(foreign, tmp_path: Path) -> None:
 
 def test_a_labels_file_from_a_windows_editor_and_one_with_a_gap(foreign, tmp_path: Path) -> None:
     """A byte-order mark and CRLF line ends (Notepad's UTF-8) are not part of the first
-    label; a blank line before the last label would shift the labels after it onto the
-    wrong classes: one line naming it."""
+    label, nor are the spaces that end a line (unseen in an editor); a blank line before
+    the last label would shift the labels after it onto the wrong classes: one line
+    naming it."""
     model, _, folder = foreign
     labels = tmp_path / "notepad.txt"
-    labels.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(LABELS).encode() + b"\r\n\r\n")
+    lines = [f"{label} \t" if k == 1 else label for k, label in enumerate(LABELS)]
+    labels.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n\r\n")
     out = tmp_path / "w.onnx"
     args = ["convert", str(model), "-o", str(out), "--preset", "raw", "--labels", str(labels)]
     code, output = run(args)

@@ -200,12 +200,13 @@ def read_spec(metadata: Mapping[str, str]) -> ModelSpec | None:
 
 
 def read_labels(path: str) -> tuple[str, ...]:
-    """One label per line, in UTF-8 (a byte-order mark before the first is dropped);
-    blank lines at the end are ignored, a blank line before a label is refused (it would
-    shift every label after it onto the wrong class)."""
+    """One label per line, in UTF-8 (a byte-order mark before the first is dropped), the
+    spaces and tabs that end a line dropped (unseen in an editor, they kept a class folder
+    from matching its label); blank lines at the end are ignored, a blank line before a
+    label is refused (it would shift every label after it onto the wrong class)."""
     try:
         with open(path, encoding="utf-8-sig") as f:
-            labels = [line.rstrip("\r\n") for line in f]
+            labels = [line.rstrip() for line in f]
     except (OSError, UnicodeDecodeError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise InferError(f"cannot read labels file {path}: {why}; give a UTF-8 text file") from e

@@ -490,5 +490,16 @@ def test_class_folders_named_otherwise_say_why_there_is_no_accuracy(
     assert "accuracy: not measured: the subfolders of" in output
     assert "(n02084071, n02123045) are none of the model's labels (cat, dog, fish)" in output
     (tmp_path / "set" / "cat").mkdir()
+    (tmp_path / "set" / "cat" / "y.jpg").write_bytes(photo_jpeg)
     code, output = run(args)
     assert code == 0 and "not measured" not in output, output
+    # some folders are labels, others not (a label mistyped): their images were left out
+    # of accuracy without a word
+    assert (
+        f"accuracy: the subfolders n02084071, n02123045 of {tmp_path / 'set'} are none of the "
+        "model's labels (cat, dog, fish): their images have no true_label" in output
+    ), output
+    assert [r["true_label"] for r in read_csv(out)] == ["cat", "", ""]
+    shutil.rmtree(tmp_path / "set" / "n02084071")
+    code, output = run(args)
+    assert "the subfolder n02123045 of" in output and " is none of" in output, output

@@ -334,29 +334,39 @@ def truth_for(name: str, labels: set[str]) -> str | None:
 
 
 def class_folders(inputs: tuple[str, ...], labels: Sequence[str]) -> tuple[bool, str | None]:
-    """Whether some input folder or prefix has subfolders named like the model's labels;
-    when none has, a line for a local input folder whose subfolders look like classes
-    (two or more) but are none of them (synset ids against names, another model's
-    classes): top-1 accuracy is not measured, and the line says why. Each local folder's
-    top is listed once."""
-    wanted, unmatched = set(labels), None
+    """Whether some input folder or prefix has subfolders named like the model's labels,
+    and a line about the local input folders' subfolders that are not: where none is a
+    label, for a folder whose subfolders look like classes (two or more; synset ids
+    against names, another model's classes), top-1 accuracy is not measured, and the line
+    says why; where some are, the others' images are left out of it, and the line names
+    them (a label mistyped, or spelled otherwise). Each local folder's top is listed once."""
+    wanted, labelled, unmatched, left_out = set(labels), False, None, None
     for root in inputs:
         if stores.is_url(root) and not shards.is_shard(root):
             # check_config's inputs: a prefix ends in '/' (an object does not)
-            if root.endswith("/") and prefixes.has_subprefix(root, wanted):
-                return True, None
+            if not labelled and root.endswith("/") and prefixes.has_subprefix(root, wanted):
+                labelled = True
         elif os.path.isdir(root):
             with os.scandir(root) as entries:
                 folders = sorted(e.name for e in entries if listing.is_dir_entry(e))
-            if wanted.intersection(folders):
-                return True, None
-            if unmatched is None and len(folders) >= 2 and labels:
+            others = [name for name in folders if name not in wanted]
+            if len(others) < len(folders):
+                labelled = True
+                if others and left_out is None:
+                    which = "subfolder" if len(others) == 1 else "subfolders"
+                    left_out = (
+                        f"accuracy: the {which} {_some(others)} of {root} "
+                        f"{'is' if len(others) == 1 else 'are'} none of the model's labels "
+                        f"({_some(labels)}): their images have no true_label and are left out "
+                        "of top-1 accuracy"
+                    )
+            elif unmatched is None and len(folders) >= 2 and labels:
                 unmatched = (
                     f"accuracy: not measured: the subfolders of {root} ({_some(folders)}) "
                     f"are none of the model's labels ({_some(labels)}); class folders named "
                     "as its labels give top-1 accuracy"
                 )
-    return False, unmatched
+    return labelled, left_out if labelled else unmatched
 
 
 def _some(names: Sequence[str], shown: int = 3) -> str:

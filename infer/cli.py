@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -374,13 +375,15 @@ WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO)
 
 
 def stop_interrupted(result: InferSummary) -> NoReturn:
-    """After Ctrl-C: what was saved, the command that finishes the job, exit 130."""
+    """After Ctrl-C or SIGTERM: what was saved, the command that finishes the job; exit
+    128 + the signal's number (130, 143), as a shell reports a process it stopped."""
     again = " ".join(shlex.quote(a) for a in sys.argv)
     again = again if "--resume" in sys.argv else f"{again} --resume"
     where = result.committed_in
     saved = "rows so far are" if where is None else f"finished blocks are in {where}"
-    click.echo(f"interrupted: {saved} saved; to finish, run: {again}", err=True)
-    sys.exit(130)
+    how = "stopped by SIGTERM" if result.stop_signal == signal.SIGTERM else "interrupted"
+    click.echo(f"{how}: {saved} saved; to finish, run: {again}", err=True)
+    sys.exit(128 + result.stop_signal)
 
 
 PLAN_SETS = ("provider", "batch_size", "threads", "precision_hint", "fp16")

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from helpers import SLOW_FOLDER_FILES as FILES
 from helpers import assert_exactly_once, paths
 
@@ -58,16 +59,22 @@ def test_sigkill_then_resume(tiny_model: Path, slow_folder: Path, tmp_path: Path
     assert_exactly_once(slow_folder, out)
 
 
-def test_sigint_finishes_batch_and_says_how_to_resume(
-    tiny_model: Path, slow_folder: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("sig", "said"), [(signal.SIGINT, "interrupted: "), (signal.SIGTERM, "stopped by SIGTERM: ")]
+)
+def test_sigint_or_sigterm_finishes_batch_and_says_how_to_resume(
+    tiny_model: Path, slow_folder: Path, tmp_path: Path, sig: signal.Signals, said: str
 ) -> None:
+    """Ctrl-C, or the SIGTERM that timeout, kill, SLURM and Kubernetes send first: the
+    batches in flight are finished and the line says how to resume; exit 128 + the
+    signal. A SIGTERM ended the run where it stood, with no word and its lock left."""
     out = tmp_path / "pred.csv"
     proc = start(tiny_model, slow_folder, out)
     wait_for_rows(out, 20, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert "--resume" in stderr and "Traceback" not in stderr
+    assert proc.returncode == 128 + sig, stderr
+    assert said in stderr and "--resume" in stderr and "Traceback" not in stderr
     raw = out.read_bytes()
     assert raw.endswith(b"\n"), "the batch in flight was finished and flushed"
     assert len(paths(out)) < FILES

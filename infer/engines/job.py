@@ -162,6 +162,7 @@ class InferSummary:
     labelled: int = 0
     skipped: int = 0  # already done by an earlier run (--resume)
     interrupted: bool = False
+    stop_signal: int = signal.SIGINT  # what stopped an interrupted run: Ctrl-C or SIGTERM
     per_class: dict[str, list[int]] = field(default_factory=dict)  # label -> [correct, total]
     # --engine ray only: rows (predictions and errors) per inference actor, and the
     # seconds spent connecting to or starting the cluster (not in `seconds`)
@@ -497,26 +498,33 @@ def _label(labels: tuple[str, ...], j: int) -> str:
     return labels[j] if j < len(labels) else str(j)
 
 
-class StopOnSigint:
-    """The first Ctrl-C asks the loop to stop after the batches in flight; a second one
-    interrupts at once (the default handler is back)."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; what timeout, kill, SLURM and
+# Kubernetes send first (SIGKILL follows their grace period)
+
+
+class StopOnSignal:
+    """The first Ctrl-C or SIGTERM asks the loop to stop after the batches in flight
+    (`signum` says which); a second one interrupts at once, as a KeyboardInterrupt (a
+    SIGTERM ended the process where it stood before, with no word and no --resume line)."""
 
     def __init__(self) -> None:
         self.requested = False
-        self.previous: Callable[[int, FrameType | None], Any] | int | None = None
+        self.signum: int = signal.SIGINT
+        self.previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.requested, self.signum = True, signum
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.default_int_handler)
 
-    def __enter__(self) -> StopOnSigint:
+    def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def write_summary(cfg: InferConfig, summary: InferSummary) -> None:

@@ -34,7 +34,7 @@ from cnnbench.infer.engines.job import (
     InferConfig,
     InferSummary,
     StageClock,
-    StopOnSigint,
+    StopOnSignal,
     batch_size_for,
     batched,
     check_batch_memory,
@@ -537,7 +537,7 @@ def _run_loop(
     start = time.perf_counter() if head is None else head.started
     idle, loop_start = idle_seconds(), time.perf_counter()
     try:
-        with StopOnSigint() as stop:
+        with StopOnSignal() as stop:
             for submitted in head.submitted if head is not None else ():
                 queue(*submitted)
             for batch in writer.clock.timed(batched(items, summary.batch_size), "inputs"):
@@ -550,7 +550,7 @@ def _run_loop(
                     break
             while pending:
                 finish_oldest()
-            summary.interrupted = stop.requested
+            summary.interrupted, summary.stop_signal = stop.requested, stop.signum
     finally:
         summary.seconds = time.perf_counter() - start
         summary.stage_seconds = dict(writer.clock.seconds)

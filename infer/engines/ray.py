@@ -34,7 +34,7 @@ from cnnbench.infer.engines.job import (
     InferConfig,
     InferSummary,
     RayOptions,
-    StopOnSigint,
+    StopOnSignal,
     batch_size_for,
     check_batch_memory,
     check_config,
@@ -324,7 +324,7 @@ def _consume(
     _quiet_ray_data_console(progress)
     start = time.perf_counter()
     try:
-        with StopOnSigint() as stop:
+        with StopOnSignal() as stop:
             batches = ds.iter_batches(batch_size=None, batch_format="numpy")
             try:
                 for batch in watched(ray, batches, report, stop):
@@ -334,7 +334,7 @@ def _consume(
                 stop.requested = True
             except KeyboardInterrupt:  # the second Ctrl-C: committed blocks stay
                 stop.requested = True
-            summary.interrupted = stop.requested
+            summary.interrupted, summary.stop_signal = stop.requested, stop.signum
     except ray.exceptions.RayError as e:
         raise _worker_error(e) from e
     finally:

@@ -26,6 +26,7 @@ from cnnbench.infer.options import (
 )
 from cnnbench.infer.runtime.preprocess import ForeignOptions
 from cnnbench.infer.runtime.session import Provider
+from cnnbench.signals import stop_signal
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,10 +75,14 @@ def bench(
     try:
         from cnnbench.bench.run import run_bench
 
-        report = run_bench(cfg, log=lambda line: click.echo(line, err=True))
+        with stop_signal() as stopped:
+            report = run_bench(cfg, log=lambda line: click.echo(line, err=True))
         _write(report, files)
     except BenchError as e:
         raise click.ClickException(str(e)) from e
+    if report.interrupted:
+        click.echo(f"interrupted: {report.interrupted}", err=True)
+        raise SystemExit(128 + stopped.signum)
 
 
 def _compare(paths: tuple[str, str], fail_above: float | None) -> None:

@@ -270,7 +270,7 @@ def _name(r: Result) -> str:
 def notes(report: BenchReport, skipped: bool = True) -> list[str]:
     """What a reader must know to trust (or distrust) the figures. `skipped=False` leaves
     out the skipped providers: the terminal got them from the run's log already."""
-    out = []
+    out = [report.interrupted] if report.interrupted else []
     if skipped:
         out += [f"provider {p} skipped: {why}" for p, why in report.skipped_providers.items()]
     peaks = report.peaks_gflops.items()
@@ -474,6 +474,7 @@ def to_json(report: BenchReport) -> dict:
         "baselines": [plain(b) for b in report.baselines],
         "recommendations": [plain(r) for r in report.recommendations],
         "notes": notes(report),
+        "interrupted": report.interrupted or None,
     }
 
 

@@ -297,6 +297,7 @@ class BenchReport:
     profiles: list[Profile] = field(default_factory=list)
     baselines: list[KerasBaseline] = field(default_factory=list)
     recommendations: list[Recommendation] = field(default_factory=list)
+    interrupted: str = ""  # what a Ctrl-C or SIGTERM cut short; "" when the run ended
 
     def best(self, model: str, provider: str, precision: str | None = None) -> Result | None:
         rows = [

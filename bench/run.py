@@ -119,23 +119,34 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda line: None) 
         peaks = fp32_peaks(providers, cfg, folder) if cfg.peak else {}
     report = BenchReport(machine_facts(), cfg, [p.value for p in providers], skipped, peaks)
     configs = run_configs(providers, cfg.precision_hints)
-    for target in targets:
-        for rc in configs:
-            hint = f", precision hint {rc.hint}" if rc.provider is Provider.OPENVINO else ""
-            log(f"measuring {target.label} on {rc.label}{hint} ...")
-            if cfg.scenario is Scenario.SERVER:
-                serve_target(target, rc, cfg, report, log)
-            else:
-                bench_target(target, rc, cfg, report)
-    if cfg.images:
-        accuracy_and_stages(targets, configs, cfg, report, log)
-    if cfg.profile:
+    doing = ""
+    try:
         for target in targets:
             for rc in configs:
-                log(f"profiling {target.label} on {rc.label} ...")
-                report.profiles.append(profile_config(target, rc, cfg, report))
-    if cfg.baseline is Baseline.KERAS:
-        report.baselines = keras_baselines(targets, cfg, report, log)
+                hint = f", precision hint {rc.hint}" if rc.provider is Provider.OPENVINO else ""
+                doing = f"measuring {target.label} on {rc.label}{hint}"
+                log(f"{doing} ...")
+                if cfg.scenario is Scenario.SERVER:
+                    serve_target(target, rc, cfg, report, log)
+                else:
+                    bench_target(target, rc, cfg, report)
+        if cfg.images:
+            doing = f"passing over {cfg.images}"
+            accuracy_and_stages(targets, configs, cfg, report, log)
+        if cfg.profile:
+            for target in targets:
+                for rc in configs:
+                    doing = f"profiling {target.label} on {rc.label}"
+                    log(f"{doing} ...")
+                    report.profiles.append(profile_config(target, rc, cfg, report))
+        if cfg.baseline is Baseline.KERAS:
+            doing = "measuring the Keras baseline"
+            report.baselines = keras_baselines(targets, cfg, report, log)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what was measured is reported
+        report.interrupted = (
+            f"stopped while {doing}: the rows are what was measured before the stop; the "
+            "steps after it were not run"
+        )
     if cfg.max_latency_ms is not None and cfg.scenario is not Scenario.SERVER:
         report.recommendations = recommend(report.results, cfg.max_latency_ms)
     return report

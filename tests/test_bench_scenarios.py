@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -334,3 +336,32 @@ def test_compare_exit_codes(tiny: Path, tmp_path: Path) -> None:
     assert code == 0 and output.count("within noise") == 2, output
     code, output = run(["bench", "--model", str(tiny), "--fail-above", "5"])
     assert_one_line_error(code, output, "--compare")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_bench_reports_what_it_measured(
+    tiny: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Ctrl-C, or the SIGTERM a scheduler sends, in a long sweep: the configurations
+    measured so far are printed and written, marked as cut short; exit 128 + the
+    signal. Both ended the run with nothing written ("Aborted!", or no word at all)."""
+    out = tmp_path / "b.json"
+    args = [sys.executable, "-m", "cnnbench", "bench", "--model", str(tiny), "--provider", "cpu"]
+    args += ["--batch-sizes", ",".join(str(2**k) for k in range(12)), "--duration", "0.1"]
+    args += ["--no-peak", "--json", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = ""
+    while "measuring tiny.onnx on cpu" not in seen:
+        line = proc.stderr.readline()
+        assert line, f"bench ended early: {seen}"
+        seen += line
+    time.sleep(4)  # some batch sizes measured, not all twelve
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, seen + stderr
+    assert "Traceback" not in stderr and "stopped while measuring tiny.onnx on cpu" in stderr
+    doc = json.loads(out.read_text())
+    assert doc["interrupted"].startswith("stopped while measuring tiny.onnx on cpu")
+    assert 1 <= len(doc["results"]) < 12, "cut short after some batch sizes"
+    assert doc["interrupted"] in stdout, "the printed report says so too"

@@ -43,6 +43,7 @@ from cnnbench.infer.sources import listing, prefixes, shards, stores
 from cnnbench.infer.sources.fetch import room_for_reads
 from cnnbench.infer.sources.items import Item, extension_of
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
+from cnnbench.signals import STOP_SIGNALS
 
 # what a folder scan counts a tar shard as, by extension ('.gz' for a .tar.gz)
 SHARD_EXTENSIONS = frozenset(extension_of(f"x{suffix}") for suffix in shards.SHARD_SUFFIXES)
@@ -496,10 +497,6 @@ def job_key(cfg: InferConfig, model_sha256: str, columns: list[str]) -> dict:
 
 def _label(labels: tuple[str, ...], j: int) -> str:
     return labels[j] if j < len(labels) else str(j)
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; what timeout, kill, SLURM and
-# Kubernetes send first (SIGKILL follows their grace period)
 
 
 class StopOnSignal:

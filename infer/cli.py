@@ -380,9 +380,9 @@ def stop_interrupted(result: InferSummary) -> NoReturn:
     again = " ".join(shlex.quote(a) for a in sys.argv)
     again = again if "--resume" in sys.argv else f"{again} --resume"
     where = result.committed_in
-    saved = "rows so far are" if where is None else f"finished blocks are in {where}"
+    saved = "rows so far are saved" if where is None else f"finished blocks are saved in {where}"
     how = "stopped by SIGTERM" if result.stop_signal == signal.SIGTERM else "interrupted"
-    click.echo(f"{how}: {saved} saved; to finish, run: {again}", err=True)
+    click.echo(f"{how}: {saved}; to finish, run: {again}", err=True)
     sys.exit(128 + result.stop_signal)
 
 

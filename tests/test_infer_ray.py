@@ -198,7 +198,7 @@ def test_sigint_keeps_finished_blocks_and_resume_finishes(
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    assert f"finished blocks are in {out}.parts saved" in stderr and "Traceback" not in stderr
+    assert f"finished blocks are saved in {out}.parts;" in stderr and "Traceback" not in stderr
     assert not out.exists() and not Path(f"{out}.lock").exists()
     rows = committed_rows(out)
     done = subprocess.run([*command, "--resume"], capture_output=True, text=True, check=False)

@@ -10,6 +10,7 @@ import importlib
 import click
 
 from cnnbench import __version__
+from cnnbench.files import FULL_OR_READ_ONLY
 from cnnbench.native_logs import filtered_native_stderr
 
 # command name -> (module, attribute)
@@ -28,6 +29,21 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
+
+    def invoke(self, ctx: click.Context) -> object:
+        """A disk or folder that cannot take a file a command writes (a full disk, a
+        read-only mount) is one line, from any command: the file being written is
+        removed, the outputs before it stay (bench's report is printed first)."""
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            if e.errno not in FULL_OR_READ_ONLY:
+                raise
+            where = f" {e.filename}" if e.filename else ""
+            raise click.ClickException(
+                f"cannot write{where}: {e.strerror or e}; free space (or fix the folder) "
+                "and run the command again"
+            ) from e
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in COMMANDS:

@@ -8,6 +8,7 @@ type (see `cnnbench.errors`) with its own hint.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -18,6 +19,10 @@ from typing import IO, Any
 
 Report = Callable[[str], None]
 """Receives one line for the user (a provider chosen and why, a table row, a warning)."""
+
+# what a write fails with when the disk or folder cannot take it (EIO: or a read failed)
+FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+WRITE_ERRNOS = (*FULL_OR_READ_ONLY, errno.EIO)
 
 
 def not_a_file(path: str) -> str | None:
@@ -95,10 +100,18 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+        raise _named(e, path) from e
+
+
+def _named(e: BaseException, path: str) -> BaseException:
+    """A full disk or read-only folder met while writing `path`, named after it (a write's
+    own error names no file, or the hidden temporary one); anything else as it is."""
+    if isinstance(e, OSError) and e.errno in FULL_OR_READ_ONLY:
+        return OSError(e.errno, e.strerror, path)
+    return e
 
 
 @contextlib.contextmanager
@@ -131,6 +144,8 @@ def staged(output: str, companions: tuple[str, ...] = ()) -> Iterator[str]:
                 shutil.copymode(path, path + suffix)
                 os.replace(path + suffix, output + suffix)
         os.replace(path, output)
+    except BaseException as e:
+        raise _named(e, output) from e
     finally:
         shutil.rmtree(stage)
 

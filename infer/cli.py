@@ -4,7 +4,6 @@ groups only it takes (its job, its engine)."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shlex
 import signal
@@ -15,7 +14,7 @@ from typing import Any, NoReturn
 
 import click
 
-from cnnbench.files import Report
+from cnnbench.files import WRITE_ERRNOS, Report
 from cnnbench.infer.decode.decoders import DecodeLimits
 from cnnbench.infer.decode.probe import DEFAULT_MAX_PIXELS
 from cnnbench.infer.engines.job import (
@@ -368,10 +367,6 @@ def infer_errors() -> Iterator[None]:
             f"cannot read or write{where}: {e.strerror or e}; fix it and run the same "
             "command with --resume"
         ) from e
-
-
-# what a write fails with when the disk or folder cannot take it
-WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO)
 
 
 def stop_interrupted(result: InferSummary) -> NoReturn:

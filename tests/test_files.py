@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import assert_one_line_error
 
 import cnnbench.errors as errors_module
 from cnnbench.bench.errors import BenchError
@@ -85,3 +90,32 @@ def test_sha256_file(tmp_path: Path) -> None:
     data = os.urandom(3 << 20)
     (tmp_path / "f").write_bytes(data)
     assert sha256_file(str(tmp_path / "f")) == hashlib.sha256(data).hexdigest()
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """For a child process: no file written past `limit` bytes (Python ignores SIGXFSZ,
+    so the write fails with EFBIG, as a full disk fails one with ENOSPC)."""
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_file_the_disk_cannot_take_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    """convert's model, bench's and inspect's reports on a disk that cannot take them
+    (full, a quota, a file size limit): one line naming the file, nothing left behind;
+    each was an OSError traceback (bench's after the whole run)."""
+    cnnbench = [sys.executable, "-m", "cnnbench"]
+    commands = {  # the limit: under the file, over what the command writes before it
+        "c.onnx": (200, ["convert", str(tiny_model), "-o", str(tmp_path / "c.onnx"),
+                         "--no-verify"]),
+        "b.json": (4096, ["bench", "--model", str(tiny_model), "--provider", "cpu",
+                          "--batch-sizes", "1", "--duration", "0.02", "--no-peak", "--json",
+                          str(tmp_path / "b.json")]),
+        "i.json": (200, ["inspect", str(tiny_model), "--json", str(tmp_path / "i.json")]),
+    }  # fmt: skip
+    for name, (limit, args) in commands.items():
+        done = subprocess.run(
+            [*cnnbench, *args], capture_output=True, text=True, preexec_fn=_file_size_limit(limit)
+        )
+        assert_one_line_error(
+            done.returncode, done.stderr, f"cannot write {tmp_path / name}: File too large"
+        )
+        assert not list(tmp_path.iterdir()), "nothing left behind"

@@ -103,10 +103,10 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise _named(e, path) from e
+        raise named_write_error(e, path) from e
 
 
-def _named(e: BaseException, path: str) -> BaseException:
+def named_write_error(e: BaseException, path: str) -> BaseException:
     """A full disk or read-only folder met while writing `path`, named after it (a write's
     own error names no file, or the hidden temporary one); anything else as it is."""
     if isinstance(e, OSError) and e.errno in FULL_OR_READ_ONLY:
@@ -145,7 +145,7 @@ def staged(output: str, companions: tuple[str, ...] = ()) -> Iterator[str]:
                 os.replace(path + suffix, output + suffix)
         os.replace(path, output)
     except BaseException as e:
-        raise _named(e, output) from e
+        raise named_write_error(e, output) from e
     finally:
         shutil.rmtree(stage)
 

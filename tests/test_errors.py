@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import resource
 import stat
 import subprocess
 import sys
@@ -193,6 +194,13 @@ def test_train_that_diverges_writes_nothing(tmp_path: Path) -> None:
     assert_one_line_error(code, output, "--lr")
     code, output = run([*args, "--lr", "0.001", "--out", str(tmp_path / "run")])
     assert code == 0, output
+    # a disk that cannot take the run (here a file size limit: EFBIG, as a full disk's
+    # ENOSPC): one line naming the run folder, which is removed (a traceback before)
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # noqa: E731
+    command = [sys.executable, "-m", "cnnbench", *args, "--out", str(tmp_path / "full")]
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=limit)
+    assert_one_line_error(done.returncode, done.stderr, f"cannot write {tmp_path / 'full'}: ")
+    assert not (tmp_path / "full").exists()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from cnnbench import __version__
-from cnnbench.files import unwritable_folder
+from cnnbench.files import named_write_error, unwritable_folder
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.training import report
 from cnnbench.training.data import (
@@ -184,7 +184,10 @@ def run_training(cfg: TrainConfig) -> TrainResult:
             if cfg.unfreeze_top:
                 unfreeze_top(model.get_layer(BASE), cfg.unfreeze_top)
                 histories.append(fit(model, data, cfg, cfg.learning_rate * FINE_TUNE_LR_FACTOR))
-        return _write_run(cfg, model, dataset, data[1], histories)
+        try:
+            return _write_run(cfg, model, dataset, data[1], histories)
+        except OSError as e:  # a full disk: named after the run folder (one line)
+            raise named_write_error(e, cfg.out) from e
     except BaseException:  # a failed or interrupted run leaves no run folder of its own
         if created:
             shutil.rmtree(cfg.out, ignore_errors=True)

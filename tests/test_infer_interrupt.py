@@ -18,9 +18,12 @@ def command(model: Path, folder: Path, out: Path, *extra: str) -> list[str]:
     return [*args, "--batch-size", "8", "--workers", "1", "--no-progress", *extra]
 
 
-def start(model: Path, folder: Path, out: Path) -> subprocess.Popen:
+def start(model: Path, folder: Path, out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        command(model, folder, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command(model, folder, out, *extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -48,6 +51,23 @@ def test_sigkill_then_resume(tiny_model: Path, slow_folder: Path, tmp_path: Path
         command(tiny_model, slow_folder, out), capture_output=True, text=True, check=False
     )
     assert second.returncode == 1 and "another cnnbench infer is writing" in second.stderr
+    # nor a run with another output but the same --errors file: the two wrote over each
+    # other's error rows
+    errors = tmp_path / "shared-errors.csv"
+    third = start(tiny_model, slow_folder, tmp_path / "a.csv", "--errors", str(errors))
+    wait_for_rows(tmp_path / "a.csv", 1, third)
+    other = tmp_path / "b.csv"
+    fourth = subprocess.run(
+        command(tiny_model, slow_folder, other, "--errors", str(errors)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert fourth.returncode == 1, fourth.stderr
+    assert f"another cnnbench infer is writing {errors}" in fourth.stderr
+    assert "choose another --errors" in fourth.stderr and not other.exists()
+    third.kill()
+    third.wait()
     proc.kill()  # SIGKILL: no handler runs, no flush, no cleanup
     proc.wait()
     written = len(paths(out))

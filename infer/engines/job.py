@@ -296,6 +296,7 @@ def iter_items(
         cfg.output,
         cfg.errors_path,
         lock_path(cfg.output),
+        lock_path(cfg.errors_path),
         job_path(cfg.output),
     )
     written += tuple(filter(None, [cfg.summary]))

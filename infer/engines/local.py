@@ -64,7 +64,7 @@ from cnnbench.infer.runtime.session import (
     gpu_missing,
 )
 from cnnbench.infer.sinks.formats import Format, fieldnames, format_of
-from cnnbench.infer.sinks.output import OutputLock
+from cnnbench.infer.sinks.output import output_locks
 from cnnbench.infer.sinks.parts import Parts
 from cnnbench.infer.sinks.sink import AppendSink, BlockSink, Outcome, Sink
 from cnnbench.infer.sources import stores
@@ -329,7 +329,7 @@ def _run_session(
     runner = make_runner(session, fmt, provider, cfg.runtime.device_id)
     if fmt.num_classes is None:  # the file does not say its class count: run one batch
         check_output(runner, np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8))
-    with OutputLock(cfg.output):
+    with output_locks(cfg.output, cfg.errors_path):
         sink = open_sink(cfg, fieldnames(cfg.top_k, with_truth), model_sha256.result())
         finished = False
         try:

@@ -53,7 +53,7 @@ from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.preprocess import InputFormat, check_top_k, resolve_input_format
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
 from cnnbench.infer.sinks.formats import Format, fieldnames, format_of
-from cnnbench.infer.sinks.output import OutputLock, check_recorded_job, read_resume_state
+from cnnbench.infer.sinks.output import check_recorded_job, output_locks, read_resume_state
 from cnnbench.infer.sinks.parts import Parts, blocks, parts_dir
 from cnnbench.infer.sources import stores
 from cnnbench.infer.sources.items import Item
@@ -430,7 +430,7 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
         report(line)
     items = iter_items(inputs, cfg, summary.skipped_by_extension)
     key = job_key(cfg, hashlib.sha256(model).hexdigest(), columns)
-    with OutputLock(cfg.output):
+    with output_locks(cfg.output, cfg.errors_path):
         if cfg.resume and _finished_earlier(cfg, key, items, summary):
             if cfg.summary:
                 write_summary(cfg, summary)

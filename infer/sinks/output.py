@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,8 +153,8 @@ class OutputLock:
     file retries on the new one).
     """
 
-    def __init__(self, output: str) -> None:
-        self.output = output
+    def __init__(self, output: str, option: str = "-o") -> None:
+        self.output, self.option = output, option
         self.path = lock_path(output)
         self.lock = filelock.FileLock(self.path, timeout=0)
 
@@ -164,7 +164,7 @@ class OutputLock:
         except filelock.Timeout:
             raise InferError(
                 f"another cnnbench infer is writing {self.output} (lock {self.path}); "
-                "wait for it to finish or choose another -o"
+                f"wait for it to finish or choose another {self.option}"
             ) from None
         return self
 
@@ -172,3 +172,21 @@ class OutputLock:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         self.lock.release()
+
+
+def separate_errors(output: str, errors: str) -> bool:
+    """Whether the errors file is named apart from the output (`--errors FILE`), so that
+    its own lock keeps two runs from writing it at once: two runs given one `--errors`
+    wrote over each other's error rows. Not /dev/null (nothing is kept there)."""
+    return errors not in (default_errors_path(output), os.devnull)
+
+
+@contextlib.contextmanager
+def output_locks(output: str, errors: str) -> Iterator[None]:
+    """The output's lock (`OutputLock`), and the errors file's where it is named apart."""
+    with OutputLock(output):
+        if not separate_errors(output, errors):
+            yield
+            return
+        with OutputLock(errors, "--errors"):
+            yield

@@ -194,3 +194,35 @@ def test_native_log_filter_keeps_real_errors():
     assert _dropped(ray + b"'X' and ID: '02ae' has constructor arguments in the object store "
                     b"and max_restarts > 0. If the arguments ...")  # fmt: skip
     assert not _dropped(ray.replace(b"Actor with", b"Worker crashed; actor with"))
+
+
+def test_class_folders_are_read_as_infer_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A class folder's files as infer's scan finds them: a symlinked subfolder is
+    followed (os.walk passed over it and its images without a word), a tree deeper than
+    Python's recursion limit is read (os.walk recursed: a RecursionError), hidden files
+    (macOS's `._x.png`) are left out; labels are the class folders, sorted."""
+    from cnnbench.training.data import scan_folder
+
+    monkeypatch.chdir(tmp_path)  # relative names: a deep absolute path would pass PATH_MAX
+    for name in ("data/cat/a.png", "data/dog/c.png", "data/dog/._c.png", "elsewhere/b.png"):
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        Path(name).write_bytes(b"an image")
+    os.symlink(tmp_path / "elsewhere", "data/cat/more")
+    depth = sys.getrecursionlimit() + 100
+    levels = [os.path.join("data", "dog", *["d"] * level) for level in range(1, depth + 1)]
+    for level in levels:  # not os.makedirs: it recurses too
+        os.mkdir(level)
+    Path(levels[-1], "e.png").write_bytes(b"an image")
+    try:
+        labels, source, skipped = scan_folder("data")
+        assert labels == ("cat", "dog") and skipped == 0
+        assert source.paths is not None
+        assert sorted(source.paths) == sorted(
+            ["data/cat/a.png", "data/cat/more/b.png", "data/dog/c.png", f"{levels[-1]}/e.png"]
+        )
+    finally:  # bottom up: pytest's own clean-up (shutil.rmtree) recurses too
+        os.remove(os.path.join(levels[-1], "e.png"))
+        for level in reversed(levels):
+            os.rmdir(level)

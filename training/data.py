@@ -22,7 +22,7 @@ import numpy as np
 from cnnbench.infer.decode.images import load_image
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.sources.items import printable
-from cnnbench.infer.sources.listing import is_dir_entry
+from cnnbench.infer.sources.listing import folder_files, is_dir_entry
 from cnnbench.training.errors import TrainError
 
 log = logging.getLogger("cnnbench.training")
@@ -142,10 +142,15 @@ def scan_folder(root: str) -> tuple[tuple[str, ...], Source, int]:
 
 
 def _files(folder: str) -> Iterable[str]:
-    for dirpath, _, names in os.walk(folder):
-        for name in names:
-            if not name.startswith("."):
-                yield os.path.join(dirpath, name)
+    """The files under a class folder as infer's scan finds them: symlinked subfolders
+    followed (os.walk passed over them, and their images, without a word), a tree of any
+    depth (os.walk recursed); a subfolder that cannot be listed is one line. Hidden files
+    (macOS's `._x.jpg`) are left out."""
+    for item in folder_files(folder):
+        if item.error is not None:
+            raise TrainError(f"{printable(item.path)}: {item.error}; fix it or remove it")
+        if not os.path.basename(item.path).startswith("."):
+            yield item.path
 
 
 def split(source: Source, val_split: float, seed: int) -> tuple[Source, Source]:

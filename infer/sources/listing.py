@@ -173,6 +173,13 @@ def scan(
         yield from _scan_dir(root, "", extensions, frozenset(), skipped)
 
 
+def folder_files(root: str) -> Iterator[Item]:
+    """Every file under the local folder `root`, whatever its extension, in scan order
+    (symlinked folders followed, loops cut, a tree of any depth); a folder that cannot be
+    listed is an Item with its error. What `train` reads its class folders with."""
+    yield from _scan_dir(root, "", None, frozenset())
+
+
 def spread(total: int, count: int) -> list[int]:
     """`count` indices of `total`, evenly spread over them (the first and the last
     included); all of them when there are no more."""

@@ -202,7 +202,8 @@ def test_class_folders_are_read_as_infer_reads_them(
     """A class folder's files as infer's scan finds them: a symlinked subfolder is
     followed (os.walk passed over it and its images without a word), a tree deeper than
     Python's recursion limit is read (os.walk recursed: a RecursionError), hidden files
-    (macOS's `._x.png`) are left out; labels are the class folders, sorted."""
+    (macOS's `._x.png`) are left out; labels are the class folders, sorted, hidden ones
+    left out."""
     from cnnbench.training.data import scan_folder
 
     monkeypatch.chdir(tmp_path)  # relative names: a deep absolute path would pass PATH_MAX
@@ -210,6 +211,7 @@ def test_class_folders_are_read_as_infer_reads_them(
         Path(name).parent.mkdir(parents=True, exist_ok=True)
         Path(name).write_bytes(b"an image")
     os.symlink(tmp_path / "elsewhere", "data/cat/more")
+    os.mkdir("data/.ipynb_checkpoints")  # Jupyter's, beside the class folders: no class
     depth = sys.getrecursionlimit() + 100
     levels = [os.path.join("data", "dog", *["d"] * level) for level in range(1, depth + 1)]
     for level in levels:  # not os.makedirs: it recurses too

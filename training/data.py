@@ -120,7 +120,10 @@ def scan_folder(root: str) -> tuple[tuple[str, ...], Source, int]:
     """(labels, files, skipped count) of a folder with one subfolder per class, sorted."""
     if not os.path.isdir(root):
         raise TrainError(f"data folder not found: {root}")
-    labels = tuple(sorted(e.name for e in os.scandir(root) if is_dir_entry(e)))
+    # hidden folders are no classes (Jupyter's .ipynb_checkpoints beside the class folders)
+    labels = tuple(
+        sorted(e.name for e in os.scandir(root) if is_dir_entry(e) and not e.name.startswith("."))
+    )
     if len(labels) < 2:
         raise TrainError(
             f"{root} has {len(labels)} class folder(s); training needs at least two "

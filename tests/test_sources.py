@@ -954,3 +954,49 @@ def test_objects_urls_and_shard_members_larger_than_any_image_are_not_read(
     assert sorted(errors) == sorted(large)
     for path, error in errors.items():
         assert error.startswith("too large: a file of 20,971,520 bytes"), (path, error)
+
+
+class _Counting(http.server.BaseHTTPRequestHandler):
+    """Serves `body` at any path; counts the requests by method."""
+
+    body = b""
+    seen: list[str] = []  # noqa: RUF012 (per test, reset by it)
+
+    def do_HEAD(self) -> None:
+        self._answer(head=True)
+
+    def do_GET(self) -> None:
+        self._answer(head=False)
+
+    def _answer(self, head: bool) -> None:
+        self.seen.append(self.command)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(self.body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_object_sized_by_its_listing_is_read_with_one_request(photo_jpeg: bytes) -> None:
+    """A listed object's size was checked against the limit already: its read is one
+    GET, not a size request first (that doubled the requests of every gs:// and az://
+    prefix); an object named alone is asked for its size, and refused unread when over."""
+    _Counting.body, _Counting.seen = photo_jpeg, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Counting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/x.jpg"
+    try:
+        assert read_item(Item(url, "x.jpg", size=len(photo_jpeg))) == photo_jpeg
+        assert _Counting.seen == ["GET"]
+        _Counting.seen = []
+        assert read_item(Item(url, url)) == photo_jpeg
+        assert len(_Counting.seen) == 2 and _Counting.seen[-1] == "GET"
+        _Counting.seen = []
+        with pytest.raises(OSError, match="too large: a file of"):
+            read_item(Item(url, url), max_bytes=100)
+        assert "GET" not in _Counting.seen[1:] and len(_Counting.seen) == 1, _Counting.seen
+    finally:
+        server.shutdown()

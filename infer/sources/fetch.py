@@ -113,6 +113,8 @@ def read_item(item: Item, settings: tuple | None = None, max_bytes: int | None =
     _check_size(item.size, max_bytes)
     if item.offset is not None and item.size is not None:
         return read_range(item.path, item.offset, item.size, settings)
+    if item.size is not None and stores.is_url(item.path):  # sized by its listing already:
+        return stores.read_bytes(item.path, settings)  # no store is asked for it again
     return read_source(item.path, settings, max_bytes)
 
 

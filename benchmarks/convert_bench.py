@@ -28,6 +28,7 @@ import numpy as np
 
 from cnnbench.bench.measure import Timing, measure
 from cnnbench.bench.runners import host_runner
+from cnnbench.cpu import cpu_model
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, Session, create_session
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -212,7 +213,7 @@ def main() -> None:
             for kind in ("cpu", "wall")
         },
         "int8_top1_agreement_real": agreement(int8, ours, photos),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "machine": {"cpu": cpu_model() or platform.machine(), "cores": os.cpu_count()},
     }
     with open(os.path.join(args.work, "convert_bench.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -42,6 +42,7 @@ from cnnbench.bench.measure import Timing, measure
 from cnnbench.bench.photos import write_sized_photos as make_photo_folder
 from cnnbench.bench.runners import host_runner
 from cnnbench.bench.workloads import best_of, make_models
+from cnnbench.cpu import cpu_model
 from cnnbench.infer.decode.images import decode, read_into
 from cnnbench.infer.decode.probe import read_header
 from cnnbench.infer.decode.resize import CropMode, Interpolation
@@ -248,7 +249,7 @@ def main() -> None:
         return
     models = make_models(args.work, photos)
     out = args.work / "pred.csv"
-    res = {"machine": platform.processor() or platform.machine(), "cores": workers}
+    res = {"machine": cpu_model() or platform.machine(), "cores": workers}
     res |= {"batch": args.batch, "rounds": args.rounds, "photos": args.photos}
     resnet, mnist = models["resnet50"], models["mnist_cnn"]
     n = args.resnet_images

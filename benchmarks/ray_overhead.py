@@ -28,6 +28,7 @@ from typing import Any
 
 from cnnbench.bench.photos import write_sized_photos as make_photo_folder
 from cnnbench.bench.workloads import best_of, make_models
+from cnnbench.cpu import cpu_model
 from cnnbench.infer.engines.job import InferConfig, RayOptions
 from cnnbench.infer.engines.local import run_infer
 from cnnbench.infer.engines.ray import run_ray_infer
@@ -115,7 +116,7 @@ def main() -> None:
     photos = make_photo_folder(args.work / "photos", args.photos)
     models = make_models(args.work, photos)
     cores = os.cpu_count() or 1
-    res: dict[str, Any] = {"machine": platform.processor() or platform.machine(), "cores": cores}
+    res: dict[str, Any] = {"machine": cpu_model() or platform.machine(), "cores": cores}
     res |= {"load_before": os.getloadavg(), "ray_start_seconds": start_ray(cores)}
     out = args.work / "pred.csv"
     for name, limit in (("mnist_cnn", args.photos), ("resnet50", args.resnet_images)):

@@ -64,7 +64,6 @@ import functools
 import json
 import multiprocessing
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -527,9 +526,11 @@ def machine() -> dict:
         text=True,
     ).stdout.split()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    from cnnbench.cpu import cpu_model  # /proc/cpuinfo's model name (platform's is empty)
+
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "cpu": platform.processor(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "flags": flags,
         "uptime": load,

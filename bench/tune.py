@@ -43,6 +43,7 @@ from cnnbench.infer.engines.job import IO_THREADS
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.plan import Expected, Plan, this_machine
 from cnnbench.infer.runtime.preprocess import InputFormat, resolve_input_format
+from cnnbench.infer.runtime.runner import make_scorer
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, Session
 from cnnbench.infer.sources.fetch import fetch_ahead
 from cnnbench.infer.sources.items import Item
@@ -219,9 +220,11 @@ def _load_images(folder: str, fmt: InputFormat, log: Callable[[str], None]) -> _
 
 
 def predict(session: Session, fmt: InputFormat, pixels: np.ndarray) -> np.ndarray:
-    """Top-1 class index of every image, AGREEMENT_BATCH at a time."""
+    """Top-1 class index of every image, AGREEMENT_BATCH at a time, of the scores infer
+    makes (one score per image is a binary classifier's: its argmax was always 0)."""
     output = fmt.output_name or session.get_outputs()[0].name
     rows = fmt.batch or AGREEMENT_BATCH
+    scorer = make_scorer(fmt)
     tops = []
     for start in range(0, len(pixels), rows):
         chunk = pixels[start : start + rows]
@@ -231,7 +234,7 @@ def predict(session: Session, fmt: InputFormat, pixels: np.ndarray) -> np.ndarra
                 [chunk, np.zeros((fmt.batch - n, *chunk.shape[1:]), chunk.dtype)]
             )
         out = session.run([output], {fmt.input_name: fmt.to_model_input(chunk)})[0][:n]
-        tops.append(out.argmax(axis=1))
+        tops.append(scorer(out).argmax(axis=1))
     return np.concatenate(tops)
 
 

@@ -70,6 +70,13 @@ def model_facts(model: Any) -> ModelFacts:
         raise ConvertError(
             f"model output shape is {out}; an image classifier outputs (batch, classes)"
         )
+    if out[1] == 1:
+        raise ConvertError(
+            f"model output shape is {out}: one score per image (a binary classifier's single "
+            "unit); a Keras model is converted with one output per class: give it a "
+            "Dense(2, activation='softmax') head, or export it to ONNX first (convert, infer, "
+            "bench and tune read a [batch, 1] ONNX model as two classes)"
+        )
     return ModelFacts((shape[1], shape[2]), shape[3], out[1], str(model.inputs[0].dtype))
 
 

@@ -23,7 +23,7 @@ from cnnbench.infer.runtime.preprocess import (
     resolve_input_format,
 )
 from cnnbench.infer.runtime.runner import PlainRunner
-from cnnbench.infer.runtime.scores import ScoreMode, Scorer
+from cnnbench.infer.runtime.scores import ScoreMode, Scorer, is_binary
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, Session, create_session
 
 PREFIX = "cnnbench_"  # names of everything the wrap adds
@@ -38,6 +38,7 @@ class OnnxSource:
     fmt: InputFormat
     softmax: bool
     scores: str  # how the scores are made, in words (Scorer.describe)
+    binary: bool = False  # one score per image: the second class's (scores.py)
 
     @property
     def facts(self) -> ModelFacts:
@@ -52,6 +53,7 @@ class OnnxSource:
             and self.fmt.dtype == np.uint8
             and not self.fmt.bgr
             and not self.softmax
+            and not self.binary
             and self.fmt.output_name == OUTPUT_NAME
         )
 
@@ -76,14 +78,15 @@ def read_source(path: str, options: ForeignOptions) -> tuple[OnnxSource, Session
     rng = np.random.default_rng(SCORE_PROBE_SEED)
     probe = rng.integers(0, 256, (max(4, fmt.batch or 0), *fmt.size, fmt.channels), np.uint8)
     try:
-        if scorer.apply_softmax is None:
-            scorer(PlainRunner(session, fmt).raw(probe, len(probe)))
+        out = PlainRunner(session, fmt).raw(probe, len(probe))
     except InferError as e:
         raise ConvertError(str(e)) from e
+    scorer(out)  # decides auto's softmax (or sigmoid) on the probe's rows
     assert scorer.apply_softmax is not None  # decided above
     decided = ScoreMode.SOFTMAX if scorer.apply_softmax else ScoreMode.RAW
     fmt = replace(fmt, scores=decided)
-    return OnnxSource(path, fmt, scorer.apply_softmax, scorer.describe()), session
+    source = OnnxSource(path, fmt, scorer.apply_softmax, scorer.describe(), is_binary(out))
+    return source, session
 
 
 def source_reference(session: Session, fmt: InputFormat) -> Any:
@@ -120,11 +123,11 @@ def wrap_contract(model: Any, source: OnnxSource) -> Any:
     _keep_output(graph, src_out)
     elem = _elem_type(graph, src_out)
     front, front_inits = _front_nodes(fmt, src_in)
-    nodes = front + list(graph.node) + _back_nodes(src_out, elem, source.softmax)
+    nodes = front + list(graph.node) + _back_nodes(src_out, elem, source.softmax, source.binary)
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(front_inits)
-    _set_io(graph, fmt, src_in)
+    _set_io(graph, fmt, src_in, source.binary)
     return model
 
 
@@ -207,23 +210,33 @@ def _front_nodes(fmt: InputFormat, src_in: str) -> tuple[list[Any], list[Any]]:
     return nodes, inits
 
 
-def _back_nodes(src_out: str, elem: int, softmax: bool) -> list[Any]:
+def _back_nodes(src_out: str, elem: int, softmax: bool, binary: bool = False) -> list[Any]:
     """The source's output -> float32 `probs`: a cast when it is not float32, the softmax
-    when its rows are logits (axis 1 of [batch, classes], the same in every opset)."""
+    when its rows are logits (axis 1 of [batch, classes], the same in every opset). One
+    score per image (`binary`) becomes [1 - p, p], p the score or its sigmoid (a logit),
+    as infer scores it."""
     from onnx import TensorProto, helper
 
     nodes, x = [], src_out
     if elem != TensorProto.FLOAT:
         nodes.append(helper.make_node("Cast", [x], [PREFIX + "cast_out"], to=TensorProto.FLOAT))
         x = PREFIX + "cast_out"
-    if softmax:
+    if binary:
+        if softmax:
+            nodes.append(helper.make_node("Sigmoid", [x], [PREFIX + "p"]))
+            x = PREFIX + "p"
+        one = helper.make_tensor(PREFIX + "one_value", TensorProto.FLOAT, [1], [1.0])
+        nodes.append(helper.make_node("Constant", [], [PREFIX + "one"], value=one))
+        nodes.append(helper.make_node("Sub", [PREFIX + "one", x], [PREFIX + "q"]))
+        nodes.append(helper.make_node("Concat", [PREFIX + "q", x], [OUTPUT_NAME], axis=1))
+    elif softmax:
         nodes.append(helper.make_node("Softmax", [x], [OUTPUT_NAME], axis=1))
     else:
         nodes.append(helper.make_node("Identity", [x], [OUTPUT_NAME]))
     return nodes
 
 
-def _set_io(graph: Any, fmt: InputFormat, src_in: str) -> None:
+def _set_io(graph: Any, fmt: InputFormat, src_in: str, binary: bool = False) -> None:
     from onnx import TensorProto, helper
 
     batch: int | str = fmt.batch or BATCH_DIM
@@ -232,10 +245,9 @@ def _set_io(graph: Any, fmt: InputFormat, src_in: str) -> None:
     image = helper.make_tensor_value_info(
         INPUT_NAME, TensorProto.UINT8, [batch, *fmt.size, fmt.channels]
     )
+    width: int | str = classes.dim_value if classes.HasField("dim_value") else "classes"
     probs = helper.make_tensor_value_info(
-        OUTPUT_NAME,
-        TensorProto.FLOAT,
-        [batch, classes.dim_value if classes.HasField("dim_value") else "classes"],
+        OUTPUT_NAME, TensorProto.FLOAT, [batch, 2 if binary else width]
     )
     kept = [i for i in graph.input if i.name != src_in]  # weights listed as inputs stay
     del graph.input[:]

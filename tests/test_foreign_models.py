@@ -495,3 +495,83 @@ def test_opencv_check_names_the_engine_that_loads(tmp_path: Path) -> None:
             # every engine tried, each with the message OpenCV gave
             for _, name in engines:
                 assert f"{name}: " in check.value and len(check.value) > len(prefix) + 20
+
+
+def _brightness_classifier(path: Path, sigmoid: bool) -> Path:
+    """A binary classifier with one output unit and weights chosen, not random: the
+    logit of 'bright' is (mean pixel - 128) / 32, NCHW float [N, 3, 8, 8] -> [N, 1]; with
+    `sigmoid`, its probability (as Keras' Dense(1, activation='sigmoid'))."""
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["m", "axis"], ["m1"]),
+        helper.make_node("Sub", ["m1", "mid"], ["d"]),
+        helper.make_node("Div", ["d", "scale"], ["logit" if sigmoid else "y"]),
+    ]
+    if sigmoid:
+        nodes.append(helper.make_node("Sigmoid", ["logit"], ["y"]))
+    constants = [
+        numpy_helper.from_array(np.array([1], np.int64), "axis"),
+        numpy_helper.from_array(np.array(128.0, np.float32), "mid"),
+        numpy_helper.from_array(np.array(32.0, np.float32), "scale"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "brightness",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+        constants,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("sigmoid", [False, True])
+def test_one_score_per_image_is_a_binary_classifier(tmp_path: Path, sigmoid: bool) -> None:
+    """[batch, 1]: the second class's logit or probability (Keras' Dense(1, sigmoid),
+    PyTorch's BCEWithLogitsLoss heads). infer, bench and tune score it as two classes
+    [1 - p, p], and convert wraps it so; taken as one class, every image was class 0 with
+    score 1, and tune's agreement was 100% whatever the int8 file answered."""
+    from cnnbench.bench.tune import predict
+    from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
+
+    model = _brightness_classifier(tmp_path / "binary.onnx", sigmoid)
+    folder = tmp_path / "photos"
+    for label, value in (("dark", 50), ("bright", 200)):
+        (folder / label).mkdir(parents=True)
+        for k in range(3):
+            cv2.imwrite(str(folder / label / f"{k}.png"), np.full((8, 8, 3), value + k, np.uint8))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("dark\nbright\n")
+    foreign = ["--preset", "raw", "--labels", str(labels)]
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(cli, ["infer", str(model), str(folder), "-o", str(out), *foreign])
+    assert result.exit_code == 0, result.output
+    assert "accuracy 100.00% (6/6)" in result.output
+    how = "sigmoid (auto: one score per image, not in [0, 1]" if not sigmoid else "raw (auto: "
+    assert how in result.output, result.output
+    with out.open() as f:
+        rows = {r["path"]: r for r in csv.DictReader(f)}
+    p_bright = 1 / (1 + np.exp(-(200 - 128) / 32))  # the first bright image
+    assert float(rows["bright/0.png"]["score"]) == pytest.approx(p_bright, abs=1e-5)
+    assert float(rows["dark/0.png"]["score"]) == pytest.approx(1 / (1 + np.exp(-78 / 32)), abs=1e-5)
+    # tune's answers: the class, not column 0 of one
+    session = create_session(str(model), RuntimeOptions(provider=Provider.CPU))
+    fmt = resolve_input_format(session, ForeignOptions(preset=Preset.RAW, labels_path=str(labels)))
+    pixels = np.stack([np.full((8, 8, 3), v, np.uint8) for v in (50, 200, 60, 190)])
+    assert predict(session, fmt, pixels).tolist() == [0, 1, 0, 1]
+    # convert wraps it into the contract: two columns, the same rows without options
+    wrapped = tmp_path / "wrapped.onnx"
+    result = CliRunner().invoke(cli, ["convert", str(model), "-o", str(wrapped), *foreign])
+    assert result.exit_code == 0, result.output
+    assert [d.dim_value for d in onnx.load(wrapped).graph.output[0].type.tensor_type.shape.dim][
+        1
+    ] == 2
+    again = tmp_path / "w.csv"
+    result = CliRunner().invoke(cli, ["infer", str(wrapped), str(folder), "-o", str(again)])
+    assert result.exit_code == 0 and "accuracy 100.00% (6/6)" in result.output, result.output
+    with again.open() as f:
+        assert {r["path"]: r["label"] for r in csv.DictReader(f)} == {
+            path: row["label"] for path, row in rows.items()
+        }

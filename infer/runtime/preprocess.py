@@ -243,6 +243,8 @@ def resolve_input_format(
     else:
         fmt = _from_options(inp, options, need_pixels)
     classes = out.shape[1] if isinstance(out.shape[1], int) else None
+    if classes == 1:  # one score per image: a binary classifier's (scores.py), two classes
+        classes = 2
     if not fmt.labels:
         if classes is None:
             raise InferError("model output has a dynamic class count and no labels: pass --labels")

@@ -391,16 +391,7 @@ def test_non_finite_model_output_is_an_error_row_not_a_nan_row(photos: Path, tmp
         numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"),
         numpy_helper.from_array(np.array(1000, dtype=np.float32), "k"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "nan",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.save(model, tmp_path / "nan.onnx")
+    _save_nchw8(tmp_path / "nan.onnx", nodes, inits, 3, opset=18, ir=9)
     out = tmp_path / "p.csv"
     args = ["infer", str(tmp_path / "nan.onnx"), str(photos), "-o", str(out), "--preset", "raw"]
     code, output = invoke(args)
@@ -514,17 +505,22 @@ def _brightness_classifier(path: Path, sigmoid: bool) -> Path:
         numpy_helper.from_array(np.array(128.0, np.float32), "mid"),
         numpy_helper.from_array(np.array(32.0, np.float32), "scale"),
     ]
+    _save_nchw8(path, nodes, constants, 1, opset=17, ir=8)
+    return path
+
+
+def _save_nchw8(path: Path, nodes: list, inits: list, width: int, opset: int, ir: int) -> None:
+    """A graph of `nodes` from float NCHW x [N, 3, 8, 8] to y [N, width], saved."""
     graph = helper.make_graph(
         nodes,
-        "brightness",
+        path.stem,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
-        constants,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])],
+        inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir
     onnx.save(model, path)
-    return path
 
 
 @pytest.mark.parametrize("sigmoid", [False, True])

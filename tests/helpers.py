@@ -410,3 +410,54 @@ class AzuriteServer(LoopbackServer):
         client = self.service().get_container_client(container)
         for key in keys:
             client.delete_blob(key)
+
+
+def brightness_classifier(path: Path, sigmoid: bool) -> Path:
+    """A binary classifier with one output unit and weights chosen, not random: the
+    logit of 'bright' is (mean pixel - 128) / 32, NCHW float [N, 3, 8, 8] -> [N, 1]; with
+    `sigmoid`, its probability (as Keras' Dense(1, activation='sigmoid'))."""
+    from onnx import helper, numpy_helper
+
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["m", "axis"], ["m1"]),
+        helper.make_node("Sub", ["m1", "mid"], ["d"]),
+        helper.make_node("Div", ["d", "scale"], ["logit" if sigmoid else "y"]),
+    ]
+    if sigmoid:
+        nodes.append(helper.make_node("Sigmoid", ["logit"], ["y"]))
+    constants = [
+        numpy_helper.from_array(np.array([1], np.int64), "axis"),
+        numpy_helper.from_array(np.array(128.0, np.float32), "mid"),
+        numpy_helper.from_array(np.array(32.0, np.float32), "scale"),
+    ]
+    save_nchw8(path, nodes, constants, 1, opset=17, ir=8)
+    return path
+
+
+def save_nchw8(path: Path, nodes: list, inits: list, width: int, opset: int, ir: int) -> None:
+    """A graph of `nodes` from float NCHW x [N, 3, 8, 8] to y [N, width], saved."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes,
+        path.stem,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir
+    onnx.save(model, path)
+
+
+def brightness_folder(root: Path) -> Path:
+    """Class folders `dark` (pixels 50-52) and `bright` (200-202), three 8x8 images each,
+    and `root/labels.txt` naming them in the order of `brightness_classifier`'s classes."""
+    for label, value in (("dark", 50), ("bright", 200)):
+        (root / label).mkdir(parents=True)
+        for k in range(3):
+            cv2.imwrite(str(root / label / f"{k}.png"), np.full((8, 8, 3), value + k, np.uint8))
+    (root / "labels.txt").write_text("dark\nbright\n")
+    return root

@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, brightness_classifier, brightness_folder, save_nchw8
 from onnx import TensorProto, helper, numpy_helper
 
 from cnnbench.cli import cli
@@ -391,7 +391,7 @@ def test_non_finite_model_output_is_an_error_row_not_a_nan_row(photos: Path, tmp
         numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"),
         numpy_helper.from_array(np.array(1000, dtype=np.float32), "k"),
     ]
-    _save_nchw8(tmp_path / "nan.onnx", nodes, inits, 3, opset=18, ir=9)
+    save_nchw8(tmp_path / "nan.onnx", nodes, inits, 3, opset=18, ir=9)
     out = tmp_path / "p.csv"
     args = ["infer", str(tmp_path / "nan.onnx"), str(photos), "-o", str(out), "--preset", "raw"]
     code, output = invoke(args)
@@ -488,41 +488,6 @@ def test_opencv_check_names_the_engine_that_loads(tmp_path: Path) -> None:
                 assert f"{name}: " in check.value and len(check.value) > len(prefix) + 20
 
 
-def _brightness_classifier(path: Path, sigmoid: bool) -> Path:
-    """A binary classifier with one output unit and weights chosen, not random: the
-    logit of 'bright' is (mean pixel - 128) / 32, NCHW float [N, 3, 8, 8] -> [N, 1]; with
-    `sigmoid`, its probability (as Keras' Dense(1, activation='sigmoid'))."""
-    nodes = [
-        helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2, 3], keepdims=0),
-        helper.make_node("Unsqueeze", ["m", "axis"], ["m1"]),
-        helper.make_node("Sub", ["m1", "mid"], ["d"]),
-        helper.make_node("Div", ["d", "scale"], ["logit" if sigmoid else "y"]),
-    ]
-    if sigmoid:
-        nodes.append(helper.make_node("Sigmoid", ["logit"], ["y"]))
-    constants = [
-        numpy_helper.from_array(np.array([1], np.int64), "axis"),
-        numpy_helper.from_array(np.array(128.0, np.float32), "mid"),
-        numpy_helper.from_array(np.array(32.0, np.float32), "scale"),
-    ]
-    _save_nchw8(path, nodes, constants, 1, opset=17, ir=8)
-    return path
-
-
-def _save_nchw8(path: Path, nodes: list, inits: list, width: int, opset: int, ir: int) -> None:
-    """A graph of `nodes` from float NCHW x [N, 3, 8, 8] to y [N, width], saved."""
-    graph = helper.make_graph(
-        nodes,
-        path.stem,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = ir
-    onnx.save(model, path)
-
-
 @pytest.mark.parametrize("sigmoid", [False, True])
 def test_one_score_per_image_is_a_binary_classifier(tmp_path: Path, sigmoid: bool) -> None:
     """[batch, 1]: the second class's logit or probability (Keras' Dense(1, sigmoid),
@@ -532,14 +497,9 @@ def test_one_score_per_image_is_a_binary_classifier(tmp_path: Path, sigmoid: boo
     from cnnbench.bench.tune import predict
     from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
 
-    model = _brightness_classifier(tmp_path / "binary.onnx", sigmoid)
-    folder = tmp_path / "photos"
-    for label, value in (("dark", 50), ("bright", 200)):
-        (folder / label).mkdir(parents=True)
-        for k in range(3):
-            cv2.imwrite(str(folder / label / f"{k}.png"), np.full((8, 8, 3), value + k, np.uint8))
-    labels = tmp_path / "labels.txt"
-    labels.write_text("dark\nbright\n")
+    model = brightness_classifier(tmp_path / "binary.onnx", sigmoid)
+    folder = brightness_folder(tmp_path / "photos")
+    labels = folder / "labels.txt"
     foreign = ["--preset", "raw", "--labels", str(labels)]
     out = tmp_path / "p.csv"
     result = CliRunner().invoke(cli, ["infer", str(model), str(folder), "-o", str(out), *foreign])

@@ -20,6 +20,8 @@ import pytest
 from click.testing import CliRunner
 from helpers import (
     assert_exactly_once,
+    brightness_classifier,
+    brightness_folder,
     committed_blocks,
     errors_of,
     local_ray,
@@ -132,6 +134,23 @@ def test_ray_reports_the_workers_score_choice(
     assert "bound_by" not in docs["ray"] and "stage_seconds" not in docs["ray"]
     # decided by each actor from its first batch (a softmax inside): not from a spec
     assert docs["ray"]["scores"] == "raw (auto: the output rows are already probabilities)"
+
+
+def test_ray_scores_one_score_per_image_as_two_classes(ray_address: str, tmp_path: Path) -> None:
+    """A binary classifier's single unit: the actors' top-k spans both classes, and the
+    rows are the local engine's (the actors capped --top-k at the output's one column)."""
+    model = brightness_classifier(tmp_path / "binary.onnx", sigmoid=True)
+    folder = brightness_folder(tmp_path / "photos")
+    foreign = ["--preset", "raw", "--labels", str(folder / "labels.txt"), "--top-k", "2"]
+    outputs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / f"{engine}.csv"
+        extra = ["--address", ray_address] if engine == "ray" else []
+        result = infer(model, folder, out, *foreign, "--engine", engine, *extra)
+        assert result.exit_code == 0 and "accuracy 100.00% (6/6)" in result.output, result.output
+        outputs[engine] = out
+    assert_same_files(outputs["local"], outputs["ray"])
+    assert "label_2,score_2" in outputs["ray"].read_text().splitlines()[0]
 
 
 def committed_rows(out: Path) -> int:

@@ -181,6 +181,8 @@ def render(found: Inspection) -> list[str]:
     for kind, args in (("input ", found.inputs), ("output", found.outputs)):
         for a in args:
             mark = "  <- classifier output" if fmt and a.name == fmt.output_name else ""
+            if mark and len(a.shape) == 2 and a.shape[1] == 1:
+                mark += " (one score per image: the second of two classes)"
             lines.append(f"  {kind} {a.name}: {_arg_dict(a)['type']} {shape_text(a.shape)}{mark}")
     if found.spec is None:
         lines.append("  spec: none (not a cnnbench export): preprocessing must be given")

@@ -512,6 +512,11 @@ def test_one_score_per_image_is_a_binary_classifier(tmp_path: Path, sigmoid: boo
     p_bright = 1 / (1 + np.exp(-(200 - 128) / 32))  # the first bright image
     assert float(rows["bright/0.png"]["score"]) == pytest.approx(p_bright, abs=1e-5)
     assert float(rows["dark/0.png"]["score"]) == pytest.approx(1 / (1 + np.exp(-78 / 32)), abs=1e-5)
+    result = CliRunner().invoke(cli, ["inspect", str(model), *foreign])
+    assert (
+        "<- classifier output (one score per image: the second of two classes)" in (result.output)
+        and "classes 2, labels 2" in result.output
+    ), result.output
     # tune's answers: the class, not column 0 of one
     session = create_session(str(model), RuntimeOptions(provider=Provider.CPU))
     fmt = resolve_input_format(session, ForeignOptions(preset=Preset.RAW, labels_path=str(labels)))

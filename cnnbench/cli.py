@@ -6,12 +6,14 @@ small job, start-up counts (docs/fast.md, "Start-up of a small job").
 """
 
 import importlib
+import signal
 
 import click
 
 from cnnbench import __version__
 from cnnbench.files import FULL_OR_READ_ONLY
 from cnnbench.native_logs import filtered_native_stderr
+from cnnbench.signals import stop_signal
 
 # command name -> (module, attribute)
 COMMANDS = {
@@ -33,9 +35,20 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         """A disk or folder that cannot take a file a command writes (a full disk, a
         read-only mount) is one line, from any command: the file being written is
-        removed, the outputs before it stay (bench's report is printed first)."""
+        removed, the outputs before it stay (bench's report is printed first).
+
+        SIGTERM stops a command as Ctrl-C does (`cnnbench.signals`): its clean-up runs
+        (convert's staging folder, train's run folder are removed; SIGTERM's default
+        left them behind), one line says so, and it exits 128 + the signal (130, 143)
+        rather than click's "Aborted!" and 1. infer and bench stop their own way first
+        (rows or measurements kept)."""
         try:
-            return super().invoke(ctx)
+            with stop_signal() as stopped:
+                return super().invoke(ctx)
+        except KeyboardInterrupt:
+            how = "stopped by SIGTERM" if stopped.signum == signal.SIGTERM else "interrupted"
+            click.echo(f"{how}: the command stopped before its end", err=True)
+            ctx.exit(128 + stopped.signum)
         except OSError as e:
             if e.errno not in FULL_OR_READ_ONLY:
                 raise

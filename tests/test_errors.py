@@ -6,9 +6,11 @@ import json
 import os
 import pickle
 import resource
+import signal
 import stat
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -359,3 +361,30 @@ def test_a_run_folder_inside_the_data_is_refused(tmp_path: Path) -> None:
     assert not held.exists() and not (tmp_path / "run").exists()
     code, output = run([*args, "--out", str(tmp_path / "run")])
     assert code == 0, output
+
+
+@pytest.mark.parametrize(
+    ("sig", "said"),
+    [(signal.SIGINT, "interrupted: "), (signal.SIGTERM, "stopped by SIGTERM: ")],
+)
+def test_a_stopped_training_leaves_no_run_folder(
+    tmp_path: Path, sig: signal.Signals, said: str
+) -> None:
+    """Ctrl-C, or the SIGTERM a scheduler sends, in the middle of a training: the run
+    folder made for it is removed, one line says so, exit 128 + the signal. SIGTERM left
+    a half-made run folder (no clean-up ran); Ctrl-C said "Aborted!" and exited 1."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "cnnbench", "train", "mlp", "--epochs", "500"]
+    proc = subprocess.Popen(
+        [*command, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not out.exists():  # made once the checks passed, before the first epoch
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(2)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, stderr
+    assert f"{said}the command stopped before its end" in stderr and "Traceback" not in stderr
+    assert not out.exists()

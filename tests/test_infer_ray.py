@@ -73,6 +73,8 @@ def test_ray_rows_equal_local_rows_with_bad_files(
     doc = json.loads(summary.read_text())
     assert (doc["images"], doc["errors"]) == (len(good), len(bad))
     assert sum(doc["per_worker"].values()) == len(good) + len(bad)
+    assert doc["precision"] == "fp32", "what the actors ran (it was left empty)"
+    assert "provider cpu fp32, batch" in result.output
     assert f"{len(bad)} files failed" in result.output
     assert not Path(f"{remote}.parts").exists() and not Path(f"{remote}.lock").exists()
     before = remote.read_bytes()

@@ -419,6 +419,17 @@ def batch_size_for(fmt: InputFormat, asked: int | None, provider: Provider) -> i
     return fmt.batch
 
 
+def running_precision(session: Any, fmt: InputFormat) -> str:
+    """ONNX Runtime runs the file's precision; OpenVINO says what it runs (fp32, bf16),
+    which for an int8 file is the precision of the layers left in float."""
+    declared = fmt.spec.precision if fmt.spec is not None else ""
+    precision = getattr(session, "precision", None)
+    if not callable(precision):
+        return declared
+    ran = str(precision())
+    return f"int8 ({ran} elsewhere)" if declared == "int8" else ran
+
+
 def check_batch_memory(fmt: InputFormat, batch_size: int, buffers: int) -> None:
     """One line where `buffers` batch buffers alone would take more memory than the
     machine has (they are allocated up front, filled as images come)."""

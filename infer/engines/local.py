@@ -45,6 +45,7 @@ from cnnbench.infer.engines.job import (
     iter_items,
     job_key,
     prediction_row,
+    running_precision,
     top_indices,
     write_summary,
 )
@@ -486,17 +487,6 @@ def _cpu_session_ahead(asked: Provider) -> bool:
     if asked is Provider.AUTO:
         return gpu_missing() is not None
     return asked is Provider.CPU
-
-
-def running_precision(session: Session, fmt: InputFormat) -> str:
-    """ONNX Runtime runs the file's precision; OpenVINO says what it runs (fp32, bf16),
-    which for an int8 file is the precision of the layers left in float."""
-    declared = fmt.spec.precision if fmt.spec is not None else ""
-    precision = getattr(session, "precision", None)
-    if not callable(precision):
-        return declared
-    ran = str(precision())
-    return f"int8 ({ran} elsewhere)" if declared == "int8" else ran
 
 
 def _run_loop(

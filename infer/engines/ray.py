@@ -136,6 +136,7 @@ class _Collector:
         self.columns = fieldnames(cfg.top_k, truth)
         self.rows: dict[int, dict[int, list]] = {}
         self.providers: set[str] = set()
+        self.precisions: set[str] = set()
         self.scores: set[str] = set()
 
     def add(self, batch: dict, summary: InferSummary) -> None:
@@ -147,6 +148,7 @@ class _Collector:
                 if len(got) == self.job.pending[block]:
                     self._write(int(block), summary)
         self.providers.update(batch["provider"])
+        self.precisions.update(p for p in batch["precision"] if p)
         self.scores.update(batch["scores"][batch["error"] == ""])  # rows the model ran on
 
     def _write(self, block: int, summary: InferSummary) -> None:
@@ -443,6 +445,7 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
         if job.pending:  # else a resume with every block done: merge without a cluster
             _run_job(ray, job, model, collector, summary, cfg, opts, report)
         summary.provider = ",".join(sorted(collector.providers)) or "none"
+        summary.precision = ",".join(sorted(collector.precisions))
         summary.scores = "; ".join(sorted(collector.scores))
         if not summary.interrupted:
             parts.finish(job.digests, columns)

@@ -16,7 +16,7 @@ import numpy as np
 from cnnbench.infer.decode.decoders import DecodeLimits
 from cnnbench.infer.decode.images import load_items
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
-from cnnbench.infer.engines.job import IO_THREADS, top_indices
+from cnnbench.infer.engines.job import IO_THREADS, running_precision, top_indices
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.preprocess import InputFormat
 from cnnbench.infer.runtime.runner import make_runner
@@ -106,6 +106,7 @@ class Predictor:
     ) -> None:
         session = worker_session(model[0], runtime)
         self.provider = active_provider(session)
+        self.precision = running_precision(session, fmt)
         self.runner = make_runner(session, fmt, self.provider, runtime.device_id)
         self.buf = np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8)
         self.runner.warm_up(self.buf)
@@ -134,6 +135,7 @@ class Predictor:
             "score": scores,
             "worker": np.full(n, self.worker, dtype=object),
             "provider": np.full(n, self.provider.value, dtype=object),
+            "precision": np.full(n, self.precision, dtype=object),
             # --scores auto is decided by each actor on its first batch: the driver reports it
             "scores": np.full(n, self.runner.scorer.describe(), dtype=object),
         }

@@ -460,7 +460,12 @@ def summary_line(summary: InferSummary, cfg: InferConfig) -> str:
     if summary.scores:
         line += f", scores {summary.scores}"
     if summary.accuracy is not None:
-        line += f", accuracy {summary.accuracy:.2%} ({summary.correct}/{summary.labelled})"
+        # the rows an earlier run wrote are not read back: say whose rows it counts
+        whose = f" of this run's rows; the {summary.skipped} resumed are not counted"
+        line += (
+            f", accuracy {summary.accuracy:.2%} ({summary.correct}/{summary.labelled}"
+            f"{whose if summary.skipped else ''})"
+        )
         per_class = ", ".join(
             f"{label} {c / t:.0%}" for label, (c, t) in sorted(summary.per_class.items())
         )

@@ -181,6 +181,8 @@ def test_resume_with_another_model_is_refused(
     assert out.read_bytes() == before
     code, output = run(infer_args(tiny_model, labelled, out, "--resume"))
     assert code == 0 and "5 already done (resumed)" in output, output
+    # its accuracy counts this run's rows only, and says so
+    assert " of this run's rows; the 5 resumed are not counted)" in output, output
     Path(f"{out}.job.json").write_text("{edited")
     code, output = run(infer_args(tiny_model, labelled, out, "--resume"))
     assert_one_line_error(code, output, f"{out}.job.json is not a record cnnbench wrote")

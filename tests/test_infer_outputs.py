@@ -90,6 +90,10 @@ def test_output_format_errors_are_one_line(tiny_model: Path, labelled: Path, tmp
         (["-o", str(tmp_path / "p.tsv")], "p.tsv: tab-separated values are not written"),
         (["-o", str(tmp_path / "p.xlsx")], "p.xlsx: an Excel workbook is not written"),
         (["-o", str(tmp_path / "p.csv"), "--errors", str(tmp_path / "e.tsv")], "e.tsv: tab-sep"),
+        # the run's own lock (removed at the end, with the errors in it) and job record
+        (["-o", str(tmp_path / "p.csv"), "--errors", str(tmp_path / "p.csv.lock")], "own lock"),
+        (["-o", str(tmp_path / "p.csv"), "--summary", str(tmp_path / "p.csv.job.json")], "record"),
+        (["-o", str(tmp_path / "e.csv.lock"), "--errors", str(tmp_path / "e.csv")], "own lock"),
     ]
     for args, needle in cases:
         code, output = run(["infer", str(tiny_model), str(labelled), *args, "--no-progress"])

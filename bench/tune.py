@@ -99,6 +99,14 @@ def check_config(cfg: TuneConfig) -> None:
         raise BenchError(f"-o {cfg.output}: give a plan file name ending in .json")
     if why := unwritable(cfg.output):
         raise BenchError(f"cannot write {cfg.output}: {why}")
+    stem = os.path.splitext(os.path.abspath(cfg.output))[0]
+    for kind in ("int8", "fp16"):  # the files tune writes beside the plan (tune_variants.py)
+        if os.path.abspath(f"{stem}.{kind}.onnx") == os.path.abspath(cfg.model):
+            raise BenchError(
+                f"-o {cfg.output}: tune writes its {kind} file beside the plan as "
+                f"{os.path.basename(stem)}.{kind}.onnx, which is MODEL itself; give the plan "
+                "another name"
+            )
     if cfg.max_batch < 1:
         raise BenchError(f"--max-batch must be a positive integer, got {cfg.max_batch}")
     if not 0 <= cfg.max_drop <= 100:

@@ -252,6 +252,14 @@ def test_bad_tune_paths_are_one_line(
     assert_one_line_error(code, out, "ending in .json")
     code, out = run(["tune", str(foreign_model), "--images", str(tiny_folder), "-o", plan])
     assert_one_line_error(code, out, "cnnbench convert")
+    # a model named as the int8 file tune writes beside the plan (convert's habit:
+    # model.int8.onnx, then -o model.json) was overwritten by it, or removed on an error
+    model = tmp_path / "model.int8.onnx"
+    model.write_bytes(tiny_model.read_bytes())
+    args = ["tune", str(model), "--images", str(tiny_folder), "-o", str(tmp_path / "model.json")]
+    code, out = run(args)
+    assert_one_line_error(code, out, "model.int8.onnx, which is MODEL itself")
+    assert model.read_bytes() == tiny_model.read_bytes()
 
 
 def test_a_model_given_beside_a_plan_is_one_line(

@@ -347,7 +347,9 @@ def test_a_stopped_bench_reports_what_it_measured(
     signal. Both ended the run with nothing written ("Aborted!", or no word at all)."""
     out = tmp_path / "b.json"
     args = [sys.executable, "-m", "cnnbench", "bench", "--model", str(tiny), "--provider", "cpu"]
-    args += ["--batch-sizes", ",".join(str(2**k) for k in range(12)), "--duration", "0.1"]
+    # windows of a second: three or more per batch size, so twelve take far longer than
+    # the wait below, whatever the machine's load (with 0.1 s a sweep once ended first)
+    args += ["--batch-sizes", ",".join(str(2**k) for k in range(12)), "--duration", "1"]
     args += ["--no-peak", "--json", str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
@@ -356,7 +358,7 @@ def test_a_stopped_bench_reports_what_it_measured(
         line = proc.stderr.readline()
         assert line, f"bench ended early: {seen}"
         seen += line
-    time.sleep(4)  # some batch sizes measured, not all twelve
+    time.sleep(12)  # some batch sizes measured (each takes 3-4 s), not all twelve
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, seen + stderr

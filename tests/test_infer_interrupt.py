@@ -102,3 +102,23 @@ def test_sigint_or_sigterm_finishes_batch_and_says_how_to_resume(
     done = resume(tiny_model, slow_folder, out)
     assert done.returncode == 0, done.stderr
     assert_exactly_once(slow_folder, out)
+
+
+def test_a_second_sigterm_stops_at_once_with_its_own_exit_code(
+    tiny_model: Path, slow_folder: Path, tmp_path: Path
+) -> None:
+    """A scheduler that sends SIGTERM twice: the second stops at once (a second Ctrl-C
+    does), exit 143 still; it exited 130, as if Ctrl-C had come. The rows stay whole."""
+    out = tmp_path / "pred.csv"
+    proc = start(tiny_model, slow_folder, out)
+    wait_for_rows(out, 20, proc)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    assert out.read_bytes().endswith(b"\n")
+    done = resume(tiny_model, slow_folder, out)
+    assert done.returncode == 0, done.stderr
+    assert_exactly_once(slow_folder, out)

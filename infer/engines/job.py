@@ -532,8 +532,10 @@ class StopOnSignal:
 
     def _handle(self, signum: int, frame: object) -> None:
         self.requested, self.signum = True, signum
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.default_int_handler)
+        for sig in STOP_SIGNALS:  # a second one: the handler from before (the command
+            # group's: a KeyboardInterrupt, that signal's exit code), else Python's Ctrl-C one
+            before = self.previous.get(sig)
+            signal.signal(sig, before if callable(before) else signal.default_int_handler)
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():

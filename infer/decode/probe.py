@@ -29,11 +29,22 @@ def max_file_bytes(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     return max_pixels * 8 + (16 << 20)
 
 
+def file_limit(max_bytes: int | None) -> int:
+    """`max_bytes`, or `max_file_bytes()` (the default --max-pixels') where None."""
+    return max_file_bytes() if max_bytes is None else max_bytes
+
+
 def too_large_file(size: int, max_bytes: int) -> str:
     return (
         f"too large: a file of {size:,} bytes, more than an image within --max-pixels "
         f"takes ({max_bytes:,}); not read"
     )
+
+
+def oversize(size: int | None, max_bytes: int) -> str | None:
+    """Why a file of `size` bytes is not read at all (`too_large_file`), or None: it
+    fits, or its size is not known."""
+    return too_large_file(size, max_bytes) if size is not None and size > max_bytes else None
 
 
 ORIENTATION_TAG = 0x0112

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from cnnbench.infer.decode.probe import max_file_bytes, too_large_file
+from cnnbench.infer.decode.probe import file_limit, oversize
 from cnnbench.infer.sources import s3_multi, stores
 from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.s3_multi import S3Multi
@@ -73,22 +73,15 @@ def read_source(path: str, settings: tuple | None = None, max_bytes: int | None 
     with the store `settings` (None: those of now, `stores.store_settings`). A local
     file or object over `max_bytes` (None: `max_file_bytes()`) is refused unread."""
     if stores.is_url(path):
-        limit = max_file_bytes() if max_bytes is None else max_bytes
-        return stores.read_bytes(path, settings, limit)
+        return stores.read_bytes(path, settings, file_limit(max_bytes))
     # Opened without waiting (a named pipe with no writer would block the reader for
     # good), then refused unless it is a file: a pipe or a device may never end.
     with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise OSError(f"not a regular file but {_file_type(st.st_mode)}")
-        _check_size(st.st_size, max_bytes)
+        stores.check_size(st.st_size, file_limit(max_bytes))
         return f.read()
-
-
-def _check_size(size: int | None, max_bytes: int | None) -> None:
-    limit = max_file_bytes() if max_bytes is None else max_bytes
-    if size is not None and size > limit:
-        raise OSError(too_large_file(size, limit))
 
 
 def _file_type(mode: int) -> str:
@@ -110,7 +103,7 @@ def read_item(item: Item, settings: tuple | None = None, max_bytes: int | None =
     (None: `max_file_bytes()`), or a local file over it, is refused unread."""
     if item.data is not None:
         return item.data
-    _check_size(item.size, max_bytes)
+    stores.check_size(item.size, file_limit(max_bytes))
     if item.offset is not None and item.size is not None:
         return read_range(item.path, item.offset, item.size, settings)
     if item.size is not None and stores.is_url(item.path):  # sized by its listing already:
@@ -184,7 +177,7 @@ def fetch_ahead(
     stop = threading.Event()
     pool = ThreadPoolExecutor(threads, thread_name_prefix="cnnbench-fetch")
     settings = stores.store_settings()  # once: reading them costs a quarter of a GET
-    limit = max_file_bytes() if max_bytes is None else max_bytes
+    limit = file_limit(max_bytes)
 
     def fallback(item: Item) -> Future:
         return pool.submit(_fetch, [item], settings, max_bytes)
@@ -219,8 +212,8 @@ def fetch_ahead(
         engine = None  # what reads them (an S3Multi, or None: the threads)
         try:
             for item in items:
-                if item.size is not None and item.size > limit and item.data is None:
-                    item = dataclasses.replace(item, error=too_large_file(item.size, limit))
+                if item.data is None and (why := oversize(item.size, limit)):
+                    item = dataclasses.replace(item, error=why)
                 if item.data is not None or item.error is not None or not stores.is_url(item.path):
                     if reads and not submit(reads, cost, engine):
                         return

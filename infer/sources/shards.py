@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import IO
 
-from cnnbench.infer.decode.probe import max_file_bytes, too_large_file
+from cnnbench.infer.decode.probe import file_limit, too_large_file
 from cnnbench.infer.sources import stores, tarscan
 from cnnbench.infer.sources.items import Item, printable, wanted
 
@@ -60,7 +60,7 @@ def members(
     members left out by extension are counted in `skipped`; one over `max_bytes` (None:
     `max_file_bytes()`) is an error Item, unread. Whatever breaks the shard ends it with
     one error Item named after the shard (`prefix` without its '/')."""
-    limit = max_file_bytes() if max_bytes is None else max_bytes
+    limit = file_limit(max_bytes)
     read = 0
     last = ""
 

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from cnnbench.infer.decode.probe import too_large_file
+from cnnbench.infer.decode.probe import oversize
 from cnnbench.infer.errors import InferError, first_line
 
 if TYPE_CHECKING:
@@ -462,9 +462,10 @@ class TooLarge(OSError):
     """An object over the size the caller reads at all (said before its body is read)."""
 
 
-def _cap(size: int | None, max_bytes: int | None) -> None:
-    if max_bytes is not None and size is not None and size > max_bytes:
-        raise TooLarge(too_large_file(size, max_bytes))
+def check_size(size: int | None, max_bytes: int | None) -> None:
+    """`TooLarge` for a file or object of `size` bytes over `max_bytes` (None: no limit)."""
+    if max_bytes is not None and (why := oversize(size, max_bytes)):
+        raise TooLarge(why)
 
 
 def _s3_get(
@@ -479,7 +480,7 @@ def _s3_get(
         args = {"Range": f"bytes={span[0]}-{span[0] + span[1] - 1}"} if span else {}
         answer = client.get_object(Bucket=bucket, Key=key, **args)
         with contextlib.closing(answer["Body"]) as body:
-            _cap(answer.get("ContentLength"), max_bytes)
+            check_size(answer.get("ContentLength"), max_bytes)
             return body.read()
     import obstore
 
@@ -487,7 +488,7 @@ def _s3_get(
     try:
         if span is None:
             got = obstore.get(store, key)
-            _cap(got.meta["size"], max_bytes)
+            check_size(got.meta["size"], max_bytes)
             return bytes(got.bytes())
         return bytes(obstore.get_range(store, key, start=span[0], length=span[1]))
     except TooLarge:
@@ -518,7 +519,7 @@ def read_bytes(url: str, settings: tuple | None = None, max_bytes: int | None = 
                 size = fs.size(path)
             except Exception:  # the read itself says what is wrong, as it always has
                 size = None
-            _cap(size, max_bytes)
+            check_size(size, max_bytes)
         return fs.cat_file(path)
 
     return with_retries(read, url)

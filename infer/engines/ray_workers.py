@@ -20,7 +20,7 @@ from cnnbench.infer.engines.job import IO_THREADS, running_precision, top_indice
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.preprocess import InputFormat
 from cnnbench.infer.runtime.runner import make_runner
-from cnnbench.infer.runtime.scores import is_binary
+from cnnbench.infer.runtime.scores import class_count
 from cnnbench.infer.runtime.session import RuntimeOptions, Session, active_provider, create_session
 from cnnbench.infer.sources import stores
 from cnnbench.infer.sources.fetch import fetch_ahead
@@ -110,8 +110,8 @@ class Predictor:
         self.runner = make_runner(session, fmt, self.provider, runtime.device_id)
         self.buf = np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8)
         self.runner.warm_up(self.buf)
-        out = self.runner.raw(self.buf, 1)
-        self.top_k = min(top_k, 2 if is_binary(out) else out.shape[1])  # [batch, 1]: 2 classes
+        classes = class_count(self.runner.raw(self.buf, 1))  # [batch, 1]: 2 classes
+        self.top_k = min(top_k, classes or top_k)
         self.worker = worker_name()
 
     def __call__(self, batch: dict) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 
 from cnnbench.infer.errors import InferError, first_line
 from cnnbench.infer.runtime.preprocess import InputFormat, shape_text
-from cnnbench.infer.runtime.scores import Scorer, is_binary
+from cnnbench.infer.runtime.scores import Scorer, class_count
 from cnnbench.infer.runtime.session import Provider, Session
 
 DEFAULT_BATCH_SIZE = {
@@ -126,8 +126,7 @@ def check_output(runner: Runner, buf: np.ndarray) -> None:
     what will be fed, and give one score per label."""
     fmt = runner.fmt
     out = runner.raw(np.zeros_like(buf), 1)  # the whole buffer: IO binding keeps its shape
-    classes = 2 if is_binary(out) else out.shape[1] if out.ndim == 2 else None
-    if classes != len(fmt.labels):
+    if class_count(out) != len(fmt.labels):
         what = f"{len(fmt.labels)} labels" if out.ndim == 2 else "one row of scores per image"
         raise InferError(
             f"model output {fmt.output_name} gives shape {shape_text(list(out.shape))} for one "

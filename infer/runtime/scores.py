@@ -45,6 +45,14 @@ def is_binary(out: np.ndarray) -> bool:
     return out.ndim == 2 and out.shape[1] == 1
 
 
+def class_count(out: np.ndarray) -> int | None:
+    """The classes a model's output scores ([batch, 1]: two), None when it is not
+    [batch, classes]."""
+    if out.ndim != 2:
+        return None
+    return 2 if is_binary(out) else out.shape[1]
+
+
 def are_probabilities(x: np.ndarray) -> bool:
     """True when every row is in [0, 1] and sums to 1."""
     if x.size == 0 or not np.all(np.isfinite(x)):

@@ -36,6 +36,7 @@ from cnnbench.bench.runners import open_session, probe_providers, ran_precision
 from cnnbench.bench.tune_config import QUICK_PATIENCE, TuneConfig
 from cnnbench.bench.tune_variants import Variant, make_variant_files, variants_for
 from cnnbench.convert.graph import lowered_precision
+from cnnbench.convert.real_images import left_out_line
 from cnnbench.cpu import has_native_bf16
 from cnnbench.files import model_not_found, sha256_file, unwritable
 from cnnbench.infer.decode.images import load_items
@@ -220,10 +221,8 @@ def _load_images(folder: str, fmt: InputFormat, log: Callable[[str], None]) -> _
         raise BenchError(f"--images {folder}: none of the {len(listed)} images could be read")
     if len(ok) < len(listed):
         k, why = next((k, why) for k, why in enumerate(reasons) if why is not None)
-        log(
-            f"--images {folder}: {len(listed) - len(ok)} of {len(listed)} files unreadable, "
-            f"left out (the first: {items[k].name}: {why}); {len(ok)} images used"
-        )
+        first = f"{items[k].name}: {why}"
+        log(left_out_line("--images", folder, first, len(listed) - len(ok), len(ok)))
     return _Images(pixels[ok], [listed[k].truth for k in ok])
 
 

@@ -66,11 +66,17 @@ def load_folder(
             f"{option} {folder}: no readable images found (looked for .jpg, .png, ...)"
         )
     if unreadable:
-        report(
-            f"{option} {folder}: {len(unreadable)} of {len(unreadable) + len(images)} files "
-            f"unreadable, left out (the first: {unreadable[0]}); {len(images)} images used"
-        )
+        report(left_out_line(option, folder, unreadable[0], len(unreadable), len(images)))
     return np.stack(images), names
+
+
+def left_out_line(option: str, folder: str, first: str, count: int, used: int) -> str:
+    """The one line for the `count` files of an image folder that could not be read and
+    were left out (`first`: the first one's name and reason), `used` images read."""
+    return (
+        f"{option} {folder}: {count} of {count + used} files unreadable, left out (the "
+        f"first: {first}); {used} images used"
+    )
 
 
 def class_indices(names: list[str], labels: tuple[str, ...]) -> np.ndarray | None:

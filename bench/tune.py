@@ -34,7 +34,13 @@ from cnnbench.bench.results import BenchConfig, BenchReport, Result, RunConfig, 
 from cnnbench.bench.run import bench_target
 from cnnbench.bench.runners import open_session, probe_providers, ran_precision
 from cnnbench.bench.tune_config import QUICK_PATIENCE, TuneConfig
-from cnnbench.bench.tune_variants import Variant, make_variant_files, variants_for
+from cnnbench.bench.tune_variants import (
+    MADE_FILES,
+    Variant,
+    make_variant_files,
+    variant_file,
+    variants_for,
+)
 from cnnbench.convert.graph import lowered_precision
 from cnnbench.convert.real_images import left_out_line
 from cnnbench.cpu import has_native_bf16
@@ -101,12 +107,11 @@ def check_config(cfg: TuneConfig) -> None:
     if why := unwritable(cfg.output):
         raise BenchError(f"cannot write {cfg.output}: {why}")
     stem = os.path.splitext(os.path.abspath(cfg.output))[0]
-    for kind in ("int8", "fp16"):  # the files tune writes beside the plan (tune_variants.py)
-        if os.path.abspath(f"{stem}.{kind}.onnx") == os.path.abspath(cfg.model):
+    for kind in MADE_FILES:
+        if (made := variant_file(stem, kind)) == os.path.abspath(cfg.model):
             raise BenchError(
                 f"-o {cfg.output}: tune writes its {kind} file beside the plan as "
-                f"{os.path.basename(stem)}.{kind}.onnx, which is MODEL itself; give the plan "
-                "another name"
+                f"{os.path.basename(made)}, which is MODEL itself; give the plan another name"
             )
     if cfg.max_batch < 1:
         raise BenchError(f"--max-batch must be a positive integer, got {cfg.max_batch}")

@@ -77,6 +77,14 @@ def variants_for(
     return sorted(out, key=lambda v: v.provider is not Provider.CPU)
 
 
+MADE_FILES = ("int8", "fp16")  # the model files tune makes, beside the plan
+
+
+def variant_file(stem: str, kind: str) -> str:
+    """Where tune writes its `kind` file (int8, fp16) for a plan at `stem`.json."""
+    return f"{stem}.{kind}.onnx"
+
+
 def make_variant_files(
     variants: list[Variant],
     cfg: TuneConfig,
@@ -89,7 +97,7 @@ def make_variant_files(
     made: dict[str, str] = {"source": cfg.model}
     for v in variants:
         if v.file not in made:
-            path = f"{stem}.{v.file}.onnx"
+            path = variant_file(stem, v.file)
             try:
                 if v.file == "int8":
                     log(f"int8: calibrating on {cfg.images}, --max-drop {cfg.max_drop:g} ...")

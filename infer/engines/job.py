@@ -282,15 +282,14 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
     # the job's own files beside its output: its lock (removed at the end) and its record
     own = {lock_path(cfg.output), lock_path(cfg.errors_path), job_path(cfg.output)}
     own_abs = {os.path.abspath(p) for p in own if not stores.is_url(p)}
-    for target in targets:
-        if not stores.is_url(target) and os.path.abspath(target) in own_abs:
+    given = (cfg.model, *(p for p in inputs if not p.startswith("@") and os.path.isfile(p)))
+    for target in (t for t in targets if not stores.is_url(t)):
+        if os.path.abspath(target) in own_abs:
             raise InferError(
                 f"cannot write {target}: the run keeps its own lock or job record there; "
                 "give -o, --errors and --summary names apart"
             )
-    given = (cfg.model, *(p for p in inputs if not p.startswith("@") and os.path.isfile(p)))
-    for target in targets:
-        if not stores.is_url(target) and (why := replaces_input(target, given)):
+        if why := replaces_input(target, given):
             raise InferError(f"cannot write {target}: {why}; name it .csv, .jsonl or .parquet")
     return inputs
 

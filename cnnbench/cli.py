@@ -13,7 +13,7 @@ import click
 from cnnbench import __version__
 from cnnbench.files import FULL_OR_READ_ONLY
 from cnnbench.native_logs import filtered_native_stderr
-from cnnbench.signals import stop_signal
+from cnnbench.signals import SignalStop, stop_signal
 
 # command name -> (module, attribute)
 COMMANDS = {
@@ -45,10 +45,11 @@ class LazyGroup(click.Group):
         try:
             with stop_signal() as stopped:
                 return super().invoke(ctx)
-        except KeyboardInterrupt:
-            how = "stopped by SIGTERM" if stopped.signum == signal.SIGTERM else "interrupted"
+        except KeyboardInterrupt as e:
+            signum = e.signum if isinstance(e, SignalStop) else stopped.signum
+            how = "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"
             click.echo(f"{how}: the command stopped before its end", err=True)
-            ctx.exit(128 + stopped.signum)
+            ctx.exit(128 + signum)
         except OSError as e:
             if e.errno not in FULL_OR_READ_ONLY:
                 raise

@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -38,3 +40,39 @@ def stop_signal() -> Iterator[Stopped]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class StopOnSignal:
+    """The first Ctrl-C or SIGTERM asks the loop to stop after the batches in flight
+    (`signum` says which); a second one interrupts at once, as a KeyboardInterrupt (a
+    SIGTERM ended the process where it stood before, with no word and no --resume line)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signum: int = signal.SIGINT
+        self.previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested, self.signum = True, signum
+        for sig in STOP_SIGNALS:  # a second one: the handler from before (the command
+            # group's: a KeyboardInterrupt, that signal's exit code), else Python's Ctrl-C one
+            before = self.previous.get(sig)
+            signal.signal(sig, before if callable(before) else signal.default_int_handler)
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+class SignalStop(KeyboardInterrupt):
+    """A stop asked by `signum` and acted on where the work could stop (after a batch),
+    raised there; the command's group exits 128 + `signum`."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

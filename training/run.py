@@ -14,6 +14,7 @@ import numpy as np
 from cnnbench import __version__
 from cnnbench.files import named_write_error, unwritable_folder
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
+from cnnbench.signals import SignalStop, StopOnSignal
 from cnnbench.training import report
 from cnnbench.training.data import (
     DataOptions,
@@ -137,14 +138,27 @@ def fit(model: Any, data: tuple[Any, Any], cfg: TrainConfig, learning_rate: floa
         run_eagerly=cfg.eager,
     )
     train, val = data
-    history = model.fit(
-        train,
-        validation_data=val,
-        epochs=cfg.epochs,
-        verbose=cfg.verbose,
-        shuffle=False,
-        callbacks=[keras.callbacks.TerminateOnNaN()],
-    )
+
+    class StopAfterBatch(keras.callbacks.Callback):
+        """Ctrl-C or SIGTERM ends the training after the batch in flight: a
+        KeyboardInterrupt raised inside TensorFlow's own code came out as another error
+        (`ValueError: None values not supported`), a traceback."""
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            if stop.requested:
+                self.model.stop_training = True
+
+    with StopOnSignal() as stop:
+        history = model.fit(
+            train,
+            validation_data=val,
+            epochs=cfg.epochs,
+            verbose=cfg.verbose,
+            shuffle=False,
+            callbacks=[keras.callbacks.TerminateOnNaN(), StopAfterBatch()],
+        )
+    if stop.requested:
+        raise SignalStop(stop.signum)
     losses = np.asarray(history.history.get("loss", []), dtype=float)
     if model.stop_training or not np.all(np.isfinite(losses)):  # TerminateOnNaN stopped it
         bad = np.flatnonzero(~np.isfinite(losses))

@@ -17,10 +17,9 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from types import FrameType
 from typing import Any, TypeVar
 
 import numpy as np
@@ -43,7 +42,6 @@ from cnnbench.infer.sources import listing, prefixes, shards, stores
 from cnnbench.infer.sources.fetch import room_for_reads
 from cnnbench.infer.sources.items import Item, extension_of
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
-from cnnbench.signals import STOP_SIGNALS
 
 # what a folder scan counts a tar shard as, by extension ('.gz' for a .tar.gz)
 SHARD_EXTENSIONS = frozenset(extension_of(f"x{suffix}") for suffix in shards.SHARD_SUFFIXES)
@@ -517,33 +515,6 @@ def job_key(cfg: InferConfig, model_sha256: str, columns: list[str]) -> dict:
 
 def _label(labels: tuple[str, ...], j: int) -> str:
     return labels[j] if j < len(labels) else str(j)
-
-
-class StopOnSignal:
-    """The first Ctrl-C or SIGTERM asks the loop to stop after the batches in flight
-    (`signum` says which); a second one interrupts at once, as a KeyboardInterrupt (a
-    SIGTERM ended the process where it stood before, with no word and no --resume line)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.signum: int = signal.SIGINT
-        self.previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.requested, self.signum = True, signum
-        for sig in STOP_SIGNALS:  # a second one: the handler from before (the command
-            # group's: a KeyboardInterrupt, that signal's exit code), else Python's Ctrl-C one
-            before = self.previous.get(sig)
-            signal.signal(sig, before if callable(before) else signal.default_int_handler)
-
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 def write_summary(cfg: InferConfig, summary: InferSummary) -> None:

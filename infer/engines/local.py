@@ -34,7 +34,6 @@ from cnnbench.infer.engines.job import (
     InferConfig,
     InferSummary,
     StageClock,
-    StopOnSignal,
     batch_size_for,
     batched,
     check_batch_memory,
@@ -71,6 +70,7 @@ from cnnbench.infer.sinks.sink import AppendSink, BlockSink, Outcome, Sink
 from cnnbench.infer.sources import stores
 from cnnbench.infer.sources.fetch import fetch_ahead
 from cnnbench.infer.sources.items import Item
+from cnnbench.signals import StopOnSignal
 
 if TYPE_CHECKING:
     from tqdm import tqdm

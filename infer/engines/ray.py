@@ -34,7 +34,6 @@ from cnnbench.infer.engines.job import (
     InferConfig,
     InferSummary,
     RayOptions,
-    StopOnSignal,
     batch_size_for,
     check_batch_memory,
     check_config,
@@ -58,6 +57,7 @@ from cnnbench.infer.sinks.parts import Parts, blocks, parts_dir
 from cnnbench.infer.sources import stores
 from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.listing import reason
+from cnnbench.signals import StopOnSignal
 
 DECODE_CPUS = 0.5  # per decode task
 

@@ -42,6 +42,7 @@ from cnnbench.infer.sources import listing, prefixes, shards, stores
 from cnnbench.infer.sources.fetch import room_for_reads
 from cnnbench.infer.sources.items import Item, extension_of
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
+from cnnbench.memory import memory_limit
 
 # what a folder scan counts a tar shard as, by extension ('.gz' for a .tar.gz)
 SHARD_EXTENSIONS = frozenset(extension_of(f"x{suffix}") for suffix in shards.SHARD_SUFFIXES)
@@ -438,15 +439,16 @@ def running_precision(session: Any, fmt: InputFormat) -> str:
 
 def check_batch_memory(fmt: InputFormat, batch_size: int, buffers: int) -> None:
     """One line where `buffers` batch buffers alone would take more memory than the
-    machine has (they are allocated up front, filled as images come)."""
+    process may use, the machine's or its container's (they are allocated up front,
+    filled as images come; past a cgroup's limit the kernel kills the job unannounced)."""
     height, width = fmt.size
     need = buffers * batch_size * height * width * fmt.channels
-    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > have:
+    have = memory_limit()
+    if need > have.bytes:
         raise InferError(
             f"batch size {batch_size:,}: {buffers} batches of {height}x{width}x{fmt.channels} "
-            f"images take {need / 1e9:,.1f} GB, more than this machine's {have / 1e9:,.1f} GB "
-            "of memory; give a smaller --batch-size (or re-run cnnbench tune for a plan)"
+            f"images take {need / 1e9:,.1f} GB, more than {have.whose} {have.bytes / 1e9:,.1f} "
+            "GB of memory; give a smaller --batch-size (or re-run cnnbench tune for a plan)"
         )
 
 

@@ -1,0 +1,118 @@
+"""The memory a job may use: the machine's, or its cgroup's limit where one caps it (a
+container, a systemd slice). The batch-buffer check used the machine's alone, so in a
+container a batch size that fit the machine got past it and the kernel killed the job."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cnnbench.memory import cgroup_limit, memory_limit
+
+GB = 10**9
+
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_v2_takes_the_tightest_level_up_to_the_root(tmp_path: Path):
+    cgroup = _tree(
+        tmp_path / "fs",
+        {
+            "memory.max": "max",  # the root: none
+            "user.slice/memory.max": str(3 * GB),
+            "user.slice/job/memory.max": "max",  # the job's own cgroup: none, its slice caps it
+        },
+    )
+    proc = _tree(tmp_path, {"cgroup": "0::/user.slice/job\n"}) / "cgroup"
+    assert cgroup_limit(str(proc), str(cgroup)) == 3 * GB
+
+
+def test_v1_reads_the_memory_controller_tree(tmp_path: Path):
+    cgroup = _tree(
+        tmp_path / "fs",
+        {
+            "memory/memory.limit_in_bytes": "9223372036854771712",  # v1's "none"
+            "memory/docker/abc/memory.limit_in_bytes": str(2 * GB),
+            "cpu/docker/abc/memory.limit_in_bytes": "1",  # another controller's tree
+        },
+    )
+    proc = _tree(tmp_path, {"cgroup": "5:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n0::/\n"})
+    assert cgroup_limit(str(proc / "cgroup"), str(cgroup)) == 2 * GB
+
+
+def test_a_container_sees_its_limit_at_the_root(tmp_path: Path):
+    """Inside a container /proc may name the host's path, absent from the container's
+    mount: the container's own limit, at its root, is what holds."""
+    cgroup = _tree(tmp_path / "fs", {"memory.max": str(GB)})
+    proc = _tree(tmp_path, {"cgroup": "0::/kubepods/pod1/abc\n"}) / "cgroup"
+    assert cgroup_limit(str(proc), str(cgroup)) == GB
+
+
+def test_no_cgroup_is_the_machine(tmp_path: Path):
+    assert cgroup_limit(str(tmp_path / "absent"), str(tmp_path)) is None
+    proc = _tree(tmp_path, {"cgroup": "0::/\n"}) / "cgroup"
+    assert cgroup_limit(str(proc), str(tmp_path / "fs")) is None
+    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert memory_limit(str(proc), str(tmp_path / "fs")).bytes == machine
+
+
+def _memory_cgroup(limit: int) -> Path | str:
+    """A memory cgroup of this machine's own, capped at `limit` (v2 or v1); or why not."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return "needs Linux and root to make a cgroup"
+    name = f"cnnbench-test-{uuid.uuid4().hex[:8]}"
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():  # v2
+        made, file = Path("/sys/fs/cgroup") / name, "memory.max"
+    elif Path("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists():  # v1
+        made, file = Path("/sys/fs/cgroup/memory") / name, "memory.limit_in_bytes"
+    else:
+        return "no cgroup memory controller mounted at /sys/fs/cgroup"
+    try:
+        made.mkdir()
+        (made / file).write_text(str(limit))
+    except OSError as e:
+        if made.exists():
+            made.rmdir()
+        return f"cannot make a memory cgroup: {e}"
+    return made
+
+
+def test_a_batch_past_the_cgroup_limit_is_one_line(tiny_model: Path, tiny_folder: Path, tmp_path):
+    """A real cgroup capped at 1.5 GB, the job started in it: buffers of 2.3 GB, which
+    the machine has, are past what the process may use."""
+    limit = 3 * GB // 2
+    if os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") < 4 * GB:
+        pytest.skip("needs a machine with more memory than the batch takes")
+    made = _memory_cgroup(limit)
+    if isinstance(made, str):
+        pytest.skip(made)
+    out = tmp_path / "p.csv"
+    command = [sys.executable, "-m", "cnnbench", "infer", str(tiny_model), str(tiny_folder)]
+    try:
+        done = subprocess.run(
+            [*command, "-o", str(out), "--batch-size", "4000000", "--no-progress"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            # the child moves itself into the cgroup before it starts
+            preexec_fn=lambda: (made / "cgroup.procs").write_text("0"),
+        )
+    finally:
+        made.rmdir()
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "more than this process's memory limit (its cgroup's) 1.5 GB" in lines[0]
+    assert "--batch-size" in lines[0]
+    assert not out.exists()

@@ -25,6 +25,7 @@ from cnnbench.infer.engines.job import (
     InferSummary,
     RayOptions,
     apply_plan,
+    by_extension_only,
     plural,
     skipped_line,
 )
@@ -475,8 +476,9 @@ def summary_line(summary: InferSummary, cfg: InferConfig) -> str:
         line += f"\nray: rows per worker: {workers}; start-up {summary.startup_seconds:.2f} s"
     if (bound := summary.bound_by) is not None:
         line += f"\n{stages_line(summary, bound, cfg)}"
-    if summary.skipped_by_extension:
-        line += f"\n{skipped_line(summary.skipped_by_extension)}; pass --extensions to include them"
+    if skipped := summary.skipped_by_extension:
+        hint = "; pass --extensions to include them" if by_extension_only(skipped) else ""
+        line += f"\n{skipped_line(skipped)}{hint}"
     if summary.truncated:
         line += (
             f"\n{len(summary.truncated)} truncated {plural(len(summary.truncated), 'file')} "

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -243,6 +244,33 @@ def test_inputs_as_files_lists_and_folders(
     )
     assert result.exit_code == 0, result.output
     assert [r["path"] for r in read_csv(out)] == ["x.jpg", "y.jpg"]
+
+
+def test_a_file_listed_again_is_read_once_and_counted(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lists concatenated (`cat a.txt b.txt`) name files twice: under the same line, a
+    spelling of it, or a folder line holding it. Each file is one row (the output's
+    path is a key, which --resume relies on), and the summary says how many entries
+    were read once; a shard listed twice too."""
+    (tmp_path / "a").mkdir()
+    for name in ("x.jpg", "y.jpg"):
+        (tmp_path / "a" / name).write_bytes(photo_jpeg)
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        tar.add(tmp_path / "a" / "x.jpg", arcname="k.jpg")
+    listing = tmp_path / "list.txt"
+    listing.write_text("a/x.jpg\na/x.jpg\n./a/../a/x.jpg\na\ns.tar\ns.tar\n")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "p.csv"
+    args = ["infer", str(tiny_model), f"@{listing}", "-o", str(out), "--summary", "s.json"]
+    code, output = run(args)
+    assert code == 0, output
+    assert [r["path"] for r in read_csv(out)] == ["a/x.jpg", "a/y.jpg", "s.tar/k.jpg"]
+    assert "4 list entries named a file listed before: each file read once" in output
+    assert "--extensions" not in output
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["listed_again"] == 4
+    assert summary["skipped_by_extension"] == {}
 
 
 def test_a_list_from_a_pipe_holds_any_file_name(

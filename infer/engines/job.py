@@ -40,7 +40,7 @@ from cnnbench.infer.runtime.session import (
 from cnnbench.infer.sinks.output import check_outputs, default_errors_path, job_path, lock_path
 from cnnbench.infer.sources import listing, prefixes, shards, stores
 from cnnbench.infer.sources.fetch import room_for_reads
-from cnnbench.infer.sources.items import Item, extension_of
+from cnnbench.infer.sources.items import LISTED_AGAIN, Item, extension_of
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
 from cnnbench.memory import memory_limit
 
@@ -211,11 +211,13 @@ class InferSummary:
         self.labelled += 1
 
     def to_dict(self) -> dict:
+        skipped = self.skipped_by_extension
         doc = {
             "images": self.images,
             "errors": self.errors,
             "skipped": self.skipped,
-            "skipped_by_extension": dict(self.skipped_by_extension.most_common()),
+            "skipped_by_extension": dict(by_extension_only(skipped).most_common()),
+            "listed_again": skipped[LISTED_AGAIN],
             "truncated_predicted": len(self.truncated),
             "truncated_files": sorted(self.truncated)[:TRUNCATED_LISTED],
             "seconds": self.seconds,
@@ -332,9 +334,25 @@ def plural(n: int, noun: str) -> str:
 
 
 def skipped_line(skipped: Counter) -> str:
-    """'skipped 382 files by extension: 170 .gif, 40 .jp2, ...'"""
-    counts = ", ".join(f"{n} {ext}" for ext, n in skipped.most_common())
-    return f"skipped {skipped.total()} {plural(skipped.total(), 'file')} by extension: {counts}"
+    """'skipped 382 files by extension: 170 .gif, 40 .jp2, ...', and the list entries
+    that named a file again ('2 list entries named a file listed before: ...')."""
+    by_extension = by_extension_only(skipped)
+    counts = ", ".join(f"{n} {ext}" for ext, n in by_extension.most_common())
+    parts = []
+    if by_extension:
+        total = by_extension.total()
+        parts.append(f"skipped {total} {plural(total, 'file')} by extension: {counts}")
+    if again := skipped[LISTED_AGAIN]:
+        parts.append(
+            f"{again} list {'entry' if again == 1 else 'entries'} named a file listed before: "
+            "each file read once"
+        )
+    return "; ".join(parts)
+
+
+def by_extension_only(skipped: Counter) -> Counter:
+    """The files left out by extension, without the LISTED_AGAIN count."""
+    return Counter({k: n for k, n in skipped.items() if k != LISTED_AGAIN})
 
 
 def truth_for(name: str, labels: set[str]) -> str | None:

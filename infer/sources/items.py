@@ -25,6 +25,9 @@ class Item:
 
 
 NO_EXTENSION = "(none)"
+# counted beside the extensions in a scan's `skipped`: a list entry naming a file that
+# the lists (or the inputs beside them) named before; read once, its first time
+LISTED_AGAIN = "(listed again)"
 
 
 def printable(name: str) -> str:

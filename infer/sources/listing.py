@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import errno
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import cv2
 from cnnbench.files import IMAGE_SUFFIXES
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.sources import shards, stores
-from cnnbench.infer.sources.items import Item, printable, wanted
+from cnnbench.infer.sources.items import LISTED_AGAIN, Item, printable, wanted
 from cnnbench.infer.sources.remote import url_items
 
 # What a folder scan reads by default: the formats cameras, phones, scanners and the web
@@ -101,13 +102,36 @@ def scan_inputs(
     folders, prefixes and shards whose extension is not in `extensions` are counted in
     `skipped` (per lower-case extension); files named directly are always read. What the
     job itself writes (`written`: files, or folders of parts) is never one of its inputs,
-    even inside an input folder or prefix."""
+    even inside an input folder or prefix. With a list among the inputs, a file named
+    again (a list's line repeated, lists concatenated) is read once and counted in
+    `skipped` as LISTED_AGAIN."""
+    items = _scan_all(inputs, extensions, skipped, max_bytes)
     if own := _as_scanned(inputs, written):  # rare: a filter on every file only then
         under = tuple({f"{path}{sep}" for path in own for sep in ("/", os.sep)})
-        items = _scan_all(inputs, extensions, skipped, max_bytes)
-        yield from (i for i in items if i.path not in own and not i.path.startswith(under))
-    else:
-        yield from _scan_all(inputs, extensions, skipped, max_bytes)
+        items = (i for i in items if i.path not in own and not i.path.startswith(under))
+    if any(text.startswith("@") for text in inputs):
+        items = _once(items, skipped)
+    yield from items
+
+
+def _once(items: Iterator[Item], skipped: Counter | None) -> Iterator[Item]:
+    """Each file once, the first time it comes; the others counted as LISTED_AGAIN.
+    Lists are not checked for overlap up front (they are read as the scan goes, and
+    may be pipes), so the files met are kept here: 16-byte digests of where each is
+    (a local path made absolute, a URL; a tar member: its shard and name), about
+    90 MB for a million lines (measured), where the paths themselves take more."""
+    seen: set[bytes] = set()
+    for item in items:
+        where = item.path if stores.is_url(item.path) else os.path.abspath(item.path)
+        if shards.is_shard(item.path):
+            where += "\0" + item.name
+        key = hashlib.blake2b(os.fsencode(where), digest_size=16).digest()
+        if key in seen:
+            if skipped is not None:
+                skipped[LISTED_AGAIN] += 1
+            continue
+        seen.add(key)
+        yield item
 
 
 def _scan_all(

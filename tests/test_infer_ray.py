@@ -3,12 +3,14 @@ exactly once through a killed driver, a killed worker and --resume, and one-line
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -436,6 +438,68 @@ def test_ray_reads_members_of_tar_shards(
     )
     assert refused.exit_code == 1 and "uncompressed shards (.tar) only" in refused.output
     assert "Traceback" not in refused.output
+
+
+class _SlowPhotos(http.server.ThreadingHTTPServer):
+    """Serves one photo at every path, each answer held DELAY_S, and keeps the most
+    requests it had in flight at once."""
+
+    DELAY_S = 0.3
+
+    def __init__(self, photo: bytes) -> None:
+        photos = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with photos.lock:
+                    photos.now += 1
+                    photos.most = max(photos.most, photos.now)
+                time.sleep(photos.DELAY_S)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(photo)))
+                self.end_headers()
+                self.wfile.write(photo)
+                with photos.lock:
+                    photos.now -= 1
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_ray_workers_read_urls_io_threads_at_a_time(
+    ray_address: str, tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """A decode task reads its batch's URLs --io-threads at a time (the workers' own
+    reads, not the driver's): one batch of 12, one block, so that one task reads them."""
+    server = _SlowPhotos(photo_jpeg)
+    try:
+        port = server.server_address[1]
+        listing = tmp_path / "urls.txt"
+        listing.write_text("".join(f"http://127.0.0.1:{port}/p{i:02d}.jpg\n" for i in range(12)))
+        most = {}
+        for threads in (1, 6):
+            server.most = 0
+            out = tmp_path / f"t{threads}.csv"
+            result = CliRunner().invoke(
+                cli,
+                [
+                    "infer", str(tiny_model), f"@{listing}", "-o", str(out), "--no-progress",
+                    "--engine", "ray", "--address", ray_address, "--block-size", "12",
+                    "--batch-size", "12", "--io-threads", str(threads),
+                ],
+            )  # fmt: skip
+            assert result.exit_code == 0, result.output
+            assert len(paths(out)) == 12
+            most[threads] = server.most
+    finally:
+        server.shutdown()
+    assert most[1] == 1, most
+    assert most[6] >= 4, most
 
 
 @pytest.mark.parametrize("progress", [False, True])

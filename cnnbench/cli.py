@@ -11,7 +11,7 @@ import signal
 import click
 
 from cnnbench import __version__
-from cnnbench.files import FULL_OR_READ_ONLY
+from cnnbench.files import FULL_OR_READ_ONLY, cannot_write_line
 from cnnbench.native_logs import filtered_native_stderr
 from cnnbench.signals import SignalStop, stop_signal
 
@@ -53,11 +53,7 @@ class LazyGroup(click.Group):
         except OSError as e:
             if e.errno not in FULL_OR_READ_ONLY:
                 raise
-            where = f" {e.filename}" if e.filename else ""
-            raise click.ClickException(
-                f"cannot write{where}: {e.strerror or e}; free space (or fix the folder) "
-                "and run the command again"
-            ) from e
+            raise click.ClickException(cannot_write_line(e, "run the command again")) from e
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in COMMANDS:

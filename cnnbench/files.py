@@ -106,6 +106,13 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
         raise named_write_error(e, path) from e
 
 
+def cannot_write_line(e: OSError, then: str) -> str:
+    """The one line for a file that could not be written (a full disk, a read-only
+    folder, EIO): what, why, and `then`, what to run after fixing it."""
+    where = f" {e.filename}" if e.filename else ""
+    return f"cannot write{where}: {e.strerror or e}; free space (or fix the folder) and {then}"
+
+
 def named_write_error(e: BaseException, path: str) -> BaseException:
     """A full disk or read-only folder met while writing `path`, named after it (a write's
     own error names no file, or the hidden temporary one); anything else as it is."""

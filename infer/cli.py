@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import click
 
-from cnnbench.files import WRITE_ERRNOS, Report
+from cnnbench.files import WRITE_ERRNOS, Report, cannot_write_line
 from cnnbench.infer.decode.decoders import DecodeLimits
 from cnnbench.infer.decode.probe import DEFAULT_MAX_PIXELS
 from cnnbench.infer.engines.job import (
@@ -358,12 +358,10 @@ def infer_errors() -> Iterator[None]:
     except InferError as e:
         raise click.ClickException(str(e)) from e
     except OSError as e:  # the disk filled up or went away while writing: rows so far stay
-        where = f" {e.filename}" if e.filename else ""
         if e.errno in WRITE_ERRNOS:
-            raise click.ClickException(
-                f"cannot write{where}: {e.strerror or e}; free space (or fix the folder) "
-                "and run the same command with --resume"
-            ) from e
+            then = "run the same command with --resume"
+            raise click.ClickException(cannot_write_line(e, then)) from e
+        where = f" {e.filename}" if e.filename else ""
         raise click.ClickException(  # not a full disk: say no more than what failed
             f"cannot read or write{where}: {e.strerror or e}; fix it and run the same "
             "command with --resume"

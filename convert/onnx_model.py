@@ -23,7 +23,7 @@ from cnnbench.infer.runtime.preprocess import (
     resolve_input_format,
 )
 from cnnbench.infer.runtime.runner import PlainRunner
-from cnnbench.infer.runtime.scores import ScoreMode, Scorer, is_binary
+from cnnbench.infer.runtime.scores import ScoreMode, Scorer
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, Session, create_session
 
 PREFIX = "cnnbench_"  # names of everything the wrap adds
@@ -85,7 +85,7 @@ def read_source(path: str, options: ForeignOptions) -> tuple[OnnxSource, Session
     assert scorer.apply_softmax is not None  # decided above
     decided = ScoreMode.SOFTMAX if scorer.apply_softmax else ScoreMode.RAW
     fmt = replace(fmt, scores=decided)
-    source = OnnxSource(path, fmt, scorer.apply_softmax, scorer.describe(), is_binary(out))
+    source = OnnxSource(path, fmt, scorer.apply_softmax, scorer.describe(), scorer.binary)
     return source, session
 
 

@@ -24,7 +24,7 @@ def enum_option(name: str, default: enum.Enum, help_text: str) -> Any:
 
 FOLDER = click.Path(file_okay=False)
 KERAS_ONLY = ("opset", "input_dtype", "preprocess")
-ONNX_ONLY = tuple(name for name in FOREIGN_NAMES if name != "labels")
+ONNX_ONLY = tuple(name for name in FOREIGN_NAMES if name not in ("labels", "scores"))
 
 
 def check_max_drop(precision: Precision, no_verify: bool) -> None:
@@ -147,6 +147,7 @@ def convert(
         verify=not no_verify,
         external_data=True if external_data else None,
         foreign=None if keras else dataclasses.replace(foreign, labels_path=labels),
+        scores=foreign.scores,
     )
     report = lambda line: click.echo(line, err=True)  # noqa: E731
     try:

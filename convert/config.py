@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from cnnbench.infer.runtime.preprocess import ForeignOptions
+from cnnbench.infer.runtime.scores import ScoreMode
 
 
 class Precision(enum.StrEnum):
@@ -43,6 +44,7 @@ class ConvertConfig:
     verify_images: str | None = None  # image folder for the real-image checks
     max_drop: float = 1.0  # int8: top-1 points it may lose on the real images (accuracy control)
     foreign: ForeignOptions | None = None  # ONNX input: how infer feeds it (no cnnbench spec)
+    scores: ScoreMode = ScoreMode.AUTO  # Keras input: its output's kind (ONNX: in `foreign`)
     verify: bool = True
     external_data: bool | None = None  # None: only when the weights pass ONNX's 2 GB limit
     architecture: str | None = None

@@ -12,7 +12,9 @@ from cnnbench import __version__
 from cnnbench.convert.config import ConvertConfig, InputDtype, Precision, Preprocess
 from cnnbench.convert.errors import ConvertError
 from cnnbench.convert.keras_model import (
+    Head,
     ModelFacts,
+    decide_head,
     graph_preprocessing,
     input_adapter,
     keras_reference,
@@ -61,8 +63,9 @@ def check_options(cfg: ConvertConfig) -> None:
         )
 
 
-def to_onnx(model: Any, facts: ModelFacts, cfg: ConvertConfig) -> Any:
-    """Trace, convert, and clean: a contract-shaped fp32 ModelProto, weights as initializers."""
+def to_onnx(model: Any, facts: ModelFacts, cfg: ConvertConfig, head: Head | None = None) -> Any:
+    """Trace, convert, and clean: a contract-shaped fp32 ModelProto, weights as initializers;
+    `head` after the model's output (None: the output as it is)."""
     import tensorflow as tf
 
     from cnnbench.convert.graph import apply_contract_names, fold_and_clean, inputs_to_initializers
@@ -72,7 +75,8 @@ def to_onnx(model: Any, facts: ModelFacts, cfg: ConvertConfig) -> Any:
 
     def call(image: Any, trainable: list, non_trainable: list) -> Any:
         out, _ = model.stateless_call(trainable, non_trainable, prep(image), training=False)
-        return tf.cast(out, tf.float32)
+        out = tf.cast(out, tf.float32)
+        return head.apply_tf(out) if head else out
 
     dtype = tf.uint8 if cfg.input_dtype is InputDtype.UINT8 else tf.float32
     spec = tf.TensorSpec((None, *facts.size, facts.channels), dtype, name=INPUT_NAME)
@@ -181,7 +185,9 @@ def export_onnx(cfg: ConvertConfig, report: Callable[[str], None] | None = None)
         if cfg.verify
         else None
     )
-    proto = to_onnx(model, facts, cfg)
+    head = decide_head(model, facts, cfg.preprocess, cfg.scores)
+    report(f"scores: {head.describe()}")
+    proto = to_onnx(model, facts, cfg, head)
     with staged(cfg.output) as path:
         proto, quant = lower_precision(proto, cfg, path, calibration, real, report)
         write_spec(proto, build_spec(cfg, model, facts, labels, policy))
@@ -190,7 +196,7 @@ def export_onnx(cfg: ConvertConfig, report: Callable[[str], None] | None = None)
         del proto
         if cfg.verify:
             extra = quant.checks() if quant else []
-            verify(model, facts, cfg, path, real, report, extra)
+            verify(model, facts, cfg, path, real, report, extra, head)
     return cfg.output
 
 
@@ -202,8 +208,9 @@ def verify(
     real: RealImages | None,
     report: Callable[[str], None],
     extra: list[Check],
+    head: Head,
 ) -> None:
     from cnnbench.convert.verify import verify_export
 
-    reference = keras_reference(model, facts, cfg.preprocess)
+    reference = keras_reference(model, facts, cfg.preprocess, head)
     verify_export(reference, path, facts, cfg.precision, report, real, extra=extra)

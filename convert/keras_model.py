@@ -14,6 +14,7 @@ from cnnbench.convert.config import Preprocess
 from cnnbench.convert.errors import ConvertError
 from cnnbench.errors import first_line
 from cnnbench.files import model_kind, model_not_found, not_onnx
+from cnnbench.infer.runtime.scores import ScoreMode, Scorer
 
 REFERENCE_CHUNK = 2  # images per Keras call: eager Keras holds every activation of a call
 
@@ -26,6 +27,38 @@ class ModelFacts:
     channels: int
     num_classes: int
     input_dtype: str
+    binary: bool = False  # one score per image: exported as two classes, [1 - p, p]
+
+
+@dataclass(frozen=True)
+class Head:
+    """What the export adds after the Keras model's output so that `probs` holds
+    probabilities, as infer's scorer would make them from the model's own output: a
+    softmax over logits (a sigmoid over one unit's logit), and a single unit's p
+    widened to [1 - p, p]."""
+
+    squash: bool  # softmax, or sigmoid for one unit
+    binary: bool
+    why: str
+
+    def describe(self) -> str:
+        transform = "sigmoid" if self.binary else "softmax"
+        added = f"{transform} added to the graph" if self.squash else "taken as they are"
+        widened = "; one score per image: two classes, [1 - p, p]" if self.binary else ""
+        return f"{added} ({self.why}){widened}"
+
+    def apply_tf(self, out: Any) -> Any:
+        """The head as TensorFlow ops on the model's float32 output (traced into the graph)."""
+        import tensorflow as tf
+
+        if self.binary:
+            p = tf.sigmoid(out) if self.squash else out
+            return tf.concat([1.0 - p, p], axis=1)
+        return tf.nn.softmax(out, axis=1) if self.squash else out
+
+    def scorer(self) -> Scorer:
+        """infer's scorer with this head's choice: what the exported graph computes."""
+        return Scorer(ScoreMode.SOFTMAX if self.squash else ScoreMode.RAW)
 
 
 def load_keras(path: str) -> Any:
@@ -70,14 +103,44 @@ def model_facts(model: Any) -> ModelFacts:
         raise ConvertError(
             f"model output shape is {out}; an image classifier outputs (batch, classes)"
         )
-    if out[1] == 1:
-        raise ConvertError(
-            f"model output shape is {out}: one score per image (a binary classifier's single "
-            "unit); a Keras model is converted with one output per class: give it a "
-            "Dense(2, activation='softmax') head, or export it to ONNX first (convert, infer, "
-            "bench and tune read a [batch, 1] ONNX model as two classes)"
-        )
-    return ModelFacts((shape[1], shape[2]), shape[3], out[1], str(model.inputs[0].dtype))
+    binary = out[1] == 1
+    classes = 2 if binary else out[1]
+    return ModelFacts((shape[1], shape[2]), shape[3], classes, str(model.inputs[0].dtype), binary)
+
+
+# the last layer's activation that gives probabilities, for one unit and for several
+PROBABILITIES = {True: "sigmoid", False: "softmax"}
+HEAD_PROBE_IMAGES = 8
+HEAD_PROBE_SEED = 0
+
+
+def decide_head(model: Any, facts: ModelFacts, preprocess: Preprocess, mode: ScoreMode) -> Head:
+    """Whether the model's output is probabilities or logits: as --scores says, else by
+    its last layer's activation (softmax or sigmoid: probabilities; none: logits, as
+    models trained with `from_logits=True` end), else as infer's --scores auto decides
+    on the output for random images (softmax unless the rows are probabilities)."""
+    if mode is not ScoreMode.AUTO:
+        return Head(mode is ScoreMode.SOFTMAX, facts.binary, "asked with --scores")
+    name = _last_activation(model)
+    if name == PROBABILITIES[facts.binary]:
+        return Head(False, facts.binary, f"the last layer's activation is {name}: probabilities")
+    if name == "linear":
+        return Head(True, facts.binary, "the last layer has no activation: logits")
+    rng = np.random.default_rng(HEAD_PROBE_SEED)
+    images = rng.integers(0, 256, (HEAD_PROBE_IMAGES, *facts.size, facts.channels), np.uint8)
+    scorer = Scorer(ScoreMode.AUTO)
+    scorer(_raw_output(model, facts, preprocess)(images))
+    return Head(bool(scorer.apply_softmax), facts.binary, f"auto: {scorer.why}")
+
+
+def _last_activation(model: Any) -> str | None:
+    """The name of the activation the model's last layer ends with ('softmax',
+    'sigmoid', 'linear'); None where it says none that is known (a custom layer)."""
+    last = model.layers[-1] if model.layers else None
+    if type(last).__name__ == "Softmax":
+        return "softmax"
+    name = getattr(getattr(last, "activation", None), "__name__", None)
+    return name if name in ("softmax", "sigmoid", "linear") else None
 
 
 def preprocess_fn(kind: Preprocess, channels: int) -> Any:
@@ -147,8 +210,15 @@ def input_adapter(facts: ModelFacts, preprocess: Preprocess) -> Any:
     return lambda image: image if image.dtype.name == "uint8" else to_uint8(image)
 
 
-def keras_reference(model: Any, facts: ModelFacts, preprocess: Preprocess) -> Any:
-    """Keras' own probabilities for uint8 images, through the same preprocessing."""
+def keras_reference(model: Any, facts: ModelFacts, preprocess: Preprocess, head: Head) -> Any:
+    """Keras' own probabilities for uint8 images, through the same preprocessing, made
+    from its output as the exported graph's head makes them (`Head.scorer`)."""
+    raw, scorer = _raw_output(model, facts, preprocess), head.scorer()
+    return lambda images: scorer(raw(images))
+
+
+def _raw_output(model: Any, facts: ModelFacts, preprocess: Preprocess) -> Any:
+    """The Keras model's output for uint8 images, through the same preprocessing."""
     prep = input_adapter(facts, preprocess)
 
     def predict(images: np.ndarray) -> np.ndarray:

@@ -11,8 +11,7 @@ from helpers import assert_one_line_error, run
 
 @pytest.fixture(scope="module")
 def bad_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tiny Keras files: an image classifier, a two-input model, a vector-input model, a
-    binary classifier with one sigmoid unit."""
+    """Tiny Keras files: an image classifier, a two-input model, a vector-input model."""
     import keras
 
     root = tmp_path_factory.mktemp("bad_models")
@@ -26,7 +25,6 @@ def bad_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     two.save(root / "two_inputs.keras")
     vector = layers.Input((10,), name="features")
     keras.Model(vector, layers.Dense(3, activation="softmax")(vector)).save(root / "vector.keras")
-    keras.Model(image, layers.Dense(1, activation="sigmoid")(x)).save(root / "binary.keras")
     return root
 
 
@@ -53,11 +51,6 @@ def test_zip_that_is_not_a_keras_archive(tmp_path: Path) -> None:
 def test_two_input_model(bad_models: Path, tmp_path: Path) -> None:
     model = str(bad_models / "two_inputs.keras")
     assert_refused([model], tmp_path / "m.onnx", "model has 2 inputs", "one image input")
-
-
-def test_a_single_unit_binary_keras_model_says_what_to_do(bad_models: Path, tmp_path: Path) -> None:
-    model = str(bad_models / "binary.keras")
-    assert_refused([model], tmp_path / "m.onnx", "(None, 1): one score per image", "Dense(2")
 
 
 def test_non_image_input_shape(bad_models: Path, tmp_path: Path) -> None:

@@ -445,6 +445,22 @@ def stages_line(summary: InferSummary, bound: str, cfg: InferConfig) -> str:
     return line
 
 
+def accuracy_words(summary: InferSummary) -> str:
+    """', accuracy 97.50% (39/40)' and the per-class line, over every row of the job, an
+    earlier run's included (--resume); resumed files whose rows could not be read back
+    are said to be left out, never counted silently as if the figure were the whole."""
+    left_out = ""
+    if n := summary.not_counted:
+        left_out = f"not counted: {n} resumed {plural(n, 'file')} whose rows could not be read back"
+    if summary.accuracy is None:
+        return f", accuracy not measured ({left_out})" if left_out else ""
+    counted = f"{summary.correct}/{summary.labelled}" + (f"; {left_out}" if left_out else "")
+    per_class = ", ".join(
+        f"{label} {c / t:.0%}" for label, (c, t) in sorted(summary.per_class.items())
+    )
+    return f", accuracy {summary.accuracy:.2%} ({counted})\nper class: {per_class}"
+
+
 def summary_line(summary: InferSummary, cfg: InferConfig) -> str:
     line = (
         f"{summary.images} images, {summary.errors} errors, "
@@ -458,17 +474,7 @@ def summary_line(summary: InferSummary, cfg: InferConfig) -> str:
         line += f", {summary.skipped} already done (resumed)"
     if summary.scores:
         line += f", scores {summary.scores}"
-    if summary.accuracy is not None:
-        # the rows an earlier run wrote are not read back: say whose rows it counts
-        whose = f" of this run's rows; the {summary.skipped} resumed are not counted"
-        line += (
-            f", accuracy {summary.accuracy:.2%} ({summary.correct}/{summary.labelled}"
-            f"{whose if summary.skipped else ''})"
-        )
-        per_class = ", ".join(
-            f"{label} {c / t:.0%}" for label, (c, t) in sorted(summary.per_class.items())
-        )
-        line += f"\nper class: {per_class}"
+    line += accuracy_words(summary)
     if summary.per_worker:
         workers = ", ".join(f"{w} {n}" for w, n in sorted(summary.per_worker.items()))
         line += f"\nray: rows per worker: {workers}; start-up {summary.startup_seconds:.2f} s"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import SLOW_FOLDER_FILES
+from helpers import SLOW_CLASS_FILES, SLOW_FOLDER_FILES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -162,6 +162,31 @@ def slow_folder(tmp_path: Path) -> Path:
     for i in range(1, SLOW_FOLDER_FILES):
         os.link(first, folder / ("sub" if i % 3 == 0 else "") / f"img_{i:04d}.png")
     (folder / "broken.png").write_bytes(b"nope")
+    return folder
+
+
+@pytest.fixture()
+def slow_classes(tmp_path: Path) -> Path:
+    """slow_folder's photo in two colourings that tiny_model calls cat and fish,
+    hard-linked by turns into class folders named like its labels (cat, dog, fish), so
+    that some files are right and some wrong, plus the two at the top (no true label) and
+    a broken file in a class folder: a job stopped midway has accuracy on both sides."""
+    import cv2
+    from sklearn.datasets import load_sample_images
+
+    image = cv2.resize(load_sample_images().images[1], (600, 450))  # RGB
+    folder = tmp_path / "classes"
+    folder.mkdir()
+    colourings = [folder / "as_cat.png", folder / "as_fish.png"]
+    no_blue = image.copy()
+    no_blue[..., 2] = 0
+    for path, pixels in zip(colourings, (image, no_blue), strict=True):
+        path.write_bytes(cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))[1])
+    for i in range(SLOW_CLASS_FILES):
+        label = ("cat", "dog", "fish")[i * 3 // SLOW_CLASS_FILES]
+        (folder / label).mkdir(exist_ok=True)
+        os.link(colourings[i % 2], folder / label / f"img_{i:04d}.png")
+    (folder / "cat" / "broken.png").write_bytes(b"nope")
     return folder
 
 

@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from cnnbench.cli import cli
 from cnnbench.infer.sinks.formats import unsafe_cell
 
 SLOW_FOLDER_FILES = 600  # files in conftest's slow_folder
+SLOW_CLASS_FILES = 300  # files in the class folders of conftest's slow_classes
 
 
 def run(args: list[str]) -> tuple[int, str]:
@@ -40,6 +42,13 @@ def assert_one_line_error(code: int, output: str, *needles: str) -> None:
     assert "Traceback" not in output
     for needle in needles:
         assert needle in lines[0], output
+
+
+def accuracy_of(output: str) -> str:
+    """The summary's accuracy and per-class lines, from 'accuracy 97.50% (...)' on."""
+    found = re.search(r"accuracy \d.*\nper class: .*", output)
+    assert found, output
+    return found.group(0)
 
 
 def write_png(path: Path, image: np.ndarray) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers import SLOW_FOLDER_FILES as FILES
-from helpers import assert_exactly_once, paths
+from helpers import accuracy_of, assert_exactly_once, committed_blocks, paths
 
 
 def command(model: Path, folder: Path, out: Path, *extra: str) -> list[str]:
@@ -37,8 +38,8 @@ def wait_for_rows(out: Path, rows: int, proc: subprocess.Popen, timeout: float =
     raise AssertionError(f"{out} never reached {rows} rows")
 
 
-def resume(model: Path, folder: Path, out: Path) -> subprocess.CompletedProcess:
-    args = command(model, folder, out, "--resume")
+def resume(model: Path, folder: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = command(model, folder, out, *extra, "--resume")
     return subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
 
 
@@ -122,3 +123,42 @@ def test_a_second_sigterm_stops_at_once_with_its_own_exit_code(
     done = resume(tiny_model, slow_folder, out)
     assert done.returncode == 0, done.stderr
     assert_exactly_once(slow_folder, out)
+
+
+@pytest.mark.parametrize("ext", ["csv", "jsonl", "parquet"])
+def test_resumed_job_counts_every_row_in_its_accuracy(
+    tiny_model: Path, slow_classes: Path, tmp_path: Path, ext: str
+) -> None:
+    """A job stopped by SIGTERM and finished with --resume prints the whole job's
+    accuracy and per-class line, the earlier run's rows read back and scored: the lines
+    one uninterrupted run over the folder prints. (It counted only the resumed run's
+    rows, and said so.) The broken file stays out of it, as an error row."""
+    blocks = ("--block-size", "40") if ext == "parquet" else ()
+    once = subprocess.run(
+        command(tiny_model, slow_classes, tmp_path / f"once.{ext}", *blocks),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert once.returncode == 0, once.stderr
+    whole = accuracy_of(once.stderr)
+    assert not whole.startswith(("accuracy 0.00%", "accuracy 100.00%")), whole
+    out = tmp_path / f"pred.{ext}"
+    proc = start(tiny_model, slow_classes, out, *blocks)
+    if ext == "parquet":
+        deadline = time.monotonic() + 60
+        while len(committed_blocks(out)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+    else:
+        wait_for_rows(out, 60, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    done = resume(tiny_model, slow_classes, out, *blocks)
+    assert done.returncode == 0, done.stderr
+    skipped = re.search(r"(\d+) already done \(resumed\)", done.stderr)
+    assert skipped and 60 <= int(skipped.group(1)) < len(paths(out)), done.stderr
+    assert accuracy_of(done.stderr) == whole
+    assert "not counted" not in done.stderr

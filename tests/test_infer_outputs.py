@@ -3,6 +3,7 @@ kill -9 and --resume exactly once; Parquet reads with pyarrow and DuckDB mid-run
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import pytest
 from helpers import (
     SLOW_FOLDER_FILES,
     S3Server,
+    accuracy_of,
     assert_exactly_once,
     assert_one_line_error,
     committed_blocks,
@@ -185,14 +187,75 @@ def test_resume_with_another_model_is_refused(
     assert out.read_bytes() == before
     code, output = run(infer_args(tiny_model, labelled, out, "--resume"))
     assert code == 0 and "5 already done (resumed)" in output, output
-    # its accuracy counts this run's rows only, and says so
-    assert " of this run's rows; the 5 resumed are not counted)" in output, output
+    # its accuracy counts every row of the job, the resumed ones included
+    assert "not counted" not in output, output
     Path(f"{out}.job.json").write_text("{edited")
     code, output = run(infer_args(tiny_model, labelled, out, "--resume"))
     assert_one_line_error(code, output, f"{out}.job.json is not a record cnnbench wrote")
     Path(f"{out}.job.json").unlink()  # as an older cnnbench left it: nothing to check
     code, output = run(infer_args(other, labelled, out, "--resume"))
     assert code == 0 and "already done (resumed)" in output, output
+
+
+def without_top1(out: Path, name: str) -> None:
+    """`name`'s row in a CSV or JSON lines output with its top-1 label emptied, as an
+    edited file or another writer may leave it."""
+    if out.suffix == ".jsonl":
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        rows = [r | {"label": None} if r["path"] == name else r for r in rows]
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    at = rows[0].index("label")
+    for row in rows:
+        row[at] = "" if row[0] == name else row[at]
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+
+
+@pytest.mark.parametrize("ext", ["csv", "jsonl"])
+def test_resumed_rows_that_cannot_be_scored_are_said_not_counted(
+    tiny_model: Path, labelled: Path, tmp_path: Path, ext: str
+):
+    """A finished job resumed: its accuracy is its earlier rows' (it printed none: no row
+    was this run's). An earlier row in a class folder with no top-1 label cannot be
+    scored: the line says it is left out, never a figure over the rest as the whole."""
+    out, summary = tmp_path / f"pred.{ext}", tmp_path / "s.json"
+    code, first = run(infer_args(tiny_model, labelled, out, "--summary", str(summary)))
+    assert code == 0, first
+    whole = json.loads(summary.read_text())
+    code, again = run(infer_args(tiny_model, labelled, out, "--resume"))
+    assert code == 0 and "\n0 images, 0 errors, " in again, again
+    assert accuracy_of(again) == accuracy_of(first)
+    without_top1(out, "cat/1.jpg")
+    code, edited = run(infer_args(tiny_model, labelled, out, "--resume", "--summary", str(summary)))
+    assert code == 0, edited
+    doc = json.loads(summary.read_text())
+    assert doc["labelled"] == whole["labelled"] - 1 and doc["resumed_not_counted"] == 1
+    said = f"{doc['correct']}/{doc['labelled']}; not counted: 1 resumed file whose rows could"
+    assert said in accuracy_of(edited), edited
+
+
+def test_resumed_part_that_cannot_be_read_is_said_not_counted(
+    tiny_model: Path, labelled: Path, tmp_path: Path
+):
+    """A committed Parquet part that no longer reads: its block's files are said to be
+    left out of the accuracy; the run does not fail for it."""
+    out = tmp_path / "pred.parquet"
+    code, first = run(infer_args(tiny_model, labelled, out, "--block-size", "4"))
+    assert code == 0, first
+    code, again = run(infer_args(tiny_model, labelled, out, "--block-size", "4", "--resume"))
+    assert code == 0 and accuracy_of(again) == accuracy_of(first), again
+    (out / sorted(committed_blocks(out))[-2]).write_bytes(b"not parquet")
+    code, output = run(infer_args(tiny_model, labelled, out, "--block-size", "4", "--resume"))
+    assert code == 0, output
+    assert "; not counted: 4 resumed files whose rows could not be read back)" in output
+    for part in committed_blocks(out):  # none reads: no figure at all, and it says why
+        (out / part).write_bytes(b"not parquet")
+    code, output = run(infer_args(tiny_model, labelled, out, "--block-size", "4", "--resume"))
+    assert code == 0 and "27 already done" in output, output
+    assert "accuracy not measured (not counted: 27 resumed files whose rows could" in output
 
 
 def command(model: Path, folder: Path, out: Path | str, *extra: str) -> list[str]:
@@ -308,6 +371,7 @@ def test_s3_parquet_output(
     assert json.loads(manifest["Body"].read())["complete"] is True
     again = run(infer_args(tiny_model, labelled, url, "--block-size", "7", "--resume"))
     assert again[0] == 0 and f"{len(rows) + len(errors)} already done" in again[1]
+    assert accuracy_of(again[1]) == accuracy_of(output), "the parts read back from the bucket"
     assert s3_rows(s3, "run/pred.parquet/")[1] == rows
     code, output = run(infer_args(tiny_model, labelled, "s3://no-such-bucket/p.parquet"))
     assert_one_line_error(code, output, "s3://no-such-bucket")

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import (
+    accuracy_of,
     assert_exactly_once,
     brightness_classifier,
     brightness_folder,
@@ -210,17 +211,23 @@ def test_kill_driver_then_resume_exactly_once(
         assert_same_files(local, out)
 
 
+def stopped_by_ctrl_c(command: list[str], out: Path) -> str:
+    """Run a Ray job, Ctrl-C it once two blocks are committed; its stderr (exit 130)."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_blocks(out, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    return stderr
+
+
 @pytest.mark.slow
 def test_sigint_keeps_finished_blocks_and_resume_finishes(
     ray_address: str, tiny_model: Path, slow_folder: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "pred.csv"
     command = ray_command(tiny_model, slow_folder, out, ray_address)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_blocks(out, 2, proc)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    stderr = stopped_by_ctrl_c(command, out)
     assert f"finished blocks are saved in {out}.parts;" in stderr and "Traceback" not in stderr
     assert not out.exists() and not Path(f"{out}.lock").exists()
     rows = committed_rows(out)
@@ -228,6 +235,31 @@ def test_sigint_keeps_finished_blocks_and_resume_finishes(
     assert done.returncode == 0, done.stderr
     assert f"{rows} already done (resumed)" in done.stderr
     assert_exactly_once(slow_folder, out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ext", ["csv", "parquet"])
+def test_resumed_ray_job_counts_every_row_in_its_accuracy(
+    ray_address: str, tiny_model: Path, slow_classes: Path, tmp_path: Path, ext: str
+) -> None:
+    """--engine ray stopped by Ctrl-C and finished with --resume: the earlier run's blocks
+    (staged CSV parts, Parquet parts) are read back and scored, so the accuracy lines are
+    those of one uninterrupted run; and again when a finished output is resumed."""
+    local = infer(tiny_model, slow_classes, tmp_path / f"local.{ext}")
+    assert local.exit_code == 0, local.output
+    whole = accuracy_of(local.output)
+    out = tmp_path / f"pred.{ext}"
+    command = ray_command(tiny_model, slow_classes, out, ray_address)
+    stopped_by_ctrl_c(command, out)
+    done = subprocess.run([*command, "--resume"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "already done (resumed)" in done.stderr
+    assert accuracy_of(done.stderr) == whole
+    again = infer(
+        tiny_model, slow_classes, out, "--engine", "ray", "--block-size", "25", "--resume"
+    )
+    assert again.exit_code == 0 and "ray:" not in again.output, again.output
+    assert accuracy_of(again.output) == whole
 
 
 def ray_workers(title: str) -> list[int]:

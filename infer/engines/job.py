@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, TypeVar
@@ -37,7 +37,13 @@ from cnnbench.infer.runtime.session import (
     Provider,
     RuntimeOptions,
 )
-from cnnbench.infer.sinks.output import check_outputs, default_errors_path, job_path, lock_path
+from cnnbench.infer.sinks.output import (
+    Earlier,
+    check_outputs,
+    default_errors_path,
+    job_path,
+    lock_path,
+)
 from cnnbench.infer.sources import listing, prefixes, shards, stores
 from cnnbench.infer.sources.fetch import room_for_reads
 from cnnbench.infer.sources.items import LISTED_AGAIN, Item, extension_of
@@ -164,6 +170,10 @@ class InferSummary:
     interrupted: bool = False
     stop_signal: int = signal.SIGINT  # what stopped an interrupted run: Ctrl-C or SIGTERM
     per_class: dict[str, list[int]] = field(default_factory=dict)  # label -> [correct, total]
+    # resumed files whose earlier rows could not be read back (a row in a class folder
+    # with no top-1 label; each file of a part that no longer reads): left out of the
+    # accuracy, and the line says so
+    not_counted: int = 0
     # --engine ray only: rows (predictions and errors) per inference actor, and the
     # seconds spent connecting to or starting the cluster (not in `seconds`)
     per_worker: dict[str, int] = field(default_factory=dict)
@@ -232,6 +242,7 @@ class InferSummary:
             "accuracy": self.accuracy,
             "correct": self.correct,
             "labelled": self.labelled,
+            "resumed_not_counted": self.not_counted,
             "per_class": {
                 k: {"correct": c, "total": t, "accuracy": c / t}
                 for k, (c, t) in sorted(self.per_class.items())
@@ -509,14 +520,43 @@ def prediction_row(
         row[f"label{suffix}"] = _label(labels, j)
         row[f"score{suffix}"] = float(score)
     if truth_labels is not None:
-        truth = truth_for(name, truth_labels)
-        row["true_label"] = truth
-        row["correct"] = None
-        if truth is not None:
-            hit = truth == _label(labels, idx[0])
-            row["correct"] = hit
-            summary.count(truth, hit)
+        row["true_label"], row["correct"] = score_row(
+            name, _label(labels, idx[0]), truth_labels, summary
+        )
     return row
+
+
+def score_row(
+    name: str, top1: str | None, truth_labels: set[str], summary: InferSummary
+) -> tuple[str | None, bool | None]:
+    """A row's truth (its class folder, None outside one) and whether its top-1 label is
+    it, counted in the summary's accuracy: this run's rows and, on --resume, the rows an
+    earlier run wrote are scored here alike. A row in a class folder with no top-1 label
+    (an earlier one that could not be read back) is counted apart, as not counted."""
+    truth = truth_for(name, truth_labels)
+    if truth is None:
+        return None, None
+    if top1 is None:
+        summary.not_counted += 1
+        return truth, None
+    hit = truth == top1
+    summary.count(truth, hit)
+    return truth, hit
+
+
+def score_earlier(
+    summary: InferSummary, earlier: Callable[[], Earlier], truth_labels: set[str] | None
+) -> None:
+    """Count the rows an earlier run committed (--resume) in the accuracy, so that it is
+    the whole job's, as one uninterrupted run would give; error rows are in no accuracy,
+    and files whose rows could not be read back are counted apart, for the line to say.
+    `earlier` is called only where accuracy is measured: it may read every committed part."""
+    if truth_labels is None:
+        return
+    rows = earlier()
+    for name, top1 in rows.rows:
+        score_row(name, top1, truth_labels, summary)
+    summary.not_counted += rows.unread
 
 
 def job_key(cfg: InferConfig, model_sha256: str, columns: list[str]) -> dict:

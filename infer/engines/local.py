@@ -45,6 +45,7 @@ from cnnbench.infer.engines.job import (
     job_key,
     prediction_row,
     running_precision,
+    score_earlier,
     top_indices,
     write_summary,
 )
@@ -347,6 +348,7 @@ def _run_session(
             ):
                 _run_loop(ready, writer, sink, fmt, cfg, summary, head)
             finished = not summary.interrupted
+            score_earlier(summary, sink.earlier, writer.truth)
         finally:
             summary.skipped, summary.committed_in = sink.skipped, sink.where
             sink.close(finished)

@@ -24,7 +24,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -42,6 +42,7 @@ from cnnbench.infer.engines.job import (
     iter_items,
     job_key,
     prediction_row,
+    score_earlier,
     write_summary,
 )
 from cnnbench.infer.engines.ray_cleanup import release_watchdog
@@ -52,7 +53,12 @@ from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.preprocess import InputFormat, check_top_k, resolve_input_format
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
 from cnnbench.infer.sinks.formats import Format, fieldnames, format_of
-from cnnbench.infer.sinks.output import check_recorded_job, output_locks, read_resume_state
+from cnnbench.infer.sinks.output import (
+    Earlier,
+    check_recorded_job,
+    output_locks,
+    read_resume_state,
+)
 from cnnbench.infer.sinks.parts import Parts, blocks, parts_dir
 from cnnbench.infer.sources import stores
 from cnnbench.infer.sources.items import Item
@@ -69,6 +75,7 @@ class _Job:
     digests: list[str]
     pending: dict[int, int]
     refs: list  # per pending block: its listing table, then its object-store ref
+    done: list[tuple[int, str, int]] = field(default_factory=list)  # an earlier run's blocks
 
 
 def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary: InferSummary) -> _Job:
@@ -87,6 +94,7 @@ def _plan(items: Iterator[Item], block_size: int, parts: Parts, summary: InferSu
         job.digests.append(digest)
         if parts.is_done(k, digest):
             summary.skipped += len(chunk)
+            job.done.append((k, digest, len(chunk)))
             continue
         job.pending[k] = len(chunk)
         table = pa.table(
@@ -129,11 +137,11 @@ class _Collector:
     (a retried task) replaces the first copy, so each file counts once."""
 
     def __init__(
-        self, job: _Job, parts: Parts, fmt: InputFormat, cfg: InferConfig, truth: bool
+        self, job: _Job, parts: Parts, fmt: InputFormat, cfg: InferConfig, truth: set[str] | None
     ) -> None:
         self.job, self.parts, self.labels, self.fmt = job, parts, fmt.labels, fmt
-        self.truth = set(fmt.labels) if truth else None
-        self.columns = fieldnames(cfg.top_k, truth)
+        self.truth = truth  # the labels a class folder is named as; None: no accuracy
+        self.columns = fieldnames(cfg.top_k, truth is not None)
         self.rows: dict[int, dict[int, list]] = {}
         self.providers: set[str] = set()
         self.precisions: set[str] = set()
@@ -357,22 +365,23 @@ def _read_model(path: str) -> bytes:
 
 
 def _finished_earlier(
-    cfg: InferConfig, key: dict, items: Iterator[Item], summary: InferSummary
+    cfg: InferConfig, key: dict, items: Iterator[Item], summary: InferSummary, earlier: Earlier
 ) -> bool:
     """--resume of a CSV or JSON lines output whose run already finished: the output is
     there and its parts folder gone. True when every listed file has its row (nothing to
-    do, as with the local engine); an output that lacks rows was not left by a Ray run,
-    which merges only at the end: refused, as Ray's unit of resume is the parts folder.
-    (A Parquet output keeps its parts: a finished one resumes as every block done.)"""
+    do, as with the local engine; the rows go into `earlier`, for the job's accuracy);
+    an output that lacks rows was not left by a Ray run, which merges only at the end:
+    refused, as Ray's unit of resume is the parts folder. (A Parquet output keeps its
+    parts: a finished one resumes as every block done.)"""
     staged = os.path.isdir(parts_dir(cfg.output))
     if format_of(cfg.output) is Format.PARQUET or staged or not os.path.exists(cfg.output):
         return False
-    done = read_resume_state(cfg.output, cfg.errors_path, key["columns"]).done
+    state = read_resume_state(cfg.output, cfg.errors_path, key["columns"])
     check_recorded_job(cfg.output, key)
     listed = missing = 0
     for item in items:
         listed += 1
-        missing += item.name not in done
+        missing += not state.skips(item.name, earlier)
     if missing:
         raise InferError(
             f"cannot resume {cfg.output} with --engine ray: it lacks {missing} files and "
@@ -432,8 +441,11 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
         report(line)
     items = iter_items(inputs, cfg, summary.skipped_by_extension)
     key = job_key(cfg, hashlib.sha256(model).hexdigest(), columns)
+    truth = set(fmt.labels) if with_truth else None
     with output_locks(cfg.output, cfg.errors_path):
-        if cfg.resume and _finished_earlier(cfg, key, items, summary):
+        earlier = Earlier()
+        if cfg.resume and _finished_earlier(cfg, key, items, summary, earlier):
+            score_earlier(summary, lambda: earlier, truth)
             if cfg.summary:
                 write_summary(cfg, summary)
             return summary
@@ -441,12 +453,13 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
         job = _plan(items, cfg.block_size, parts, summary)
         parts.keep_only(job.digests)  # before any new block: never a file twice
         summary.committed_in = parts.where
-        collector = _Collector(job, parts, fmt, cfg, with_truth)
+        collector = _Collector(job, parts, fmt, cfg, truth)
         if job.pending:  # else a resume with every block done: merge without a cluster
             _run_job(ray, job, model, collector, summary, cfg, opts, report)
         summary.provider = ",".join(sorted(collector.providers)) or "none"
         summary.precision = ",".join(sorted(collector.precisions))
         summary.scores = "; ".join(sorted(collector.scores))
+        score_earlier(summary, lambda: parts.earlier(job.done, columns), truth)
         if not summary.interrupted:
             parts.finish(job.digests, columns)
     if cfg.summary:

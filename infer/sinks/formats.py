@@ -29,6 +29,7 @@ import numpy as np
 from cnnbench.infer.errors import InferError, first_line
 
 ERROR_FIELDNAMES = ("path", "error")
+TOP1 = "label"  # the top-1 label's column: what a resumed run scores an earlier row by
 # A cell starting with one of these is read as a formula by spreadsheets; "'" itself is
 # escaped too, so that escaping is reversible (resume reads the names back).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "'")
@@ -181,40 +182,91 @@ def _refuse(path: str, found: Sequence[str], expected: Sequence[str]) -> InferEr
     )
 
 
-def read_names(fmt: Format, path: str, expected: Sequence[str]) -> tuple[set[str], bool]:
-    """The paths in a CSV or JSON lines file left by an earlier (maybe killed) run, and
-    whether it has rows or a header to append after. A torn last line is cut off first."""
+def read_written(
+    fmt: Format, path: str, expected: Sequence[str]
+) -> tuple[dict[str, str | None], bool]:
+    """The rows of a CSV or JSON lines file left by an earlier (maybe killed) run, and
+    whether it has rows or a header to append after. A torn last line is cut off first.
+    Each path comes with its top-1 label (`top1_of`), which a resumed run scores to give
+    the whole job's accuracy."""
     if not os.path.exists(path) or os.path.getsize(path) == 0:
-        return set(), False
+        return {}, False
     cut_torn_line(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        return _read_text(fmt, f, path, expected)
+
+
+def read_part(
+    fmt: Format, data: bytes, where: str, expected: Sequence[str]
+) -> dict[str, str | None]:
+    """The rows of a committed part (parts.py), each path with its top-1 label."""
+    if fmt is Format.PARQUET:
+        return _parquet_rows(data, where)
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="")
+    return _read_text(fmt, text, where, expected)[0]
+
+
+def top1_of(value: object) -> str | None:
+    """A row's top-1 label as written: None where the row has none to score (an errors
+    file's row, an empty cell, a null)."""
+    return value if isinstance(value, str) and value else None
+
+
+def _read_text(
+    fmt: Format, f: IO[str], where: str, expected: Sequence[str]
+) -> tuple[dict[str, str | None], bool]:
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            return (_json_names if fmt is Format.JSONL else _csv_names)(f, path, expected)
+        return (_json_rows if fmt is Format.JSONL else _csv_rows)(f, where, expected)
     except (UnicodeDecodeError, json.JSONDecodeError, csv.Error, TypeError) as e:
         raise InferError(
-            f"cannot resume: {path} is not an output cnnbench wrote ({first_line(e)}); run "
+            f"cannot resume: {where} is not an output cnnbench wrote ({first_line(e)}); run "
             "without --resume (a fresh run replaces it), or choose another -o"
         ) from e
 
 
-def _csv_names(f: IO[str], path: str, expected: Sequence[str]) -> tuple[set[str], bool]:
+def _csv_rows(f: IO[str], path: str, expected: Sequence[str]) -> tuple[dict[str, str | None], bool]:
     reader = csv.reader(f)
     found = next(reader, None)
     if found is None:
-        return set(), False
+        return {}, False
     if list(found) != list(expected):
         raise _refuse(path, found, expected)
-    return {unsafe_cell(row[0]) for row in reader if row}, True
+    at = list(expected).index(TOP1) if TOP1 in expected else None
+    return {unsafe_cell(row[0]): _csv_top1(row, at) for row in reader if row}, True
 
 
-def _json_names(f: IO[str], path: str, expected: Sequence[str]) -> tuple[set[str], bool]:
-    names: set[str] = set()
+def _csv_top1(row: list[str], at: int | None) -> str | None:
+    """The top-1 label cell of a CSV row (at: its column; None in an errors file)."""
+    return top1_of(unsafe_cell(row[at])) if at is not None and at < len(row) else None
+
+
+def _json_rows(
+    f: IO[str], path: str, expected: Sequence[str]
+) -> tuple[dict[str, str | None], bool]:
+    rows: dict[str, str | None] = {}
     for line in _lines(f):
         row = json.loads(line)
         if list(row) != list(expected):
             raise _refuse(path, list(row), expected)
-        names.add(row["path"])
-    return names, bool(names)
+        rows[row["path"]] = top1_of(row.get(TOP1))
+    return rows, bool(rows)
+
+
+def _parquet_rows(data: bytes, where: str) -> dict[str, str | None]:
+    """A Parquet part's paths and top-1 labels (None for all where the column is absent)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        part = pq.ParquetFile(io.BytesIO(data))
+        columns = [c for c in ("path", TOP1) if c in part.schema_arrow.names]
+        table = part.read(columns=columns).to_pydict()
+    except pa.ArrowException as e:
+        raise InferError(f"{where} is not a Parquet part cnnbench wrote ({first_line(e)})") from e
+    if "path" not in table:
+        raise InferError(f"{where} has no path column: not a part cnnbench wrote")
+    labels = table.get(TOP1, [None] * len(table["path"]))
+    return {path: top1_of(label) for path, label in zip(table["path"], labels, strict=True)}
 
 
 def _lines(f: IO[str]) -> Iterator[str]:

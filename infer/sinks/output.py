@@ -8,15 +8,15 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import filelock
 
 from cnnbench.files import atomic_open, not_a_file, unwritable, unwritable_folder
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.sinks.formats import ERROR_FIELDNAMES, Format, format_of, read_names
+from cnnbench.infer.sinks.formats import ERROR_FIELDNAMES, Format, format_of, read_written
 from cnnbench.infer.sources.stores import is_url
 
 
@@ -66,22 +66,43 @@ def _unwritable(path: str, fmt: Format) -> str | None:
     return unwritable(path)
 
 
+@dataclass
+class Earlier:
+    """The rows an earlier run committed for the files a resumed run skips, read back so
+    that the accuracy is the whole job's: each prediction row's path and top-1 label
+    (None where it has none), and how many files' rows could not be read back at all
+    (a committed part that no longer reads): those are said to be left out."""
+
+    rows: list[tuple[str, str | None]] = field(default_factory=list)
+    unread: int = 0
+
+
 @dataclass(frozen=True)
 class ResumeState:
-    """Names already written by an earlier run, and whether its files have a start
-    (a header, or rows) to append after."""
+    """What an earlier run wrote to an appended output: its prediction rows' paths, each
+    with its top-1 label, its error rows' paths, and whether its files have a start (a
+    header, or rows) to append after."""
 
-    done: frozenset[str]
+    predicted: Mapping[str, str | None]
+    failed: frozenset[str]
     output_has_header: bool
     errors_has_header: bool
+
+    def skips(self, name: str, earlier: Earlier) -> bool:
+        """Whether the earlier run wrote `name`'s row; a prediction row goes into
+        `earlier`, to be scored (an error row is in no accuracy)."""
+        if name in self.predicted:
+            earlier.rows.append((name, self.predicted[name]))
+            return True
+        return name in self.failed
 
 
 def read_resume_state(output: str, errors: str, columns: list[str]) -> ResumeState:
     """What an earlier run left in an appended (CSV or JSON lines) output."""
     fmt = format_of(output)
-    done, out_header = read_names(fmt, output, columns)
-    failed, err_header = read_names(fmt, errors, ERROR_FIELDNAMES)
-    return ResumeState(frozenset(done | failed), out_header, err_header)
+    predicted, out_header = read_written(fmt, output, columns)
+    failed, err_header = read_written(fmt, errors, ERROR_FIELDNAMES)
+    return ResumeState(predicted, frozenset(failed), out_header, err_header)
 
 
 def job_path(output: str) -> str:

@@ -28,6 +28,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Protocol, TypeVar
 
@@ -40,12 +41,14 @@ from cnnbench.infer.sinks.formats import (
     extension,
     format_of,
     header,
+    read_part,
 )
-from cnnbench.infer.sinks.output import check_same_job, read_record, record_job
+from cnnbench.infer.sinks.output import Earlier, check_same_job, read_record, record_job
 from cnnbench.infer.sinks.store import Store
 
 MANIFEST = "manifest.json"  # in a staging folder
 DATASET_MANIFEST = "_manifest.json"  # in a Parquet dataset folder: readers skip `_` files
+PARTS_READ_AT_ONCE = 8  # committed parts read back at once for a resumed job's accuracy
 
 
 def parts_dir(output: str) -> str:
@@ -170,6 +173,33 @@ class Parts:
         rows_name, errors_name = self._names(block, digest)
         self.failed.put(errors_name, encode(self.format, ERROR_FIELDNAMES, errors))
         self.rows.put(rows_name, encode(self.format, columns, rows))
+
+    def earlier(self, done: Sequence[tuple[int, str, int]], columns: Sequence[str]) -> Earlier:
+        """The rows of committed blocks, (block, digest, files) each, read back for the
+        job's accuracy (--resume), a few parts at a time (an object store's reads wait on
+        the network). A part that no longer reads leaves its block's files unread: said,
+        never silently left out."""
+        earlier = Earlier()
+        with ThreadPoolExecutor(PARTS_READ_AT_ONCE, thread_name_prefix="cnnbench-parts") as pool:
+            for (_, _, files), rows in zip(
+                done, pool.map(lambda block: self._read_rows(block, columns), done), strict=True
+            ):
+                if rows is None:
+                    earlier.unread += files
+                else:
+                    earlier.rows += rows.items()
+        return earlier
+
+    def _read_rows(
+        self, block: tuple[int, str, int], columns: Sequence[str]
+    ) -> dict[str, str | None] | None:
+        """A committed block's prediction rows, path to top-1 label; None where its part
+        cannot be read (removed, or not a part cnnbench wrote)."""
+        name = self._names(block[0], block[1])[0]
+        try:
+            return read_part(self.format, self.rows.get(name), f"{self.where}/{name}", columns)
+        except (InferError, OSError):
+            return None
 
     def keep_only(self, digests: Sequence[str]) -> None:
         """Remove the parts of blocks that are not in this listing (an earlier run's, over

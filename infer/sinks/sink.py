@@ -18,6 +18,7 @@ from typing import IO, Protocol
 
 from cnnbench.infer.sinks.formats import ERROR_FIELDNAMES, Format, encode_lines, header
 from cnnbench.infer.sinks.output import (
+    Earlier,
     ResumeState,
     check_recorded_job,
     read_resume_state,
@@ -45,6 +46,10 @@ class Sink(Protocol):
     def write(self, outcomes: list[Outcome]) -> None:
         """One batch's rows, in input order: committed (or buffered) before returning."""
 
+    def earlier(self) -> Earlier:
+        """The rows an earlier run committed for the items `pending` skipped (--resume),
+        read back for the job's accuracy."""
+
     def close(self, finished: bool) -> None:
         """The run ends; `finished`: every item was written (not stopped)."""
 
@@ -64,6 +69,7 @@ class AppendSink:
             check_recorded_job(output, job)
         record_job(output, job)
         self.skipped = 0
+        self._earlier = Earlier()
         self.where: str | None = None
         self.files: list[IO[str]] = []
         with contextlib.ExitStack() as stack:
@@ -80,7 +86,7 @@ class AppendSink:
 
     def pending(self, items: Iterator[Item]) -> Iterator[Item]:
         for item in items:
-            if self.state is not None and item.name in self.state.done:
+            if self.state is not None and self.state.skips(item.name, self._earlier):
                 self.skipped += 1
             else:
                 yield item
@@ -94,6 +100,9 @@ class AppendSink:
         rows.flush()
         failed.flush()
 
+    def earlier(self) -> Earlier:
+        return self._earlier  # gathered by `pending` from the rows the resume read
+
     def close(self, finished: bool) -> None:
         for f in self.files:
             f.close()
@@ -106,6 +115,7 @@ class BlockSink:
         self.parts, self.block_size, self.columns = parts, block_size, columns
         self.digests: list[str] = []
         self.open: deque[tuple[int, str, int]] = deque()  # blocks handed out, not committed
+        self.done: list[tuple[int, str, int]] = []  # blocks an earlier run committed
         self.buffer: list[Outcome] = []
         self.skipped = 0
         self.where: str | None = parts.where
@@ -115,6 +125,7 @@ class BlockSink:
             self.digests.append(digest)
             if self.parts.is_done(k, digest):
                 self.skipped += len(chunk)
+                self.done.append((k, digest, len(chunk)))
                 continue
             self.open.append((k, digest, len(chunk)))
             yield from chunk
@@ -126,6 +137,9 @@ class BlockSink:
             done, self.buffer = self.buffer[:size], self.buffer[size:]
             rows = [o.row for o in done if not o.failed]
             self.parts.write_block(k, digest, self.columns, rows, [o.row for o in done if o.failed])
+
+    def earlier(self) -> Earlier:
+        return self.parts.earlier(self.done, self.columns)
 
     def close(self, finished: bool) -> None:
         if finished:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from cnnbench.infer.runtime.session import Provider, RuntimeOptions, check_ort_i
 from cnnbench.infer.sinks.formats import Format, format_of
 from cnnbench.infer.sources.fetch import read_ahead
 from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensions
+from cnnbench.signals import how_stopped
 
 
 @dataclass(frozen=True)
@@ -376,8 +376,7 @@ def stop_interrupted(result: InferSummary) -> NoReturn:
     again = again if "--resume" in sys.argv else f"{again} --resume"
     where = result.committed_in
     saved = "rows so far are saved" if where is None else f"finished blocks are saved in {where}"
-    how = "stopped by SIGTERM" if result.stop_signal == signal.SIGTERM else "interrupted"
-    click.echo(f"{how}: {saved}; to finish, run: {again}", err=True)
+    click.echo(f"{how_stopped(result.stop_signal)}: {saved}; to finish, run: {again}", err=True)
     sys.exit(128 + result.stop_signal)
 
 

@@ -394,12 +394,19 @@ def check_plan_options(engine: Engine) -> None:
 def plan_line(plan: Plan, summary: InferSummary, cfg: InferConfig) -> str:
     """The plan's expected img/s (end to end, as tune measured `infer --plan` over its
     images) beside the one reached (bench --compare's ratio); the model-only figure
-    follows, labelled, for reference."""
+    follows, labelled, for reference. A plan from a tune stopped before its end-to-end
+    runs has no expected figure: the line says so rather than compare with another one."""
     e, got = plan.expected, summary.images_per_second
+    if e.images_per_second is None:
+        versus = "no expected figure end to end (its tune was stopped before that run)"
+    else:
+        versus = (
+            f"{got / e.images_per_second:.2f}x the expected {e.images_per_second:.1f} img/s "
+            "end to end"
+        )
     line = (
-        f"plan: {plan.describe()}: reached {got:.1f} img/s, "
-        f"{got / e.images_per_second:.2f}x the expected {e.images_per_second:.1f} img/s "
-        f"end to end (model-only in tune: {e.model_only_images_per_second:.1f} img/s)"
+        f"plan: {plan.describe()}: reached {got:.1f} img/s, {versus} "
+        f"(model-only in tune: {e.model_only_images_per_second:.1f} img/s)"
     )
     if summary.provider != plan.provider.value and cfg.runtime.provider is Provider.AUTO:
         line += f"\nwarning: the plan's provider {plan.provider.value} did not load: ran on "

@@ -171,6 +171,9 @@ def test_a_missing_provider_is_one_warning_and_runs_on_cpu(
         ({"precision_hint": "fp8"}, "precision_hint 'fp8': one of auto, f32, bf16"),
         ({"trt_fp16": "no"}, "trt_fp16 'no': true or false"),
         ({"expected__images_per_second": 0}, "expected.images_per_second 0"),
+        # only a plan from a stopped tune may lack the end-to-end figure
+        ({"expected__images_per_second": None}, "expected.images_per_second None"),
+        ({"stopped": 5}, "stopped 5: a non-empty string"),
         ({"expected__p99_ms": "slow"}, "expected.p99_ms 'slow': a number"),
         ({"expected__agreement": 2}, "expected.agreement 2: a number"),
         ({"machine": 5}, "machine 5: an object"),

@@ -14,7 +14,13 @@ from helpers import assert_one_line_error, run
 
 from cnnbench.bench.measure import Timing, Validity, next_batch_size
 from cnnbench.bench.results import RunConfig
-from cnnbench.bench.tune import Candidate, _time_variant, concurrency_levels, pareto_front
+from cnnbench.bench.tune import (
+    Candidate,
+    _Progress,
+    _time_variant,
+    concurrency_levels,
+    pareto_front,
+)
 from cnnbench.bench.tune_config import QUICK_PATIENCE, TuneConfig
 from cnnbench.bench.tune_variants import Variant
 from cnnbench.infer.engines.job import InferConfig
@@ -377,13 +383,13 @@ def test_the_time_budget_stops_a_sweep_after_the_batch_size_it_ran_out_in(
     cfg = TuneConfig(str(tiny_model), str(tiny_folder), str(tmp_path / "p.json"), timing=timing)
     runtime = RuntimeOptions(Provider.CPU, threads=2)
     lines: list[str] = []
-    unmeasured: list[str] = []
+    spent = _Progress(start=0.0, deadline=0.0)
     rc = RunConfig(Provider.CPU)
-    rows = _time_variant(variant, rc, runtime, cfg, lines.append, 0.0, unmeasured)
+    rows = _time_variant(variant, rc, runtime, cfg, lines.append, spent)
     assert sorted((r.batch_size, r.concurrency) for r in rows) == [(1, 1), (1, 2)], lines
-    assert unmeasured == ["cpu fp32 past batch 1"]
+    assert spent.unmeasured == ["cpu fp32 past batch 1"]
     assert any("time budget reached: stopped after batch 1" in line for line in lines), lines
-    rows = _time_variant(variant, rc, runtime, cfg, lines.append, None, unmeasured)
+    rows = _time_variant(variant, rc, runtime, cfg, lines.append, _Progress(start=0.0))
     assert max(r.batch_size for r in rows) > 1  # no budget: the sweep goes on
 
 

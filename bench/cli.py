@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import NoReturn
 
 import click
 
@@ -26,7 +27,7 @@ from cnnbench.infer.options import (
 )
 from cnnbench.infer.runtime.preprocess import ForeignOptions
 from cnnbench.infer.runtime.session import Provider
-from cnnbench.signals import stop_signal
+from cnnbench.signals import how_stopped, stop_signal
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -223,6 +224,9 @@ def tune(
     """Find the fastest configuration of MODEL whose answers stay within --max-drop of
     fp32, and write it as a plan for `cnnbench infer --plan`.
 
+    Ctrl-C (or SIGTERM) ends the search: the plan is written from what was measured,
+    marked as stopped, and tune exits 130 (143).
+
     \b
     Example:
       cnnbench tune model.onnx --images photos/ -o plan.json
@@ -249,6 +253,23 @@ def tune(
         report = run_tune(cfg, log=lambda line: click.echo(line, err=True))
     except BenchError as e:
         raise click.ClickException(str(e)) from e
-    write_plan(report.plan, output)
-    click.echo(render(report))
-    click.echo(f"wrote {output}")
+    if report.plan is not None:
+        write_plan(report.plan, output)
+    if report.candidates:
+        click.echo(render(report))
+    if report.plan is not None:
+        click.echo(f"wrote {output}")
+    if report.stopped:
+        _stopped(report.stopped, report.stop_signal, output if report.plan else None)
+
+
+def _stopped(where: str, signum: int, plan: str | None) -> NoReturn:
+    """A tune stopped by Ctrl-C or SIGTERM: one line saying where, what it did not
+    measure and whether a plan was written; exit 128 + the signal, as infer and bench."""
+    outcome = (
+        f"{plan} is the fastest of what was measured"
+        if plan
+        else "nothing within the bounds was measured: no plan written"
+    )
+    click.echo(f"{how_stopped(signum)}: {where}; {outcome}", err=True)
+    raise SystemExit(128 + signum)

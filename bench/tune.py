@@ -11,6 +11,12 @@ agree, VALID rows only), in its doubling sweep that stops once img/s stops risin
 (quick), or on every batch size up to `max_batch` (exhaustive). The fastest row of each
 of the Pareto front's FINALISTS fastest variants then runs end to end over the images
 (infer's own pipeline, as `infer --plan` will run it), and the fastest there is the plan.
+
+Ctrl-C or SIGTERM (a `SignalStop` from the command group's `stop_signal`) drops the
+configuration in flight, as bench does, and ends the search: the plan is then the fastest
+of what was measured (the fastest end to end where finalists ran), marked `stopped` with
+what was not measured; where nothing within the bounds was measured, no plan is made and
+the int8/fp16 files made for it are removed.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +62,7 @@ from cnnbench.infer.runtime.session import Provider, RuntimeOptions, Session
 from cnnbench.infer.sources.fetch import fetch_ahead
 from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.stores import is_url
+from cnnbench.signals import SignalStop, signal_of
 
 AGREEMENT_BATCH = 8
 # the front's fastest variants run end to end over the images; the fastest there is chosen
@@ -84,11 +92,48 @@ class Candidate:
 class TuneReport:
     candidates: list[Candidate]
     front: list[Candidate]
-    chosen: Candidate
-    plan: Plan
+    chosen: Candidate | None  # None: stopped before anything within the bounds was measured
+    plan: Plan | None  # None: likewise; no plan is written
     skipped: dict[str, str]  # provider: why it did not load
     seconds: float
-    unmeasured: list[str]  # variants left out by the time budget
+    unmeasured: list[str]  # left out by the time budget or the stop, and where
+    stopped: str = ""  # where Ctrl-C or SIGTERM stopped the search; "" when it ran to its end
+    stop_signal: int = signal.SIGINT  # which one came: the exit code is 128 + it
+
+
+@dataclass
+class _Progress:
+    """The search so far, kept where a Ctrl-C or SIGTERM cannot lose it: each candidate
+    is added as it is measured and each variant leaves `todo` once done, so a stopped
+    search plans from what it measured and names what it did not."""
+
+    start: float  # perf_counter
+    deadline: float | None = None  # perf_counter: the end of --time-budget
+    doing: str = "reading the images"  # what is in flight: the stop names it
+    todo: list[Variant] = field(default_factory=list)  # not yet measured whole
+    candidates: list[Candidate] = field(default_factory=list)
+    finalists: list[Candidate] = field(default_factory=list)  # to run end to end
+    unmeasured: list[str] = field(default_factory=list)
+    made: list[str] = field(default_factory=list)  # the int8/fp16 files written
+    skipped: dict[str, str] = field(default_factory=dict)  # provider: why not loaded
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.perf_counter() > self.deadline
+
+    def stopped_at(self) -> str:
+        """Where the stop came, and what it left: the variant in flight past the last
+        batch size it measured (the one in flight dropped), the variants after it whole,
+        the finalists not yet run end to end."""
+        self.unmeasured += [self._left(v) for v in self.todo]
+        self.unmeasured += [
+            f"{_configuration(c)} end to end" for c in self.finalists if c.end_to_end_ips is None
+        ]
+        left = f"; not measured: {', '.join(self.unmeasured)}" if self.unmeasured else ""
+        return f"tune stopped while {self.doing}{left}"
+
+    def _left(self, variant: Variant) -> str:
+        sizes = [c.result.batch_size for c in self.candidates if c.variant is variant and c.result]
+        return f"{variant.name} past batch {max(sizes)}" if sizes else variant.name
 
 
 @dataclass
@@ -106,9 +151,8 @@ def check_config(cfg: TuneConfig) -> None:
         raise BenchError(f"-o {cfg.output}: give a plan file name ending in .json")
     if why := unwritable(cfg.output):
         raise BenchError(f"cannot write {cfg.output}: {why}")
-    stem = os.path.splitext(os.path.abspath(cfg.output))[0]
     for kind in MADE_FILES:
-        if (made := variant_file(stem, kind)) == os.path.abspath(cfg.model):
+        if (made := variant_file(_stem(cfg), kind)) == os.path.abspath(cfg.model):
             raise BenchError(
                 f"-o {cfg.output}: tune writes its {kind} file beside the plan as "
                 f"{os.path.basename(made)}, which is MODEL itself; give the plan another name"
@@ -121,11 +165,19 @@ def check_config(cfg: TuneConfig) -> None:
 
 
 def run_tune(cfg: TuneConfig, log: Callable[[str], None] = lambda line: None) -> TuneReport:
-    """Search, pick, and write the plan and the files it runs; see the module docstring."""
+    """Search, pick, and write the files the plan runs; see the module docstring. A
+    Ctrl-C or SIGTERM ends the search with the report of what it measured (`stopped`)."""
     check_config(cfg)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="cnnbench-tune-images-") as tmp:
-        return _search(cfg, sample_images(cfg.images, tmp, log), start, log)
+    budget = cfg.time_budget_s
+    progress = _Progress(start, None if budget is None else start + budget)
+    stopped, signum = "", int(signal.SIGINT)
+    try:
+        with tempfile.TemporaryDirectory(prefix="cnnbench-tune-images-") as tmp:
+            _search(cfg, sample_images(cfg.images, tmp, log), progress, log)
+    except KeyboardInterrupt as e:
+        stopped, signum = progress.stopped_at(), signal_of(e)
+    return _report(cfg, progress, stopped, signum)
 
 
 @dataclass(frozen=True)
@@ -157,47 +209,79 @@ def sample_images(images: str, folder: str, log: Callable[[str], None]) -> _Samp
 
 
 def _search(
-    cfg: TuneConfig, sample: _Sample, start: float, log: Callable[[str], None]
-) -> TuneReport:
+    cfg: TuneConfig, sample: _Sample, progress: _Progress, log: Callable[[str], None]
+) -> None:
+    """Measure every variant into `progress`, then run the finalists end to end."""
     session = open_session(cfg.model, RunConfig(Provider.CPU), cfg.runtime)
     fmt = _contract_format(cfg.model, session)
     images = _load_images(sample.root, fmt, log)
     log(f"{len(images.pixels)} images from {cfg.images}, {fmt.size[0]}x{fmt.size[1]}")
     reference = predict(session, fmt, images.pixels)
+    variants = _variants(cfg, progress, log)
+    progress.todo = list(variants)
+    progress.doing = "making the model files of the variants"
+    try:
+        make_variant_files(variants, cfg, _stem(cfg), log, sample.root, progress.made)
+        answers = _Answers(fmt, images, reference, top1_accuracy(reference, images.truth, fmt))
+        _measure(cfg, answers, progress, log)
+        _run_finalists(cfg, progress, log, sample.end_to_end)
+    except Exception:  # no plan: the files made for it go too (a stop plans from them)
+        _remove(progress.made)
+        raise
+
+
+def _variants(cfg: TuneConfig, progress: _Progress, log: Callable[[str], None]) -> list[Variant]:
+    """Every variant worth a try on the providers that load here (those that do not are
+    said, and kept in `progress.skipped`)."""
+    progress.doing = "probing the providers"
     with tempfile.TemporaryDirectory(prefix="cnnbench-tune-") as tmp:
         probe = write_matmul_model(os.path.join(tmp, "probe.onnx"), 8)
-        providers, skipped = probe_providers(cfg.providers, probe, cfg.runtime)
-    for name, why in skipped.items():
+        providers, progress.skipped = probe_providers(cfg.providers, probe, cfg.runtime)
+    for name, why in progress.skipped.items():
         log(f"provider {name} skipped: {why}")
-    folder = os.path.dirname(os.path.abspath(cfg.output))
     if lowered := lowered_precision(cfg.model):
         log(
             f"{cfg.model} is {lowered} already (its weights): measured as it is, no int8 or "
             "fp16 file made from it; agreement is with its own top-1 on ORT's CPU"
         )
-    variants = variants_for(providers, has_native_bf16(), lowered)
-    stem = os.path.splitext(os.path.basename(cfg.output))[0]
-    made = make_variant_files(variants, cfg, os.path.join(folder, stem), log, sample.root)
-    try:
-        candidates: list[Candidate] = []
-        unmeasured: list[str] = []
-        base_accuracy = top1_accuracy(reference, images.truth, fmt)
-        deadline = None if cfg.time_budget_s is None else start + cfg.time_budget_s
-        for variant in variants:
-            if deadline is not None and time.perf_counter() > deadline:
-                unmeasured.append(variant.name)
-                continue
-            candidates += _tune_variant(
-                variant, cfg, fmt, images, reference, base_accuracy, log, deadline, unmeasured
-            )
-        if unmeasured:
-            log(f"time budget reached: not measured: {', '.join(unmeasured)}")
-        return _finish(cfg, fmt, candidates, skipped, unmeasured, start, log, sample.end_to_end)
-    except BaseException:  # no plan: the files made for it go too (Ctrl-C included)
-        for path in made:
-            with contextlib.suppress(OSError):
-                os.remove(path)
-        raise
+    return variants_for(providers, has_native_bf16(), lowered)
+
+
+def _stem(cfg: TuneConfig) -> str:
+    """The plan's path without `.json`: its int8/fp16 files are named after it."""
+    return os.path.splitext(os.path.abspath(cfg.output))[0]
+
+
+def _remove(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
+@dataclass(frozen=True)
+class _Answers:
+    """What every variant is held to: fp32's top-1 on the tune images (and its accuracy)."""
+
+    fmt: InputFormat
+    images: _Images
+    reference: np.ndarray  # the source model's top-1 on ORT's CPU
+    base_accuracy: float | None
+
+
+def _measure(
+    cfg: TuneConfig, answers: _Answers, progress: _Progress, log: Callable[[str], None]
+) -> None:
+    """Each variant in turn, into `progress`; past the time budget the rest are named."""
+    while progress.todo:
+        variant = progress.todo[0]
+        if progress.out_of_time():
+            progress.unmeasured.append(variant.name)
+        else:
+            progress.doing = f"measuring {variant.name}"
+            _tune_variant(variant, cfg, answers, log, progress)
+        progress.todo.pop(0)
+    if progress.unmeasured:
+        log(f"time budget reached: not measured: {', '.join(progress.unmeasured)}")
 
 
 def _contract_format(path: str, session: Session) -> InputFormat:
@@ -260,19 +344,19 @@ def top1_accuracy(top: np.ndarray, truth: list[str | None], fmt: InputFormat) ->
 def _tune_variant(
     variant: Variant,
     cfg: TuneConfig,
-    fmt: InputFormat,
-    images: _Images,
-    reference: np.ndarray,
-    base_accuracy: float | None,
+    answers: _Answers,
     log: Callable[[str], None],
-    deadline: float | None = None,
-    unmeasured: list[str] | None = None,
-) -> list[Candidate]:
-    """The variant's agreement, then (within the bound) its timed configurations; past
-    `deadline` (perf_counter) the batch sweep stops, and `unmeasured` says where."""
+    progress: _Progress,
+) -> None:
+    """The variant's agreement, then (within the bound) its timed configurations, each
+    added to `progress` as it is measured; past the deadline the batch sweep stops, and
+    `progress.unmeasured` says where."""
+    add = progress.candidates.append
     if variant.unavailable:
         log(f"{variant.name}: not a candidate ({variant.unavailable})")
-        return [Candidate(variant, None, None, None, None, variant.unavailable)]
+        add(Candidate(variant, None, None, None, None, variant.unavailable))
+        return
+    fmt, images, reference = answers.fmt, answers.images, answers.reference
     rc = RunConfig(variant.provider, variant.hint)
     runtime = dataclasses.replace(cfg.runtime, trt_fp16=variant.trt_fp16)
     if variant.provider is Provider.CPU and variant.file == "source":
@@ -282,7 +366,8 @@ def _tune_variant(
             session = open_session(variant.path, rc, runtime)
         except BenchError as e:
             log(f"{variant.name}: did not load ({e})")
-            return [Candidate(variant, None, None, None, None, f"did not load: {e}")]
+            add(Candidate(variant, None, None, None, None, f"did not load: {e}"))
+            return
         top = predict(session, fmt, images.pixels)
         if variant.file == "source" and variant.precision != "int8":
             # OpenVINO says what it runs: fp32 or bf16 (int8 layers run int8 whatever it says)
@@ -291,8 +376,8 @@ def _tune_variant(
     agreement = float(np.mean(top == reference))
     accuracy = top1_accuracy(top, images.truth, fmt)
     drop = (
-        100 * (base_accuracy - accuracy)
-        if accuracy is not None and base_accuracy is not None
+        100 * (answers.base_accuracy - accuracy)
+        if accuracy is not None and answers.base_accuracy is not None
         else 100 * (1 - agreement)
     )
     figure = f"agreement {agreement:.1%}" + (
@@ -301,10 +386,14 @@ def _tune_variant(
     if drop > cfg.max_drop + 1e-9:
         note = f"loses {drop:.1f} points > --max-drop {cfg.max_drop:g}"
         log(f"{variant.name}: {figure}: {note}, not timed")
-        return [Candidate(variant, None, agreement, accuracy, drop, note)]
+        add(Candidate(variant, None, agreement, accuracy, drop, note))
+        return
     log(f"{variant.name}: {figure}; timing it ...")
-    rows = _time_variant(variant, rc, runtime, cfg, log, deadline, unmeasured)
-    return [Candidate(variant, r, agreement, accuracy, drop, _budget_note(r, cfg)) for r in rows]
+
+    def timed(r: Result) -> None:
+        add(Candidate(variant, r, agreement, accuracy, drop, _budget_note(r, cfg)))
+
+    _time_variant(variant, rc, runtime, cfg, log, progress, timed)
 
 
 def _budget_note(result: Result, cfg: TuneConfig) -> str:
@@ -333,12 +422,13 @@ def _time_variant(
     runtime: RuntimeOptions,
     cfg: TuneConfig,
     log: Callable[[str], None],
-    deadline: float | None = None,
-    unmeasured: list[str] | None = None,
+    progress: _Progress,
+    timed: Callable[[Result], None] = lambda row: None,
 ) -> list[Result]:
-    """The variant's rows from bench's sweep. The time budget is checked after each batch
-    size (once its every count of runs in flight is measured): a long sweep overruns it by
-    one batch size's measurement at most."""
+    """The variant's rows from bench's sweep, each given to `timed` once measured (a stop
+    keeps them). The time budget is checked after each batch size (once its every count
+    of runs in flight is measured): a long sweep overruns it by one batch size's
+    measurement at most."""
     cores = runtime.threads or os.cpu_count() or 1
     levels = concurrency_levels(cores, cfg.exhaustive)
     sizes = None
@@ -359,12 +449,13 @@ def _time_variant(
     report = BenchReport(machine_facts(), bench_cfg, [variant.provider.value], {}, {})
 
     def measured(r: Result) -> None:
+        timed(r)  # kept before it is said: a stop on seeing the line finds it kept
         valid = "" if r.validity.valid else f"  {r.validity}"
         log(
             f"  {variant.name} batch {r.batch_size} x{r.concurrency}: "
             f"{r.stats.throughput_ips:.1f} img/s, p99 {r.stats.p99_or_max_ms:.1f} ms{valid}"
         )
-        if r.concurrency == levels[-1] and deadline is not None and time.perf_counter() > deadline:
+        if r.concurrency == levels[-1] and progress.out_of_time():
             raise _OutOfTime(r.batch_size)
 
     try:
@@ -373,8 +464,7 @@ def _time_variant(
         log(f"{variant.name}: timing stopped ({e})")
     except _OutOfTime as cut:
         log(f"{variant.name}: time budget reached: stopped after batch {cut.batch}")
-        if unmeasured is not None:
-            unmeasured.append(f"{variant.name} past batch {cut.batch}")
+        progress.unmeasured.append(f"{variant.name} past batch {cut.batch}")
     return report.results
 
 
@@ -403,32 +493,58 @@ def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
     return sorted((c for c in pool if not dominated(c)), key=key, reverse=True)
 
 
-def _finish(
-    cfg: TuneConfig,
-    fmt: InputFormat,
-    candidates: list[Candidate],
-    skipped: dict[str, str],
-    unmeasured: list[str],
-    start: float,
-    log: Callable[[str], None],
-    end_to_end_images: str,
-) -> TuneReport:
-    front = pareto_front(candidates)
+def _run_finalists(
+    cfg: TuneConfig, progress: _Progress, log: Callable[[str], None], images: str
+) -> None:
+    """The front's fastest variants, each run end to end over the images."""
+    front = pareto_front(progress.candidates)
     if not front:
-        raise BenchError(_nothing_fits(candidates, cfg))
-    finalists = _distinct(front)[:FINALISTS]
-    for c in finalists:
+        raise BenchError(_nothing_fits(progress.candidates, cfg))
+    progress.finalists = _distinct(front)[:FINALISTS]
+    for c in progress.finalists:
         # the trial plan is only run, so its expected img/s is not known yet (0)
-        trial = make_plan(c, cfg, candidates, end_to_end_ips=0.0)
+        trial = make_plan(c, cfg, progress.candidates, end_to_end_ips=0.0)
+        progress.doing = f"running {_configuration(c)} end to end"
         log(f"end to end over {cfg.images}: {trial.describe()} ...")
-        c.end_to_end_ips = end_to_end(trial, end_to_end_images)
+        c.end_to_end_ips = end_to_end(trial, images)
         log(f"  {c.end_to_end_ips:.1f} img/s end to end")
-    chosen = max(finalists, key=lambda c: c.end_to_end_ips or 0.0)
-    assert chosen.end_to_end_ips is not None, "every finalist ran end to end"
-    plan = make_plan(chosen, cfg, candidates, chosen.end_to_end_ips)
+
+
+def _configuration(c: Candidate) -> str:
+    """'cpu int8 batch 8 x2': a timed candidate, as the stop names it."""
+    assert c.result is not None, "timed"
+    return f"{c.variant.name} batch {c.result.batch_size} x{c.result.concurrency}"
+
+
+def _report(cfg: TuneConfig, progress: _Progress, stopped: str, signum: int) -> TuneReport:
+    """The plan of the front's fastest end to end (a stopped search: where none ran end
+    to end, the fastest model-only); no plan, and no files made for it, where a stopped
+    search measured nothing within the bounds."""
+    front = pareto_front(progress.candidates)
+    chosen = _choose(front) if front else None
+    plan = None
+    if chosen is not None:
+        plan = make_plan(chosen, cfg, progress.candidates, chosen.end_to_end_ips, stopped)
+    else:
+        _remove(progress.made)
+    seconds = time.perf_counter() - progress.start
     return TuneReport(
-        candidates, front, chosen, plan, skipped, time.perf_counter() - start, unmeasured
+        progress.candidates,
+        front,
+        chosen,
+        plan,
+        progress.skipped,
+        seconds,
+        progress.unmeasured,
+        stopped,
+        signum,
     )
+
+
+def _choose(front: list[Candidate]) -> Candidate:
+    """The fastest end to end of those that ran it, else the front's fastest model-only."""
+    ran = [c for c in front if c.end_to_end_ips is not None]
+    return max(ran, key=lambda c: c.end_to_end_ips or 0.0) if ran else front[0]
 
 
 def _distinct(front: list[Candidate]) -> list[Candidate]:
@@ -456,9 +572,12 @@ def end_to_end(plan: Plan, images: str) -> float:
         )
         try:
             cfg, _ = apply_plan(cfg, plan)
-            return run_infer(cfg).images_per_second
+            summary = run_infer(cfg)
         except InferError as e:
             raise BenchError(f"the chosen plan did not run end to end: {e}") from e
+    if summary.interrupted:  # infer stopped after its batches in flight: so does tune
+        raise SignalStop(summary.stop_signal)
+    return summary.images_per_second
 
 
 def _nothing_fits(candidates: list[Candidate], cfg: TuneConfig) -> str:
@@ -478,10 +597,15 @@ def _nothing_fits(candidates: list[Candidate], cfg: TuneConfig) -> str:
 
 
 def make_plan(
-    chosen: Candidate, cfg: TuneConfig, candidates: list[Candidate], end_to_end_ips: float
+    chosen: Candidate,
+    cfg: TuneConfig,
+    candidates: list[Candidate],
+    end_to_end_ips: float | None,
+    stopped: str = "",
 ) -> Plan:
     """The plan running `chosen`; `end_to_end_ips` is what `infer --plan` is expected to
-    reach (infer's own img/s over the tune images), the model-only figure stays beside it."""
+    reach (infer's own img/s over the tune images; None: a search stopped before that run),
+    the model-only figure stays beside it. `stopped`: where a stop ended the search."""
     r, v = chosen.result, chosen.variant
     assert r is not None, "the chosen candidate was timed"
     folder = os.path.dirname(os.path.abspath(cfg.output))
@@ -514,6 +638,7 @@ def make_plan(
             "search": "exhaustive" if cfg.exhaustive else "quick",
             "candidates": [candidate_row(c) for c in candidates],
         },
+        stopped=stopped or None,
         path=cfg.output,
     )
 

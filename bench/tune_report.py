@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cnnbench.bench.tune import Candidate, TuneReport, candidate_row
+from cnnbench.infer.runtime.plan import Plan
 
 
 def _pct(x: object) -> str:
@@ -19,11 +20,13 @@ HEAD = (
 )
 
 
-def candidate_line(c: Candidate, front: list[Candidate], chosen: Candidate) -> str:
+def candidate_line(c: Candidate, front: list[Candidate], chosen: Candidate | None) -> str:
     row = candidate_row(c)
     status = c.note or ("VALID" if c.result else "")
     if c is chosen:
-        status = "CHOSEN (fastest end to end within the bounds)"
+        # a search stopped before the end-to-end runs chose on the model-only figure
+        how = "end to end" if c.end_to_end_ips is not None else "model-only"
+        status = f"CHOSEN (fastest {how} within the bounds)"
     elif c in front:
         status = "front"
     p99 = _num(row["p99_ms"]) + ("*" if row["p99_is_max"] else "")
@@ -36,6 +39,23 @@ def candidate_line(c: Candidate, front: list[Candidate], chosen: Candidate) -> s
     )
 
 
+def plan_line(plan: Plan) -> str:
+    """The chosen configuration and what infer --plan is expected to reach with it (a
+    stopped search may have had no end-to-end run: then the model-only figure only)."""
+    e = plan.expected
+    if e.images_per_second is None:
+        expected = "no end-to-end run (stopped before it; model-only "
+    else:
+        expected = (
+            f"expected {e.images_per_second:.1f} img/s end to end (infer --plan over the "
+            "images; model-only "
+        )
+    return (
+        f"plan: {plan.describe()}: {expected}{e.model_only_images_per_second:.1f} img/s), "
+        f"p99 {e.p99_ms:.1f} ms per batch, agreement {_pct(e.agreement)}"
+    )
+
+
 def render(report: TuneReport) -> str:
     lines = [HEAD]
     lines += [candidate_line(c, report.front, report.chosen) for c in report.candidates]
@@ -43,13 +63,8 @@ def render(report: TuneReport) -> str:
     lines.append("Pareto front (model-only img/s up, p99 down, agreement up):")
     lines += [candidate_line(c, report.front, report.chosen) for c in report.front]
     lines.append("")
-    plan = report.plan
-    e = plan.expected
-    lines.append(
-        f"plan: {plan.describe()}: expected {e.images_per_second:.1f} img/s end to end "
-        f"(infer --plan over the images; model-only {e.model_only_images_per_second:.1f} "
-        f"img/s), p99 {e.p99_ms:.1f} ms per batch, agreement {_pct(e.agreement)}"
-    )
+    if report.plan is not None:
+        lines.append(plan_line(report.plan))
     lines.append(
         "model: img/s of the model alone (bench's methodology); e2e: infer's own img/s over "
         "the images, decoding included (the front's fastest, run end to end); x: runs in "
@@ -57,7 +72,7 @@ def render(report: TuneReport) -> str:
         "give no p99; agree: top-1 equal to the model's own on ORT's CPU (fp32 unless it "
         "is lowered already)"
     )
-    if report.unmeasured:
+    if report.unmeasured and not report.stopped:  # a stop's own line names them
         lines.append(f"not measured (time budget): {', '.join(report.unmeasured)}")
     lines.append(f"searched in {report.seconds:.0f} s")
     return "\n".join(lines)

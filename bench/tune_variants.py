@@ -91,9 +91,12 @@ def make_variant_files(
     stem: str,
     log: Callable[[str], None],
     images: str,
-) -> list[str]:
+    written: list[str],
+) -> None:
     """Give each variant its file: `STEM.int8.onnx` and `STEM.fp16.onnx` are written
-    beside the plan, once, when a variant needs them. Returns the files written."""
+    beside the plan, once, when a variant needs them (each whole under its name, or not
+    at all). Each is added to `written` once there, so that a stop while the next is made
+    still knows the ones to remove."""
     made: dict[str, str] = {"source": cfg.model}
     for v in variants:
         if v.file not in made:
@@ -105,6 +108,7 @@ def make_variant_files(
                 else:
                     make_fp16(cfg.model, path)
                 made[v.file] = path
+                written.append(path)
             except BenchError as e:
                 log(f"{v.file}: not made ({e})")
                 made[v.file] = ""
@@ -112,7 +116,6 @@ def make_variant_files(
         v.path = made[v.file]
         if not v.path and not v.unavailable:
             v.unavailable = f"no {v.file} file"
-    return [path for kind, path in made.items() if kind != "source" and path]
 
 
 def make_int8(cfg: TuneConfig, out: str, log: Callable[[str], None], images: str) -> None:

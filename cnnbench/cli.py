@@ -6,14 +6,13 @@ small job, start-up counts (docs/fast.md, "Start-up of a small job").
 """
 
 import importlib
-import signal
 
 import click
 
 from cnnbench import __version__
 from cnnbench.files import FULL_OR_READ_ONLY, cannot_write_line
 from cnnbench.native_logs import filtered_native_stderr
-from cnnbench.signals import SignalStop, stop_signal
+from cnnbench.signals import SignalStop, how_stopped, stop_signal
 
 # command name -> (module, attribute)
 COMMANDS = {
@@ -47,8 +46,7 @@ class LazyGroup(click.Group):
                 return super().invoke(ctx)
         except KeyboardInterrupt as e:
             signum = e.signum if isinstance(e, SignalStop) else stopped.signum
-            how = "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"
-            click.echo(f"{how}: the command stopped before its end", err=True)
+            click.echo(f"{how_stopped(signum)}: the command stopped before its end", err=True)
             ctx.exit(128 + signum)
         except OSError as e:
             if e.errno not in FULL_OR_READ_ONLY:

@@ -24,7 +24,9 @@ class Stopped:
 @contextlib.contextmanager
 def stop_signal() -> Iterator[Stopped]:
     """Inside, SIGTERM raises KeyboardInterrupt as Ctrl-C does (SIGTERM ended the
-    process where it stood, with nothing written); `Stopped.signum` says which came."""
+    process where it stood, with nothing written); `Stopped.signum` says which came, and
+    so does the exception, a `SignalStop`, for the work that catches it deeper down (tune
+    plans from what it measured and exits with that signal's code)."""
     stopped = Stopped()
     if threading.current_thread() is not threading.main_thread():
         yield stopped
@@ -32,7 +34,7 @@ def stop_signal() -> Iterator[Stopped]:
 
     def handle(signum: int, frame: object) -> None:
         stopped.signum = signum
-        raise KeyboardInterrupt
+        raise SignalStop(signum)
 
     previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
     try:
@@ -70,9 +72,20 @@ class StopOnSignal:
 
 
 class SignalStop(KeyboardInterrupt):
-    """A stop asked by `signum` and acted on where the work could stop (after a batch),
-    raised there; the command's group exits 128 + `signum`."""
+    """A stop asked by `signum`: raised by `stop_signal` where the signal came, or where
+    the work could stop (after a batch); the command's group exits 128 + `signum`."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
+
+
+def signal_of(stop: KeyboardInterrupt) -> int:
+    """The signal behind a stop: a `SignalStop` says it; a bare KeyboardInterrupt (Python's
+    own Ctrl-C handler, or one raised anew inside a library) is Ctrl-C's."""
+    return stop.signum if isinstance(stop, SignalStop) else signal.SIGINT
+
+
+def how_stopped(signum: int) -> str:
+    """The first words of a stopped command's last line."""
+    return "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from cnnbench.infer.runtime.session import Provider, RuntimeOptions, check_ort_i
 from cnnbench.infer.sinks.formats import Format, format_of
 from cnnbench.infer.sources.fetch import read_ahead
 from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensions
+from cnnbench.signals import how_stopped
 
 
 @dataclass(frozen=True)
@@ -375,8 +375,7 @@ def stop_interrupted(result: InferSummary) -> NoReturn:
     again = again if "--resume" in sys.argv else f"{again} --resume"
     where = result.committed_in
     saved = "rows so far are saved" if where is None else f"finished blocks are saved in {where}"
-    how = "stopped by SIGTERM" if result.stop_signal == signal.SIGTERM else "interrupted"
-    click.echo(f"{how}: {saved}; to finish, run: {again}", err=True)
+    click.echo(f"{how_stopped(result.stop_signal)}: {saved}; to finish, run: {again}", err=True)
     sys.exit(128 + result.stop_signal)
 
 
@@ -394,12 +393,19 @@ def check_plan_options(engine: Engine) -> None:
 def plan_line(plan: Plan, summary: InferSummary, cfg: InferConfig) -> str:
     """The plan's expected img/s (end to end, as tune measured `infer --plan` over its
     images) beside the one reached (bench --compare's ratio); the model-only figure
-    follows, labelled, for reference."""
+    follows, labelled, for reference. A plan from a tune stopped before its end-to-end
+    runs has no expected figure: the line says so rather than compare with another one."""
     e, got = plan.expected, summary.images_per_second
+    if e.images_per_second is None:
+        versus = "no expected figure end to end (its tune was stopped before that run)"
+    else:
+        versus = (
+            f"{got / e.images_per_second:.2f}x the expected {e.images_per_second:.1f} img/s "
+            "end to end"
+        )
     line = (
-        f"plan: {plan.describe()}: reached {got:.1f} img/s, "
-        f"{got / e.images_per_second:.2f}x the expected {e.images_per_second:.1f} img/s "
-        f"end to end (model-only in tune: {e.model_only_images_per_second:.1f} img/s)"
+        f"plan: {plan.describe()}: reached {got:.1f} img/s, {versus} "
+        f"(model-only in tune: {e.model_only_images_per_second:.1f} img/s)"
     )
     if summary.provider != plan.provider.value and cfg.runtime.provider is Provider.AUTO:
         line += f"\nwarning: the plan's provider {plan.provider.value} did not load: ran on "

@@ -14,7 +14,13 @@ from helpers import assert_one_line_error, run
 
 from cnnbench.bench.measure import Timing, Validity, next_batch_size
 from cnnbench.bench.results import RunConfig
-from cnnbench.bench.tune import Candidate, _time_variant, concurrency_levels, pareto_front
+from cnnbench.bench.tune import (
+    Candidate,
+    _Progress,
+    _time_variant,
+    concurrency_levels,
+    pareto_front,
+)
 from cnnbench.bench.tune_config import QUICK_PATIENCE, TuneConfig
 from cnnbench.bench.tune_variants import Variant
 from cnnbench.infer.engines.job import InferConfig
@@ -171,6 +177,9 @@ def test_a_missing_provider_is_one_warning_and_runs_on_cpu(
         ({"precision_hint": "fp8"}, "precision_hint 'fp8': one of auto, f32, bf16"),
         ({"trt_fp16": "no"}, "trt_fp16 'no': true or false"),
         ({"expected__images_per_second": 0}, "expected.images_per_second 0"),
+        # only a plan from a stopped tune may lack the end-to-end figure
+        ({"expected__images_per_second": None}, "expected.images_per_second None"),
+        ({"stopped": 5}, "stopped 5: a non-empty string"),
         ({"expected__p99_ms": "slow"}, "expected.p99_ms 'slow': a number"),
         ({"expected__agreement": 2}, "expected.agreement 2: a number"),
         ({"machine": 5}, "machine 5: an object"),
@@ -374,13 +383,13 @@ def test_the_time_budget_stops_a_sweep_after_the_batch_size_it_ran_out_in(
     cfg = TuneConfig(str(tiny_model), str(tiny_folder), str(tmp_path / "p.json"), timing=timing)
     runtime = RuntimeOptions(Provider.CPU, threads=2)
     lines: list[str] = []
-    unmeasured: list[str] = []
+    spent = _Progress(start=0.0, deadline=0.0)
     rc = RunConfig(Provider.CPU)
-    rows = _time_variant(variant, rc, runtime, cfg, lines.append, 0.0, unmeasured)
+    rows = _time_variant(variant, rc, runtime, cfg, lines.append, spent)
     assert sorted((r.batch_size, r.concurrency) for r in rows) == [(1, 1), (1, 2)], lines
-    assert unmeasured == ["cpu fp32 past batch 1"]
+    assert spent.unmeasured == ["cpu fp32 past batch 1"]
     assert any("time budget reached: stopped after batch 1" in line for line in lines), lines
-    rows = _time_variant(variant, rc, runtime, cfg, lines.append, None, unmeasured)
+    rows = _time_variant(variant, rc, runtime, cfg, lines.append, _Progress(start=0.0))
     assert max(r.batch_size for r in rows) > 1  # no budget: the sweep goes on
 
 

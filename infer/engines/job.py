@@ -27,7 +27,13 @@ import numpy as np
 from cnnbench.files import atomic_open, replaces_input, unwritable
 from cnnbench.infer.decode.decoders import DecodeLimits
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.runtime.plan import Plan, check_model, machine_difference, missing_provider
+from cnnbench.infer.runtime.plan import (
+    Plan,
+    check_model,
+    machine_difference,
+    missing_provider,
+    stopped_early,
+)
 from cnnbench.infer.runtime.preprocess import (
     ForeignOptions,
     InputFormat,
@@ -414,10 +420,11 @@ def _some(names: Sequence[str], shown: int = 3) -> str:
 
 def apply_plan(cfg: InferConfig, plan: Plan) -> tuple[InferConfig, list[str]]:
     """`cfg` running the plan's model file (once its sha256 is checked) in the plan's
-    configuration, and a warning line for each way this machine differs from the plan's.
-    A provider missing here runs on ONNX Runtime's CPU instead (CUDA: `auto` tries it)."""
+    configuration, and a warning line for each way this machine differs from the plan's
+    (and for a plan from a stopped tune: not the whole search). A provider missing here
+    runs on ONNX Runtime's CPU instead (CUDA: `auto` tries it)."""
     model = check_model(plan)
-    warnings = [w for w in (machine_difference(plan),) if w]
+    warnings = [w for w in (stopped_early(plan), machine_difference(plan)) if w]
     runtime = dataclasses.replace(
         cfg.runtime,
         provider=plan.provider,

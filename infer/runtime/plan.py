@@ -6,6 +6,10 @@ The model path is stored relative to the plan's folder (the int8 file tune write
 beside the plan), so the two move together. A changed model file is refused; another CPU
 or a provider that is missing here is a warning: the plan still runs, its expected figures
 may not hold.
+
+A tune stopped by Ctrl-C or SIGTERM writes its plan from what it measured, and says so in
+`stopped` (where it stopped, what it did not measure); its expected end-to-end figure is
+null when it stopped before the end-to-end runs. infer runs such a plan with a warning.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ class Expected:
     `infer --plan` promises: infer's own img/s (decode and model) over the tune images;
     the model alone, and its latency per batch, are kept beside it as model-only figures."""
 
-    images_per_second: float  # end to end: infer --plan over the tune images
+    # end to end: infer --plan over the tune images; None: tune stopped before that run
+    images_per_second: float | None
     model_only_images_per_second: float  # the model alone, bench's methodology (VALID)
     p50_ms: float  # the model alone, per batch
     p99_ms: float  # the model alone, per batch; the max where fewer than 100 runs give no p99
@@ -68,6 +73,7 @@ class Plan:
     precision_hint: str = "auto"  # OpenVINO's INFERENCE_PRECISION_HINT
     trt_fp16: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # the search's record, not read back
+    stopped: str | None = None  # a tune stopped early: where, and what it did not measure
     path: str = ""  # the plan file it was read from (not stored)
 
     @property
@@ -135,9 +141,14 @@ def _plan_from(doc: dict[str, Any], path: str) -> Plan:
     hint = checked.text(doc.get("precision_hint", "auto"), "precision_hint")
     if hint not in tuple(PrecisionHint):
         raise ValueError(f"precision_hint {hint!r}: one of {', '.join(PrecisionHint)}")
+    stopped = doc.get("stopped")
+    if stopped is not None:
+        checked.text(stopped, "stopped")
     expected = checked.mapping(doc["expected"], "expected")
     for key in ("images_per_second", "model_only_images_per_second"):
-        checked.number(expected[key], f"expected.{key}", positive=True)
+        # only a stopped tune may lack the end-to-end figure
+        if not (key == "images_per_second" and stopped and expected[key] is None):
+            checked.number(expected[key], f"expected.{key}", positive=True)
     for key in ("p50_ms", "p99_ms"):
         checked.number(expected[key], f"expected.{key}", positive=False)
     for key in ("agreement", "accuracy"):
@@ -160,6 +171,7 @@ def _plan_from(doc: dict[str, Any], path: str) -> Plan:
         precision_hint=hint,
         trt_fp16=checked.flag(doc.get("trt_fp16", False), "trt_fp16"),
         extra=checked.mapping(doc.get("extra", {}), "extra"),
+        stopped=stopped,
         path=path,
     )
 
@@ -201,6 +213,17 @@ def machine_difference(plan: Plan, here: PlanMachine | None = None) -> str | Non
     return (
         f"this machine differs from the one the plan was measured on ({'; '.join(parts)}): "
         "its expected figures may not hold here"
+    )
+
+
+def stopped_early(plan: Plan) -> str | None:
+    """One line saying the plan is from a tune stopped before its end (a faster
+    configuration may be among those it did not measure), None for a whole search."""
+    if not plan.stopped:
+        return None
+    return (
+        f"the plan is from a tune stopped before its end ({plan.stopped}): a faster "
+        f"configuration may be among those not measured; {RETUNE} to finish the search"
     )
 
 

@@ -170,7 +170,8 @@ def lower_precision(
 def export_onnx(cfg: ConvertConfig, report: Callable[[str], None] | None = None) -> str:
     """Convert, lower precision, verify, and atomically write `cfg.output`.
 
-    `report` receives the verification table's lines (default: ignored). Returns the path.
+    `report` receives what was decided of the scores (`Head.describe`) and the
+    verification table's lines (default: ignored). Returns the path.
     """
     check_writable(cfg.output)
     check_options(cfg)

@@ -182,4 +182,8 @@ def test_export_onnx_library_call(digits_run, tmp_path: Path) -> None:
     path = export_onnx(
         ConvertConfig(str(digits_run.keras_path), str(tmp_path / "d.onnx")), lines.append
     )
-    assert Path(path).exists() and lines[0] == "verification (fp32):"
+    assert Path(path).exists() and lines[1] == "verification (fp32):"
+    assert (
+        lines[0]
+        == "scores: taken as they are (the last layer's activation is softmax: probabilities)"
+    )

@@ -70,7 +70,8 @@ def methodology(cfg: BenchConfig) -> dict[str, str]:
         f"p99 only from >= {P99_MIN_SAMPLES} runs, else '{FEW}'",
         "throughput": "images per second = batch x runs / summed latency (one in flight)",
         "sweep": f"batch 1, 2, 4, ... until a doubling gains < {SWEEP_MIN_GAIN:.0%} img/s over "
-        f"the best so far, memory runs out, or --max-batch {cfg.max_batch}",
+        f"the best so far, memory runs out (or would: past 90% of the machine's or the "
+        f"container's limit, grown as from the last two sizes), or --max-batch {cfg.max_batch}",
         "precision": "OpenVINO: the precision read back from the compiled model "
         "(INFERENCE_PRECISION_HINT), not the hint asked; ONNX Runtime: the weights'",
         "accuracy": "--images: top-1 against the class folder names, agreement = share of "

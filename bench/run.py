@@ -54,8 +54,11 @@ from cnnbench.files import model_not_found
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.preprocess import resolve_input_format
 from cnnbench.infer.runtime.session import Provider, Session
+from cnnbench.memory import memory_limit, resident_bytes
 
 __all__ = ["DEFAULT_MAX_BATCH", "Baseline", "BenchConfig", "make_images", "run_bench"]
+
+MEMORY_HEADROOM = 0.9  # a batch size predicted past this share of the memory is not run
 
 
 def _check(cfg: BenchConfig) -> None:
@@ -224,7 +227,11 @@ def bench_target(
     sessions = {1: session}
     history: list[tuple[int, float]] = []
     batch: int | None = planned[0] if planned else 1
+    resident: list[tuple[int, int | None]] = []  # (batch size, resident bytes after it)
     while batch is not None:
+        if why := _past_memory(resident, batch):
+            info.sweep_end[key] = why
+            break
         rows = []
         try:
             for level in levels:
@@ -242,7 +249,30 @@ def bench_target(
         for row in rows:
             measured(row)
         history.append((batch, max(r.stats.throughput_ips for r in rows)))
+        resident.append((batch, resident_bytes()))
         batch = _next(planned, history, cfg.max_batch, info, key, cfg.sweep_patience)
+
+
+def _past_memory(resident: list[tuple[int, int | None]], batch: int) -> str | None:
+    """Why `batch` is not measured: its resident memory, extrapolated from the last two
+    sizes measured (input and activations grow about linearly with the batch), would
+    pass MEMORY_HEADROOM of what the process may use. Past a container's (cgroup) limit
+    the kernel kills the process, and every row measured is lost with it; a machine
+    without one swaps. None: it fits, or two sizes are not measured yet."""
+    known = [(b, r) for b, r in resident if r is not None]
+    if len(known) < 2 or known[-1][0] <= known[-2][0]:
+        return None
+    (b1, r1), (b2, r2) = known[-2:]
+    growth = max(0.0, (r2 - r1) / (b2 - b1))
+    predicted = r2 + growth * (batch - b2)
+    limit = memory_limit()
+    if predicted <= MEMORY_HEADROOM * limit.bytes:
+        return None
+    return (
+        f"batch {batch} would take about {predicted / 1e9:,.1f} GB, past {limit.whose} "
+        f"{limit.bytes / 1e9:,.1f} GB of memory ({growth / 1e6:,.1f} MB more a batch image "
+        f"from batch {b1} to {b2})"
+    )
 
 
 def _next(

@@ -69,3 +69,12 @@ def _read_limit(file: Path) -> int | None:
     except (OSError, UnicodeDecodeError):
         return None
     return int(text) if text.isdigit() else None  # v2 writes "max" for none
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory now (/proc/self/statm); None where not Linux."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -13,11 +13,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from cnnbench.cli import cli
@@ -470,3 +472,30 @@ def brightness_folder(root: Path) -> Path:
             cv2.imwrite(str(root / label / f"{k}.png"), np.full((8, 8, 3), value + k, np.uint8))
     (root / "labels.txt").write_text("dark\nbright\n")
     return root
+
+
+@contextlib.contextmanager
+def memory_cgroup(limit: int) -> Iterator[Callable[[], None]]:
+    """A memory cgroup of the test's own, capped at `limit` bytes (cgroup v2 or v1),
+    removed afterwards; it yields a `preexec_fn` that moves a child process into it.
+    Skips the test without Linux, root or a memory controller."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("needs Linux and root to make a cgroup")
+    name = f"cnnbench-test-{uuid.uuid4().hex[:8]}"
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():  # v2
+        made, file = Path("/sys/fs/cgroup") / name, "memory.max"
+    elif Path("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists():  # v1
+        made, file = Path("/sys/fs/cgroup/memory") / name, "memory.limit_in_bytes"
+    else:
+        pytest.skip("no cgroup memory controller mounted at /sys/fs/cgroup")
+    try:
+        made.mkdir()
+        (made / file).write_text(str(limit))
+    except OSError as e:
+        if made.exists():
+            made.rmdir()
+        pytest.skip(f"cannot make a memory cgroup: {e}")
+    try:
+        yield lambda: (made / "cgroup.procs").write_text("0")
+    finally:
+        made.rmdir()

@@ -4,13 +4,14 @@ container a batch size that fit the machine got past it and the kernel killed th
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
+from helpers import memory_cgroup
 
 from cnnbench.memory import cgroup_limit, memory_limit
 
@@ -66,49 +67,22 @@ def test_no_cgroup_is_the_machine(tmp_path: Path):
     assert memory_limit(str(proc), str(tmp_path / "fs")).bytes == machine
 
 
-def _memory_cgroup(limit: int) -> Path | str:
-    """A memory cgroup of this machine's own, capped at `limit` (v2 or v1); or why not."""
-    if sys.platform != "linux" or os.geteuid() != 0:
-        return "needs Linux and root to make a cgroup"
-    name = f"cnnbench-test-{uuid.uuid4().hex[:8]}"
-    if Path("/sys/fs/cgroup/cgroup.controllers").exists():  # v2
-        made, file = Path("/sys/fs/cgroup") / name, "memory.max"
-    elif Path("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists():  # v1
-        made, file = Path("/sys/fs/cgroup/memory") / name, "memory.limit_in_bytes"
-    else:
-        return "no cgroup memory controller mounted at /sys/fs/cgroup"
-    try:
-        made.mkdir()
-        (made / file).write_text(str(limit))
-    except OSError as e:
-        if made.exists():
-            made.rmdir()
-        return f"cannot make a memory cgroup: {e}"
-    return made
-
-
 def test_a_batch_past_the_cgroup_limit_is_one_line(tiny_model: Path, tiny_folder: Path, tmp_path):
     """A real cgroup capped at 1.5 GB, the job started in it: buffers of 2.3 GB, which
     the machine has, are past what the process may use."""
     limit = 3 * GB // 2
-    if os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") < 4 * GB:
+    if memory_limit().bytes < 4 * GB:
         pytest.skip("needs a machine with more memory than the batch takes")
-    made = _memory_cgroup(limit)
-    if isinstance(made, str):
-        pytest.skip(made)
     out = tmp_path / "p.csv"
     command = [sys.executable, "-m", "cnnbench", "infer", str(tiny_model), str(tiny_folder)]
-    try:
+    with memory_cgroup(limit) as enter:
         done = subprocess.run(
             [*command, "-o", str(out), "--batch-size", "4000000", "--no-progress"],
             capture_output=True,
             text=True,
             timeout=300,
-            # the child moves itself into the cgroup before it starts
-            preexec_fn=lambda: (made / "cgroup.procs").write_text("0"),
+            preexec_fn=enter,
         )
-    finally:
-        made.rmdir()
     assert done.returncode != 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
@@ -116,3 +90,30 @@ def test_a_batch_past_the_cgroup_limit_is_one_line(tiny_model: Path, tiny_folder
     assert "more than this process's memory limit (its cgroup's) 1.5 GB" in lines[0]
     assert "--batch-size" in lines[0]
     assert not out.exists()
+
+
+def test_bench_ends_its_sweep_before_a_batch_past_the_limit(tmp_path: Path):
+    """bench in a container: a batch size whose memory passes the cgroup's limit got the
+    whole process killed by the kernel (exit 137, every row lost). Its growth from the
+    sizes measured says so first: the sweep ends there, with the rows measured."""
+    from conftest import _tiny_classifier
+
+    model = _tiny_classifier(
+        tmp_path / "big.onnx", uint8_nhwc=True, labels=("a", "b"), hw=(1024, 1024)
+    )
+    report = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "cnnbench", "bench", "--model", str(model)]
+    args = ["--provider", "cpu", "--batch-sizes", "1,2,4,128", "--duration", "0.3"]
+    with memory_cgroup(GB) as enter:
+        done = subprocess.run(
+            [*command, *args, "--json", str(report)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=enter,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sweep ended: batch 128 would take about" in done.stdout + done.stderr
+    assert "past this process's memory limit (its cgroup's) 1.0 GB" in done.stdout + done.stderr
+    rows = json.loads(report.read_text())["results"]
+    assert sorted({r["batch_size"] for r in rows}) == [1, 2, 4]

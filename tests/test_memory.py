@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from helpers import memory_cgroup
 
@@ -117,3 +119,36 @@ def test_bench_ends_its_sweep_before_a_batch_past_the_limit(tmp_path: Path):
     assert "past this process's memory limit (its cgroup's) 1.0 GB" in done.stdout + done.stderr
     rows = json.loads(report.read_text())["results"]
     assert sorted({r["batch_size"] for r in rows}) == [1, 2, 4]
+
+
+@pytest.mark.parametrize("data", ["digits", "folder"])
+def test_train_data_past_the_limit_is_one_line(data: str, tmp_path: Path):
+    """Training holds the decoded images in memory (digits three times over, a folder's
+    in tf.data's cache): past a 1 GB cgroup the kernel killed the run unannounced; the
+    count, size and limit say so first."""
+    args = ["--data", "digits", "--img-size", "500"]  # 1,797 x 500 x 500 x 3 copies: 1.3 GB
+    if data == "folder":  # 26 images at 4000 x 4000 x 3: 1.2 GB
+        for k in range(26):
+            folder = tmp_path / "photos" / ("ab"[k % 2])
+            folder.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / f"{k}.png"), np.full((8, 8, 3), 10 * k, np.uint8))
+        args = ["--data", str(tmp_path / "photos"), "--img-size", "4000", "--channels", "3"]
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "cnnbench", "train", "mnist_cnn", "--out", str(run_dir)]
+    with memory_cgroup(GB) as enter:
+        done = subprocess.run(
+            [*command, *args, "--epochs", "1"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=enter,
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    error = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1, done.stderr
+    assert (
+        "past" not in error[0] and "this process's memory limit (its cgroup's) 1.0 GB" in error[0]
+    )
+    assert "--img-size" in error[0]
+    assert not run_dir.exists()

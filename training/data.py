@@ -23,6 +23,7 @@ from cnnbench.infer.decode.images import load_image
 from cnnbench.infer.decode.resize import DEFAULT_POLICY, ResizePolicy
 from cnnbench.infer.sources.items import printable
 from cnnbench.infer.sources.listing import folder_files, is_dir_entry
+from cnnbench.memory import memory_limit
 from cnnbench.training.errors import TrainError
 
 log = logging.getLogger("cnnbench.training")
@@ -94,7 +95,29 @@ def load_dataset(opts: DataOptions) -> Dataset:
         train, val = split(source, opts.val_split, opts.seed)
     if skipped:
         log.warning("skipped %d non-image file(s) (not %s)", skipped, ", ".join(IMAGE_EXTENSIONS))
+    if opts.data != "digits":  # digits is checked before it is resized (`_digits`)
+        check_decoded_fits(len(train) + len(val), opts.size, opts.channels, FOLDER_COPIES)
     return Dataset(opts.data, labels, train, val, skipped)
+
+
+# How many copies of the decoded images training holds: digits as a numpy array, the
+# tensor tf.data makes of it and tf.data's in-memory cache; a folder's images in the cache
+DIGITS_COPIES, FOLDER_COPIES = 3, 1
+
+
+def check_decoded_fits(count: int, size: int, channels: int, copies: int) -> None:
+    """One line where the decoded images alone would take more memory than the process
+    may use (the machine's, or its container's): the kernel would kill the run when
+    they are made (digits) or cached, during the first epoch (a folder)."""
+    need = copies * count * size * size * channels
+    have = memory_limit()
+    if need > have.bytes:
+        held = f" ({copies} copies)" if copies > 1 else ""
+        raise TrainError(
+            f"{count:,} images of {size}x{size}x{channels} take {need / 1e9:,.1f} GB decoded"
+            f"{held}, more than {have.whose} {have.bytes / 1e9:,.1f} GB of memory (training "
+            "holds them in memory); give a smaller --img-size, or fewer images"
+        )
 
 
 DIGIT_LABELS = tuple(str(d) for d in range(10))
@@ -107,6 +130,7 @@ def _digits(size: int, channels: int) -> Source:
     except ImportError as e:
         raise TrainError("the digits data needs scikit-learn: pip install 'cnnbench[train]'") from e
     digits = load_digits()
+    check_decoded_fits(len(digits.images), size, channels, DIGITS_COPIES)
     small = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     images = np.stack(
         [cv2.resize(im, (size, size), interpolation=cv2.INTER_CUBIC) for im in small]

@@ -132,7 +132,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda line: None) 
                 if cfg.scenario is Scenario.SERVER:
                     serve_target(target, rc, cfg, report, log)
                 else:
-                    bench_target(target, rc, cfg, report)
+                    bench_target(target, rc, cfg, report, lambda r: log(_progress(r)))
         if cfg.images:
             doing = f"passing over {cfg.images}"
             accuracy_and_stages(targets, configs, cfg, report, log)
@@ -251,6 +251,10 @@ def bench_target(
         history.append((batch, max(r.stats.throughput_ips for r in rows)))
         resident.append((batch, resident_bytes()))
         batch = _next(planned, history, cfg.max_batch, info, key, cfg.sweep_patience)
+
+
+def _progress(row: Result) -> str:
+    return row.progress_line(f"{row.provider} {row.precision}")
 
 
 def _past_memory(resident: list[tuple[int, int | None]], batch: int) -> str | None:

@@ -450,11 +450,7 @@ def _time_variant(
 
     def measured(r: Result) -> None:
         timed(r)  # kept before it is said: a stop on seeing the line finds it kept
-        valid = "" if r.validity.valid else f"  {r.validity}"
-        log(
-            f"  {variant.name} batch {r.batch_size} x{r.concurrency}: "
-            f"{r.stats.throughput_ips:.1f} img/s, p99 {r.stats.p99_or_max_ms:.1f} ms{valid}"
-        )
+        log(r.progress_line(variant.name))
         if r.concurrency == levels[-1] and progress.out_of_time():
             raise _OutOfTime(r.batch_size)
 

@@ -9,6 +9,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from cnnbench.bench.errors import BenchError
 from cnnbench.bench.extras import (
     accuracy_and_stages,
@@ -227,9 +229,10 @@ def bench_target(
     sessions = {1: session}
     history: list[tuple[int, float]] = []
     batch: int | None = planned[0] if planned else 1
-    resident: list[tuple[int, int | None]] = []  # (batch size, resident bytes after it)
+    # (batch size, resident bytes after it); 0: before the first
+    resident: list[tuple[int, int | None]] = [(0, resident_bytes())]
     while batch is not None:
-        if why := _past_memory(resident, batch):
+        if why := _past_memory(resident, batch, _input_bytes(info)):
             info.sweep_end[key] = why
             break
         rows = []
@@ -257,25 +260,43 @@ def _progress(row: Result) -> str:
     return row.progress_line(f"{row.provider} {row.precision}")
 
 
-def _past_memory(resident: list[tuple[int, int | None]], batch: int) -> str | None:
-    """Why `batch` is not measured: its resident memory, extrapolated from the last two
-    sizes measured (input and activations grow about linearly with the batch), would
+def _megabytes(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 1e5 else f"{n / 1e3:,.1f} kB"
+
+
+def _input_bytes(info: ModelInfo) -> int:
+    """The bytes a batch image's input takes at least: its uint8 pixels, and the model's
+    tensor made of them where that is another type (`make_images`, `to_model_input`)."""
+    fmt = info.fmt
+    assert fmt is not None, "model_info resolves it"
+    pixels = fmt.size[0] * fmt.size[1] * fmt.channels
+    return pixels * (1 + (fmt.dtype.itemsize if fmt.dtype != np.uint8 else 0))
+
+
+def _past_memory(resident: list[tuple[int, int | None]], batch: int, per_image: int) -> str | None:
+    """Why `batch` is not measured: its resident memory, grown from the last size
+    measured by as much a batch image as between the last two sizes measured (input and
+    activations grow about linearly with the batch), and by no less than its input
+    (`per_image`: a first size, and the second, are held to that at least), would
     pass MEMORY_HEADROOM of what the process may use. Past a container's (cgroup) limit
     the kernel kills the process, and every row measured is lost with it; a machine
-    without one swaps. None: it fits, or two sizes are not measured yet."""
+    without one swaps. None: it fits, or nothing can be read (not Linux)."""
     known = [(b, r) for b, r in resident if r is not None]
-    if len(known) < 2 or known[-1][0] <= known[-2][0]:
+    if not known:
         return None
-    (b1, r1), (b2, r2) = known[-2:]
-    growth = max(0.0, (r2 - r1) / (b2 - b1))
-    predicted = r2 + growth * (batch - b2)
+    last, now = known[-1]
+    growth = float(per_image)
+    # between two measured sizes: from none to the first, one-time costs come in too
+    if len(known) > 1 and 0 < known[-2][0] < last:
+        before, then = known[-2]
+        growth = max(growth, (now - then) / (last - before))
+    predicted = now + growth * (batch - last)
     limit = memory_limit()
     if predicted <= MEMORY_HEADROOM * limit.bytes:
         return None
     return (
         f"batch {batch} would take about {predicted / 1e9:,.1f} GB, past {limit.whose} "
-        f"{limit.bytes / 1e9:,.1f} GB of memory ({growth / 1e6:,.1f} MB more a batch image "
-        f"from batch {b1} to {b2})"
+        f"{limit.bytes / 1e9:,.1f} GB of memory ({_megabytes(growth)} more a batch image)"
     )
 
 

@@ -37,7 +37,7 @@ __all__ = ["ConvertConfig", "InputDtype", "Precision", "Preprocess", "export_onn
 ROUTE = "keras-stateless-call/tf2onnx"
 
 
-def resolve_labels(cfg: ConvertConfig, num_classes: int) -> tuple[str, ...]:
+def resolve_labels(cfg: ConvertConfig, num_classes: int, binary: bool = False) -> tuple[str, ...]:
     path = cfg.labels or os.path.join(os.path.dirname(os.path.abspath(cfg.model)), "labels.txt")
     if not os.path.isfile(path):
         if cfg.labels:
@@ -48,9 +48,14 @@ def resolve_labels(cfg: ConvertConfig, num_classes: int) -> tuple[str, ...]:
     except (InferError, OSError, UnicodeDecodeError) as e:
         raise ConvertError(f"cannot read labels {path}: {e}") from e
     if len(labels) != num_classes:
+        one_unit = (
+            " (its single unit's score is the second class's: name the other class first)"
+            if binary
+            else ""
+        )
         raise ConvertError(
             f"{path} has {len(labels)} labels but the model outputs "
-            f"{num_classes} classes: give one label per class"
+            f"{num_classes} classes{one_unit}: give one label per class"
         )
     return labels
 
@@ -177,7 +182,7 @@ def export_onnx(cfg: ConvertConfig, report: Callable[[str], None] | None = None)
     check_options(cfg)
     model = load_keras(cfg.model)
     facts = model_facts(model)
-    labels = resolve_labels(cfg, facts.num_classes)
+    labels = resolve_labels(cfg, facts.num_classes, facts.binary)
     policy = model_policy(cfg)
     report = report or (lambda line: None)
     calibration = calibration_images(cfg.calibration, facts, policy, report)

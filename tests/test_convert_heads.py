@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from helpers import assert_one_line_error, run
 
 from cnnbench.cli import cli
 from cnnbench.infer.runtime.contract import INPUT_NAME
@@ -112,6 +113,15 @@ def test_scores_says_what_a_keras_output_is(trained, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "scores: taken as they are (asked with --scores)" in result.output
+
+
+def test_a_single_unit_takes_two_labels(trained, tmp_path: Path) -> None:
+    """The unit's one label (the class it scores) is not enough: two, the other first."""
+    (tmp_path / "one.txt").write_text("one\n")
+    args = ["convert", str(trained["sigmoid"][0]), "-o", str(tmp_path / "m.onnx")]
+    code, output = run([*args, "--labels", str(tmp_path / "one.txt")])
+    assert_one_line_error(code, output, "has 1 labels but the model outputs 2 classes")
+    assert "single unit's score is the second class's: name the other class first" in output
 
 
 def _read_gray(path: Path) -> np.ndarray:

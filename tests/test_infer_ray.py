@@ -487,12 +487,12 @@ class _SlowPhotos(http.server.ThreadingHTTPServer):
                     photos.now += 1
                     photos.most = max(photos.most, photos.now)
                 time.sleep(photos.DELAY_S)
+                with photos.lock:  # before the answer: a client that waits for it to ask
+                    photos.now -= 1  # again is never counted twice (a full run once saw 2)
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(photo)))
                 self.end_headers()
                 self.wfile.write(photo)
-                with photos.lock:
-                    photos.now -= 1
 
             def log_message(self, *args: object) -> None:
                 pass

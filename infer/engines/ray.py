@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -365,23 +365,24 @@ def _read_model(path: str) -> bytes:
 
 
 def _finished_earlier(
-    cfg: InferConfig, key: dict, items: Iterator[Item], summary: InferSummary, earlier: Earlier
-) -> bool:
+    cfg: InferConfig, key: dict, items: Iterator[Item], summary: InferSummary
+) -> Callable[[], Earlier] | None:
     """--resume of a CSV or JSON lines output whose run already finished: the output is
-    there and its parts folder gone. True when every listed file has its row (nothing to
-    do, as with the local engine; the rows go into `earlier`, for the job's accuracy);
-    an output that lacks rows was not left by a Ray run, which merges only at the end:
-    refused, as Ray's unit of resume is the parts folder. (A Parquet output keeps its
-    parts: a finished one resumes as every block done.)"""
+    there and its parts folder gone. When every listed file has its row (nothing to do,
+    as with the local engine): what reads their rows back, for the job's accuracy; None
+    where this is not such a resume. An output that lacks rows was not left by a Ray
+    run, which merges only at the end: refused, as Ray's unit of resume is the parts
+    folder. (A Parquet output keeps its parts: a finished one resumes as every block done.)"""
     staged = os.path.isdir(parts_dir(cfg.output))
     if format_of(cfg.output) is Format.PARQUET or staged or not os.path.exists(cfg.output):
-        return False
+        return None
     state = read_resume_state(cfg.output, cfg.errors_path, key["columns"])
     check_recorded_job(cfg.output, key)
     listed = missing = 0
+    resumed: list[str] = []
     for item in items:
         listed += 1
-        missing += not state.skips(item.name, earlier)
+        missing += not state.skips(item.name, resumed)
     if missing:
         raise InferError(
             f"cannot resume {cfg.output} with --engine ray: it lacks {missing} files and "
@@ -389,7 +390,7 @@ def _finished_earlier(
             "run); finish it with --engine local --resume, or rerun without --resume"
         )
     summary.skipped, summary.provider = listed, "none"
-    return True
+    return lambda: state.earlier(resumed)
 
 
 def _run_job(
@@ -443,9 +444,8 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
     key = job_key(cfg, hashlib.sha256(model).hexdigest(), columns)
     truth = set(fmt.labels) if with_truth else None
     with output_locks(cfg.output, cfg.errors_path):
-        earlier = Earlier()
-        if cfg.resume and _finished_earlier(cfg, key, items, summary, earlier):
-            score_earlier(summary, lambda: earlier, truth)
+        if cfg.resume and (earlier := _finished_earlier(cfg, key, items, summary)):
+            score_earlier(summary, earlier, truth)
             if cfg.summary:
                 write_summary(cfg, summary)
             return summary

@@ -88,13 +88,18 @@ class ResumeState:
     output_has_header: bool
     errors_has_header: bool
 
-    def skips(self, name: str, earlier: Earlier) -> bool:
-        """Whether the earlier run wrote `name`'s row; a prediction row goes into
-        `earlier`, to be scored (an error row is in no accuracy)."""
+    def skips(self, name: str, resumed: list[str]) -> bool:
+        """Whether the earlier run wrote `name`'s row; a prediction row's name goes into
+        `resumed`, to be scored (an error row is in no accuracy)."""
         if name in self.predicted:
-            earlier.rows.append((name, self.predicted[name]))
+            resumed.append(name)
             return True
         return name in self.failed
+
+    def earlier(self, resumed: list[str]) -> Earlier:
+        """The rows of the `resumed` names, with their top-1 labels: made only where the
+        accuracy is measured (a name each is kept meanwhile, not a row)."""
+        return Earlier([(name, self.predicted[name]) for name in resumed])
 
 
 def read_resume_state(output: str, errors: str, columns: list[str]) -> ResumeState:

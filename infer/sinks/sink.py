@@ -69,7 +69,7 @@ class AppendSink:
             check_recorded_job(output, job)
         record_job(output, job)
         self.skipped = 0
-        self._earlier = Earlier()
+        self._resumed: list[str] = []  # the prediction rows `pending` skipped, by name
         self.where: str | None = None
         self.files: list[IO[str]] = []
         with contextlib.ExitStack() as stack:
@@ -86,7 +86,7 @@ class AppendSink:
 
     def pending(self, items: Iterator[Item]) -> Iterator[Item]:
         for item in items:
-            if self.state is not None and self.state.skips(item.name, self._earlier):
+            if self.state is not None and self.state.skips(item.name, self._resumed):
                 self.skipped += 1
             else:
                 yield item
@@ -101,7 +101,7 @@ class AppendSink:
         failed.flush()
 
     def earlier(self) -> Earlier:
-        return self._earlier  # gathered by `pending` from the rows the resume read
+        return self.state.earlier(self._resumed) if self.state is not None else Earlier()
 
     def close(self, finished: bool) -> None:
         for f in self.files:

@@ -295,8 +295,8 @@ def _past_memory(resident: list[tuple[int, int | None]], batch: int, per_image: 
     if predicted <= MEMORY_HEADROOM * limit.bytes:
         return None
     return (
-        f"batch {batch} would take about {predicted / 1e9:,.1f} GB, past {limit.whose} "
-        f"{limit.bytes / 1e9:,.1f} GB of memory ({_megabytes(growth)} more a batch image)"
+        f"batch {batch} would take about {predicted / 1e9:,.1f} GB, past {limit} "
+        f"({_megabytes(growth)} more a batch image)"
     )
 
 

@@ -17,6 +17,10 @@ class MemoryLimit:
     bytes: int
     whose: str  # "this machine's", or the cgroup's words: for the user's line
 
+    def __str__(self) -> str:
+        """'this machine's 25.3 GB of memory': how the one-line errors name it."""
+        return f"{self.whose} {self.bytes / 1e9:,.1f} GB of memory"
+
 
 def memory_limit(proc_cgroup: str = PROC_CGROUP, root: str = CGROUP_ROOT) -> MemoryLimit:
     """The smaller of the machine's memory and its cgroup's limit."""

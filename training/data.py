@@ -115,8 +115,8 @@ def check_decoded_fits(count: int, size: int, channels: int, copies: int) -> Non
         held = f" ({copies} copies)" if copies > 1 else ""
         raise TrainError(
             f"{count:,} images of {size}x{size}x{channels} take {need / 1e9:,.1f} GB decoded"
-            f"{held}, more than {have.whose} {have.bytes / 1e9:,.1f} GB of memory (training "
-            "holds them in memory); give a smaller --img-size, or fewer images"
+            f"{held}, more than {have} (training holds them in memory); give a smaller "
+            "--img-size, or fewer images"
         )
 
 

@@ -483,8 +483,8 @@ def check_batch_memory(fmt: InputFormat, batch_size: int, buffers: int) -> None:
     if need > have.bytes:
         raise InferError(
             f"batch size {batch_size:,}: {buffers} batches of {height}x{width}x{fmt.channels} "
-            f"images take {need / 1e9:,.1f} GB, more than {have.whose} {have.bytes / 1e9:,.1f} "
-            "GB of memory; give a smaller --batch-size (or re-run cnnbench tune for a plan)"
+            f"images take {need / 1e9:,.1f} GB, more than {have}; give a smaller --batch-size "
+            "(or re-run cnnbench tune for a plan)"
         )
 
 

@@ -235,7 +235,6 @@ def tune(
     from cnnbench.bench.tune import run_tune
     from cnnbench.bench.tune_config import TuneConfig
     from cnnbench.bench.tune_report import render
-    from cnnbench.infer.runtime.plan import write_plan
 
     cfg = TuneConfig(
         model=model,
@@ -253,8 +252,6 @@ def tune(
         report = run_tune(cfg, log=lambda line: click.echo(line, err=True))
     except BenchError as e:
         raise click.ClickException(str(e)) from e
-    if report.plan is not None:
-        write_plan(report.plan, output)
     if report.candidates:
         click.echo(render(report))
     if report.plan is not None:

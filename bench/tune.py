@@ -55,14 +55,14 @@ from cnnbench.files import model_not_found, sha256_file, unwritable
 from cnnbench.infer.decode.images import load_items
 from cnnbench.infer.engines.job import IO_THREADS
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.runtime.plan import Expected, Plan, this_machine
+from cnnbench.infer.runtime.plan import Expected, Plan, this_machine, write_plan
 from cnnbench.infer.runtime.preprocess import InputFormat, resolve_input_format
 from cnnbench.infer.runtime.runner import make_scorer
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, Session
 from cnnbench.infer.sources.fetch import fetch_ahead
 from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.stores import is_url
-from cnnbench.signals import SignalStop, signal_of
+from cnnbench.signals import SignalStop, held_stops, signal_of
 
 AGREEMENT_BATCH = 8
 # the front's fastest variants run end to end over the images; the fastest there is chosen
@@ -165,8 +165,10 @@ def check_config(cfg: TuneConfig) -> None:
 
 
 def run_tune(cfg: TuneConfig, log: Callable[[str], None] = lambda line: None) -> TuneReport:
-    """Search, pick, and write the files the plan runs; see the module docstring. A
-    Ctrl-C or SIGTERM ends the search with the report of what it measured (`stopped`)."""
+    """Search, pick, and write the plan (`cfg.output`) and the files it runs; see the
+    module docstring. A Ctrl-C or SIGTERM ends the search with the report of what it
+    measured (`stopped`); a second one, or a plan that cannot be written, leaves neither
+    the plan nor the int8/fp16 files made for it."""
     check_config(cfg)
     start = time.perf_counter()
     budget = cfg.time_budget_s
@@ -177,7 +179,18 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = lambda line: None) ->
             _search(cfg, sample_images(cfg.images, tmp, log), progress, log)
     except KeyboardInterrupt as e:
         stopped, signum = progress.stopped_at(), signal_of(e)
-    return _report(cfg, progress, stopped, signum)
+    written = False
+    try:
+        report = _report(cfg, progress, stopped, signum)
+        if report.plan is not None:
+            with held_stops():  # a stop in the write comes once the plan is whole
+                write_plan(report.plan, cfg.output)
+                written = True
+    except BaseException:  # a second stop, a full disk: no plan, so none of its files
+        if not written:
+            _remove(progress.made)
+        raise
+    return report
 
 
 @dataclass(frozen=True)

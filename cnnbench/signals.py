@@ -44,6 +44,25 @@ def stop_signal() -> Iterator[Stopped]:
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def held_stops() -> Iterator[None]:
+    """Inside, a Ctrl-C or SIGTERM is held, and raised as a `SignalStop` once the work
+    inside is done: for a short write whose files only make sense whole (tune's plan,
+    which names the int8 file beside it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    previous = {sig: signal.signal(sig, lambda s, f: came.append(s)) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if came:
+        raise SignalStop(came[0])
+
+
 class StopOnSignal:
     """The first Ctrl-C or SIGTERM asks the loop to stop after the batches in flight
     (`signum` says which); a second one interrupts at once, as a KeyboardInterrupt (a

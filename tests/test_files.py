@@ -119,3 +119,24 @@ def test_a_file_the_disk_cannot_take_is_one_line(tiny_model: Path, tmp_path: Pat
             done.returncode, done.stderr, f"cannot write {tmp_path / name}: File too large"
         )
         assert not list(tmp_path.iterdir()), "nothing left behind"
+
+
+def test_a_plan_the_disk_cannot_take_leaves_none_of_its_files(
+    tiny_model: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    """tune's int8 file (2 kB) fits under the limit, its plan (16 kB) does not: one line
+    naming the plan, and no int8 file left beside a plan that is not there (it stayed)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["tune", str(tiny_model), "--images", str(tiny_folder), "-o", str(out / "plan.json")]
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnbench", *args, "--provider", "cpu", "--duration", "0.1"],
+        capture_output=True,
+        text=True,
+        preexec_fn=_file_size_limit(8000),
+    )
+    assert "int8 batch 1 " in done.stderr, "the int8 file was made and measured"
+    assert_one_line_error(
+        done.returncode, done.stderr, f"cannot write {out / 'plan.json'}: File too large"
+    )
+    assert not list(out.iterdir()), "no plan, so none of the files made for it"

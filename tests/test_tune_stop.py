@@ -141,6 +141,10 @@ def test_a_second_stop_ends_at_once(
     rc = proc.returncode
     assert (128 - rc if rc < 0 else rc) == 128 + sig, stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    assert leftovers(plan.parent) == []
+    files = sorted(p.name for p in plan.parent.iterdir())
     if plan.exists():
         assert json.loads(plan.read_text())["stopped"]
-    assert leftovers(plan.parent) == []
+        assert set(files) <= {"plan.json", "plan.int8.onnx", "plan.fp16.onnx"}, files
+    else:
+        assert files == [], "no plan, so none of the files made for it"

@@ -67,7 +67,8 @@ def members(
     def want(name: str) -> bool:
         return wanted(name.removeprefix("./"), extensions, skipped)
 
-    seen: set[str] = set()  # a name met twice would give two rows one path
+    seen: set[str] = set()  # the names given out: a path is a key of the output
+    copies: Counter = Counter()  # per name met again, the last number given to a copy
     try:
         with _open(shard) as raw:
             compressed = _compressed(shard)
@@ -77,11 +78,15 @@ def members(
                 named = member[0] if isinstance(member, tuple) else member.name
                 name = named.removeprefix("./")
                 last, read = name, read + 1
-                path = printable(f"{prefix}{name}")
                 if name in seen:
-                    why = "a second member of this name in the shard: only the first is read"
-                    yield Item(shard, path, error=f"{why}; rename one")
-                elif isinstance(member, tarscan.NotRegular):
+                    again = _renamed(name, seen, copies)
+                    seen.add(again)
+                    why = f"a member named {name} came before it in the shard: only the first"
+                    why += " of a name is read; rename one"
+                    yield Item(shard, printable(f"{prefix}{again}"), error=why)
+                    continue
+                path = printable(f"{prefix}{name}")
+                if isinstance(member, tarscan.NotRegular):
                     why = f"{member.what} in the shard, not a file: store the image itself"
                     yield Item(shard, path, error=why)
                 elif isinstance(member, tarscan.Oversized):
@@ -93,6 +98,17 @@ def members(
                 seen.add(name)
     except (*_BROKEN, tarscan.CutShort) as e:
         yield _broken(shard, prefix, read, last, _why(e))
+
+
+def _renamed(name: str, seen: set[str], copies: Counter) -> str:
+    """The path of a member whose name came before in the shard: `name (2)`, `(3)`...,
+    a name no member had, so that its error row never shares the first one's path
+    (a --resume would take the member as done by the first one's row)."""
+    number = max(copies[name] + 1, 2)
+    while f"{name} ({number})" in seen:
+        number += 1
+    copies[name] = number
+    return f"{name} ({number})"
 
 
 def _why(e: BaseException) -> str:

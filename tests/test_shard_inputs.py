@@ -1,0 +1,52 @@
+"""Tar shards as a hostile user makes them: member names met twice, inputs that are no
+tar file, brace patterns that are not ranges, archives appended to archives. Every member
+is one row (or the shard's one error row says why it is not read), nothing blocks, and a
+--resume writes each member once."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from helpers import run, write_tar
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _infer(model: Path, out: Path, *args: str) -> str:
+    code, output = run(["infer", str(model), *args, "-o", str(out), "--no-progress"])
+    assert code == 0, output
+    return output
+
+
+def _paths(out: Path) -> list[str]:
+    errors = out.with_name(f"{out.stem}.errors{out.suffix}")
+    return [r["path"] for r in read_csv(out)] + [r["path"] for r in read_csv(errors)]
+
+
+def test_a_name_met_again_in_a_shard_is_a_row_of_its_own(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """A second member of a name was an error row under the first one's path: a --resume
+    after the first one's row took the second one as done too (its row was never
+    written, and the summary counted it as resumed), and an @list dropped it as a file
+    listed again. Each copy now has a path of its own, `name (2)`, one no member has."""
+    photo = photo_jpeg
+    names = ["a.jpg", "b.jpg", "a.jpg", "a.jpg (3)", "a.jpg", "c.jpg"]
+    shard = write_tar(tmp_path / "d.tar", [(name, photo) for name in names])
+    out = tmp_path / "o.csv"
+    _infer(tiny_model, out, str(shard), "--limit", "2", "--batch-size", "1", "--extensions", "*")
+    _infer(tiny_model, out, str(shard), "--resume", "--batch-size", "1", "--extensions", "*")
+    expected = ["a.jpg", "b.jpg", "a.jpg (3)", "c.jpg", "a.jpg (2)", "a.jpg (4)"]
+    assert _paths(out) == [f"d.tar/{n}" for n in expected]
+    errors = read_csv(tmp_path / "o.errors.csv")
+    assert {e["error"] for e in errors} == {
+        "a member named a.jpg came before it in the shard: only the first of a name is read; "
+        "rename one"
+    }
+    (tmp_path / "list.txt").write_text(f"{shard}\n")
+    _infer(tiny_model, tmp_path / "l.csv", f"@{tmp_path / 'list.txt'}", "--extensions", "*")
+    assert _paths(tmp_path / "l.csv") == [f"{shard}/{n}" for n in expected]

@@ -6,6 +6,9 @@ is one row (or the shard's one error row says why it is not read), nothing block
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from helpers import run, write_tar
@@ -50,3 +53,27 @@ def test_a_name_met_again_in_a_shard_is_a_row_of_its_own(
     (tmp_path / "list.txt").write_text(f"{shard}\n")
     _infer(tiny_model, tmp_path / "l.csv", f"@{tmp_path / 'list.txt'}", "--extensions", "*")
     assert _paths(tmp_path / "l.csv") == [f"{shard}/{n}" for n in expected]
+
+
+def test_a_shard_that_is_no_file_is_its_error_row_without_waiting(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """A named pipe named like a shard was opened to read, which waits for a writer: the
+    run blocked for good. It, a folder and a symlink loop named like shards are each the
+    shard's error row, saying what it is; the shards beside them are read."""
+    write_tar(tmp_path / "s-0.tar", [("a.jpg", photo_jpeg)])
+    os.mkfifo(tmp_path / "s-1.tar")
+    (tmp_path / "s-2.tar").mkdir()
+    (tmp_path / "s-3.tar").symlink_to("s-3.tar")
+    out = tmp_path / "o.csv"
+    args = [sys.executable, "-m", "cnnbench", "infer", str(tiny_model), "s-{0..3}.tar"]
+    done = subprocess.run(
+        [*args, "-o", str(out), "--no-progress"], cwd=tmp_path, capture_output=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert _paths(out) == ["s-0.tar/a.jpg", "s-1.tar", "s-2.tar", "s-3.tar"]
+    assert [e["error"] for e in read_csv(tmp_path / "o.errors.csv")] == [
+        "shard unreadable: not a regular file but a named pipe (FIFO)",
+        "shard unreadable: not a regular file but a directory",
+        "shard unreadable: too many levels of symbolic links",
+    ]

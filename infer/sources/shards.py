@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from cnnbench.infer.decode.probe import file_limit, too_large_file
-from cnnbench.infer.sources import stores, tarscan
+from cnnbench.infer.sources import fetch, stores, tarscan
 from cnnbench.infer.sources.items import Item, printable, wanted
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -41,8 +41,10 @@ def expand(text: str) -> list[str]:
 
 
 def _open(shard: str) -> IO[bytes]:
-    """A local shard unbuffered (tarscan reads it in big reads), one by URL streamed."""
-    return stores.open_stream(shard) if stores.is_url(shard) else open(shard, "rb", 0)
+    """A local shard unbuffered (tarscan reads it in big reads), one by URL streamed; a
+    local one that is no file (a named pipe, which blocked the run for good; a folder)
+    is refused."""
+    return stores.open_stream(shard) if stores.is_url(shard) else fetch.open_regular(shard, 0)
 
 
 def _compressed(shard: str) -> bool:
@@ -121,6 +123,8 @@ def _why(e: BaseException) -> str:
         return f"the file ends early ({text})"
     if isinstance(e, FileNotFoundError):
         return "not found"
+    if isinstance(e, OSError) and e.strerror and e.filename:  # "[Errno 13] ...: 'x.tar'"
+        return e.strerror.lower()  # permission denied, too many levels of symbolic links
     return text
 
 

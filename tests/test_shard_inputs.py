@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import run, write_tar
+import pytest
+from helpers import assert_one_line_error, run, write_tar
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -77,3 +78,30 @@ def test_a_shard_that_is_no_file_is_its_error_row_without_waiting(
         "shard unreadable: not a regular file but a directory",
         "shard unreadable: too many levels of symbolic links",
     ]
+
+
+def test_braces_are_a_pattern_of_shards_only(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unbalanced braces (`a{b.tar`, or `u{n.jpg`, no shard at all) were a traceback, on
+    the command line and in an @list; a file or folder whose name holds a brace pair
+    was expanded and refused as missing; a pattern whose first shard is missing was
+    refused though others exist. Braces make a pattern of shards only, where a file of
+    that very name is not there; the shards a pattern names that are missing are rows."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a{b.tar", "s-1.tar", "s-2.tar"):
+        write_tar(tmp_path / name, [("k.jpg", photo_jpeg)])
+    (tmp_path / "photos{a,b}").mkdir()
+    for name in ("u{n.jpg", "v{1,2}.jpg", "photos{a,b}/x.jpg"):
+        (tmp_path / name).write_bytes(photo_jpeg)
+    for given in ("a{b.tar", "u{n.jpg", "v{1,2}.jpg", "photos{a,b}"):
+        _infer(tiny_model, tmp_path / "o.csv", given)
+        assert len(read_csv(tmp_path / "o.csv")) == 1, given
+    _infer(tiny_model, tmp_path / "o.csv", "s-{3..1}.tar")
+    assert _paths(tmp_path / "o.csv") == ["s-2.tar/k.jpg", "s-1.tar/k.jpg", "s-3.tar"]
+    (tmp_path / "list.txt").write_text("q{1.tar\ns-{1..2}.tar\n")
+    _infer(tiny_model, tmp_path / "l.csv", "@list.txt")
+    assert _paths(tmp_path / "l.csv") == ["s-1.tar/k.jpg", "s-2.tar/k.jpg", "q{1.tar"]
+    for pattern, why in (("s-{7..8}.tar", "nor any of the 2 shards"), ("s-{1,1}.tar", "twice")):
+        code, output = run(["infer", str(tiny_model), pattern, "-o", "x.csv"])
+        assert_one_line_error(code, output, pattern, why)

@@ -12,6 +12,7 @@ the end-of-archive blocks are missing) becomes one error row; the other shards g
 from __future__ import annotations
 
 import gzip
+import os
 import tarfile
 import zlib
 from collections import Counter
@@ -31,13 +32,19 @@ def is_shard(text: str) -> bool:
 
 
 def expand(text: str) -> list[str]:
-    """`shards-{000000..000002}.tar` -> its three names, as WebDataset expands them;
-    text without braces: itself."""
-    if "{" not in text:
+    """`shards-{000000..000002}.tar` -> its three names, as WebDataset expands them.
+    Itself where it is no pattern of shards: text without braces or not named like a
+    shard, a local file of that very name (`a{1,2}.tar`), unbalanced braces (`a{b.tar`)."""
+    if "{" not in text or not is_shard(text):
+        return [text]
+    if not stores.is_url(text) and os.path.lexists(text):
         return [text]
     from braceexpand import braceexpand
 
-    return list(braceexpand(text))
+    try:
+        return list(braceexpand(text))
+    except ValueError:  # its UnbalancedBracesError, which its type stub does not declare
+        return [text]
 
 
 def _open(shard: str) -> IO[bytes]:

@@ -6,6 +6,7 @@ is one row (or the shard's one error row says why it is not read), nothing block
 from __future__ import annotations
 
 import csv
+import gzip
 import os
 import subprocess
 import sys
@@ -105,3 +106,18 @@ def test_braces_are_a_pattern_of_shards_only(
     for pattern, why in (("s-{7..8}.tar", "nor any of the 2 shards"), ("s-{1,1}.tar", "twice")):
         code, output = run(["infer", str(tiny_model), pattern, "-o", "x.csv"])
         assert_one_line_error(code, output, pattern, why)
+
+
+def test_shards_appended_to_one_another_say_so_after_their_first_members(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """`cat a.tar.gz b.tar.gz > ab.tar.gz` is one gzip stream of two archives: b's
+    members were dropped without a word, the run exiting 0 as if it had read them all."""
+    a = write_tar(tmp_path / "a.tar.gz", [("a.jpg", photo_jpeg)]).read_bytes()
+    b = write_tar(tmp_path / "b.tar.gz", [("b.jpg", photo_jpeg)]).read_bytes()
+    (tmp_path / "ab.tar.gz").write_bytes(a + b)
+    _infer(tiny_model, tmp_path / "o.csv", str(tmp_path / "ab.tar.gz"))
+    assert _paths(tmp_path / "o.csv") == ["ab.tar.gz/a.jpg", "ab.tar.gz"]
+    (error,) = read_csv(tmp_path / "o.errors.csv")
+    assert error["error"].startswith("shard unreadable after 1 members (last: a.jpg): the archive")
+    assert f"a member's header follows at byte {len(gzip.decompress(a))}" in error["error"]

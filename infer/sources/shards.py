@@ -5,8 +5,9 @@ extracting: each regular member whose extension is wanted becomes an Item carryi
 bytes (and, in an uncompressed shard, where they are), named `shard.tar/member`, in the
 archive's order. `shards-{000000..000099}.tar`
 expands as WebDataset expands it (the braceexpand package). A member that cannot be
-read, a corrupt header or a shard that ends early (even exactly between two members:
-the end-of-archive blocks are missing) becomes one error row; the other shards go on.
+read, a corrupt header, a shard that ends early (even exactly between two members:
+the end-of-archive blocks are missing) or has members after its end (archives appended)
+becomes one error row; the other shards go on.
 """
 
 from __future__ import annotations

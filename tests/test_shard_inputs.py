@@ -121,3 +121,18 @@ def test_shards_appended_to_one_another_say_so_after_their_first_members(
     (error,) = read_csv(tmp_path / "o.errors.csv")
     assert error["error"].startswith("shard unreadable after 1 members (last: a.jpg): the archive")
     assert f"a member's header follows at byte {len(gzip.decompress(a))}" in error["error"]
+
+
+def test_a_shard_listed_under_two_spellings_is_read_once(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list naming `s.tar`, `./s.tar` and its absolute path read each member three
+    times, under three paths (a file so listed is read once); a broken shard's row too."""
+    monkeypatch.chdir(tmp_path)
+    write_tar(tmp_path / "s.tar", [("a.jpg", photo_jpeg), ("b.jpg", photo_jpeg)])
+    (tmp_path / "cut.tar").write_bytes(b"\x01" * 700)
+    lines = ["s.tar", "./s.tar", str(tmp_path / "s.tar"), "s{,}.tar", "cut.tar", "./cut.tar"]
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    output = _infer(tiny_model, tmp_path / "o.csv", "@list.txt")
+    assert _paths(tmp_path / "o.csv") == ["s.tar/a.jpg", "s.tar/b.jpg", "cut.tar"]
+    assert "9 list entries named a file listed before" in output

@@ -126,8 +126,8 @@ def _once(items: Iterator[Item], skipped: Counter | None) -> Iterator[Item]:
     seen: set[bytes] = set()
     for item in items:
         where = item.path if stores.is_url(item.path) else os.path.abspath(item.path)
-        if shards.is_shard(item.path):
-            where += "\0" + item.name
+        if shards.is_shard(item.path):  # the member, whichever way its shard is spelled
+            where += "\0" + item.name.removeprefix(printable(_posix(item.path)))
         key = hashlib.blake2b(os.fsencode(where), digest_size=16).digest()
         if key in seen:
             if skipped is not None:

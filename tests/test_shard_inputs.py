@@ -6,6 +6,7 @@ is one row (or the shard's one error row says why it is not read), nothing block
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import os
 import subprocess
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import pytest
 from helpers import assert_one_line_error, run, write_tar
+
+from cnnbench.infer.sources import shards
+from cnnbench.infer.sources.fetch import read_item
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -136,3 +140,20 @@ def test_a_shard_listed_under_two_spellings_is_read_once(
     output = _infer(tiny_model, tmp_path / "o.csv", "@list.txt")
     assert _paths(tmp_path / "o.csv") == ["s.tar/a.jpg", "s.tar/b.jpg", "cut.tar"]
     assert "9 list entries named a file listed before" in output
+
+
+def test_a_shard_is_read_as_gzip_or_tar_by_its_bytes_not_its_name(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """A gzip stream named `.tar` was a garbled header at byte 0, a plain tar named
+    `.tar.gz` 'Not a gzipped file': every member lost, where WebDataset (tarfile's
+    "r|*") reads both. A plain tar's members keep their offsets, by name or not."""
+    plain = write_tar(tmp_path / "p.tar", [("a.jpg", photo_jpeg)]).read_bytes()
+    (tmp_path / "g.tar").write_bytes(gzip.compress(plain))
+    (tmp_path / "t.tar.gz").write_bytes(plain)
+    _infer(tiny_model, tmp_path / "o.csv", str(tmp_path / "g.tar"), str(tmp_path / "t.tar.gz"))
+    assert _paths(tmp_path / "o.csv") == [f"{tmp_path}/g.tar/a.jpg", f"{tmp_path}/t.tar.gz/a.jpg"]
+    (gz,) = shards.members(str(tmp_path / "g.tar"), "", None)
+    (tar,) = shards.members(str(tmp_path / "t.tar.gz"), "", None)
+    assert gz.offset is None and tar.offset == 512 and gz.data == tar.data == photo_jpeg
+    assert read_item(dataclasses.replace(tar, data=None)) == photo_jpeg

@@ -1,18 +1,19 @@
 """Tar shards (WebDataset layout) read as folders of their members, streamed.
 
-A `.tar`, `.tar.gz` or `.tgz` input, local or by URL, is read front to back without
-extracting: each regular member whose extension is wanted becomes an Item carrying its
-bytes (and, in an uncompressed shard, where they are), named `shard.tar/member`, in the
-archive's order. `shards-{000000..000099}.tar`
-expands as WebDataset expands it (the braceexpand package). A member that cannot be
-read, a corrupt header, a shard that ends early (even exactly between two members:
-the end-of-archive blocks are missing) or has members after its end (archives appended)
+A `.tar`, `.tar.gz` or `.tgz` input, local or by URL (gzip or not by its first bytes),
+is read front to back without extracting: each regular member whose extension is wanted
+becomes an Item carrying its bytes (and, in an uncompressed shard, where they are),
+named `shard.tar/member`, in the archive's order. `shards-{000000..000099}.tar` expands
+as WebDataset expands it (the braceexpand package). A member that cannot be read, a
+corrupt header, a shard that ends early (even exactly between two members: the
+end-of-archive blocks are missing) or has members after its end (archives appended)
 becomes one error row; the other shards go on.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import tarfile
 import zlib
@@ -55,8 +56,25 @@ def _open(shard: str) -> IO[bytes]:
     return stores.open_stream(shard) if stores.is_url(shard) else fetch.open_regular(shard, 0)
 
 
-def _compressed(shard: str) -> bool:
-    return shard.lower().endswith((".gz", ".tgz"))
+class _Sniffed:
+    """A shard's stream whose first bytes were read to tell gzip from tar, by content
+    as WebDataset (tarfile's "r|*") tells them, not by name: a gzip stream named `.tar`,
+    or a plain tar named `.tar.gz`, is read as what it is."""
+
+    GZIP = b"\x1f\x8b"
+
+    def __init__(self, raw: tarscan.Stream) -> None:
+        self.raw, self.head = raw, raw.read(len(self.GZIP))
+        self.gzip = self.head == self.GZIP
+
+    def read(self, n: int, /) -> bytes:
+        if not self.head:
+            return self.raw.read(n)
+        data, self.head = self.head[:n], self.head[n:]
+        return data + self.raw.read(n - len(data)) if n > len(data) else data
+
+    def seek(self, offset: int, /) -> int:  # what gzip asks a file for; reading never seeks
+        raise io.UnsupportedOperation("a shard is read front to back")
 
 
 def members(
@@ -81,8 +99,11 @@ def members(
     copies: Counter = Counter()  # per name met again, the last number given to a copy
     try:
         with _open(shard) as raw:
-            compressed = _compressed(shard)
-            stream: tarscan.Stream = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+            sniffed = _Sniffed(raw)
+            compressed = sniffed.gzip
+            stream: tarscan.Stream = (
+                gzip.GzipFile(fileobj=sniffed, mode="rb") if compressed else sniffed
+            )
             members = tarscan.regular_members(stream, want, others=True, max_size=limit)
             for member in members:
                 named = member[0] if isinstance(member, tuple) else member.name

@@ -310,3 +310,33 @@ def test_a_header_claiming_gigabytes_costs_no_more_memory_than_a_read(tmp_path: 
             tracemalloc.stop()
         assert str(e.value) == "unexpected end of data", name
         assert peak < 2 * tarscan.MAX_READ, (name, peak)
+
+
+@pytest.mark.parametrize("global_pax", [False, True], ids=["scanned", "by-tarfile"])
+def test_members_after_the_end_of_archive_are_said_not_dropped(global_pax: bool) -> None:
+    """Two archives appended to one another (`cat a.tar b.tar`, or two gzip streams) or a
+    block of zeros in the middle: tarfile ends at the first zero block and the members
+    after it were gone without a word. After the members before it, AfterEnd says where
+    the archive ended and where a header follows; junk or zeros there are passed over."""
+    kwargs = {"pax_headers": {"comment": "global"}} if global_pax else {}
+    first = _archive(tarfile.PAX_FORMAT, **kwargs)
+    expected, error = _by_tarfile(first)
+    assert error is None
+    second = _one(tarfile.GNU_FORMAT, "second.jpg")
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        last = tar.getmembers()[-1]
+        end = last.offset_data + -(-last.size // 512) * 512
+    lone_zero = first[: last.offset] + bytes(512) + first[last.offset :]
+    for data, ended, follows in (
+        (first + second, end, len(first)),
+        (lone_zero, last.offset, last.offset + 512),
+    ):
+        for read_size in READ_SIZES:
+            got: list[object] = []
+            with pytest.raises(tarscan.AfterEnd) as e:
+                got.extend(tarscan.regular_members(io.BytesIO(data), _everything, read_size))
+            assert got == (expected if data is not lone_zero else expected[:-1]), read_size
+            assert f"the archive ends at byte {ended} (a block of zeros)" in str(e.value)
+            assert f"a member's header follows at byte {follows}" in str(e.value)
+    for tail in (b"junk" * 300, bytes(700), bytes(512) + b"\x01"):
+        assert _scanned(first + tail) == (expected, None)

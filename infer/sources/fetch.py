@@ -27,6 +27,7 @@ import stat
 import threading
 from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import BinaryIO
 
 from cnnbench.infer.decode.probe import file_limit, oversize
 from cnnbench.infer.sources import s3_multi, stores
@@ -74,14 +75,21 @@ def read_source(path: str, settings: tuple | None = None, max_bytes: int | None 
     file or object over `max_bytes` (None: `max_file_bytes()`) is refused unread."""
     if stores.is_url(path):
         return stores.read_bytes(path, settings, file_limit(max_bytes))
-    # Opened without waiting (a named pipe with no writer would block the reader for
-    # good), then refused unless it is a file: a pipe or a device may never end.
-    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"not a regular file but {_file_type(st.st_mode)}")
-        stores.check_size(st.st_size, file_limit(max_bytes))
+    with open_regular(path) as f:
+        stores.check_size(os.fstat(f.fileno()).st_size, file_limit(max_bytes))
         return f.read()
+
+
+def open_regular(path: str, buffering: int = -1) -> BinaryIO:
+    """A local file opened for reading; anything else refused (OSError). Opened without
+    waiting (a named pipe with no writer would block the reader for good), then checked:
+    a pipe or a device may never end, and a folder is no file's bytes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise OSError(f"not a regular file but {_file_type(mode)}")
+    return open(fd, "rb", buffering)
 
 
 def _file_type(mode: int) -> str:

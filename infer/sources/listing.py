@@ -40,9 +40,10 @@ def expand_inputs(
         if stores.is_url(path) and not text.startswith("@"):
             if stores.kind(shards.expand(path)[0]) == "directory" and not shards.is_shard(path):
                 text = text.rstrip("/") + "/"
-        elif not os.path.lexists(shards.expand(path)[0]):
+        elif not any(map(os.path.lexists, named := shards.expand(path))):
             what = "list file" if text.startswith("@") else "input path"
-            raise InferError(f"{what} does not exist: {path}")
+            none = f" (nor any of the {len(named):,} shards it names)" if len(named) > 1 else ""
+            raise InferError(f"{what} does not exist: {path}{none}")
         if text.startswith("@") and os.path.isdir(path):  # a pipe is a list: @<(find ...)
             raise InferError(
                 f"list file {path} is a folder: give it without '@' to read its images, "
@@ -69,6 +70,8 @@ def _check_overlap(inputs: tuple[str, ...], extensions: Extensions) -> None:
             key = one if url else os.path.realpath(one)
             folder = one.endswith("/") if url else os.path.isdir(one)
             key = key.rstrip("/") + "/" if folder else key
+            if given.get(key) == text:  # `s{,}.tar`
+                raise InferError(f"input {text} names {one} twice: give each shard once")
             if key in given:
                 raise InferError(
                     f"inputs {given[key]} and {text} are the same {'folder' if folder else 'file'}:"
@@ -123,8 +126,8 @@ def _once(items: Iterator[Item], skipped: Counter | None) -> Iterator[Item]:
     seen: set[bytes] = set()
     for item in items:
         where = item.path if stores.is_url(item.path) else os.path.abspath(item.path)
-        if shards.is_shard(item.path):
-            where += "\0" + item.name
+        if shards.is_shard(item.path):  # the member, whichever way its shard is spelled
+            where += "\0" + item.name.removeprefix(printable(_posix(item.path)))
         key = hashlib.blake2b(os.fsencode(where), digest_size=16).digest()
         if key in seen:
             if skipped is not None:

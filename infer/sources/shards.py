@@ -1,17 +1,20 @@
 """Tar shards (WebDataset layout) read as folders of their members, streamed.
 
-A `.tar`, `.tar.gz` or `.tgz` input, local or by URL, is read front to back without
-extracting: each regular member whose extension is wanted becomes an Item carrying its
-bytes (and, in an uncompressed shard, where they are), named `shard.tar/member`, in the
-archive's order. `shards-{000000..000099}.tar`
-expands as WebDataset expands it (the braceexpand package). A member that cannot be
-read, a corrupt header or a shard that ends early (even exactly between two members:
-the end-of-archive blocks are missing) becomes one error row; the other shards go on.
+A `.tar`, `.tar.gz` or `.tgz` input, local or by URL (gzip or not by its first bytes),
+is read front to back without extracting: each regular member whose extension is wanted
+becomes an Item carrying its bytes (and, in an uncompressed shard, where they are),
+named `shard.tar/member`, in the archive's order. `shards-{000000..000099}.tar` expands
+as WebDataset expands it (the braceexpand package). A member that cannot be read, a
+corrupt header, a shard that ends early (even exactly between two members: the
+end-of-archive blocks are missing) or has members after its end (archives appended)
+becomes one error row; the other shards go on.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
+import os
 import tarfile
 import zlib
 from collections import Counter
@@ -19,7 +22,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from cnnbench.infer.decode.probe import file_limit, too_large_file
-from cnnbench.infer.sources import stores, tarscan
+from cnnbench.infer.sources import fetch, stores, tarscan
 from cnnbench.infer.sources.items import Item, printable, wanted
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -31,22 +34,47 @@ def is_shard(text: str) -> bool:
 
 
 def expand(text: str) -> list[str]:
-    """`shards-{000000..000002}.tar` -> its three names, as WebDataset expands them;
-    text without braces: itself."""
-    if "{" not in text:
+    """`shards-{000000..000002}.tar` -> its three names, as WebDataset expands them.
+    Itself where it is no pattern of shards: text without braces or not named like a
+    shard, a local file of that very name (`a{1,2}.tar`), unbalanced braces (`a{b.tar`)."""
+    if "{" not in text or not is_shard(text):
+        return [text]
+    if not stores.is_url(text) and os.path.lexists(text):
         return [text]
     from braceexpand import braceexpand
 
-    return list(braceexpand(text))
+    try:
+        return list(braceexpand(text))
+    except ValueError:  # its UnbalancedBracesError, which its type stub does not declare
+        return [text]
 
 
 def _open(shard: str) -> IO[bytes]:
-    """A local shard unbuffered (tarscan reads it in big reads), one by URL streamed."""
-    return stores.open_stream(shard) if stores.is_url(shard) else open(shard, "rb", 0)
+    """A local shard unbuffered (tarscan reads it in big reads), one by URL streamed; a
+    local one that is no file (a named pipe, which blocked the run for good; a folder)
+    is refused."""
+    return stores.open_stream(shard) if stores.is_url(shard) else fetch.open_regular(shard, 0)
 
 
-def _compressed(shard: str) -> bool:
-    return shard.lower().endswith((".gz", ".tgz"))
+class _Sniffed:
+    """A shard's stream whose first bytes were read to tell gzip from tar, by content
+    as WebDataset (tarfile's "r|*") tells them, not by name: a gzip stream named `.tar`,
+    or a plain tar named `.tar.gz`, is read as what it is."""
+
+    GZIP = b"\x1f\x8b"
+
+    def __init__(self, raw: tarscan.Stream) -> None:
+        self.raw, self.head = raw, raw.read(len(self.GZIP))
+        self.gzip = self.head == self.GZIP
+
+    def read(self, n: int, /) -> bytes:
+        if not self.head:
+            return self.raw.read(n)
+        data, self.head = self.head[:n], self.head[n:]
+        return data + self.raw.read(n - len(data)) if n > len(data) else data
+
+    def seek(self, offset: int, /) -> int:  # what gzip asks a file for; reading never seeks
+        raise io.UnsupportedOperation("a shard is read front to back")
 
 
 def members(
@@ -67,21 +95,29 @@ def members(
     def want(name: str) -> bool:
         return wanted(name.removeprefix("./"), extensions, skipped)
 
-    seen: set[str] = set()  # a name met twice would give two rows one path
+    seen: set[str] = set()  # the names given out: a path is a key of the output
+    copies: Counter = Counter()  # per name met again, the last number given to a copy
     try:
         with _open(shard) as raw:
-            compressed = _compressed(shard)
-            stream: tarscan.Stream = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+            sniffed = _Sniffed(raw)
+            compressed = sniffed.gzip
+            stream: tarscan.Stream = (
+                gzip.GzipFile(fileobj=sniffed, mode="rb") if compressed else sniffed
+            )
             members = tarscan.regular_members(stream, want, others=True, max_size=limit)
             for member in members:
                 named = member[0] if isinstance(member, tuple) else member.name
                 name = named.removeprefix("./")
                 last, read = name, read + 1
-                path = printable(f"{prefix}{name}")
                 if name in seen:
-                    why = "a second member of this name in the shard: only the first is read"
-                    yield Item(shard, path, error=f"{why}; rename one")
-                elif isinstance(member, tarscan.NotRegular):
+                    again = _renamed(name, seen, copies)
+                    seen.add(again)
+                    why = f"a member named {name} came before it in the shard: only the first"
+                    why += " of a name is read; rename one"
+                    yield Item(shard, printable(f"{prefix}{again}"), error=why)
+                    continue
+                path = printable(f"{prefix}{name}")
+                if isinstance(member, tarscan.NotRegular):
                     why = f"{member.what} in the shard, not a file: store the image itself"
                     yield Item(shard, path, error=why)
                 elif isinstance(member, tarscan.Oversized):
@@ -95,6 +131,17 @@ def members(
         yield _broken(shard, prefix, read, last, _why(e))
 
 
+def _renamed(name: str, seen: set[str], copies: Counter) -> str:
+    """The path of a member whose name came before in the shard: `name (2)`, `(3)`...,
+    a name no member had, so that its error row never shares the first one's path
+    (a --resume would take the member as done by the first one's row)."""
+    number = max(copies[name] + 1, 2)
+    while f"{name} ({number})" in seen:
+        number += 1
+    copies[name] = number
+    return f"{name} ({number})"
+
+
 def _why(e: BaseException) -> str:
     if isinstance(e, stores.StoreError | tarscan.CutShort):
         return str(e)
@@ -105,6 +152,8 @@ def _why(e: BaseException) -> str:
         return f"the file ends early ({text})"
     if isinstance(e, FileNotFoundError):
         return "not found"
+    if isinstance(e, OSError) and e.strerror and e.filename:  # "[Errno 13] ...: 'x.tar'"
+        return e.strerror.lower()  # permission denied, too many levels of symbolic links
     return text
 
 

@@ -27,7 +27,9 @@ folder). Only regular members are handed on; the others are stepped over as `tar
 steps over them (links, folders and devices carry no data; unknown types do). A member
 whose bytes, or their padding, end early raises `tarfile.ReadError("unexpected end of
 data")`, as `tarfile`'s random-access mode does; a block of zeros where a header starts
-ends the archive, as in `tarfile` (the second block is not looked for).
+ends the archive, as in `tarfile` (the second block is not looked for), but where a
+member's header follows the zeros (archives appended to one another), `AfterEnd` says so
+where tarfile would drop those members without a word.
 """
 
 from __future__ import annotations
@@ -101,6 +103,12 @@ class CutShort(Exception):
     """A header that is not the end-of-archive block: tarfile would end quietly."""
 
 
+class AfterEnd(CutShort):
+    """A member's header after the end-of-archive block (archives appended to one
+    another, a block zeroed): tar and tarfile end there, and drop the members after it
+    without a word."""
+
+
 class CheckedInfo(tarfile.TarInfo):
     """Raises where tarfile would take a missing, cut or garbled header for the end of
     the archive and drop the members after it without a word."""
@@ -146,6 +154,7 @@ def regular_members(
             yield from _by_tarfile(blocks, want, others, max_size)
             return
         if head is _END:
+            _check_after_end(blocks, blocks.tell() - BLOCK)
             return
         name, kind, size = head
         padded = -(-size // BLOCK) * BLOCK
@@ -168,6 +177,22 @@ def regular_members(
 
 
 _END = ("", b"", 0)  # the end-of-archive block
+
+
+def _check_after_end(blocks: _Blocks, end: int) -> None:
+    """Raises AfterEnd where a member's header follows the end-of-archive block at byte
+    `end`, after any blocks of zeros; anything else there (a record's padding, junk) is
+    passed over, as tar passes over it."""
+    block = _ZEROS
+    while block == _ZEROS:
+        at = blocks.tell()
+        block = blocks.take(BLOCK)
+    if len(block) == BLOCK and _header(block) is not None:
+        raise AfterEnd(
+            f"the archive ends at byte {end} (a block of zeros), but a member's header follows "
+            f"at byte {at}: the members from there are not read (archives appended to one "
+            "another?); write them as one archive"
+        )
 
 
 def _member_head(blocks: _Blocks, read: list[bytes]) -> tuple[str, bytes, int] | None:
@@ -295,6 +320,7 @@ def _by_tarfile(
                 yield member.name, offset, extracted.read()
             elif others and member.type in _KINDS and want(member.name):
                 yield NotRegular(member.name, _KINDS[member.type])
+        _check_after_end(blocks, tar.offset)
 
 
 class _Blocks:

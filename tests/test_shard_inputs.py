@@ -1,0 +1,159 @@
+"""Tar shards as a hostile user makes them: member names met twice, inputs that are no
+tar file, brace patterns that are not ranges, archives appended to archives. Every member
+is one row (or the shard's one error row says why it is not read), nothing blocks, and a
+--resume writes each member once."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import assert_one_line_error, run, write_tar
+
+from cnnbench.infer.sources import shards
+from cnnbench.infer.sources.fetch import read_item
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _infer(model: Path, out: Path, *args: str) -> str:
+    code, output = run(["infer", str(model), *args, "-o", str(out), "--no-progress"])
+    assert code == 0, output
+    return output
+
+
+def _paths(out: Path) -> list[str]:
+    errors = out.with_name(f"{out.stem}.errors{out.suffix}")
+    return [r["path"] for r in read_csv(out)] + [r["path"] for r in read_csv(errors)]
+
+
+def test_a_name_met_again_in_a_shard_is_a_row_of_its_own(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """A second member of a name was an error row under the first one's path: a --resume
+    after the first one's row took the second one as done too (its row was never
+    written, and the summary counted it as resumed), and an @list dropped it as a file
+    listed again. Each copy now has a path of its own, `name (2)`, one no member has."""
+    photo = photo_jpeg
+    names = ["a.jpg", "b.jpg", "a.jpg", "a.jpg (3)", "a.jpg", "c.jpg"]
+    shard = write_tar(tmp_path / "d.tar", [(name, photo) for name in names])
+    out = tmp_path / "o.csv"
+    _infer(tiny_model, out, str(shard), "--limit", "2", "--batch-size", "1", "--extensions", "*")
+    _infer(tiny_model, out, str(shard), "--resume", "--batch-size", "1", "--extensions", "*")
+    expected = ["a.jpg", "b.jpg", "a.jpg (3)", "c.jpg", "a.jpg (2)", "a.jpg (4)"]
+    assert _paths(out) == [f"d.tar/{n}" for n in expected]
+    errors = read_csv(tmp_path / "o.errors.csv")
+    assert {e["error"] for e in errors} == {
+        "a member named a.jpg came before it in the shard: only the first of a name is read; "
+        "rename one"
+    }
+    (tmp_path / "list.txt").write_text(f"{shard}\n")
+    _infer(tiny_model, tmp_path / "l.csv", f"@{tmp_path / 'list.txt'}", "--extensions", "*")
+    assert _paths(tmp_path / "l.csv") == [f"{shard}/{n}" for n in expected]
+
+
+def test_a_shard_that_is_no_file_is_its_error_row_without_waiting(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """A named pipe named like a shard was opened to read, which waits for a writer: the
+    run blocked for good. It, a folder and a symlink loop named like shards are each the
+    shard's error row, saying what it is; the shards beside them are read."""
+    write_tar(tmp_path / "s-0.tar", [("a.jpg", photo_jpeg)])
+    os.mkfifo(tmp_path / "s-1.tar")
+    (tmp_path / "s-2.tar").mkdir()
+    (tmp_path / "s-3.tar").symlink_to("s-3.tar")
+    out = tmp_path / "o.csv"
+    args = [sys.executable, "-m", "cnnbench", "infer", str(tiny_model), "s-{0..3}.tar"]
+    done = subprocess.run(
+        [*args, "-o", str(out), "--no-progress"], cwd=tmp_path, capture_output=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert _paths(out) == ["s-0.tar/a.jpg", "s-1.tar", "s-2.tar", "s-3.tar"]
+    assert [e["error"] for e in read_csv(tmp_path / "o.errors.csv")] == [
+        "shard unreadable: not a regular file but a named pipe (FIFO)",
+        "shard unreadable: not a regular file but a directory",
+        "shard unreadable: too many levels of symbolic links",
+    ]
+
+
+def test_braces_are_a_pattern_of_shards_only(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unbalanced braces (`a{b.tar`, or `u{n.jpg`, no shard at all) were a traceback, on
+    the command line and in an @list; a file or folder whose name holds a brace pair
+    was expanded and refused as missing; a pattern whose first shard is missing was
+    refused though others exist. Braces make a pattern of shards only, where a file of
+    that very name is not there; the shards a pattern names that are missing are rows."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a{b.tar", "s-1.tar", "s-2.tar"):
+        write_tar(tmp_path / name, [("k.jpg", photo_jpeg)])
+    (tmp_path / "photos{a,b}").mkdir()
+    for name in ("u{n.jpg", "v{1,2}.jpg", "photos{a,b}/x.jpg"):
+        (tmp_path / name).write_bytes(photo_jpeg)
+    for given in ("a{b.tar", "u{n.jpg", "v{1,2}.jpg", "photos{a,b}"):
+        _infer(tiny_model, tmp_path / "o.csv", given)
+        assert len(read_csv(tmp_path / "o.csv")) == 1, given
+    _infer(tiny_model, tmp_path / "o.csv", "s-{3..1}.tar")
+    assert _paths(tmp_path / "o.csv") == ["s-2.tar/k.jpg", "s-1.tar/k.jpg", "s-3.tar"]
+    (tmp_path / "list.txt").write_text("q{1.tar\ns-{1..2}.tar\n")
+    _infer(tiny_model, tmp_path / "l.csv", "@list.txt")
+    assert _paths(tmp_path / "l.csv") == ["s-1.tar/k.jpg", "s-2.tar/k.jpg", "q{1.tar"]
+    for pattern, why in (("s-{7..8}.tar", "nor any of the 2 shards"), ("s-{1,1}.tar", "twice")):
+        code, output = run(["infer", str(tiny_model), pattern, "-o", "x.csv"])
+        assert_one_line_error(code, output, pattern, why)
+
+
+def test_shards_appended_to_one_another_say_so_after_their_first_members(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """`cat a.tar.gz b.tar.gz > ab.tar.gz` is one gzip stream of two archives: b's
+    members were dropped without a word, the run exiting 0 as if it had read them all."""
+    a = write_tar(tmp_path / "a.tar.gz", [("a.jpg", photo_jpeg)]).read_bytes()
+    b = write_tar(tmp_path / "b.tar.gz", [("b.jpg", photo_jpeg)]).read_bytes()
+    (tmp_path / "ab.tar.gz").write_bytes(a + b)
+    _infer(tiny_model, tmp_path / "o.csv", str(tmp_path / "ab.tar.gz"))
+    assert _paths(tmp_path / "o.csv") == ["ab.tar.gz/a.jpg", "ab.tar.gz"]
+    (error,) = read_csv(tmp_path / "o.errors.csv")
+    assert error["error"].startswith("shard unreadable after 1 members (last: a.jpg): the archive")
+    assert f"a member's header follows at byte {len(gzip.decompress(a))}" in error["error"]
+
+
+def test_a_shard_listed_under_two_spellings_is_read_once(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list naming `s.tar`, `./s.tar` and its absolute path read each member three
+    times, under three paths (a file so listed is read once); a broken shard's row too."""
+    monkeypatch.chdir(tmp_path)
+    write_tar(tmp_path / "s.tar", [("a.jpg", photo_jpeg), ("b.jpg", photo_jpeg)])
+    (tmp_path / "cut.tar").write_bytes(b"\x01" * 700)
+    lines = ["s.tar", "./s.tar", str(tmp_path / "s.tar"), "s{,}.tar", "cut.tar", "./cut.tar"]
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    output = _infer(tiny_model, tmp_path / "o.csv", "@list.txt")
+    assert _paths(tmp_path / "o.csv") == ["s.tar/a.jpg", "s.tar/b.jpg", "cut.tar"]
+    assert "9 list entries named a file listed before" in output
+
+
+def test_a_shard_is_read_as_gzip_or_tar_by_its_bytes_not_its_name(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """A gzip stream named `.tar` was a garbled header at byte 0, a plain tar named
+    `.tar.gz` 'Not a gzipped file': every member lost, where WebDataset (tarfile's
+    "r|*") reads both. A plain tar's members keep their offsets, by name or not."""
+    plain = write_tar(tmp_path / "p.tar", [("a.jpg", photo_jpeg)]).read_bytes()
+    (tmp_path / "g.tar").write_bytes(gzip.compress(plain))
+    (tmp_path / "t.tar.gz").write_bytes(plain)
+    _infer(tiny_model, tmp_path / "o.csv", str(tmp_path / "g.tar"), str(tmp_path / "t.tar.gz"))
+    assert _paths(tmp_path / "o.csv") == [f"{tmp_path}/g.tar/a.jpg", f"{tmp_path}/t.tar.gz/a.jpg"]
+    (gz,) = shards.members(str(tmp_path / "g.tar"), "", None)
+    (tar,) = shards.members(str(tmp_path / "t.tar.gz"), "", None)
+    assert gz.offset is None and tar.offset == 512 and gz.data == tar.data == photo_jpeg
+    assert read_item(dataclasses.replace(tar, data=None)) == photo_jpeg

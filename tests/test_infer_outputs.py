@@ -443,3 +443,37 @@ def test_parts_of_another_listing_are_removed_before_new_ones(tmp_path: Path):
     assert paths(out) == ["a"]
     parts_listed = json.loads((out / "_manifest.json").read_text())["parts"]
     assert parts_listed == sorted(n for n in os.listdir(out) if n.startswith("block-"))
+
+
+def test_csv_cut_inside_a_quoted_newline_resumes_exactly_once(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+):
+    """A CSV row whose path holds a newline is quoted across two lines: a kill after that
+    newline left `im_1\\n` behind, and --resume cut only past the last newline, so the
+    next rows were appended inside the open quote (a file swallowed into a cell)."""
+    folder = tmp_path / "names"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"im_{i}\nline.jpg").write_bytes(photo_jpeg)
+    out, whole = tmp_path / "pred.csv", tmp_path / "whole.csv"
+    assert run(infer_args(tiny_model, folder, whole, "--batch-size", "2"))[0] == 0
+    text = whole.read_bytes()
+    out.write_bytes(text[: text.index(b'"im_3\n') + len(b'"im_3\n')])  # killed there
+    errors_of(out).write_bytes(errors_of(whole).read_bytes())
+    code, output = run(infer_args(tiny_model, folder, out, "--batch-size", "2", "--resume"))
+    assert code == 0 and "3 already done (resumed)" in output, output
+    assert read_rows(out) == read_rows(whole)
+
+
+def test_torn_csv_row_is_cut_whole_whatever_the_chunk(tmp_path: Path):
+    """cut_torn_line reads back a chunk at a time: a quoted newline across a chunk's edge
+    is still inside its cell."""
+    from cnnbench.infer.sinks.formats import cut_torn_line
+
+    rows = b'path,label\r\n"a\nb",x\r\n"c""\n",y\r\n'
+    for torn in (b'"d\n', b'"d\ne",', b'"d""\n\n', b"e,"):
+        for chunk in range(1, len(rows) + 8):
+            path = tmp_path / "p.csv"
+            path.write_bytes(rows + torn)
+            cut_torn_line(str(path), quoted=True, chunk=chunk)
+            assert path.read_bytes() == rows, (torn, chunk)

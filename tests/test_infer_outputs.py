@@ -477,3 +477,31 @@ def test_torn_csv_row_is_cut_whole_whatever_the_chunk(tmp_path: Path):
             path.write_bytes(rows + torn)
             cut_torn_line(str(path), quoted=True, chunk=chunk)
             assert path.read_bytes() == rows, (torn, chunk)
+
+
+@pytest.mark.parametrize("ext", ["csv", "jsonl"])
+def test_a_disk_that_fills_up_leaves_whole_rows(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path, ext: str
+):
+    """The disk fills up mid-run (here a file size limit: EFBIG, as a full disk's ENOSPC):
+    one line naming the output, and the output ends with its last whole batch, where it
+    ended inside a row (a reader got a row of empty cells until a --resume cut it);
+    --resume later finishes every file exactly once."""
+    import resource
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(60):
+        (folder / f"img_{i:03d}.png").write_bytes(photo_jpeg)  # a JPEG named .png
+    out = tmp_path / f"pred.{ext}"
+    args = command(tiny_model, folder, out, "--top-k", "3")
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))  # noqa: E731
+    done = subprocess.run(args, capture_output=True, text=True, preexec_fn=limit)
+    assert_one_line_error(done.returncode, done.stderr, f"cannot write {out}: File too large")
+    assert "--resume" in done.stderr
+    written = read_rows(out)
+    assert 0 < len(written) < 60 and len(written) % 8 == 0, "whole batches only"
+    assert all(row["label_3"] and row["score_3"] for row in written), "no torn row"
+    again = subprocess.run([*args, "--resume"], capture_output=True, text=True)
+    assert again.returncode == 0 and f"{len(written)} already done" in again.stderr, again.stderr
+    assert_exactly_once(folder, out)

@@ -505,3 +505,21 @@ def test_a_disk_that_fills_up_leaves_whole_rows(
     again = subprocess.run([*args, "--resume"], capture_output=True, text=True)
     assert again.returncode == 0 and f"{len(written)} already done" in again.stderr, again.stderr
     assert_exactly_once(folder, out)
+
+
+def test_an_output_named_as_a_folder_is_one_line(tiny_model: Path, labelled: Path, tmp_path: Path):
+    """-o, --errors or --summary ending in '/' (and no folder there): one line before
+    anything runs; they were a message naming a hidden temporary file (`.s.1234.tmp:
+    Not a directory`), the summary's after the whole run. A Parquet -o is a folder."""
+    out = str(tmp_path / "p.csv")
+    for args in (
+        ["-o", f"{tmp_path}/new/"],
+        ["-o", f"{out}/"],
+        ["-o", out, "--errors", f"{tmp_path}/e.csv/"],
+        ["-o", out, "--summary", f"{tmp_path}/s/"],
+    ):
+        code, output = run(["infer", str(tiny_model), str(labelled), *args, "--no-progress"])
+        assert_one_line_error(code, output, "/: a name ending in / is a folder's")
+    assert os.listdir(tmp_path) == ["labelled"], "nothing written"
+    code, output = run(infer_args(tiny_model, labelled, f"{tmp_path}/p.parquet/"))
+    assert code == 0, output

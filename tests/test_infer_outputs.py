@@ -523,3 +523,23 @@ def test_an_output_named_as_a_folder_is_one_line(tiny_model: Path, labelled: Pat
     assert os.listdir(tmp_path) == ["labelled"], "nothing written"
     code, output = run(infer_args(tiny_model, labelled, f"{tmp_path}/p.parquet/"))
     assert code == 0, output
+
+
+def test_a_file_inside_a_parquet_dataset_is_one_line(
+    tiny_model: Path, labelled: Path, tmp_path: Path
+):
+    """--summary or --errors inside a Parquet output's folder (or -o inside its errors
+    dataset's): one line. A summary there made pandas.read_parquet and pyarrow fail on
+    the dataset (not Parquet), an errors dataset there was read as rows of nulls."""
+    out = tmp_path / "p.parquet"
+    assert run(infer_args(tiny_model, labelled, out))[0] == 0
+    before = read_rows(out)
+    for args in (
+        ["-o", str(out), "--summary", str(out / "s.json")],
+        ["-o", str(out), "--errors", str(out / "e.parquet")],
+        ["-o", str(errors_of(out) / "q.parquet"), "--errors", str(errors_of(out))],
+    ):
+        code, output = run(["infer", str(tiny_model), str(labelled), *args, "--no-progress"])
+        assert_one_line_error(code, output, "is inside the Parquet dataset", "beside it")
+    assert sorted(os.listdir(out)) == ["_manifest.json", *committed_blocks(out)]
+    assert read_rows(out) == before

@@ -543,3 +543,22 @@ def test_a_file_inside_a_parquet_dataset_is_one_line(
         assert_one_line_error(code, output, "is inside the Parquet dataset", "beside it")
     assert sorted(os.listdir(out)) == ["_manifest.json", *committed_blocks(out)]
     assert read_rows(out) == before
+
+
+def test_names_that_differ_are_written_apart(tiny_model: Path, photo_jpeg: bytes, tmp_path: Path):
+    """A name's bytes that are not UTF-8 are written `\\xNN`; a name holding those very
+    characters was written the same, so two files shared a path and --resume skipped the
+    second unread. A name that holds `\\xNN` or `\\\\` now has its backslashes doubled,
+    as `ls -b` writes them; other backslashes (keys from Windows) stay as they are."""
+    folder = tmp_path / "names"
+    folder.mkdir()
+    names = [os.fsdecode(b"latin1-\xe9.jpg"), "latin1-\\xe9.jpg", "a\\\\b.jpg", "win\\2024\\x.jpg"]
+    for name in names:
+        (folder / name).write_bytes(photo_jpeg)
+    out = tmp_path / "pred.csv"
+    assert run(infer_args(tiny_model, folder, out, "--limit", "1"))[0] == 0
+    code, output = run(infer_args(tiny_model, folder, out, "--resume"))
+    assert code == 0 and "1 already done (resumed)" in output, output
+    assert sorted(paths(out)) == sorted(
+        ["latin1-\\xe9.jpg", "latin1-\\\\xe9.jpg", "a\\\\\\\\b.jpg", "win\\2024\\x.jpg"]
+    )

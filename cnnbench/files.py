@@ -52,6 +52,8 @@ def unwritable(path: str) -> str | None:
         return why
     if os.path.isdir(path):
         return "it is a folder"
+    if path.endswith(("/", os.sep)):  # the file would be renamed into a folder's name
+        return "a name ending in / is a folder's: give a file name"
     if os.path.exists(path) and not os.access(path, os.W_OK):
         return "it is a read-only file"
     return unwritable_folder(os.path.dirname(os.path.abspath(path)))

@@ -113,7 +113,9 @@ def _engine(
     if engine == Engine.LOCAL:
         ray_only = RAY_ONLY if not _parquet_output() else RAY_ONLY[:-1]
         if given := given_options(ray_only):
-            raise click.UsageError(f"{', '.join(given)} only apply with --engine ray: add it")
+            verb = "applies" if len(given) == 1 else "apply"
+            parquet = " or a .parquet -o" if given == ["--block-size"] else ""
+            raise click.UsageError(f"{', '.join(given)} only {verb} with --engine ray{parquet}")
     ray = RayOptions(address=address, workers=workers, num_gpus_per_worker=num_gpus_per_worker)
     return EngineOptions(Engine(engine), workers, ray, block_size)
 

@@ -84,6 +84,10 @@ def test_unwritable_says_why(tmp_path: Path) -> None:
     assert unwritable(str(tmp_path)) == "it is a folder"
     missing = tmp_path / "missing" / "x.csv"
     assert unwritable(str(missing)) == f"folder {missing.parent} does not exist or is not writable"
+    # a name ending in '/' names a folder: the write failed after the work, at the
+    # temporary file beside it ('.x.1234.tmp' -> 'x/': Not a directory)
+    why = "a name ending in / is a folder's: give a file name"
+    assert unwritable(f"{tmp_path}/new/") == why and unwritable(f"{tmp_path}/x.json/") == why
 
 
 def test_sha256_file(tmp_path: Path) -> None:

@@ -443,3 +443,122 @@ def test_parts_of_another_listing_are_removed_before_new_ones(tmp_path: Path):
     assert paths(out) == ["a"]
     parts_listed = json.loads((out / "_manifest.json").read_text())["parts"]
     assert parts_listed == sorted(n for n in os.listdir(out) if n.startswith("block-"))
+
+
+def test_csv_cut_inside_a_quoted_newline_resumes_exactly_once(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+):
+    """A CSV row whose path holds a newline is quoted across two lines: a kill after that
+    newline left `im_1\\n` behind, and --resume cut only past the last newline, so the
+    next rows were appended inside the open quote (a file swallowed into a cell)."""
+    folder = tmp_path / "names"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"im_{i}\nline.jpg").write_bytes(photo_jpeg)
+    out, whole = tmp_path / "pred.csv", tmp_path / "whole.csv"
+    assert run(infer_args(tiny_model, folder, whole, "--batch-size", "2"))[0] == 0
+    text = whole.read_bytes()
+    out.write_bytes(text[: text.index(b'"im_3\n') + len(b'"im_3\n')])  # killed there
+    errors_of(out).write_bytes(errors_of(whole).read_bytes())
+    code, output = run(infer_args(tiny_model, folder, out, "--batch-size", "2", "--resume"))
+    assert code == 0 and "3 already done (resumed)" in output, output
+    assert read_rows(out) == read_rows(whole)
+
+
+def test_torn_csv_row_is_cut_whole_whatever_the_chunk(tmp_path: Path):
+    """cut_torn_line reads back a chunk at a time: a quoted newline across a chunk's edge
+    is still inside its cell."""
+    from cnnbench.infer.sinks.formats import cut_torn_line
+
+    rows = b'path,label\r\n"a\nb",x\r\n"c""\n",y\r\n'
+    for torn in (b'"d\n', b'"d\ne",', b'"d""\n\n', b"e,"):
+        for chunk in range(1, len(rows) + 8):
+            path = tmp_path / "p.csv"
+            path.write_bytes(rows + torn)
+            cut_torn_line(str(path), quoted=True, chunk=chunk)
+            assert path.read_bytes() == rows, (torn, chunk)
+
+
+@pytest.mark.parametrize("ext", ["csv", "jsonl"])
+def test_a_disk_that_fills_up_leaves_whole_rows(
+    tiny_model: Path, photo_jpeg: bytes, tmp_path: Path, ext: str
+):
+    """The disk fills up mid-run (here a file size limit: EFBIG, as a full disk's ENOSPC):
+    one line naming the output, and the output ends with its last whole batch, where it
+    ended inside a row (a reader got a row of empty cells until a --resume cut it);
+    --resume later finishes every file exactly once."""
+    import resource
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(60):
+        (folder / f"img_{i:03d}.png").write_bytes(photo_jpeg)  # a JPEG named .png
+    out = tmp_path / f"pred.{ext}"
+    args = command(tiny_model, folder, out, "--top-k", "3")
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))  # noqa: E731
+    done = subprocess.run(args, capture_output=True, text=True, preexec_fn=limit)
+    assert_one_line_error(done.returncode, done.stderr, f"cannot write {out}: File too large")
+    assert "--resume" in done.stderr
+    written = read_rows(out)
+    assert 0 < len(written) < 60 and len(written) % 8 == 0, "whole batches only"
+    assert all(row["label_3"] and row["score_3"] for row in written), "no torn row"
+    again = subprocess.run([*args, "--resume"], capture_output=True, text=True)
+    assert again.returncode == 0 and f"{len(written)} already done" in again.stderr, again.stderr
+    assert_exactly_once(folder, out)
+
+
+def test_an_output_named_as_a_folder_is_one_line(tiny_model: Path, labelled: Path, tmp_path: Path):
+    """-o, --errors or --summary ending in '/' (and no folder there): one line before
+    anything runs; they were a message naming a hidden temporary file (`.s.1234.tmp:
+    Not a directory`), the summary's after the whole run. A Parquet -o is a folder."""
+    out = str(tmp_path / "p.csv")
+    for args in (
+        ["-o", f"{tmp_path}/new/"],
+        ["-o", f"{out}/"],
+        ["-o", out, "--errors", f"{tmp_path}/e.csv/"],
+        ["-o", out, "--summary", f"{tmp_path}/s/"],
+    ):
+        code, output = run(["infer", str(tiny_model), str(labelled), *args, "--no-progress"])
+        assert_one_line_error(code, output, "/: a name ending in / is a folder's")
+    assert os.listdir(tmp_path) == ["labelled"], "nothing written"
+    code, output = run(infer_args(tiny_model, labelled, f"{tmp_path}/p.parquet/"))
+    assert code == 0, output
+
+
+def test_a_file_inside_a_parquet_dataset_is_one_line(
+    tiny_model: Path, labelled: Path, tmp_path: Path
+):
+    """--summary or --errors inside a Parquet output's folder (or -o inside its errors
+    dataset's): one line. A summary there made pandas.read_parquet and pyarrow fail on
+    the dataset (not Parquet), an errors dataset there was read as rows of nulls."""
+    out = tmp_path / "p.parquet"
+    assert run(infer_args(tiny_model, labelled, out))[0] == 0
+    before = read_rows(out)
+    for args in (
+        ["-o", str(out), "--summary", str(out / "s.json")],
+        ["-o", str(out), "--errors", str(out / "e.parquet")],
+        ["-o", str(errors_of(out) / "q.parquet"), "--errors", str(errors_of(out))],
+    ):
+        code, output = run(["infer", str(tiny_model), str(labelled), *args, "--no-progress"])
+        assert_one_line_error(code, output, "is inside the Parquet dataset", "beside it")
+    assert sorted(os.listdir(out)) == ["_manifest.json", *committed_blocks(out)]
+    assert read_rows(out) == before
+
+
+def test_names_that_differ_are_written_apart(tiny_model: Path, photo_jpeg: bytes, tmp_path: Path):
+    """A name's bytes that are not UTF-8 are written `\\xNN`; a name holding those very
+    characters was written the same, so two files shared a path and --resume skipped the
+    second unread. A name that holds `\\xNN` or `\\\\` now has its backslashes doubled,
+    as `ls -b` writes them; other backslashes (keys from Windows) stay as they are."""
+    folder = tmp_path / "names"
+    folder.mkdir()
+    names = [os.fsdecode(b"latin1-\xe9.jpg"), "latin1-\\xe9.jpg", "a\\\\b.jpg", "win\\2024\\x.jpg"]
+    for name in names:
+        (folder / name).write_bytes(photo_jpeg)
+    out = tmp_path / "pred.csv"
+    assert run(infer_args(tiny_model, folder, out, "--limit", "1"))[0] == 0
+    code, output = run(infer_args(tiny_model, folder, out, "--resume"))
+    assert code == 0 and "1 already done (resumed)" in output, output
+    assert sorted(paths(out)) == sorted(
+        ["latin1-\\xe9.jpg", "latin1-\\\\xe9.jpg", "a\\\\\\\\b.jpg", "win\\2024\\x.jpg"]
+    )

@@ -87,6 +87,9 @@ def test_bad_inputs_are_one_line_and_write_nothing(
     assert_refused([*base, "--fp16"], tmp_path, "tensorrt")
     ray_only = ["--address", "auto", "--block-size", "10"]
     assert_refused([*base, *ray_only], tmp_path, "--address, --block-size", "--engine ray")
+    # it said --block-size applied with --engine ray only: a .parquet -o takes it too
+    block = [*base, "--block-size", "10"]
+    assert_refused(block, tmp_path, "--block-size only applies with --engine ray or a .parquet -o")
 
 
 def test_not_an_image_classifier_says_why(images: Path, tmp_path: Path) -> None:

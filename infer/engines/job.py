@@ -45,6 +45,7 @@ from cnnbench.infer.runtime.session import (
 )
 from cnnbench.infer.sinks.output import (
     Earlier,
+    check_apart,
     check_outputs,
     default_errors_path,
     job_path,
@@ -291,12 +292,13 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
     if cfg.block_size < 1:
         raise InferError(f"--block-size must be a positive integer, got {cfg.block_size}")
     inputs = expand_inputs(cfg.inputs, cfg.extensions)
-    check_outputs(cfg.output, cfg.errors_path)
+    fmt = check_outputs(cfg.output, cfg.errors_path)
     targets = [cfg.output, cfg.errors_path] + ([cfg.summary] if cfg.summary else [])
     if cfg.summary and (why := unwritable(cfg.summary)):
         raise InferError(f"cannot write {cfg.summary}: {why}")
     if len({os.path.abspath(p) for p in targets}) < len(targets):
         raise InferError("--output, --errors and --summary must be different files")
+    check_apart(fmt, targets)
     # the job's own files beside its output: its lock (removed at the end) and its record
     own = {lock_path(cfg.output), lock_path(cfg.errors_path), job_path(cfg.output)}
     own_abs = {os.path.abspath(p) for p in own if not stores.is_url(p)}

@@ -160,20 +160,41 @@ def encode(fmt: Format, columns: Sequence[str], rows: Sequence[dict]) -> bytes:
     return buf.getvalue()
 
 
-def cut_torn_line(path: str, chunk: int = 1 << 16) -> None:
+def cut_torn_line(path: str, quoted: bool = False, chunk: int = 1 << 16) -> None:
     """A run killed in the middle of writing a line left part of it: cut it off (the
-    file is read back from its end, a chunk at a time, to its last newline)."""
+    file is read back from its end, a chunk at a time, to the last newline that ends a
+    row). `quoted` (CSV): a newline inside a quoted cell (a name or label holding one)
+    ends no row; a row ends at a newline with an even count of quotes before it."""
     with open(path, "rb+") as f:
         end = pos = f.seek(0, os.SEEK_END)
+        before = _quotes(f) if quoted else 0  # the quotes before `pos`
         while pos > 0:
-            pos = max(0, pos - chunk)
-            f.seek(pos)
-            newline = f.read(min(chunk, end - pos)).rfind(b"\n")
-            if newline >= 0:
-                pos += newline + 1
+            start = max(0, pos - chunk)
+            f.seek(start)
+            data = f.read(pos - start)
+            before -= data.count(b'"') if quoted else 0
+            if (at := _row_end(data, before, quoted)) >= 0:
+                pos = start + at + 1
                 break
+            pos = start
         if pos < end:
             f.truncate(pos)
+
+
+def _quotes(f: IO[bytes]) -> int:
+    """How many quote characters the whole file holds (read a chunk at a time)."""
+    f.seek(0)
+    return sum(block.count(b'"') for block in iter(lambda: f.read(1 << 20), b""))
+
+
+def _row_end(data: bytes, before: int, quoted: bool) -> int:
+    """Where in `data` its last newline that ends a row is (-1: none); `before`: the
+    quotes in the file before `data`."""
+    at = len(data)
+    while (at := data.rfind(b"\n", 0, at)) >= 0:
+        if not quoted or (before + data.count(b'"', 0, at)) % 2 == 0:
+            return at
+    return -1
 
 
 def _refuse(path: str, found: Sequence[str], expected: Sequence[str]) -> InferError:
@@ -192,7 +213,7 @@ def read_written(
     the whole job's accuracy."""
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return {}, False
-    cut_torn_line(path)
+    cut_torn_line(path, quoted=fmt is Format.CSV)
     with open(path, newline="", encoding="utf-8") as f:
         return _read_text(fmt, f, path, expected)
 

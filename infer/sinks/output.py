@@ -49,6 +49,27 @@ def check_outputs(output: str, errors: str) -> Format:
     return fmt
 
 
+def check_apart(fmt: Format, targets: list[str]) -> None:
+    """One line when a file of the run is inside a Parquet dataset folder of its own
+    (`--summary out.parquet/s.json`): the dataset's readers take every file there for a
+    part (a summary made pandas and pyarrow fail on it; an errors dataset was read as
+    rows of nulls). `targets`: the output, the errors file, the summary."""
+    folders = targets[:2] if fmt is Format.PARQUET else []
+    for folder in folders:
+        for target in targets:
+            if target is not folder and _inside(target, folder):
+                raise InferError(
+                    f"cannot write {target}: it is inside the Parquet dataset {folder}, whose "
+                    "readers would take it for a part; write it beside it"
+                )
+
+
+def _inside(path: str, folder: str) -> bool:
+    if is_url(path) or is_url(folder):
+        return path.startswith(folder.rstrip("/") + "/")
+    return os.path.abspath(path).startswith(os.path.join(os.path.abspath(folder), ""))
+
+
 def _unwritable(path: str, fmt: Format) -> str | None:
     if not_a_file(path):
         return (

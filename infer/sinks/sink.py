@@ -14,8 +14,9 @@ import contextlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import BinaryIO, Protocol
 
+from cnnbench.files import named_write_error
 from cnnbench.infer.sinks.formats import ERROR_FIELDNAMES, Format, encode_lines, header
 from cnnbench.infer.sinks.output import (
     Earlier,
@@ -71,17 +72,16 @@ class AppendSink:
         self.skipped = 0
         self._resumed: list[str] = []  # the prediction rows `pending` skipped, by name
         self.where: str | None = None
-        self.files: list[IO[str]] = []
+        self.files: list[BinaryIO] = []  # unbuffered: a batch is written or cut off whole
         with contextlib.ExitStack() as stack:
             for path, names, started in (
                 (output, columns, self.state is not None and self.state.output_has_header),
                 (errors, ERROR_FIELDNAMES, self.state is not None and self.state.errors_has_header),
             ):
-                f = stack.enter_context(
-                    open(path, "a" if started else "w", newline="", encoding="utf-8")
+                self.files.append(
+                    stack.enter_context(open(path, "ab" if started else "wb", buffering=0))
                 )
-                f.write("" if started else header(fmt, names))
-                self.files.append(f)
+                self._append({self.files[-1]: "" if started else header(fmt, names)})
             stack.pop_all()
 
     def pending(self, items: Iterator[Item]) -> Iterator[Item]:
@@ -92,13 +92,29 @@ class AppendSink:
                 yield item
 
     def write(self, outcomes: list[Outcome]) -> None:
-        rows, failed = self.files
-        rows.write(encode_lines(self.fmt, self.columns, [o.row for o in outcomes if not o.failed]))
-        failed.write(
-            encode_lines(self.fmt, ERROR_FIELDNAMES, [o.row for o in outcomes if o.failed])
+        rows = [o.row for o in outcomes if not o.failed]
+        failed = [o.row for o in outcomes if o.failed]
+        out, err = self.files
+        self._append(
+            {
+                out: encode_lines(self.fmt, self.columns, rows),
+                err: encode_lines(self.fmt, ERROR_FIELDNAMES, failed),
+            }
         )
-        rows.flush()
-        failed.flush()
+
+    def _append(self, texts: dict[BinaryIO, str]) -> None:
+        """Each text to the end of its file, all of them or none: a disk that fills up
+        (or a file size limit) mid-write leaves the files as they were, not a torn row
+        that a reader takes for one, and the error names the file."""
+        marks = [(f, f.tell()) for f in self.files]
+        for f, text in texts.items():
+            try:
+                _write_all(f, text.encode("utf-8"))
+            except OSError as e:
+                for g, mark in marks:
+                    with contextlib.suppress(OSError):  # /dev/null has no size to cut
+                        g.truncate(mark)
+                raise named_write_error(e, str(f.name)) from e
 
     def earlier(self) -> Earlier:
         return self.state.earlier(self._resumed) if self.state is not None else Earlier()
@@ -106,6 +122,13 @@ class AppendSink:
     def close(self, finished: bool) -> None:
         for f in self.files:
             f.close()
+
+
+def _write_all(f: BinaryIO, data: bytes) -> None:
+    """All of `data` to an unbuffered file (one write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[f.write(view) :]
 
 
 class BlockSink:

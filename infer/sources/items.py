@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -30,17 +31,24 @@ NO_EXTENSION = "(none)"
 LISTED_AGAIN = "(listed again)"
 
 
+# a backslash that starts what `printable` escapes with: `\\` or `\xNN`
+_LOOKS_ESCAPED = re.compile(r"\\(?:\\|x[0-9a-fA-F]{2})")
+
+
 def printable(name: str) -> str:
-    """`name` as the outputs write it: valid Unicode. A file name's bytes that are not
-    UTF-8 (Python carries them as surrogates) are written as `\\xNN`, as `ls -b` and
-    Python show them; a name that is UTF-8 (nearly all) is itself."""
-    if name.isascii():
+    """`name` as the outputs write it: valid Unicode, and never another name's spelling.
+    A file name's bytes that are not UTF-8 (Python carries them as surrogates) are
+    written as `\\xNN`, as `ls -b` and Python show them, and such a name's backslashes,
+    or those of a name holding `\\xNN` or `\\\\` itself, are doubled (otherwise two files
+    could share a path, the key --resume skips by); any other name (nearly all) is itself."""
+    if name.isascii() and "\\" not in name:
         return name
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return name
+        escaped = name.replace("\\", "\\\\").encode("utf-8", "surrogateescape")
+        return escaped.decode("utf-8", "backslashreplace")
+    return name.replace("\\", "\\\\") if _LOOKS_ESCAPED.search(name) else name
 
 
 def extension_of(name: str) -> str:

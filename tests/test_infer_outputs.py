@@ -197,6 +197,22 @@ def test_resume_with_another_model_is_refused(
     assert code == 0 and "already done (resumed)" in output, output
 
 
+@pytest.mark.parametrize("ext", ["csv", "jsonl", "parquet"])
+def test_resume_with_nothing_to_go_on_from_says_so(
+    tiny_model: Path, labelled: Path, tmp_path: Path, ext: str
+):
+    """--resume naming an output no run wrote (the earlier run's was another name or
+    extension) read every file again without a word; it says so before the rows."""
+    out = tmp_path / f"pred.{ext}"
+    code, output = run(infer_args(tiny_model, labelled, out, "--limit", "5", "--resume"))
+    said = [line for line in output.splitlines() if line.startswith("--resume: ")]
+    assert code == 0 and len(said) == 1, output
+    assert said[0].startswith(f"--resume: no earlier run's output at {out} to go on from")
+    code, output = run(infer_args(tiny_model, labelled, out, "--limit", "5", "--resume"))
+    assert code == 0 and "5 already done (resumed)" in output, output
+    assert "--resume: " not in output, "an earlier run's output is there"
+
+
 def without_top1(out: Path, name: str) -> None:
     """`name`'s row in a CSV or JSON lines output with its top-1 label emptied, as an
     edited file or another writer may leave it."""

@@ -475,6 +475,15 @@ def running_precision(session: Any, fmt: InputFormat) -> str:
     return f"int8 ({ran} elsewhere)" if declared == "int8" else ran
 
 
+def nothing_to_resume(cfg: InferConfig) -> str:
+    """What --resume says where no earlier run wrote to the output it names (another name
+    or extension than the run it means to go on from, say): the job starts over."""
+    return (
+        f"--resume: no earlier run's output at {cfg.output} to go on from: every file is "
+        "read (Ctrl-C now if the earlier run wrote elsewhere, and give its -o)"
+    )
+
+
 def check_batch_memory(fmt: InputFormat, batch_size: int, buffers: int) -> None:
     """One line where `buffers` batch buffers alone would take more memory than the
     process may use, the machine's or its container's (they are allocated up front,

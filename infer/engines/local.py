@@ -43,6 +43,7 @@ from cnnbench.infer.engines.job import (
     idle_seconds,
     iter_items,
     job_key,
+    nothing_to_resume,
     prediction_row,
     running_precision,
     score_earlier,
@@ -333,6 +334,8 @@ def _run_session(
         check_output(runner, np.zeros((batch_size, *fmt.size, fmt.channels), dtype=np.uint8))
     with output_locks(cfg.output, cfg.errors_path):
         sink = open_sink(cfg, fieldnames(cfg.top_k, with_truth), model_sha256.result())
+        if cfg.resume and not sink.resumed:
+            say(nothing_to_resume(cfg))
         finished = False
         try:
             writer = _Writer(runner, fmt, cfg, summary, with_truth)

@@ -41,6 +41,7 @@ from cnnbench.infer.engines.job import (
     describe_format,
     iter_items,
     job_key,
+    nothing_to_resume,
     prediction_row,
     score_earlier,
     write_summary,
@@ -450,6 +451,8 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
                 write_summary(cfg, summary)
             return summary
         parts = Parts(cfg.output, cfg.errors_path, key, cfg.resume)
+        if cfg.resume and not parts.resumed:
+            report(nothing_to_resume(cfg))
         job = _plan(items, cfg.block_size, parts, summary)
         parts.keep_only(job.digests)  # before any new block: never a file twice
         summary.committed_in = parts.where

@@ -109,6 +109,11 @@ class ResumeState:
     output_has_header: bool
     errors_has_header: bool
 
+    @property
+    def started(self) -> bool:
+        """The earlier run wrote something to go on from."""
+        return self.output_has_header or self.errors_has_header
+
     def skips(self, name: str, resumed: list[str]) -> bool:
         """Whether the earlier run wrote `name`'s row; a prediction row's name goes into
         `resumed`, to be scored (an error row is in no accuracy)."""
@@ -143,12 +148,14 @@ def record_job(output: str, job: dict) -> None:
         json.dump(_appended(job), f, indent=2)
 
 
-def check_recorded_job(output: str, job: dict) -> None:
+def check_recorded_job(output: str, job: dict) -> bool:
     """One line when a CSV or JSON lines output was written by another job (an output
-    of an older cnnbench has no record: nothing to check)."""
-    if os.path.isfile(path := job_path(output)):
-        old = read_record(path, Path(path).read_bytes, "remove it to resume unchecked")
-        check_same_job(output, old, _appended(job))
+    of an older cnnbench has no record: nothing to check); whether there was a record."""
+    if not os.path.isfile(path := job_path(output)):
+        return False
+    old = read_record(path, Path(path).read_bytes, "remove it to resume unchecked")
+    check_same_job(output, old, _appended(job))
+    return True
 
 
 def _appended(job: dict) -> dict:

@@ -102,7 +102,8 @@ class Parts:
             self.manifest = MANIFEST
             self.exts = (ext, f".errors{ext}")
         self.where = self.rows.location
-        if resume and self.manifest in self.rows.names():
+        self.resumed = resume and self.manifest in self.rows.names()  # an earlier run's
+        if self.resumed:
             self._check_job()
             self._remove_torn()
         else:

@@ -39,6 +39,7 @@ class Outcome:
 
 class Sink(Protocol):
     skipped: int  # files done by an earlier run (--resume)
+    resumed: bool  # --resume found an earlier run's output to go on from
     where: str | None  # where committed blocks are kept; None: rows go straight to OUTPUT
 
     def pending(self, items: Iterator[Item]) -> Iterator[Item]:
@@ -65,9 +66,10 @@ class AppendSink:
     ) -> None:
         self.fmt, self.columns = fmt, columns
         self.state: ResumeState | None = None
+        self.resumed = False
         if resume:
             self.state = read_resume_state(output, errors, columns)  # columns: named
-            check_recorded_job(output, job)
+            self.resumed = check_recorded_job(output, job) or self.state.started
         record_job(output, job)
         self.skipped = 0
         self._resumed: list[str] = []  # the prediction rows `pending` skipped, by name
@@ -142,6 +144,7 @@ class BlockSink:
         self.buffer: list[Outcome] = []
         self.skipped = 0
         self.where: str | None = parts.where
+        self.resumed = parts.resumed
 
     def pending(self, items: Iterator[Item]) -> Iterator[Item]:
         for k, digest, chunk in blocks(items, self.block_size):

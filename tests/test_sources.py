@@ -1040,3 +1040,23 @@ def test_an_endpoint_that_never_answers_is_one_line_in_bounded_time(
     assert time.monotonic() - start < 30
     assert_one_line_error(done.returncode, done.stderr, "no answer for s3://b/p/", endpoint)
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_a_listed_prefix_without_its_slash_says_to_add_it(
+    tiny_model: Path, photo_jpeg: bytes, s3_env: S3Server, tmp_path: Path
+) -> None:
+    """An @list line names a prefix by its trailing '/' (lines are not asked about: a
+    request each); `s3://b/set` with objects under set/ was a bare 'not found' row,
+    its objects lost without a word on why. The row now says what to write."""
+    client = s3_env.client()
+    client.create_bucket(Bucket="hint")
+    for key in ("set/a.jpg", "set2/b.jpg"):
+        client.put_object(Bucket="hint", Key=key, Body=photo_jpeg)
+    listed = tmp_path / "list.txt"
+    listed.write_text("s3://hint/set\ns3://hint/set2/\ns3://hint/gone\n")
+    _infer(tiny_model, tmp_path / "o.csv", f"@{listed}")
+    assert [r["path"] for r in _rows(tmp_path / "o.csv")] == ["s3://hint/set2/b.jpg"]
+    errors = {e["path"]: e["error"] for e in _rows(tmp_path / "o.errors.csv")}
+    assert errors["s3://hint/gone"] == "not found: s3://hint/gone"
+    assert errors["s3://hint/set"].startswith("not found: s3://hint/set: "), errors
+    assert "objects are under it as a prefix: write s3://hint/set/ " in errors["s3://hint/set"]

@@ -29,7 +29,7 @@ from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from cnnbench.infer.decode.probe import file_limit, oversize
-from cnnbench.infer.sources import s3_multi, stores
+from cnnbench.infer.sources import prefixes, s3_multi, stores
 from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.s3_multi import S3Multi
 
@@ -73,7 +73,10 @@ def read_source(path: str, settings: tuple | None = None, max_bytes: int | None 
     with the store `settings` (None: those of now, `stores.store_settings`). A local
     file or object over `max_bytes` (None: `max_file_bytes()`) is refused unread."""
     if stores.is_url(path):
-        return stores.read_bytes(path, settings, file_limit(max_bytes))
+        try:
+            return stores.read_bytes(path, settings, file_limit(max_bytes))
+        except stores.StoreError as e:
+            raise prefixes.missing_object(path, e) from e.__cause__
     # Opened without waiting (a named pipe with no writer would block the reader for
     # good), then refused unless it is a file: a pipe or a device may never end.
     with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:

@@ -297,6 +297,12 @@ def describe(e: BaseException, url: str) -> str:
     return f"cannot read {url}: {where}{text}"
 
 
+def no_such_object(e: BaseException) -> bool:
+    """Whether the store's failure `e` says the object is not there (its bucket or
+    container is)."""
+    return _missing(e) == "object"
+
+
 def _missing(e: BaseException) -> str | None:
     """What a not-found lacks: 'bucket' or 'container' where the store's message names
     one, else 'object'; None for any other failure."""

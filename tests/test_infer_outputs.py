@@ -30,7 +30,7 @@ from helpers import (
 )
 
 
-def infer_args(model: Path, folder: Path, out: Path | str, *extra: str) -> list[str]:
+def infer_args(model: Path, folder: Path | str, out: Path | str, *extra: str) -> list[str]:
     return ["infer", str(model), str(folder), "-o", str(out), "--no-progress", *extra]
 
 
@@ -163,6 +163,24 @@ def test_outputs_inside_the_input_are_not_read(tiny_model: Path, labelled: Path)
     csv = labelled / "pred.csv"  # another job's files are inputs like any other
     assert run(infer_args(tiny_model, labelled, csv, *every))[0] == 0
     assert "cat/pred.parquet/_manifest.json" in paths(csv) + paths(errors_of(csv))
+
+
+def test_outputs_inside_a_listed_folder_are_not_read(
+    tiny_model: Path, labelled: Path, tmp_path: Path
+):
+    """A folder named by a line of an @list is read as one given on the command line:
+    the job's own files inside it are not (a rerun read its output, errors file and job
+    record as images, and each rerun one more)."""
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{labelled}\n")
+    out = labelled / "cat" / "pred.csv"
+    seen = []
+    for _ in range(2):
+        code, output = run(infer_args(tiny_model, f"@{listed}", out, "--extensions", "*"))
+        assert code == 0, output
+        seen.append(paths(out) + paths(errors_of(out)))
+    assert seen[0] == seen[1], "a rerun read its own files"
+    assert not [p for p in seen[1] if "/cat/pred." in p], seen[1]
 
 
 @pytest.mark.parametrize("ext", ["csv", "jsonl"])
@@ -394,7 +412,7 @@ def test_s3_parquet_output(
 
 
 def test_s3_outputs_inside_the_input_prefix_are_not_read(
-    s3: S3Server, tiny_model: Path, labelled: Path, monkeypatch
+    s3: S3Server, tiny_model: Path, labelled: Path, tmp_path: Path, monkeypatch
 ):
     for key, value in s3.env.items():
         monkeypatch.setenv(key, value)
@@ -408,6 +426,15 @@ def test_s3_outputs_inside_the_input_prefix_are_not_read(
         rows += s3_rows(s3, "set/run/pred.errors.parquet/", "inside")[1]
         seen.append([r["path"] for r in rows])
     assert seen[0] == seen[1] and not [p for p in seen[1] if p.startswith("run/")]
+    listed = tmp_path / "list.txt"  # the prefix named by a list's line: the same
+    listed.write_text("s3://inside/set/\n")
+    url = "s3://inside/set/listed/pred.parquet"
+    for _ in range(2):
+        code, output = run(infer_args(tiny_model, f"@{listed}", url, "--extensions", "*"))
+        assert code == 0, output
+        rows = s3_rows(s3, "set/listed/pred.parquet/", "inside")[1]
+        rows += s3_rows(s3, "set/listed/pred.errors.parquet/", "inside")[1]
+        assert not [r["path"] for r in rows if "/listed/" in r["path"]], rows
 
 
 def test_s3_parquet_kill_then_resume(

@@ -4,6 +4,7 @@ S3 client gets the endpoint from the environment the test sets (AWS_ENDPOINT_URL
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -15,6 +16,7 @@ import multiprocessing
 import os
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -992,3 +994,61 @@ def test_an_object_sized_by_its_listing_is_read_with_one_request(photo_jpeg: byt
         assert "GET" not in _Counting.seen[1:] and len(_Counting.seen) == 1, _Counting.seen
     finally:
         server.shutdown()
+
+
+def test_an_endpoint_that_never_answers_is_one_line_in_bounded_time(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """A server that accepts connections and sends nothing (a hung proxy, a stuck
+    gateway): one line naming the endpoint once botocore's own tries have each waited
+    READ_TIMEOUT_S (here 1 s), not botocore's 60 s a try, 5 tries, times cnnbench's 3
+    rounds (15 minutes before the line)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    args = ["infer", str(tiny_model), "s3://b/p/", "-o", str(tmp_path / "o.csv"), "--no-progress"]
+    code = (
+        "import runpy, sys; from cnnbench.infer.sources import stores; "
+        f"stores.READ_TIMEOUT_S = 1; sys.argv = ['cnnbench', *{args!r}]; "
+        "runpy.run_module('cnnbench', run_name='__main__')"
+    )
+    env = os.environ | s3_environment(endpoint)
+    start = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert time.monotonic() - start < 30
+    assert_one_line_error(done.returncode, done.stderr, "no answer for s3://b/p/", endpoint)
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_a_listed_prefix_without_its_slash_says_to_add_it(
+    tiny_model: Path, photo_jpeg: bytes, s3_env: S3Server, tmp_path: Path
+) -> None:
+    """An @list line names a prefix by its trailing '/' (lines are not asked about: a
+    request each); `s3://b/set` with objects under set/ was a bare 'not found' row,
+    its objects lost without a word on why. The row now says what to write."""
+    client = s3_env.client()
+    client.create_bucket(Bucket="hint")
+    for key in ("set/a.jpg", "set2/b.jpg"):
+        client.put_object(Bucket="hint", Key=key, Body=photo_jpeg)
+    listed = tmp_path / "list.txt"
+    listed.write_text("s3://hint/set\ns3://hint/set2/\ns3://hint/gone\n")
+    _infer(tiny_model, tmp_path / "o.csv", f"@{listed}")
+    assert [r["path"] for r in _rows(tmp_path / "o.csv")] == ["s3://hint/set2/b.jpg"]
+    errors = {e["path"]: e["error"] for e in _rows(tmp_path / "o.errors.csv")}
+    assert errors["s3://hint/gone"] == "not found: s3://hint/gone"
+    assert errors["s3://hint/set"].startswith("not found: s3://hint/set: "), errors
+    assert "objects are under it as a prefix: write s3://hint/set/ " in errors["s3://hint/set"]

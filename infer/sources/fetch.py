@@ -30,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from cnnbench.infer.decode.probe import file_limit, oversize
-from cnnbench.infer.sources import s3_multi, stores
+from cnnbench.infer.sources import prefixes, s3_multi, stores
 from cnnbench.infer.sources.items import Item
 from cnnbench.infer.sources.s3_multi import S3Multi
 
@@ -74,7 +74,10 @@ def read_source(path: str, settings: tuple | None = None, max_bytes: int | None 
     with the store `settings` (None: those of now, `stores.store_settings`). A local
     file or object over `max_bytes` (None: `max_file_bytes()`) is refused unread."""
     if stores.is_url(path):
-        return stores.read_bytes(path, settings, file_limit(max_bytes))
+        try:
+            return stores.read_bytes(path, settings, file_limit(max_bytes))
+        except stores.StoreError as e:
+            raise prefixes.missing_object(path, e) from e.__cause__
     with open_regular(path) as f:
         stores.check_size(os.fstat(f.fileno()).st_size, file_limit(max_bytes))
         return f.read()

@@ -108,10 +108,7 @@ def scan_inputs(
     even inside an input folder or prefix. With a list among the inputs, a file named
     again (a list's line repeated, lists concatenated) is read once and counted in
     `skipped` as LISTED_AGAIN."""
-    items = _scan_all(inputs, extensions, skipped, max_bytes)
-    if own := _as_scanned(inputs, written):  # rare: a filter on every file only then
-        under = tuple({f"{path}{sep}" for path in own for sep in ("/", os.sep)})
-        items = (i for i in items if i.path not in own and not i.path.startswith(under))
+    items = _scan_all(inputs, extensions, skipped, max_bytes, written)
     if any(text.startswith("@") for text in inputs):
         items = _once(items, skipped)
     yield from items
@@ -138,30 +135,40 @@ def _once(items: Iterator[Item], skipped: Counter | None) -> Iterator[Item]:
 
 
 def _scan_all(
-    inputs: tuple[str, ...], extensions: Extensions, skipped: Counter | None, max_bytes: int | None
+    inputs: tuple[str, ...],
+    extensions: Extensions,
+    skipped: Counter | None,
+    max_bytes: int | None,
+    written: tuple[str, ...],
 ) -> Iterator[Item]:
     single = len(inputs) == 1 and not inputs[0].startswith("@")
     for text in inputs:
         if text.startswith("@"):
-            yield from _scan_list(text[1:], extensions, skipped, max_bytes)
+            yield from _scan_list(text[1:], extensions, skipped, max_bytes, written)
         else:
-            yield from _scan_one(text, single, extensions, skipped, max_bytes)
+            yield from _scan_one(text, single, extensions, skipped, max_bytes, written)
 
 
-def _as_scanned(inputs: tuple[str, ...], written: tuple[str, ...]) -> frozenset[str]:
-    """The written paths that lie under an input folder or prefix, spelled as its scan
-    spells the files it finds (the input as given, then the path under it)."""
-    own: set[str] = set()
-    for text in inputs:
-        if text.startswith("@") or shards.is_shard(text):
-            continue
-        if stores.is_url(text):
-            own.update(w.rstrip("/") for w in written if text.endswith("/") and w.startswith(text))
-        elif os.path.isdir(text):
-            root = os.path.realpath(text)
-            for w in written:
-                if not stores.is_url(w) and (real := os.path.realpath(w)).startswith(root + os.sep):
-                    own.add(os.path.join(text, os.path.relpath(real, root)))
+def _without_own(items: Iterator[Item], text: str, written: tuple[str, ...]) -> Iterator[Item]:
+    """The items of the folder or prefix `text` (an input, or a list's line), less the
+    job's own files inside it (`written`: files, or folders of parts)."""
+    own = _as_scanned(text, written)
+    if not own:  # the common case: no filter on every file
+        return items
+    under = tuple({f"{path}{sep}" for path in own for sep in ("/", os.sep)})
+    return (i for i in items if i.path not in own and not i.path.startswith(under))
+
+
+def _as_scanned(text: str, written: tuple[str, ...]) -> frozenset[str]:
+    """The written paths that lie under the folder or prefix `text`, spelled as its scan
+    spells the files it finds (the folder as given, then the path under it)."""
+    if stores.is_url(text):
+        return frozenset(w.rstrip("/") for w in written if w.startswith(text))
+    root = os.path.realpath(text)
+    own = set()
+    for w in written:
+        if not stores.is_url(w) and (real := os.path.realpath(w)).startswith(root + os.sep):
+            own.add(os.path.join(text, os.path.relpath(real, root)))
     return frozenset(own)
 
 
@@ -171,18 +178,22 @@ def _scan_one(
     extensions: Extensions,
     skipped: Counter | None,
     max_bytes: int | None = None,
+    written: tuple[str, ...] = (),
 ) -> Iterator[Item]:
     """One input or list line: a folder, a file, a URL (object or prefix), or a shard
-    (local or URL, or a brace pattern of them)."""
+    (local or URL, or a brace pattern of them). What the job itself writes (`written`)
+    is never one of a folder's or prefix's files."""
     if shards.is_shard(text):
         for shard in shards.expand(text):
             head = _posix(shard) if not single else os.path.basename(_posix(shard))
             yield from shards.members(shard, f"{head}/", extensions, skipped, max_bytes)
     elif stores.is_url(text):
-        yield from url_items(text, "" if single else f"{text.rstrip('/')}/", extensions, skipped)
+        items = url_items(text, "" if single else f"{text.rstrip('/')}/", extensions, skipped)
+        yield from _without_own(items, text, written) if text.endswith("/") else items
     elif os.path.isdir(text):
         prefix = "" if single else f"{_posix(text).rstrip('/')}/"
-        yield from _scan_dir(text, prefix, extensions, frozenset(), skipped)
+        items = _scan_dir(text, prefix, extensions, frozenset(), skipped)
+        yield from _without_own(items, text, written)
     else:
         yield Item(text, printable(_posix(text)))
 
@@ -228,13 +239,17 @@ def _posix(path: str) -> str:
 
 
 def _scan_list(
-    list_path: str, extensions: Extensions, skipped: Counter | None, max_bytes: int | None
+    list_path: str,
+    extensions: Extensions,
+    skipped: Counter | None,
+    max_bytes: int | None,
+    written: tuple[str, ...] = (),
 ) -> Iterator[Item]:
     """One path or URL per line (paths relative to the working directory); folders,
-    prefixes and shards are scanned. A line is UTF-8 (a byte-order mark before the
-    first is dropped), or else a file name's own bytes, as `find` prints them. A NUL
-    byte, which no path has (a list saved as UTF-16): one line naming it, where the
-    scan reaches it."""
+    prefixes and shards are scanned, less the job's own files (`written`). A line is
+    UTF-8 (a byte-order mark before the first is dropped), or else a file name's own
+    bytes, as `find` prints them. A NUL byte, which no path has (a list saved as
+    UTF-16): one line naming it, where the scan reaches it."""
     with open(list_path, "rb") as f:
         for number, raw in enumerate(f, 1):
             if b"\0" in raw:
@@ -246,7 +261,8 @@ def _scan_list(
             if number == 1:
                 raw = raw.removeprefix(codecs.BOM_UTF8)
             if raw.strip():
-                yield from _scan_one(os.fsdecode(raw), False, extensions, skipped, max_bytes)
+                text = os.fsdecode(raw)
+                yield from _scan_one(text, False, extensions, skipped, max_bytes, written)
 
 
 def _scan_dir(

@@ -79,6 +79,25 @@ def list_prefix(url: str, page_keys: int = PAGE_KEYS) -> Iterator[Entry]:
         token = page.token
 
 
+def missing_object(url: str, e: stores.StoreError) -> stores.StoreError:
+    """The failure to read the object `url`, saying what to write instead when no
+    object has its key but objects are under it as a prefix (`s3://b/set` in an @list,
+    where a prefix ends in '/'): one listing request, made only for such a failure."""
+    page_of, base, prefix = _pager(url)
+    if page_of is None or url.endswith("/") or not stores.no_such_object(e.__cause__ or e):
+        return e
+    try:
+        page = stores.with_retries(functools.partial(page_of, prefix, None, None, 1), base)
+    except stores.StoreError:
+        return e
+    if not page.objects:
+        return e
+    return stores.StoreError(
+        f"{e}: no object has this key, but objects are under it as a prefix: write {base} "
+        "(a prefix in a list ends in '/') to read them"
+    )
+
+
 def has_subprefix(url: str, names: set[str], page_keys: int = FIRST_PAGE_KEYS) -> bool:
     """True when the prefix `url` has a 'sub-folder' named as one of `names` (the
     model's labels, for class-folder accuracy): one page of `page_keys` of a

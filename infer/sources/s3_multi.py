@@ -36,8 +36,6 @@ from xml.etree import ElementTree
 from cnnbench.infer.sources import stores
 from cnnbench.infer.sources.items import Item
 
-CONNECT_TIMEOUT_S = 10
-STALL_S = 30  # a transfer that receives nothing for this long is given up (to the fallback)
 POLL_S = 0.005  # longest wait for sockets before looking for new work again
 GATHER_S = 0.01  # while nobody waits for a task, its answers are taken this often
 _PLAIN = re.compile(r"[A-Za-z0-9._~/-]+")  # a key signed and sent exactly as written
@@ -96,9 +94,9 @@ class _Target:
 
         c = pycurl.Curl()
         c.setopt(pycurl.NOSIGNAL, 1)
-        c.setopt(pycurl.CONNECTTIMEOUT, CONNECT_TIMEOUT_S)
-        c.setopt(pycurl.LOW_SPEED_LIMIT, 1)
-        c.setopt(pycurl.LOW_SPEED_TIME, STALL_S)
+        c.setopt(pycurl.CONNECTTIMEOUT, stores.CONNECT_TIMEOUT_S)
+        c.setopt(pycurl.LOW_SPEED_LIMIT, 1)  # a transfer that receives nothing for
+        c.setopt(pycurl.LOW_SPEED_TIME, stores.READ_TIMEOUT_S)  # so long goes to the fallback
         c.setopt(pycurl.AWS_SIGV4, f"aws:amz:{self.region}:s3")
         if self.ca:
             c.setopt(pycurl.CAINFO, self.ca)

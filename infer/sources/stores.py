@@ -59,6 +59,8 @@ _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://")
 
 RETRIES = 3  # attempts of a transient failure, the first included
 BACKOFF_S = 0.25  # before the 2nd attempt; x4 before each next one
+CONNECT_TIMEOUT_S = 10  # an S3 connection not made in this long is given up
+READ_TIMEOUT_S = 30  # ... and an answer that sends nothing for this long
 
 
 def scheme_of(text: str) -> str | None:
@@ -280,6 +282,11 @@ def describe(e: BaseException, url: str) -> str:
     connect = getattr(e, "kind", None) == "Connect"
     if "EndpointConnectionError" in names or "ClientConnectorError" in names or connect:
         return f"cannot connect for {url}: {text}; check the endpoint (AWS_ENDPOINT_URL for S3)"
+    if _timed_out_in_botocore(e):
+        return (
+            f"no answer for {url}: {text}; the endpoint accepts no connection or sends "
+            "nothing: check it (AWS_ENDPOINT_URL for S3)"
+        )
     if isinstance(e, PermissionError) or status in (401, 403):
         return f"access denied to {url} ({text}): check the credentials and what they may read"
     if (missing := _missing(e)) in ("bucket", "container"):
@@ -288,6 +295,12 @@ def describe(e: BaseException, url: str) -> str:
         return f"not found: {url}"
     where = f"HTTP {status}: " if status else ""
     return f"cannot read {url}: {where}{text}"
+
+
+def no_such_object(e: BaseException) -> bool:
+    """Whether the store's failure `e` says the object is not there (its bucket or
+    container is)."""
+    return _missing(e) == "object"
 
 
 def _missing(e: BaseException) -> str | None:
@@ -303,6 +316,14 @@ class StoreError(OSError):
     """A store's failure, already described in one line (`describe`)."""
 
 
+def _timed_out_in_botocore(e: BaseException) -> bool:
+    """A botocore request that timed out: botocore's own retries tried it again already
+    (each try waits up to READ_TIMEOUT_S), so another round would only multiply the wait
+    for an endpoint that does not answer."""
+    timeouts = {"ReadTimeoutError", "ConnectTimeoutError"}
+    return type(e).__module__.startswith("botocore") and bool(_names(e) & timeouts)
+
+
 def with_retries(call: Callable[[], T], url: str, attempts: int = RETRIES) -> T:
     """`call()`, tried again after a transient failure (backoff BACKOFF_S, x4 each time);
     any failure that stays becomes a StoreError whose message is one line."""
@@ -312,7 +333,7 @@ def with_retries(call: Callable[[], T], url: str, attempts: int = RETRIES) -> T:
         except Exception as e:
             if isinstance(e, InferError | TooLarge):
                 raise
-            if attempt + 1 < attempts and is_transient(e):
+            if attempt + 1 < attempts and is_transient(e) and not _timed_out_in_botocore(e):
                 time.sleep(BACKOFF_S * 4**attempt)
                 continue
             tries = f" (after {attempt + 1} tries)" if attempt else ""
@@ -346,10 +367,26 @@ def s3_client(settings: tuple | None = None) -> Any:
     def make() -> Any:
         import botocore.config
 
-        config = botocore.config.Config(max_pool_connections=S3_CONNECTIONS)
-        return _botocore_session(settings).create_client("s3", config=config)
+        session = _botocore_session(settings)
+        config = botocore.config.Config(
+            max_pool_connections=S3_CONNECTIONS,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=READ_TIMEOUT_S,
+            retries=_retries(session),
+        )
+        return session.create_client("s3", config=config)
 
     return made_once(("botocore-s3", settings), make)
+
+
+def _retries(session: Any) -> dict | None:
+    """botocore's 'standard' retry mode (3 tries, throttling backed off) unless the
+    environment or profile chose one (AWS_RETRY_MODE, retry_mode): its default,
+    'legacy', tries 5 times, and an endpoint that sends nothing held a run 5 x
+    READ_TIMEOUT_S before its one line."""
+    if os.environ.get("AWS_RETRY_MODE") or session.get_scoped_config().get("retry_mode"):
+        return None
+    return {"mode": "standard"}
 
 
 CREDENTIALS_CHECK_S = 300  # how often obstore asks again for credentials that expire

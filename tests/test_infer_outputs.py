@@ -259,6 +259,7 @@ def test_resumed_rows_that_cannot_be_scored_are_said_not_counted(
     code, first = run(infer_args(tiny_model, labelled, out, "--summary", str(summary)))
     assert code == 0, first
     whole = json.loads(summary.read_text())
+    assert whole["output"] == str(out) and whole["errors_file"] == str(errors_of(out))
     code, again = run(infer_args(tiny_model, labelled, out, "--resume"))
     assert code == 0 and "\n0 images, 0 errors, " in again, again
     assert accuracy_of(again) == accuracy_of(first)

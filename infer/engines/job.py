@@ -600,7 +600,8 @@ def write_summary(cfg: InferConfig, summary: InferSummary) -> None:
         "model": cfg.model,
         "inputs": list(cfg.inputs),
         "output": cfg.output,
-        "errors_csv": cfg.errors_path,
+        "errors_file": cfg.errors_path,
+        "errors_csv": cfg.errors_path,  # its name before JSON lines and Parquet: kept for scripts
     }
     assert cfg.summary is not None, "called only with --summary"
     with atomic_open(cfg.summary) as f:

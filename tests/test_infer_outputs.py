@@ -410,6 +410,13 @@ def test_s3_parquet_output(
     assert s3_rows(s3, "run/pred.parquet/")[1] == rows
     code, output = run(infer_args(tiny_model, labelled, "s3://no-such-bucket/p.parquet"))
     assert_one_line_error(code, output, "s3://no-such-bucket")
+    s3.client().put_object(Bucket="out", Key="taken.parquet", Body=b"PAR1 of pandas")
+    code, output = run(infer_args(tiny_model, labelled, "s3://out/taken.parquet"))
+    assert_one_line_error(code, output, "s3://out/taken.parquet: it is a file (another tool's")
+    assert (
+        s3.client().get_object(Bucket="out", Key="taken.parquet")["Body"].read()
+        == b"PAR1 of pandas"
+    )
 
 
 def test_s3_outputs_inside_the_input_prefix_are_not_read(

@@ -70,6 +70,12 @@ def _inside(path: str, folder: str) -> bool:
     return os.path.abspath(path).startswith(os.path.join(os.path.abspath(folder), ""))
 
 
+A_FILE_NOT_A_DATASET = (
+    "it is a file (another tool's Parquet?), and cnnbench writes a Parquet output as a "
+    "folder of parts; choose another -o/--errors, or remove it"
+)
+
+
 def _unwritable(path: str, fmt: Format) -> str | None:
     if not_a_file(path):
         return (
@@ -79,10 +85,7 @@ def _unwritable(path: str, fmt: Format) -> str | None:
         )
     if fmt is Format.PARQUET:  # a folder of parts: it may exist already
         if os.path.isfile(path):  # pandas' to_parquet, say: not replaced unasked
-            return (
-                "it is a file (another tool's Parquet?), and cnnbench writes a Parquet "
-                "output as a folder of parts; choose another -o/--errors, or remove it"
-            )
+            return A_FILE_NOT_A_DATASET
         return unwritable_folder(os.path.dirname(os.path.abspath(path)))
     return unwritable(path)
 

@@ -43,7 +43,13 @@ from cnnbench.infer.sinks.formats import (
     header,
     read_part,
 )
-from cnnbench.infer.sinks.output import Earlier, check_same_job, read_record, record_job
+from cnnbench.infer.sinks.output import (
+    A_FILE_NOT_A_DATASET,
+    Earlier,
+    check_same_job,
+    read_record,
+    record_job,
+)
 from cnnbench.infer.sinks.store import Store
 
 MANIFEST = "manifest.json"  # in a staging folder
@@ -127,6 +133,8 @@ class Parts:
         for store in {id(s): s for s in (self.rows, self.failed)}.values():
             names = store.names()
             if self.dataset and names and not (names & {DATASET_MANIFEST} or _all_parts(names)):
+                if store.is_file():  # an object where the dataset goes (checked locally before)
+                    raise InferError(f"{store.location}: {A_FILE_NOT_A_DATASET}")
                 raise InferError(
                     f"{store.location} is a folder of other files (no {DATASET_MANIFEST}): "
                     "choose another -o/--errors, or remove it"

@@ -60,6 +60,12 @@ class Store:
 
         return {p.rstrip("/").rsplit("/", 1)[-1] for p in self._remote(listing)} - {""}
 
+    def is_file(self) -> bool:
+        """The location is itself a file or object (where a folder of parts would go)."""
+        if self.fs is None:
+            return os.path.isfile(self.root)
+        return bool(self._remote(lambda: self.fs.isfile(self.root)))
+
     def make(self) -> None:
         if self.fs is None:
             os.makedirs(self.root, exist_ok=True)  # object stores have no folders to make

@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import gzip
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,32 @@ def test_braces_are_a_pattern_of_shards_only(
     for pattern, why in (("s-{7..8}.tar", "nor any of the 2 shards"), ("s-{1,1}.tar", "twice")):
         code, output = run(["infer", str(tiny_model), pattern, "-o", "x.csv"])
         assert_one_line_error(code, output, pattern, why)
+
+
+def test_a_range_of_billions_of_shards_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    """A slip of the range (`{0..9999999999}`): braceexpand holds a range whole, so 100
+    million names took 8 GB in 30 s, and ten billion, in an @list, got the process killed
+    for its memory. Past a million shards it is one line, on the command line or in a
+    list (the child's address space capped at 4 GB: a slip fails there, not the machine)."""
+    (tmp_path / "list.txt").write_text("x-{0..9999999999}.tar\n")
+    cap = 4 << 30
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    for given in ("x-{0..9999999999}.tar", "x-{0..999}-{0..9999}.tar", "@list.txt"):
+        done = subprocess.run(
+            [sys.executable, "-m", "cnnbench", "infer", str(tiny_model), given, "-o", "o.csv"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            preexec_fn=limited,
+        )
+        pattern = given if not given.startswith("@") else "x-{0..9999999999}.tar"
+        assert_one_line_error(
+            done.returncode, done.stderr, f"{pattern} names more than 1,000,000 shards"
+        )
 
 
 def test_shards_appended_to_one_another_say_so_after_their_first_members(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import re
 import tarfile
 import zlib
 from collections import Counter
@@ -22,10 +23,14 @@ from collections.abc import Iterator
 from typing import IO
 
 from cnnbench.infer.decode.probe import file_limit, too_large_file
+from cnnbench.infer.errors import InferError
 from cnnbench.infer.sources import fetch, stores, tarscan
 from cnnbench.infer.sources.items import Item, printable, wanted
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+# A pattern's shards are listed before the first is read: 100 million names took 8 GB.
+# A million shards of a thousand images is a billion images, more than a job reads.
+MAX_PATTERN_SHARDS = 1_000_000
 _BROKEN = (tarfile.TarError, EOFError, zlib.error, OSError)  # and tarscan.CutShort, below
 
 
@@ -43,10 +48,27 @@ def expand(text: str) -> list[str]:
         return [text]
     from braceexpand import braceexpand
 
+    if _ranges_size(text) > MAX_PATTERN_SHARDS:  # braceexpand holds each range whole
+        raise InferError(
+            f"{text} names more than {MAX_PATTERN_SHARDS:,} shards: check its range, or "
+            "split the job"
+        )
     try:
         return list(braceexpand(text))
     except ValueError:  # its UnbalancedBracesError, which its type stub does not declare
         return [text]
+
+
+_INT_RANGE = re.compile(r"\{(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?\}")
+
+
+def _ranges_size(text: str) -> int:
+    """At least as many names as the pattern's integer ranges make together (their
+    product; lists and letter ranges are as long as the text at most)."""
+    size = 1
+    for start, end, step in _INT_RANGE.findall(text):
+        size *= abs(int(end) - int(start)) // max(abs(int(step or 1)), 1) + 1
+    return size
 
 
 def _open(shard: str) -> IO[bytes]:

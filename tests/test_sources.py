@@ -401,7 +401,9 @@ def test_a_broken_shard_reads_the_same_from_disk_and_by_s3(
 
 
 class _Flaky(http.server.BaseHTTPRequestHandler):
-    """Serves /good.jpg; /flaky.jpg after two 503s; /dead.jpg always 500; 404 else."""
+    """Serves /good.jpg; /flaky.jpg after two 503s; /dead.jpg always 500; /cut.jpg whole
+    after one answer cut short (the connection closed before its Content-Length);
+    /cut-always.jpg always cut; 404 else."""
 
     photo = b""
     gets: dict[str, int] = {}  # noqa: RUF012 (per server, reset by the test)
@@ -416,13 +418,17 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
         name = "/" + self.path.rsplit("/", 1)[-1]  # /bucket/flaky.jpg as S3 asks for it
         n = self.gets[name] = self.gets.get(name, 0) + (not head)
         status = {"/good.jpg": 200, "/flaky.jpg": 200 if head or n > 2 else 503, "/dead.jpg": 500}
+        status |= {"/cut.jpg": 200, "/cut-always.jpg": 200}
         code = status.get(name, 404)
         self.send_response(code)
         body = self.photo if code == 200 else b"no"
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        cut = name == "/cut-always.jpg" or (name == "/cut.jpg" and n == 1)
         if not head:
-            self.wfile.write(body)
+            self.wfile.write(body[: len(body) // 2] if cut else body)
+        if cut:
+            self.close_connection = True
 
     def log_message(self, *args: object) -> None:
         pass
@@ -438,15 +444,19 @@ def test_https_files_and_transient_errors(
     try:
         _infer(tiny_model, tmp_path / "one.csv", f"{base}/good.jpg")
         assert [r["path"] for r in _rows(tmp_path / "one.csv")] == [f"{base}/good.jpg"]
-        names = ("good.jpg", "flaky.jpg", "dead.jpg", "missing.jpg")
+        names = ("good.jpg", "flaky.jpg", "dead.jpg", "missing.jpg", "cut.jpg", "cut-always.jpg")
         (tmp_path / "list.txt").write_text("".join(f"{base}/{n}\n" for n in names))
         _infer(tiny_model, tmp_path / "o.csv", f"@{tmp_path / 'list.txt'}")
         assert [r["path"] for r in _rows(tmp_path / "o.csv")] == [
             f"{base}/good.jpg",
             f"{base}/flaky.jpg",
+            f"{base}/cut.jpg",  # an answer cut short is tried again, as a 5xx is
         ]
         errors = {e["path"]: e["error"] for e in _rows(tmp_path / "o.errors.csv")}
         assert "HTTP 500" in errors[f"{base}/dead.jpg"] and "3 tries" in errors[f"{base}/dead.jpg"]
+        cut = errors[f"{base}/cut-always.jpg"]  # no 'HTTP 400': aiohttp's, no server's
+        assert "the answer was cut short" in cut and "3 tries" in cut and "HTTP" not in cut, cut
+        assert _Flaky.gets["/cut-always.jpg"] == 3
         assert "not found" in errors[f"{base}/missing.jpg"]
         assert _Flaky.gets["/flaky.jpg"] == 3
         code, output = run(

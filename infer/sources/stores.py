@@ -248,6 +248,8 @@ def _names(e: BaseException) -> set[str]:
 
 
 TRANSIENT_KINDS = {"Timeout", "Interrupted", "Request"}  # reqwest's, through obstore
+# An answer that ended before its length (the connection closed mid-body)
+CUT_NAMES = {"ClientPayloadError", "IncompleteReadError", "ResponseStreamingError"}
 TRANSIENT_NAMES = {
     "TimeoutError",
     "ReadTimeoutError",
@@ -264,10 +266,12 @@ TRANSIENT_NAMES = {
 def is_transient(e: BaseException) -> bool:
     """Worth another try: the server said 5xx or 429, or the request timed out or was
     cut. A missing object, a refusal, bad credentials or a dead endpoint is not."""
+    if _names(e) & TRANSIENT_NAMES:  # before the status: a cut answer's parser error
+        return True  # carries aiohttp's code 400, which no server sent
     status = status_of(e)
     if status is not None:
         return status >= 500 or status == 429
-    return bool(_names(e) & TRANSIENT_NAMES) or getattr(e, "kind", None) in TRANSIENT_KINDS
+    return getattr(e, "kind", None) in TRANSIENT_KINDS
 
 
 def describe(e: BaseException, url: str) -> str:
@@ -293,6 +297,8 @@ def describe(e: BaseException, url: str) -> str:
         return f"no such {missing} for {url}: {text}"
     if missing:
         return f"not found: {url}"
+    if names & CUT_NAMES:
+        return f"cannot read {url}: the answer was cut short ({text})"
     where = f"HTTP {status}: " if status else ""
     return f"cannot read {url}: {where}{text}"
 

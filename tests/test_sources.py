@@ -403,9 +403,10 @@ def test_a_broken_shard_reads_the_same_from_disk_and_by_s3(
 class _Flaky(http.server.BaseHTTPRequestHandler):
     """Serves /good.jpg; /flaky.jpg after two 503s; /dead.jpg always 500; /cut.jpg whole
     after one answer cut short (the connection closed before its Content-Length);
-    /cut-always.jpg always cut; 404 else."""
+    /cut-always.jpg always cut; /whole.tar, and /cut.tar cut in its middle; 404 else."""
 
     photo = b""
+    shard = b""
     gets: dict[str, int] = {}  # noqa: RUF012 (per server, reset by the test)
 
     def do_HEAD(self) -> None:
@@ -418,13 +419,13 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
         name = "/" + self.path.rsplit("/", 1)[-1]  # /bucket/flaky.jpg as S3 asks for it
         n = self.gets[name] = self.gets.get(name, 0) + (not head)
         status = {"/good.jpg": 200, "/flaky.jpg": 200 if head or n > 2 else 503, "/dead.jpg": 500}
-        status |= {"/cut.jpg": 200, "/cut-always.jpg": 200}
+        status |= {"/cut.jpg": 200, "/cut-always.jpg": 200, "/whole.tar": 200, "/cut.tar": 200}
         code = status.get(name, 404)
         self.send_response(code)
-        body = self.photo if code == 200 else b"no"
+        body = (self.shard if name.endswith(".tar") else self.photo) if code == 200 else b"no"
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        cut = name == "/cut-always.jpg" or (name == "/cut.jpg" and n == 1)
+        cut = name in ("/cut-always.jpg", "/cut.tar") or (name == "/cut.jpg" and n == 1)
         if not head:
             self.wfile.write(body[: len(body) // 2] if cut else body)
         if cut:
@@ -457,6 +458,14 @@ def test_https_files_and_transient_errors(
         cut = errors[f"{base}/cut-always.jpg"]  # no 'HTTP 400': aiohttp's, no server's
         assert "the answer was cut short" in cut and "3 tries" in cut and "HTTP" not in cut, cut
         assert _Flaky.gets["/cut-always.jpg"] == 3
+        # a shard by URL cut short: its error row (aiohttp's error was a traceback)
+        write_tar(tmp_path / "s.tar", [(f"{k}.jpg", photo_jpeg) for k in range(9)])
+        _Flaky.shard = (tmp_path / "s.tar").read_bytes()
+        _infer(tiny_model, tmp_path / "t.csv", f"{base}/cut.tar", f"{base}/whole.tar")
+        assert len(_rows(tmp_path / "t.csv")) == 9
+        shard = {e["path"]: e["error"] for e in _rows(tmp_path / "t.errors.csv")}
+        assert list(shard) == [f"{base}/cut.tar"], shard
+        assert "the answer was cut short" in shard[f"{base}/cut.tar"]
         assert "not found" in errors[f"{base}/missing.jpg"]
         assert _Flaky.gets["/flaky.jpg"] == 3
         code, output = run(

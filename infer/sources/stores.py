@@ -589,7 +589,33 @@ def open_stream(url: str, block_size: int = 8 << 20) -> Any:
         return with_retries(lambda: _s3_stream(url, block_size), url)
     fs = filesystem(url)
     path = store_path(url)
-    return with_retries(lambda: fs.open(path, "rb", block_size=block_size), url)
+    return _Described(with_retries(lambda: fs.open(path, "rb", block_size=block_size), url), url)
+
+
+class _Described:
+    """A store library's file whose failed read is a StoreError, an OSError as a failed
+    read of a file is: fsspec's HTTP, GCS and Azure files raise aiohttp's own errors (a
+    shard cut short by the server was a traceback)."""
+
+    def __init__(self, f: Any, url: str) -> None:
+        self._f, self._url = f, url
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            return self._f.read(size)
+        except OSError:
+            raise
+        except Exception as e:
+            raise StoreError(describe(e, self._url)) from e
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> _Described:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _s3_stream(url: str, chunk: int) -> _Chunks:

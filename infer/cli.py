@@ -43,6 +43,7 @@ from cnnbench.infer.runtime.session import Provider, RuntimeOptions, check_ort_i
 from cnnbench.infer.sinks.formats import Format, format_of
 from cnnbench.infer.sources.fetch import read_ahead
 from cnnbench.infer.sources.listing import ALL_FILES, IMAGE_EXTENSIONS, Extensions
+from cnnbench.infer.sources.stores import StoreDown
 from cnnbench.signals import how_stopped
 
 
@@ -357,6 +358,10 @@ def infer_errors() -> Iterator[None]:
     """A library error, or a disk that filled up while writing, as one line."""
     try:
         yield
+    except StoreDown as e:  # mid-run: what is written stays, and what is not is read later
+        raise click.ClickException(
+            f"{e}; rows so far are saved; when it answers, run the same command with --resume"
+        ) from e
     except InferError as e:
         raise click.ClickException(str(e)) from e
     except OSError as e:  # the disk filled up or went away while writing: rows so far stay

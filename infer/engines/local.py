@@ -483,6 +483,16 @@ def _raising(error: Exception) -> Iterator[Item]:
     yield  # a generator: raised when iterated, not when made
 
 
+def _until_failure(batches: Iterable[list[Item]], failed: list[Exception]) -> Iterator[list[Item]]:
+    """The batches until the inputs fail mid-run (a store that stopped answering, a
+    listing that broke off): the failure is put in `failed`, to be raised once the
+    batches in flight are written."""
+    try:
+        yield from batches
+    except Exception as e:
+        failed.append(e)
+
+
 def _cpu_session_ahead(asked: Provider) -> bool:
     """True when the session will be ONNX Runtime's CPU one (asked for, or `auto` on a
     machine without a usable GPU driver). Only there do the first batches decode ahead:
@@ -531,11 +541,13 @@ def _run_loop(
 
     start = time.perf_counter() if head is None else head.started
     idle, loop_start = idle_seconds(), time.perf_counter()
+    failed: list[Exception] = []
     try:
         with StopOnSignal() as stop:
             for submitted in head.submitted if head is not None else ():
                 queue(*submitted)
-            for batch in writer.clock.timed(batched(items, summary.batch_size), "inputs"):
+            inputs = _until_failure(batched(items, summary.batch_size), failed)
+            for batch in writer.clock.timed(inputs, "inputs"):
                 if stop.requested:
                     break
                 if not decoder.free:
@@ -546,6 +558,8 @@ def _run_loop(
             while pending:
                 finish_oldest()
             summary.interrupted, summary.stop_signal = stop.requested, stop.signum
+        if failed:  # the batches before it are written: their files were read
+            raise failed[0]
     finally:
         summary.seconds = time.perf_counter() - start
         summary.stage_seconds = dict(writer.clock.seconds)

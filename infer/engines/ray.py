@@ -286,12 +286,13 @@ def _actor_runtime(runtime: RuntimeOptions) -> RuntimeOptions:
 def _worker_error(e: Exception) -> InferError:
     """One line from a failed Ray job. A worker's exception reaches the driver as text
     (its traceback); the last line of that is the reason, the worker's InferError when
-    it raised one."""
-    marker = f"{InferError.__module__}.{InferError.__name__}: "
+    it raised one (a StoreDown, when its reads found the store gone, stays one)."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     for line in reversed(lines):
-        if marker in line:
-            return InferError(f"a Ray worker failed: {line.split(marker, 1)[1]}")
+        for kind in (stores.StoreDown, InferError):
+            marker = f"{kind.__module__}.{kind.__name__}: "
+            if marker in line:
+                return kind(f"a Ray worker failed: {line.split(marker, 1)[1]}")
     return InferError(f"the Ray job failed: {lines[-1] if lines else type(e).__name__}")
 
 

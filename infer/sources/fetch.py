@@ -15,6 +15,11 @@ The store settings are read once per call (`stores.store_settings`). What it hol
 ahead is bounded: at most 2 x `threads` tasks or lists, and `FETCH_BUDGET_BYTES` of
 listed object sizes and carried bytes (at least one entry, whatever its size), so
 memory stays flat whatever the prefix size.
+
+A read that gets no answer from its store (no connection, none in time, a 5xx after the
+retries) is held back with the items after it (`_Held`) until a read asked later is
+answered; STOP_AFTER of them in a row stop the job (`stores.StoreDown`) instead of
+making every object after a store went away an error row, which --resume would skip.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import stat
 import threading
 from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from cnnbench.infer.decode.probe import file_limit, oversize
@@ -136,15 +142,104 @@ def read_range(path: str, offset: int, size: int, settings: tuple | None = None)
     return data
 
 
-def _fetch(items: list[Item], settings: tuple, max_bytes: int | None) -> list[Item]:
+@dataclass(frozen=True)
+class Unanswered(Item):
+    """An item whose read got no answer from its store (`stores.NoAnswer`), with its
+    reason, and the count of such reads when it failed (`_Unanswered.seen`)."""
+
+    seen: int = 0
+
+
+class _Unanswered:
+    """Reads that got no answer, counted as they fail (on the reading threads); what
+    the count was when a task was submitted tells whether its reads started after a
+    failure. `stop`: the consumer has gone, reads left in a task are not made."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.seen = 0
+        self.stop = stop
+        self.lock = threading.Lock()
+
+    def failed(self, item: Item, e: OSError) -> Unanswered:
+        with self.lock:
+            self.seen += 1
+            seen = self.seen
+        return Unanswered(
+            item.path, item.name, str(e), size=item.size, offset=item.offset, seen=seen
+        )
+
+
+def _fetch(
+    items: list[Item], settings: tuple, max_bytes: int | None, unanswered: _Unanswered
+) -> list[Item]:
     """The items with their bytes, or with the reason they could not be read."""
     done = []
     for item in items:
         try:
             done.append(dataclasses.replace(item, data=read_item(item, settings, max_bytes)))
+        except stores.NoAnswer as e:
+            done.append(unanswered.failed(item, e))
+            if unanswered.stop.is_set():  # nobody takes the rest: not another wait
+                break
         except OSError as e:
             done.append(dataclasses.replace(item, error=str(e)))
     return done
+
+
+STOP_AFTER = 16  # reads with no answer, none answered after them, that stop a job
+# After its retries, a read of a store that works fails for want of an answer perhaps
+# once in many thousands (a 5xx three times running); 16 with no read answered after
+# them, at the 64 reads in flight of a job by URL, happen when the store is gone or
+# stopped answering. A job then stops within about one read's retries of that moment
+# (a refused connection: at once), instead of making each later object an error row.
+
+
+class _Held:
+    """Items held back from the consumer, in order, while reads get no answer: an
+    unanswered read, and every item after it. Released as they are (unanswered reads as
+    error rows, as before) once a read submitted after the last unanswered one is
+    answered, or the input ends; STOP_AFTER unanswered with none answered after them
+    stop the job (`stores.StoreDown`). Reads submitted before an unanswered one was seen
+    may have been answered before the store went: they say nothing, and wait too."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.items: list[Item] = []
+        self.failures = 0  # unanswered reads among them
+        self.last_seen = 0  # the latest one's `seen`
+        self.bytes = 0
+        self.max_bytes = max_bytes  # held past this, they go on (as before this held them)
+
+    def read(self, item: Item, since: int) -> list[Item]:
+        """What goes on now, for the read `item` of a task submitted when `since`
+        unanswered reads were seen; a read without an answer is held, or stops the job."""
+        if isinstance(item, Unanswered):
+            self.items.append(item)
+            self.failures += 1
+            self.last_seen = max(self.last_seen, item.seen)
+            if self.failures >= STOP_AFTER:
+                raise stores.StoreDown(
+                    f"the store stopped answering: {self.failures} reads in a row failed "
+                    f"({item.error})"
+                )
+            return []
+        if not self.items:
+            return [item]
+        if since >= self.last_seen:  # asked after the last one failed, and answered
+            return [*self.release(), item]
+        return self.hold(item)
+
+    def hold(self, item: Item) -> list[Item]:
+        """`item` held behind the unanswered reads (none when nothing is held)."""
+        if not self.items:
+            return [item]
+        self.items.append(item)
+        self.bytes += len(item.data) if item.data is not None else 0
+        return self.release() if self.bytes > self.max_bytes else []
+
+    def release(self) -> list[Item]:
+        items = self.items
+        self.items, self.failures, self.last_seen, self.bytes = [], 0, 0, 0
+        return items
 
 
 class _Budget:
@@ -189,18 +284,23 @@ def fetch_ahead(
     pool = ThreadPoolExecutor(threads, thread_name_prefix="cnnbench-fetch")
     settings = stores.store_settings()  # once: reading them costs a quarter of a GET
     limit = file_limit(max_bytes)
+    unanswered = _Unanswered(stop)
 
     def fallback(item: Item) -> Future:
-        return pool.submit(_fetch, [item], settings, max_bytes)
+        return pool.submit(_fetch, [item], settings, max_bytes, unanswered)
 
     def hand_on(ready: list[Item], held: int) -> bool:
-        return budget.take(held, stop) and _put(ahead, (ready, held), stop)
+        return budget.take(held, stop) and _put(ahead, (ready, held, 0), stop)
 
     def submit(reads: list[Item], cost: int, multi: S3Multi | None) -> bool:
         if not budget.take(cost, stop):
             return False
-        task = multi.submit(reads) if multi else pool.submit(_fetch, reads, settings, max_bytes)
-        return _put(ahead, (task, cost), stop)
+        since = unanswered.seen  # before its reads start
+        if multi:
+            task = multi.submit(reads)
+        else:
+            task = pool.submit(_fetch, reads, settings, max_bytes, unanswered)
+        return _put(ahead, (task, cost, since), stop)
 
     multis: list[S3Multi | None] = []  # made for the first S3 object it can read
 
@@ -255,27 +355,37 @@ def fetch_ahead(
                 return
             if ready and not hand_on(ready, held):
                 return
-            _put(ahead, (_END, 0), stop)
+            _put(ahead, (_END, 0, 0), stop)
         except BaseException as e:  # handed to the consumer, raised there in order
             if (not reads or submit(reads, cost, engine)) and (not ready or hand_on(ready, held)):
-                _put(ahead, (e, 0), stop)
+                _put(ahead, (e, 0, 0), stop)
 
     thread = threading.Thread(target=lister, name="cnnbench-lister", daemon=True)
     thread.start()
+    held = _Held(budget_bytes)
     try:
         while True:
-            got, cost = ahead.get()
+            got, cost, since = ahead.get()
             if got is _END:
+                yield from held.release()
                 return
-            if isinstance(got, BaseException):
+            if isinstance(got, BaseException):  # the held items are read again by a --resume
                 raise got
             if isinstance(got, list):
                 budget.give(cost)
-                yield from got
+                if held.items:
+                    for item in got:
+                        yield from held.hold(item)
+                else:
+                    yield from got
                 continue
             fetched = got.result()
             budget.give(cost)
-            yield from fetched
+            for item in fetched:
+                if item.error is None and not held.items:
+                    yield item
+                else:
+                    yield from held.read(item, since)
     finally:
         stop.set()
         budget.give(0)

@@ -274,6 +274,20 @@ def is_transient(e: BaseException) -> bool:
     return getattr(e, "kind", None) in TRANSIENT_KINDS
 
 
+def _cannot_connect(e: BaseException) -> bool:
+    """No connection to the endpoint could be made (refused, unreachable, not resolved)."""
+    names = _names(e)
+    connect = getattr(e, "kind", None) == "Connect"  # reqwest's, through obstore
+    return "EndpointConnectionError" in names or "ClientConnectorError" in names or connect
+
+
+def unanswered(e: BaseException) -> bool:
+    """Whether the store gave no answer about the object: no connection, none in time, a
+    connection cut, a 5xx or 429. That is the store's failure, not the object's: any
+    other read would fail the same way now. A 403 or a 404 is an answer."""
+    return _cannot_connect(e) or is_transient(e)
+
+
 def describe(e: BaseException, url: str) -> str:
     """One line: what went wrong with `url`, and what to do about it."""
     names, status = _names(e), status_of(e)
@@ -283,8 +297,7 @@ def describe(e: BaseException, url: str) -> str:
             f"no credentials for {url}: set them as the store's library reads them "
             "(for S3: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
         )
-    connect = getattr(e, "kind", None) == "Connect"
-    if "EndpointConnectionError" in names or "ClientConnectorError" in names or connect:
+    if _cannot_connect(e):
         return f"cannot connect for {url}: {text}; check the endpoint (AWS_ENDPOINT_URL for S3)"
     if _timed_out_in_botocore(e):
         return (
@@ -322,6 +335,16 @@ class StoreError(OSError):
     """A store's failure, already described in one line (`describe`)."""
 
 
+class NoAnswer(StoreError):
+    """A store's failure that is no answer about the object (`unanswered`), after the
+    retries: the store itself is gone, or stopped answering for a while."""
+
+
+class StoreDown(InferError):
+    """A store stopped answering in the middle of a job: the job stops, rather than make
+    every object after it an error row (which --resume would then skip)."""
+
+
 def _timed_out_in_botocore(e: BaseException) -> bool:
     """A botocore request that timed out: botocore's own retries tried it again already
     (each try waits up to READ_TIMEOUT_S), so another round would only multiply the wait
@@ -332,7 +355,8 @@ def _timed_out_in_botocore(e: BaseException) -> bool:
 
 def with_retries(call: Callable[[], T], url: str, attempts: int = RETRIES) -> T:
     """`call()`, tried again after a transient failure (backoff BACKOFF_S, x4 each time);
-    any failure that stays becomes a StoreError whose message is one line."""
+    any failure that stays becomes a StoreError whose message is one line (a NoAnswer
+    where the store gave no answer about the object)."""
     for attempt in range(attempts):
         try:
             return call()
@@ -343,7 +367,8 @@ def with_retries(call: Callable[[], T], url: str, attempts: int = RETRIES) -> T:
                 time.sleep(BACKOFF_S * 4**attempt)
                 continue
             tries = f" (after {attempt + 1} tries)" if attempt else ""
-            raise StoreError(describe(e, url) + tries) from e
+            failure = NoAnswer if unanswered(e) else StoreError
+            raise failure(describe(e, url) + tries) from e
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 

@@ -1,0 +1,271 @@
+"""A store that stops answering in the middle of a job, against moto's S3 server on
+127.0.0.1 behind a proxy that fails it on cue: the job stops with one line instead of
+making every object after that an error row (which --resume would skip: files lost),
+and a --resume once the store answers again finishes it."""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import cv2
+import numpy as np
+import pytest
+from helpers import S3Server, assert_one_line_error, errors_of, paths, s3_env
+
+from cnnbench.infer.sources import fetch, stores
+from cnnbench.infer.sources.items import Item
+
+PHOTOS = 200
+UNANSWERED = b"<Error><Code>ServiceUnavailable</Code><Message>down</Message></Error>"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server(tmp_path_factory.mktemp("moto") / "server.log")
+    client = server.client()
+    client.create_bucket(Bucket="outage")
+    for i in range(PHOTOS):
+        image = np.full((48, 64, 3), (i * 37) % 256, np.uint8)
+        image[:, :, 1] = i
+        ok, data = cv2.imencode(".jpg", image)
+        assert ok
+        client.put_object(Bucket="outage", Key=f"set/{i:04d}.jpg", Body=data.tobytes())
+    yield server
+    server.stop()
+
+
+class _Outage(http.server.ThreadingHTTPServer):
+    """A proxy on 127.0.0.1 in front of an S3 server that answers `answers` GETs of
+    objects, then fails. `mode` 'gone': the listener closes and every connection is cut
+    at its next request (a store that died); '503': every GET of an object is answered
+    503, listings still pass (a store down behind its load balancer). `answered`: the
+    keys whose objects it served."""
+
+    daemon_threads = True
+    request_queue_size = 256  # connections made while it goes down are refused, not dropped
+
+    def __init__(self, upstream: str, answers: int, mode: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Forward)
+        self.upstream = urlsplit(upstream).netloc
+        self.answers, self.mode = answers, mode
+        self.answered: list[str] = []
+        self.down = threading.Event()
+        self.lock = threading.Lock()
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def admit(self, path: str) -> bool:
+        """Whether the request for `path` goes through; the store fails after the last."""
+        with self.lock:
+            if "list-type=" in path:
+                return not self.down.is_set() or self.mode == "503"
+            if self.down.is_set():
+                return False
+            if len(self.answered) >= self.answers:
+                self.down.set()
+                if self.mode == "gone":
+                    self.socket.close()  # new connections are refused from now on
+                    threading.Thread(target=self.shutdown, daemon=True).start()
+                return False
+            return True
+
+    def close(self) -> None:
+        if not self.down.is_set():
+            self.shutdown()
+        self.server_close()
+
+
+class _Forward(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Outage
+
+    def do_GET(self) -> None:
+        self._forward()
+
+    def do_HEAD(self) -> None:
+        self._forward()
+
+    def _forward(self) -> None:
+        if not self.server.admit(self.path):
+            if self.server.mode == "503":
+                self.send_response(503)
+                self.send_header("Content-Length", str(len(UNANSWERED)))
+                self.end_headers()
+                self.wfile.write(UNANSWERED)
+            else:
+                self.close_connection = True  # cut, without an answer
+            return
+        upstream = http.client.HTTPConnection(self.server.upstream, timeout=30)
+        try:
+            upstream.request(self.command, self.path, headers=dict(self.headers))
+            answer = upstream.getresponse()
+            body = answer.read()
+        finally:
+            upstream.close()
+        if answer.status == 200 and self.command == "GET" and "list-type=" not in self.path:
+            with self.server.lock:
+                self.server.answered.append(self.path.split("/", 2)[2])
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _cnnbench(args: list[str], endpoint: str) -> subprocess.CompletedProcess:
+    """`cnnbench ARGS` in a process of its own (libcurl's reads are used there) against
+    `endpoint`, with the retries' backoff at 10 ms (stores.BACKOFF_S; 0.25 s then 1 s)."""
+    code = (
+        "import runpy, sys; from cnnbench.infer.sources import stores; "
+        f"stores.BACKOFF_S = 0.01; sys.argv = ['cnnbench', *{args!r}]; "
+        "runpy.run_module('cnnbench', run_name='__main__')"
+    )
+    env = os.environ | s3_env(endpoint)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def _paths(out: Path) -> list[str]:
+    return paths(out) if out.exists() else []
+
+
+# A Parquet output: the job's listings before its reads (the class-folder check) are made
+# before any read, and are not cut by the store going (CSV makes them while it reads).
+@pytest.mark.parametrize(("mode", "output"), [("gone", "out.parquet"), ("503", "out.csv")])
+def test_a_store_that_stops_answering_stops_the_job_and_resume_finishes_it(
+    mode: str, output: str, tiny_model: Path, s3: S3Server, tmp_path: Path
+) -> None:
+    """The store fails after 50 of 200 reads: every object after that was an error row
+    ('cannot connect for s3://...', or HTTP 503 after the retries), the job exited 0, and
+    a --resume skipped them all. Now the job stops with one line, holds rows of objects
+    it read only, and a --resume once the store answers reads every object once."""
+    out = tmp_path / output
+    errors = errors_of(out)
+    args = ["infer", str(tiny_model), "s3://outage/set/", "-o", str(out), "--no-progress"]
+    args += ["--batch-size", "8", *(["--block-size", "8"] if output.endswith(".parquet") else [])]
+    proxy = _Outage(s3.url, answers=50, mode=mode)
+    start = time.monotonic()
+    try:
+        done = _cnnbench(args, proxy.url)
+    finally:
+        proxy.close()
+    assert time.monotonic() - start < 60
+    assert_one_line_error(
+        done.returncode, done.stderr, "the store stopped answering", "rows so far are saved",
+        "when it answers, run the same command with --resume",
+    )  # fmt: skip
+    assert proxy.down.is_set()
+    read = {key.removeprefix("set/") for key in proxy.answered}
+    assert set(_paths(out)) <= read, done.stderr
+    assert _paths(errors) == [], done.stderr  # no row for what the store did not answer
+
+    done = _cnnbench([*args, "--resume"], s3.url)
+    assert done.returncode == 0, done.stderr
+    assert sorted(_paths(out)) == [f"{i:04d}.jpg" for i in range(PHOTOS)]
+    assert _paths(errors) == []
+
+
+def test_objects_denied_or_missing_are_error_rows_and_the_job_finishes(
+    tiny_model: Path, s3: S3Server, tmp_path: Path
+) -> None:
+    """A 403 or a 404 is the store's answer about that object, not a store gone: more
+    of them in a row than stop a job are each an error row, and the job finishes."""
+    client = s3.client()
+    denied = [f"set/{i:04d}.jpg" for i in range(20, 40)]
+    deny = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:GetObject",
+        "Resource": [f"arn:aws:s3:::outage/{key}" for key in denied],
+    }
+    client.put_bucket_policy(
+        Bucket="outage", Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]})
+    )
+    urls = [f"s3://outage/set/{i:04d}.jpg" for i in range(60)]
+    missing = [f"s3://outage/gone/{i:04d}.jpg" for i in range(20)]
+    listed = tmp_path / "list.txt"
+    listed.write_text("\n".join(urls[:50] + missing + urls[50:]) + "\n")
+    out = tmp_path / "out.csv"
+    try:
+        done = _cnnbench(["infer", str(tiny_model), f"@{listed}", "-o", str(out)], s3.url)
+    finally:
+        client.delete_bucket_policy(Bucket="outage")
+    assert done.returncode == 0, done.stderr
+    assert len(denied) > fetch.STOP_AFTER and len(missing) > fetch.STOP_AFTER
+    with open(tmp_path / "out.errors.csv", newline="", encoding="utf-8") as f:
+        errors = {row["path"]: row["error"] for row in csv.DictReader(f)}
+    assert sorted(errors) == sorted([f"s3://outage/{key}" for key in denied] + missing)
+    assert all(errors[f"s3://outage/{key}"].startswith("access denied") for key in denied)
+    assert all(errors[url] == f"not found: {url}" for url in missing)
+    assert len(_paths(out)) == 40
+
+
+class _Dead(http.server.BaseHTTPRequestHandler):
+    """An S3 server of one photo: keys with 'dead' in them are answered 500."""
+
+    protocol_version = "HTTP/1.1"
+    photo = b""
+
+    def do_GET(self) -> None:
+        dead = "dead" in self.path
+        body = UNANSWERED if dead else self.photo
+        self.send_response(500 if dead else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_reads_without_an_answer_are_held_until_one_after_them_is_answered(
+    photo_jpeg: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fetch_ahead, in order: fewer unanswered reads than stop a job, with answered
+    ones after them, are error rows as before (a passing failure); STOP_AFTER of them in
+    a row stop it with one line, and no item from the first of them on is handed on."""
+    _Dead.photo = photo_jpeg
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Dead)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for key, value in s3_env(f"http://127.0.0.1:{server.server_address[1]}").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(stores, "BACKOFF_S", 0.01)
+    stop = fetch.STOP_AFTER
+    dead = [f"dead{i}.jpg" for i in range(stop)]
+    names = ["a.jpg", *dead[:-1], "b.jpg", "c.jpg"]
+    try:
+        got = list(fetch.fetch_ahead([Item(f"s3://bkt/{n}", n) for n in names], 8))
+        handed: list[str] = []
+        with pytest.raises(stores.StoreDown) as down:
+            for item in fetch.fetch_ahead([Item(f"s3://bkt/{n}", n) for n in [*dead, "b.jpg"]], 8):
+                handed.append(item.name)
+    finally:
+        server.shutdown()
+    assert [i.name for i in got] == names
+    assert [i.name for i in got if i.error is None] == ["a.jpg", "b.jpg", "c.jpg"]
+    why = "HTTP 500: ServiceUnavailable: down (after 3 tries)"
+    assert got[1].error == f"cannot read s3://bkt/dead0.jpg: {why}"
+    assert handed == []
+    assert str(down.value) == (
+        f"the store stopped answering: {stop} reads in a row failed "
+        f"(cannot read s3://bkt/dead{stop - 1}.jpg: {why})"
+    )

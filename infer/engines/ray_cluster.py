@@ -10,13 +10,13 @@ import subprocess
 from types import ModuleType
 
 from cnnbench.files import Report
+from cnnbench.infer.engines.ray_auth import TOKEN_AUTH_LOGGER, authenticate
 from cnnbench.infer.engines.ray_cleanup import start_watchdog
 from cnnbench.infer.errors import InferError, first_line
 from cnnbench.infer.sources.listing import reason
 
 RAY_HINT = "pip install 'cnnbench[ray]'"
 CONNECT_TIMEOUT_S = 3.0
-TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 def import_ray() -> ModuleType:
@@ -78,6 +78,8 @@ def connect(
     if ray.is_initialized():
         report("ray: using this process's connection to its cluster")
         return False, None
+    if address not in (None, "auto") and not address.startswith("ray://"):
+        authenticate(address)
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     try:
         if address is not None:

@@ -1,0 +1,115 @@
+"""`infer --engine ray --address HOST:PORT` against clusters started with `ray start`, as a
+user starts them: each a head of its own (tests/helpers.py `ray_node`), its processes
+killed by PID afterwards; the driver a `cnnbench` process with its own environment.
+
+- Token authentication: `ray start` with RAY_AUTH_MODE unset turns it on when a token
+  file is at hand (~/.ray/auth_token), ray.init(address=...) did not, and the same user
+  on the same machine got 20 s of C++ lines and "no Ray cluster at ...".
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers import paths, ray_node
+
+pytest.importorskip("ray", reason="needs the ray extra: pip install 'cnnbench[ray]'")
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+def base_env(home: Path, **extra: str) -> dict[str, str]:
+    """This process's environment without any Ray setting, HOME a folder of the test's
+    own (its ~/.ray/auth_token, or none), a cluster on loopback, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env |= {"HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
+    return env | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"} | extra
+
+
+def user_home(root: Path, token: str | None) -> Path:
+    """A home folder with `token` in .ray/auth_token, as Ray writes it (None: no file)."""
+    root.mkdir()
+    if token is not None:
+        (root / ".ray").mkdir()
+        (root / ".ray" / "auth_token").write_text(token)
+    return root
+
+
+def images(folder: Path, count: int = 3) -> Path:
+    folder.mkdir()
+    for i in range(count):
+        cv2.imwrite(str(folder / f"{i}.jpg"), np.full((16, 16, 3), 40 * i, np.uint8))
+    return folder
+
+
+def driver(
+    model: Path, folder: Path, out: Path, address: str, env: dict, *extra: str,
+    timeout: float = 120,
+) -> tuple[int, str, float]:  # fmt: skip
+    """`cnnbench infer --engine ray --address` in a process of its own: exit code,
+    stderr, seconds; a run past `timeout` is killed and fails."""
+    command = [sys.executable, "-m", "cnnbench", "infer", str(model), str(folder)]
+    command += ["-o", str(out)]
+    command += ["--engine", "ray", "--address", address, "--no-progress", *extra]
+    start = time.monotonic()
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the driver ran past {timeout} s: {e.stderr!r}"[-3000:])
+    return done.returncode, done.stderr, time.monotonic() - start
+
+
+def assert_one_line(code: int, stderr: str, seconds: float, *needles: str) -> None:
+    """A refusal: exit 1, only `ray: ` lines before one `Error: ` line, in seconds."""
+    lines = stderr.strip().splitlines()
+    assert code == 1 and lines and lines[-1].startswith("Error: "), stderr
+    assert all(line.startswith("ray: ") for line in lines[:-1]), stderr
+    for needle in needles:
+        assert needle in lines[-1], stderr
+    assert seconds < 15, f"{seconds:.1f} s: {stderr}"
+
+
+@pytest.mark.slow
+def test_the_same_user_connects_to_a_token_cluster(tiny_model: Path, tmp_path: Path) -> None:
+    """`ray start` with RAY_AUTH_MODE unset and a token file turns token authentication
+    on; the driver with the same home connects as it does. A wrong token, or the mode
+    set to disabled, is one line that says it is authentication and what to set."""
+    home = user_home(tmp_path / "home", TOKEN)
+    folder, out = images(tmp_path / "in"), tmp_path / "p.csv"
+    with ray_node(base_env(home)) as address:
+        code, stderr, _ = driver(tiny_model, folder, out, address, base_env(home))
+        assert code == 0, stderr
+        assert sorted(paths(out)) == ["0.jpg", "1.jpg", "2.jpg"]
+        wrong = base_env(home, RAY_AUTH_TOKEN="f" * 32)
+        failed = driver(tiny_model, folder, tmp_path / "w.csv", address, wrong)
+        assert_one_line(*failed, f"the Ray cluster at {address} refused this driver's", "token")
+        assert "RAY_AUTH_TOKEN" in failed[1] and "gcs_client" not in failed[1]
+        disabled = base_env(home, RAY_AUTH_MODE="disabled")
+        failed = driver(tiny_model, folder, tmp_path / "d.csv", address, disabled)
+        assert_one_line(*failed, "uses token authentication but RAY_AUTH_MODE=disabled")
+        nobody = base_env(user_home(tmp_path / "nobody", None))
+        failed = driver(tiny_model, folder, tmp_path / "n.csv", address, nobody)
+        assert_one_line(*failed, "this driver has no token", "RAY_AUTH_MODE=token")
+
+
+def test_a_cluster_without_authentication_takes_a_driver_with_a_token_file(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """A cluster started with RAY_AUTH_MODE=disabled: a driver whose home has a token
+    file still connects; one with RAY_AUTH_MODE=token (whose actors would never run
+    there) is told so in one line."""
+    home = user_home(tmp_path / "home", TOKEN)
+    folder, out = images(tmp_path / "in"), tmp_path / "p.csv"
+    with ray_node(base_env(home, RAY_AUTH_MODE="disabled")) as address:
+        code, stderr, _ = driver(tiny_model, folder, out, address, base_env(home))
+        assert code == 0, stderr
+        assert sorted(paths(out)) == ["0.jpg", "1.jpg", "2.jpg"]
+        token = base_env(home, RAY_AUTH_MODE="token")
+        failed = driver(tiny_model, folder, tmp_path / "t.csv", address, token)
+        assert_one_line(*failed, "does not use token authentication", "RAY_AUTH_MODE=disabled")

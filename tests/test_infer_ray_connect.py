@@ -5,14 +5,19 @@ killed by PID afterwards; the driver a `cnnbench` process with its own environme
 - Token authentication: `ray start` with RAY_AUTH_MODE unset turns it on when a token
   file is at hand (~/.ray/auth_token), ray.init(address=...) did not, and the same user
   on the same machine got 20 s of C++ lines and "no Ray cluster at ...".
+- A head on loopback only, given as 127.0.0.1: Ray connects through the machine's own
+  address instead, where nothing listens, and the driver waited for ever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -50,11 +55,11 @@ def images(folder: Path, count: int = 3) -> Path:
 
 def driver(
     model: Path, folder: Path, out: Path, address: str, env: dict, *extra: str,
-    timeout: float = 120,
+    timeout: float = 120, prefix: tuple[str, ...] = (),
 ) -> tuple[int, str, float]:  # fmt: skip
-    """`cnnbench infer --engine ray --address` in a process of its own: exit code,
-    stderr, seconds; a run past `timeout` is killed and fails."""
-    command = [sys.executable, "-m", "cnnbench", "infer", str(model), str(folder)]
+    """`cnnbench infer --engine ray --address` in a process of its own (run after
+    `prefix`): exit code, stderr, seconds; a run past `timeout` is killed and fails."""
+    command = [*prefix, sys.executable, "-m", "cnnbench", "infer", str(model), str(folder)]
     command += ["-o", str(out)]
     command += ["--engine", "ray", "--address", address, "--no-progress", *extra]
     start = time.monotonic()
@@ -113,3 +118,54 @@ def test_a_cluster_without_authentication_takes_a_driver_with_a_token_file(
         token = base_env(home, RAY_AUTH_MODE="token")
         failed = driver(tiny_model, folder, tmp_path / "t.csv", address, token)
         assert_one_line(*failed, "does not use token authentication", "RAY_AUTH_MODE=disabled")
+
+
+@contextlib.contextmanager
+def host_namespace() -> Iterator[tuple[str, ...]]:
+    """A network namespace standing for a host: loopback, and an address of its own
+    (198.18.0.2, RFC 2544's benchmarking range) on one end of a veth pair whose other end
+    is in the namespace too, with the default route through it, so Ray takes that address
+    for the node's. Nothing leaves the namespace. Yields the command prefix that runs a
+    process in it: `nsenter --net`, not `ip netns exec`, which mounts a /sys of its own
+    without the cgroup file system (a worker could not read its memory limit)."""
+    if os.geteuid() != 0:
+        pytest.skip("making a network namespace needs root")
+    ns = f"cbrc{uuid.uuid4().hex[:6]}"
+    made = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"ip netns add failed: {made.stderr.strip()}")
+    try:
+        for args in (
+            ["link", "set", "lo", "up"],
+            ["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+            ["addr", "add", "198.18.0.2/24", "dev", "v0"],
+            ["link", "set", "v0", "up"],
+            ["link", "set", "v1", "up"],
+            ["route", "add", "default", "dev", "v0"],
+        ):
+            subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True)
+        yield ("nsenter", f"--net=/run/netns/{ns}")
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="network namespaces")
+def test_a_head_on_loopback_only_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    """In a namespace whose own address is 198.18.0.2: a head started with
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 listens on 127.0.0.1 only; a driver without it is
+    sent by Ray to 198.18.0.2, where nothing listens, and waited for ever. A head on
+    every interface, given as 127.0.0.1, still runs the job."""
+    home = user_home(tmp_path / "home", None)
+    folder, out = images(tmp_path / "in"), tmp_path / "p.csv"
+    env = base_env(home, RAY_AUTH_MODE="disabled")
+    everywhere = {k: v for k, v in env.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    with host_namespace() as netns:
+        with ray_node(env, netns) as address:
+            failed = driver(tiny_model, folder, out, address, everywhere, prefix=netns, timeout=60)
+            assert_one_line(*failed, "answers on loopback only", "198.18.0.2")
+            assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in failed[1]
+        with ray_node(everywhere, netns) as address:
+            code, stderr, _ = driver(tiny_model, folder, out, address, everywhere, prefix=netns)
+            assert code == 0, stderr
+            assert sorted(paths(out)) == ["0.jpg", "1.jpg", "2.jpg"]

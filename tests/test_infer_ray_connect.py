@@ -7,6 +7,8 @@ killed by PID afterwards; the driver a `cnnbench` process with its own environme
   on the same machine got 20 s of C++ lines and "no Ray cluster at ...".
 - A head on loopback only, given as 127.0.0.1: Ray connects through the machine's own
   address instead, where nothing listens, and the driver waited for ever.
+- A batch that fits the driver's memory but not the worker node's cgroup: the kernel
+  killed the workers and Ray retried them for ever.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import paths, ray_node
+from helpers import memory_cgroup, paths, ray_node
 
 pytest.importorskip("ray", reason="needs the ray extra: pip install 'cnnbench[ray]'")
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -169,3 +171,38 @@ def test_a_head_on_loopback_only_is_one_line(tiny_model: Path, tmp_path: Path) -
             code, stderr, _ = driver(tiny_model, folder, out, address, everywhere, prefix=netns)
             assert code == 0, stderr
             assert sorted(paths(out)) == ["0.jpg", "1.jpg", "2.jpg"]
+
+
+@pytest.mark.parametrize("capped", ["head", "other node"])
+def test_a_batch_past_a_worker_nodes_cgroup_is_one_line(capped: str, tmp_path: Path) -> None:
+    """A node's Ray processes in a 1.5 GB memory cgroup, the driver outside it: batches of
+    600 images of 1024x1024 (1.9 GB each) fit the driver's memory, not that node's. The
+    job is refused before it starts, whether the capped node is the one the probe task
+    ran on (the head, the only node) or another (a second node joined to a head
+    outside the cgroup: each node is asked). Ray refuses a second node on loopback, so
+    that cluster runs in a namespace of its own (`host_namespace`)."""
+    from conftest import _tiny_classifier
+
+    model = _tiny_classifier(
+        tmp_path / "big.onnx", uint8_nhwc=True, labels=("a", "b"), hw=(1024, 1024)
+    )
+    home = user_home(tmp_path / "home", None)
+    env = base_env(home, RAY_AUTH_MODE="disabled")
+    folder, out = images(tmp_path / "in"), tmp_path / "p.csv"
+    netns: tuple[str, ...] = ()
+    with contextlib.ExitStack() as nodes:
+        enter = nodes.enter_context(memory_cgroup(3 * 10**9 // 2))
+        if capped == "head":
+            address = nodes.enter_context(ray_node(env, preexec_fn=enter))
+        else:
+            netns = nodes.enter_context(host_namespace())
+            env = {k: v for k, v in env.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+            address = nodes.enter_context(ray_node(env, netns))
+            nodes.enter_context(ray_node(env, netns, enter, join=address, cpus=1))
+        args = ("--batch-size", "600")
+        failed = driver(model, folder, out, address, env, *args, timeout=60, prefix=netns)
+    assert_one_line(*failed, "batch size 600: 2 batches of 1024x1024x3 images take 3.8 GB")
+    assert "more than this process's memory limit (its cgroup's) 1.5 GB" in failed[1]
+    node = "127.0.0.1" if capped == "head" else "198.18.0.2"
+    assert f"on the Ray worker at {node}" in failed[1]
+    assert not out.exists()

@@ -10,10 +10,12 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -169,6 +171,57 @@ def local_ray(object_store_mb: int) -> Iterator[str]:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+def session_holders(folder: str) -> list[int]:
+    """Processes with a file open under `folder` or naming it in their command line: a
+    Ray cluster's, for a folder of its own (its --temp-dir or session)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            named = folder.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if named or any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith(folder) for fd in fds):
+                found.append(int(pid))
+        except OSError:
+            continue
+    return [pid for pid in found if pid != os.getpid()]
+
+
+@contextlib.contextmanager
+def ray_node(
+    env: dict[str, str],
+    prefix: tuple[str, ...] = (),
+    preexec_fn: Callable | None = None,
+    join: str | None = None,
+    cpus: int = 2,
+) -> Iterator[str]:
+    """`ray start --head` on a free port (or a node joining the head at `join`), with
+    `env` as its whole environment, run after `prefix` (e.g. `ip netns exec NS`) and
+    `preexec_fn`, with a --temp-dir of its own and no dashboard; yields the head's
+    127.0.0.1:PORT. On leaving, every process of it is killed by PID (`ray stop` would
+    stop every Ray cluster on the machine)."""
+    temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's Unix socket paths
+    address = join or f"127.0.0.1:{free_port()}"
+    where = ["--address", join] if join else ["--head", "--port", address.rsplit(":")[1]]
+    command = [*prefix, str(Path(sys.executable).parent / "ray"), "start", *where]
+    command += ["--num-cpus", str(cpus), "--object-store-memory", "100000000"]
+    command += ["--temp-dir", temp, "--disable-usage-stats"]
+    command += [] if join else ["--include-dashboard=false"]
+    try:
+        started = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=120, preexec_fn=preexec_fn
+        )
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield address
+    finally:
+        deadline = time.monotonic() + 30
+        while (pids := session_holders(temp)) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def committed_blocks(out: Path) -> list[str]:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ray_command, wait_for_blocks
+from helpers import ray_command, session_holders, wait_for_blocks
 
 pytest.importorskip("ray", reason="needs the ray extra: pip install 'cnnbench[ray]'")
 
@@ -27,19 +27,6 @@ def running_clusters() -> bool:
         except OSError:
             continue
     return False
-
-
-def session_holders(session: str) -> list[int]:
-    """Processes with a file open in a Ray session folder (the cluster's processes)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith(session) for fd in fds):
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 @pytest.mark.slow

@@ -55,7 +55,7 @@ from cnnbench.infer.sources import listing, prefixes, shards, stores
 from cnnbench.infer.sources.fetch import room_for_reads
 from cnnbench.infer.sources.items import LISTED_AGAIN, Item, extension_of
 from cnnbench.infer.sources.listing import IMAGE_EXTENSIONS, Extensions, expand_inputs, scan_inputs
-from cnnbench.memory import memory_limit
+from cnnbench.memory import MemoryLimit, memory_limit
 
 # what a folder scan counts a tar shard as, by extension ('.gz' for a .tar.gz)
 SHARD_EXTENSIONS = frozenset(extension_of(f"x{suffix}") for suffix in shards.SHARD_SUFFIXES)
@@ -484,18 +484,25 @@ def nothing_to_resume(cfg: InferConfig) -> str:
     )
 
 
-def check_batch_memory(fmt: InputFormat, batch_size: int, buffers: int) -> None:
+def check_batch_memory(
+    fmt: InputFormat,
+    batch_size: int,
+    buffers: int,
+    have: MemoryLimit | None = None,
+    where: str = "",
+) -> None:
     """One line where `buffers` batch buffers alone would take more memory than the
     process may use, the machine's or its container's (they are allocated up front,
-    filled as images come; past a cgroup's limit the kernel kills the job unannounced)."""
+    filled as images come; past a cgroup's limit the kernel kills the job unannounced).
+    `have`: another process's limit (a Ray worker's), `where` says whose for the line."""
     height, width = fmt.size
     need = buffers * batch_size * height * width * fmt.channels
-    have = memory_limit()
+    have = have or memory_limit()
     if need > have.bytes:
         raise InferError(
             f"batch size {batch_size:,}: {buffers} batches of {height}x{width}x{fmt.channels} "
-            f"images take {need / 1e9:,.1f} GB, more than {have}; give a smaller --batch-size "
-            "(or re-run cnnbench tune for a plan)"
+            f"images take {need / 1e9:,.1f} GB, more than {have}{where}; give a smaller "
+            "--batch-size (or re-run cnnbench tune for a plan)"
         )
 
 

@@ -17,6 +17,7 @@ ray_workers.py. Ray is imported lazily.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -49,7 +50,14 @@ from cnnbench.infer.engines.job import (
 from cnnbench.infer.engines.ray_cleanup import release_watchdog
 from cnnbench.infer.engines.ray_cluster import connect, import_ray
 from cnnbench.infer.engines.ray_watch import Stalled, watched
-from cnnbench.infer.engines.ray_workers import Predictor, decode_batch, probe_worker
+from cnnbench.infer.engines.ray_workers import (
+    NodeMemory,
+    Predictor,
+    WorkerProbe,
+    decode_batch,
+    node_memory,
+    probe_worker,
+)
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.runtime.preprocess import InputFormat, check_top_k, resolve_input_format
 from cnnbench.infer.runtime.session import Provider, RuntimeOptions, create_session
@@ -67,6 +75,8 @@ from cnnbench.infer.sources.listing import reason
 from cnnbench.signals import StopOnSignal
 
 DECODE_CPUS = 0.5  # per decode task
+WORKER_BATCHES = 2  # batches a node holds at least: an actor's buffer, a decode task's output
+NODES_WAIT_S = 30.0  # how long the other nodes have to say how much memory they have
 
 
 @dataclass
@@ -267,16 +277,57 @@ def _dataset(
 
 def _check_workers(
     ray: ModuleType, model_ref: Any, cfg: InferConfig, opts: RayOptions, report: Report
-) -> None:
+) -> WorkerProbe:
     """Load the model once where an inference actor would run, before the job starts:
     a worker that cannot gives one clear line here instead of a failed job."""
     gpus = _num_gpus(opts, cfg.runtime)
     _pool(ray, opts, gpus)  # the resources fit
     probe = ray.remote(probe_worker).options(num_cpus=1, num_gpus=gpus, max_retries=0)
-    answer = ray.get(probe.remote([model_ref], _actor_runtime(cfg.runtime)))
-    if answer.startswith("error: "):
-        raise InferError(f"a Ray worker cannot load the model: {answer[7:]}")
-    report(f"ray: inference workers load {cfg.model} on provider {answer}")
+    found: WorkerProbe = ray.get(probe.remote([model_ref], _actor_runtime(cfg.runtime)))
+    if found.error:
+        raise InferError(f"a Ray worker cannot load the model: {found.error}")
+    report(f"ray: inference workers load {cfg.model} on provider {found.provider}")
+    return found
+
+
+def _check_worker_memory(
+    ray: ModuleType, found: WorkerProbe, fmt: InputFormat, batch_size: int
+) -> None:
+    """The batches checked against what a process may use on the node with the least (a
+    cgroup's limit, past which the kernel killed the workers and Ray retried them for
+    ever): at least an actor's buffer and one decode task's batch."""
+    nodes = [found.node, *_other_nodes(ray, found.node.node_id)]
+    least = min(nodes, key=lambda node: node.memory.bytes)
+    where = f", on the Ray worker at {least.address} (an actor's buffer and a decode task's batch)"
+    check_batch_memory(fmt, batch_size, WORKER_BATCHES, least.memory, where)
+
+
+def _other_nodes(ray: ModuleType, probed: str) -> list[NodeMemory]:
+    """The memory of every other node that runs tasks, from a task of no resources pinned
+    to each: none on a one-node cluster; a node that does not answer within NODES_WAIT_S
+    is left out (nodes that join later are not checked)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    ids = [
+        node["NodeID"]
+        for node in ray.nodes()
+        if node["Alive"] and node["Resources"].get("CPU", 0) > 0 and node["NodeID"] != probed
+    ]
+    if not ids:
+        return []
+    task = ray.remote(node_memory)
+    pinned = [NodeAffinitySchedulingStrategy(i, soft=False) for i in ids]
+    refs = [
+        task.options(num_cpus=0, max_retries=0, scheduling_strategy=on).remote() for on in pinned
+    ]
+    ready, late = ray.wait(refs, num_returns=len(refs), timeout=NODES_WAIT_S)
+    for ref in late:
+        ray.cancel(ref)
+    found = []
+    for ref in ready:
+        with contextlib.suppress(ray.exceptions.RayError):  # the node left meanwhile
+            found.append(ray.get(ref))
+    return found
 
 
 def _actor_runtime(runtime: RuntimeOptions) -> RuntimeOptions:
@@ -411,7 +462,8 @@ def _run_job(
     summary.startup_seconds = time.perf_counter() - start
     try:
         model_ref = ray.put(model)
-        _check_workers(ray, model_ref, cfg, opts, report)
+        found = _check_workers(ray, model_ref, cfg, opts, report)
+        _check_worker_memory(ray, found, collector.fmt, summary.batch_size)
         job.refs = [ray.put(table) for table in job.refs]
         ds = _dataset(ray, job, collector.fmt, model_ref, cfg, opts, summary.batch_size)
         _consume(ray, ds, collector, summary, cfg.progress, report)

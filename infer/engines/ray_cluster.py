@@ -10,13 +10,13 @@ import subprocess
 from types import ModuleType
 
 from cnnbench.files import Report
+from cnnbench.infer.engines.ray_auth import TOKEN_AUTH_LOGGER, authenticate
 from cnnbench.infer.engines.ray_cleanup import start_watchdog
 from cnnbench.infer.errors import InferError, first_line
 from cnnbench.infer.sources.listing import reason
 
 RAY_HINT = "pip install 'cnnbench[ray]'"
 CONNECT_TIMEOUT_S = 3.0
-TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 def import_ray() -> ModuleType:
@@ -32,19 +32,56 @@ def import_ray() -> ModuleType:
     return ray
 
 
-def _check_reachable(address: str) -> str:
-    """Fail in seconds, not minutes, when nothing listens at HOST:PORT; the local address
-    this machine reaches it from."""
+def _host_port(address: str) -> tuple[str, int]:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise InferError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _connect_from(address: str) -> str:
+    """The local address this machine reaches HOST:PORT from; OSError when nothing listens."""
+    with socket.create_connection(_host_port(address), CONNECT_TIMEOUT_S) as s:
+        return str(s.getsockname()[0])
+
+
+def _check_reachable(address: str) -> str:
+    """Fail in seconds, not minutes, when nothing listens at HOST:PORT; the local address
+    this machine reaches it from."""
+    _host_port(address)  # the format first
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S) as s:
-            return str(s.getsockname()[0])
+        return _connect_from(address)
     except OSError as e:
         raise InferError(
             f"no Ray cluster at {address} ({reason(e)}): start one there with "
             "`ray start --head`, or leave out --address to start a local one"
+        ) from e
+
+
+def _ray_target(address: str) -> str:
+    """The HOST:PORT that ray.init connects to for `address`. Ray swaps a loopback host for
+    this machine's node address (services.canonicalize_bootstrap_address, unless
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set before Ray was imported); a head bound to
+    loopback only (one started with that variable) is not there, and ray.init retried
+    for ever. Private API: remove when ray.init connects to a loopback address as given."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    return canonicalize_bootstrap_address(address) or address
+
+
+def _check_same_target(address: str, target: str) -> None:
+    """One line when Ray would connect to `target` instead of `address` and nothing
+    listens there."""
+    if target == address:
+        return
+    try:
+        _connect_from(target)
+    except OSError as e:
+        raise InferError(
+            f"the Ray cluster at {address} answers on loopback only, and Ray connects to a "
+            f"loopback address through this machine's address, {target}, where nothing "
+            f"answers ({reason(e)}): set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 for cnnbench too "
+            "(a head started with it listens on loopback only), or restart the head without it"
         ) from e
 
 
@@ -78,6 +115,10 @@ def connect(
     if ray.is_initialized():
         report("ray: using this process's connection to its cluster")
         return False, None
+    if address not in (None, "auto") and not address.startswith("ray://"):
+        target = _ray_target(address)
+        _check_same_target(address, target)
+        authenticate(target)
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     try:
         if address is not None:

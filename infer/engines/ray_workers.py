@@ -25,6 +25,7 @@ from cnnbench.infer.runtime.session import RuntimeOptions, Session, active_provi
 from cnnbench.infer.sources import stores
 from cnnbench.infer.sources.fetch import fetch_ahead
 from cnnbench.infer.sources.items import Item
+from cnnbench.memory import MemoryLimit, memory_limit
 
 
 def decode_batch(
@@ -81,13 +82,40 @@ def worker_session(model_ref: Any, runtime: RuntimeOptions) -> Session:
         return create_session(path, dataclasses.replace(runtime, spinning=False))
 
 
-def probe_worker(model: list, runtime: RuntimeOptions) -> str:
-    """Ray task placed like an inference actor: the provider a worker gets, or
-    'error: why' when it cannot load the model (returned, so Ray logs no traceback)."""
+@dataclasses.dataclass(frozen=True)
+class NodeMemory:
+    """What a process on one node may use: its machine's memory, or its cgroup's limit."""
+
+    node_id: str
+    address: str
+    memory: MemoryLimit
+
+
+def node_memory() -> NodeMemory:
+    """Ray task: the memory of the node it runs on."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    return NodeMemory(node_id, ray.util.get_node_ip_address(), memory_limit())
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerProbe:
+    """What the probe task found where an inference actor would run."""
+
+    provider: str  # the provider the worker gets; "" when it cannot load the model
+    error: str  # why it cannot ("" when it can): returned, so that Ray logs no traceback
+    node: NodeMemory
+
+
+def probe_worker(model: list, runtime: RuntimeOptions) -> WorkerProbe:
+    """Ray task placed like an inference actor: loads the model as one would."""
+    node = node_memory()
     try:
-        return active_provider(worker_session(model[0], runtime)).value
+        provider = active_provider(worker_session(model[0], runtime)).value
     except InferError as e:
-        return f"error: {e}"
+        return WorkerProbe("", str(e), node)
+    return WorkerProbe(provider, "", node)
 
 
 def worker_name() -> str:

@@ -156,7 +156,9 @@ def test_the_objects_frozen_for_the_batches_are_handed_back(
         gc.freeze()
         frozen = gc.get_freeze_count()
         run_infer(_config(tiny_model, tiny_folder, tmp_path / "b.csv"))
-        assert gc.get_freeze_count() >= frozen
+        # not handed back (that is 0); a few of them may be freed meanwhile (a full suite
+        # saw 2 of 531,193 go: an earlier test's cached objects let go)
+        assert gc.get_freeze_count() > frozen // 2
     finally:
         _Writer.write = real  # type: ignore[method-assign]
         gc.unfreeze()

@@ -4,11 +4,13 @@ kill -9 and --resume exactly once; Parquet reads with pyarrow and DuckDB mid-run
 from __future__ import annotations
 
 import csv
+import http.server
 import json
 import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -417,6 +419,86 @@ def test_s3_parquet_output(
         s3.client().get_object(Bucket="out", Key="taken.parquet")["Body"].read()
         == b"PAR1 of pandas"
     )
+
+
+class _SilentPuts(http.server.BaseHTTPRequestHandler):
+    """In front of moto: every request passed on, but a PUT (an upload) never answered,
+    not even its `Expect: 100-continue`, as a store that stopped answering mid-run."""
+
+    upstream = ""
+    protocol_version = "HTTP/1.1"
+
+    def do_PUT(self) -> None:
+        time.sleep(300)  # the client gives up first (its connection is closed then)
+
+    def _pass_on(self) -> None:
+        import urllib.error
+        import urllib.request
+
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+        request = urllib.request.Request(
+            self.upstream + self.path, body, headers, method=self.command
+        )
+        try:
+            with urllib.request.urlopen(request) as answer:
+                status, got, data = answer.status, answer.headers, answer.read()
+        except urllib.error.HTTPError as e:
+            status, got, data = e.code, e.headers, e.read()
+        self.send_response(status)
+        for key, value in got.items():
+            if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_HEAD = do_DELETE = do_POST = _pass_on
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_s3_output_that_stops_answering_is_one_line_in_bounded_time(
+    s3: S3Server, tiny_model: Path, labelled: Path, tmp_path: Path
+) -> None:
+    """Uploads to a store that takes the connection and never answers: botocore asks for
+    `Expect: 100-continue` and aiohttp waits for it with no timeout, so the run waited
+    on its first part for good (killed at 400 s). Each upload now has its deadline
+    (here READ_TIMEOUT_S 1 s: 2 s a try, 3 tries): one line naming the part and
+    --resume, nothing committed lost; the --resume then writes every file once."""
+    _SilentPuts.upstream = s3.url
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SilentPuts)
+    proxy.daemon_threads = True
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    url = "s3://out/silent/p.parquet"
+    args = infer_args(tiny_model, labelled, url)
+    code = (
+        "import runpy, sys; from cnnbench.infer.sources import stores; "
+        "stores.READ_TIMEOUT_S = 1; stores.BACKOFF_S = 0.01; "
+        f"sys.argv = ['cnnbench', *{args!r}]; runpy.run_module('cnnbench', run_name='__main__')"
+    )
+    env = os.environ | s3.env | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.server_port}"}
+    start = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=90
+        )
+    finally:
+        proxy.shutdown()
+    assert time.monotonic() - start < 60
+    assert_one_line_error(
+        done.returncode, done.stderr, "cannot write the output: no answer for s3://out/silent/p"
+    )
+    assert "--resume" in done.stderr.splitlines()[-1]
+    with pytest.MonkeyPatch.context() as env_now:
+        for key, value in s3.env.items():
+            env_now.setenv(key, value)
+        code, output = run([*args, "--resume"])
+    assert code == 0, output
+    rows = s3_rows(s3, "silent/p.parquet/")[1]
+    assert len(rows) == len({r["path"] for r in rows}) > 0
 
 
 def test_s3_outputs_inside_the_input_prefix_are_not_read(

@@ -43,7 +43,10 @@ class Store:
         try:
             return stores.with_retries(call, url)
         except stores.StoreError as e:
-            raise InferError(f"cannot write the output: {e}") from e
+            raise InferError(
+                f"cannot write the output: {e}; the blocks committed are kept: once it "
+                "answers, run the same command with --resume"
+            ) from e
 
     def names(self) -> set[str]:
         """The names there now; none when the folder does not exist."""
@@ -73,7 +76,8 @@ class Store:
     def put(self, name: str, data: bytes) -> None:
         """The whole file or nothing, for any reader, at any moment."""
         if self.fs is not None:
-            self._remote(lambda: self.fs.pipe_file(self.path(name), data), name)
+            timeout = stores.upload_timeout(len(data))
+            self._remote(lambda: self.fs.pipe_file(self.path(name), data, timeout=timeout), name)
             return
         with atomic_open(self.path(name), "wb") as f:
             f.write(data)

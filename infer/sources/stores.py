@@ -58,6 +58,7 @@ SCHEMES = {
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://")
 
 RETRIES = 3  # attempts of a transient failure, the first included
+UPLOAD_BYTES_PER_S = 100_000  # the slowest link an upload is given time for
 BACKOFF_S = 0.25  # before the 2nd attempt; x4 before each next one
 CONNECT_TIMEOUT_S = 10  # an S3 connection not made in this long is given up
 READ_TIMEOUT_S = 30  # ... and an answer that sends nothing for this long
@@ -144,11 +145,41 @@ def filesystem(url: str) -> Any:
 
     protocol = _scheme(url).protocol
     options = {"account_name": account} if (account := _azure_account(url)) else {}
+    if protocol == "s3":
+        options = _s3fs_options()
     if protocol == "gcs" and _gcs_emulator():
         make = _gcs_emulator_filesystem
     else:
         make = functools.partial(fsspec.filesystem, protocol, skip_instance_cache=True, **options)
+    if protocol == "s3":
+        make = functools.partial(_s3fs, make)
     return made_once((protocol, store_settings(), account), make)
+
+
+def upload_timeout(size: int) -> float:
+    """How long one upload of `size` bytes (an output's part, its manifest) may take
+    before it is given up (and tried again, `with_retries`): botocore asks S3 for `Expect:
+    100-continue`, and aiohttp waits for that answer with no timeout at all, so a store
+    that stopped answering held the run on its part for good (killed at 400 s;
+    marin-community/marin#6719). READ_TIMEOUT_S, and the bytes at UPLOAD_BYTES_PER_S."""
+    return 2 * READ_TIMEOUT_S + size / UPLOAD_BYTES_PER_S
+
+
+def _s3fs_options() -> dict:
+    """s3fs's requests (the outputs' parts, a prefix's check) give up as the reads' do:
+    botocore's standard retries (3 tries) unless the user chose a mode, and no retry
+    loop of s3fs's own on top (`S3FileSystem.retries`, set once made: `with_retries` is
+    ours). s3fs's own timeouts stay (5 s to connect, 15 s for an answer). With botocore's
+    5 legacy tries under s3fs's 5, a run whose output endpoint stopped answering waited
+    on its part for good (killed at 400 s)."""
+    retries = _retries(_botocore_session(store_settings()))
+    return {"config_kwargs": {"retries": retries}} if retries else {}
+
+
+def _s3fs(make: Callable[[], Any]) -> Any:
+    fs = make()
+    fs.retries = 1  # one try of s3fs's loop: botocore's and ours retry
+    return fs
 
 
 _AZURE_AUTHORITY = re.compile(r"^[^@/]+@(?P<account>[a-z0-9]+)\.(?:dfs|blob)\.core\.windows\.net$")
@@ -299,6 +330,8 @@ def describe(e: BaseException, url: str) -> str:
         )
     if _cannot_connect(e):
         return f"cannot connect for {url}: {text}; check the endpoint (AWS_ENDPOINT_URL for S3)"
+    if "FSTimeoutError" in names:  # fsspec's deadline (`upload_timeout`): no message
+        return f"no answer for {url} in time; check the endpoint (AWS_ENDPOINT_URL for S3)"
     if _timed_out_in_botocore(e):
         return (
             f"no answer for {url}: {text}; the endpoint accepts no connection or sends "

@@ -260,6 +260,25 @@ def s3_env(endpoint: str) -> dict[str, str]:
     }
 
 
+def cnnbench_fast_stores(
+    args: list[str], env: dict[str, str], timeout: float, read_timeout_s: float | None = None
+) -> subprocess.CompletedProcess:
+    """`cnnbench ARGS` in a process of its own (libcurl's reads are used there) with
+    `env`, the stores' retries 10 ms apart (stores.BACKOFF_S; 0.25 s then 1 s) and, when
+    given, their read timeout (stores.READ_TIMEOUT_S; 30 s): a test of a store that
+    fails or stays silent waits seconds, not minutes."""
+    settings = "stores.BACKOFF_S = 0.01; "
+    if read_timeout_s is not None:
+        settings += f"stores.READ_TIMEOUT_S = {read_timeout_s}; "
+    code = (
+        f"import runpy, sys; from cnnbench.infer.sources import stores; {settings}"
+        f"sys.argv = ['cnnbench', *{args!r}]; runpy.run_module('cnnbench', run_name='__main__')"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 class LoopbackServer:
     """A server in a process of its own on 127.0.0.1, its output in `log`, waited for
     until it accepts connections; `stop` ends it (by its pid) whatever happened."""

@@ -23,6 +23,7 @@ from helpers import (
     accuracy_of,
     assert_exactly_once,
     assert_one_line_error,
+    cnnbench_fast_stores,
     committed_blocks,
     errors_of,
     make_zoo,
@@ -474,17 +475,10 @@ def test_s3_output_that_stops_answering_is_one_line_in_bounded_time(
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     url = "s3://out/silent/p.parquet"
     args = infer_args(tiny_model, labelled, url)
-    code = (
-        "import runpy, sys; from cnnbench.infer.sources import stores; "
-        "stores.READ_TIMEOUT_S = 1; stores.BACKOFF_S = 0.01; "
-        f"sys.argv = ['cnnbench', *{args!r}]; runpy.run_module('cnnbench', run_name='__main__')"
-    )
     env = os.environ | s3.env | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.server_port}"}
     start = time.monotonic()
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=90
-        )
+        done = cnnbench_fast_stores(args, env, timeout=90, read_timeout_s=1)
     finally:
         proxy.shutdown()
     assert time.monotonic() - start < 60

@@ -29,7 +29,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import S3Server, assert_one_line_error, free_port, run, write_tar
+from helpers import (
+    S3Server,
+    assert_one_line_error,
+    cnnbench_fast_stores,
+    free_port,
+    run,
+    write_tar,
+)
 from helpers import s3_env as s3_environment
 
 from cnnbench.infer.engines.job import BUSY_IDLE, InferConfig
@@ -1033,17 +1040,10 @@ def test_an_endpoint_that_never_answers_is_one_line_in_bounded_time(
     threading.Thread(target=accept, daemon=True).start()
     endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
     args = ["infer", str(tiny_model), "s3://b/p/", "-o", str(tmp_path / "o.csv"), "--no-progress"]
-    code = (
-        "import runpy, sys; from cnnbench.infer.sources import stores; "
-        f"stores.READ_TIMEOUT_S = 1; sys.argv = ['cnnbench', *{args!r}]; "
-        "runpy.run_module('cnnbench', run_name='__main__')"
-    )
     env = os.environ | s3_environment(endpoint)
     start = time.monotonic()
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
-        )
+        done = cnnbench_fast_stores(args, env, timeout=60, read_timeout_s=1)
     finally:
         listener.close()
         for conn in held:

@@ -11,7 +11,6 @@ import http.server
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,14 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 import pytest
-from helpers import S3Server, assert_one_line_error, errors_of, paths, s3_env
+from helpers import (
+    S3Server,
+    assert_one_line_error,
+    cnnbench_fast_stores,
+    errors_of,
+    paths,
+    s3_env,
+)
 
 from cnnbench.infer.sources import fetch, stores
 from cnnbench.infer.sources.items import Item
@@ -131,17 +137,8 @@ class _Forward(http.server.BaseHTTPRequestHandler):
 
 
 def _cnnbench(args: list[str], endpoint: str) -> subprocess.CompletedProcess:
-    """`cnnbench ARGS` in a process of its own (libcurl's reads are used there) against
-    `endpoint`, with the retries' backoff at 10 ms (stores.BACKOFF_S; 0.25 s then 1 s)."""
-    code = (
-        "import runpy, sys; from cnnbench.infer.sources import stores; "
-        f"stores.BACKOFF_S = 0.01; sys.argv = ['cnnbench', *{args!r}]; "
-        "runpy.run_module('cnnbench', run_name='__main__')"
-    )
-    env = os.environ | s3_env(endpoint)
-    return subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
-    )
+    """`cnnbench ARGS` in a process of its own against `endpoint`, retries 10 ms apart."""
+    return cnnbench_fast_stores(args, os.environ | s3_env(endpoint), timeout=300)
 
 
 def _paths(out: Path) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from helpers import (
     GcsServer,
     assert_one_line_error,
     azurite_blob,
+    cnnbench_fast_stores,
     read_rows,
     run,
 )
@@ -115,6 +117,15 @@ def test_abfs_long_form_reads_the_account_it_names(
         assert not out.exists()
 
 
+def _send_json(handler: http.server.BaseHTTPRequestHandler, status: int, answer: dict) -> None:
+    body = json.dumps(answer).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _GcsPages(http.server.BaseHTTPRequestHandler):
     """In front of the GCS emulator, which answers objects.list whole, whatever
     maxResults says: serves the listing page by page as GCS does (maxResults names,
@@ -137,12 +148,7 @@ class _GcsPages(http.server.BaseHTTPRequestHandler):
         page: dict = {"kind": "storage#objects", "items": items[start : start + limit]}
         if start + limit < len(items):
             page["nextPageToken"] = str(start + limit)
-        body = json.dumps(page).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _send_json(self, 200, page)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -227,3 +233,57 @@ def test_a_scheme_without_its_library_names_the_extra(
     args = ["infer", str(tiny_model), url, "-o", str(tmp_path / "o.csv")]
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     assert_one_line_error(done.returncode, done.stderr, f"pip install 'cnnbench[{extra}]'", module)
+
+
+def test_azure_without_an_account_is_one_line(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No connection string and no account name: adlfs's ValueError was a traceback."""
+    for key in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME"):
+        monkeypatch.delenv(key, raising=False)
+    out = tmp_path / "o.csv"
+    for url in ("az://c/p/", "abfs://c/p/x.jpg"):
+        code, output = run(["infer", str(tiny_model), url, "-o", str(out)])
+        assert_one_line_error(code, output, f"no Azure storage account for {url}: set AZURE_STO")
+        assert not out.exists()
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """A GCS endpoint that answers every request with `status`: 403 as GCS does for
+    credentials without access, 400 as for a request it will not take."""
+
+    status = 403
+
+    def do_GET(self) -> None:
+        _send_json(self, self.status, {"error": {"code": self.status, "message": "refused"}})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [(403, "access denied to gs://b/p/ ("), (400, "cannot read gs://b/p/: HTTP 400: ")],
+)
+def test_a_gcs_refusal_is_one_line_without_gcsfs_traceback(
+    tiny_model: Path, tmp_path: Path, status: int, message: str
+) -> None:
+    """gcsfs's 403 said 'cannot read gs://b/p/: Forbidden: b/b/o', the credentials
+    unnamed; and gcsfs logs a failure it does not retry (the 400) with its traceback
+    (logger.exception), which was printed above the one line."""
+    handler = type("Handler", (_Refusing,), {"status": status})
+    refusing = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=refusing.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{refusing.server_address[1]}"
+    env = {**os.environ, "STORAGE_EMULATOR_HOST": endpoint, "NO_GCE_CHECK": "true"}
+    try:
+        out = tmp_path / "o.csv"
+        # in a process of its own: the log's last-resort handler writes to the real stderr
+        args = ["infer", str(tiny_model), "gs://b/p/", "-o", str(out)]
+        done = cnnbench_fast_stores(args, env, 60)
+        output = done.stdout + done.stderr
+        assert_one_line_error(done.returncode, output, message)
+        assert "retries" not in output and "non-retriable" not in output, output
+        assert not out.exists()
+    finally:
+        refusing.shutdown()

@@ -153,7 +153,35 @@ def filesystem(url: str) -> Any:
         make = functools.partial(fsspec.filesystem, protocol, skip_instance_cache=True, **options)
     if protocol == "s3":
         make = functools.partial(_s3fs, make)
+    if protocol in ("az", "abfs"):
+        make = functools.partial(_adlfs, make, url)
+    if protocol == "gcs":
+        _quiet_gcsfs()
     return made_once((protocol, store_settings(), account), make)
+
+
+def _adlfs(make: Callable[[], Any], url: str) -> Any:
+    """adlfs's filesystem, or one line where it cannot be made: with no account in the
+    environment (nor in the URL) adlfs raised a ValueError, which was a traceback."""
+    try:
+        return make()
+    except ValueError as e:
+        raise InferError(
+            f"no Azure storage account for {url}: set AZURE_STORAGE_CONNECTION_STRING, or "
+            f"AZURE_STORAGE_ACCOUNT_NAME and its credentials ({first_line(e)})"
+        ) from e
+
+
+def _quiet_gcsfs() -> None:
+    """gcsfs logs each failure it gives up on with its traceback (`logger.exception`),
+    which Python's last-resort handler printed above the failure's one line (a 403, a
+    stopped endpoint); its failures are raised and described anyway. Left as the user
+    set it, where they set a level."""
+    import logging
+
+    logger = logging.getLogger("gcsfs")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.CRITICAL)
 
 
 def upload_timeout(size: int) -> float:
@@ -337,7 +365,7 @@ def describe(e: BaseException, url: str) -> str:
             f"no answer for {url}: {text}; the endpoint accepts no connection or sends "
             "nothing: check it (AWS_ENDPOINT_URL for S3)"
         )
-    if isinstance(e, PermissionError) or status in (401, 403):
+    if isinstance(e, PermissionError) or status in (401, 403) or _gcs_forbidden(e):
         return f"access denied to {url} ({text}): check the credentials and what they may read"
     if (missing := _missing(e)) in ("bucket", "container"):
         return f"no such {missing} for {url}: {text}"
@@ -347,6 +375,12 @@ def describe(e: BaseException, url: str) -> str:
         return f"cannot read {url}: the answer was cut short ({text})"
     where = f"HTTP {status}: " if status else ""
     return f"cannot read {url}: {where}{text}"
+
+
+def _gcs_forbidden(e: BaseException) -> bool:
+    """gcsfs's 403: a bare OSError 'Forbidden: PATH' (its own code tells it by that
+    text too); it was 'cannot read ...: Forbidden: b/b/o', the credentials unnamed."""
+    return type(e) is OSError and str(e).startswith("Forbidden: ")
 
 
 def no_such_object(e: BaseException) -> bool:

@@ -287,3 +287,32 @@ def test_a_gcs_refusal_is_one_line_without_gcsfs_traceback(
         assert not out.exists()
     finally:
         refusing.shutdown()
+
+
+def test_azure_stopped_stops_the_job_in_seconds(
+    tiny_model: Path, photos: Path, tmp_path: Path
+) -> None:
+    """Azurite stopped before the reads of an @list: azure-storage-blob retried each
+    read 3 times 15 s + 3^n s apart (82 s a read) under our retries, and its
+    ServiceRequestError ('cannot read') was not taken for the store's failure, so every
+    file became an error row that --resume skips. Now the job stops with the one line."""
+    binary = azurite_blob()
+    if isinstance(binary, str):
+        pytest.skip(binary)
+    (tmp_path / "data").mkdir()
+    azurite = AzuriteServer(binary, tmp_path / "data", tmp_path / "server.log")
+    try:
+        names = [f"p{i:02d}.jpg" for i in range(20)]
+        azurite.put("gone", {n: (photos / "a.jpg").read_bytes() for n in names})
+    finally:
+        azurite.stop()
+    (tmp_path / "list.txt").write_text("".join(f"az://gone/{n}\n" for n in names))
+    out = tmp_path / "out.csv"
+    args = ["infer", str(tiny_model), f"@{tmp_path / 'list.txt'}", "-o", str(out), "--no-progress"]
+    done = cnnbench_fast_stores(args, {**os.environ, **azurite.env}, 60)
+    assert_one_line_error(
+        done.returncode, done.stderr, "the store stopped answering", "cannot connect for az://gone/"
+    )
+    assert "--resume" in done.stderr
+    errors = tmp_path / "out.errors.csv"
+    assert not errors.exists() or read_rows(errors) == []

@@ -164,12 +164,20 @@ def _adlfs(make: Callable[[], Any], url: str) -> Any:
     """adlfs's filesystem, or one line where it cannot be made: with no account in the
     environment (nor in the URL) adlfs raised a ValueError, which was a traceback."""
     try:
-        return make()
+        fs = make()
     except ValueError as e:
         raise InferError(
             f"no Azure storage account for {url}: set AZURE_STORAGE_CONNECTION_STRING, or "
             f"AZURE_STORAGE_ACCOUNT_NAME and its credentials ({first_line(e)})"
         ) from e
+    # azure-storage-blob's own retries (3, 15 s + 3^n s apart) under ours: a read of a
+    # store that stopped answering took 82 s before its line. One try of theirs, as for
+    # s3fs: `with_retries` tries again what is worth it. The pipelines of the container
+    # and blob clients share this policy object.
+    policy = fs.service_client._config.retry_policy
+    for attr in ("total_retries", "connect_retries", "read_retries", "status_retries"):
+        setattr(policy, attr, 0)
+    return fs
 
 
 def _quiet_gcsfs() -> None:
@@ -319,6 +327,7 @@ TRANSIENT_NAMES = {
     "IncompleteReadError",
     "ResponseStreamingError",
     "ConnectionResetError",
+    "ServiceResponseError",  # azure-core's: sent, but no whole answer (cut, timed out)
 }
 
 
@@ -337,7 +346,8 @@ def _cannot_connect(e: BaseException) -> bool:
     """No connection to the endpoint could be made (refused, unreachable, not resolved)."""
     names = _names(e)
     connect = getattr(e, "kind", None) == "Connect"  # reqwest's, through obstore
-    return "EndpointConnectionError" in names or "ClientConnectorError" in names or connect
+    azure = "ServiceRequestError" in names  # azure-core's: the request could not be sent
+    return bool(names & {"EndpointConnectionError", "ClientConnectorError"}) or connect or azure
 
 
 def unanswered(e: BaseException) -> bool:

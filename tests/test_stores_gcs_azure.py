@@ -206,13 +206,15 @@ def test_missing_bucket_is_one_line_and_missing_object_an_error_row(
     store.put("some", {"a.jpg": (photos / "a.jpg").read_bytes()})
     code, output = run(["infer", str(tiny_model), f"{s}://some/nothing/", "-o", out])
     assert_one_line_error(code, output, f"not found: {s}://some/nothing")
-    (tmp_path / "list.txt").write_text(f"{s}://some/a.jpg\n{s}://some/gone.jpg\n")
+    # a key with the words in it is still a missing object: it was 'no such bucket'
+    gone = ["gone.jpg", "my-bucket/container.jpg"]
+    (tmp_path / "list.txt").write_text("".join(f"{s}://some/{k}\n" for k in ["a.jpg", *gone]))
     code, output = run(["infer", str(tiny_model), f"@{tmp_path / 'list.txt'}", "-o", out])
     assert code == 0, output
     assert [r["path"] for r in read_rows(tmp_path / "out.csv")] == [f"{s}://some/a.jpg"]
     errors = read_rows(tmp_path / "out.errors.csv")
     assert [(e["path"], e["error"]) for e in errors] == [
-        (f"{s}://some/gone.jpg", f"not found: {s}://some/gone.jpg")
+        (f"{s}://some/{k}", f"not found: {s}://some/{k}") for k in gone
     ]
 
 

@@ -404,8 +404,19 @@ def _missing(e: BaseException) -> str | None:
     one, else 'object'; None for any other failure."""
     if not (isinstance(e, FileNotFoundError) or status_of(e) == 404):
         return None
-    text = first_line(e).lower()
-    return next((what for what in ("bucket", "container") if what in text), "object")
+    said = _NO_SUCH_STORE.search(first_line(e))
+    return ("bucket" if "bucket" in said[0].lower() else "container") if said else "object"
+
+
+# What the stores say of a missing bucket or container (S3's NoSuchBucket, GCS's and
+# Azure's 'The specified ... does not exist', Azure's ContainerNotFound). The words alone
+# were taken for it, and those are in the path the libraries put in a missing object's
+# error: gs://b/my-bucket/x.jpg, gone, was 'no such bucket'.
+_NO_SUCH_STORE = re.compile(
+    r"NoSuchBucket|ContainerNotFound|BucketNotFound|(bucket|container) (\S+ )?does not exist"
+    r"|no such (bucket|container)",
+    re.I,
+)
 
 
 class StoreError(OSError):

@@ -201,6 +201,13 @@ def test_missing_bucket_is_one_line_and_missing_object_an_error_row(
     code, output = run(["infer", str(tiny_model), f"{s}://absent/set/", "-o", out])
     what = "bucket" if s == "gs" else "container"
     assert_one_line_error(code, output, f"no such {what} for {s}://absent/set")
+    # an output there: the store answered, so no '--resume once it answers' (as it said)
+    photo = str(photos / "a.jpg")
+    code, output = run(["infer", str(tiny_model), photo, "-o", f"{s}://absent/o.parquet"])
+    assert_one_line_error(
+        code, output, f"cannot write {s}://absent/o.parquet: no such {what} absent: create it"
+    )
+    assert "--resume" not in output
     with pytest.raises(stores.StoreError, match=f"^no such (bucket|container) for {s}://absent/"):
         list(prefixes.list_prefix(f"{s}://absent/set/"))
     store.put("some", {"a.jpg": (photos / "a.jpg").read_bytes()})

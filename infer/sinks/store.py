@@ -58,10 +58,26 @@ class Store:
             try:
                 return list(self.fs.ls(self.root, detail=False))
             except FileNotFoundError:
-                self.fs.ls(self.root.split("/", 1)[0], detail=False)  # the bucket: one line
+                self._bucket_there()
                 return []
 
         return {p.rstrip("/").rsplit("/", 1)[-1] for p in self._remote(listing)} - {""}
+
+    def _bucket_there(self) -> None:
+        """One line when the bucket or container of the output does not exist: it was
+        'cannot write the output: not found: ...; once it answers, run the same command
+        with --resume', as if the store had stopped answering (and GCS's said the
+        request's path, 'b/absent/o')."""
+        bucket = self.root.split("/", 1)[0]
+        try:
+            self.fs.ls(bucket, detail=False)
+        except FileNotFoundError as e:
+            azure = stores.store_protocol(self.location) in ("az", "abfs")
+            what = "container" if azure else "bucket"
+            raise InferError(
+                f"cannot write {self.location}: no such {what} {bucket}: create it, or "
+                "choose another -o/--errors"
+            ) from e
 
     def is_file(self) -> bool:
         """The location is itself a file or object (where a folder of parts would go)."""

@@ -323,5 +323,6 @@ def test_azure_stopped_stops_the_job_in_seconds(
         done.returncode, done.stderr, "the store stopped answering", "cannot connect for az://gone/"
     )
     assert "--resume" in done.stderr
+    assert "check the endpoint (BlobEndpoint in AZURE_STORAGE_CONNECTION_STRING" in done.stderr
     errors = tmp_path / "out.errors.csv"
     assert not errors.exists() or read_rows(errors) == []

@@ -367,13 +367,13 @@ def describe(e: BaseException, url: str) -> str:
             "(for S3: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
         )
     if _cannot_connect(e):
-        return f"cannot connect for {url}: {text}; check the endpoint (AWS_ENDPOINT_URL for S3)"
+        return f"cannot connect for {url}: {text}; {_check_endpoint(url)}"
     if "FSTimeoutError" in names:  # fsspec's deadline (`upload_timeout`): no message
-        return f"no answer for {url} in time; check the endpoint (AWS_ENDPOINT_URL for S3)"
+        return f"no answer for {url} in time; {_check_endpoint(url)}"
     if _timed_out_in_botocore(e):
         return (
             f"no answer for {url}: {text}; the endpoint accepts no connection or sends "
-            "nothing: check it (AWS_ENDPOINT_URL for S3)"
+            f"nothing: {_check_endpoint(url)}"
         )
     if isinstance(e, PermissionError) or status in (401, 403) or _gcs_forbidden(e):
         return f"access denied to {url} ({text}): check the credentials and what they may read"
@@ -391,6 +391,18 @@ def _gcs_forbidden(e: BaseException) -> bool:
     """gcsfs's 403: a bare OSError 'Forbidden: PATH' (its own code tells it by that
     text too); it was 'cannot read ...: Forbidden: b/b/o', the credentials unnamed."""
     return type(e) is OSError and str(e).startswith("Forbidden: ")
+
+
+def _check_endpoint(url: str) -> str:
+    """What to check when the store behind `url` cannot be reached: where its library
+    takes the endpoint from (it named AWS_ENDPOINT_URL for a gs:// or az:// URL too)."""
+    where = {
+        "s3": "AWS_ENDPOINT_URL for S3",
+        "gcs": "STORAGE_EMULATOR_HOST for a GCS emulator",
+        "az": "BlobEndpoint in AZURE_STORAGE_CONNECTION_STRING for Azurite",
+        "abfs": "BlobEndpoint in AZURE_STORAGE_CONNECTION_STRING for Azurite",
+    }.get(SCHEMES[scheme_of(url) or ""].protocol if scheme_of(url) in SCHEMES else "")
+    return f"check the endpoint ({where})" if where else "check the host and the network"
 
 
 def no_such_object(e: BaseException) -> bool:

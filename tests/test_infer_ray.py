@@ -328,6 +328,7 @@ def test_one_line_errors(
     started = time.monotonic()
     assert "no Ray cluster at 127.0.0.1:1 (" in error("--address", "127.0.0.1:1")
     assert time.monotonic() - started < 10
+    assert not os.path.exists(f"{out}.parts"), "said before anything is written"
     cluster = ["--address", ray_address]
     assert "does not fit the Ray cluster" in error(*cluster, "--workers", "5")
     assert "the Ray cluster has 0 GPUs" in error(*cluster, "--num-gpus-per-worker", "1")

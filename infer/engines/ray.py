@@ -48,7 +48,7 @@ from cnnbench.infer.engines.job import (
     write_summary,
 )
 from cnnbench.infer.engines.ray_cleanup import release_watchdog
-from cnnbench.infer.engines.ray_cluster import connect, import_ray
+from cnnbench.infer.engines.ray_cluster import check_cluster, connect, import_ray
 from cnnbench.infer.engines.ray_watch import Stalled, watched
 from cnnbench.infer.engines.ray_workers import (
     NodeMemory,
@@ -483,6 +483,8 @@ def run_ray_infer(cfg: InferConfig, opts: RayOptions, report: Report | None = No
     fmt = resolve_input_format(session, cfg.foreign)
     check_top_k(fmt, cfg.top_k)
     model = _read_model(cfg.model)
+    if not cfg.resume:  # before anything is written (a resume may only merge: no cluster)
+        check_cluster(ray, opts.address)
     with_truth, unmatched = class_folders(inputs, fmt.labels)
     if unmatched:
         report(unmatched)

@@ -102,6 +102,23 @@ def _driver_address(address: str, here: str | None) -> dict:
         return {"_node_ip_address": here}
 
 
+def check_cluster(ray: ModuleType, address: str | None) -> str | None:
+    """One line, in seconds, where the cluster at `address` (HOST:PORT; None or 'auto':
+    none is named) cannot be connected to: nothing listens, Ray would connect elsewhere,
+    its authentication differs. Made before anything is written (a dead --address left
+    the output's staging folder behind) and again by `connect`. Returns the local address
+    this machine reaches it from."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address in (None, "auto"):
+        return None
+    here = _check_reachable(address)
+    if not ray.is_initialized() and not address.startswith("ray://"):
+        target = _ray_target(address)
+        _check_same_target(address, target)
+        authenticate(target)
+    return here
+
+
 def connect(
     ray: ModuleType, address: str | None, report: Report
 ) -> tuple[bool, subprocess.Popen | None]:
@@ -109,16 +126,10 @@ def connect(
     whether this call made the connection (and so must end it), and the watchdog of a
     cluster it started (ray_cleanup.py)."""
     address = address or os.environ.get("RAY_ADDRESS") or None
-    here = None
-    if address not in (None, "auto"):
-        here = _check_reachable(address)
+    here = check_cluster(ray, address)
     if ray.is_initialized():
         report("ray: using this process's connection to its cluster")
         return False, None
-    if address not in (None, "auto") and not address.startswith("ray://"):
-        target = _ray_target(address)
-        _check_same_target(address, target)
-        authenticate(target)
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     try:
         if address is not None:

@@ -72,8 +72,7 @@ class Store:
         try:
             self.fs.ls(bucket, detail=False)
         except FileNotFoundError as e:
-            azure = stores.store_protocol(self.location) in ("az", "abfs")
-            what = "container" if azure else "bucket"
+            what = stores.bucket_word(stores.store_protocol(self.location))
             raise InferError(
                 f"cannot write {self.location}: no such {what} {bucket}: create it, or "
                 "choose another -o/--errors"

@@ -89,12 +89,17 @@ def _scheme(url: str) -> Scheme:
     if not url.split("://", 1)[1].partition("/")[0]:
         if scheme.protocol in ("http", "https"):
             raise InferError(f"{url} names no host: write {name}://HOST/PATH")
-        what = "container" if scheme.protocol in ("az", "abfs") else "bucket"
+        what = bucket_word(scheme.protocol)
         raise InferError(
             f"{url} names no {what}: write {name}://{what.upper()}/PREFIX/ for the "
             f"objects under a prefix, or {name}://{what.upper()}/KEY for one"
         )
     return scheme
+
+
+def bucket_word(protocol: str) -> str:
+    """What the store `protocol` calls the top of its keys: Azure's container, a bucket."""
+    return "container" if protocol in ("az", "abfs") else "bucket"
 
 
 def _check_extra(name: str, scheme: Scheme) -> None:
@@ -145,14 +150,12 @@ def filesystem(url: str) -> Any:
 
     protocol = _scheme(url).protocol
     options = {"account_name": account} if (account := _azure_account(url)) else {}
-    if protocol == "s3":
-        options = _s3fs_options()
     if protocol == "gcs" and _gcs_emulator():
         make = _gcs_emulator_filesystem
+    elif protocol == "s3":
+        make = _s3fs
     else:
         make = functools.partial(fsspec.filesystem, protocol, skip_instance_cache=True, **options)
-    if protocol == "s3":
-        make = functools.partial(_s3fs, make)
     if protocol in ("az", "abfs"):
         make = functools.partial(_adlfs, make, url)
     if protocol == "gcs":
@@ -201,19 +204,18 @@ def upload_timeout(size: int) -> float:
     return 2 * READ_TIMEOUT_S + size / UPLOAD_BYTES_PER_S
 
 
-def _s3fs_options() -> dict:
-    """s3fs's requests (the outputs' parts, a prefix's check) give up as the reads' do:
-    botocore's standard retries (3 tries) unless the user chose a mode, and no retry
-    loop of s3fs's own on top (`S3FileSystem.retries`, set once made: `with_retries` is
+def _s3fs() -> Any:
+    """s3fs's filesystem, its requests (the outputs' parts, a prefix's check) given up as
+    the reads' are: botocore's standard retries (3 tries) unless the user chose a mode,
+    and no retry loop of s3fs's own on top (`S3FileSystem.retries`: `with_retries` is
     ours). s3fs's own timeouts stay (5 s to connect, 15 s for an answer). With botocore's
     5 legacy tries under s3fs's 5, a run whose output endpoint stopped answering waited
     on its part for good (killed at 400 s)."""
+    import fsspec
+
     retries = _retries(_botocore_session(store_settings()))
-    return {"config_kwargs": {"retries": retries}} if retries else {}
-
-
-def _s3fs(make: Callable[[], Any]) -> Any:
-    fs = make()
+    options = {"config_kwargs": {"retries": retries}} if retries else {}
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
     fs.retries = 1  # one try of s3fs's loop: botocore's and ours retry
     return fs
 
@@ -401,7 +403,7 @@ def _check_endpoint(url: str) -> str:
         "gcs": "STORAGE_EMULATOR_HOST for a GCS emulator",
         "az": "BlobEndpoint in AZURE_STORAGE_CONNECTION_STRING for Azurite",
         "abfs": "BlobEndpoint in AZURE_STORAGE_CONNECTION_STRING for Azurite",
-    }.get(SCHEMES[scheme_of(url) or ""].protocol if scheme_of(url) in SCHEMES else "")
+    }.get(scheme.protocol if (scheme := SCHEMES.get(scheme_of(url) or "")) else "")
     return f"check the endpoint ({where})" if where else "check the host and the network"
 
 

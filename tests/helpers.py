@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import http.client
+import http.server
 import io
 import json
 import logging
@@ -277,6 +279,36 @@ def cnnbench_fast_stores(
     return subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def forward(handler: http.server.BaseHTTPRequestHandler, upstream: str) -> tuple:
+    """The answer of `upstream` (host:port) to the request `handler` serves: (status,
+    headers, body), for a test's proxy in front of a loopback server."""
+    connection = http.client.HTTPConnection(upstream, timeout=30)
+    try:
+        connection.request(handler.command, handler.path, headers=dict(handler.headers))
+        answer = connection.getresponse()
+        return answer.status, answer.getheaders(), answer.read()
+    finally:
+        connection.close()
+
+
+def send_answer(
+    handler: http.server.BaseHTTPRequestHandler,
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+) -> None:
+    """A forwarded answer sent on (its connection headers dropped, its length its body's;
+    no body to a HEAD)."""
+    handler.send_response(status)
+    for name, value in headers:
+        if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+            handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
 
 
 class LoopbackServer:

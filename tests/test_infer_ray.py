@@ -3,6 +3,7 @@ exactly once through a killed driver, a killed worker and --resume, and one-line
 
 from __future__ import annotations
 
+import functools
 import http.server
 import json
 import logging
@@ -460,6 +461,30 @@ def test_ray_reads_members_of_tar_shards(
     assert result.exit_code == 0, result.output
     assert_same_files(local, remote)
     assert len(paths(remote)) == 10 and paths(remote)[0] == "s-0.tar/0000.jpg"
+    # by URL from Python's http.server, which ignores Range: members cut from the shard
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/s-0.tar"
+    try:
+        by_url = [
+            infer(tiny_model, url, tmp_path / "url-local.csv"),  # type: ignore[arg-type]
+            infer(
+                tiny_model,
+                url,
+                tmp_path / "url-ray.csv",
+                "--engine",
+                "ray",
+                "--address",
+                ray_address,
+            ),  # type: ignore[arg-type]
+        ]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert all(r.exit_code == 0 for r in by_url), by_url[1].output
+    assert_same_files(tmp_path / "url-local.csv", tmp_path / "url-ray.csv")
+    assert len(paths(tmp_path / "url-ray.csv")) == 5
     refused = infer(
         tiny_model,
         tmp_path / "s-2.tar.gz",

@@ -6,7 +6,6 @@ and a --resume once the store answers again finishes it."""
 from __future__ import annotations
 
 import csv
-import http.client
 import http.server
 import json
 import os
@@ -25,8 +24,10 @@ from helpers import (
     assert_one_line_error,
     cnnbench_fast_stores,
     errors_of,
+    forward,
     paths,
     s3_env,
+    send_answer,
 )
 
 from cnnbench.infer.sources import fetch, stores
@@ -113,24 +114,11 @@ class _Forward(http.server.BaseHTTPRequestHandler):
             else:
                 self.close_connection = True  # cut, without an answer
             return
-        upstream = http.client.HTTPConnection(self.server.upstream, timeout=30)
-        try:
-            upstream.request(self.command, self.path, headers=dict(self.headers))
-            answer = upstream.getresponse()
-            body = answer.read()
-        finally:
-            upstream.close()
-        if answer.status == 200 and self.command == "GET" and "list-type=" not in self.path:
+        status, headers, body = forward(self, self.server.upstream)
+        if status == 200 and self.command == "GET" and "list-type=" not in self.path:
             with self.server.lock:
                 self.server.answered.append(self.path.split("/", 2)[2])
-        self.send_response(answer.status)
-        for name, value in answer.getheaders():
-            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command == "GET":
-            self.wfile.write(body)
+        send_answer(self, status, headers, body)
 
     def log_message(self, *args: object) -> None:
         pass

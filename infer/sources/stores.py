@@ -23,7 +23,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -506,6 +507,7 @@ def s3_client(settings: tuple | None = None) -> Any:
             connect_timeout=CONNECT_TIMEOUT_S,
             read_timeout=READ_TIMEOUT_S,
             retries=_retries(session),
+            response_checksum_validation=_checksums(session),
         )
         return session.create_client("s3", config=config)
 
@@ -520,6 +522,18 @@ def _retries(session: Any) -> dict | None:
     if os.environ.get("AWS_RETRY_MODE") or session.get_scoped_config().get("retry_mode"):
         return None
     return {"mode": "standard"}
+
+
+def _checksums(session: Any) -> str | None:
+    """'when_required' (a whole object's checksum is checked where `_botocore_get` asks
+    for it) unless the environment or profile chose (AWS_RESPONSE_CHECKSUM_VALIDATION,
+    response_checksum_validation): by botocore's default every answer with a checksum
+    header is checked, and rclone's `serve s3` sends the whole object's with a range,
+    so each ranged read failed (FlexibleChecksumError)."""
+    chosen = os.environ.get("AWS_RESPONSE_CHECKSUM_VALIDATION")
+    if chosen or session.get_scoped_config().get("response_checksum_validation"):
+        return None
+    return "when_required"
 
 
 CREDENTIALS_CHECK_S = 300  # how often obstore asks again for credentials that expire
@@ -643,15 +657,12 @@ def _s3_get(
 ) -> bytes:
     """The object at `url`, or `span` (offset, size) of it: through obstore when it can
     name the key, else botocore. A whole object over `max_bytes` is refused by the size
-    its answer's headers give, its body unread."""
+    its answer's headers give, its body unread. A ranged GET answered 200 (rclone's
+    `serve s3` and lakeFS's gateway send the range with that status; obstore refuses
+    it) is read again through botocore, which takes what was sent."""
     bucket, key = _bucket_key(url)
     if not _object_store_key(key):
-        client = s3_client(settings)
-        args = {"Range": f"bytes={span[0]}-{span[0] + span[1] - 1}"} if span else {}
-        answer = client.get_object(Bucket=bucket, Key=key, **args)
-        with contextlib.closing(answer["Body"]) as body:
-            check_size(answer.get("ContentLength"), max_bytes)
-            return body.read()
+        return _botocore_get(url, span, settings, max_bytes)
     import obstore
 
     store = _object_store(bucket, settings)
@@ -664,7 +675,37 @@ def _s3_get(
     except TooLarge:
         raise
     except Exception as e:
+        if span is not None and "NotPartial" in str(e):
+            return _botocore_get(url, span, settings)
         raise _from_obstore(e) from e
+
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/")
+
+
+def _botocore_get(
+    url: str, span: tuple[int, int] | None, settings: tuple, max_bytes: int | None = None
+) -> bytes:
+    """`_s3_get` through botocore: for a span, the bytes the server sent from the span's
+    start (its Content-Range says where they start), or the whole object where it
+    ignored the range (`read_range` cuts the span from it). A whole object's checksum is
+    checked where the server sends one; a range's is not (`_checksums`)."""
+    bucket, key = _bucket_key(url)
+    if span is None:
+        args = {"ChecksumMode": "ENABLED"}
+    else:
+        args = {"Range": f"bytes={span[0]}-{span[0] + span[1] - 1}"}
+    answer = s3_client(settings).get_object(Bucket=bucket, Key=key, **args)
+    with contextlib.closing(answer["Body"]) as body:
+        check_size(answer.get("ContentLength"), max_bytes)
+        data = body.read()
+    sent = _CONTENT_RANGE.match(answer.get("ContentRange") or "")
+    if span is not None and sent and int(sent.group(1)) != span[0]:
+        raise StoreError(
+            f"cannot read {url}: the server sent bytes from {sent.group(1)} when asked for "
+            f"bytes from {span[0]}; check the server (an S3-compatible store's Range support)"
+        )
+    return data
 
 
 def _bucket_key(url: str) -> tuple[str, str]:
@@ -697,15 +738,107 @@ def read_bytes(url: str, settings: tuple | None = None, max_bytes: int | None = 
 
 def read_range(url: str, offset: int, size: int, settings: tuple | None = None) -> bytes:
     """`size` bytes from `offset` of the object at `url` (one ranged GET), read with the
-    store `settings` (None: those of now)."""
+    store `settings` (None: those of now); fewer where the object ends first."""
     if size == 0:
         return b""
     if _scheme(url).protocol == "s3":
         settings = store_settings() if settings is None else settings
-        return with_retries(lambda: _s3_get(url, (offset, size), settings), url)
+        return _RANGES.read(
+            (settings, _bucket_key(url)[0]),
+            url,
+            (offset, size),
+            lambda: _s3_get(url, (offset, size), settings),
+            lambda: _s3_get(url, None, settings),
+        )
     fs = filesystem(url)
     path = store_path(url)
-    return with_retries(lambda: fs.cat_file(path, start=offset, end=offset + size), url)
+    return _RANGES.read(
+        urlsplit(url).netloc,
+        url,
+        (offset, size),
+        lambda: fs.cat_file(path, start=offset, end=offset + size),
+        lambda: fs.cat_file(path),
+    )
+
+
+class _Ranges:
+    """Ranged reads, and what each server did with them. A server may ignore a range and
+    send the whole object (RFC 9110 lets it; Python's http.server does): reading a
+    shard's members one by one would then download the whole shard for each. So the
+    first ranged read from each server in a process goes alone; if its answer is more
+    than the range, the server is known to send whole objects, each object is then read
+    once (one thread reads, the others wait) and its members are cut from it, the last
+    KEEP objects kept."""
+
+    KEEP = 2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._servers: dict[Hashable, threading.Event] = {}  # set at its first answer
+        self._whole: set[Hashable] = set()  # servers that sent a whole object for a range
+        self._objects: dict[tuple, Future[bytes]] = {}  # the last KEEP whole objects
+
+    def read(
+        self,
+        server: Hashable,
+        url: str,
+        span: tuple[int, int],
+        ranged: Callable[[], bytes],
+        whole: Callable[[], bytes],
+    ) -> bytes:
+        """`span` (offset, size) of `url` on `server` (a bucket and its store settings, or
+        a host): by the `ranged` read, or cut from the object read `whole` where that
+        server sent a whole object for a range before."""
+        offset, size = span
+        with self._lock:
+            answered = self._servers.get(server)
+            first = answered is None
+            if answered is None:
+                answered = self._servers[server] = threading.Event()
+        if not first:
+            answered.wait()
+        if server in self._whole:
+            return self._object((server, url), url, whole)[offset : offset + size]
+        try:
+            data = with_retries(ranged, url)
+        finally:
+            answered.set()
+        if len(data) <= size:
+            return data
+        with self._lock:  # the whole object, not the range: cut from it from now on
+            self._whole.add(server)
+            self._keep((server, url), data)
+        return data[offset : offset + size]
+
+    def _object(self, key: tuple, url: str, whole: Callable[[], bytes]) -> bytes:
+        with self._lock:
+            got = self._objects.get(key)
+            mine = got is None
+            if got is None:
+                got = Future()
+                self._keep(key, got)
+        if mine:
+            try:
+                got.set_result(with_retries(whole, url))
+            except BaseException as e:
+                got.set_exception(e)
+                with self._lock:
+                    if self._objects.get(key) is got:
+                        del self._objects[key]
+        return got.result()
+
+    def _keep(self, key: tuple, data: bytes | Future[bytes]) -> None:
+        if not isinstance(data, Future):
+            done: Future[bytes] = Future()
+            done.set_result(data)
+            data = done
+        self._objects.pop(key, None)
+        self._objects[key] = data
+        while len(self._objects) > self.KEEP:
+            del self._objects[next(iter(self._objects))]
+
+
+_RANGES = _Ranges()
 
 
 def open_stream(url: str, block_size: int = 8 << 20) -> Any:
@@ -716,6 +849,9 @@ def open_stream(url: str, block_size: int = 8 << 20) -> Any:
         return with_retries(lambda: _s3_stream(url, block_size), url)
     fs = filesystem(url)
     path = store_path(url)
+    if _scheme(url).protocol in ("http", "https"):
+        block_size = 0  # one streamed GET: a server may ignore ranges (fsspec's blocks
+        # then failed at the second one, and the shard's members after it were lost)
     return _Described(with_retries(lambda: fs.open(path, "rb", block_size=block_size), url), url)
 
 

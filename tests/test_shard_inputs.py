@@ -8,10 +8,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import gzip
+import http.server
 import os
 import resource
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -184,3 +187,41 @@ def test_a_shard_is_read_as_gzip_or_tar_by_its_bytes_not_its_name(
     (tar,) = shards.members(str(tmp_path / "t.tar.gz"), "", None)
     assert gz.offset is None and tar.offset == 512 and gz.data == tar.data == photo_jpeg
     assert read_item(dataclasses.replace(tar, data=None)) == photo_jpeg
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """Sends its shard's first byte, then the rest a moment later: a stream's first read
+    gets one byte."""
+
+    shard = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.shard)))
+        self.end_headers()
+        self.wfile.write(self.shard[:1])
+        self.wfile.flush()
+        time.sleep(0.2)
+        self.wfile.write(self.shard[1:])
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_gzip_shard_whose_first_byte_comes_alone_is_read_as_gzip(
+    photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """A shard by https:// is one streamed GET: its first read may get one byte, and
+    gzip's two-byte mark was then missed (every member lost as a garbled header)."""
+    plain = write_tar(tmp_path / "p.tar", [("a.jpg", photo_jpeg)]).read_bytes()
+    _Trickle.shard = gzip.compress(plain)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/g.tar.gz"
+        assert [(i.name, i.error, i.data) for i in shards.members(url, "", None)] == [
+            ("a.jpg", None, photo_jpeg)
+        ]
+    finally:
+        server.shutdown()
+        server.server_close()

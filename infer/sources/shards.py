@@ -87,6 +87,10 @@ class _Sniffed:
 
     def __init__(self, raw: tarscan.Stream) -> None:
         self.raw, self.head = raw, raw.read(len(self.GZIP))
+        while 0 < len(self.head) < len(self.GZIP):  # a stream may give one byte first
+            if not (more := raw.read(len(self.GZIP) - len(self.head))):
+                break
+            self.head += more
         self.gzip = self.head == self.GZIP
 
     def read(self, n: int, /) -> bytes:

@@ -171,6 +171,19 @@ def _infer(model: Path, out: Path, *inputs: str) -> str:
     return output
 
 
+def test_a_presigned_shard_is_read_as_a_shard(tiny_model: Path, tmp_path: Path, web: str) -> None:
+    """`s.tar?X-Amz-Signature=...` is a shard by its path (it was read as one image, and
+    failed: 'not an image'); alone, its members are named after the shard's file."""
+    url = f"{web}/s.tar?{SIGNED}"
+    _infer(tiny_model, tmp_path / "one.csv", url)
+    assert paths(tmp_path / "one.csv") == [f"s.tar/{k}.jpg" for k in range(3)]
+    (tmp_path / "list.txt").write_text(f"{url}\n{web}/signed.jpg?{SIGNED}\n")
+    _infer(tiny_model, tmp_path / "o.csv", f"@{tmp_path / 'list.txt'}")
+    got = paths(tmp_path / "o.csv")
+    assert got == [*(f"{url}/{k}.jpg" for k in range(3)), f"{web}/signed.jpg?{SIGNED}"]
+    assert read_rows(tmp_path / "o.errors.csv") == []
+
+
 def test_a_url_that_refuses_a_head_is_read_by_one_get(
     tiny_model: Path, tmp_path: Path, web: str
 ) -> None:

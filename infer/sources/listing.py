@@ -17,6 +17,7 @@ from cnnbench.infer.errors import InferError
 from cnnbench.infer.sources import shards, stores
 from cnnbench.infer.sources.items import LISTED_AGAIN, Item, printable, wanted
 from cnnbench.infer.sources.remote import url_items
+from cnnbench.infer.sources.web import address_path
 
 # What a folder scan reads by default: the formats cameras, phones, scanners and the web
 # write. `--extensions '*'` reads every file (anything Pillow or OpenCV knows decodes).
@@ -185,7 +186,8 @@ def _scan_one(
     is never one of a folder's or prefix's files."""
     if shards.is_shard(text):
         for shard in shards.expand(text):
-            head = _posix(shard) if not single else os.path.basename(_posix(shard))
+            # one input: members named under the shard's file name (a URL's query left out)
+            head = _posix(shard) if not single else os.path.basename(address_path(_posix(shard)))
             yield from shards.members(shard, f"{head}/", extensions, skipped, max_bytes)
     elif stores.is_url(text):
         items = url_items(text, "" if single else f"{text.rstrip('/')}/", extensions, skipped)

@@ -16,6 +16,7 @@ import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 MAX_RETRY_AFTER_S = 10.0  # the longest Retry-After a read waits before its next try
 _BODY_BYTES = 4096  # of a refusal's body, read for its reason
@@ -24,6 +25,12 @@ _S3_CODE = re.compile(r"<Code>([^<]*)</Code>(?:.*?<Message>([^<]*)</Message>)?",
 
 def is_web(url: str) -> bool:
     return url[:8].lower().startswith(("http://", "https://"))
+
+
+def address_path(url: str) -> str:
+    """The path of an http(s) URL, without its query and fragment (`/a/s.tar` for
+    `https://h/a/s.tar?X-Amz-Signature=...#x`); any other text as it is."""
+    return urlsplit(url).path if is_web(url) else url
 
 
 def options(connect_s: float, read_s: float) -> dict[str, Any]:

@@ -359,6 +359,29 @@ def test_reads_in_flight_are_not_capped_at_100(tiny_model: Path, tmp_path: Path,
     assert _Web.peak > 100, _Web.peak
 
 
+def test_one_url_spelled_two_ways_is_read_once(tiny_model: Path, tmp_path: Path, web: str) -> None:
+    """A space or `%20`, `ü` or `%C3%BC`, a fragment (which no server sees): the same
+    request, so the same file, read once and counted as listed again, as `./a.jpg`
+    after `a.jpg` is; it was read twice, under two paths."""
+    spellings = ("signed.jpg", "signed.jpg#x", "%73igned.jpg", "SIGNED.jpg")
+    (tmp_path / "list.txt").write_text("".join(f"{web}/{s}\n" for s in spellings))
+    output = _infer(tiny_model, tmp_path / "o.csv", f"@{tmp_path / 'list.txt'}")
+    assert paths(tmp_path / "o.csv") == [f"{web}/signed.jpg"]
+    assert [e["path"] for e in read_rows(tmp_path / "o.errors.csv")] == [f"{web}/SIGNED.jpg"]
+    assert "2 list entries named a file listed before" in output, output
+    code, output = run(
+        [
+            "infer",
+            str(tiny_model),
+            f"{web}/signed.jpg",
+            f"{web}/signed.jpg#x",
+            "-o",
+            str(tmp_path / "x.csv"),
+        ]
+    )
+    assert_one_line_error(code, output, "are the same file")
+
+
 def test_a_file_of_no_length_is_held_to_the_size_limit(web: str, photo_jpeg: bytes) -> None:
     """A chunked or gzip-compressed answer gives no length before its body: it was read
     whole, whatever its size (a chunked stream of gigabytes, into memory); now it is

@@ -33,6 +33,21 @@ def address_path(url: str) -> str:
     return urlsplit(url).path if is_web(url) else url
 
 
+def request_key(url: str) -> str:
+    """The URL as it is asked for: an http(s) URL as yarl (under aiohttp) sends it, its
+    spelling normalised (`%20` or a space, `%c3%bc` or `ü`, `HTTP://H:80/`) and its
+    fragment left out, none of which the server sees; any other URL as it is. Two URLs
+    of one key are one file, read once."""
+    if not is_web(url):
+        return url
+    import yarl
+
+    try:
+        return str(yarl.URL(url).with_fragment(None))
+    except ValueError:  # no URL yarl takes: its read says so
+        return url
+
+
 def options(connect_s: float, read_s: float) -> dict[str, Any]:
     """fsspec's HTTP filesystem options: a connection not made in `connect_s` and an
     answer that sends nothing for `read_s` are given up, as for S3 (aiohttp's default is

@@ -223,6 +223,8 @@ def test_refusals_say_what_the_server_said(
         (f"{web}/login.jpg", ("wants a login", 'Basic realm="photos"', "netrc")),
         (dead, ("cannot connect",)),
         (f"{web}/nothing.jpg", ("not found",)),
+        (f"{web}/photos/", ("a web URL is one file",)),  # an error row, and exit 0
+        (f"http://127.0.0.1:{free_port()}/photos/", ("a web URL is one file",)),  # not found
     ):
         code, output = run(["infer", str(tiny_model), url, "-o", str(tmp_path / "x.csv")])
         assert_one_line_error(code, output, *needles)

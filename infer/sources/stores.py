@@ -825,7 +825,12 @@ def kind(url: str) -> str:
             raise InferError(_what_to_do(e, url)) from e
     fs = filesystem(url)
     path = store_path(url)
-    if web.is_web(url) and not url.endswith("/"):  # a file, if it answers
+    if web.is_web(url):  # a file, if it answers
+        if url.endswith("/"):  # it was an error row, or 'not found' where no host answered
+            raise InferError(
+                f"{url} ends in '/', as a folder: a web URL is one file, and no server lists "
+                "its files; name each file, or write them one per line in an @list file"
+            )
         try:
             with_retries(lambda: web.answers(fs, path), url)
         except StoreError as e:

@@ -392,3 +392,20 @@ def test_a_file_of_no_length_is_held_to_the_size_limit(web: str, photo_jpeg: byt
         assert read_item(Item(f"{web}/{name}", name)) == photo_jpeg
         with pytest.raises(OSError, match="too large: more than 1,000 bytes"):
             read_item(Item(f"{web}/{name}", name), max_bytes=1000)
+
+
+def test_outputs_to_a_web_url_are_refused_before_the_job(
+    tiny_model: Path, tmp_path: Path, web: str
+) -> None:
+    """-o https://... .parquet ran the job and failed at its first part ('cannot read
+    .../_manifest.json: HTTP 501 ...; run the same command with --resume'); --summary
+    https://... was taken for a local path ('folder .../http:/127.0.0.1:N does not
+    exist'): one line each, before anything is read."""
+    url = f"{web}/signed.jpg"
+    code, output = run(["infer", str(tiny_model), url, "-o", f"{web}/out.parquet"])
+    assert_one_line_error(code, output, "a web server takes no uploads")
+    out = ["-o", str(tmp_path / "o.csv"), "--summary", f"{web}/s.json"]
+    code, output = run(["infer", str(tiny_model), url, *out])
+    assert_one_line_error(code, output, "--summary is a local file")
+    assert _Web.gets == {"/signed.jpg": 2}  # the inputs' checks: no image was read
+    assert not (tmp_path / "o.csv").exists()

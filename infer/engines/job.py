@@ -294,6 +294,8 @@ def check_config(cfg: InferConfig) -> tuple[str, ...]:
     inputs = expand_inputs(cfg.inputs, cfg.extensions)
     fmt = check_outputs(cfg.output, cfg.errors_path)
     targets = [cfg.output, cfg.errors_path] + ([cfg.summary] if cfg.summary else [])
+    if cfg.summary and stores.is_url(cfg.summary):  # it was a local path: 'folder http:/h'
+        raise InferError(f"cannot write {cfg.summary}: --summary is a local file; give a path")
     if cfg.summary and (why := unwritable(cfg.summary)):
         raise InferError(f"cannot write {cfg.summary}: {why}")
     if len({os.path.abspath(p) for p in targets}) < len(targets):

@@ -18,6 +18,7 @@ from cnnbench.files import atomic_open, not_a_file, unwritable, unwritable_folde
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.sinks.formats import ERROR_FIELDNAMES, Format, format_of, read_written
 from cnnbench.infer.sources.stores import is_url
+from cnnbench.infer.sources.web import is_web
 
 
 def default_errors_path(output: str) -> str:
@@ -37,6 +38,11 @@ def check_outputs(output: str, errors: str) -> Format:
             f"give it the same extension, or leave --errors out"
         )
     for path in (output, errors):
+        if is_web(path):  # the job ran, then failed at its first part: 'HTTP 501 ... --resume'
+            raise InferError(
+                f"cannot write {path}: a web server takes no uploads (http(s) URLs are inputs"
+                " only); write to a local file, or a .parquet output to s3://, gs:// or az://"
+            )
         if is_url(path) and fmt is not Format.PARQUET:
             raise InferError(
                 f"cannot write {path}: an object store takes a .parquet output (a dataset "

@@ -17,6 +17,7 @@ from cnnbench.infer.errors import InferError
 from cnnbench.infer.sources import shards, stores
 from cnnbench.infer.sources.items import LISTED_AGAIN, Item, printable, wanted
 from cnnbench.infer.sources.remote import url_items
+from cnnbench.infer.sources.web import address_path, request_key
 
 # What a folder scan reads by default: the formats cameras, phones, scanners and the web
 # write. `--extensions '*'` reads every file (anything Pillow or OpenCV knows decodes).
@@ -67,7 +68,7 @@ def _check_overlap(inputs: tuple[str, ...], extensions: Extensions) -> None:
             continue
         for one in shards.expand(text) if shards.is_shard(text) else [text]:
             url = stores.is_url(one)
-            key = one if url else os.path.realpath(one)
+            key = request_key(one) if url else os.path.realpath(one)
             folder = one.endswith("/") if url else os.path.isdir(one)
             key = key.rstrip("/") + "/" if folder else key
             if given.get(key) == text:  # `s{,}.tar`
@@ -122,7 +123,7 @@ def _once(items: Iterator[Item], skipped: Counter | None) -> Iterator[Item]:
     90 MB for a million lines (measured), where the paths themselves take more."""
     seen: set[bytes] = set()
     for item in items:
-        where = item.path if stores.is_url(item.path) else os.path.abspath(item.path)
+        where = request_key(item.path) if stores.is_url(item.path) else os.path.abspath(item.path)
         if shards.is_shard(item.path):  # the member, whichever way its shard is spelled
             where += "\0" + item.name.removeprefix(printable(_posix(item.path)))
         key = hashlib.blake2b(os.fsencode(where), digest_size=16).digest()
@@ -185,7 +186,8 @@ def _scan_one(
     is never one of a folder's or prefix's files."""
     if shards.is_shard(text):
         for shard in shards.expand(text):
-            head = _posix(shard) if not single else os.path.basename(_posix(shard))
+            # one input: members named under the shard's file name (a URL's query left out)
+            head = _posix(shard) if not single else os.path.basename(address_path(_posix(shard)))
             yield from shards.members(shard, f"{head}/", extensions, skipped, max_bytes)
     elif stores.is_url(text):
         items = url_items(text, "" if single else f"{text.rstrip('/')}/", extensions, skipped)

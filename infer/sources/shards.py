@@ -24,7 +24,7 @@ from typing import IO
 
 from cnnbench.infer.decode.probe import file_limit, too_large_file
 from cnnbench.infer.errors import InferError
-from cnnbench.infer.sources import fetch, stores, tarscan
+from cnnbench.infer.sources import fetch, stores, tarscan, web
 from cnnbench.infer.sources.items import Item, printable, wanted
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -35,7 +35,9 @@ _BROKEN = (tarfile.TarError, EOFError, zlib.error, OSError)  # and tarscan.CutSh
 
 
 def is_shard(text: str) -> bool:
-    return text.lower().endswith(SHARD_SUFFIXES)
+    """Named like a tar shard; a URL by its path, whatever its query says (a presigned
+    `https://.../s.tar?X-Amz-Signature=...` was read as one image, and failed)."""
+    return web.address_path(text).lower().endswith(SHARD_SUFFIXES)
 
 
 def expand(text: str) -> list[str]:

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from cnnbench.infer.decode.probe import oversize
 from cnnbench.infer.errors import InferError, first_line
+from cnnbench.infer.sources import web
 
 if TYPE_CHECKING:
     from obstore.store import S3Credential
@@ -155,6 +156,9 @@ def filesystem(url: str) -> Any:
         make = _gcs_emulator_filesystem
     elif protocol == "s3":
         make = _s3fs
+    elif protocol in ("http", "https"):
+        http = web.options(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
+        make = functools.partial(fsspec.filesystem, protocol, skip_instance_cache=True, **http)
     else:
         make = functools.partial(fsspec.filesystem, protocol, skip_instance_cache=True, **options)
     if protocol in ("az", "abfs"):
@@ -364,6 +368,8 @@ def describe(e: BaseException, url: str) -> str:
     """One line: what went wrong with `url`, and what to do about it."""
     names, status = _names(e), status_of(e)
     text = first_line(e)
+    if web.is_web(url) and (said := web.describe(e, url, text)):
+        return said
     if "NoCredentialsError" in names or "DefaultCredentialsError" in names:
         return (
             f"no credentials for {url}: set them as the store's library reads them "
@@ -386,7 +392,7 @@ def describe(e: BaseException, url: str) -> str:
         return f"not found: {url}"
     if names & CUT_NAMES:
         return f"cannot read {url}: the answer was cut short ({text})"
-    where = f"HTTP {status}: " if status else ""
+    where = f"HTTP {status}: " if status and not text.startswith("HTTP ") else ""
     return f"cannot read {url}: {where}{text}"
 
 
@@ -466,8 +472,15 @@ def with_retries(call: Callable[[], T], url: str, attempts: int = RETRIES) -> T:
         except Exception as e:
             if isinstance(e, InferError | TooLarge):
                 raise
-            if attempt + 1 < attempts and is_transient(e) and not _timed_out_in_botocore(e):
-                time.sleep(BACKOFF_S * 4**attempt)
+            wait = web.retry_after(e)  # None where the server did not say
+            again = wait is None or wait <= web.MAX_RETRY_AFTER_S
+            if (
+                attempt + 1 < attempts
+                and is_transient(e)
+                and not _timed_out_in_botocore(e)
+                and again
+            ):
+                time.sleep(BACKOFF_S * 4**attempt if wait is None else wait)
                 continue
             tries = f" (after {attempt + 1} tries)" if attempt else ""
             failure = NoAnswer if unanswered(e) else StoreError
@@ -723,6 +736,9 @@ def read_bytes(url: str, settings: tuple | None = None, max_bytes: int | None = 
         return with_retries(lambda: _s3_get(url, None, settings, max_bytes), url)
     fs = filesystem(url)
     path = store_path(url)
+    if web.is_web(url):  # one GET: a HEAD first was refused by URLs presigned for GET,
+        # and fsspec then asked for the size by a GET of its own, so each was read twice
+        return with_retries(lambda: web.get(fs, path, max_bytes, TooLarge), url)
 
     def read() -> bytes:
         if max_bytes is not None:
@@ -945,6 +961,17 @@ def kind(url: str) -> str:
             raise InferError(_what_to_do(e, url)) from e
     fs = filesystem(url)
     path = store_path(url)
+    if web.is_web(url):  # a file, if it answers
+        if url.endswith("/"):  # it was an error row, or 'not found' where no host answered
+            raise InferError(
+                f"{url} ends in '/', as a folder: a web URL is one file, and no server lists "
+                "its files; name each file, or write them one per line in an @list file"
+            )
+        try:
+            with_retries(lambda: web.answers(fs, path), url)
+        except StoreError as e:
+            raise InferError(str(e)) from e
+        return "file"
     if url.endswith("/") and not path.endswith("://"):
         path = path.rstrip("/")
     try:

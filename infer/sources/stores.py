@@ -848,9 +848,11 @@ def _s3_kind(url: str, settings: tuple) -> str:
         except client.exceptions.ClientError as e:
             if status_of(e) != 404:
                 raise
+    from cnnbench.infer.sources import prefixes  # it lists through this module
+
     under = key.rstrip("/") + "/" if key else ""
-    page = client.list_objects_v2(Bucket=bucket, Prefix=under, Delimiter="/", MaxKeys=1)
-    if key and not (page.get("Contents") or page.get("CommonPrefixes")):
+    page = prefixes.s3_page(settings, bucket, under, None, "/", 1)  # V1 where V2 is refused
+    if key and not (page.objects or page.prefixes):
         raise FileNotFoundError(f"no object or prefix {bucket}/{key}")
     return "directory"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import json
 import os
 import re
 import subprocess
@@ -204,3 +205,46 @@ def test_a_server_that_ignores_where_a_page_starts_is_one_line(
         "answered the next page from set/0000.jpg again", "@list file",
     )  # fmt: skip
     assert len(proxy.requests) < 20
+
+
+@pytest.mark.parametrize("head", [403, 405])
+def test_a_server_that_refuses_head_is_asked_with_a_get(
+    head: int, tiny_model: Path, s3: S3Server, tmp_path: Path
+) -> None:
+    """A server that refuses HEAD but answers GET (403 from a proxy that turns HEAD into
+    GET, 405 from one without HEAD): an object or a prefix without its '/' given on the
+    command line was one line, `access denied to s3://compat/set/0001.jpg (... HeadObject
+    operation: Forbidden)` or `HTTP 405`, the job never run. The object is asked with a
+    GET instead (its body not read); a missing object, or one whose GET is denied too, is
+    still one line."""
+    client = s3.client()
+    deny = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:GetObject",
+        "Resource": "arn:aws:s3:::compat/set/0003.jpg",
+    }
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [deny]})
+    client.put_bucket_policy(Bucket="compat", Policy=policy)
+    proxy = Compat(s3.url, head=head)
+    given = ["s3://compat/set/0001.jpg", "s3://compat/set", "s3://compat/set/no.jpg"]
+    given.append("s3://compat/set/0003.jpg")
+    outs = [tmp_path / f"out{i}.csv" for i in range(len(given))]
+    try:
+        runs = [
+            _cnnbench(["infer", str(tiny_model), one, "-o", str(out), "--no-progress"], proxy.url)
+            for one, out in zip(given, outs, strict=True)
+        ]
+    finally:
+        proxy.close()
+        client.delete_bucket_policy(Bucket="compat")
+    assert runs[0].returncode == 0 and runs[1].returncode == 0, runs[0].stderr + runs[1].stderr
+    assert paths(outs[0]) == ["s3://compat/set/0001.jpg"]
+    assert paths(outs[1]) == [n for n in ALL if n != "0003.jpg"]  # and an error row
+    assert_one_line_error(
+        runs[2].returncode, runs[2].stderr, "not found: s3://compat/set/no.jpg", "no object"
+    )
+    assert_one_line_error(
+        runs[3].returncode, runs[3].stderr, "access denied to s3://compat/set/0003.jpg"
+    )
+    assert any(r.startswith("HEAD ") for r in proxy.requests)

@@ -833,12 +833,31 @@ def _what_to_do(e: StoreError, url: str) -> str:
     return f"{e}: no object has this key and none is under it as a prefix; {hint}"
 
 
+HEAD_REFUSED = (403, 405, 501)  # a HEAD refused by a server that may still allow GET
+
+
+def _s3_get_answers(client: Any, bucket: str, key: str) -> bool:
+    """Whether a GET of the object is answered (its body not read); False when it is
+    not there (404); any other failure raised, as the HEAD's would be."""
+    try:
+        client.get_object(Bucket=bucket, Key=key)["Body"].close()
+    except client.exceptions.ClientError as e:
+        if status_of(e) != 404:
+            raise
+        return False
+    return True
+
+
 def _s3_kind(url: str, settings: tuple) -> str:
     """`kind` for S3, asked as s3fs's `info` asks (an object's HEAD, then a 1-key
     listing under it as a prefix) through botocore's client, which the reads use
     anyway: importing s3fs (aiobotocore, aiohttp) and making its client cost an `infer`
     by s3:// 0.2-0.3 s of its start for these two requests. A bucket that does not exist
-    says so in the listing's answer (a HEAD's 404 has no body)."""
+    says so in the listing's answer (a HEAD's 404 has no body). A server that refuses
+    HEAD where GET is allowed (HEAD_REFUSED: a proxy that turns HEAD into GET, or one
+    that has no HEAD) is asked with a GET instead, closed at its headers."""
+    from cnnbench.infer.sources import prefixes  # it lists through this module
+
     bucket, key = _bucket_key(url)
     client = s3_client(settings)
     if key and not url.endswith("/"):
@@ -846,10 +865,10 @@ def _s3_kind(url: str, settings: tuple) -> str:
             client.head_object(Bucket=bucket, Key=key)
             return "file"
         except client.exceptions.ClientError as e:
-            if status_of(e) != 404:
+            if status_of(e) not in (404, *HEAD_REFUSED):
                 raise
-    from cnnbench.infer.sources import prefixes  # it lists through this module
-
+            if status_of(e) != 404 and _s3_get_answers(client, bucket, key):
+                return "file"
     under = key.rstrip("/") + "/" if key else ""
     page = prefixes.s3_page(settings, bucket, under, None, "/", 1)  # V1 where V2 is refused
     if key and not (page.objects or page.prefixes):

@@ -50,7 +50,9 @@ class Compat(http.server.ThreadingHTTPServer):
     `next_marker`: whether a V1 answer keeps its NextMarker (AWS sends it only with a
     delimiter); `marker`, `token`: whether a V1 request's marker, a V2 request's
     continuation-token are honoured (else dropped: the first page comes back);
-    `head`: the status a HEAD is answered with (None: forwarded)."""
+    `head`: the status a HEAD is answered with (None: forwarded); `region`: the only
+    region a request may be signed for (else 400 AuthorizationHeaderMalformed, as MinIO
+    with its MINIO_REGION, Garage and Ceph answer)."""
 
     daemon_threads = True
 
@@ -63,11 +65,13 @@ class Compat(http.server.ThreadingHTTPServer):
         marker: bool = True,
         token: bool = True,
         head: int | None = None,
+        region: str | None = None,
     ) -> None:
         super().__init__(("127.0.0.1", 0), _Rewrite)
         self.upstream = urlsplit(upstream).netloc
         self.v2, self.max_keys, self.head = v2, max_keys, head
         self.next_marker, self.marker, self.token = next_marker, marker, token
+        self.region = region
         self.requests: list[str] = []
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
@@ -76,6 +80,14 @@ class Compat(http.server.ThreadingHTTPServer):
     def close(self) -> None:
         self.shutdown()
         self.server_close()
+
+
+def _wrong_region(signed: str, region: str) -> bytes:
+    return (
+        "<?xml version='1.0' encoding='UTF-8'?><Error><Code>AuthorizationHeaderMalformed</Code>"
+        f"<Message>The authorization header is malformed; the region '{signed}' is wrong; "
+        f"expecting '{region}'</Message><Region>{region}</Region></Error>"
+    ).encode()
 
 
 V2_ONLY = ("list-type", "continuation-token", "start-after", "fetch-owner")
@@ -98,6 +110,10 @@ class _Rewrite(http.server.BaseHTTPRequestHandler):
     def _forward(self) -> None:
         server = self.server
         server.requests.append(f"{self.command} {self.path}")
+        signed = re.search(r"Credential=[^/]+/\d+/([^/]+)/", self.headers.get("Authorization", ""))
+        if server.region and signed and signed[1] != server.region:
+            self._answer(400, _wrong_region(signed[1], server.region))
+            return
         path, _, query = self.path.partition("?")
         params = parse_qsl(query, keep_blank_values=True)
         listing = path.count("/") == 1 and self.command == "GET"
@@ -145,9 +161,10 @@ class _Rewrite(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _cnnbench(args: list[str], endpoint: str) -> subprocess.CompletedProcess:
-    """`cnnbench ARGS` in a process of its own against `endpoint`, retries 10 ms apart."""
-    return cnnbench_fast_stores(args, os.environ | s3_env(endpoint), timeout=120)
+def _cnnbench(args: list[str], endpoint: str, **env: str) -> subprocess.CompletedProcess:
+    """`cnnbench ARGS` in a process of its own against `endpoint` (and `env`), retries
+    10 ms apart."""
+    return cnnbench_fast_stores(args, os.environ | s3_env(endpoint) | env, timeout=120)
 
 
 ALL = [f"{i:04d}.jpg" for i in range(PHOTOS)]
@@ -248,3 +265,32 @@ def test_a_server_that_refuses_head_is_asked_with_a_get(
         runs[3].returncode, runs[3].stderr, "access denied to s3://compat/set/0003.jpg"
     )
     assert any(r.startswith("HEAD ") for r in proxy.requests)
+
+
+def test_a_server_of_another_region_is_one_line_naming_it(
+    tiny_model: Path, s3: S3Server, tmp_path: Path
+) -> None:
+    """A server whose region is not the one requests are signed for (Garage's 'garage',
+    MinIO's MINIO_REGION) answers AuthorizationHeaderMalformed, naming its own. botocore
+    followed it for the listing, libcurl and obstore did not for the reads: every object
+    of s3://compat/set/ was an error row and the job exited 0 (--resume skips them); an
+    object given alone was `HTTP 400: ... HeadObject operation: Bad Request`. Now both are
+    one line naming the region to set, and with it set the job reads every object."""
+    proxy = Compat(s3.url, region="garage")
+    out = tmp_path / "out.csv"
+    try:
+        runs = [
+            _cnnbench(["infer", str(tiny_model), one, "-o", str(out), "--no-progress"], proxy.url)
+            for one in ("s3://compat/set/", "s3://compat/set/0001.jpg")
+        ]
+        args = ["infer", str(tiny_model), "s3://compat/set/", "-o", str(out), "--no-progress"]
+        fixed = _cnnbench(args, proxy.url, AWS_DEFAULT_REGION="garage")
+    finally:
+        proxy.close()
+    for done in runs:
+        assert_one_line_error(
+            done.returncode, done.stderr, "signed for region 'us-east-1'",
+            "it expects region 'garage'", "set AWS_DEFAULT_REGION=garage",
+        )  # fmt: skip
+    assert fixed.returncode == 0, fixed.stderr
+    assert paths(out) == ALL

@@ -455,16 +455,48 @@ def _timed_out_in_botocore(e: BaseException) -> bool:
     return type(e).__module__.startswith("botocore") and bool(_names(e) & timeouts)
 
 
+_SIGNED = re.compile(r"region '([^']*)' is wrong")
+_EXPECTED = re.compile(r"expecting '([^']+)'")
+
+
+def wrong_region(e: BaseException, url: str) -> InferError | None:
+    """The one line for an S3 server's refusal of a request signed for another region
+    than its own (AuthorizationHeaderMalformed: MinIO with MINIO_REGION, Garage, Ceph,
+    AWS), which says the region it expects; None for any other failure. Every request
+    signed so would fail alike: botocore's listings follow the region the answer names,
+    but libcurl's and obstore's reads do not, so a prefix was listed and each of its
+    objects was an error row, and the job exited 0."""
+    text = first_line(e)
+    if "AuthorizationHeaderMalformed" not in text:
+        return None
+    said = _SIGNED.search(text)
+    expected = _EXPECTED.search(text)
+    region = expected[1] if expected else None
+    response = getattr(e, "response", None)
+    if region is None and isinstance(response, dict):
+        region = response.get("Error", {}).get("Region")
+    signed = f" signed for region {said[1]!r}" if said else ""
+    fix = f"set AWS_DEFAULT_REGION={region}" if region else "set AWS_DEFAULT_REGION to its region"
+    expects = f" expects region {region!r}" if region else " expects another region"
+    return InferError(
+        f"the S3 server refused a request for {url}{signed}: it{expects} "
+        f"(AuthorizationHeaderMalformed); {fix} (or the profile's region)"
+    )
+
+
 def with_retries(call: Callable[[], T], url: str, attempts: int = RETRIES) -> T:
     """`call()`, tried again after a transient failure (backoff BACKOFF_S, x4 each time);
     any failure that stays becomes a StoreError whose message is one line (a NoAnswer
-    where the store gave no answer about the object)."""
+    where the store gave no answer about the object). A request signed for the wrong
+    region is an InferError (`wrong_region`): the job stops."""
     for attempt in range(attempts):
         try:
             return call()
         except Exception as e:
             if isinstance(e, InferError | TooLarge):
                 raise
+            if (region := wrong_region(e, url)) is not None:
+                raise region from e
             if attempt + 1 < attempts and is_transient(e) and not _timed_out_in_botocore(e):
                 time.sleep(BACKOFF_S * 4**attempt)
                 continue
@@ -833,7 +865,9 @@ def _what_to_do(e: StoreError, url: str) -> str:
     return f"{e}: no object has this key and none is under it as a prefix; {hint}"
 
 
-HEAD_REFUSED = (403, 405, 501)  # a HEAD refused by a server that may still allow GET
+# A HEAD refused by a server that may still allow GET; or a 400, whose reason (a wrong
+# region) a HEAD's answer cannot say, having no body
+HEAD_REFUSED = (400, 403, 405, 501)
 
 
 def _s3_get_answers(client: Any, bucket: str, key: str) -> bool:

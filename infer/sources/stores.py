@@ -60,6 +60,13 @@ _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://")
 RETRIES = 3  # attempts of a transient failure, the first included
 UPLOAD_BYTES_PER_S = 100_000  # the slowest link an upload is given time for
 BACKOFF_S = 0.25  # before the 2nd attempt; x4 before each next one
+# An answer that asks for fewer requests (`throttled`: a server shedding load) is tried
+# this many times, BACKOFF_S x4 apart up to MAX_BACKOFF_S (21 s in all), or as long as
+# its Retry-After says, up to MAX_RETRY_AFTER_S
+THROTTLED_RETRIES = 6
+MAX_BACKOFF_S = 8
+MAX_RETRY_AFTER_S = 30
+THROTTLE_CODES = ("SlowDown", "Throttling", "TooManyRequests", "RequestLimitExceeded")
 CONNECT_TIMEOUT_S = 10  # an S3 connection not made in this long is given up
 READ_TIMEOUT_S = 30  # ... and an answer that sends nothing for this long
 
@@ -485,11 +492,13 @@ def wrong_region(e: BaseException, url: str) -> InferError | None:
 
 
 def with_retries(call: Callable[[], T], url: str, attempts: int = RETRIES) -> T:
-    """`call()`, tried again after a transient failure (backoff BACKOFF_S, x4 each time);
-    any failure that stays becomes a StoreError whose message is one line (a NoAnswer
-    where the store gave no answer about the object). A request signed for the wrong
-    region is an InferError (`wrong_region`): the job stops."""
-    for attempt in range(attempts):
+    """`call()`, tried again after a transient failure (backoff BACKOFF_S, x4 each time;
+    an answer that asks to slow down: THROTTLED_RETRIES tries, as long apart as its
+    Retry-After asks where it says); any failure that stays becomes a StoreError whose
+    message is one line (a NoAnswer where the store gave no answer about the object). A
+    request signed for the wrong region is an InferError (`wrong_region`): the job stops."""
+    attempt = 0
+    while True:
         try:
             return call()
         except Exception as e:
@@ -497,13 +506,34 @@ def with_retries(call: Callable[[], T], url: str, attempts: int = RETRIES) -> T:
                 raise
             if (region := wrong_region(e, url)) is not None:
                 raise region from e
-            if attempt + 1 < attempts and is_transient(e) and not _timed_out_in_botocore(e):
-                time.sleep(BACKOFF_S * 4**attempt)
+            most = max(attempts, THROTTLED_RETRIES) if attempts > 1 and throttled(e) else attempts
+            if attempt + 1 < most and is_transient(e) and not _timed_out_in_botocore(e):
+                time.sleep(_retry_after(e) or min(BACKOFF_S * 4**attempt, MAX_BACKOFF_S))
+                attempt += 1
                 continue
             tries = f" (after {attempt + 1} tries)" if attempt else ""
             failure = NoAnswer if unanswered(e) else StoreError
             raise failure(describe(e, url) + tries) from e
-    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def throttled(e: BaseException) -> bool:
+    """Whether the store's answer asks for fewer requests (S3's 503 SlowDown, a 429): a
+    server shedding load for a while, which three tries 1.25 s in all took for a store
+    gone (16 reads so ended stopped the job: 'the store stopped answering')."""
+    return status_of(e) == 429 or any(code in first_line(e) for code in THROTTLE_CODES)
+
+
+def _retry_after(e: BaseException) -> float | None:
+    """The seconds a throttled answer's Retry-After asks for (botocore's answers carry
+    their headers; obstore's errors do not), up to MAX_RETRY_AFTER_S."""
+    response = getattr(e, "response", None)
+    if not isinstance(response, dict):
+        return None
+    value = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("retry-after", "")
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S) or None
+    except ValueError:
+        return None
 
 
 # --- reading and listing --------------------------------------------------------------

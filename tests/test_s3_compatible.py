@@ -56,7 +56,10 @@ class Compat(http.server.ThreadingHTTPServer):
     region a request may be signed for (else 400 AuthorizationHeaderMalformed, as MinIO
     with its MINIO_REGION, Garage and Ceph answer); `slow_down`: for that many seconds
     from the first GET of an object, every GET of an object is answered 503 SlowDown
-    with a Retry-After of that many seconds (a server shedding load)."""
+    with a Retry-After of that many seconds (a server shedding load); `encoding`:
+    'asked' (as the request asks), 'unsaid' (keys URL-encoded as asked, but the answer
+    has no EncodingType to say so), 'ignored' (the request's encoding-type dropped: raw
+    keys)."""
 
     daemon_threads = True
 
@@ -71,6 +74,7 @@ class Compat(http.server.ThreadingHTTPServer):
         head: int | None = None,
         region: str | None = None,
         slow_down: float = 0,
+        encoding: str = "asked",
     ) -> None:
         super().__init__(("127.0.0.1", 0), _Rewrite)
         self.upstream = urlsplit(upstream).netloc
@@ -79,6 +83,7 @@ class Compat(http.server.ThreadingHTTPServer):
         self.region, self.slow_down = region, slow_down
         self.slow_until: float | None = None
         self.slowed = 0  # GETs answered SlowDown
+        self.encoding = encoding
         self.requests: list[str] = []
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
@@ -143,6 +148,8 @@ class _Rewrite(http.server.BaseHTTPRequestHandler):
             params = [(k, v) for k, v in params if k != "marker"]
         if listing and not server.token:
             params = [(k, v) for k, v in params if k != "continuation-token"]
+        if listing and server.encoding == "ignored":
+            params = [(k, v) for k, v in params if k != "encoding-type"]
         upstream = http.client.HTTPConnection(server.upstream, timeout=30)
         try:
             target = f"{path}?{urlencode(params)}" if params else path
@@ -153,6 +160,8 @@ class _Rewrite(http.server.BaseHTTPRequestHandler):
             upstream.close()
         if listing and not server.next_marker:
             body = re.sub(rb"<NextMarker>[^<]*</NextMarker>", b"", body)
+        if listing and server.encoding == "unsaid":
+            body = body.replace(b"<EncodingType>url</EncodingType>", b"")
         headers = [
             (name, value)
             for name, value in answer.getheaders()
@@ -335,3 +344,24 @@ def test_a_server_that_asks_to_slow_down_is_waited_for(
     assert done.returncode == 0, done.stderr
     assert paths(out) == ALL
     assert proxy.slowed > 16  # more than a store gone takes to stop a job
+
+
+ODD = ["a b.jpg", "pct%41.jpg", "x+y.jpg", "é.jpg"]  # in key order
+
+
+@pytest.mark.parametrize("encoding", ["unsaid", "ignored"])
+def test_listed_keys_are_read_as_the_server_encoded_them(
+    encoding: str, tiny_model: Path, photo_jpeg: bytes, s3: S3Server, tmp_path: Path
+) -> None:
+    """A server that URL-encodes listed keys without saying so (no EncodingType: HCP,
+    Apache Ozone) had its objects read by their encoded keys: `not found:
+    s3://compat/odd/a%20b.jpg`, an error row each. They are decoded now; and a server
+    that ignores encoding-type, whose raw keys may hold '%41' as they are, keeps them."""
+    client = s3.client()
+    for name in ODD:
+        client.put_object(Bucket="compat", Key=f"odd/{name}", Body=photo_jpeg)
+    out = tmp_path / "out.csv"
+    done, _ = _through(s3, tiny_model, out, "s3://compat/odd/", encoding=encoding)
+    assert done.returncode == 0, done.stderr
+    assert paths(out) == ODD
+    assert not (tmp_path / "out.errors.csv").exists() or paths(tmp_path / "out.errors.csv") == []

@@ -16,10 +16,12 @@ and a folder of the same files give the same rows in the same order.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus
 
 from cnnbench.infer.errors import InferError
 from cnnbench.infer.sources import s3_multi, stores
@@ -196,7 +198,11 @@ def s3_page(
             _V1_ONLY.add((settings, bucket))
             v1 = True
             got = _botocore_page(settings, bucket, prefix, None, delimiter, limit, v1)
-    objects, common, following, truncated = got
+    objects, common, following, truncated, said = got
+    if not said and _encodes_unsaid(settings, bucket, objects, common, v1):
+        objects = [(unquote_plus(k), size) for k, size in objects]
+        common = [unquote_plus(p) for p in common]
+        following = unquote_plus(following) if v1 and following else following
     if not truncated:
         return Page(objects, common, None)
     if following:
@@ -212,7 +218,7 @@ def _botocore_page(
     delimiter: str | None,
     limit: int,
     v1: bool,
-) -> tuple[list[tuple[str, int | None]], list[str], str | None, bool]:
+) -> tuple[list[tuple[str, int | None]], list[str], str | None, bool, bool]:
     """A ListObjectsV2 page through botocore, as `s3_multi.list_page` gives one; or with
     `v1` a ListObjects page from after the marker `token`, and its NextMarker (AWS sends
     it only with a delimiter; without, the next page starts after the page's last key)."""
@@ -228,7 +234,31 @@ def _botocore_page(
         [p["Prefix"] for p in answer.get("CommonPrefixes", ())],
         answer.get("NextMarker" if v1 else "NextContinuationToken"),
         bool(answer.get("IsTruncated")),
+        answer.get("EncodingType") == "url",  # botocore decoded the keys then
     )
+
+
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+# (store settings, bucket) -> whether its server URL-encodes listed keys without saying so
+_UNSAID: dict[tuple[tuple, str], bool] = {}
+
+
+def _encodes_unsaid(
+    settings: tuple, bucket: str, objects: list[tuple[str, int | None]], common: list[str], v1: bool
+) -> bool:
+    """Whether a listing answer that does not say its keys are URL-encoded (no
+    EncodingType, though every request asks for it) has them encoded all the same (HCP,
+    Apache Ozone): their objects were read by the encoded key, `not found: s3://b/a%20b.jpg`
+    for each. Told apart from a server that ignores the request's encoding-type, and
+    whose keys may hold '%41' as it is, by one 1-key listing of the first such key
+    decoded, per bucket: a server that encodes lists that key as it listed it before."""
+    escaped = next((k for k in [k for k, _ in objects] + common if _ESCAPE.search(k)), None)
+    if escaped is None:
+        return False
+    if (settings, bucket) not in _UNSAID:
+        listed = _botocore_page(settings, bucket, unquote_plus(escaped), None, None, 1, v1)[0]
+        _UNSAID[(settings, bucket)] = bool(listed) and listed[0][0].startswith(escaped)
+    return _UNSAID[(settings, bucket)]
 
 
 def _after(objects: list[tuple[str, int | None]], common: list[str]) -> Marker:

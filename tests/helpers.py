@@ -390,6 +390,18 @@ class S3Server(LoopbackServer):
             region_name=env["AWS_DEFAULT_REGION"],
         )
 
+    def put_photos(self, bucket: str, count: int, prefix: str = "set/") -> None:
+        """`count` small JPEGs, each of its own colours, as PREFIX0000.jpg... (created
+        bucket)."""
+        client = self.client()
+        client.create_bucket(Bucket=bucket)
+        for i in range(count):
+            image = np.full((48, 64, 3), (i * 37) % 256, np.uint8)
+            image[:, :, 1] = i
+            ok, data = cv2.imencode(".jpg", image)
+            assert ok
+            client.put_object(Bucket=bucket, Key=f"{prefix}{i:04d}.jpg", Body=data.tobytes())
+
     def upload(self, bucket: str, folder: Path, prefix: str = "") -> None:
         """Every file under `folder` as an object under `prefix` (created bucket)."""
         client = self.client()
@@ -397,6 +409,17 @@ class S3Server(LoopbackServer):
         for path in key_order(folder):
             key = prefix + path.relative_to(folder).as_posix()
             client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+
+
+@contextlib.contextmanager
+def s3_with_photos(folder: Path, bucket: str, count: int) -> Iterator[S3Server]:
+    """moto's server (its log in `folder`) with `count` photos under set/ of `bucket`."""
+    server = S3Server(folder / "server.log")
+    try:
+        server.put_photos(bucket, count)
+        yield server
+    finally:
+        server.stop()
 
 
 class S3rverServer(S3Server):

@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import cv2
-import numpy as np
 import pytest
 from helpers import (
     S3Server,
@@ -27,6 +25,7 @@ from helpers import (
     forward,
     paths,
     s3_env,
+    s3_with_photos,
     send_answer,
 )
 
@@ -39,17 +38,8 @@ UNANSWERED = b"<Error><Code>ServiceUnavailable</Code><Message>down</Message></Er
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = S3Server(tmp_path_factory.mktemp("moto") / "server.log")
-    client = server.client()
-    client.create_bucket(Bucket="outage")
-    for i in range(PHOTOS):
-        image = np.full((48, 64, 3), (i * 37) % 256, np.uint8)
-        image[:, :, 1] = i
-        ok, data = cv2.imencode(".jpg", image)
-        assert ok
-        client.put_object(Bucket="outage", Key=f"set/{i:04d}.jpg", Body=data.tobytes())
-    yield server
-    server.stop()
+    with s3_with_photos(tmp_path_factory.mktemp("moto"), "outage", PHOTOS) as server:
+        yield server
 
 
 class _Outage(http.server.ThreadingHTTPServer):

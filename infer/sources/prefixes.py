@@ -16,11 +16,14 @@ and a folder of the same files give the same rows in the same order.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus
 
+from cnnbench.infer.errors import InferError
 from cnnbench.infer.sources import s3_multi, stores
 
 PAGE_KEYS = 1000  # keys per listing request (the most S3 and GCS send)
@@ -66,17 +69,30 @@ def list_prefix(url: str, page_keys: int = PAGE_KEYS) -> Iterator[Entry]:
             f"{base} is not a prefix: web URLs are single files; name each one, "
             "or write them one per line in an @list file"
         )
-    token, keys = None, min(page_keys, FIRST_PAGE_KEYS)
+    token, keys, last = None, min(page_keys, FIRST_PAGE_KEYS), ""
     while True:
         page = stores.with_retries(functools.partial(page_of, prefix, token, None, keys), base)
         keys = min(page_keys, PAGE_GROWTH * keys)
+        if (page.objects and page.objects[0][0] <= last) or (page.token and page.token == token):
+            raise InferError(_not_paged(base, last, page))
         for key, size in page.objects:
             if not key.endswith("/"):
                 name = key[len(prefix) :]
                 yield Entry(base + name, name, size)
         if not page.token:
             return
-        token = page.token
+        token, last = page.token, page.objects[-1][0] if page.objects else last
+
+
+def _not_paged(base: str, last: str, page: Page) -> str:
+    """The line for a store whose next listing page does not go on after the last one
+    (it ignored where the page starts): asked again and again, the listing never ended."""
+    again = f"from {page.objects[0][0]} again" if page.objects else "empty, with the same token"
+    return (
+        f"cannot list {base} past {last or 'its first page'}: the store answered the next "
+        f"page {again} (it ignores where a listing page starts, and the listing would never "
+        "end); give the objects in an @list file, one URL a line"
+    )
 
 
 def missing_object(url: str, e: stores.StoreError) -> stores.StoreError:
@@ -139,7 +155,7 @@ def _pager(url: str) -> tuple[Pager | None, str, str]:
     base = url.rstrip("/") + "/"
     bucket, prefix = base.split("://", 1)[1].split("/", 1)
     if protocol == "s3":
-        return functools.partial(_s3_page, stores.store_settings(), bucket), base, prefix
+        return functools.partial(s3_page, stores.store_settings(), bucket), base, prefix
     if protocol == "gcs":
         return functools.partial(_gcs_page, stores.filesystem(base), bucket), base, prefix
     if protocol in ("az", "abfs"):
@@ -148,27 +164,120 @@ def _pager(url: str) -> tuple[Pager | None, str, str]:
     return None, base, prefix  # a web server: no listing to ask for
 
 
-def _s3_page(
+class Marker(str):
+    """Where a ListObjects (V1) page starts: after this key or common prefix. The token
+    of an S3 listing whose server does not page ListObjectsV2 (`s3_page`)."""
+
+
+# (store settings, bucket) whose server refused ListObjectsV2: asked with V1 from then on
+_V1_ONLY: set[tuple[tuple, str]] = set()
+# What servers without ListObjectsV2 answer it with (501, or this code): Scality's
+# cloudserver, DigitalOcean Spaces, older Ceph RGW and StorageGRID
+V2_REFUSED = {"NotImplemented", "XNotImplemented", "NotSupported"}
+
+
+def s3_page(
     settings: tuple, bucket: str, prefix: str, token: str | None, delimiter: str | None, limit: int
 ) -> Page:
     """A ListObjectsV2 page through libcurl where pycurl is available (a tenth of
-    botocore's CPU a key), else, and for any answer but a page, through botocore."""
-    if s3_multi.available():
-        page = s3_multi.list_page(settings, bucket, prefix, token, delimiter, limit)
-        if page is not None:
-            return Page(*page)
-    client = stores.s3_client(settings)
+    botocore's CPU a key), else, and for any answer but a page, through botocore. A
+    server that refuses ListObjectsV2 is asked with ListObjects V1 instead (`marker`
+    paging), and so is the next page of one that answered with a V1 page (more keys
+    follow, and no continuation token): that answer was taken for the last page, and
+    every key after its first page was lost."""
+    v1 = isinstance(token, Marker) or (settings, bucket) in _V1_ONLY
+    got = None
+    if not v1 and s3_multi.available():
+        got = s3_multi.list_page(settings, bucket, prefix, token, delimiter, limit)
+    if got is None:
+        try:
+            got = _botocore_page(settings, bucket, prefix, token, delimiter, limit, v1)
+        except Exception as e:
+            if v1 or not _v2_refused(e):
+                raise
+            _V1_ONLY.add((settings, bucket))
+            v1 = True
+            got = _botocore_page(settings, bucket, prefix, None, delimiter, limit, v1)
+    objects, common, following, truncated, said = got
+    if not said and _encodes_unsaid(settings, bucket, objects, common, v1):
+        objects = [(unquote_plus(k), size) for k, size in objects]
+        common = [unquote_plus(p) for p in common]
+        following = unquote_plus(following) if v1 and following else following
+    if not truncated:
+        return Page(objects, common, None)
+    if following:
+        return Page(objects, common, Marker(following) if v1 else following)
+    return Page(objects, common, _after(objects, common))
+
+
+def _botocore_page(
+    settings: tuple,
+    bucket: str,
+    prefix: str,
+    token: str | None,
+    delimiter: str | None,
+    limit: int,
+    v1: bool,
+) -> tuple[list[tuple[str, int | None]], list[str], str | None, bool, bool]:
+    """A ListObjectsV2 page through botocore, as `s3_multi.list_page` gives one; or with
+    `v1` a ListObjects page from after the marker `token`, and its NextMarker (AWS sends
+    it only with a delimiter; without, the next page starts after the page's last key)."""
     args: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": limit}
     if token:
-        args["ContinuationToken"] = token
+        args["Marker" if v1 else "ContinuationToken"] = token
     if delimiter:
         args["Delimiter"] = delimiter
-    answer = client.list_objects_v2(**args)
-    return Page(
+    client = stores.s3_client(settings)
+    answer = client.list_objects(**args) if v1 else client.list_objects_v2(**args)
+    return (
         [(o["Key"], o.get("Size")) for o in answer.get("Contents", ())],
         [p["Prefix"] for p in answer.get("CommonPrefixes", ())],
-        answer.get("NextContinuationToken") if answer.get("IsTruncated") else None,
+        answer.get("NextMarker" if v1 else "NextContinuationToken"),
+        bool(answer.get("IsTruncated")),
+        answer.get("EncodingType") == "url",  # botocore decoded the keys then
     )
+
+
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+# (store settings, bucket) -> whether its server URL-encodes listed keys without saying so
+_UNSAID: dict[tuple[tuple, str], bool] = {}
+
+
+def _encodes_unsaid(
+    settings: tuple, bucket: str, objects: list[tuple[str, int | None]], common: list[str], v1: bool
+) -> bool:
+    """Whether a listing answer that does not say its keys are URL-encoded (no
+    EncodingType, though every request asks for it) has them encoded all the same (HCP,
+    Apache Ozone): their objects were read by the encoded key, `not found: s3://b/a%20b.jpg`
+    for each. Told apart from a server that ignores the request's encoding-type, and
+    whose keys may hold '%41' as it is, by one 1-key listing of the first such key
+    decoded, per bucket: a server that encodes lists that key as it listed it before."""
+    escaped = next((k for k in [k for k, _ in objects] + common if _ESCAPE.search(k)), None)
+    if escaped is None:
+        return False
+    if (settings, bucket) not in _UNSAID:
+        listed = _botocore_page(settings, bucket, unquote_plus(escaped), None, None, 1, v1)[0]
+        _UNSAID[(settings, bucket)] = bool(listed) and listed[0][0].startswith(escaped)
+    return _UNSAID[(settings, bucket)]
+
+
+def _after(objects: list[tuple[str, int | None]], common: list[str]) -> Marker:
+    """The marker after a page that says more keys follow: its last key or prefix."""
+    last = max([k for k, _ in objects[-1:]] + common[-1:], default=None)
+    if last is None:
+        raise InferError(
+            "the S3 server answered a listing page with no keys and no continuation token, "
+            "yet said more keys follow: there is no way to ask for them; check the server "
+            "(AWS_ENDPOINT_URL), or give the objects in an @list file, one URL a line"
+        )
+    return Marker(last)
+
+
+def _v2_refused(e: BaseException) -> bool:
+    """Whether botocore's failure `e` is a server saying it has no ListObjectsV2."""
+    response = getattr(e, "response", None)  # botocore's ClientError's; None on others
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return stores.status_of(e) == 501 or code in V2_REFUSED
 
 
 GCS_FIELDS = "items(name,size),prefixes,nextPageToken"  # what the answer carries

@@ -342,11 +342,14 @@ def _certifi() -> str | None:
 
 def list_page(
     settings: tuple, bucket: str, prefix: str, token: str | None, delimiter: str | None, limit: int
-) -> tuple[list[tuple[str, int | None]], list[str], str | None] | None:
+) -> tuple[list[tuple[str, int | None]], list[str], str | None, bool, bool] | None:
     """One ListObjectsV2 page through libcurl: (key, size) of the objects, the common
-    prefixes, the next page's token; or None for anything but a 200 with a page in it,
-    which the caller asks botocore for instead (its retries and errors). Parsing a page
-    here costs a fraction of botocore's (~70 us a key)."""
+    prefixes, the next page's token, whether the answer says more keys follow (a
+    server that answers ListObjects V1 to a V2 request says so with no token), and
+    whether it says its keys are URL-encoded (they are decoded then); or None
+    for anything but a 200 with a page in it, which the caller asks botocore for instead
+    (its retries and errors). Parsing a page here costs a fraction of botocore's (~70 us
+    a key)."""
     import pycurl
 
     target = _target(settings)
@@ -385,7 +388,8 @@ def list_page(
         objects.append((decode(o.findtext(ns + "Key") or ""), int(size) if size else None))
     common = [decode(p.findtext(ns + "Prefix") or "") for p in root.iterfind(ns + "CommonPrefixes")]
     truncated = root.findtext(ns + "IsTruncated") == "true"
-    return objects, common, root.findtext(ns + "NextContinuationToken") if truncated else None
+    token = root.findtext(ns + "NextContinuationToken") if truncated else None
+    return objects, common, token, truncated, decode is unquote_plus
 
 
 def _target(settings: tuple) -> _Target:

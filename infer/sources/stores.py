@@ -62,6 +62,12 @@ _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://")
 RETRIES = 3  # attempts of a transient failure, the first included
 UPLOAD_BYTES_PER_S = 100_000  # the slowest link an upload is given time for
 BACKOFF_S = 0.25  # before the 2nd attempt; x4 before each next one
+# An answer that asks for fewer requests (`throttled`: a server shedding load) is tried
+# this many times, BACKOFF_S x4 apart up to MAX_BACKOFF_S (21 s in all), or as long as
+# its Retry-After says, up to web.MAX_RETRY_AFTER_S (one asking for more is not retried)
+THROTTLED_RETRIES = 6
+MAX_BACKOFF_S = 8
+THROTTLE_CODES = ("SlowDown", "Throttling", "TooManyRequests", "RequestLimitExceeded")
 CONNECT_TIMEOUT_S = 10  # an S3 connection not made in this long is given up
 READ_TIMEOUT_S = 30  # ... and an answer that sends nothing for this long
 
@@ -462,30 +468,87 @@ def _timed_out_in_botocore(e: BaseException) -> bool:
     return type(e).__module__.startswith("botocore") and bool(_names(e) & timeouts)
 
 
+_SIGNED = re.compile(r"region '([^']*)' is wrong")
+_EXPECTED = re.compile(r"expecting '([^']+)'")
+
+
+def wrong_region(e: BaseException, url: str) -> InferError | None:
+    """The one line for an S3 server's refusal of a request signed for another region
+    than its own (AuthorizationHeaderMalformed: MinIO with MINIO_REGION, Garage, Ceph,
+    AWS), which says the region it expects; None for any other failure. Every request
+    signed so would fail alike: botocore's listings follow the region the answer names,
+    but libcurl's and obstore's reads do not, so a prefix was listed and each of its
+    objects was an error row, and the job exited 0."""
+    text = first_line(e)
+    if "AuthorizationHeaderMalformed" not in text:
+        return None
+    said = _SIGNED.search(text)
+    expected = _EXPECTED.search(text)
+    region = expected[1] if expected else None
+    response = getattr(e, "response", None)
+    if region is None and isinstance(response, dict):
+        region = response.get("Error", {}).get("Region")
+    signed = f" signed for region {said[1]!r}" if said else ""
+    fix = f"set AWS_DEFAULT_REGION={region}" if region else "set AWS_DEFAULT_REGION to its region"
+    expects = f" expects region {region!r}" if region else " expects another region"
+    return InferError(
+        f"the S3 server refused a request for {url}{signed}: it{expects} "
+        f"(AuthorizationHeaderMalformed); {fix} (or the profile's region)"
+    )
+
+
 def with_retries(call: Callable[[], T], url: str, attempts: int = RETRIES) -> T:
-    """`call()`, tried again after a transient failure (backoff BACKOFF_S, x4 each time);
-    any failure that stays becomes a StoreError whose message is one line (a NoAnswer
-    where the store gave no answer about the object)."""
-    for attempt in range(attempts):
+    """`call()`, tried again after a transient failure (backoff BACKOFF_S, x4 each time;
+    an answer that asks to slow down: THROTTLED_RETRIES tries, as long apart as its
+    Retry-After asks where it says); any failure that stays becomes a StoreError whose
+    message is one line (a NoAnswer where the store gave no answer about the object). A
+    request signed for the wrong region is an InferError (`wrong_region`): the job stops."""
+    attempt = 0
+    while True:
         try:
             return call()
         except Exception as e:
             if isinstance(e, InferError | TooLarge):
                 raise
-            wait = web.retry_after(e)  # None where the server did not say
-            again = wait is None or wait <= web.MAX_RETRY_AFTER_S
+            if (region := wrong_region(e, url)) is not None:
+                raise region from e
+            asked = _retry_after(e)  # None where the server did not say
+            most = max(attempts, THROTTLED_RETRIES) if attempts > 1 and throttled(e) else attempts
             if (
-                attempt + 1 < attempts
+                attempt + 1 < most
                 and is_transient(e)
                 and not _timed_out_in_botocore(e)
-                and again
+                and (asked is None or asked <= web.MAX_RETRY_AFTER_S)
             ):
-                time.sleep(BACKOFF_S * 4**attempt if wait is None else wait)
+                time.sleep(asked or min(BACKOFF_S * 4**attempt, MAX_BACKOFF_S))
+                attempt += 1
                 continue
             tries = f" (after {attempt + 1} tries)" if attempt else ""
             failure = NoAnswer if unanswered(e) else StoreError
             raise failure(describe(e, url) + tries) from e
-    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def throttled(e: BaseException) -> bool:
+    """Whether the store's answer asks for fewer requests (S3's 503 SlowDown, a 429): a
+    server shedding load for a while, which three tries 1.25 s in all took for a store
+    gone (16 reads so ended stopped the job: 'the store stopped answering')."""
+    return status_of(e) == 429 or any(code in first_line(e) for code in THROTTLE_CODES)
+
+
+def _retry_after(e: BaseException) -> float | None:
+    """The seconds the answer's Retry-After asks for (a web server's, `web.retry_after`;
+    botocore's answers carry their headers; obstore's errors do not), None where it did
+    not say. One that asks for more than web.MAX_RETRY_AFTER_S is not tried again."""
+    if (asked := web.retry_after(e)) is not None:
+        return asked
+    response = getattr(e, "response", None)
+    if not isinstance(response, dict):
+        return None
+    value = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("retry-after", "")
+    try:
+        return max(float(value), 0.0) or None
+    except ValueError:
+        return None
 
 
 # --- reading and listing --------------------------------------------------------------
@@ -996,12 +1059,33 @@ def _what_to_do(e: StoreError, url: str) -> str:
     return f"{e}: no object has this key and none is under it as a prefix; {hint}"
 
 
+# A HEAD refused by a server that may still allow GET; or a 400, whose reason (a wrong
+# region) a HEAD's answer cannot say, having no body
+HEAD_REFUSED = (400, 403, 405, 501)
+
+
+def _s3_get_answers(client: Any, bucket: str, key: str) -> bool:
+    """Whether a GET of the object is answered (its body not read); False when it is
+    not there (404); any other failure raised, as the HEAD's would be."""
+    try:
+        client.get_object(Bucket=bucket, Key=key)["Body"].close()
+    except client.exceptions.ClientError as e:
+        if status_of(e) != 404:
+            raise
+        return False
+    return True
+
+
 def _s3_kind(url: str, settings: tuple) -> str:
     """`kind` for S3, asked as s3fs's `info` asks (an object's HEAD, then a 1-key
     listing under it as a prefix) through botocore's client, which the reads use
     anyway: importing s3fs (aiobotocore, aiohttp) and making its client cost an `infer`
     by s3:// 0.2-0.3 s of its start for these two requests. A bucket that does not exist
-    says so in the listing's answer (a HEAD's 404 has no body)."""
+    says so in the listing's answer (a HEAD's 404 has no body). A server that refuses
+    HEAD where GET is allowed (HEAD_REFUSED: a proxy that turns HEAD into GET, or one
+    that has no HEAD) is asked with a GET instead, closed at its headers."""
+    from cnnbench.infer.sources import prefixes  # it lists through this module
+
     bucket, key = _bucket_key(url)
     client = s3_client(settings)
     if key and not url.endswith("/"):
@@ -1009,11 +1093,13 @@ def _s3_kind(url: str, settings: tuple) -> str:
             client.head_object(Bucket=bucket, Key=key)
             return "file"
         except client.exceptions.ClientError as e:
-            if status_of(e) != 404:
+            if status_of(e) not in (404, *HEAD_REFUSED):
                 raise
+            if status_of(e) != 404 and _s3_get_answers(client, bucket, key):
+                return "file"
     under = key.rstrip("/") + "/" if key else ""
-    page = client.list_objects_v2(Bucket=bucket, Prefix=under, Delimiter="/", MaxKeys=1)
-    if key and not (page.get("Contents") or page.get("CommonPrefixes")):
+    page = prefixes.s3_page(settings, bucket, under, None, "/", 1)  # V1 where V2 is refused
+    if key and not (page.objects or page.prefixes):
         raise FileNotFoundError(f"no object or prefix {bucket}/{key}")
     return "directory"
 

@@ -18,7 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-MAX_RETRY_AFTER_S = 10.0  # the longest Retry-After a read waits before its next try
+MAX_RETRY_AFTER_S = 30.0  # the longest Retry-After a read waits before its next try
 _BODY_BYTES = 4096  # of a refusal's body, read for its reason
 _S3_CODE = re.compile(r"<Code>([^<]*)</Code>(?:.*?<Message>([^<]*)</Message>)?", re.S)
 

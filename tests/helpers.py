@@ -311,6 +311,15 @@ def send_answer(
         handler.wfile.write(body)
 
 
+def write_chunked(handler: http.server.BaseHTTPRequestHandler, body: bytes, piece: int) -> None:
+    """`body` as an answer's chunked body (Transfer-Encoding: chunked, its headers sent),
+    in pieces of `piece` bytes."""
+    for start in range(0, len(body), piece):
+        chunk = body[start : start + piece]
+        handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    handler.wfile.write(b"0\r\n\r\n")
+
+
 class LoopbackServer:
     """A server in a process of its own on 127.0.0.1, its output in `log`, waited for
     until it accepts connections; `stop` ends it (by its pid) whatever happened."""

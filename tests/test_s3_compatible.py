@@ -26,7 +26,11 @@ from helpers import (
     paths,
     s3_env,
     s3_with_photos,
+    write_chunked,
+    write_tar,
 )
+
+from cnnbench.infer.sources import stores
 
 PHOTOS = 25
 NOT_IMPLEMENTED = (
@@ -59,7 +63,7 @@ class Compat(http.server.ThreadingHTTPServer):
     with a Retry-After of that many seconds (a server shedding load); `encoding`:
     'asked' (as the request asks), 'unsaid' (keys URL-encoded as asked, but the answer
     has no EncodingType to say so), 'ignored' (the request's encoding-type dropped: raw
-    keys)."""
+    keys); `chunked`: objects' bodies sent chunked, with no Content-Length."""
 
     daemon_threads = True
 
@@ -75,6 +79,7 @@ class Compat(http.server.ThreadingHTTPServer):
         region: str | None = None,
         slow_down: float = 0,
         encoding: str = "asked",
+        chunked: bool = False,
     ) -> None:
         super().__init__(("127.0.0.1", 0), _Rewrite)
         self.upstream = urlsplit(upstream).netloc
@@ -83,7 +88,7 @@ class Compat(http.server.ThreadingHTTPServer):
         self.region, self.slow_down = region, slow_down
         self.slow_until: float | None = None
         self.slowed = 0  # GETs answered SlowDown
-        self.encoding = encoding
+        self.encoding, self.chunked = encoding, chunked
         self.requests: list[str] = []
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
@@ -167,7 +172,7 @@ class _Rewrite(http.server.BaseHTTPRequestHandler):
             for name, value in answer.getheaders()
             if name.lower() not in ("transfer-encoding", "connection", "content-length")
         ]
-        self._answer(answer.status, body, headers)
+        self._answer(answer.status, body, headers, chunked=server.chunked and not listing)
 
     def _slowed_down(self) -> bool:
         """Whether this GET was answered 503 SlowDown (while the server sheds load)."""
@@ -182,10 +187,17 @@ class _Rewrite(http.server.BaseHTTPRequestHandler):
         self._answer(503, SLOW_DOWN, [("Retry-After", wait)])
         return True
 
-    def _answer(self, status: int, body: bytes, headers: list | None = None) -> None:
+    def _answer(
+        self, status: int, body: bytes, headers: list | None = None, chunked: bool = False
+    ) -> None:
         self.send_response(status)
         for name, value in headers or ():
             self.send_header(name, value)
+        if chunked and self.command != "HEAD":
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            write_chunked(self, body, 5000)
+            return
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
@@ -364,4 +376,39 @@ def test_listed_keys_are_read_as_the_server_encoded_them(
     done, _ = _through(s3, tiny_model, out, "s3://compat/odd/", encoding=encoding)
     assert done.returncode == 0, done.stderr
     assert paths(out) == ODD
+    assert not (tmp_path / "out.errors.csv").exists() or paths(tmp_path / "out.errors.csv") == []
+
+
+def test_bodies_sent_chunked_without_a_length_are_read(
+    tiny_model: Path,
+    photo_jpeg: bytes,
+    s3: S3Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Objects sent chunked, with no Content-Length: obstore refuses the answer ('Content-
+    Length Header missing from response'), so keys it reads (odd ones; libcurl reads
+    plain ones) and shards were error rows. botocore reads them now."""
+    client = s3.client()
+    for name in ODD:
+        client.put_object(Bucket="compat", Key=f"chunked/{name}", Body=photo_jpeg)
+    shard = write_tar(tmp_path / "s.tar", [(f"{k}.jpg", photo_jpeg) for k in range(3)])
+    client.put_object(Bucket="compat", Key="chunked-shards/s.tar", Body=shard.read_bytes())
+    out = tmp_path / "out.csv"
+    args = ["infer", str(tiny_model), "s3://compat/chunked/", "s3://compat/chunked-shards/s.tar"]
+    proxy = Compat(s3.url, chunked=True)
+    try:
+        done = _cnnbench([*args, "-o", str(out), "--no-progress"], proxy.url)
+        for name, value in s3_env(proxy.url).items():
+            monkeypatch.setenv(name, value)
+        # a member by its range, as the Ray engine's workers read it
+        assert (
+            stores.read_range("s3://compat/chunked-shards/s.tar", 512, 600)
+            == (shard.read_bytes()[512:1112])
+        )
+    finally:
+        proxy.close()
+    assert done.returncode == 0, done.stderr
+    shard_rows = [f"s3://compat/chunked-shards/s.tar/{k}.jpg" for k in range(3)]
+    assert paths(out) == [f"s3://compat/chunked/{name}" for name in ODD] + shard_rows
     assert not (tmp_path / "out.errors.csv").exists() or paths(tmp_path / "out.errors.csv") == []

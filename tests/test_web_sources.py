@@ -19,7 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_error, free_port, paths, read_rows, run, write_tar
+from helpers import (
+    assert_one_line_error,
+    free_port,
+    paths,
+    read_rows,
+    run,
+    write_chunked,
+    write_tar,
+)
 
 from cnnbench.infer.sources import stores
 from cnnbench.infer.sources.fetch import read_item
@@ -113,10 +121,7 @@ class _Web(http.server.BaseHTTPRequestHandler):
         if compressed:
             self.send_header("Content-Encoding", "gzip")
         self.end_headers()
-        for at in range(0, len(body), 4096):
-            chunk = body[at : at + 4096]
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-        self.wfile.write(b"0\r\n\r\n")
+        write_chunked(self, body, 4096)
 
     def _range(self, data: bytes, head: bool) -> None:
         asked = self.headers.get("Range", "")

@@ -733,9 +733,8 @@ def _s3_get(
 ) -> bytes:
     """The object at `url`, or `span` (offset, size) of it: through obstore when it can
     name the key, else botocore. A whole object over `max_bytes` is refused by the size
-    its answer's headers give, its body unread. A ranged GET answered 200 (rclone's
-    `serve s3` and lakeFS's gateway send the range with that status; obstore refuses
-    it) is read again through botocore, which takes what was sent."""
+    its answer's headers give, its body unread. An answer obstore refuses and botocore
+    reads (`_BOTOCORE_READS`) is read again through botocore."""
     bucket, key = _bucket_key(url)
     if not _object_store_key(key):
         return _botocore_get(url, span, settings, max_bytes)
@@ -751,11 +750,15 @@ def _s3_get(
     except TooLarge:
         raise
     except Exception as e:
-        if span is not None and "NotPartial" in str(e):
-            return _botocore_get(url, span, settings)
+        if any(why in str(e) for why in _BOTOCORE_READS):
+            return _botocore_get(url, span, settings, max_bytes)
         raise _from_obstore(e) from e
 
 
+# Answers of S3-compatible servers that obstore refuses and botocore reads: a range sent
+# with status 200 (rclone's `serve s3`, lakeFS's gateway), a 206 without Content-Range,
+# a body sent chunked, with no Content-Length (each was an error row)
+_BOTOCORE_READS = ("NotPartial", "NoContentRange", "MissingContentLength")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/")
 
 
@@ -960,13 +963,17 @@ class _Described:
         self.close()
 
 
-def _s3_stream(url: str, chunk: int) -> _Chunks:
+def _s3_stream(url: str, chunk: int) -> _Chunks | _Described:
     import obstore
 
     bucket, key = _bucket_key(url)
+    settings = store_settings()
     try:
-        got = obstore.get(_object_store(bucket, store_settings()), key)
+        got = obstore.get(_object_store(bucket, settings), key)
     except Exception as e:
+        if any(why in str(e) for why in _BOTOCORE_READS):  # botocore streams its body
+            body = s3_client(settings).get_object(Bucket=bucket, Key=key)["Body"]
+            return _Described(body, url)
         raise _from_obstore(e) from e
     return _Chunks(iter(got.stream(min_chunk_size=chunk)))
 

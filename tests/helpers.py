@@ -453,6 +453,27 @@ class S3rverServer(S3Server):
         return s3_env(self.url) | {"AWS_ACCESS_KEY_ID": "S3RVER", "AWS_SECRET_ACCESS_KEY": "S3RVER"}
 
 
+class RcloneServer(S3Server):
+    """rclone's `serve s3` (Go; `binary`) in a process of its own on 127.0.0.1, its
+    objects in `folder`: a server that answers GETs while it lists, as a store on many
+    machines does. Its access key and secret are made up here (it takes any long ones)."""
+
+    KEY, SECRET = "AKIACNNBENCHRCLONE01", "cnnbench-rclone-secret-0001"
+
+    def __init__(self, binary: Path, folder: Path, log: Path) -> None:
+        port = free_port()
+        command = [str(binary), "serve", "s3", "--addr", f"127.0.0.1:{port}", str(folder)]
+        auth = ["--auth-key", f"{self.KEY},{self.SECRET}", "--config", os.devnull]
+        LoopbackServer.__init__(self, [*command, *auth, "-q"], log, port)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return s3_env(self.url) | {
+            "AWS_ACCESS_KEY_ID": self.KEY,
+            "AWS_SECRET_ACCESS_KEY": self.SECRET,
+        }
+
+
 class GcsServer(LoopbackServer):
     """gcp-storage-emulator (a GCS JSON API server in pure Python) in a process of its
     own on 127.0.0.1, in memory. Clients reach it through STORAGE_EMULATOR_HOST, without

@@ -34,6 +34,8 @@ from cnnbench.infer.sources.items import Item
 
 PHOTOS = 200
 UNANSWERED = b"<Error><Code>ServiceUnavailable</Code><Message>down</Message></Error>"
+EXPIRED = b"<Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message>"
+EXPIRED += b"</Error>"
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +48,23 @@ class _Outage(http.server.ThreadingHTTPServer):
     """A proxy on 127.0.0.1 in front of an S3 server that answers `answers` GETs of
     objects, then fails. `mode` 'gone': the listener closes and every connection is cut
     at its next request (a store that died); '503': every GET of an object is answered
-    503, listings still pass (a store down behind its load balancer). `answered`: the
-    keys whose objects it served."""
+    503, listings still pass (a store down behind its load balancer); '400' or '403':
+    each GET of an object is refused with ExpiredToken, as S3 answers once the session
+    token of the credentials expired (listings pass). `answered`: the keys whose objects
+    it served."""
 
     daemon_threads = True
     request_queue_size = 256  # connections made while it goes down are refused, not dropped
 
-    def __init__(self, upstream: str, answers: int, mode: str) -> None:
+    def __init__(
+        self, upstream: str, answers: int, mode: str, token_life: float | None = None
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Forward)
         self.upstream = urlsplit(upstream).netloc
         self.answers, self.mode = answers, mode
+        self.token_life = token_life  # seconds a session token 'tok-TIME' is taken
+        self.tokens: set[str] = set()  # the session tokens requests came with
+        self.expired = 0  # requests refused for a token older than token_life
         self.answered: list[str] = []
         self.down = threading.Event()
         self.lock = threading.Lock()
@@ -67,7 +76,7 @@ class _Outage(http.server.ThreadingHTTPServer):
         """Whether the request for `path` goes through; the store fails after the last."""
         with self.lock:
             if "list-type=" in path:
-                return not self.down.is_set() or self.mode == "503"
+                return not self.down.is_set() or self.mode != "gone"
             if self.down.is_set():
                 return False
             if len(self.answered) >= self.answers:
@@ -95,12 +104,19 @@ class _Forward(http.server.BaseHTTPRequestHandler):
         self._forward()
 
     def _forward(self) -> None:
+        if self._expired():
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(EXPIRED)))
+            self.end_headers()
+            self.wfile.write(EXPIRED if self.command == "GET" else b"")
+            return
         if not self.server.admit(self.path):
-            if self.server.mode == "503":
-                self.send_response(503)
-                self.send_header("Content-Length", str(len(UNANSWERED)))
+            if self.server.mode != "gone":
+                body = UNANSWERED if self.server.mode == "503" else EXPIRED
+                self.send_response(int(self.server.mode))
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(UNANSWERED)
+                self.wfile.write(body if self.command == "GET" else b"")
             else:
                 self.close_connection = True  # cut, without an answer
             return
@@ -109,6 +125,19 @@ class _Forward(http.server.BaseHTTPRequestHandler):
             with self.server.lock:
                 self.server.answered.append(self.path.split("/", 2)[2])
         send_answer(self, status, headers, body)
+
+    def _expired(self) -> bool:
+        """Whether the request's session token ('tok-' and when it was made) is older
+        than the server's `token_life`, as S3 refuses a token past its expiry."""
+        if self.server.token_life is None:
+            return False
+        token = self.headers.get("x-amz-security-token", "tok-0")
+        with self.server.lock:
+            self.server.tokens.add(token)
+            if time.time() - float(token.removeprefix("tok-")) <= self.server.token_life:
+                return False
+            self.server.expired += 1
+        return True
 
     def log_message(self, *args: object) -> None:
         pass
@@ -157,6 +186,75 @@ def test_a_store_that_stops_answering_stops_the_job_and_resume_finishes_it(
     assert done.returncode == 0, done.stderr
     assert sorted(_paths(out)) == [f"{i:04d}.jpg" for i in range(PHOTOS)]
     assert _paths(errors) == []
+
+
+@pytest.mark.parametrize("status", ["403", "400"])
+def test_credentials_that_expire_mid_job_stop_it_and_resume_finishes_it(
+    status: str, tiny_model: Path, s3: S3Server, tmp_path: Path
+) -> None:
+    """The session token expires after 50 of 200 reads, and S3 refuses every later GET
+    (ExpiredToken): each object after that was an error row 'access denied', the job
+    exited 0 and a --resume skipped them all. Now the job stops with one line naming the
+    credentials, no error rows, and a --resume with new credentials reads every object."""
+    out = tmp_path / "out.csv"
+    errors = errors_of(out)
+    args = ["infer", str(tiny_model), "s3://outage/set/", "-o", str(out), "--no-progress"]
+    proxy = _Outage(s3.url, answers=50, mode=status)
+    try:
+        env = os.environ | s3_env(proxy.url) | {"AWS_SESSION_TOKEN": "session"}
+        done = cnnbench_fast_stores(args, env, timeout=300)
+    finally:
+        proxy.close()
+    assert_one_line_error(
+        done.returncode, done.stderr, "credentials in AWS_SESSION_TOKEN", "expired in the middle",
+        "(ExpiredToken)", "rows so far are saved", "run the same command with --resume",
+    )  # fmt: skip
+    read = {key.removeprefix("set/") for key in proxy.answered}
+    assert set(_paths(out)) <= read, done.stderr
+    assert _paths(errors) == [], done.stderr
+
+    done = _cnnbench([*args, "--resume"], s3.url)
+    assert done.returncode == 0, done.stderr
+    assert sorted(_paths(out)) == [f"{i:04d}.jpg" for i in range(PHOTOS)]
+    assert _paths(errors) == []
+
+
+CREDENTIAL_PROCESS = """#!/bin/sh
+printf '{"Version": 1, "AccessKeyId": "testing", "SecretAccessKey": "testing", \
+"SessionToken": "tok-%s", "Expiration": "%s"}' "$(date +%s.%N)" \
+"$(date -u -d '+60 seconds' +%Y-%m-%dT%H:%M:%SZ)"
+"""
+
+
+def test_credentials_that_refresh_are_taken_again_before_they_expire(
+    tiny_model: Path, s3: S3Server, tmp_path: Path
+) -> None:
+    """A profile's credential_process gives session tokens that the store takes for
+    0.5 s, in a job that reads for longer (2 reads in flight): botocore runs it again as
+    they near their end, and every reader (libcurl's, obstore's, botocore's listings)
+    asks again every CREDENTIALS_CHECK_S (here 0.05 s): no request is refused."""
+    process = tmp_path / "credentials.sh"
+    process.write_text(CREDENTIAL_PROCESS)
+    process.chmod(0o755)
+    config = tmp_path / "config"
+    config.write_text(f"[profile short]\ncredential_process = {process}\nregion = us-east-1\n")
+    out = tmp_path / "out.csv"
+    args = ["infer", str(tiny_model), "s3://outage/set/", "-o", str(out), "--no-progress"]
+    proxy = _Outage(s3.url, answers=PHOTOS, mode="503", token_life=0.5)
+    env = os.environ | s3_env(proxy.url) | {"AWS_CONFIG_FILE": str(config), "AWS_PROFILE": "short"}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        env.pop(key)
+    try:
+        done = cnnbench_fast_stores(
+            [*args, "--io-threads", "2"], env, timeout=300, credentials_check_s=0.05
+        )
+    finally:
+        proxy.close()
+    assert done.returncode == 0, done.stderr
+    # asked again every 300 s, 179 requests were refused (libcurl's, read again by obstore)
+    assert proxy.expired == 0 and len(proxy.tokens) > 3
+    assert sorted(_paths(out)) == [f"{i:04d}.jpg" for i in range(PHOTOS)]
+    assert _paths(errors_of(out)) == []
 
 
 def test_objects_denied_or_missing_are_error_rows_and_the_job_finishes(

@@ -460,6 +460,50 @@ class StoreDown(InferError):
     every object after it an error row (which --resume would then skip)."""
 
 
+class CredentialsExpired(InferError):
+    """The store refused a request because the credentials' token expired (or is no
+    longer valid): every later request would be refused alike, so the job stops with
+    its rows so far saved, rather than make each object after it an error row (which
+    --resume would then skip: files lost)."""
+
+
+# What S3 (and S3-compatible servers) answer, 400 or 403, to a request signed with a
+# session token that expired or is no longer valid
+_EXPIRED = re.compile(
+    r"\b(ExpiredToken(?:Exception)?|TokenRefreshRequired|InvalidToken)\b"
+    r"|provided token has expired|security token included in the request is expired",
+    re.I,
+)
+
+
+def expired_credentials(e: BaseException, url: str) -> CredentialsExpired | None:
+    """The one line for a request refused for its expired (or invalid) session token;
+    None for any other failure. Credentials that refresh (a profile's role or
+    credential_process, SSO) are taken again before they expire (botocore's refresh,
+    `CREDENTIALS_CHECK_S`); those given as they are (AWS_SESSION_TOKEN) cannot be."""
+    status = status_of(e)
+    if status not in (400, 401, 403):
+        return None
+    response = getattr(e, "response", None)
+    code = response.get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
+    said = _EXPIRED.search(f"{code} {first_line(e)}")
+    if not said:
+        return None
+    if os.environ.get("AWS_SESSION_TOKEN"):
+        whose = "the temporary credentials in AWS_SESSION_TOKEN (with AWS_ACCESS_KEY_ID)"
+        renew = "set new ones"
+    elif os.environ.get("AWS_PROFILE"):
+        whose = f"the credentials of profile {os.environ['AWS_PROFILE']}"
+        renew = "renew them (aws sso login, or the profile's source)"
+    else:
+        whose = "the store's credentials"
+        renew = "renew them"
+    return CredentialsExpired(
+        f"{whose} expired in the middle of the job: the store refused {url} "
+        f"({said[0]}); rows so far are saved; {renew} and run the same command with --resume"
+    )
+
+
 def _timed_out_in_botocore(e: BaseException) -> bool:
     """A botocore request that timed out: botocore's own retries tried it again already
     (each try waits up to READ_TIMEOUT_S), so another round would only multiply the wait
@@ -512,6 +556,8 @@ def with_retries(call: Callable[[], T], url: str, attempts: int = RETRIES) -> T:
                 raise
             if (region := wrong_region(e, url)) is not None:
                 raise region from e
+            if (expired := expired_credentials(e, url)) is not None:
+                raise expired from e
             asked = _retry_after(e)  # None where the server did not say
             most = max(attempts, THROTTLED_RETRIES) if attempts > 1 and throttled(e) else attempts
             if (

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import cv2
+import numpy as np
 import pytest
 from helpers import (
     S3Server,
@@ -27,6 +29,7 @@ from helpers import (
     s3_env,
     s3_with_photos,
     send_answer,
+    write_tar,
 )
 
 from cnnbench.infer.sources import fetch, stores
@@ -50,8 +53,10 @@ class _Outage(http.server.ThreadingHTTPServer):
     at its next request (a store that died); '503': every GET of an object is answered
     503, listings still pass (a store down behind its load balancer); '400' or '403':
     each GET of an object is refused with ExpiredToken, as S3 answers once the session
-    token of the credentials expired (listings pass). `answered`: the keys whose objects
-    it served."""
+    token of the credentials expired (listings pass); 'cut': the first object's answer is
+    cut in the middle and no request after it is answered (a store that died while it
+    sent a shard); 'cut once': that answer cut, and every other one whole. `answered`:
+    the keys whose objects it served."""
 
     daemon_threads = True
     request_queue_size = 256  # connections made while it goes down are refused, not dropped
@@ -65,6 +70,7 @@ class _Outage(http.server.ThreadingHTTPServer):
         self.token_life = token_life  # seconds a session token 'tok-TIME' is taken
         self.tokens: set[str] = set()  # the session tokens requests came with
         self.expired = 0  # requests refused for a token older than token_life
+        self.cuts = 0  # answers cut in the middle
         self.answered: list[str] = []
         self.down = threading.Event()
         self.lock = threading.Lock()
@@ -74,6 +80,8 @@ class _Outage(http.server.ThreadingHTTPServer):
 
     def admit(self, path: str) -> bool:
         """Whether the request for `path` goes through; the store fails after the last."""
+        if self.mode == "cut" and self.answers == 0:  # gone since an answer was cut
+            return False
         with self.lock:
             if "list-type=" in path:
                 return not self.down.is_set() or self.mode != "gone"
@@ -111,7 +119,7 @@ class _Forward(http.server.BaseHTTPRequestHandler):
             self.wfile.write(EXPIRED if self.command == "GET" else b"")
             return
         if not self.server.admit(self.path):
-            if self.server.mode != "gone":
+            if self.server.mode not in ("gone", "cut"):
                 body = UNANSWERED if self.server.mode == "503" else EXPIRED
                 self.send_response(int(self.server.mode))
                 self.send_header("Content-Length", str(len(body)))
@@ -124,7 +132,27 @@ class _Forward(http.server.BaseHTTPRequestHandler):
         if status == 200 and self.command == "GET" and "list-type=" not in self.path:
             with self.server.lock:
                 self.server.answered.append(self.path.split("/", 2)[2])
+            if self.server.mode.startswith("cut") and not self.server.cuts:
+                self._cut(headers, body)  # the store dies (or stumbles) as it sends it
+                return
         send_answer(self, status, headers, body)
+
+    def _cut(self, headers: list[tuple[str, str]], body: bytes) -> None:
+        """Half of `body` sent under its whole length, then the connection cut and the
+        store gone: no request after it gets an answer."""
+        self.send_response(200)
+        for name, value in headers:
+            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+        with self.server.lock:
+            self.server.cuts += 1
+            if self.server.mode == "cut":
+                self.server.answers = 0  # every later request is refused
 
     def _expired(self) -> bool:
         """Whether the request's session token ('tok-' and when it was made) is older
@@ -342,3 +370,71 @@ def test_reads_without_an_answer_are_held_until_one_after_them_is_answered(
         f"the store stopped answering: {stop} reads in a row failed "
         f"(cannot read s3://bkt/dead{stop - 1}.jpg: {why})"
     )
+
+
+def _big_shard(s3: S3Server, folder: Path) -> list[str]:
+    """A shard of 150 noisy photos (about 145 KB each: more than the first 8 MB chunk
+    of its stream) as s3://outage/shards/big.tar; its members' paths."""
+    rng = np.random.default_rng(7)
+    members = []
+    for i in range(150):
+        ok, data = cv2.imencode(".jpg", rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
+        assert ok
+        members.append((f"{i:04d}.jpg", data.tobytes()))
+    shard = write_tar(folder / "big.tar", members)
+    assert shard.stat().st_size > 18 << 20  # cut in half, a first chunk of 8 MB comes whole
+    s3.client().put_object(Bucket="outage", Key="shards/big.tar", Body=shard.read_bytes())
+    return [f"big.tar/{name}" for name, _ in members]
+
+
+def test_a_shard_whose_store_dies_mid_stream_stops_the_job_and_resume_finishes_it(
+    tiny_model: Path, s3: S3Server, tmp_path: Path
+) -> None:
+    """The store dies halfway through a shard's answer: the shard was one error row
+    'shard unreadable' and the job exited 0 (its rows for members read before the cut
+    stayed beside it). Now the stream is asked for again from where it was cut, finds
+    no store, and the job stops with the outage line; the --resume reads the members
+    after the cut, each member once, and no error row is left."""
+    paths_of_members = _big_shard(s3, tmp_path)
+    out = tmp_path / "out.csv"
+    args = ["infer", str(tiny_model), "s3://outage/shards/big.tar", "-o", str(out)]
+    args += ["--no-progress", "--batch-size", "4"]
+    proxy = _Outage(s3.url, answers=PHOTOS, mode="cut")
+    try:
+        done = _cnnbench(args, proxy.url)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1
+    assert_one_line_error(
+        done.returncode, done.stderr, "the store stopped answering while",
+        "s3://outage/shards/big.tar was read after", "rows so far are saved",
+        "run the same command with --resume",
+    )  # fmt: skip
+    first = _paths(out)
+    assert 0 < len(first) < len(paths_of_members), done.stderr
+    assert _paths(errors_of(out)) == []
+
+    done = _cnnbench([*args, "--resume"], s3.url)
+    assert done.returncode == 0, done.stderr
+    assert sorted(_paths(out)) == paths_of_members  # each once
+    assert _paths(errors_of(out)) == []
+
+
+def test_a_shard_stream_cut_once_goes_on_from_where_it_was_cut(
+    tiny_model: Path, s3: S3Server, tmp_path: Path
+) -> None:
+    """A shard's answer cut once, the store answering after: it was the shard's error
+    row (the job exited 0, its members after the cut unread, for a --resume to read
+    beside the row); now the rest of the stream is asked for and every member read."""
+    paths_of_members = _big_shard(s3, tmp_path)
+    out = tmp_path / "out.csv"
+    args = ["infer", str(tiny_model), "s3://outage/shards/big.tar", "-o", str(out)]
+    proxy = _Outage(s3.url, answers=PHOTOS, mode="cut once")
+    try:
+        done = _cnnbench([*args, "--no-progress"], proxy.url)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1
+    assert done.returncode == 0, done.stderr
+    assert sorted(_paths(out)) == paths_of_members
+    assert _paths(errors_of(out)) == []

@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -182,9 +183,19 @@ def _paths(out: Path) -> list[str]:
 
 # A Parquet output: the job's listings before its reads (the class-folder check) are made
 # before any read, and are not cut by the store going (CSV makes them while it reads).
-@pytest.mark.parametrize(("mode", "output"), [("gone", "out.parquet"), ("503", "out.csv")])
+# --io-threads 0: the decode threads read (fetch.DecodeReads), and every object after the
+# store went was an error row, the job exiting 0
+@pytest.mark.parametrize(
+    ("mode", "output", "io_threads"),
+    [
+        ("gone", "out.parquet", None),
+        ("503", "out.csv", None),
+        ("503", "out.csv", "0"),
+        ("gone", "out.csv", "0"),
+    ],
+)
 def test_a_store_that_stops_answering_stops_the_job_and_resume_finishes_it(
-    mode: str, output: str, tiny_model: Path, s3: S3Server, tmp_path: Path
+    mode: str, output: str, io_threads: str | None, tiny_model: Path, s3: S3Server, tmp_path: Path
 ) -> None:
     """The store fails after 50 of 200 reads: every object after that was an error row
     ('cannot connect for s3://...', or HTTP 503 after the retries), the job exited 0, and
@@ -194,6 +205,7 @@ def test_a_store_that_stops_answering_stops_the_job_and_resume_finishes_it(
     errors = errors_of(out)
     args = ["infer", str(tiny_model), "s3://outage/set/", "-o", str(out), "--no-progress"]
     args += ["--batch-size", "8", *(["--block-size", "8"] if output.endswith(".parquet") else [])]
+    args += ["--io-threads", io_threads, "--workers", "4"] if io_threads else []
     proxy = _Outage(s3.url, answers=50, mode=mode)
     start = time.monotonic()
     try:
@@ -338,18 +350,25 @@ class _Dead(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _dead_store(photo: bytes, monkeypatch: pytest.MonkeyPatch) -> http.server.HTTPServer:
+    """A `_Dead` server of `photo` on 127.0.0.1, this process's S3 endpoint, retries
+    10 ms apart; the caller shuts it down."""
+    _Dead.photo = photo
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Dead)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for key, value in s3_env(f"http://127.0.0.1:{server.server_address[1]}").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(stores, "BACKOFF_S", 0.01)
+    return server
+
+
 def test_reads_without_an_answer_are_held_until_one_after_them_is_answered(
     photo_jpeg: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """fetch_ahead, in order: fewer unanswered reads than stop a job, with answered
     ones after them, are error rows as before (a passing failure); STOP_AFTER of them in
     a row stop it with one line, and no item from the first of them on is handed on."""
-    _Dead.photo = photo_jpeg
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Dead)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    for key, value in s3_env(f"http://127.0.0.1:{server.server_address[1]}").items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setattr(stores, "BACKOFF_S", 0.01)
+    server = _dead_store(photo_jpeg, monkeypatch)
     stop = fetch.STOP_AFTER
     dead = [f"dead{i}.jpg" for i in range(stop)]
     names = ["a.jpg", *dead[:-1], "b.jpg", "c.jpg"]
@@ -438,3 +457,37 @@ def test_a_shard_stream_cut_once_goes_on_from_where_it_was_cut(
     assert done.returncode == 0, done.stderr
     assert sorted(_paths(out)) == paths_of_members
     assert _paths(errors_of(out)) == []
+
+
+def test_decode_threads_reading_tell_a_dead_object_from_a_dead_store(
+    photo_jpeg: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fetch.DecodeReads (--io-threads 0), 4 threads: objects the store answers 500 to
+    among ones it answers are each their error (NoAnswer) once reads started after them
+    are answered; only unanswered reads, STOP_AFTER in a row, stop the job."""
+    server = _dead_store(photo_jpeg, monkeypatch)
+
+    def read_all(names: list[str]) -> list[str]:
+        reads = fetch.DecodeReads()
+
+        def one(name: str) -> str:
+            try:
+                return "ok" if reads(Item(f"s3://bkt/{name}", name)) == photo_jpeg else "?"
+            except stores.NoAnswer:
+                return "error row"
+
+        with ThreadPoolExecutor(4) as pool:
+            return list(pool.map(one, names))
+
+    try:
+        dead = ["dead0.jpg", "dead1.jpg"] * 2  # as many as threads: none left to tell
+        names = [f"{i}.jpg" for i in range(20)] + dead + [f"{i}.jpg" for i in range(20, 40)]
+        mixed = read_all(names)
+        with pytest.raises(stores.StoreDown) as down:
+            read_all([f"dead{i}.jpg" for i in range(40)])
+    finally:
+        server.shutdown()
+    assert mixed == ["ok"] * 20 + ["error row"] * 4 + ["ok"] * 20
+    assert str(down.value).startswith(
+        f"the store stopped answering: {fetch.STOP_AFTER} reads in a row failed (cannot read "
+    )

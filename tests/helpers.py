@@ -263,15 +263,22 @@ def s3_env(endpoint: str) -> dict[str, str]:
 
 
 def cnnbench_fast_stores(
-    args: list[str], env: dict[str, str], timeout: float, read_timeout_s: float | None = None
+    args: list[str],
+    env: dict[str, str],
+    timeout: float,
+    read_timeout_s: float | None = None,
+    credentials_check_s: float | None = None,
 ) -> subprocess.CompletedProcess:
     """`cnnbench ARGS` in a process of its own (libcurl's reads are used there) with
     `env`, the stores' retries 10 ms apart (stores.BACKOFF_S; 0.25 s then 1 s) and, when
-    given, their read timeout (stores.READ_TIMEOUT_S; 30 s): a test of a store that
-    fails or stays silent waits seconds, not minutes."""
+    given, their read timeout (stores.READ_TIMEOUT_S; 30 s) and how often credentials
+    that expire are asked for again (stores.CREDENTIALS_CHECK_S; 300 s): a test of a
+    store that fails or stays silent waits seconds, not minutes."""
     settings = "stores.BACKOFF_S = 0.01; "
     if read_timeout_s is not None:
         settings += f"stores.READ_TIMEOUT_S = {read_timeout_s}; "
+    if credentials_check_s is not None:
+        settings += f"stores.CREDENTIALS_CHECK_S = {credentials_check_s}; "
     code = (
         f"import runpy, sys; from cnnbench.infer.sources import stores; {settings}"
         f"sys.argv = ['cnnbench', *{args!r}]; runpy.run_module('cnnbench', run_name='__main__')"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -129,9 +129,11 @@ def load_items(
     *,
     limits: DecodeLimits = DEFAULT_LIMITS,
     truncated: list[str] | None = None,
+    read: Callable[[Item, int | None], bytes] | None = None,
 ) -> list[str | None]:
     """Read each item into its row of `out`; per item, None or why it could not be read.
-    The names of truncated files read under `limits.allow_truncated` go to `truncated`."""
+    The names of truncated files read under `limits.allow_truncated` go to `truncated`.
+    `read`: how an item's bytes are read (None: `read_item`)."""
     reasons: list[str | None] = []
     for item, dst in zip(items, out, strict=True):
         try:
@@ -139,7 +141,10 @@ def load_items(
                 reasons.append(item.error)
                 continue
             notes: list[str] = []
-            data = read_item(item, max_bytes=limits.max_bytes)
+            if read is None:
+                data = read_item(item, max_bytes=limits.max_bytes)
+            else:
+                data = read(item, limits.max_bytes)
             decode_into(data, dst, bgr, policy, limits=limits, notes=notes)
             if notes and truncated is not None:
                 truncated.append(item.name)

@@ -70,7 +70,7 @@ from cnnbench.infer.sinks.output import output_locks
 from cnnbench.infer.sinks.parts import Parts
 from cnnbench.infer.sinks.sink import AppendSink, BlockSink, Outcome, Sink
 from cnnbench.infer.sources import stores
-from cnnbench.infer.sources.fetch import fetch_ahead
+from cnnbench.infer.sources.fetch import DecodeReads, fetch_ahead
 from cnnbench.infer.sources.items import Item
 from cnnbench.signals import StopOnSignal
 
@@ -112,10 +112,17 @@ class _Decoder:
         self.pool = ThreadPoolExecutor(
             workers, thread_name_prefix="cnnbench-decode", initializer=_decode_thread_setup
         )
+        self.reads = DecodeReads()  # with --io-threads 0, a store gone stops the job
 
     def _load(self, items: list[Item], out: np.ndarray) -> list[str | None]:
         return load_items(
-            items, out, self.fmt.bgr, self.fmt.policy, limits=self.limits, truncated=self.truncated
+            items,
+            out,
+            self.fmt.bgr,
+            self.fmt.policy,
+            limits=self.limits,
+            truncated=self.truncated,
+            read=self.reads,
         )
 
     def submit(self, items: list[Item]) -> tuple[list[Item], np.ndarray, list[Future]]:

@@ -242,6 +242,81 @@ class _Held:
         return items
 
 
+class DecodeReads:
+    """Reads made by the decode threads themselves (`--io-threads 0`: no reads ahead),
+    told apart as `fetch_ahead` tells them: a read that gets no answer from its store
+    waits (its thread does) until a read started after it is answered, then it is an
+    error row, as before (a passing failure, or that object's own). Where no other read
+    is in flight to tell, the thread reads again the object last answered (or its own,
+    before any was). STOP_AFTER reads in a row with none answered after them stop the
+    job (`stores.StoreDown`) instead of making each object after a store went away an
+    error row, which --resume would skip."""
+
+    WAIT_S = 1.0  # longest wait for another read's answer before asking again
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.seen = 0  # reads without an answer, ever
+        self.in_row = 0  # ... with none started after them answered
+        self.reading = 0  # reads in flight
+        self.answered = 0  # the most `seen` any answered read started after
+        self.last_good: Item | None = None  # the object read last
+        self.down: stores.StoreDown | None = None
+
+    def __call__(self, item: Item, max_bytes: int | None = None) -> bytes:
+        """`read_item`, held while its store gives no answer (see the class)."""
+        if item.data is not None or not stores.is_url(item.path):
+            return read_item(item, max_bytes=max_bytes)
+        failed: stores.NoAnswer | None = None  # this item's read, unanswered
+        while True:
+            with self.cond:
+                if self.down is not None:
+                    raise self.down
+                target = self.last_good if failed and self.last_good else item
+                since = self.seen
+                self.reading += 1
+            try:
+                data = read_item(target, max_bytes=max_bytes)
+            except stores.NoAnswer as e:
+                failed = failed or e
+                if self._told(e):
+                    raise failed from None
+                continue
+            finally:
+                with self.cond:
+                    self.reading -= 1
+                    self.cond.notify_all()
+            with self.cond:
+                self.answered = max(self.answered, since)
+                if since >= self.seen:
+                    self.in_row = 0
+                self.last_good = target
+                self.cond.notify_all()
+            if failed is None or target is item:
+                return data
+            raise failed  # the store answers another read, asked after this one failed
+
+    def _told(self, e: stores.NoAnswer) -> bool:
+        """After a read failing with `e`: True when a read started after it was answered
+        (the item's failure is its own: an error row); False to ask again; StoreDown
+        once STOP_AFTER in a row got no answer."""
+        with self.cond:
+            self.seen += 1
+            self.in_row += 1
+            mine = self.seen
+            if self.in_row >= STOP_AFTER and self.down is None:
+                self.down = stores.StoreDown(
+                    f"the store stopped answering: {self.in_row} reads in a row failed ({e})"
+                )
+            self.cond.wait_for(
+                lambda: self.down is not None or self.answered >= mine or self.reading <= 1,
+                timeout=self.WAIT_S,
+            )
+            if self.down is not None:
+                raise self.down
+            return self.answered >= mine
+
+
 class _Budget:
     """Bytes held ahead, waited on by the lister and freed by the consumer."""
 

@@ -155,6 +155,11 @@ def members(
                     where = None if compressed else offset
                     yield Item(shard, path, data=data, size=len(data), offset=where)
                 seen.add(name)
+    except stores.NoAnswer as e:  # the store's failure, not the shard's: a --resume reads
+        after = f" after {read} members" if read else ""  # the members after these
+        raise stores.StoreDown(
+            f"the store stopped answering while {shard} was read{after}: {e}"
+        ) from e
     except (*_BROKEN, tarscan.CutShort) as e:
         yield _broken(shard, prefix, read, last, _why(e))
 

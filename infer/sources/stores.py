@@ -23,10 +23,11 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -35,6 +36,7 @@ from cnnbench.infer.errors import InferError, first_line
 from cnnbench.infer.sources import web
 
 if TYPE_CHECKING:
+    from obstore import GetOptions
     from obstore.store import S3Credential
 
 T = TypeVar("T")
@@ -460,6 +462,50 @@ class StoreDown(InferError):
     every object after it an error row (which --resume would then skip)."""
 
 
+class CredentialsExpired(InferError):
+    """The store refused a request because the credentials' token expired (or is no
+    longer valid): every later request would be refused alike, so the job stops with
+    its rows so far saved, rather than make each object after it an error row (which
+    --resume would then skip: files lost)."""
+
+
+# What S3 (and S3-compatible servers) answer, 400 or 403, to a request signed with a
+# session token that expired or is no longer valid
+_EXPIRED = re.compile(
+    r"\b(ExpiredToken(?:Exception)?|TokenRefreshRequired|InvalidToken)\b"
+    r"|provided token has expired|security token included in the request is expired",
+    re.I,
+)
+
+
+def expired_credentials(e: BaseException, url: str) -> CredentialsExpired | None:
+    """The one line for a request refused for its expired (or invalid) session token;
+    None for any other failure. Credentials that refresh (a profile's role or
+    credential_process, SSO) are taken again before they expire (botocore's refresh,
+    `CREDENTIALS_CHECK_S`); those given as they are (AWS_SESSION_TOKEN) cannot be."""
+    status = status_of(e)
+    if status not in (400, 401, 403):
+        return None
+    response = getattr(e, "response", None)
+    code = response.get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
+    said = _EXPIRED.search(f"{code} {first_line(e)}")
+    if not said:
+        return None
+    if os.environ.get("AWS_SESSION_TOKEN"):
+        whose = "the temporary credentials in AWS_SESSION_TOKEN (with AWS_ACCESS_KEY_ID)"
+        renew = "set new ones"
+    elif os.environ.get("AWS_PROFILE"):
+        whose = f"the credentials of profile {os.environ['AWS_PROFILE']}"
+        renew = "renew them (aws sso login, or the profile's source)"
+    else:
+        whose = "the store's credentials"
+        renew = "renew them"
+    return CredentialsExpired(
+        f"{whose} expired in the middle of the job: the store refused {url} "
+        f"({said[0]}); rows so far are saved; {renew} and run the same command with --resume"
+    )
+
+
 def _timed_out_in_botocore(e: BaseException) -> bool:
     """A botocore request that timed out: botocore's own retries tried it again already
     (each try waits up to READ_TIMEOUT_S), so another round would only multiply the wait
@@ -512,6 +558,8 @@ def with_retries(call: Callable[[], T], url: str, attempts: int = RETRIES) -> T:
                 raise
             if (region := wrong_region(e, url)) is not None:
                 raise region from e
+            if (expired := expired_credentials(e, url)) is not None:
+                raise expired from e
             asked = _retry_after(e)  # None where the server did not say
             most = max(attempts, THROTTLED_RETRIES) if attempts > 1 and throttled(e) else attempts
             if (
@@ -968,25 +1016,45 @@ def _s3_stream(url: str, chunk: int) -> _Chunks | _Described:
 
     bucket, key = _bucket_key(url)
     settings = store_settings()
+    store = _object_store(bucket, settings)
     try:
-        got = obstore.get(_object_store(bucket, settings), key)
+        got = obstore.get(store, key)
     except Exception as e:
         if any(why in str(e) for why in _BOTOCORE_READS):  # botocore streams its body
             body = s3_client(settings).get_object(Bucket=bucket, Key=key)["Body"]
             return _Described(body, url)
         raise _from_obstore(e) from e
-    return _Chunks(iter(got.stream(min_chunk_size=chunk)))
+    etag = got.meta.get("e_tag")
+
+    def rest(offset: int) -> Iterator[Any]:
+        """The chunks from byte `offset` on, of the same object (If-Match its ETag)."""
+        options: GetOptions = {"range": {"offset": offset}, "if_match": etag}
+        try:
+            return iter(obstore.get(store, key, options=options).stream(min_chunk_size=chunk))
+        except Exception as e:
+            raise _from_obstore(e) from e
+
+    return _Chunks(iter(got.stream(min_chunk_size=chunk)), url, rest)
 
 
 class _Chunks(io.RawIOBase):
-    """A file object over the chunks of a streamed GET, fetched as they are read; a
-    failure mid-stream is an OSError, as a failed read of a file would be. A read
-    returns at most what is left of the current chunk, copied once (no buffer between:
-    tarscan and gzip read in big reads and take short ones)."""
+    """A file object over the chunks of a streamed GET, fetched as they are read. A
+    stream cut in the middle (the connection closed, no answer in time) is asked for
+    again from the byte it stopped at (`rest`, with the retries of `with_retries`), as a
+    read is tried again: a shard's stream cut once was an error row 'shard unreadable',
+    and a store gone for good was one too, where its members after the cut were then
+    read by a --resume with the row left behind. A failure that stays is a StoreError
+    (a NoAnswer where the store gave no answer), as a failed read of a file would be.
+    A read returns at most what is left of the current chunk, copied once (no buffer
+    between: tarscan and gzip read in big reads and take short ones)."""
 
-    def __init__(self, chunks: Any) -> None:
+    def __init__(
+        self, chunks: Any, url: str = "", rest: Callable[[int], Iterator[Any]] | None = None
+    ) -> None:
         self._chunks = chunks
         self._left = memoryview(b"")
+        self._url, self._rest = url, rest
+        self._at = 0  # bytes of the object received
 
     def readable(self) -> bool:
         return True
@@ -1016,8 +1084,26 @@ class _Chunks(io.RawIOBase):
             except StopIteration:
                 return False
             except Exception as e:
-                raise _from_obstore(e) from e
+                failure = _from_obstore(e)
+                if self._rest is None or not is_transient(failure):
+                    raise failure from e
+                self._chunks = with_retries(
+                    functools.partial(_first_of, self._rest, self._at), self._url
+                )
+                continue
+            self._at += len(self._left)
         return True
+
+
+def _first_of(rest: Callable[[int], Iterator[Any]], offset: int) -> Iterator[Any]:
+    """The chunks `rest(offset)` gives, the first one fetched already (a failure to fetch
+    it is raised here, where `with_retries` tries again), then the others as they come."""
+    chunks = rest(offset)
+    try:
+        first = next(chunks, None)
+    except Exception as e:
+        raise _from_obstore(e) from e
+    return chain([first] if first is not None else [], chunks)
 
 
 def kind(url: str) -> str:

@@ -268,12 +268,16 @@ def fetch_ahead(
     threads: int,
     budget_bytes: int = FETCH_BUDGET_BYTES,
     max_bytes: int | None = None,
+    whole_job: bool = True,
 ) -> Generator[Item, None, None]:
     """`items` in order; those named by URL come with their bytes (or their error),
     read by `threads` reads in flight. The listing itself runs ahead on a thread, so a
     slow listing page overlaps the work; its errors are raised here, in order. An item
     listed over `max_bytes` (None: `max_file_bytes()`) comes with its error, unread.
-    `threads` 0: the items as they come, read later by the decode threads."""
+    `threads` 0: the items as they come, read later by the decode threads. `whole_job`
+    False: `items` are a part of a job (a Ray decode task's batch), whose end says
+    nothing about the store: reads still without an answer there are asked once more
+    (`_settled`) instead of becoming error rows."""
     if threads == 0:
         yield from items
         return
@@ -367,7 +371,8 @@ def fetch_ahead(
         while True:
             got, cost, since = ahead.get()
             if got is _END:
-                yield from held.release()
+                left = held.release()
+                yield from left if whole_job else _settled(left, settings, max_bytes)
                 return
             if isinstance(got, BaseException):  # the held items are read again by a --resume
                 raise got
@@ -396,6 +401,29 @@ def fetch_ahead(
             if multi is not None:
                 multi.close()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _settled(items: list[Item], settings: tuple, max_bytes: int | None) -> list[Item]:
+    """Items held at the end of a part of a job (`fetch_ahead`), each read without an
+    answer asked once more, one after another: an answer now (the object, or why not)
+    takes its place; another read without one stops the job (`stores.StoreDown`), as
+    STOP_AFTER in a row do. A Ray decode task reads one batch: unanswered reads at its
+    end were error rows, so a store that went away made every object after it one,
+    and the job exited 0 (--resume skips error rows)."""
+    done = []
+    for item in items:
+        if not isinstance(item, Unanswered):
+            done.append(item)
+            continue
+        plain = Item(item.path, item.name, size=item.size, offset=item.offset)
+        (again,) = _fetch([plain], settings, max_bytes, _Unanswered(threading.Event()))
+        if isinstance(again, Unanswered):
+            raise stores.StoreDown(
+                f"the store stopped answering: a read failed twice, none answered after it "
+                f"({again.error})"
+            )
+        done.append(again)
+    return done
 
 
 def _put(q: queue.Queue, entry: tuple, stop: threading.Event) -> bool:

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import S3Server, assert_one_line_error, errors_of, local_ray, paths, s3_env, write_tar
 from test_infer_ray import assert_same_files
-from test_s3_compatible import ODD, Compat
+from test_s3_compatible import ODD, Compat, _Rewrite
 from test_store_outage import _Outage
 
 from cnnbench.cli import cli
@@ -30,9 +30,23 @@ class _Proxy(Compat):
     """`Compat`, quiet about a client that left (a Ray worker ending its connections):
     http.server printed its traceback into the command's output, captured in-process."""
 
+    broken: frozenset[str] = frozenset()  # paths answered 500 (`_Broken`)
+
     def handle_error(self, request: object, client_address: object) -> None:
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+class _Broken(_Rewrite):
+    """`Compat`'s answers, and 500 InternalError to every GET of a path in `broken`."""
+
+    server: _Proxy
+
+    def _forward(self) -> None:
+        if self.path.split("?")[0] in self.server.broken:
+            self._answer(500, b"<Error><Code>InternalError</Code><Message>x</Message></Error>")
+            return
+        super()._forward()
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +56,7 @@ def compat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, S3Se
     root = tmp_path_factory.mktemp("ray-compat")
     s3 = S3Server(root / "moto.log")
     proxy = _Proxy(s3.url)
+    proxy.RequestHandlerClass = _Broken
     saved = dict(os.environ)
     try:
         s3.put_photos("compat", PHOTOS)
@@ -124,3 +139,25 @@ def test_a_store_that_stops_answering_stops_the_ray_job_in_one_line(
     assert code == 0, output
     assert paths(out) == [f"{i:04d}.jpg" for i in range(PHOTOS)]
     assert paths(errors_of(out)) == []
+
+
+def test_objects_that_answer_500_at_a_batch_end_are_error_rows_as_locally(
+    compat: tuple[str, S3Server, Compat], tiny_model: Path, tmp_path: Path
+) -> None:
+    """An object the store answers 500 to every time, last of its decode task's batch,
+    while the store answers the others: asked again, and a read of the batch that was
+    answered is answered again, so the store works: an error row, the job finishes, as
+    with the local engine (a job whose last object fails so must end)."""
+    address, _, proxy = compat
+    assert isinstance(proxy, _Proxy)
+    args = [str(tiny_model), "s3://compat/set/"]
+    ray_args = ["--engine", "ray", "--address", address, "--block-size", "8", "--batch-size", "8"]
+    proxy.broken = frozenset({"/compat/set/0007.jpg", f"/compat/set/{PHOTOS - 1:04d}.jpg"})
+    try:
+        local = _infer(args, tmp_path / "local.csv", "--batch-size", "8")
+        remote = _infer(args, tmp_path / "ray.csv", *ray_args)
+    finally:
+        proxy.broken = frozenset()
+    assert local[0] == 0 and remote[0] == 0, remote[1]
+    assert_same_files(tmp_path / "local.csv", tmp_path / "ray.csv")
+    assert paths(errors_of(tmp_path / "ray.csv")) == ["0007.jpg", f"{PHOTOS - 1:04d}.jpg"]

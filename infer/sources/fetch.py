@@ -367,12 +367,13 @@ def fetch_ahead(
     thread = threading.Thread(target=lister, name="cnnbench-lister", daemon=True)
     thread.start()
     held = _Held(budget_bytes)
+    known: Item | None = None  # the last item whose read was answered
     try:
         while True:
             got, cost, since = ahead.get()
             if got is _END:
                 left = held.release()
-                yield from left if whole_job else _settled(left, settings, max_bytes)
+                yield from left if whole_job else _settled(left, settings, max_bytes, known)
                 return
             if isinstance(got, BaseException):  # the held items are read again by a --resume
                 raise got
@@ -387,6 +388,8 @@ def fetch_ahead(
             fetched = got.result()
             budget.give(cost)
             for item in fetched:
+                if item.error is None:  # answered: asked again where the end is unsure
+                    known = Item(item.path, item.name, size=item.size, offset=item.offset)
                 if item.error is None and not held.items:
                     yield item
                 else:
@@ -403,27 +406,35 @@ def fetch_ahead(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _settled(items: list[Item], settings: tuple, max_bytes: int | None) -> list[Item]:
+def _settled(
+    items: list[Item], settings: tuple, max_bytes: int | None, known: Item | None
+) -> list[Item]:
     """Items held at the end of a part of a job (`fetch_ahead`), each read without an
     answer asked once more, one after another: an answer now (the object, or why not)
-    takes its place; another read without one stops the job (`stores.StoreDown`), as
-    STOP_AFTER in a row do. A Ray decode task reads one batch: unanswered reads at its
-    end were error rows, so a store that went away made every object after it one,
-    and the job exited 0 (--resume skips error rows)."""
-    done = []
+    takes its place. Where one gets no answer again, `known` (a read of this part that
+    was answered) is read again too, as a read asked after it: answered, the store
+    works and those objects fail alone (error rows, as in a whole job); else, or with no
+    such read, the job stops (`stores.StoreDown`), as STOP_AFTER in a row stop it. A Ray
+    decode task reads one batch: unanswered reads at its end were error rows, so a
+    store that went away made every object after it one, and the job exited 0
+    (--resume skips error rows)."""
+    done: list[Item] = []
+    failed: Unanswered | None = None
     for item in items:
-        if not isinstance(item, Unanswered):
-            done.append(item)
-            continue
-        plain = Item(item.path, item.name, size=item.size, offset=item.offset)
-        (again,) = _fetch([plain], settings, max_bytes, _Unanswered(threading.Event()))
-        if isinstance(again, Unanswered):
-            raise stores.StoreDown(
-                f"the store stopped answering: a read failed twice, none answered after it "
-                f"({again.error})"
-            )
-        done.append(again)
-    return done
+        if isinstance(item, Unanswered):
+            plain = Item(item.path, item.name, size=item.size, offset=item.offset)
+            (item,) = _fetch([plain], settings, max_bytes, _Unanswered(threading.Event()))
+            failed = item if isinstance(item, Unanswered) else failed
+        done.append(item)
+    if failed is None:
+        return done
+    if known is not None:
+        (again,) = _fetch([known], settings, max_bytes, _Unanswered(threading.Event()))
+        if not isinstance(again, Unanswered):
+            return done
+    raise stores.StoreDown(
+        f"the store stopped answering: a read failed twice, none answered after it ({failed.error})"
+    )
 
 
 def _put(q: queue.Queue, entry: tuple, stop: threading.Event) -> bool:

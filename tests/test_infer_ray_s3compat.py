@@ -19,6 +19,7 @@ from helpers import S3Server, assert_one_line_error, errors_of, local_ray, paths
 from test_infer_ray import assert_same_files
 from test_s3_compatible import ODD, Compat, _Rewrite
 from test_store_outage import _Outage
+from test_web_sources import SIGNED, _serve, _Web
 
 from cnnbench.cli import cli
 
@@ -161,3 +162,26 @@ def test_objects_that_answer_500_at_a_batch_end_are_error_rows_as_locally(
     assert local[0] == 0 and remote[0] == 0, remote[1]
     assert_same_files(tmp_path / "local.csv", tmp_path / "ray.csv")
     assert paths(errors_of(tmp_path / "ray.csv")) == ["0007.jpg", f"{PHOTOS - 1:04d}.jpg"]
+
+
+def test_presigned_urls_and_their_shards_members_read_by_workers_as_locally(
+    compat: tuple[str, S3Server, Compat], tiny_model: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """A presigned shard (its query string kept in each member's ranged GET), a presigned
+    photo that refuses a HEAD, a redirect, an expired URL and one that wants a login:
+    the workers' rows and error rows are the local engine's, byte for byte."""
+    address = compat[0]
+    _Web.photo, _Web.gets, _Web.first = photo_jpeg, {}, {}
+    members = [(f"{k}.jpg", photo_jpeg + bytes([k])) for k in range(5)]
+    _Web.shard = write_tar(tmp_path / "s.tar", members).read_bytes()
+    with _serve(_Web) as web:
+        names = [f"s.tar?{SIGNED}", f"signed.jpg?{SIGNED}", "r301.jpg", "expired.jpg"]
+        (tmp_path / "list.txt").write_text("".join(f"{web}/{n}\n" for n in [*names, "login.jpg"]))
+        inputs = [str(tiny_model), f"@{tmp_path / 'list.txt'}"]
+        local = _infer(inputs, tmp_path / "local.csv")
+        ray_args = ["--engine", "ray", "--address", address, "--block-size", "3"]
+        remote = _infer(inputs, tmp_path / "ray.csv", *ray_args)
+    assert local[0] == 0 and remote[0] == 0, remote[1]
+    assert_same_files(tmp_path / "local.csv", tmp_path / "ray.csv")
+    assert len(paths(tmp_path / "ray.csv")) == 7
+    assert len(paths(errors_of(tmp_path / "ray.csv"))) == 2

@@ -46,7 +46,7 @@ def decode_batch(
     items = [_listed(*row) for row in zip(*(batch[c] for c in columns), strict=True)]
     if io_threads and any(stores.is_url(item.path) for item in items):  # many GETs at once
         with contextlib.closing(
-            fetch_ahead(items, io_threads, max_bytes=limits.max_bytes)
+            fetch_ahead(items, io_threads, max_bytes=limits.max_bytes, whole_job=False)
         ) as fetched:
             items = list(fetched)
     images = np.zeros((len(items), *size, channels), dtype=np.uint8)

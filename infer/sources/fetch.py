@@ -343,12 +343,16 @@ def fetch_ahead(
     threads: int,
     budget_bytes: int = FETCH_BUDGET_BYTES,
     max_bytes: int | None = None,
+    whole_job: bool = True,
 ) -> Generator[Item, None, None]:
     """`items` in order; those named by URL come with their bytes (or their error),
     read by `threads` reads in flight. The listing itself runs ahead on a thread, so a
     slow listing page overlaps the work; its errors are raised here, in order. An item
     listed over `max_bytes` (None: `max_file_bytes()`) comes with its error, unread.
-    `threads` 0: the items as they come, read later by the decode threads."""
+    `threads` 0: the items as they come, read later by the decode threads. `whole_job`
+    False: `items` are a part of a job (a Ray decode task's batch), whose end says
+    nothing about the store: reads still without an answer there are asked once more
+    (`_settled`) instead of becoming error rows."""
     if threads == 0:
         yield from items
         return
@@ -438,11 +442,13 @@ def fetch_ahead(
     thread = threading.Thread(target=lister, name="cnnbench-lister", daemon=True)
     thread.start()
     held = _Held(budget_bytes)
+    known: Item | None = None  # the last item whose read was answered
     try:
         while True:
             got, cost, since = ahead.get()
             if got is _END:
-                yield from held.release()
+                left = held.release()
+                yield from left if whole_job else _settled(left, settings, max_bytes, known)
                 return
             if isinstance(got, BaseException):  # the held items are read again by a --resume
                 raise got
@@ -457,6 +463,8 @@ def fetch_ahead(
             fetched = got.result()
             budget.give(cost)
             for item in fetched:
+                if item.error is None:  # answered: asked again where the end is unsure
+                    known = Item(item.path, item.name, size=item.size, offset=item.offset)
                 if item.error is None and not held.items:
                     yield item
                 else:
@@ -471,6 +479,37 @@ def fetch_ahead(
             if multi is not None:
                 multi.close()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _settled(
+    items: list[Item], settings: tuple, max_bytes: int | None, known: Item | None
+) -> list[Item]:
+    """Items held at the end of a part of a job (`fetch_ahead`), each read without an
+    answer asked once more, one after another: an answer now (the object, or why not)
+    takes its place. Where one gets no answer again, `known` (a read of this part that
+    was answered) is read again too, as a read asked after it: answered, the store
+    works and those objects fail alone (error rows, as in a whole job); else, or with no
+    such read, the job stops (`stores.StoreDown`), as STOP_AFTER in a row stop it. A Ray
+    decode task reads one batch: unanswered reads at its end were error rows, so a
+    store that went away made every object after it one, and the job exited 0
+    (--resume skips error rows)."""
+    done: list[Item] = []
+    failed: Unanswered | None = None
+    for item in items:
+        if isinstance(item, Unanswered):
+            plain = Item(item.path, item.name, size=item.size, offset=item.offset)
+            (item,) = _fetch([plain], settings, max_bytes, _Unanswered(threading.Event()))
+            failed = item if isinstance(item, Unanswered) else failed
+        done.append(item)
+    if failed is None:
+        return done
+    if known is not None:
+        (again,) = _fetch([known], settings, max_bytes, _Unanswered(threading.Event()))
+        if not isinstance(again, Unanswered):
+            return done
+    raise stores.StoreDown(
+        f"the store stopped answering: a read failed twice, none answered after it ({failed.error})"
+    )
 
 
 def _put(q: queue.Queue, entry: tuple, stop: threading.Event) -> bool:

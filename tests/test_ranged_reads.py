@@ -9,6 +9,7 @@ a member."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import functools
 import http.server
@@ -127,23 +128,22 @@ def rclone_like(
     """moto behind `_Rclone`, the environment pointed at the proxy: the plain key's
     ranged reads go through obstore (which refuses a 200), the key with a space's
     through botocore (which checked the checksum)."""
-    moto = S3Server(tmp_path / "moto.log")
-    tar = (tmp_path / "data.tar").read_bytes()
-    client = moto.client()
-    client.create_bucket(Bucket="rclone")
     keys = ("plain/s.tar", "with space/s.tar")
-    for key in keys:
-        client.put_object(Bucket="rclone", Key=key, Body=tar)
+    tar = (tmp_path / "data.tar").read_bytes()
     crc = base64.b64encode(zlib.crc32(tar).to_bytes(4, "big")).decode()
-    proxy = _Rclone(moto.url, {"/rclone/plain/s.tar": crc, "/rclone/with%20space/s.tar": crc})
-    for name, value in moto.env.items():
-        monkeypatch.setenv(name, proxy.url if name == "AWS_ENDPOINT_URL" else value)
-    try:
+    with contextlib.ExitStack() as stack:  # whatever fails, nothing is left running
+        moto = S3Server(tmp_path / "moto.log")
+        stack.callback(moto.stop)
+        client = moto.client()
+        client.create_bucket(Bucket="rclone")
+        for key in keys:
+            client.put_object(Bucket="rclone", Key=key, Body=tar)
+        proxy = _Rclone(moto.url, {"/rclone/plain/s.tar": crc, "/rclone/with%20space/s.tar": crc})
+        stack.callback(proxy.server_close)
+        stack.callback(proxy.shutdown)
+        for name, value in moto.env.items():
+            monkeypatch.setenv(name, proxy.url if name == "AWS_ENDPOINT_URL" else value)
         yield tuple(f"s3://rclone/{key}" for key in keys)  # type: ignore[misc]
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
-        moto.stop()
 
 
 def test_ranges_answered_200_with_the_whole_objects_checksum_read_right(

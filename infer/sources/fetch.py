@@ -442,7 +442,7 @@ def fetch_ahead(
     thread = threading.Thread(target=lister, name="cnnbench-lister", daemon=True)
     thread.start()
     held = _Held(budget_bytes)
-    known: Item | None = None  # the last item whose read was answered
+    known: Item | None = None  # the last item whose read was answered (a part of a job)
     try:
         while True:
             got, cost, since = ahead.get()
@@ -463,8 +463,8 @@ def fetch_ahead(
             fetched = got.result()
             budget.give(cost)
             for item in fetched:
-                if item.error is None:  # answered: asked again where the end is unsure
-                    known = Item(item.path, item.name, size=item.size, offset=item.offset)
+                if item.error is None and not whole_job:  # asked again if the end is unsure
+                    known = item
                 if item.error is None and not held.items:
                     yield item
                 else:
@@ -504,7 +504,8 @@ def _settled(
     if failed is None:
         return done
     if known is not None:
-        (again,) = _fetch([known], settings, max_bytes, _Unanswered(threading.Event()))
+        plain = Item(known.path, known.name, size=known.size, offset=known.offset)
+        (again,) = _fetch([plain], settings, max_bytes, _Unanswered(threading.Event()))
         if not isinstance(again, Unanswered):
             return done
     raise stores.StoreDown(

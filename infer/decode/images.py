@@ -129,11 +129,11 @@ def load_items(
     *,
     limits: DecodeLimits = DEFAULT_LIMITS,
     truncated: list[str] | None = None,
-    read: Callable[[Item, int | None], bytes] | None = None,
+    read: Callable[..., bytes] = read_item,
 ) -> list[str | None]:
     """Read each item into its row of `out`; per item, None or why it could not be read.
     The names of truncated files read under `limits.allow_truncated` go to `truncated`.
-    `read`: how an item's bytes are read (None: `read_item`)."""
+    `read`: how an item's bytes are read (`read_item`, or `fetch.DecodeReads`)."""
     reasons: list[str | None] = []
     for item, dst in zip(items, out, strict=True):
         try:
@@ -141,10 +141,7 @@ def load_items(
                 reasons.append(item.error)
                 continue
             notes: list[str] = []
-            if read is None:
-                data = read_item(item, max_bytes=limits.max_bytes)
-            else:
-                data = read(item, limits.max_bytes)
+            data = read(item, max_bytes=limits.max_bytes)
             decode_into(data, dst, bgr, policy, limits=limits, notes=notes)
             if notes and truncated is not None:
                 truncated.append(item.name)

@@ -798,7 +798,7 @@ def _s3_get(
     except TooLarge:
         raise
     except Exception as e:
-        if any(why in str(e) for why in _BOTOCORE_READS):
+        if _botocore_reads(e):
             return _botocore_get(url, span, settings, max_bytes)
         raise _from_obstore(e) from e
 
@@ -807,6 +807,13 @@ def _s3_get(
 # with status 200 (rclone's `serve s3`, lakeFS's gateway), a 206 without Content-Range,
 # a body sent chunked, with no Content-Length (each was an error row)
 _BOTOCORE_READS = ("NotPartial", "NoContentRange", "MissingContentLength")
+
+
+def _botocore_reads(e: Exception) -> bool:
+    """Whether obstore's failure `e` refused an answer that botocore reads."""
+    return any(why in str(e) for why in _BOTOCORE_READS)
+
+
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/")
 
 
@@ -1020,7 +1027,7 @@ def _s3_stream(url: str, chunk: int) -> _Chunks | _Described:
     try:
         got = obstore.get(store, key)
     except Exception as e:
-        if any(why in str(e) for why in _BOTOCORE_READS):  # botocore streams its body
+        if _botocore_reads(e):  # botocore streams its body
             body = s3_client(settings).get_object(Bucket=bucket, Key=key)["Body"]
             return _Described(body, url)
         raise _from_obstore(e) from e

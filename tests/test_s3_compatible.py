@@ -5,7 +5,6 @@ server's answers allow it, else one line saying what the server did."""
 
 from __future__ import annotations
 
-import http.client
 import http.server
 import json
 import os
@@ -20,13 +19,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 from helpers import (
+    Forwarding,
     S3Server,
     assert_one_line_error,
     cnnbench_fast_stores,
+    forward,
     paths,
     s3_env,
     s3_with_photos,
-    write_chunked,
+    send_answer,
     write_tar,
 )
 
@@ -113,26 +114,22 @@ SLOW_DOWN = (
 V2_ONLY = ("list-type", "continuation-token", "start-after", "fetch-owner")
 
 
-class _Rewrite(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Rewrite(Forwarding):
     server: Compat
-
-    def do_GET(self) -> None:
-        self._forward()
 
     def do_HEAD(self) -> None:
         if self.server.head is not None:
             self.server.requests.append(f"HEAD {self.path}")
-            self._answer(self.server.head, b"")
+            send_answer(self, self.server.head, [], b"")
             return
-        self._forward()
+        self.answer()
 
-    def _forward(self) -> None:
+    def answer(self) -> None:
         server = self.server
         server.requests.append(f"{self.command} {self.path}")
         signed = re.search(r"Credential=[^/]+/\d+/([^/]+)/", self.headers.get("Authorization", ""))
         if server.region and signed and signed[1] != server.region:
-            self._answer(400, _wrong_region(signed[1], server.region))
+            send_answer(self, 400, [], _wrong_region(signed[1], server.region))
             return
         path, _, query = self.path.partition("?")
         params = parse_qsl(query, keep_blank_values=True)
@@ -141,7 +138,7 @@ class _Rewrite(http.server.BaseHTTPRequestHandler):
             return
         if listing and ("list-type", "2") in params:
             if server.v2 == "refused":
-                self._answer(501, NOT_IMPLEMENTED)
+                send_answer(self, 501, [], NOT_IMPLEMENTED)
                 return
             if server.v2 == "ignored":
                 params = [(k, v) for k, v in params if k not in V2_ONLY]
@@ -155,24 +152,13 @@ class _Rewrite(http.server.BaseHTTPRequestHandler):
             params = [(k, v) for k, v in params if k != "continuation-token"]
         if listing and server.encoding == "ignored":
             params = [(k, v) for k, v in params if k != "encoding-type"]
-        upstream = http.client.HTTPConnection(server.upstream, timeout=30)
-        try:
-            target = f"{path}?{urlencode(params)}" if params else path
-            upstream.request(self.command, target, headers=dict(self.headers))
-            answer = upstream.getresponse()
-            body = answer.read()
-        finally:
-            upstream.close()
+        target = f"{path}?{urlencode(params)}" if params else path
+        status, headers, body = forward(self, server.upstream, target)
         if listing and not server.next_marker:
             body = re.sub(rb"<NextMarker>[^<]*</NextMarker>", b"", body)
         if listing and server.encoding == "unsaid":
             body = body.replace(b"<EncodingType>url</EncodingType>", b"")
-        headers = [
-            (name, value)
-            for name, value in answer.getheaders()
-            if name.lower() not in ("transfer-encoding", "connection", "content-length")
-        ]
-        self._answer(answer.status, body, headers, chunked=server.chunked and not listing)
+        send_answer(self, status, headers, body, chunked=server.chunked and not listing)
 
     def _slowed_down(self) -> bool:
         """Whether this GET was answered 503 SlowDown (while the server sheds load)."""
@@ -184,27 +170,8 @@ class _Rewrite(http.server.BaseHTTPRequestHandler):
             return False
         wait = str(round(server.slow_down))
         server.slowed += 1
-        self._answer(503, SLOW_DOWN, [("Retry-After", wait)])
+        send_answer(self, 503, [("Retry-After", wait)], SLOW_DOWN)
         return True
-
-    def _answer(
-        self, status: int, body: bytes, headers: list | None = None, chunked: bool = False
-    ) -> None:
-        self.send_response(status)
-        for name, value in headers or ():
-            self.send_header(name, value)
-        if chunked and self.command != "HEAD":
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            write_chunked(self, body, 5000)
-            return
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def _cnnbench(args: list[str], endpoint: str, **env: str) -> subprocess.CompletedProcess:

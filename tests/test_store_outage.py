@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 from helpers import (
+    Forwarding,
     S3Server,
     assert_one_line_error,
     cnnbench_fast_stores,
@@ -102,30 +103,17 @@ class _Outage(http.server.ThreadingHTTPServer):
         self.server_close()
 
 
-class _Forward(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Forward(Forwarding):
     server: _Outage
 
-    def do_GET(self) -> None:
-        self._forward()
-
-    def do_HEAD(self) -> None:
-        self._forward()
-
-    def _forward(self) -> None:
+    def answer(self) -> None:
         if self._expired():
-            self.send_response(400)
-            self.send_header("Content-Length", str(len(EXPIRED)))
-            self.end_headers()
-            self.wfile.write(EXPIRED if self.command == "GET" else b"")
+            send_answer(self, 400, [], EXPIRED)
             return
         if not self.server.admit(self.path):
             if self.server.mode not in ("gone", "cut"):
                 body = UNANSWERED if self.server.mode == "503" else EXPIRED
-                self.send_response(int(self.server.mode))
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body if self.command == "GET" else b"")
+                send_answer(self, int(self.server.mode), [], body)
             else:
                 self.close_connection = True  # cut, without an answer
             return
@@ -167,9 +155,6 @@ class _Forward(http.server.BaseHTTPRequestHandler):
                 return False
             self.server.expired += 1
         return True
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def _cnnbench(args: list[str], endpoint: str) -> subprocess.CompletedProcess:

@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import S3Server, assert_one_line_error, errors_of, local_ray, paths, s3_env, write_tar
+from helpers import (
+    S3Server,
+    assert_one_line_error,
+    errors_of,
+    local_ray,
+    paths,
+    s3_env,
+    send_answer,
+    write_tar,
+)
 from test_infer_ray import assert_same_files
 from test_s3_compatible import ODD, Compat, _Rewrite
 from test_store_outage import _Outage
@@ -43,11 +52,12 @@ class _Broken(_Rewrite):
 
     server: _Proxy
 
-    def _forward(self) -> None:
+    def answer(self) -> None:
         if self.path.split("?")[0] in self.server.broken:
-            self._answer(500, b"<Error><Code>InternalError</Code><Message>x</Message></Error>")
+            error = b"<Error><Code>InternalError</Code><Message>x</Message></Error>"
+            send_answer(self, 500, [], error)
             return
-        super()._forward()
+        super().answer()
 
 
 @pytest.fixture(scope="module")
